@@ -1,0 +1,131 @@
+import path from 'node:path';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { runBench, type BenchOptions } from '../bench/run-bench.js';
+import { markdown, writeReport } from '../bench/report.js';
+import { ROOT } from '../bench/children.js';
+import { loadConfig } from '../config.js';
+import { action } from './common.js';
+
+interface Flags {
+  smoke?: boolean;
+  rates?: number[];
+  duration?: number;
+  warmup?: number;
+  catchup?: number;
+  externalBatchSize: number;
+  markersPerSecond?: number;
+  pollMs: number;
+  out: string;
+  pipelineFrom: 'auto' | 'dist' | 'tsx';
+  cpuProf?: boolean;
+  redisUrl?: string;
+}
+
+/** `engagement bench`: end-to-end latency, throughput and cost on this machine, as a JSON report. */
+export function registerBench(program: Command): void {
+  program
+    .command('bench')
+    .description(
+      'end-to-end benchmark: own embedded Postgres, the real pipeline as a child, all three sinks; JSON + markdown report',
+    )
+    .option('--smoke', 'tiny rates and counts, finishes in well under a minute (CI)')
+    .option('--rates <list>', 'steady rates, events/s, comma-separated (default 1000; smoke 200)', rateList)
+    .option('--duration <s>', 'measured seconds per rate (default 60; smoke 3)', positive('--duration'))
+    .option(
+      '--warmup <s>',
+      'warm-up seconds before each rate (default 5; smoke 1)',
+      positive('--warmup', true),
+    )
+    .option(
+      '--catchup <n>',
+      'events inserted while the pipeline is stopped, then timed through all sinks; 0 skips (default 200000; smoke 5000)',
+      positive('--catchup', true),
+    )
+    .option(
+      '--external-batch-size <n>',
+      'EXTERNAL_BATCH_SIZE of the pipeline',
+      positive('--external-batch-size'),
+      100,
+    )
+    .option(
+      '--markers-per-second <n>',
+      'latency marker events per second (default 20; smoke 10)',
+      positive('--markers-per-second'),
+    )
+    .option('--poll-ms <n>', 'Redis poll interval of the latency probe', positive('--poll-ms'), 2)
+    .option('--out <dir>', 'report directory', 'bench/results')
+    .addOption(
+      new Option(
+        '--pipeline-from <how>',
+        'run the pipeline child from the build or the source (auto: dist unless stale)',
+      )
+        .choices(['auto', 'dist', 'tsx'])
+        .default('auto'),
+    )
+    .option('--cpu-prof', 'profile the catch-up pipeline child (--cpu-prof), saved beside the report')
+    .option('--redis-url <url>', 'Redis to use [env REDIS_URL]')
+    .addHelpText(
+      'after',
+      "\nStarts a private embedded Postgres (temp dir, free port), uses the machine's Redis under a random key prefix," +
+        '\nruns the mock external system and `engagement run` as child processes, and removes all of it afterwards.' +
+        '\nWrites <out>/<timestamp>-<mode>.json, <out>/latest.json and <out>/latest.md.',
+    )
+    .action(
+      action(async (flags: Flags) => {
+        const smoke = flags.smoke === true;
+        const redisUrl = loadConfig({ redisUrl: flags.redisUrl }).redisUrl;
+        const controller = new AbortController();
+        let interrupts = 0;
+        const onSignal = () => {
+          // The first Ctrl-C stops at the next step and cleans up; a second one gives up at once.
+          if (++interrupts > 1) process.exit(130);
+          controller.abort();
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+        const outDir = path.resolve(flags.out);
+        const options: BenchOptions = {
+          smoke,
+          rates: flags.rates ?? (smoke ? [200] : [1000]),
+          durationSeconds: flags.duration ?? (smoke ? 3 : 60),
+          warmupSeconds: flags.warmup ?? (smoke ? 1 : 5),
+          catchupEvents: flags.catchup ?? (smoke ? 5000 : 200_000),
+          externalBatchSize: flags.externalBatchSize,
+          markersPerSecond: flags.markersPerSecond ?? (smoke ? 10 : 20),
+          pollMs: flags.pollMs,
+          redisUrl,
+          cli: flags.pipelineFrom,
+          cpuProfileDir: flags.cpuProf ? path.join(outDir, 'profiles') : null,
+          command: `engagement ${process.argv.slice(process.argv.indexOf('bench')).join(' ')}`,
+          log: (line) => process.stderr.write(`bench: ${line}\n`),
+          signal: controller.signal,
+        };
+        try {
+          const report = await runBench(options);
+          const files = await writeReport(report, outDir);
+          process.stdout.write(`${markdown(report)}\n`);
+          process.stderr.write(`bench: wrote ${files.map((f) => path.relative(ROOT, f) || f).join(', ')}\n`);
+          return report.correctness?.ok === false ? 1 : 0;
+        } finally {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+        }
+      }),
+    );
+}
+
+function rateList(value: string): number[] {
+  const rates = value.split(',').map((v) => Number(v.trim()));
+  if (rates.length === 0 || rates.some((r) => !Number.isFinite(r) || r <= 0))
+    throw new InvalidArgumentError('--rates must be comma-separated positive numbers, e.g. 1000,5000');
+  return rates;
+}
+
+function positive(flag: string, zeroOk = false) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < 0 || (!zeroOk && n === 0))
+      throw new InvalidArgumentError(`${flag} must be a ${zeroOk ? 'non-negative' : 'positive'} number`);
+    return n;
+  };
+}

@@ -1,0 +1,37 @@
+import type { Command } from 'commander';
+import { configSpec, loadConfig, type Config, type ConfigKey } from '../config.js';
+import { describeError, PipelineError } from '../errors.js';
+
+/** Adds the flags of the named config keys to a command; help text comes from configSpec. */
+export function withConfigOptions(command: Command, keys: readonly ConfigKey[]): Command {
+  for (const key of keys) {
+    const spec = configSpec[key];
+    command.option(`--${spec.flag} <value>`, `${spec.describe} [env ${spec.env}]`);
+  }
+  return command;
+}
+
+/** Flags from commander (camelCase) over env, validated and frozen. */
+export function configFrom(options: Record<string, unknown>): Config {
+  const flags: Partial<Record<ConfigKey, unknown>> = {};
+  for (const key of Object.keys(configSpec) as ConfigKey[]) {
+    if (options[key] !== undefined) flags[key] = options[key];
+  }
+  return loadConfig(flags);
+}
+
+/**
+ * Runs a command body: config and usage problems print one line and exit 2, other
+ * failures print one line and exit 1. Never prints a stack or a secret.
+ */
+export function action<A extends unknown[]>(body: (...args: A) => Promise<void | number>) {
+  return async (...args: A): Promise<void> => {
+    try {
+      const code = await body(...args);
+      if (typeof code === 'number') process.exitCode = code;
+    } catch (err) {
+      process.stderr.write(`engagement: ${describeError(err)}\n`);
+      process.exitCode = err instanceof PipelineError && err.kind === 'config' ? 2 : 1;
+    }
+  };
+}

@@ -1,0 +1,52 @@
+import type { Command } from 'commander';
+import { createLogger } from '../logger.js';
+import { startHttpServer, startRuntime } from '../runtime.js';
+import { action, configFrom, withConfigOptions } from './common.js';
+import { waitForShutdownSignal } from './signals.js';
+
+export const RUN_CONFIG_KEYS = [
+  'databaseUrl',
+  'redisUrl',
+  'redisPrefix',
+  'analyticsUrl',
+  'externalUrl',
+  'externalSecret',
+  'externalPolicy',
+  'externalBatchSize',
+  'externalConcurrency',
+  'externalMaxAttempts',
+  'externalTimeoutMs',
+  'slotName',
+  'publicationName',
+  'port',
+  'host',
+  'apiToken',
+  'batchMaxRows',
+  'batchMaxWaitMs',
+  'maxInFlightBatches',
+  'logLevel',
+] as const;
+
+export function registerRun(program: Command): void {
+  withConfigOptions(
+    program.command('run').description('run the streaming pipeline (direct mode) with its HTTP server'),
+    RUN_CONFIG_KEYS,
+  ).action(
+    action(async (options: Record<string, unknown>) => {
+      const config = configFrom(options);
+      const logger = createLogger(config.logLevel);
+      const runtime = await startRuntime(config, logger);
+      const http = await startHttpServer(runtime, config, logger).catch(async (err) => {
+        await runtime.stop();
+        throw err;
+      });
+      logger.info({ url: http.url }, 'pipeline running; Ctrl-C drains and stops');
+      process.stdout.write(`engagement pipeline running; dashboard and API at ${http.url}\n`);
+      const signal = await waitForShutdownSignal();
+      logger.info({ signal }, 'draining');
+      await http.close();
+      await runtime.stop();
+      logger.info('stopped cleanly');
+    }),
+  );
+}

@@ -1,0 +1,70 @@
+import type { Command } from 'commander';
+import { Option } from 'commander';
+import { parseWindow } from '../domain/windows.js';
+import { configError } from '../errors.js';
+import { readLeaderboard } from '../sinks/redis/leaderboard-reader.js';
+import { createRedis } from '../sinks/redis/redis-sink.js';
+import { action, configFrom, withConfigOptions } from './common.js';
+
+export function registerTop(program: Command): void {
+  withConfigOptions(
+    program
+      .command('top')
+      .description('print the live leaderboard from Redis')
+      .option('--window <w>', 'time window (the 10-minute leaderboard is kept live)', '10m')
+      .addOption(new Option('--by <what>', 'rank by').choices(['events', 'seconds']).default('events'))
+      .addOption(
+        new Option('--dim <what>', 'rank content or devices')
+          .choices(['content', 'device'])
+          .default('content'),
+      )
+      .option('--limit <n>', 'rows', '10')
+      .option('--json', 'print JSON'),
+    ['redisUrl', 'redisPrefix'],
+  ).action(
+    action(async (options: Record<string, unknown>) => {
+      const config = configFrom(options);
+      const limit = Number(options.limit);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+        throw configError('--limit must be an integer from 1 to 1000');
+      const minutes = (() => {
+        try {
+          return parseWindow(String(options.window));
+        } catch (err) {
+          throw configError(`--window: ${(err as Error).message}`);
+        }
+      })();
+      const redis = createRedis(config.redisUrl);
+      try {
+        await redis.connect();
+      } catch {
+        throw configError(
+          `cannot reach Redis at ${new URL(config.redisUrl).host}`,
+          'start Redis or set REDIS_URL',
+        );
+      }
+      try {
+        const rows = await readLeaderboard(redis, config.redisPrefix, {
+          minutes,
+          by: options.by as 'events' | 'seconds',
+          dim: options.dim as 'content' | 'device',
+          limit,
+        });
+        if (options.json) {
+          process.stdout.write(`${JSON.stringify(rows)}\n`);
+          return;
+        }
+        const label = options.dim === 'device' ? 'device' : 'content_id';
+        process.stdout.write(`rank  ${options.by === 'seconds' ? 'seconds' : 'events'}  ${label}\n`);
+        rows.forEach((row, i) =>
+          process.stdout.write(
+            `${String(i + 1).padStart(4)}  ${String(row.score).padStart(6)}  ${row.member}\n`,
+          ),
+        );
+        if (rows.length === 0) process.stdout.write('(no events in the window)\n');
+      } finally {
+        redis.disconnect();
+      }
+    }),
+  );
+}

@@ -1,0 +1,220 @@
+import { z } from 'zod';
+import { configError, redactSecrets } from './errors.js';
+
+/**
+ * Configuration is declared once here: env name, flag, default, description and schema.
+ * The CLI builds its flags and --help from this table; values come from flags, then env,
+ * then defaults; the result is validated, then frozen. Secrets are wrapped so they never
+ * print.
+ */
+export class Secret {
+  readonly #value: string;
+  constructor(value: string) {
+    this.#value = value;
+  }
+  reveal(): string {
+    return this.#value;
+  }
+  toString(): string {
+    return '[redacted]';
+  }
+  toJSON(): string {
+    return '[redacted]';
+  }
+}
+
+const positiveInt = z.coerce.number().int().positive();
+const analyticsUrl = z
+  .string()
+  .refine((url) => /^(duckdb:|clickhouse:\/\/|clickhouses:\/\/|bigquery:\/\/)/.test(url), {
+    message: 'must start with duckdb:, clickhouse:// or bigquery://',
+  });
+
+export const configSpec = {
+  databaseUrl: {
+    env: 'DATABASE_URL',
+    flag: 'database-url',
+    describe: 'Postgres connection URL (source)',
+    schema: z.string().url().optional(),
+  },
+  redisUrl: {
+    env: 'REDIS_URL',
+    flag: 'redis-url',
+    describe: 'Redis URL',
+    schema: z
+      .string()
+      .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+      .default('redis://127.0.0.1:6379'),
+  },
+  redisPrefix: {
+    env: 'REDIS_PREFIX',
+    flag: 'redis-prefix',
+    describe: 'prefix prepended to every Redis key',
+    schema: z.string().default(''),
+  },
+  analyticsUrl: {
+    env: 'ANALYTICS_URL',
+    flag: 'analytics-url',
+    describe: 'duckdb:PATH | clickhouse://user:pass@host:8123/db | bigquery://project/dataset',
+    schema: analyticsUrl.default('duckdb:./data/engagement.duckdb'),
+  },
+  externalUrl: {
+    env: 'EXTERNAL_URL',
+    flag: 'external-url',
+    describe: 'external HTTP endpoint (unset: external sink off)',
+    schema: z.string().url().optional(),
+  },
+  externalSecret: {
+    env: 'EXTERNAL_SECRET',
+    flag: 'external-secret',
+    describe: 'HMAC-SHA256 key for X-Signature',
+    schema: z.string().min(1).optional(),
+    secret: true,
+  },
+  externalPolicy: {
+    env: 'EXTERNAL_POLICY',
+    flag: 'external-policy',
+    describe: 'after the last attempt: best-effort (dead-letter) or block (hold the LSN)',
+    schema: z.enum(['best-effort', 'block']).default('best-effort'),
+  },
+  externalBatchSize: {
+    env: 'EXTERNAL_BATCH_SIZE',
+    flag: 'external-batch-size',
+    describe: 'events per POST (1 = one event object; >1 = JSON array)',
+    schema: positiveInt.default(1),
+  },
+  externalConcurrency: {
+    env: 'EXTERNAL_CONCURRENCY',
+    flag: 'external-concurrency',
+    describe: 'concurrent requests to the external system',
+    schema: positiveInt.default(32),
+  },
+  externalMaxAttempts: {
+    env: 'EXTERNAL_MAX_ATTEMPTS',
+    flag: 'external-max-attempts',
+    describe: 'attempts per request before the policy applies',
+    schema: positiveInt.default(6),
+  },
+  externalTimeoutMs: {
+    env: 'EXTERNAL_TIMEOUT_MS',
+    flag: 'external-timeout-ms',
+    describe: 'per-request timeout',
+    schema: positiveInt.default(5000),
+  },
+  kafkaBrokers: {
+    env: 'KAFKA_BROKERS',
+    flag: 'kafka-brokers',
+    describe: 'comma-separated Kafka bootstrap servers',
+    schema: z.string().optional(),
+  },
+  slotName: {
+    env: 'SLOT_NAME',
+    flag: 'slot-name',
+    describe: 'logical replication slot',
+    schema: z
+      .string()
+      .regex(/^[a-z0-9_]{1,63}$/, 'lower-case letters, digits and _ only')
+      .default('engagement_pipeline'),
+  },
+  publicationName: {
+    env: 'PUBLICATION_NAME',
+    flag: 'publication-name',
+    describe: 'publication of content and engagement_events',
+    schema: z
+      .string()
+      .regex(/^[a-z0-9_]{1,63}$/, 'lower-case letters, digits and _ only')
+      .default('engagement_pipeline'),
+  },
+  port: {
+    env: 'PORT',
+    flag: 'port',
+    describe: 'HTTP port (0 = any free port)',
+    schema: z.coerce.number().int().min(0).max(65535).default(8787),
+  },
+  host: { env: 'HOST', flag: 'host', describe: 'HTTP bind address', schema: z.string().default('127.0.0.1') },
+  apiToken: {
+    env: 'API_TOKEN',
+    flag: 'api-token',
+    describe: 'bearer token for the HTTP API (required when not bound to loopback)',
+    schema: z.string().min(8).optional(),
+    secret: true,
+  },
+  batchMaxRows: {
+    env: 'BATCH_MAX_ROWS',
+    flag: 'batch-max-rows',
+    describe: 'events per batch at most',
+    schema: positiveInt.default(1000),
+  },
+  batchMaxWaitMs: {
+    env: 'BATCH_MAX_WAIT_MS',
+    flag: 'batch-max-wait-ms',
+    describe: 'how long a batch may wait to fill',
+    schema: positiveInt.default(20),
+  },
+  maxInFlightBatches: {
+    env: 'MAX_IN_FLIGHT_BATCHES',
+    flag: 'max-in-flight-batches',
+    describe: 'batches being written at once (backpressure bound)',
+    schema: positiveInt.default(4),
+  },
+  logLevel: {
+    env: 'LOG_LEVEL',
+    flag: 'log-level',
+    describe: 'fatal|error|warn|info|debug',
+    schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  },
+} as const;
+
+type Spec = typeof configSpec;
+export type ConfigKey = keyof Spec;
+type Plain = { [K in ConfigKey]: z.output<Spec[K]['schema']> };
+/** Validated, frozen configuration; secret values are wrapped in Secret. */
+export type Config = Readonly<{
+  [K in ConfigKey]: Spec[K] extends { secret: true } ? Secret | undefined : Plain[K];
+}>;
+
+/**
+ * Builds the configuration from flag values (camelCase keys, as commander gives them)
+ * over the environment. Throws a config PipelineError naming the env var on bad input.
+ */
+export function loadConfig(
+  flags: Partial<Record<ConfigKey, unknown>> = {},
+  env: NodeJS.ProcessEnv = process.env,
+): Config {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(configSpec) as ConfigKey[]) {
+    const spec = configSpec[key];
+    const raw = flags[key] ?? emptyToUndefined(env[spec.env]);
+    const parsed = spec.schema.safeParse(raw);
+    if (!parsed.success) {
+      const shown = 'secret' in spec ? '' : ` (got ${JSON.stringify(redactSecrets(String(raw)))})`;
+      throw configError(
+        `${spec.env} / --${spec.flag}: ${parsed.error.issues[0]?.message ?? 'invalid'}${shown}`,
+      );
+    }
+    out[key] = 'secret' in spec && parsed.data !== undefined ? new Secret(String(parsed.data)) : parsed.data;
+  }
+  const config = out as Config;
+  if (!isLoopback(config.host) && !config.apiToken) {
+    throw configError(
+      `HOST=${config.host} is not loopback and API_TOKEN is not set`,
+      'set API_TOKEN or bind to 127.0.0.1',
+    );
+  }
+  return Object.freeze(config);
+}
+
+/** DATABASE_URL, or a one-line config error saying how to set it. */
+export function requireDatabaseUrl(config: Config): string {
+  if (!config.databaseUrl)
+    throw configError('DATABASE_URL is not set', 'export DATABASE_URL=postgres://user@host:5432/db');
+  return config.databaseUrl;
+}
+
+function emptyToUndefined(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value;
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}

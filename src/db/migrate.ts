@@ -1,0 +1,115 @@
+import type pg from 'pg';
+import { ErrorCodes, PipelineError } from '../errors.js';
+import { ident, withClient } from './postgres.js';
+import { SOURCE_TABLES_SQL, STATE_SCHEMA_SQL } from './schema.js';
+
+export interface MigrateOptions {
+  slotName: string;
+  publicationName: string;
+}
+
+export interface MigrateReport {
+  createdTables: string[];
+  publication: 'created' | 'updated' | 'present';
+  slot: 'created' | 'present';
+}
+
+const SOURCE_TABLES = ['content', 'engagement_events'];
+
+/** Idempotent: tables if absent, publication, state schema, then the slot (last, so it starts after all DDL). */
+export async function migrate(databaseUrl: string, options: MigrateOptions): Promise<MigrateReport> {
+  return withClient(databaseUrl, async (client) => {
+    await assertReplicationReady(client);
+    const before = await existingTables(client);
+    await client.query(SOURCE_TABLES_SQL);
+    await client.query(STATE_SCHEMA_SQL);
+    const publication = await ensurePublication(client, options.publicationName);
+    const slot = await ensureSlot(client, options.slotName);
+    return { createdTables: SOURCE_TABLES.filter((t) => !before.has(t)), publication, slot };
+  });
+}
+
+/** Fails with one line and the exact fix when logical replication cannot work. */
+export async function assertReplicationReady(client: pg.Client): Promise<void> {
+  const { rows } = await client.query<{
+    wal_level: string;
+    rolreplication: boolean;
+    rolsuper: boolean;
+    rolname: string;
+  }>(
+    `SELECT current_setting('wal_level') AS wal_level, rolreplication, rolsuper, rolname
+       FROM pg_roles WHERE rolname = current_user`,
+  );
+  const row = rows[0];
+  if (row.wal_level !== 'logical') {
+    throw new PipelineError(
+      ErrorCodes.WAL_LEVEL,
+      `wal_level is '${row.wal_level}', logical replication needs 'logical'`,
+      'config',
+      `ALTER SYSTEM SET wal_level = logical; then restart Postgres`,
+    );
+  }
+  if (!row.rolreplication && !row.rolsuper) {
+    throw new PipelineError(
+      ErrorCodes.NO_REPLICATION_PRIVILEGE,
+      `role ${row.rolname} lacks the REPLICATION attribute`,
+      'config',
+      `ALTER ROLE ${ident(row.rolname)} WITH REPLICATION; (as a superuser)`,
+    );
+  }
+}
+
+async function existingTables(client: pg.Client): Promise<Set<string>> {
+  const { rows } = await client.query<{ table_name: string }>(
+    `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ANY($1)`,
+    [SOURCE_TABLES],
+  );
+  return new Set(rows.map((r) => r.table_name));
+}
+
+async function ensurePublication(client: pg.Client, name: string): Promise<MigrateReport['publication']> {
+  const exists = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [name]);
+  if (exists.rowCount === 0) {
+    await client.query(`CREATE PUBLICATION ${ident(name)} FOR TABLE content, engagement_events`);
+    return 'created';
+  }
+  const { rows } = await client.query<{ tablename: string }>(
+    `SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = current_schema()`,
+    [name],
+  );
+  const missing = SOURCE_TABLES.filter((t) => !rows.some((r) => r.tablename === t));
+  if (missing.length === 0) return 'present';
+  await client.query(`ALTER PUBLICATION ${ident(name)} ADD TABLE ${missing.join(', ')}`);
+  return 'updated';
+}
+
+async function ensureSlot(client: pg.Client, name: string): Promise<MigrateReport['slot']> {
+  const exists = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [name]);
+  if ((exists.rowCount ?? 0) > 0) return 'present';
+  await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [name]);
+  return 'created';
+}
+
+export interface SlotState {
+  exists: boolean;
+  active: boolean;
+  confirmedFlushLsn: string | null;
+  walStatus: string | null;
+}
+
+export async function readSlot(client: pg.Client | pg.Pool, name: string): Promise<SlotState> {
+  const { rows } = await client.query<{
+    active: boolean;
+    confirmed_flush_lsn: string | null;
+    wal_status: string | null;
+  }>('SELECT active, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1', [
+    name,
+  ]);
+  if (rows.length === 0) return { exists: false, active: false, confirmedFlushLsn: null, walStatus: null };
+  return {
+    exists: true,
+    active: rows[0].active,
+    confirmedFlushLsn: rows[0].confirmed_flush_lsn,
+    walStatus: rows[0].wal_status,
+  };
+}

@@ -1,0 +1,53 @@
+/** DDL owned by `engagement migrate`. Source tables are created only when absent, never altered. */
+
+export const SOURCE_TABLES_SQL = `
+CREATE TABLE IF NOT EXISTS content (
+  id             UUID PRIMARY KEY,
+  slug           TEXT UNIQUE NOT NULL,
+  title          TEXT NOT NULL,
+  content_type   TEXT CHECK (content_type IN ('podcast','newsletter','video')),
+  length_seconds INTEGER,
+  publish_ts     TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS engagement_events (
+  id          BIGSERIAL PRIMARY KEY,
+  content_id  UUID REFERENCES content(id),
+  user_id     UUID,
+  event_type  TEXT CHECK (event_type IN ('play','pause','finish','click')),
+  event_ts    TIMESTAMPTZ NOT NULL,
+  duration_ms INTEGER,
+  device      TEXT,
+  raw_payload JSONB
+);`;
+
+export const STATE_SCHEMA = 'engagement_pipeline';
+
+export const STATE_SCHEMA_SQL = `
+CREATE SCHEMA IF NOT EXISTS ${STATE_SCHEMA};
+CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.dead_letters (
+  id               BIGSERIAL PRIMARY KEY,
+  sink             TEXT NOT NULL,
+  event_id         BIGINT,
+  idempotency_key  TEXT NOT NULL,
+  event            JSONB NOT NULL,
+  source           TEXT,
+  last_error       TEXT NOT NULL,
+  attempts         INTEGER NOT NULL,
+  first_failed_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+  last_failed_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+  replayed_at      TIMESTAMPTZ
+);
+CREATE INDEX IF NOT EXISTS dead_letters_pending ON ${STATE_SCHEMA}.dead_letters (last_failed_at) WHERE replayed_at IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_once ON ${STATE_SCHEMA}.dead_letters (sink, idempotency_key) WHERE replayed_at IS NULL;
+CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.backfill_progress (
+  id             BIGSERIAL PRIMARY KEY,
+  from_ts        TIMESTAMPTZ NOT NULL,
+  to_ts          TIMESTAMPTZ NOT NULL,
+  sinks          TEXT NOT NULL,
+  last_event_ts  TIMESTAMPTZ,
+  last_id        BIGINT,
+  rows_done      BIGINT NOT NULL DEFAULT 0,
+  status         TEXT NOT NULL DEFAULT 'running',
+  started_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+  updated_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+);`;

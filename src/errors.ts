@@ -1,0 +1,59 @@
+/**
+ * One error type with a stable code users can grep and a kind that decides the policy:
+ * `config` -> exit 2 with one line; `transient` -> retry with backoff; `fatal` -> stop with the hint.
+ */
+export type ErrorKind = 'config' | 'transient' | 'fatal';
+
+export const ErrorCodes = {
+  CONFIG: 'EP_ERR_CONFIG',
+  WAL_LEVEL: 'EP_ERR_WAL_LEVEL',
+  NO_REPLICATION_PRIVILEGE: 'EP_ERR_NO_REPLICATION_PRIVILEGE',
+  SLOT_MISSING: 'EP_ERR_SLOT_MISSING',
+  SLOT_INVALIDATED: 'EP_ERR_SLOT_INVALIDATED',
+  SLOT_IN_USE: 'EP_ERR_SLOT_IN_USE',
+  PUBLICATION_MISSING: 'EP_ERR_PUBLICATION_MISSING',
+  POSTGRES_UNREACHABLE: 'EP_ERR_POSTGRES_UNREACHABLE',
+  REDIS_UNREACHABLE: 'EP_ERR_REDIS_UNREACHABLE',
+  ANALYTICS_LOCKED: 'EP_ERR_ANALYTICS_LOCKED',
+  SINK_WRITE: 'EP_ERR_SINK_WRITE',
+  BAD_ROW: 'EP_ERR_BAD_ROW',
+} as const;
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export class PipelineError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly kind: ErrorKind,
+    readonly hint?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'PipelineError';
+  }
+
+  /** The one line printed for an operator. */
+  oneLine(): string {
+    return `${this.code}: ${this.message}${this.hint ? ` (fix: ${this.hint})` : ''}`;
+  }
+}
+
+export function configError(message: string, hint?: string): PipelineError {
+  return new PipelineError(ErrorCodes.CONFIG, message, 'config', hint);
+}
+
+/** A short, secret-free description of any thrown value. */
+export function describeError(err: unknown): string {
+  if (err instanceof PipelineError) return err.oneLine();
+  if (err instanceof AggregateError && err.errors.length > 0) return describeError(err.errors[0]);
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return redactSecrets(`${err.message || err.name}${typeof code === 'string' ? ` [${code}]` : ''}`);
+  }
+  return redactSecrets(String(err));
+}
+
+/** Removes passwords from any URL-shaped text (postgres://u:secret@h -> postgres://u:***@h). */
+export function redactSecrets(text: string): string {
+  return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^@\s]*@/gi, '$1***@');
+}

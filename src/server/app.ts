@@ -1,0 +1,130 @@
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import { describeError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { bearerChecker, isProtectedPath } from './auth.js';
+import { DASHBOARD_HTML } from './dashboard.js';
+import type { Metrics } from './metrics.js';
+import type { PipelineStats } from './stats.js';
+import { createStreamHub } from './stream.js';
+import { parseTopQuery, readTop, type ContentTitles } from './top.js';
+
+export interface AppDeps {
+  /** A plain ioredis client (no keyPrefix); keys are built with `redisPrefix`. */
+  redis: Redis;
+  redisPrefix: string;
+  metrics: Metrics;
+  logger: Logger;
+  /** When set, /api/* and /metrics require `Authorization: Bearer <token>`. */
+  apiToken?: string;
+  stats: () => Promise<PipelineStats>;
+  ready: () => boolean | Promise<boolean>;
+  /** Titles for content ids (e.g. from the pipeline's in-memory content dimension). */
+  contentTitles?: ContentTitles;
+  /** SSE push interval (default 1000 ms). */
+  streamIntervalMs?: number;
+}
+
+/**
+ * The HTTP server of `run` and `demo` (DESIGN.md §8): dashboard, leaderboard and stats API,
+ * Prometheus metrics, liveness and readiness. It reads only: Redis for the leaderboards,
+ * the metrics registry, and the pipeline's stats() callback.
+ */
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const app = Fastify({
+    // pino's Logger is a FastifyBaseLogger; the cast keeps the instance type the default one.
+    loggerInstance: deps.logger.child({ component: 'http' }) as FastifyBaseLogger,
+    // Per-request info logs would drown the pipeline's logs (the dashboard streams constantly).
+    logController: new LogController({ disableRequestLogging: true }),
+  });
+
+  if (deps.apiToken) {
+    const authorized = bearerChecker(deps.apiToken);
+    app.addHook('onRequest', async (request, reply) => {
+      if (!isProtectedPath(request.url) || authorized(request.headers.authorization)) return;
+      return reply
+        .code(401)
+        .header('www-authenticate', 'Bearer realm="engagement"')
+        .send({ error: 'missing or wrong bearer token (Authorization: Bearer <API_TOKEN>)' });
+    });
+  }
+
+  app.setErrorHandler((err, request, reply) => {
+    request.log.error({ url: request.url.split('?')[0], err: describeError(err) }, 'request failed');
+    return reply.code(500).send({ error: describeError(err) });
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (_request, reply) => {
+    let ready = false;
+    try {
+      ready = await deps.ready();
+    } catch {
+      ready = false;
+    }
+    return reply.code(ready ? 200 : 503).send({ ready });
+  });
+
+  app.get('/metrics', async (_request, reply) => {
+    const text = await deps.metrics.registry.metrics();
+    return reply.type(deps.metrics.registry.contentType).send(text);
+  });
+
+  app.get('/api/top', async (request, reply) => {
+    const parsed = parseTopQuery(request.query);
+    if (!parsed.ok) return reply.code(400).send({ error: parsed.error });
+    try {
+      return await readTop(deps.redis, deps.redisPrefix, parsed.query, deps.contentTitles);
+    } catch (err) {
+      return reply.code(503).send({ error: `redis unavailable: ${describeError(err)}` });
+    }
+  });
+
+  app.get('/api/stats', async (_request, reply) => {
+    try {
+      return await deps.stats();
+    } catch (err) {
+      return reply.code(503).send({ error: `stats unavailable: ${describeError(err)}` });
+    }
+  });
+
+  // What the dashboard needs each second, in one frame. A failing part is null plus an error,
+  // so a Redis outage still shows the (now interesting) pipeline stats.
+  const snapshot = async () => {
+    const [top, devices, stats] = await Promise.allSettled([
+      readTop(deps.redis, deps.redisPrefix, topQuery('content'), deps.contentTitles),
+      readTop(deps.redis, deps.redisPrefix, topQuery('device')),
+      deps.stats(),
+    ]);
+    const errors = [top, devices, stats]
+      .filter((r) => r.status === 'rejected')
+      .map((r) => describeError(r.reason));
+    return {
+      at: new Date().toISOString(),
+      top: top.status === 'fulfilled' ? top.value.items : null,
+      devices: devices.status === 'fulfilled' ? devices.value.items : null,
+      stats: stats.status === 'fulfilled' ? stats.value : null,
+      errors,
+    };
+  };
+  const hub = createStreamHub(snapshot, deps.streamIntervalMs ?? 1000);
+  app.addHook('preClose', async () => hub.closeAll());
+
+  app.get('/api/stream', (request, reply) => {
+    reply.hijack();
+    hub.open(reply.raw, (listener) => request.raw.on('close', listener));
+  });
+
+  app.get('/', async (_request, reply) =>
+    reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(DASHBOARD_HTML),
+  );
+
+  return app;
+}
+
+function topQuery(dim: 'content' | 'device') {
+  const parsed = parseTopQuery({ dim, limit: '10' });
+  if (!parsed.ok) throw new Error(parsed.error);
+  return parsed.query;
+}

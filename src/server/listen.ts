@@ -1,0 +1,26 @@
+import type { FastifyInstance } from 'fastify';
+import { configError } from '../errors.js';
+
+/** Starts a built app; binds loopback unless told otherwise. Returns the URL to print. */
+export async function startServer(
+  app: FastifyInstance,
+  options: { host?: string; port?: number } = {},
+): Promise<{ url: string; port: number; close(): Promise<void> }> {
+  const host = options.host ?? '127.0.0.1';
+  try {
+    await app.listen({ host, port: options.port ?? 8787 });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'EADDRINUSE') {
+      throw configError(
+        `port ${options.port} on ${host} is already in use`,
+        'set PORT / --port (0 = any free port)',
+      );
+    }
+    throw err;
+  }
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : (options.port ?? 0);
+  // A wildcard bind is reachable on loopback; print that rather than 0.0.0.0.
+  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  return { url: `http://${shown}:${port}/`, port, close: () => app.close() };
+}

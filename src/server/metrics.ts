@@ -1,0 +1,114 @@
+import client from 'prom-client';
+
+/**
+ * The process's Prometheus metrics, in one registry. Components receive `Metrics` and
+ * record into it; the HTTP server exposes it at /metrics and /api/stats reads it.
+ */
+export function createMetrics() {
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry, prefix: 'engagement_process_' });
+  const sinkLabels = ['sink'] as const;
+  return {
+    registry,
+    eventsReceived: new client.Counter({
+      name: 'engagement_events_received_total',
+      help: 'engagement_events inserts read from the source',
+      registers: [registry],
+    }),
+    eventsDelivered: new client.Counter({
+      name: 'engagement_events_delivered_total',
+      help: 'events durably accepted by a sink',
+      labelNames: sinkLabels,
+      registers: [registry],
+    }),
+    batchesDelivered: new client.Counter({
+      name: 'engagement_batches_delivered_total',
+      help: 'batches durably accepted by a sink',
+      labelNames: sinkLabels,
+      registers: [registry],
+    }),
+    sinkWriteSeconds: new client.Histogram({
+      name: 'engagement_sink_write_seconds',
+      help: 'time for a sink to accept one batch',
+      labelNames: sinkLabels,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    commitToSinkSeconds: new client.Histogram({
+      name: 'engagement_commit_to_sink_seconds',
+      help: 'source commit -> sink acknowledgement, per event (batch max)',
+      labelNames: sinkLabels,
+      buckets: [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30],
+      registers: [registry],
+    }),
+    sinkErrors: new client.Counter({
+      name: 'engagement_sink_errors_total',
+      help: 'failed batch writes (retried)',
+      labelNames: sinkLabels,
+      registers: [registry],
+    }),
+    sinkUp: new client.Gauge({
+      name: 'engagement_sink_up',
+      help: '1 when the last write to the sink succeeded, 0 during an outage',
+      labelNames: sinkLabels,
+      registers: [registry],
+    }),
+    sinkLastSuccess: new client.Gauge({
+      name: 'engagement_sink_last_success_timestamp_seconds',
+      help: 'unix time of the last accepted batch',
+      labelNames: sinkLabels,
+      registers: [registry],
+    }),
+    deadLetters: new client.Counter({
+      name: 'engagement_dead_letters_total',
+      help: 'events written to the dead-letter table',
+      labelNames: sinkLabels,
+      registers: [registry],
+    }),
+    externalRequests: new client.Counter({
+      name: 'engagement_external_requests_total',
+      help: 'HTTP requests to the external system by outcome',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    circuitOpen: new client.Gauge({
+      name: 'engagement_external_circuit_open',
+      help: '1 while the external circuit breaker is open',
+      registers: [registry],
+    }),
+    enrichmentIssues: new client.Counter({
+      name: 'engagement_enrichment_issues_total',
+      help: 'events whose derived fields are NULL for a bad input',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    ignoredChanges: new client.Counter({
+      name: 'engagement_ignored_changes_total',
+      help: 'updates/deletes/truncates of engagement_events (counted, not propagated)',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    badRows: new client.Counter({
+      name: 'engagement_bad_rows_total',
+      help: 'source rows that could not be decoded (dead-lettered)',
+      registers: [registry],
+    }),
+    confirmedLsnBytes: new client.Gauge({
+      name: 'engagement_confirmed_lsn_bytes',
+      help: 'LSN confirmed to Postgres, as a byte position',
+      registers: [registry],
+    }),
+    replicationLagBytes: new client.Gauge({
+      name: 'engagement_replication_lag_bytes',
+      help: 'server WAL end minus confirmed LSN, from the last keepalive',
+      registers: [registry],
+    }),
+    inFlightBatches: new client.Gauge({
+      name: 'engagement_in_flight_batches',
+      help: 'batches dispatched but not yet accepted by all sinks',
+      registers: [registry],
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

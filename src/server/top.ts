@@ -1,0 +1,165 @@
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import { parseWindow, windowBuckets } from '../domain/windows.js';
+import { readLeaderboard } from '../sinks/redis/leaderboard-reader.js';
+import { redisKeys, WINDOW_MINUTES } from '../sinks/redis/keys.js';
+
+/**
+ * GET /api/top: query validation and the read of the leaderboard ZSETs, with the content
+ * fields a person needs to read it (title, type, both scores). The Redis key layout and
+ * the window logic live in sinks/redis; this module only shapes the answer.
+ */
+export const topQuerySchema = z.object({
+  window: z
+    .string()
+    .default('10m')
+    .transform((text, ctx) => {
+      try {
+        return { text, minutes: parseWindow(text) };
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    }),
+  by: z.enum(['events', 'seconds']).default('events'),
+  dim: z.enum(['content', 'device']).default('content'),
+  limit: z.coerce.number().int().min(1).max(100).default(10),
+});
+export type TopQuery = z.output<typeof topQuerySchema>;
+
+export interface ContentTopItem {
+  content_id: string;
+  /** The ranking score: events, or engagement seconds with by=seconds. */
+  score: number;
+  /** Events in the window (10m window only; null for other windows when ranking by seconds). */
+  events: number | null;
+  /** Sum of engagement_seconds in the window (10m window only; null otherwise when ranking by events). */
+  engagement_seconds: number | null;
+  title?: string;
+  content_type?: string | null;
+}
+
+export interface DeviceTopItem {
+  device: string;
+  score: number;
+}
+
+export interface TopResponse {
+  window: string;
+  by: 'events' | 'seconds';
+  dim: 'content' | 'device';
+  items: ContentTopItem[] | DeviceTopItem[];
+}
+
+export type ContentTitles = (ids: string[]) => Promise<ReadonlyMap<string, string>>;
+
+/** One-line description of what is wrong with a query, or the parsed query. */
+export function parseTopQuery(raw: unknown): { ok: true; query: TopQuery } | { ok: false; error: string } {
+  const parsed = topQuerySchema.safeParse(raw ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return { ok: false, error: `${issue?.path.join('.') || 'query'}: ${issue?.message ?? 'invalid'}` };
+  }
+  if (parsed.data.dim === 'device' && parsed.data.by === 'seconds') {
+    return {
+      ok: false,
+      error: 'by: seconds is available for dim=content only (devices are ranked by events)',
+    };
+  }
+  return { ok: true, query: parsed.data };
+}
+
+export async function readTop(
+  redis: Redis,
+  prefix: string,
+  query: TopQuery,
+  contentTitles?: ContentTitles,
+): Promise<TopResponse> {
+  const base = { window: query.window.text, by: query.by, dim: query.dim };
+  const rows =
+    query.window.minutes === WINDOW_MINUTES
+      ? await readLeaderboard(redis, prefix, {
+          minutes: WINDOW_MINUTES,
+          by: query.by,
+          dim: query.dim,
+          limit: query.limit,
+        })
+      : await readBucketUnion(redis, prefix, query);
+  if (query.dim === 'device') {
+    return { ...base, items: rows.map((r) => ({ device: r.member, score: r.score })) };
+  }
+  const ids = rows.map((r) => r.member);
+  if (ids.length === 0) return { ...base, items: [] };
+
+  const keys = redisKeys(prefix);
+  const tenMinutes = query.window.minutes === WINDOW_MINUTES;
+  const otherKey = query.by === 'events' ? keys.topSeconds10m : keys.topContent10m;
+  // One round trip: the other score (10m window only; other windows have no running total
+  // to read it from cheaply) and the latest event per content for its type.
+  const [otherScores, lastJson, titles] = await Promise.all([
+    tenMinutes ? redis.zmscore(otherKey, ...ids) : Promise.resolve(ids.map(() => null)),
+    redis.mget(...ids.map((id) => keys.contentLast(id))),
+    contentTitles
+      ? contentTitles(ids).catch(() => new Map<string, string>())
+      : Promise.resolve(new Map<string, string>()),
+  ]);
+
+  const items = rows.map((row, i): ContentTopItem => {
+    const last = parseLast(lastJson[i]);
+    const other = otherScores[i] === null ? null : Number(otherScores[i]);
+    const score = query.by === 'seconds' ? roundSeconds(row.score) : row.score;
+    const item: ContentTopItem = {
+      content_id: row.member,
+      score,
+      events: query.by === 'events' ? row.score : tenMinutes ? (other ?? 0) : null,
+      engagement_seconds: query.by === 'seconds' ? score : tenMinutes ? roundSeconds(other ?? 0) : null,
+    };
+    const title = titles.get(row.member) ?? (typeof last?.title === 'string' ? last.title : undefined);
+    if (title !== undefined) item.title = title;
+    if (last && 'content_type' in last) item.content_type = (last.content_type as string | null) ?? null;
+    return item;
+  });
+  return { ...base, items };
+}
+
+/**
+ * A window shorter than 10m: the union of its minute buckets, read-only. Uses the typed
+ * `zunion`, which answers a flat [member, score, ...] list; ioredis 6's generic `call()`
+ * answers nested pairs for ZUNION WITHSCORES.
+ */
+async function readBucketUnion(
+  redis: Redis,
+  prefix: string,
+  query: TopQuery,
+): Promise<{ member: string; score: number }[]> {
+  const keys = redisKeys(prefix);
+  const bucketKey =
+    query.dim === 'device'
+      ? keys.deviceBucket
+      : query.by === 'seconds'
+        ? keys.secondsBucket
+        : keys.contentBucket;
+  const bucketKeys = windowBuckets(Date.now(), query.window.minutes).map(bucketKey);
+  const flat = await redis.zunion(bucketKeys.length, ...bucketKeys, 'WITHSCORES');
+  const rows: { member: string; score: number }[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2)
+    rows.push({ member: String(flat[i]), score: Number(flat[i + 1]) });
+  // Same order as ZREVRANGE: score descending, ties by member descending.
+  rows.sort((a, b) => b.score - a.score || (a.member < b.member ? 1 : a.member > b.member ? -1 : 0));
+  return rows.slice(0, query.limit);
+}
+
+function parseLast(json: string | null): Record<string, unknown> | null {
+  if (!json) return null;
+  try {
+    const value: unknown = JSON.parse(json);
+    return value && typeof value === 'object' ? (value as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** ZINCRBY of decimals accumulates float noise (12.300000000000001); show milliseconds. */
+function roundSeconds(value: number): number {
+  return Math.round(value * 1000) / 1000;
+}

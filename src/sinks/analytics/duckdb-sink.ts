@@ -1,0 +1,142 @@
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { DuckDBInstance, type DuckDBAppender, type DuckDBConnection } from '@duckdb/node-api';
+import type { Batch } from '../../domain/types.js';
+import { ErrorCodes, PipelineError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import type { Sink } from '../sink.js';
+
+export const ANALYTICS_TABLE = 'engagement.events_enriched';
+
+const CREATE_TABLE_SQL = `
+CREATE SCHEMA IF NOT EXISTS engagement;
+CREATE TABLE IF NOT EXISTS engagement.events_enriched (
+  event_id           BIGINT PRIMARY KEY,
+  content_id         UUID,
+  user_id            UUID,
+  event_type         VARCHAR,
+  event_ts           TIMESTAMPTZ NOT NULL,
+  duration_ms        INTEGER,
+  device             VARCHAR,
+  raw_payload        JSON,
+  content_type       VARCHAR,
+  length_seconds     INTEGER,
+  engagement_seconds DECIMAL(12,3),
+  engagement_pct     DECIMAL(12,2),
+  committed_at       TIMESTAMPTZ NOT NULL,
+  processed_at       TIMESTAMPTZ NOT NULL
+);`;
+
+// Staging keeps the Appender's fast path; exact types are applied by SQL casts from text,
+// and the set-based INSERT ... ON CONFLICT DO NOTHING makes a replay change nothing.
+const CREATE_STAGING_SQL = `
+CREATE TEMP TABLE IF NOT EXISTS events_staging (
+  event_id BIGINT, content_id VARCHAR, user_id VARCHAR, event_type VARCHAR, event_ts VARCHAR,
+  duration_ms INTEGER, device VARCHAR, raw_payload VARCHAR, content_type VARCHAR,
+  length_seconds INTEGER, engagement_seconds VARCHAR, engagement_pct VARCHAR,
+  committed_at VARCHAR, processed_at VARCHAR
+);`;
+
+const MERGE_SQL = `
+INSERT INTO engagement.events_enriched
+SELECT DISTINCT ON (event_id)
+  event_id, content_id::UUID, user_id::UUID, event_type, event_ts::TIMESTAMPTZ, duration_ms, device,
+  raw_payload::JSON, content_type, length_seconds, engagement_seconds::DECIMAL(12,3),
+  engagement_pct::DECIMAL(12,2), committed_at::TIMESTAMPTZ, processed_at::TIMESTAMPTZ
+FROM temp.main.events_staging
+ON CONFLICT DO NOTHING`;
+
+/**
+ * DuckDB, the embedded analytics default: one row per event_id in engagement.events_enriched.
+ * DuckDB admits one writing process per file; a second gets a clear error, not a corrupt file.
+ */
+export class DuckDbSink implements Sink {
+  readonly name = 'analytics';
+  private instance: DuckDBInstance | null = null;
+  private connection: DuckDBConnection | null = null;
+  private appender: DuckDBAppender | null = null;
+
+  constructor(private readonly options: { path: string; logger: Logger }) {}
+
+  async start(): Promise<void> {
+    const file = this.options.path;
+    if (file !== ':memory:') mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    try {
+      this.instance = await DuckDBInstance.create(file);
+    } catch (err) {
+      const message = (err as Error).message ?? '';
+      if (/lock/i.test(message)) {
+        throw new PipelineError(
+          ErrorCodes.ANALYTICS_LOCKED,
+          `DuckDB file ${file} is in use by another process (DuckDB admits one writer)`,
+          'config',
+          'stop the other pipeline, or use ClickHouse/BigQuery for several workers',
+        );
+      }
+      throw err;
+    }
+    this.connection = await this.instance.connect();
+    await this.connection.run(CREATE_TABLE_SQL);
+    await this.connection.run(CREATE_STAGING_SQL);
+    this.appender = await this.connection.createAppender('events_staging', 'main', 'temp');
+  }
+
+  async write(batch: Batch): Promise<void> {
+    if (batch.events.length === 0) return;
+    const connection = this.connection!;
+    const appender = this.appender!;
+    for (const e of batch.events) {
+      appender.appendBigInt(BigInt(e.event_id));
+      appendText(appender, e.content_id);
+      appendText(appender, e.user_id);
+      appendText(appender, e.event_type);
+      appender.appendVarchar(e.event_ts);
+      appendInt(appender, e.duration_ms);
+      appendText(appender, e.device);
+      appendText(
+        appender,
+        e.raw_payload === null || e.raw_payload === undefined ? null : JSON.stringify(e.raw_payload),
+      );
+      appendText(appender, e.content_type);
+      appendInt(appender, e.length_seconds);
+      appendText(appender, e.engagement_seconds === null ? null : String(e.engagement_seconds));
+      appendText(appender, e.engagement_pct === null ? null : String(e.engagement_pct));
+      appender.appendVarchar(e.committed_at);
+      appender.appendVarchar(e.processed_at);
+      appender.endRow();
+    }
+    appender.flushSync();
+    try {
+      await connection.run('BEGIN TRANSACTION');
+      await connection.run(MERGE_SQL);
+      await connection.run('COMMIT');
+    } catch (err) {
+      await connection.run('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      await connection.run('DELETE FROM temp.main.events_staging');
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.appender?.closeSync();
+    if (this.connection) {
+      await this.connection.run('CHECKPOINT').catch(() => undefined);
+      this.connection.closeSync();
+    }
+    this.instance?.closeSync();
+    this.appender = null;
+    this.connection = null;
+    this.instance = null;
+  }
+}
+
+function appendText(appender: DuckDBAppender, value: string | null): void {
+  if (value === null) appender.appendNull();
+  else appender.appendVarchar(value);
+}
+
+function appendInt(appender: DuckDBAppender, value: number | null): void {
+  if (value === null) appender.appendNull();
+  else appender.appendInteger(value);
+}

@@ -1,0 +1,136 @@
+import type pg from 'pg';
+import { STATE_SCHEMA } from '../db/schema.js';
+
+/**
+ * The dead-letter table (engagement_pipeline.dead_letters): events a sink gave up on, kept
+ * with the reason so `engagement dlq list|replay` can show and re-send them.
+ *
+ * Idempotent by (sink, idempotency_key) among pending rows: recording the same event again
+ * (a replay after a crash re-delivers the batch, and it fails again) updates the pending row
+ * instead of adding a second one. Once a row is marked replayed, a new failure makes a new row.
+ */
+
+export interface DeadLetterEntry {
+  sink: string;
+  /** The event's event_id (null when the event could not be decoded far enough to have one). */
+  eventId: number | string | null;
+  /** The key the sink dedupes on; for the external sink the event_id as text. */
+  idempotencyKey: string;
+  event: unknown;
+  /** Where the event came from, e.g. `<stream>@<position>`; informational. */
+  source?: string | null;
+  lastError: string;
+  /** Delivery attempts made before giving up (added to any earlier count of the same pending key). */
+  attempts: number;
+}
+
+export interface DeadLetterRow {
+  /** BIGINT ids as text (JavaScript numbers lose precision past 2^53). */
+  id: string;
+  sink: string;
+  eventId: string | null;
+  idempotencyKey: string;
+  event: unknown;
+  source: string | null;
+  lastError: string;
+  attempts: number;
+  /** ISO-8601 timestamps (text, whatever pg type parsers the process installed). */
+  firstFailedAt: string;
+  lastFailedAt: string;
+  replayedAt: string | null;
+}
+
+export interface ListOptions {
+  /** Only rows that last failed at or after this time. */
+  since?: Date | string;
+  /** Case-insensitive substring of last_error, e.g. '503' or 'circuit open'. */
+  reason?: string;
+  sink?: string;
+  limit: number;
+  /** Include rows already replayed (default: pending only). */
+  includeReplayed?: boolean;
+}
+
+const TABLE = `${STATE_SCHEMA}.dead_letters`;
+const MAX_ERROR_LENGTH = 2000;
+
+export class DeadLetterStore {
+  constructor(private readonly pool: pg.Pool) {}
+
+  /** Inserts or refreshes the pending rows, in one statement (atomic for the whole call). */
+  async record(entries: readonly DeadLetterEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    // One statement may not touch the same conflict key twice, so keep the last entry per key.
+    const unique = new Map<string, DeadLetterEntry>();
+    for (const entry of entries) unique.set(`${entry.sink}\u0000${entry.idempotencyKey}`, entry);
+    const rows = [...unique.values()];
+    await this.pool.query(
+      `INSERT INTO ${TABLE} AS d (sink, event_id, idempotency_key, event, source, last_error, attempts)
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[], $5::text[], $6::text[], $7::int[])
+       ON CONFLICT (sink, idempotency_key) WHERE replayed_at IS NULL
+       DO UPDATE SET last_error = EXCLUDED.last_error,
+                     attempts = d.attempts + EXCLUDED.attempts,
+                     last_failed_at = now()`,
+      [
+        rows.map((r) => r.sink),
+        rows.map((r) => (r.eventId === null ? null : String(r.eventId))),
+        rows.map((r) => r.idempotencyKey),
+        rows.map((r) => JSON.stringify(r.event ?? null)),
+        rows.map((r) => r.source ?? null),
+        rows.map((r) => r.lastError.slice(0, MAX_ERROR_LENGTH)),
+        rows.map((r) => r.attempts),
+      ],
+    );
+  }
+
+  /** Pending (not yet replayed) dead letters, optionally of one sink. */
+  async depth(sink?: string): Promise<number> {
+    const { rows } = await this.pool.query<{ n: string }>(
+      `SELECT count(*) AS n FROM ${TABLE} WHERE replayed_at IS NULL AND ($1::text IS NULL OR sink = $1)`,
+      [sink ?? null],
+    );
+    return Number(rows[0].n);
+  }
+
+  /** Oldest first, so a replay re-sends in roughly the original order. */
+  async list(options: ListOptions): Promise<DeadLetterRow[]> {
+    const since = options.since instanceof Date ? options.since.toISOString() : (options.since ?? null);
+    const { rows } = await this.pool.query(
+      `SELECT id::text, sink, event_id::text, idempotency_key, event, source, last_error, attempts,
+              to_json(first_failed_at) #>> '{}' AS first_failed_at,
+              to_json(last_failed_at) #>> '{}' AS last_failed_at,
+              to_json(replayed_at) #>> '{}' AS replayed_at
+         FROM ${TABLE}
+        WHERE ($1::boolean OR replayed_at IS NULL)
+          AND ($2::timestamptz IS NULL OR last_failed_at >= $2)
+          AND ($3::text IS NULL OR strpos(lower(last_error), lower($3)) > 0)
+          AND ($4::text IS NULL OR sink = $4)
+        ORDER BY id
+        LIMIT $5`,
+      [options.includeReplayed ?? false, since, options.reason ?? null, options.sink ?? null, options.limit],
+    );
+    return rows.map((r) => ({
+      id: r.id,
+      sink: r.sink,
+      eventId: r.event_id,
+      idempotencyKey: r.idempotency_key,
+      event: r.event,
+      source: r.source,
+      lastError: r.last_error,
+      attempts: r.attempts,
+      firstFailedAt: r.first_failed_at,
+      lastFailedAt: r.last_failed_at,
+      replayedAt: r.replayed_at,
+    }));
+  }
+
+  /** Marks pending rows replayed; returns how many changed (already-replayed ids are skipped). */
+  async markReplayed(ids: readonly (string | number)[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    const result = await this.pool.query(
+      `UPDATE ${TABLE} SET replayed_at = now() WHERE id = ANY($1::bigint[]) AND replayed_at IS NULL`,
+      [ids.map(String)],
+    );
+    return result.rowCount ?? 0;
+  }
+}

@@ -1,0 +1,412 @@
+import { STATUS_CODES } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Pool } from 'undici';
+import type { Config } from '../../config.js';
+import type { Batch, EnrichedEvent } from '../../domain/types.js';
+import { describeError, ErrorCodes, PipelineError, redactSecrets } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import type { Metrics } from '../../server/metrics.js';
+import type { DeadLetterEntry, DeadLetterStore } from '../dead-letter.js';
+import type { Sink } from '../sink.js';
+import { DEFAULT_BACKOFF, parseRetryAfter, retryDelay } from './backoff.js';
+import { CircuitBreaker, type CircuitState } from './circuit-breaker.js';
+import { SIGNATURE_HEADER, signBody } from './signature.js';
+
+/**
+ * The external HTTP system (DESIGN.md §9): at-least-once POSTs with an Idempotency-Key,
+ * retries with jittered backoff, a circuit breaker, and a policy for what happens when
+ * retries run out.
+ *
+ * Request shape:
+ * - batchSize 1: the body is one enriched event; `Idempotency-Key: <event_id>`.
+ * - batchSize > 1: the body is a JSON array of up to batchSize events (a contiguous slice of
+ *   the stream, in stream order); `Idempotency-Key: <first event_id>-<last event_id>` and
+ *   `X-Event-Count`. Same key => same slice => same contents. A replay may slice a stream
+ *   differently (batch boundaries move), so a receiver wanting exactly-once effect for arrays
+ *   should dedupe on each element's event_id; the key only dedupes identical re-sends.
+ * - `X-Signature: sha256=<hex HMAC-SHA256 of the body bytes>` when a secret is set.
+ * Requests of one write run up to `concurrency` at a time, so the receiver may see events
+ * out of order.
+ *
+ * Outcomes per request:
+ * - 2xx: accepted.
+ * - network error, timeout, 5xx, 408, 429: retried (Retry-After honoured, capped), up to
+ *   maxAttempts; then `best-effort` dead-letters the request's events and moves on, `block`
+ *   keeps retrying (backoff at its cap) until it succeeds or the pipeline aborts the write.
+ * - any other status (400, 401, 413, 3xx, ...): permanent, dead-lettered at once under both
+ *   policies. Retrying cannot change the answer, and blocking on it would stall the pipeline
+ *   forever; the dead-letter row keeps the event and the reason for `engagement dlq replay`.
+ * - circuit open: `best-effort` dead-letters without sending (fail fast, so an outage does
+ *   not slow the other destinations down); `block` waits for the breaker's probe.
+ *
+ * write() resolves once every event was accepted or recorded in the dead-letter table; it
+ * rejects when the pipeline aborts or the dead-letter table cannot be written (the pipeline
+ * then retries the batch; re-sends carry the same keys).
+ */
+
+export type ExternalPolicy = 'best-effort' | 'block';
+
+export interface ExternalSinkOptions {
+  url: string;
+  /** HMAC key for X-Signature; unset = unsigned. */
+  secret?: string;
+  policy: ExternalPolicy;
+  /** Events per request. */
+  batchSize: number;
+  /** Requests in flight at once. */
+  concurrency: number;
+  /** Attempts per request before the policy applies. */
+  maxAttempts: number;
+  /** Per attempt, headers and body included. */
+  timeoutMs: number;
+  deadLetters: Pick<DeadLetterStore, 'record'>;
+  metrics: Metrics;
+  logger: Logger;
+  backoffBaseMs?: number;
+  backoffMaxMs?: number;
+  /** Cap on a server's Retry-After (default 60 s). */
+  retryAfterMaxMs?: number;
+  /**
+   * Consecutive failed attempts that open the circuit. Default 20: random failures rarely
+   * reach it, while a real outage does within one round of concurrent requests.
+   */
+  breakerThreshold?: number;
+  /** Time the circuit stays open before one probe (default 2 s). */
+  breakerOpenMs?: number;
+}
+
+interface OutgoingRequest {
+  events: EnrichedEvent[];
+  positions: string[];
+  key: string;
+  body: Buffer;
+  headers: Record<string, string>;
+}
+
+type AttemptResult =
+  | { kind: 'accepted' }
+  | { kind: 'permanent'; error: string }
+  | { kind: 'retryable'; error: string; retryAfter?: string | string[] };
+
+type Verdict = { delivered: true } | { delivered: false; error: string; attempts: number };
+
+const SINK = 'external';
+const DEAD_LETTER_LOG_INTERVAL_MS = 10_000;
+
+export class ExternalSink implements Sink {
+  readonly name = SINK;
+  readonly #o: ExternalSinkOptions;
+  readonly #target: URL;
+  readonly #backoff: { baseMs: number; maxMs: number; retryAfterMaxMs: number };
+  readonly #breaker: CircuitBreaker;
+  #pool: Pool | undefined;
+  // Failure-streak bookkeeping, so an outage logs one line when it starts and one when it ends.
+  #failingSince: number | null = null;
+  #streakFailures = 0;
+  #lastFailure = 'none';
+  #deadLetterLoggedAt = 0;
+  #deadLettersUnlogged = 0;
+
+  constructor(options: ExternalSinkOptions) {
+    for (const key of ['batchSize', 'concurrency', 'maxAttempts', 'timeoutMs'] as const) {
+      if (!Number.isInteger(options[key]) || options[key] < 1)
+        throw new RangeError(`external sink: ${key} must be a positive integer`);
+    }
+    this.#o = options;
+    this.#target = new URL(options.url);
+    if (this.#target.protocol !== 'http:' && this.#target.protocol !== 'https:') {
+      throw new RangeError(`external sink: URL must be http(s), got ${this.#target.protocol}`);
+    }
+    this.#backoff = {
+      baseMs: options.backoffBaseMs ?? DEFAULT_BACKOFF.baseMs,
+      maxMs: options.backoffMaxMs ?? DEFAULT_BACKOFF.maxMs,
+      retryAfterMaxMs: options.retryAfterMaxMs ?? 60_000,
+    };
+    this.#breaker = new CircuitBreaker({
+      failureThreshold: options.breakerThreshold ?? 20,
+      openMs: options.breakerOpenMs ?? 2_000,
+      onStateChange: (to, from) => this.#onCircuitChange(to, from),
+    });
+  }
+
+  /** The sink as configured by EXTERNAL_* settings, or null when EXTERNAL_URL is unset (sink off). */
+  static fromConfig(
+    config: Config,
+    deps: Pick<ExternalSinkOptions, 'deadLetters' | 'metrics' | 'logger'>,
+  ): ExternalSink | null {
+    if (!config.externalUrl) return null;
+    return new ExternalSink({
+      url: config.externalUrl,
+      secret: config.externalSecret?.reveal(),
+      policy: config.externalPolicy,
+      batchSize: config.externalBatchSize,
+      concurrency: config.externalConcurrency,
+      maxAttempts: config.externalMaxAttempts,
+      timeoutMs: config.externalTimeoutMs,
+      ...deps,
+    });
+  }
+
+  /** For logs: no userinfo and no query string (either may carry a token). */
+  get #safeUrl(): string {
+    return `${this.#target.origin}${this.#target.pathname}`;
+  }
+
+  get circuitState(): CircuitState {
+    return this.#breaker.state;
+  }
+
+  async start(): Promise<void> {
+    if (this.#pool) return;
+    this.#pool = new Pool(this.#target.origin, {
+      connections: this.#o.concurrency,
+      keepAliveTimeout: 30_000,
+      connect: { timeout: this.#o.timeoutMs },
+    });
+    this.#o.metrics.sinkUp.set({ sink: SINK }, 1);
+    this.#o.metrics.circuitOpen.set(0);
+    this.#o.logger.info(
+      {
+        sink: SINK,
+        url: this.#safeUrl,
+        policy: this.#o.policy,
+        signed: Boolean(this.#o.secret),
+      },
+      'external sink started',
+    );
+  }
+
+  async write(batch: Batch, signal: AbortSignal): Promise<void> {
+    if (!this.#pool) throw new Error('external sink: write() before start()');
+    if (signal.aborted) throw abortError(signal);
+    const requests = this.#split(batch);
+    const deadLetters: DeadLetterEntry[] = [];
+    // A worker that fails (abort, or a bug) stops the others instead of leaving them running.
+    const stopAll = new AbortController();
+    const runSignal = AbortSignal.any([signal, stopAll.signal]);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < requests.length) {
+        const request = requests[next++];
+        const verdict = await this.#deliver(request, runSignal);
+        // Accepted events are counted by the fan-out (eventsDelivered, once the write resolves);
+        // here only what the external system did not take is left to record.
+        if (verdict.delivered) continue;
+        request.events.forEach((event, i) =>
+          deadLetters.push({
+            sink: SINK,
+            eventId: event.event_id,
+            idempotencyKey: String(event.event_id),
+            event,
+            source: `${batch.stream}@${request.positions[i]}`,
+            lastError: verdict.error,
+            attempts: verdict.attempts,
+          }),
+        );
+      }
+    };
+    const workers = Array.from({ length: Math.min(this.#o.concurrency, requests.length) }, () =>
+      worker().catch((err: unknown) => {
+        stopAll.abort();
+        throw err;
+      }),
+    );
+    const results = await Promise.allSettled(workers);
+    if (signal.aborted) throw abortError(signal);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    if (deadLetters.length > 0) await this.#recordDeadLetters(deadLetters);
+  }
+
+  async stop(): Promise<void> {
+    const pool = this.#pool;
+    this.#pool = undefined;
+    await pool?.close();
+  }
+
+  #split(batch: Batch): OutgoingRequest[] {
+    const size = this.#o.batchSize;
+    const requests: OutgoingRequest[] = [];
+    for (let i = 0; i < batch.events.length; i += size) {
+      const events = batch.events.slice(i, i + size);
+      const single = size === 1;
+      const key = single
+        ? String(events[0].event_id)
+        : `${events[0].event_id}-${events[events.length - 1].event_id}`;
+      const body = Buffer.from(JSON.stringify(single ? events[0] : events));
+      const headers: Record<string, string> = {
+        'content-type': 'application/json',
+        'idempotency-key': key,
+        'user-agent': 'engagement-pipeline',
+      };
+      if (!single) headers['x-event-count'] = String(events.length);
+      if (this.#o.secret) headers[SIGNATURE_HEADER] = signBody(body, this.#o.secret);
+      if (this.#target.username || this.#target.password) {
+        const user = decodeURIComponent(this.#target.username);
+        const pass = decodeURIComponent(this.#target.password);
+        headers.authorization = `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
+      }
+      requests.push({ events, positions: batch.positions.slice(i, i + size), key, body, headers });
+    }
+    return requests;
+  }
+
+  /** Sends one request until accepted, permanently rejected, or out of attempts (per policy). */
+  async #deliver(request: OutgoingRequest, signal: AbortSignal): Promise<Verdict> {
+    let attempts = 0;
+    for (;;) {
+      if (signal.aborted) throw abortError(signal);
+      if (!this.#breaker.allowRequest()) {
+        this.#o.metrics.externalRequests.inc({ outcome: 'circuit_open' });
+        if (this.#o.policy === 'best-effort') {
+          return { delivered: false, error: `circuit open (last failure: ${this.#lastFailure})`, attempts };
+        }
+        // block: wait for the breaker's probe time, spread out so waiters do not poll in step.
+        const wait = this.#breaker.msUntilProbe() + Math.random() * Math.max(this.#backoff.baseMs, 10);
+        await sleep(wait, undefined, { signal }).catch(() => undefined);
+        continue;
+      }
+      attempts += 1;
+      let result: AttemptResult;
+      try {
+        result = await this.#attempt(request, signal);
+      } catch (err) {
+        this.#breaker.releaseProbe();
+        throw err;
+      }
+      if (result.kind === 'accepted' || result.kind === 'permanent') {
+        // Any answer that is not a failure shows the system is up.
+        this.#breaker.recordSuccess();
+        this.#noteUp();
+        if (result.kind === 'accepted') return { delivered: true };
+        return { delivered: false, error: result.error, attempts };
+      }
+      this.#breaker.recordFailure();
+      this.#noteFailure(result.error);
+      if (attempts >= this.#o.maxAttempts && this.#o.policy === 'best-effort') {
+        return { delivered: false, error: result.error, attempts };
+      }
+      const retryAfterMs = parseRetryAfter(result.retryAfter);
+      await sleep(retryDelay(attempts, retryAfterMs, this.#backoff), undefined, { signal }).catch(
+        () => undefined,
+      );
+    }
+  }
+
+  /** One HTTP exchange, classified. Throws only when the pipeline aborted. */
+  async #attempt(request: OutgoingRequest, signal: AbortSignal): Promise<AttemptResult> {
+    const timeout = AbortSignal.timeout(this.#o.timeoutMs);
+    const metrics = this.#o.metrics.externalRequests;
+    try {
+      const response = await this.#pool!.request({
+        method: 'POST',
+        path: `${this.#target.pathname}${this.#target.search}`,
+        headers: request.headers,
+        body: request.body,
+        signal: AbortSignal.any([signal, timeout]),
+      });
+      const status = response.statusCode;
+      if (status >= 200 && status < 300) {
+        await response.body.dump();
+        metrics.inc({ outcome: 'accepted' });
+        return { kind: 'accepted' };
+      }
+      const error = `${status} ${STATUS_CODES[status] ?? 'HTTP error'}${await bodySnippet(response.body)}`;
+      if (status >= 500 || status === 429 || status === 408) {
+        metrics.inc({
+          outcome: status === 429 ? 'rate_limited' : status === 408 ? 'timeout' : 'server_error',
+        });
+        return { kind: 'retryable', error, retryAfter: response.headers['retry-after'] };
+      }
+      metrics.inc({ outcome: 'rejected' });
+      return { kind: 'permanent', error };
+    } catch (err) {
+      if (signal.aborted) throw abortError(signal);
+      if (timeout.aborted) {
+        metrics.inc({ outcome: 'timeout' });
+        return { kind: 'retryable', error: `timeout after ${this.#o.timeoutMs} ms` };
+      }
+      metrics.inc({ outcome: 'network_error' });
+      return { kind: 'retryable', error: `network error: ${describeError(err)}` };
+    }
+  }
+
+  async #recordDeadLetters(entries: DeadLetterEntry[]): Promise<void> {
+    try {
+      await this.#o.deadLetters.record(entries);
+    } catch (err) {
+      // Not recorded = not safe to move on: reject so the pipeline holds the LSN and retries.
+      throw new PipelineError(
+        ErrorCodes.SINK_WRITE,
+        `external: cannot record dead letters: ${describeError(err)}`,
+        'transient',
+        undefined,
+        {
+          cause: err,
+        },
+      );
+    }
+    this.#o.metrics.deadLetters.inc({ sink: SINK }, entries.length);
+    // Rate-limited: during an outage every batch dead-letters, one line per 10 s is enough.
+    this.#deadLettersUnlogged += entries.length;
+    const now = Date.now();
+    if (now - this.#deadLetterLoggedAt >= DEAD_LETTER_LOG_INTERVAL_MS) {
+      this.#o.logger.warn(
+        { sink: SINK, events: this.#deadLettersUnlogged, lastError: entries[entries.length - 1].lastError },
+        `external: dead-lettered ${this.#deadLettersUnlogged} events (see engagement dlq list)`,
+      );
+      this.#deadLetterLoggedAt = now;
+      this.#deadLettersUnlogged = 0;
+    }
+  }
+
+  #noteFailure(error: string): void {
+    this.#lastFailure = error;
+    this.#streakFailures += 1;
+    if (this.#failingSince !== null) return;
+    this.#failingSince = Date.now();
+    this.#o.metrics.sinkUp.set({ sink: SINK }, 0);
+    this.#o.logger.warn({ sink: SINK, url: this.#safeUrl }, `external system failing: ${error}`);
+  }
+
+  #noteUp(): void {
+    if (this.#failingSince === null) return;
+    const seconds = ((Date.now() - this.#failingSince) / 1000).toFixed(1);
+    this.#o.metrics.sinkUp.set({ sink: SINK }, 1);
+    this.#o.logger.info(
+      { sink: SINK, failedAttempts: this.#streakFailures },
+      `external system recovered after ${seconds} s`,
+    );
+    this.#failingSince = null;
+    this.#streakFailures = 0;
+  }
+
+  #onCircuitChange(to: CircuitState, from: CircuitState): void {
+    this.#o.metrics.circuitOpen.set(to === 'closed' ? 0 : 1);
+    // Only the first opening of a streak is news; half-open <-> open flapping is not.
+    if (to === 'open' && from === 'closed') {
+      const meanwhile = this.#o.policy === 'best-effort' ? 'dead-lettering' : 'holding';
+      this.#o.logger.warn(
+        { sink: SINK, policy: this.#o.policy },
+        `external circuit open after ${this.#breaker.consecutiveFailures} consecutive failures: ` +
+          `${meanwhile} until a probe succeeds`,
+      );
+    }
+  }
+}
+
+function abortError(signal: AbortSignal): PipelineError {
+  return new PipelineError(ErrorCodes.SINK_WRITE, 'external: write aborted', 'transient', undefined, {
+    cause: signal.reason,
+  });
+}
+
+/** The start of an error response's body, one line, for logs and the dead-letter reason. */
+async function bodySnippet(body: { text(): Promise<string> }): Promise<string> {
+  try {
+    const text = (await body.text()).replace(/\s+/g, ' ').trim().slice(0, 200);
+    return text ? `: ${redactSecrets(text)}` : '';
+  } catch {
+    return '';
+  }
+}

@@ -1,0 +1,24 @@
+/** The Redis key layout (DESIGN.md §5). Every key goes through here so the prefix is never missed. */
+export function redisKeys(prefix: string) {
+  return {
+    contentLast: (id: string) => `${prefix}content:last:${id}`,
+    contentCount: (id: string) => `${prefix}content:count:${id}`,
+    contentBucket: (minute: string) => `${prefix}top:content:bucket:${minute}`,
+    secondsBucket: (minute: string) => `${prefix}top:content:seconds:bucket:${minute}`,
+    deviceBucket: (minute: string) => `${prefix}top:device:bucket:${minute}`,
+    topContent10m: `${prefix}top:content:10m`,
+    topSeconds10m: `${prefix}top:content:seconds:10m`,
+    topDevice10m: `${prefix}top:device:10m`,
+    /** Hash: window bounds and refresh time of the 10-minute ZSETs. */
+    windowMeta: `${prefix}top:meta:10m`,
+    watermark: (stream: string) => `${prefix}pipeline:watermark:${stream}`,
+  };
+}
+
+export type RedisKeys = ReturnType<typeof redisKeys>;
+
+export const CONTENT_LAST_TTL_SECONDS = 3600;
+export const BUCKET_TTL_SECONDS = 900;
+export const WINDOW_MINUTES = 10;
+/** Events without a device still count on the device board under this name. */
+export const UNKNOWN_DEVICE = 'unknown';

@@ -1,0 +1,45 @@
+import type { Redis } from 'ioredis';
+import { windowBuckets } from '../../domain/windows.js';
+import { redisKeys, WINDOW_MINUTES } from './keys.js';
+
+export interface LeaderboardQuery {
+  minutes: number;
+  by: 'events' | 'seconds';
+  dim: 'content' | 'device';
+  limit: number;
+}
+
+export interface LeaderboardRow {
+  member: string;
+  score: number;
+}
+
+/**
+ * Reads a leaderboard: the maintained 10-minute ZSETs for the 10m window, otherwise a
+ * union of the minute buckets computed on the fly (read-only: ZUNION, not ZUNIONSTORE).
+ */
+export async function readLeaderboard(
+  redis: Redis,
+  prefix: string,
+  query: LeaderboardQuery,
+): Promise<LeaderboardRow[]> {
+  const k = redisKeys(prefix);
+  const dim = query.dim === 'device' ? 'device' : query.by === 'seconds' ? 'seconds' : 'content';
+  let flat: string[];
+  if (query.minutes === WINDOW_MINUTES) {
+    const key = dim === 'device' ? k.topDevice10m : dim === 'seconds' ? k.topSeconds10m : k.topContent10m;
+    flat = await redis.zrevrange(key, 0, query.limit - 1, 'WITHSCORES');
+  } else {
+    const bucketKey =
+      dim === 'device' ? k.deviceBucket : dim === 'seconds' ? k.secondsBucket : k.contentBucket;
+    const keys = windowBuckets(Date.now(), query.minutes).map(bucketKey);
+    // The typed zunion returns a flat [member, score, ...] list (a raw call() nests the pairs).
+    const all = await redis.zunion(keys.length, ...keys, 'WITHSCORES');
+    const rows: LeaderboardRow[] = [];
+    for (let i = 0; i < all.length; i += 2) rows.push({ member: all[i], score: Number(all[i + 1]) });
+    return rows.sort((a, b) => b.score - a.score || (a.member < b.member ? 1 : -1)).slice(0, query.limit);
+  }
+  const rows: LeaderboardRow[] = [];
+  for (let i = 0; i < flat.length; i += 2) rows.push({ member: flat[i], score: Number(flat[i + 1]) });
+  return rows;
+}

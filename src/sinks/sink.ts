@@ -1,0 +1,23 @@
+import type { Batch } from '../domain/types.js';
+
+/**
+ * A destination. The pipeline's contract with every sink:
+ *
+ * - Delivery is at-least-once: after a crash the same events (by `event_id`) may be written
+ *   again, possibly split into different batches. `write` MUST be idempotent by `event_id`
+ *   so that a replay changes nothing (the effect is exactly-once).
+ * - `write` resolves only once the batch is durable in the destination (or, for the
+ *   external sink under `best-effort`, recorded in the dead-letter table). The pipeline
+ *   confirms a source position only after every sink resolved every batch up to it.
+ * - `write` calls for one sink are never concurrent and arrive in stream order.
+ * - `write` rejects on failure; the pipeline retries the same batch with backoff.
+ *   `signal` aborts when the pipeline is shutting down.
+ * - `stop` drains nothing itself (the pipeline waits for in-flight writes first); it
+ *   releases connections and flushes whatever the destination needs to be durable.
+ */
+export interface Sink {
+  readonly name: string;
+  start(): Promise<void>;
+  write(batch: Batch, signal: AbortSignal): Promise<void>;
+  stop(): Promise<void>;
+}

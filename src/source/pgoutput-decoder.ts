@@ -1,0 +1,54 @@
+import type { Pgoutput } from 'pg-logical-replication';
+import { microsToIso } from '../domain/timestamps.js';
+import type { Change } from './changes.js';
+import { decodeContentRow, decodeEventRow } from './decode-rows.js';
+
+export const EVENTS_TABLE = 'engagement_events';
+export const CONTENT_TABLE = 'content';
+
+/** Turns one pgoutput message into the pipeline's Change (null for messages it does not need). Pure. */
+export function decodePgoutput(message: Pgoutput.Message): Change | null {
+  switch (message.tag) {
+    case 'begin':
+      return {
+        kind: 'begin',
+        commitLsn: message.commitLsn ?? '0/0',
+        committedAt: microsToIso(message.commitTime as bigint),
+      };
+    case 'commit':
+      return { kind: 'commit', ackLsn: message.commitEndLsn ?? message.commitLsn ?? '0/0' };
+    case 'insert':
+    case 'update':
+      return decodeRowChange(message.tag, message.relation.name, message.new);
+    case 'delete': {
+      if (message.relation.name === EVENTS_TABLE) return { kind: 'ignored', what: 'event-delete' };
+      const id = (message.key ?? message.old)?.id;
+      return message.relation.name === CONTENT_TABLE && typeof id === 'string'
+        ? { kind: 'content-delete', id }
+        : null;
+    }
+    case 'truncate':
+      return { kind: 'ignored', what: 'truncate' };
+    default:
+      return null;
+  }
+}
+
+function decodeRowChange(
+  tag: 'insert' | 'update',
+  table: string,
+  raw: Record<string, unknown>,
+): Change | null {
+  if (table === EVENTS_TABLE) {
+    if (tag === 'update') return { kind: 'ignored', what: 'event-update' };
+    const row = decodeEventRow(raw);
+    return typeof row === 'string' ? { kind: 'bad-row', table, reason: row, raw } : { kind: 'event', row };
+  }
+  if (table === CONTENT_TABLE) {
+    const content = decodeContentRow(raw);
+    return typeof content === 'string'
+      ? { kind: 'bad-row', table, reason: content, raw }
+      : { kind: 'content-upsert', content };
+  }
+  return null;
+}

@@ -1,0 +1,414 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import type pg from 'pg';
+import { pino, type Logger } from 'pino';
+import { createPool } from '../../src/db/postgres.js';
+import { STATE_SCHEMA_SQL } from '../../src/db/schema.js';
+import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
+import { loadConfig } from '../../src/config.js';
+import { PipelineError } from '../../src/errors.js';
+import {
+  startMockExternal,
+  type MockStats,
+  type RunningMockExternal,
+} from '../../src/mock-external/server.js';
+import { createMetrics, type Metrics } from '../../src/server/metrics.js';
+import { DeadLetterStore } from '../../src/sinks/dead-letter.js';
+import { ExternalSink, type ExternalSinkOptions } from '../../src/sinks/external/external-sink.js';
+import { freshDatabase, query } from '../helpers/postgres.js';
+
+const SECRET = 'test-secret-value';
+
+let db: Awaited<ReturnType<typeof freshDatabase>>;
+let pool: pg.Pool;
+let store: DeadLetterStore;
+let mock: RunningMockExternal;
+const sinks: ExternalSink[] = [];
+
+function event(id: number): EnrichedEvent {
+  return {
+    event_id: id,
+    content_id: '00000000-0000-0000-0000-000000000001',
+    user_id: null,
+    event_type: 'play',
+    event_ts: '2026-11-23T10:00:00.123456Z',
+    duration_ms: 7000,
+    device: 'ios',
+    raw_payload: { note: 'ünïcode' },
+    content_type: 'video',
+    length_seconds: 300,
+    engagement_seconds: 7,
+    engagement_pct: 0.02,
+    committed_at: '2026-11-23T10:00:00.200000Z',
+    processed_at: '2026-11-23T10:00:00.300000Z',
+  };
+}
+
+function batch(from: number, count: number): Batch {
+  const ids = Array.from({ length: count }, (_, i) => from + i);
+  return {
+    seq: from,
+    stream: 'test_slot',
+    events: ids.map(event),
+    positions: ids.map((id) => `0000000000000001:${id.toString(16).padStart(8, '0')}`),
+    ackLsn: null,
+  };
+}
+
+function captureLogger(): { logger: Logger; lines: { msg: string; level: number }[] } {
+  const lines: { msg: string; level: number }[] = [];
+  const logger = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
+  return { logger, lines };
+}
+
+async function makeSink(
+  over: Partial<ExternalSinkOptions> = {},
+): Promise<{ sink: ExternalSink; metrics: Metrics }> {
+  const metrics = over.metrics ?? createMetrics();
+  const sink = new ExternalSink({
+    url: mock.url,
+    secret: SECRET,
+    policy: 'best-effort',
+    batchSize: 1,
+    concurrency: 4,
+    maxAttempts: 5,
+    timeoutMs: 2000,
+    deadLetters: store,
+    metrics,
+    logger: pino({ level: 'silent' }),
+    backoffBaseMs: 2,
+    backoffMaxMs: 20,
+    breakerThreshold: 1000,
+    breakerOpenMs: 50,
+    ...over,
+  });
+  await sink.start();
+  sinks.push(sink);
+  return { sink, metrics };
+}
+
+async function stats(): Promise<MockStats> {
+  return (await fetch(`${mock.url}_stats`)).json() as Promise<MockStats>;
+}
+
+async function control(body: object): Promise<void> {
+  const res = await fetch(`${mock.url}_control`, { method: 'POST', body: JSON.stringify(body) });
+  assert.equal(res.status, 200);
+}
+
+async function mockRequests(): Promise<
+  { idempotencyKey: string; contentType: string; eventIds: number[]; status: number; signature: string }[]
+> {
+  return ((await (await fetch(`${mock.url}_requests?limit=1000`)).json()) as { requests: [] }).requests;
+}
+
+async function deadLetterRows() {
+  return query<{
+    sink: string;
+    event_id: string;
+    idempotency_key: string;
+    event: EnrichedEvent;
+    source: string;
+    last_error: string;
+    attempts: number;
+  }>(
+    db.url,
+    `SELECT sink, event_id::text, idempotency_key, event, source, last_error, attempts
+       FROM engagement_pipeline.dead_letters WHERE replayed_at IS NULL ORDER BY event_id::bigint`,
+  );
+}
+
+async function counter(metrics: Metrics, name: 'deadLetters'): Promise<number> {
+  return (await metrics[name].get()).values.find((v) => v.labels.sink === 'external')?.value ?? 0;
+}
+
+before(async () => {
+  db = await freshDatabase('ext');
+  await query(db.url, STATE_SCHEMA_SQL);
+  pool = createPool(db.url);
+  store = new DeadLetterStore(pool);
+  mock = await startMockExternal({ port: 0, secret: SECRET });
+});
+
+after(async () => {
+  await Promise.all(sinks.map((s) => s.stop()));
+  await mock.close();
+  await pool.end();
+  await db.drop();
+});
+
+beforeEach(async () => {
+  await fetch(`${mock.url}_reset`, { method: 'POST' });
+  await pool.query('TRUNCATE engagement_pipeline.dead_letters');
+});
+
+describe('ExternalSink against the mock external system', () => {
+  it('delivers N events exactly once, with Idempotency-Key, content type and a valid signature', async () => {
+    const { sink, metrics } = await makeSink({ concurrency: 8 });
+    await sink.write(batch(1, 50), new AbortController().signal);
+    const s = await stats();
+    assert.equal(s.requests, 50);
+    assert.equal(s.uniqueEventIds, 50);
+    assert.equal(s.duplicates, 0);
+    assert.equal(s.signatureFailures, 0);
+    for (const r of await mockRequests()) {
+      assert.equal(r.status, 200);
+      assert.equal(r.signature, 'ok');
+      assert.equal(r.contentType, 'application/json');
+      assert.deepEqual(r.eventIds, [Number(r.idempotencyKey)]);
+    }
+    const requests = await metrics.externalRequests.get();
+    assert.equal(requests.values.find((v) => v.labels.outcome === 'accepted')?.value, 50);
+    assert.equal((await deadLetterRows()).length, 0);
+  });
+
+  it('sends arrays of batchSize events keyed <first>-<last>', async () => {
+    const { sink } = await makeSink({ batchSize: 4 });
+    await sink.write(batch(101, 10), new AbortController().signal);
+    const s = await stats();
+    assert.equal(s.requests, 3);
+    assert.equal(s.uniqueEventIds, 10);
+    const keys = (await mockRequests()).map((r) => `${r.idempotencyKey}:${r.eventIds.join(',')}`).sort();
+    assert.deepEqual(keys, ['101-104:101,102,103,104', '105-108:105,106,107,108', '109-110:109,110']);
+  });
+
+  it('a wrong secret is rejected (401) and dead-lettered, not retried', async () => {
+    const { sink } = await makeSink({ secret: 'not-the-secret' });
+    await sink.write(batch(1, 2), new AbortController().signal);
+    const s = await stats();
+    assert.equal(s.signatureFailures, 2);
+    assert.equal(s.requests, 2);
+    const rows = await deadLetterRows();
+    assert.equal(rows.length, 2);
+    assert.match(rows[0].last_error, /^401 Unauthorized/);
+  });
+
+  it('rides out a run of 500s without loss, logging one line per failure streak', async () => {
+    await control({ mode: 'fail500', count: 15 });
+    const { logger, lines } = captureLogger();
+    const { sink } = await makeSink({ maxAttempts: 20, logger });
+    await sink.write(batch(1, 30), new AbortController().signal);
+    const s = await stats();
+    assert.equal(s.injected.fail500, 15);
+    assert.equal(s.requests, 45);
+    assert.equal(s.uniqueEventIds, 30);
+    assert.equal((await deadLetterRows()).length, 0);
+    const streak = lines.filter((l) => /external system (failing|recovered)/.test(l.msg)).map((l) => l.msg);
+    assert.equal(streak.length, 2, streak.join(' | '));
+    assert.match(streak[0], /^external system failing: 500 Internal Server Error/);
+    assert.match(streak[1], /^external system recovered after \d+\.\d s$/);
+  });
+
+  it('honours Retry-After on 429', async () => {
+    await control({ mode: 'rate429', count: 1, retryAfterSeconds: 1 });
+    const { sink } = await makeSink();
+    const started = Date.now();
+    await sink.write(batch(1, 1), new AbortController().signal);
+    const elapsed = Date.now() - started;
+    // backoff alone would be < 20 ms here; only Retry-After explains the wait
+    assert.ok(elapsed >= 950 && elapsed < 3000, `elapsed ${elapsed} ms`);
+    const s = await stats();
+    assert.equal(s.requests, 2);
+    assert.equal(s.injected.rate429, 1);
+    assert.equal(s.uniqueEventIds, 1);
+  });
+
+  it('best-effort: after maxAttempts, events are dead-lettered with error and attempts', async () => {
+    await control({ mode: 'fail500' });
+    const { sink, metrics } = await makeSink({ maxAttempts: 3, concurrency: 2 });
+    await sink.write(batch(7, 4), new AbortController().signal);
+    assert.equal((await stats()).requests, 12);
+    const rows = await deadLetterRows();
+    assert.deepEqual(
+      rows.map((r) => [r.sink, r.event_id, r.idempotency_key, r.event.event_id, r.attempts, r.source]),
+      [7, 8, 9, 10].map((id) => [
+        'external',
+        String(id),
+        String(id),
+        id,
+        3,
+        `test_slot@0000000000000001:${id.toString(16).padStart(8, '0')}`,
+      ]),
+    );
+    for (const r of rows) assert.match(r.last_error, /^500 Internal Server Error/);
+    assert.deepEqual(rows[0].event, event(7));
+    assert.equal(await counter(metrics, 'deadLetters'), 4);
+    // Failing again for the same events updates the pending rows instead of duplicating them.
+    await sink.write(batch(7, 4), new AbortController().signal);
+    const again = await deadLetterRows();
+    assert.equal(again.length, 4);
+    assert.deepEqual(
+      again.map((r) => r.attempts),
+      [6, 6, 6, 6],
+    );
+  });
+
+  it('best-effort: an open circuit fails fast (dead-letters unsent), a probe closes it', async () => {
+    await control({ mode: 'fail500' });
+    const metrics = createMetrics();
+    const { sink } = await makeSink({
+      metrics,
+      breakerThreshold: 3,
+      breakerOpenMs: 150,
+      maxAttempts: 5,
+      concurrency: 1,
+    });
+    await sink.write(batch(1, 20), new AbortController().signal);
+    assert.equal((await stats()).requests, 3, 'only the attempts before the circuit opened reach the server');
+    assert.equal(sink.circuitState, 'open');
+    assert.equal((await metrics.circuitOpen.get()).values[0].value, 1);
+    const rows = await deadLetterRows();
+    assert.equal(rows.length, 20);
+    assert.match(rows[1].last_error, /^circuit open \(last failure: 500 Internal Server Error/);
+    assert.equal(rows[0].attempts, 3);
+    assert.equal(rows[1].attempts, 0);
+
+    await control({ mode: 'ok' });
+    await new Promise((r) => setTimeout(r, 200));
+    await sink.write(batch(101, 5), new AbortController().signal);
+    assert.equal(sink.circuitState, 'closed');
+    assert.equal((await metrics.circuitOpen.get()).values[0].value, 0);
+    assert.equal((await stats()).uniqueEventIds, 5);
+  });
+
+  it('block: holds the write (no dead letters) until the external system recovers', async () => {
+    await control({ mode: 'fail500' });
+    const { sink } = await makeSink({
+      policy: 'block',
+      maxAttempts: 2,
+      breakerThreshold: 5,
+      breakerOpenMs: 50,
+    });
+    let settled = false;
+    const write = sink.write(batch(1, 10), new AbortController().signal).finally(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(settled, false, 'write must not resolve while the system fails');
+    assert.equal((await deadLetterRows()).length, 0);
+    assert.ok((await stats()).injected.fail500 >= 5);
+    await control({ mode: 'ok' });
+    await write;
+    assert.equal((await stats()).uniqueEventIds, 10);
+    assert.equal((await deadLetterRows()).length, 0);
+  });
+
+  it('block: an abort rejects the write and records nothing', async () => {
+    await control({ mode: 'fail500' });
+    const { sink } = await makeSink({ policy: 'block', maxAttempts: 1 });
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 150);
+    await assert.rejects(
+      sink.write(batch(1, 3), ac.signal),
+      (err: unknown) => err instanceof PipelineError && /aborted/.test(err.message),
+    );
+    assert.equal((await deadLetterRows()).length, 0);
+  });
+
+  it('a permanent 400 is dead-lettered at once, even under block, and the rest is delivered', async () => {
+    await control({ mode: 'reject400', count: 1 });
+    const { sink } = await makeSink({ policy: 'block', concurrency: 1 });
+    await sink.write(batch(1, 3), new AbortController().signal);
+    const s = await stats();
+    assert.equal(s.requests, 3, 'no retry of the 400');
+    const received = (await (await fetch(`${mock.url}_events`)).json()) as { ids: number[] };
+    assert.deepEqual(received.ids, [2, 3]);
+    const rows = await deadLetterRows();
+    assert.deepEqual(
+      rows.map((r) => [r.event_id, r.attempts]),
+      [['1', 1]],
+    );
+    assert.match(rows[0].last_error, /^400 Bad Request: .*injected rejection/);
+  });
+
+  it('a timeout is retried like a network error', async () => {
+    await control({ latencyMs: 400 });
+    const { sink } = await makeSink({ timeoutMs: 100, maxAttempts: 2 });
+    await sink.write(batch(1, 1), new AbortController().signal);
+    const rows = await deadLetterRows();
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0].last_error, 'timeout after 100 ms');
+    assert.equal(rows[0].attempts, 2);
+  });
+
+  it('a network error (nothing listening) is retried, then dead-lettered', async () => {
+    const { sink } = await makeSink({ url: 'http://127.0.0.1:9/', maxAttempts: 2 });
+    await sink.write(batch(1, 1), new AbortController().signal);
+    const rows = await deadLetterRows();
+    assert.equal(rows.length, 1);
+    assert.match(rows[0].last_error, /^network error: .*ECONNREFUSED/);
+  });
+
+  it('re-writing the same batch repeats only the same Idempotency-Keys', async () => {
+    const { sink } = await makeSink({ batchSize: 4 });
+    await sink.write(batch(1, 20), new AbortController().signal);
+    await sink.write(batch(1, 20), new AbortController().signal);
+    const s = await stats();
+    assert.equal(s.requests, 10);
+    assert.equal(s.uniqueKeys, 5);
+    assert.equal(s.duplicates, 5);
+    assert.equal(s.uniqueEventIds, 20);
+    assert.equal(s.duplicateEvents, 20);
+  });
+});
+
+describe('ExternalSink.fromConfig', () => {
+  it('maps the EXTERNAL_* settings, and is off without EXTERNAL_URL', async () => {
+    const deps = { deadLetters: store, metrics: createMetrics(), logger: pino({ level: 'silent' }) };
+    assert.equal(ExternalSink.fromConfig(loadConfig({}, {}), deps), null);
+    const env = { EXTERNAL_URL: mock.url, EXTERNAL_SECRET: 'wrong', EXTERNAL_BATCH_SIZE: '2' };
+    const sink = ExternalSink.fromConfig(loadConfig({}, env), deps);
+    assert.ok(sink);
+    await sink.start();
+    sinks.push(sink);
+    await sink.write(batch(1, 2), new AbortController().signal);
+    const s = await stats();
+    assert.equal(s.signatureFailures, 1, 'signed with EXTERNAL_SECRET, as one 2-event request');
+    assert.equal((await deadLetterRows()).length, 2);
+  });
+});
+
+describe('DeadLetterStore', () => {
+  const entry = (id: number, error: string) => ({
+    sink: 'external',
+    eventId: id,
+    idempotencyKey: String(id),
+    event: event(id),
+    source: 's@1',
+    lastError: error,
+    attempts: 2,
+  });
+
+  it('records idempotently, lists with filters, counts depth, marks replayed', async () => {
+    await store.record([
+      entry(1, '503 Service Unavailable'),
+      entry(2, 'timeout after 5000 ms'),
+      entry(2, 'timeout after 5000 ms'),
+    ]);
+    await store.record([entry(1, '500 Internal Server Error')]);
+    assert.equal(await store.depth(), 2);
+    assert.equal(await store.depth('redis'), 0);
+    const all = await store.list({ limit: 10 });
+    assert.deepEqual(
+      all.map((r) => [r.eventId, r.attempts, r.lastError]),
+      [
+        ['1', 4, '500 Internal Server Error'],
+        ['2', 2, 'timeout after 5000 ms'],
+      ],
+    );
+    assert.match(all[0].firstFailedAt, /^\d{4}-\d\d-\d\dT/);
+    assert.deepEqual(all[0].event, event(1));
+    assert.deepEqual(
+      (await store.list({ limit: 10, reason: 'TIMEOUT' })).map((r) => r.eventId),
+      ['2'],
+    );
+    assert.equal((await store.list({ limit: 10, since: new Date(Date.now() + 60_000) })).length, 0);
+    assert.equal((await store.list({ limit: 1 })).length, 1);
+
+    assert.equal(await store.markReplayed([all[0].id]), 1);
+    assert.equal(await store.markReplayed([all[0].id]), 0);
+    assert.equal(await store.depth(), 1);
+    // A new failure after a replay is a new pending row, the replayed one is kept.
+    await store.record([entry(1, '502 Bad Gateway')]);
+    assert.equal(await store.depth(), 2);
+    assert.equal((await store.list({ limit: 10, includeReplayed: true })).length, 3);
+  });
+});

@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { describeError } from '../../src/errors.js';
+import { SOURCE_TABLES_SQL } from '../../src/db/schema.js';
+import { DEFAULT_CATALOG_SIZE } from '../../src/generator/catalog.js';
+import { runGenerator } from '../../src/generator/writer.js';
+import { freshDatabase, query } from '../helpers/postgres.js';
+
+describe('generator against Postgres', () => {
+  let db: Awaited<ReturnType<typeof freshDatabase>>;
+  before(async () => {
+    db = await freshDatabase('gen');
+  });
+  after(async () => {
+    await db?.drop();
+  });
+
+  it('refuses with a migrate hint when the tables are missing', async () => {
+    await assert.rejects(runGenerator({ databaseUrl: db.url, rate: 10, count: 1 }), (err) => {
+      assert.match(describeError(err), /content and engagement_events .*run `engagement migrate`/);
+      return true;
+    });
+  });
+
+  it('holds 500 events/s for 10 s within 5 %', async () => {
+    await query(db.url, SOURCE_TABLES_SQL);
+    const progress: number[] = [];
+    const result = await runGenerator({
+      databaseUrl: db.url,
+      rate: 500,
+      durationSeconds: 10,
+      seed: 42,
+      onProgress: (p) => progress.push(p.inserted),
+    });
+    console.log(
+      `achieved ${result.achievedRate.toFixed(1)} events/s (${result.inserted} in ${result.seconds.toFixed(3)} s)`,
+    );
+    assert.equal(result.inserted, 5000);
+    assert.ok(Math.abs(result.achievedRate - 500) / 500 < 0.05, `achieved ${result.achievedRate}`);
+    assert.ok(result.seconds >= 9.9 && result.seconds < 10.5, `took ${result.seconds}`);
+    // Paced, not bursted: progress arrives tick by tick and grows monotonically.
+    assert.ok(progress.length > 100, `${progress.length} progress callbacks`);
+    assert.deepEqual(
+      progress,
+      [...progress].sort((a, b) => a - b),
+    );
+
+    const [counts] = await query<{ events: string; content: string; per_second_max: string; span_s: number }>(
+      db.url,
+      `SELECT (SELECT count(*) FROM engagement_events) AS events,
+              (SELECT count(*) FROM content) AS content,
+              (SELECT max(n) FROM (SELECT count(*) AS n FROM engagement_events GROUP BY date_trunc('second', event_ts)) s) AS per_second_max,
+              (SELECT extract(epoch FROM max(event_ts) - min(event_ts))::float8 FROM engagement_events) AS span_s`,
+    );
+    assert.equal(Number(counts.events), 5000);
+    assert.equal(Number(counts.content), DEFAULT_CATALOG_SIZE);
+    assert.ok(Number(counts.per_second_max) < 560, `bursty: ${counts.per_second_max} in one second`);
+    assert.ok(counts.span_s > 9 && counts.span_s < 10.5, `event_ts span ${counts.span_s}`);
+
+    const rules = await query<{ bad: string }>(
+      db.url,
+      `SELECT count(*) AS bad FROM engagement_events e
+        WHERE (e.duration_ms IS NULL AND e.event_type NOT IN ('click','pause'))
+           OR (e.event_type = 'click' AND e.duration_ms IS NOT NULL)
+           OR e.device NOT IN ('ios','android','web-safari','web-chrome','web-firefox','tv','desktop-app')
+           OR e.raw_payload->>'app_version' IS NULL
+           OR NOT EXISTS (SELECT 1 FROM content c WHERE c.id = e.content_id)`,
+    );
+    assert.equal(Number(rules[0].bad), 0);
+  });
+
+  it('stops at --count, reuses the catalogue, and stops early on abort', async () => {
+    const counted = await runGenerator({ databaseUrl: db.url, rate: 2000, count: 300 });
+    assert.equal(counted.inserted, 300);
+    const [{ content }] = await query<{ content: string }>(db.url, 'SELECT count(*) AS content FROM content');
+    assert.equal(Number(content), DEFAULT_CATALOG_SIZE);
+
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 500);
+    const started = Date.now();
+    const aborted = await runGenerator({ databaseUrl: db.url, rate: 100, signal: controller.signal });
+    assert.ok(Date.now() - started < 2000);
+    assert.ok(aborted.inserted >= 30 && aborted.inserted <= 70, `inserted ${aborted.inserted}`);
+    const [{ n }] = await query<{ n: string }>(db.url, 'SELECT count(*) AS n FROM engagement_events');
+    assert.equal(Number(n), 5000 + 300 + aborted.inserted);
+  });
+});
