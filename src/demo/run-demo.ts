@@ -30,11 +30,8 @@ export interface DemoOptions {
 
 /** Entries `--fresh` may delete; anything else in the directory means it is not ours. */
 const DATA_DIR_ENTRIES = /^(postgres|(analytics|engagement)\.duckdb(\.wal|\.tmp)?|\.tmp)$/;
-/**
- * The demo's DuckDB file. Not `engagement.duckdb`: DuckDB names the catalog after the file, and a
- * catalog `engagement` makes the sink's `engagement.events_enriched` ambiguous (Binder Error).
- */
-const DUCKDB_FILE = 'analytics.duckdb';
+/** The demo's DuckDB file: the default ANALYTICS_URL's, under --data-dir. */
+const DUCKDB_FILE = 'engagement.duckdb';
 
 class Interrupted extends Error {}
 

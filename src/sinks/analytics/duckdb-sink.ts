@@ -8,9 +8,26 @@ import type { Sink } from '../sink.js';
 
 export const ANALYTICS_TABLE = 'engagement.events_enriched';
 
-const CREATE_TABLE_SQL = `
-CREATE SCHEMA IF NOT EXISTS engagement;
-CREATE TABLE IF NOT EXISTS engagement.events_enriched (
+/**
+ * Where `engagement.events_enriched` lives in a DuckDB file. DuckDB names a file's catalog
+ * after the file, so in the default `engagement.duckdb` a schema `engagement` would make
+ * `engagement.events_enriched` ambiguous (catalog.table or schema.table: a Binder Error for
+ * every reader). There the table goes in the `main` schema, so `engagement.events_enriched`
+ * resolves as catalog.table; in any other file it goes in schema `engagement`. Either way the
+ * contract's name `engagement.events_enriched` works for anyone who opens the file.
+ */
+export function analyticsTableIn(catalog: string): { schema: string; qualified: string } {
+  const schema = catalog === 'engagement' ? 'main' : 'engagement';
+  return { schema, qualified: `${quoteIdent(catalog)}.${schema}.events_enriched` };
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+const createTableSql = (schema: string, table: string) => `
+CREATE SCHEMA IF NOT EXISTS ${schema};
+CREATE TABLE IF NOT EXISTS ${table} (
   event_id           BIGINT PRIMARY KEY,
   content_id         UUID,
   user_id            UUID,
@@ -37,8 +54,8 @@ CREATE TEMP TABLE IF NOT EXISTS events_staging (
   committed_at VARCHAR, processed_at VARCHAR
 );`;
 
-const MERGE_SQL = `
-INSERT INTO engagement.events_enriched
+const mergeSql = (table: string) => `
+INSERT INTO ${table}
 SELECT DISTINCT ON (event_id)
   event_id, content_id::UUID, user_id::UUID, event_type, event_ts::TIMESTAMPTZ, duration_ms, device,
   raw_payload::JSON, content_type, length_seconds, engagement_seconds::DECIMAL(12,3),
@@ -55,6 +72,7 @@ export class DuckDbSink implements Sink {
   private instance: DuckDBInstance | null = null;
   private connection: DuckDBConnection | null = null;
   private appender: DuckDBAppender | null = null;
+  private mergeSql = '';
 
   constructor(private readonly options: { path: string; logger: Logger }) {}
 
@@ -76,7 +94,10 @@ export class DuckDbSink implements Sink {
       throw err;
     }
     this.connection = await this.instance.connect();
-    await this.connection.run(CREATE_TABLE_SQL);
+    const catalog = (await this.connection.runAndReadAll('SELECT current_database()')).getRows()[0]![0];
+    const { schema, qualified } = analyticsTableIn(String(catalog));
+    await this.connection.run(createTableSql(schema, qualified));
+    this.mergeSql = mergeSql(qualified);
     await this.connection.run(CREATE_STAGING_SQL);
     this.appender = await this.connection.createAppender('events_staging', 'main', 'temp');
   }
@@ -108,7 +129,7 @@ export class DuckDbSink implements Sink {
     appender.flushSync();
     try {
       await connection.run('BEGIN TRANSACTION');
-      await connection.run(MERGE_SQL);
+      await connection.run(this.mergeSql);
       await connection.run('COMMIT');
     } catch (err) {
       await connection.run('ROLLBACK').catch(() => undefined);
