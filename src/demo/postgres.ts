@@ -28,8 +28,14 @@ export async function startDemoPostgres(options: {
 }): Promise<DemoPostgres & { portNote: string | null }> {
   const dataDir = path.resolve(options.dataDir);
   assertNotRunning(dataDir);
-  const port = (await isPortFree(options.preferredPort)) ? options.preferredPort : await freePort();
-  const portNote = port === options.preferredPort ? null : `port ${options.preferredPort} is busy`;
+  const port =
+    options.preferredPort !== 0 && (await isPortFree(options.preferredPort))
+      ? options.preferredPort
+      : await freePort();
+  const portNote =
+    port === options.preferredPort || options.preferredPort === 0
+      ? null
+      : `port ${options.preferredPort} is busy`;
   const { startEmbeddedPostgres } = await import('../db/embedded.js');
   const cluster: EmbeddedPostgresHandle = await startEmbeddedPostgres({
     dataDir,
