@@ -12,6 +12,8 @@ export function redisKeys(prefix: string) {
     /** Hash: window bounds and refresh time of the 10-minute ZSETs. */
     windowMeta: `${prefix}top:meta:10m`,
     watermark: (stream: string) => `${prefix}pipeline:watermark:${stream}`,
+    /** Bitmap of event_ids whose minute-bucket increments were applied (one bit per id). */
+    seen: (chunk: number) => `${prefix}pipeline:seen:${chunk}`,
   };
 }
 
@@ -22,3 +24,16 @@ export const BUCKET_TTL_SECONDS = 900;
 export const WINDOW_MINUTES = 10;
 /** Events without a device still count on the device board under this name. */
 export const UNKNOWN_DEVICE = 'unknown';
+
+/**
+ * Seen bitmaps cover SEEN_CHUNK_BITS event ids each (8 KiB), so a minute of 20k events/s
+ * touches about 19 of them. They live much longer than the buckets they guard (1 h vs
+ * 15 min), so an event the stream counted is still marked when a backfill looks at it.
+ */
+export const SEEN_CHUNK_BITS = 65_536;
+export const SEEN_TTL_SECONDS = 3600;
+/**
+ * A backfill touches Redis only for events whose minute is this recent (the buckets the
+ * 10-minute window reads, with margin, and well inside the seen bitmaps' lifetime).
+ */
+export const BACKFILL_REDIS_HORIZON_MINUTES = 14;

@@ -1,16 +1,17 @@
 import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
-import type { Batch } from '../../domain/types.js';
+import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { windowBuckets } from '../../domain/windows.js';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
-import { redisKeys, WINDOW_MINUTES, type RedisKeys } from './keys.js';
-import { leaderboardOps } from './leaderboard-ops.js';
+import { redisKeys, SEEN_TTL_SECONDS, WINDOW_MINUTES, type RedisKeys } from './keys.js';
+import { leaderboardOps, seenArgs } from './leaderboard-ops.js';
 
 const APPLY_BATCH_LUA = readFileSync(new URL('./apply-batch.lua', import.meta.url), 'utf8');
 
-type ApplyResult = 0 | 1 | string;
+/** See apply-batch.lua: applied, replay, straddled watermark, or ['dup', k, j, ...]. */
+type ApplyResult = 0 | 1 | string | (string | number)[];
 interface ScriptedRedis extends Redis {
   applyBatch(numKeys: number, ...keysAndArgs: string[]): Promise<ApplyResult>;
 }
@@ -69,25 +70,64 @@ export class RedisSink implements Sink {
 
   async write(batch: Batch): Promise<void> {
     if (batch.events.length === 0) return;
-    let events = batch.events;
-    let positions = batch.positions;
+    await this.apply('s', batch.events, batch.positions, this.keys.watermark(batch.stream));
+    this.scheduleRefresh();
+  }
+
+  /**
+   * A backfill's write: minute-bucket increments only (never content:count or content:last,
+   * which the stream owns), each event at most once across the stream and every backfill
+   * thanks to the seen bitmaps. The caller passes only events inside the bucket retention.
+   * Returns how many events were newly counted (the rest had been counted already).
+   */
+  async writeBackfill(events: readonly EnrichedEvent[]): Promise<number> {
+    if (events.length === 0) return 0;
+    const applied = await this.apply('b', events, [], this.keys.watermark('backfill'));
+    this.scheduleRefresh();
+    return applied;
+  }
+
+  /** One Lua call per attempt; retried without what the script reports as replayed or seen. */
+  private async apply(
+    mode: 's' | 'b',
+    all: readonly EnrichedEvent[],
+    allPositions: readonly string[],
+    watermarkKey: string,
+  ): Promise<number> {
+    let events = all;
+    let positions = allPositions;
+    const skip = new Set<number>();
     for (;;) {
-      const { keys, args } = leaderboardOps(events, this.keys);
+      const seen = seenArgs(events, this.keys, skip);
+      const ops = leaderboardOps(events, this.keys, { totals: mode === 's', skipBuckets: skip });
+      if (ops.keys.length === 0 && mode === 'b') return 0;
       const result = await this.redis.applyBatch(
-        1 + keys.length,
-        this.keys.watermark(batch.stream),
-        ...keys,
-        positions[0],
-        positions[positions.length - 1],
-        ...args,
+        1 + seen.keys.length + ops.keys.length,
+        watermarkKey,
+        ...seen.keys,
+        ...ops.keys,
+        mode,
+        positions[0] ?? '',
+        positions[positions.length - 1] ?? '',
+        String(seen.keys.length),
+        String(SEEN_TTL_SECONDS),
+        ...seen.args,
+        ...ops.args,
       );
-      if (result === 0 || result === 1) break;
+      if (result === 0) return 0;
+      if (result === 1) return events.length - skip.size;
+      if (Array.isArray(result)) {
+        // Counted already by the other writer (stream vs backfill): keep its totals, drop its buckets.
+        for (let i = 1; i < result.length; i += 2) {
+          skip.add(seen.ids[Number(result[i]) - 1][Number(result[i + 1])]);
+        }
+        continue;
+      }
       // The batch straddles the watermark (a replay split differently): keep only what is newer.
       const keep = positions.findIndex((p) => p > result);
       events = events.slice(keep);
       positions = positions.slice(keep);
     }
-    this.scheduleRefresh();
   }
 
   async stop(): Promise<void> {

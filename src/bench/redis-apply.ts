@@ -1,0 +1,79 @@
+/**
+ * Micro-benchmark of the Redis sink's per-batch Lua script (the stream's fast path): writes
+ * `--batches` batches of `--size` enriched events over 500 content ids through RedisSink.write
+ * and reports events/s. Used to compare the script before and after a change.
+ * Usage: node --import tsx src/bench/redis-apply.ts [--batches 200] [--size 1000] [--out FILE]
+ */
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { eventPosition } from '../domain/position.js';
+import type { Batch, EnrichedEvent } from '../domain/types.js';
+import { silentLogger } from '../logger.js';
+import { RedisSink } from '../sinks/redis/redis-sink.js';
+
+const arg = (name: string, fallback: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+};
+const batches = Number(arg('batches', '200'));
+const size = Number(arg('size', '1000'));
+const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const prefix = `bench:${randomBytes(4).toString('hex')}:`;
+const contentIds = Array.from(
+  { length: 500 },
+  (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+);
+const devices = ['ios', 'android', 'web-chrome', 'tv', 'web-safari'];
+
+function makeBatch(seq: number, firstId: number): Batch {
+  const now = Date.now();
+  const events: EnrichedEvent[] = [];
+  const positions: string[] = [];
+  for (let i = 0; i < size; i++) {
+    const id = firstId + i;
+    const ts = new Date(now - (id % 600) * 1000).toISOString().replace('Z', '000Z');
+    events.push({
+      event_id: id,
+      content_id: contentIds[(id * 7919) % contentIds.length],
+      user_id: null,
+      event_type: 'play',
+      event_ts: ts,
+      duration_ms: (id * 37) % 600000,
+      device: devices[id % devices.length],
+      raw_payload: { n: id },
+      content_type: 'video',
+      length_seconds: 300,
+      engagement_seconds: ((id * 37) % 600000) / 1000,
+      engagement_pct: 0.5,
+      committed_at: ts,
+      processed_at: ts,
+    });
+    positions.push(eventPosition(`0/${(seq * 16).toString(16)}`, i));
+  }
+  return { seq, stream: 'bench', events, positions, ackLsn: null };
+}
+
+const sink = new RedisSink({ url, prefix, logger: silentLogger(), refreshMinIntervalMs: 1_000_000 });
+await sink.start();
+const prepared = Array.from({ length: batches }, (_, b) => makeBatch(b + 1, 1 + b * size));
+for (let b = 0; b < 5; b++) await sink.write(makeBatch(100_000 + b, 10_000_000 + b * size)); // warm-up
+const started = performance.now();
+for (const batch of prepared) await sink.write(batch);
+const seconds = (performance.now() - started) / 1000;
+await sink.stop();
+const result = {
+  batches,
+  batchSize: size,
+  events: batches * size,
+  seconds: Number(seconds.toFixed(3)),
+  eventsPerSecond: Math.round((batches * size) / seconds),
+  msPerBatch: Number(((seconds * 1000) / batches).toFixed(3)),
+};
+process.stdout.write(`${JSON.stringify(result)}\n`);
+const out = arg('out', '');
+if (out) writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
+const cleanup = new Redis(url);
+const keys = await cleanup.keys(`${prefix}*`);
+for (let i = 0; i < keys.length; i += 500) await cleanup.del(...keys.slice(i, i + 500));
+cleanup.disconnect();
