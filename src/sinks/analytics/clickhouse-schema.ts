@@ -1,0 +1,119 @@
+import { createHash } from 'node:crypto';
+import type { Batch, EnrichedEvent } from '../../domain/types.js';
+
+/**
+ * The ClickHouse table and the rows we send to it. Pure: no I/O, so the DDL the sink runs is
+ * the DDL the tests run on the real engine (chdb), and the row shape is unit-checkable.
+ */
+
+/** `db` as a ClickHouse identifier (back-quoted, so any database name from the URL is safe). */
+export function quoteClickHouseIdent(name: string): string {
+  return `\`${name.replaceAll('\\', '\\\\').replaceAll('`', '\\`')}\``;
+}
+
+export function clickHouseTable(database: string): string {
+  return `${quoteClickHouseIdent(database)}.events_enriched`;
+}
+
+/**
+ * How many recent insert blocks' dedup hashes a non-replicated MergeTree remembers. 0 (the
+ * default) turns insert deduplication off for non-replicated tables; replicated/shared tables
+ * (ClickHouse Cloud) use replicated_deduplication_window instead. 10k batches of up to
+ * BATCH_MAX_ROWS each comfortably covers the un-acknowledged tail a crash can replay.
+ */
+export const DEDUP_WINDOW = 10_000;
+
+/**
+ * Why this shape:
+ * - ReplacingMergeTree collapses rows with equal sorting keys, so the key must be a function of
+ *   event_id alone. event_ts comes from the immutable source row, so (toDate(event_ts), event_id)
+ *   qualifies; content_type does NOT (it is enriched from `content`, which can change between a
+ *   crash and its replay), so it stays out of the key.
+ * - It only dedups within a partition: partitioning by toYYYYMM(event_ts) keeps every copy of an
+ *   event_id in the same partition. Month partitions keep the part count low at our row sizes.
+ * - Leading the key with the day serves the typical queries (per hour/day over a time range).
+ * - DateTime64(6): the source is TIMESTAMPTZ (microseconds) and DateTime64(3) and (6) are both
+ *   Int64 on disk, so nothing is gained by truncating. Decimals match Postgres' exact values.
+ * - raw_payload is kept as JSON text: String is stable across server versions and
+ *   JSONExtract*() reads it; the JSON column type would make inserts fail on older servers.
+ */
+export function clickHouseDdl(database: string): string[] {
+  return [
+    `CREATE DATABASE IF NOT EXISTS ${quoteClickHouseIdent(database)}`,
+    `CREATE TABLE IF NOT EXISTS ${clickHouseTable(database)} (
+  event_id           UInt64,
+  content_id         Nullable(UUID),
+  user_id            Nullable(UUID),
+  event_type         LowCardinality(Nullable(String)),
+  event_ts           DateTime64(6, 'UTC'),
+  duration_ms        Nullable(Int32),
+  device             LowCardinality(Nullable(String)),
+  raw_payload        Nullable(String),
+  content_type       LowCardinality(Nullable(String)),
+  length_seconds     Nullable(Int32),
+  engagement_seconds Nullable(Decimal(12, 3)),
+  engagement_pct     Nullable(Decimal(12, 2)),
+  committed_at       DateTime64(6, 'UTC'),
+  processed_at       DateTime64(6, 'UTC')
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(event_ts)
+ORDER BY (toDate(event_ts), event_id)
+SETTINGS non_replicated_deduplication_window = ${DEDUP_WINDOW}`,
+  ];
+}
+
+export const CLICKHOUSE_COLUMNS = [
+  'event_id',
+  'content_id',
+  'user_id',
+  'event_type',
+  'event_ts',
+  'duration_ms',
+  'device',
+  'raw_payload',
+  'content_type',
+  'length_seconds',
+  'engagement_seconds',
+  'engagement_pct',
+  'committed_at',
+  'processed_at',
+] as const;
+
+export type ClickHouseRow = Record<(typeof CLICKHOUSE_COLUMNS)[number], string | number | null>;
+
+/**
+ * One JSONEachRow object. Decimals go as strings so the server parses their exact text
+ * (never a binary float); timestamps stay ISO-8601 and the insert sets
+ * date_time_input_format=best_effort to read them with their zone and microseconds.
+ */
+export function toClickHouseRow(e: EnrichedEvent): ClickHouseRow {
+  return {
+    event_id: e.event_id,
+    content_id: e.content_id,
+    user_id: e.user_id,
+    event_type: e.event_type,
+    event_ts: e.event_ts,
+    duration_ms: e.duration_ms,
+    device: e.device,
+    raw_payload: e.raw_payload === null || e.raw_payload === undefined ? null : JSON.stringify(e.raw_payload),
+    content_type: e.content_type,
+    length_seconds: e.length_seconds,
+    engagement_seconds: e.engagement_seconds === null ? null : String(e.engagement_seconds),
+    engagement_pct: e.engagement_pct === null ? null : String(e.engagement_pct),
+    committed_at: e.committed_at,
+    processed_at: e.processed_at,
+  };
+}
+
+/**
+ * The insert_deduplication_token of a batch: a function of its event_ids only. A replay after a
+ * crash re-enriches the same events (processed_at differs), so a hash of the row data would
+ * not match; the ids do. An identical replayed batch is then dropped by the server at insert,
+ * and a replay split at other boundaries is collapsed by ReplacingMergeTree on event_id.
+ */
+export function deduplicationToken(batch: Batch): string {
+  const ids = batch.events.map((e) => e.event_id);
+  const hash = createHash('sha256').update(ids.join(',')).digest('hex').slice(0, 32);
+  return `ep:${ids[0]}-${ids[ids.length - 1]}:${ids.length}:${hash}`;
+}

@@ -1,0 +1,162 @@
+import { ClickHouseError, ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
+import type { Batch } from '../../domain/types.js';
+import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import type { Sink } from '../sink.js';
+import {
+  CLICKHOUSE_COLUMNS,
+  clickHouseDdl,
+  clickHouseTable,
+  deduplicationToken,
+  toClickHouseRow,
+} from './clickhouse-schema.js';
+
+export interface ClickHouseTarget {
+  /** http(s)://host:port of the HTTP interface. */
+  url: string;
+  username: string;
+  password: string;
+  database: string;
+}
+
+/**
+ * clickhouse://user:pass@host:8123/db (HTTP) or clickhouses://user:pass@host:8443/db (HTTPS).
+ * The database defaults to `engagement`; user to `default` as ClickHouse's own tools do.
+ */
+export function parseClickHouseUrl(raw: string): ClickHouseTarget {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw configError(
+      'ANALYTICS_URL is not a valid clickhouse:// URL',
+      'clickhouse://user:pass@host:8123/db',
+    );
+  }
+  const secure = url.protocol === 'clickhouses:';
+  if (!url.hostname)
+    throw configError('ANALYTICS_URL has no ClickHouse host', 'clickhouse://user:pass@host:8123/db');
+  const database = decodeURIComponent(url.pathname.replace(/^\/+/, '').replace(/\/+$/, '')) || 'engagement';
+  if (database.includes('/')) throw configError(`ANALYTICS_URL database "${database}" contains "/"`);
+  const port = url.port || (secure ? '8443' : '8123');
+  return {
+    url: `${secure ? 'https' : 'http'}://${url.hostname}:${port}`,
+    username: decodeURIComponent(url.username) || 'default',
+    password: decodeURIComponent(url.password),
+    database,
+  };
+}
+
+/**
+ * ClickHouse over its HTTP interface. Exactly-once comes from two layers:
+ * 1. insert_deduplication_token per batch (derived from its event_ids): an identical batch
+ *    replayed after a crash is dropped by the server at insert time;
+ * 2. ReplacingMergeTree keyed on event_id: a replay cut at other batch boundaries inserts a
+ *    second physical copy, which merges collapse; `FINAL` (used by the query pack) reads one
+ *    row per event_id at any time.
+ * Each write is one JSONEachRow insert of the whole batch (synchronous: async_insert off, so
+ * `write` resolves only when the part is written). Failures reject; the pipeline retries.
+ */
+export class ClickHouseSink implements Sink {
+  readonly name = 'analytics';
+  private client: ClickHouseClient | null = null;
+  private readonly table: string;
+
+  constructor(
+    private readonly options: {
+      target: ClickHouseTarget;
+      logger: Logger;
+      /** Per-request timeout; a batch insert of 10k rows takes well under this on a healthy server. */
+      requestTimeoutMs?: number;
+    },
+  ) {
+    this.table = clickHouseTable(options.target.database);
+  }
+
+  /** Where the sink writes, without credentials (for logs and errors). */
+  get where(): string {
+    return `${this.options.target.url}/${this.options.target.database}`;
+  }
+
+  async start(): Promise<void> {
+    const { target } = this.options;
+    this.client = createClient({
+      url: target.url,
+      username: target.username,
+      password: target.password,
+      request_timeout: this.options.requestTimeoutMs ?? 60_000,
+      keep_alive: { enabled: true },
+      application: 'engagement-pipeline',
+      // The client would print multi-line errors to stderr itself; we report each failure once.
+      log: { level: ClickHouseLogLevel.OFF },
+    });
+    try {
+      // DDL without a session database: the database may not exist yet.
+      for (const statement of clickHouseDdl(target.database)) {
+        await this.client.command({ query: statement });
+      }
+    } catch (err) {
+      await this.client.close().catch(() => undefined);
+      this.client = null;
+      throw new PipelineError(
+        ErrorCodes.ANALYTICS_UNAVAILABLE,
+        `cannot prepare ${this.table} on ClickHouse at ${this.where}: ${describeClickHouseError(err)}`,
+        isAuthError(err) ? 'config' : 'transient',
+        isAuthError(err)
+          ? 'check the user and password in ANALYTICS_URL'
+          : 'check ANALYTICS_URL and that ClickHouse is running',
+        { cause: err },
+      );
+    }
+    this.options.logger.info({ where: this.where }, `analytics: ClickHouse table ${this.table} ready`);
+  }
+
+  async write(batch: Batch, signal: AbortSignal): Promise<void> {
+    if (batch.events.length === 0) return;
+    const client = this.client;
+    if (!client) throw new PipelineError(ErrorCodes.SINK_WRITE, 'ClickHouse sink is not started', 'fatal');
+    try {
+      await client.insert({
+        table: this.table,
+        columns: [...CLICKHOUSE_COLUMNS],
+        format: 'JSONEachRow',
+        values: batch.events.map(toClickHouseRow),
+        abort_signal: signal,
+        clickhouse_settings: {
+          insert_deduplicate: 1,
+          insert_deduplication_token: deduplicationToken(batch),
+          date_time_input_format: 'best_effort',
+          // A server-side async_insert default would acknowledge before the data is written.
+          async_insert: 0,
+        },
+      });
+    } catch (err) {
+      throw new PipelineError(
+        ErrorCodes.SINK_WRITE,
+        `ClickHouse insert of ${batch.events.length} rows into ${this.table} failed: ${describeClickHouseError(err)}`,
+        'transient',
+        undefined,
+        { cause: err },
+      );
+    }
+  }
+
+  async stop(): Promise<void> {
+    const client = this.client;
+    this.client = null;
+    await client?.close();
+  }
+}
+
+/** "ClickHouse error 60 (UNKNOWN_TABLE): ..." for server errors; a short line for the rest. */
+export function describeClickHouseError(err: unknown): string {
+  if (err instanceof ClickHouseError) {
+    return `ClickHouse error ${err.code} (${err.type ?? 'UNKNOWN'}): ${err.message.trim()}`;
+  }
+  return describeError(err);
+}
+
+function isAuthError(err: unknown): boolean {
+  // 516 AUTHENTICATION_FAILED, 192 UNKNOWN_USER, 194 REQUIRED_PASSWORD.
+  return err instanceof ClickHouseError && ['516', '192', '194'].includes(String(err.code));
+}
