@@ -17,14 +17,20 @@ export interface BatchAssemblerOptions {
   logger: Logger;
   /** Hands a closed batch on; resolves once it was accepted for writing (may wait for room). */
   dispatch: (batch: Batch) => Promise<void>;
+  /**
+   * True when nothing is being written: then a batch closes at the next commit instead of
+   * waiting for `maxWaitMs` (low latency when idle; batches grow by themselves under load,
+   * while earlier ones are in flight).
+   */
+  sinksIdle?: () => boolean;
   /** A source row that cannot be decoded: recorded (dead letter), never a crash. */
   onBadRow: (change: Extract<Change, { kind: 'bad-row' }>) => Promise<void>;
 }
 
 /**
  * Turns the ordered change stream into batches: keeps the content dimension current,
- * enriches each inserted event, closes a batch at `maxRows` events or `maxWaitMs` after it
- * opened, and marks the latest complete transaction in it as the position to confirm.
+ * enriches each inserted event, closes a batch at `maxRows` events, `maxWaitMs` after it
+ * opened, or at a commit when the sinks are idle, and marks the latest complete transaction in it as the position to confirm.
  * Returning a promise from `handle` pauses the source: that is how backpressure from slow
  * sinks reaches the replication stream.
  */
@@ -69,6 +75,7 @@ export class BatchAssembler {
         return this.options.onBadRow(change);
       case 'commit':
         this.ackLsn = change.ackLsn;
+        if (this.events.length > 0 && this.options.sinksIdle?.()) return this.flush();
         this.armTimer();
         return;
     }

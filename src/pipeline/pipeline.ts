@@ -61,6 +61,7 @@ export class Pipeline {
       metrics: options.metrics,
       logger,
       dispatch: (batch) => this.dispatch(batch),
+      sinksIdle: () => this.inFlight.size === 0,
       onBadRow: options.onBadRow ?? (async () => undefined),
     });
   }

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DuckDBInstance, type DuckDBAppender, type DuckDBConnection } from '@duckdb/node-api';
-import type { Batch } from '../../domain/types.js';
+import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
@@ -44,8 +44,8 @@ CREATE TABLE IF NOT EXISTS ${table} (
   processed_at       TIMESTAMPTZ NOT NULL
 );`;
 
-// Staging keeps the Appender's fast path; exact types are applied by SQL casts from text,
-// and the set-based INSERT ... ON CONFLICT DO NOTHING makes a replay change nothing.
+// The replay path: staging, then a set-based INSERT ... ON CONFLICT DO NOTHING, so a replay
+// changes nothing.
 const CREATE_STAGING_SQL = `
 CREATE TEMP TABLE IF NOT EXISTS events_staging (
   event_id BIGINT, content_id VARCHAR, user_id VARCHAR, event_type VARCHAR, event_ts VARCHAR,
@@ -71,8 +71,13 @@ export class DuckDbSink implements Sink {
   readonly name = 'analytics';
   private instance: DuckDBInstance | null = null;
   private connection: DuckDBConnection | null = null;
-  private appender: DuckDBAppender | null = null;
+  /** Appends straight into engagement.events_enriched (the fast path). */
+  private direct: DuckDBAppender | null = null;
+  /** Appends into the temp staging table (the replay path). */
+  private staging: DuckDBAppender | null = null;
   private mergeSql = '';
+  private catalog = '';
+  private schema = '';
 
   constructor(private readonly options: { path: string; logger: Logger }) {}
 
@@ -97,36 +102,47 @@ export class DuckDbSink implements Sink {
     const catalog = (await this.connection.runAndReadAll('SELECT current_database()')).getRows()[0]![0];
     const { schema, qualified } = analyticsTableIn(String(catalog));
     await this.connection.run(createTableSql(schema, qualified));
+    this.catalog = String(catalog);
+    this.schema = schema;
     this.mergeSql = mergeSql(qualified);
     await this.connection.run(CREATE_STAGING_SQL);
-    this.appender = await this.connection.createAppender('events_staging', 'main', 'temp');
+    this.staging = await this.connection.createAppender('events_staging', 'main', 'temp');
+    this.direct = await this.connection.createAppender('events_enriched', schema, this.catalog);
   }
 
+  /**
+   * Fast path: the Appender straight into the table (one flush = one commit, ~0.8 ms CPU for
+   * a small batch). A replayed event makes the flush fail atomically on the primary key
+   * (nothing of the chunk is applied); then the batch goes the slow, set-based way:
+   * staging + INSERT ... ON CONFLICT DO NOTHING (~5 ms), which skips what is already there.
+   */
   async write(batch: Batch): Promise<void> {
     if (batch.events.length === 0) return;
-    const connection = this.connection!;
-    const appender = this.appender!;
-    for (const e of batch.events) {
-      appender.appendBigInt(BigInt(e.event_id));
-      appendText(appender, e.content_id);
-      appendText(appender, e.user_id);
-      appendText(appender, e.event_type);
-      appender.appendVarchar(e.event_ts);
-      appendInt(appender, e.duration_ms);
-      appendText(appender, e.device);
-      appendText(
-        appender,
-        e.raw_payload === null || e.raw_payload === undefined ? null : JSON.stringify(e.raw_payload),
-      );
-      appendText(appender, e.content_type);
-      appendInt(appender, e.length_seconds);
-      appendText(appender, e.engagement_seconds === null ? null : String(e.engagement_seconds));
-      appendText(appender, e.engagement_pct === null ? null : String(e.engagement_pct));
-      appender.appendVarchar(e.committed_at);
-      appender.appendVarchar(e.processed_at);
-      appender.endRow();
+    try {
+      appendEvents(this.direct!, batch.events);
+      this.direct!.flushSync();
+      return;
+    } catch (err) {
+      // A failed flush leaves its rows buffered: this appender is spent.
+      await this.reopenDirectAppender();
+      if (!/duplicate key|primary key constraint/i.test((err as Error).message ?? '')) throw err;
     }
-    appender.flushSync();
+    await this.mergeViaStaging(batch);
+  }
+
+  private async reopenDirectAppender(): Promise<void> {
+    try {
+      this.direct?.closeSync();
+    } catch {
+      // closing flushes the same rows again and fails the same way
+    }
+    this.direct = await this.connection!.createAppender('events_enriched', this.schema, this.catalog);
+  }
+
+  private async mergeViaStaging(batch: Batch): Promise<void> {
+    const connection = this.connection!;
+    appendEvents(this.staging!, batch.events);
+    this.staging!.flushSync();
     try {
       await connection.run('BEGIN TRANSACTION');
       await connection.run(this.mergeSql);
@@ -140,15 +156,41 @@ export class DuckDbSink implements Sink {
   }
 
   async stop(): Promise<void> {
-    this.appender?.closeSync();
+    this.direct?.closeSync();
+    this.staging?.closeSync();
     if (this.connection) {
       await this.connection.run('CHECKPOINT').catch(() => undefined);
       this.connection.closeSync();
     }
     this.instance?.closeSync();
-    this.appender = null;
+    this.direct = null;
+    this.staging = null;
     this.connection = null;
     this.instance = null;
+  }
+}
+
+/** One row per event; text is cast by DuckDB to the column's type (UUID, TIMESTAMPTZ, JSON, DECIMAL). */
+function appendEvents(appender: DuckDBAppender, events: readonly EnrichedEvent[]): void {
+  for (const e of events) {
+    appender.appendBigInt(BigInt(e.event_id));
+    appendText(appender, e.content_id);
+    appendText(appender, e.user_id);
+    appendText(appender, e.event_type);
+    appender.appendVarchar(e.event_ts);
+    appendInt(appender, e.duration_ms);
+    appendText(appender, e.device);
+    appendText(
+      appender,
+      e.raw_payload === null || e.raw_payload === undefined ? null : JSON.stringify(e.raw_payload),
+    );
+    appendText(appender, e.content_type);
+    appendInt(appender, e.length_seconds);
+    appendText(appender, e.engagement_seconds === null ? null : String(e.engagement_seconds));
+    appendText(appender, e.engagement_pct === null ? null : String(e.engagement_pct));
+    appender.appendVarchar(e.committed_at);
+    appender.appendVarchar(e.processed_at);
+    appender.endRow();
   }
 }
 
