@@ -157,6 +157,18 @@ export const configSpec = {
     describe: 'batches being written at once (backpressure bound)',
     schema: positiveInt.default(4),
   },
+  heartbeatIntervalMs: {
+    env: 'HEARTBEAT_INTERVAL_MS',
+    flag: 'heartbeat-interval-ms',
+    describe: 'how often the pipeline emits a slot heartbeat (pg_logical_emit_message); 0 = off',
+    schema: z.coerce.number().int().min(0).default(10_000),
+  },
+  slotLagWarnBytes: {
+    env: 'SLOT_LAG_WARN_BYTES',
+    flag: 'slot-lag-warn-bytes',
+    describe: '`engagement status` warns when the slot lags more than this',
+    schema: positiveInt.default(1024 * 1024 * 1024),
+  },
   logLevel: {
     env: 'LOG_LEVEL',
     flag: 'log-level',

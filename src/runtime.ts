@@ -17,6 +17,9 @@ import { startServer } from './server/listen.js';
 import { sinkStatsFromMetrics } from './server/stats.js';
 import type { Change } from './source/changes.js';
 import type { Sink } from './sinks/sink.js';
+import { SinkProgressWriter } from './pipeline/sink-progress.js';
+import { Heartbeat } from './source/heartbeat.js';
+import { StatusPoller } from './server/status-poller.js';
 
 /** The HTTP server of `run` and `demo` over a running pipeline. */
 export async function startHttpServer(
@@ -79,6 +82,8 @@ export interface Runtime {
   deadLetters: DeadLetterStore;
   redisSink: RedisSink;
   sinks: Sink[];
+  /** Settles if the slot is invalidated or dropped while running (streaming cannot go on). */
+  slotLost: Promise<PipelineError>;
   stop(): Promise<void>;
 }
 
@@ -170,6 +175,7 @@ export async function startRuntime(
   const pool = createPool(databaseUrl, 4, 'engagement-pipeline');
   const deadLetters = new DeadLetterStore(pool);
   const { sinks, redisSink } = createSinks(config, logger, metrics, deadLetters);
+  const progress = new SinkProgressWriter(pool, config.slotName, logger);
   const pipeline = new Pipeline({
     databaseUrl,
     slotName: config.slotName,
@@ -182,6 +188,11 @@ export async function startRuntime(
     batchMaxWaitMs: config.batchMaxWaitMs,
     maxInFlightBatches: config.maxInFlightBatches,
     onBadRow: deadLetterBadRow(deadLetters),
+    onSinkSuccess: (sink, batch) => {
+      progress.record(sink, batch);
+      const lag = progress.lagOf(sink);
+      if (lag !== null) metrics.sinkLagSeconds.set({ sink }, lag);
+    },
   });
   try {
     await pipeline.start();
@@ -190,6 +201,13 @@ export async function startRuntime(
     await pool.end().catch(() => undefined);
     throw err;
   }
+  const heartbeat = new Heartbeat(pool, config.heartbeatIntervalMs, logger.child({ component: 'heartbeat' }));
+  let onSlotLost!: (err: PipelineError) => void;
+  const slotLost = new Promise<PipelineError>((resolve) => (onSlotLost = resolve));
+  const poller = new StatusPoller({ pool, slotName: config.slotName, metrics, logger, onSlotLost });
+  progress.start();
+  heartbeat.start();
+  poller.start();
   return {
     pipeline,
     metrics,
@@ -197,8 +215,12 @@ export async function startRuntime(
     deadLetters,
     redisSink,
     sinks,
+    slotLost,
     stop: async () => {
+      heartbeat.stop();
+      poller.stop();
       await pipeline.stop();
+      await progress.stop();
       await pool.end().catch(() => undefined);
     },
   };

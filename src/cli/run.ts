@@ -24,6 +24,7 @@ export const RUN_CONFIG_KEYS = [
   'batchMaxRows',
   'batchMaxWaitMs',
   'maxInFlightBatches',
+  'heartbeatIntervalMs',
   'logLevel',
 ] as const;
 
@@ -42,8 +43,14 @@ export function registerRun(program: Command): void {
       });
       logger.info({ url: http.url }, 'pipeline running; Ctrl-C drains and stops');
       process.stdout.write(`engagement pipeline running; dashboard and API at ${http.url}\n`);
-      const signal = await waitForShutdownSignal();
-      logger.info({ signal }, 'draining');
+      const outcome = await Promise.race([waitForShutdownSignal(), runtime.slotLost]);
+      if (typeof outcome !== 'string') {
+        // The slot is gone or invalidated: nothing more can stream; say how to recover.
+        await http.close();
+        await runtime.stop();
+        throw outcome;
+      }
+      logger.info({ signal: outcome }, 'draining');
       await http.close();
       await runtime.stop();
       logger.info('stopped cleanly');

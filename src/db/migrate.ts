@@ -1,17 +1,21 @@
 import type pg from 'pg';
 import { ErrorCodes, PipelineError } from '../errors.js';
 import { ident, withClient } from './postgres.js';
-import { SOURCE_TABLES_SQL, STATE_SCHEMA_SQL } from './schema.js';
+import { SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_SCHEMA_SQL } from './schema.js';
 
 export interface MigrateOptions {
   slotName: string;
   publicationName: string;
+  /** Drop and recreate an invalidated slot, or recreate one that disappeared (data since then is lost). */
+  recreateSlot?: boolean;
 }
 
 export interface MigrateReport {
   createdTables: string[];
   publication: 'created' | 'updated' | 'present';
-  slot: 'created' | 'present';
+  slot: 'created' | 'present' | 'recreated';
+  /** When the slot was recreated: the last commit time the pipeline delivered (backfill from here). */
+  lastDeliveredAt?: string | null;
 }
 
 const SOURCE_TABLES = ['content', 'engagement_events'];
@@ -24,8 +28,14 @@ export async function migrate(databaseUrl: string, options: MigrateOptions): Pro
     await client.query(SOURCE_TABLES_SQL);
     await client.query(STATE_SCHEMA_SQL);
     const publication = await ensurePublication(client, options.publicationName);
-    const slot = await ensureSlot(client, options.slotName);
-    return { createdTables: SOURCE_TABLES.filter((t) => !before.has(t)), publication, slot };
+    const slot = await ensureSlot(client, options.slotName, options.recreateSlot ?? false);
+    const report: MigrateReport = {
+      createdTables: SOURCE_TABLES.filter((t) => !before.has(t)),
+      publication,
+      slot,
+    };
+    if (slot === 'recreated') report.lastDeliveredAt = await lastDeliveredAt(client, options.slotName);
+    return report;
   });
 }
 
@@ -83,11 +93,68 @@ async function ensurePublication(client: pg.Client, name: string): Promise<Migra
   return 'updated';
 }
 
-async function ensureSlot(client: pg.Client, name: string): Promise<MigrateReport['slot']> {
-  const exists = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [name]);
-  if ((exists.rowCount ?? 0) > 0) return 'present';
-  await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [name]);
-  return 'created';
+/**
+ * Creates the slot once. A slot that migrate created before and that is now gone, or one
+ * Postgres invalidated (wal_status 'lost'), means changes were lost: that is reported with
+ * the recovery steps and only repaired with --recreate-slot, never silently.
+ */
+async function ensureSlot(
+  client: pg.Client,
+  name: string,
+  recreate: boolean,
+): Promise<MigrateReport['slot']> {
+  const slot = await readSlot(client, name);
+  const known = await client.query<{ created_at: string }>(
+    `SELECT created_at::text FROM ${STATE_SCHEMA}.slot_state WHERE slot_name = $1`,
+    [name],
+  );
+  if (slot.exists && slot.walStatus !== 'lost') {
+    if (known.rowCount === 0) await recordSlot(client, name);
+    return 'present';
+  }
+  if (slot.exists) {
+    if (!recreate) throw slotInvalidatedError(name);
+    await client.query('SELECT pg_drop_replication_slot($1)', [name]);
+  } else if ((known.rowCount ?? 0) > 0 && !recreate) {
+    throw new PipelineError(
+      ErrorCodes.SLOT_MISSING,
+      `replication slot '${name}' (created ${known.rows[0].created_at}) no longer exists; changes since it was dropped are not in any slot`,
+      'config',
+      'run `engagement migrate --recreate-slot`, then `engagement backfill --from <time printed> --to now` for the gap',
+    );
+  }
+  const { rows } = await client.query<{ lsn: string }>(
+    `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`,
+    [name],
+  );
+  await recordSlot(client, name, rows[0].lsn);
+  return slot.exists || (known.rowCount ?? 0) > 0 ? 'recreated' : 'created';
+}
+
+async function recordSlot(client: pg.Client, name: string, lsn?: string): Promise<void> {
+  await client.query(
+    `INSERT INTO ${STATE_SCHEMA}.slot_state (slot_name, created_lsn) VALUES ($1, $2)
+     ON CONFLICT (slot_name) DO UPDATE SET created_at = now(), created_lsn = EXCLUDED.created_lsn`,
+    [name, lsn ?? null],
+  );
+}
+
+async function lastDeliveredAt(client: pg.Client, name: string): Promise<string | null> {
+  const { rows } = await client.query<{ t: string | null }>(
+    `SELECT to_json(max(last_committed_at)) #>> '{}' AS t FROM ${STATE_SCHEMA}.sink_progress WHERE slot_name = $1`,
+    [name],
+  );
+  return rows[0]?.t ?? null;
+}
+
+/** The slot exists but Postgres removed WAL it still needed (max_slot_wal_keep_size). */
+export function slotInvalidatedError(name: string): PipelineError {
+  return new PipelineError(
+    ErrorCodes.SLOT_INVALIDATED,
+    `replication slot '${name}' was invalidated (wal_status lost: Postgres removed WAL past max_slot_wal_keep_size); changes since the last confirmed position are lost`,
+    'fatal',
+    'run `engagement migrate --recreate-slot`, then `engagement backfill --from <last delivered time> --to now` (see `engagement status`)',
+  );
 }
 
 export interface SlotState {

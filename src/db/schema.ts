@@ -50,4 +50,27 @@ CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.backfill_progress (
   status         TEXT NOT NULL DEFAULT 'running',
   started_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
   updated_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+-- Added by the backfill command (our own table, so extending it is safe on upgrade).
+ALTER TABLE ${STATE_SCHEMA}.backfill_progress
+  ADD COLUMN IF NOT EXISTS max_id        BIGINT,
+  ADD COLUMN IF NOT EXISTS rows_total    BIGINT,
+  ADD COLUMN IF NOT EXISTS redis_applied BIGINT NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS error         TEXT;
+-- Written by the running pipeline at most once a second, read by \`engagement status\`.
+CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.sink_progress (
+  slot_name        TEXT NOT NULL,
+  sink             TEXT NOT NULL,
+  last_success_at  TIMESTAMPTZ NOT NULL,
+  last_committed_at TIMESTAMPTZ,
+  lag_seconds      DOUBLE PRECISION,
+  events_total     BIGINT NOT NULL DEFAULT 0,
+  updated_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (slot_name, sink)
+);
+-- Which slots migrate created, so a slot that disappears later is recognised as lost, not new.
+CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.slot_state (
+  slot_name    TEXT PRIMARY KEY,
+  created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+  created_lsn  PG_LSN
 );`;

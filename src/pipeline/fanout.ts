@@ -13,6 +13,8 @@ export interface FanoutOptions {
   /** Backoff bounds for retrying a failed sink write. */
   retryBaseMs?: number;
   retryMaxMs?: number;
+  /** Told about every accepted batch (sink progress for `engagement status`). */
+  onSuccess?: (sink: string, batch: Batch) => void;
 }
 
 /**
@@ -92,6 +94,7 @@ export class Fanout {
     metrics.sinkUp.set(labels, 1);
     const now = Date.now();
     metrics.sinkLastSuccess.set(labels, now / 1000);
+    this.options.onSuccess?.(sinkName, batch);
     if (batch.events.length > 0) {
       // One sample per batch: the oldest commit in it is the worst-case event latency.
       metrics.commitToSinkSeconds.observe(

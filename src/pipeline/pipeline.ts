@@ -23,6 +23,7 @@ export interface PipelineOptions {
   batchMaxWaitMs: number;
   maxInFlightBatches: number;
   onBadRow?: (change: Extract<Change, { kind: 'bad-row' }>) => Promise<void>;
+  onSinkSuccess?: (sink: string, batch: Batch) => void;
 }
 
 /**
@@ -52,7 +53,12 @@ export class Pipeline {
       onDisconnect: () => this.assembler.flush(),
     });
     this.checkpoint = new Checkpoint((lsn) => this.source.acknowledge(lsn));
-    this.fanout = new Fanout({ sinks: options.sinks, metrics: options.metrics, logger });
+    this.fanout = new Fanout({
+      sinks: options.sinks,
+      metrics: options.metrics,
+      logger,
+      onSuccess: options.onSinkSuccess,
+    });
     this.assembler = new BatchAssembler({
       stream: options.slotName,
       maxRows: options.batchMaxRows,

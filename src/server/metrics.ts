@@ -103,6 +103,54 @@ export function createMetrics() {
       help: 'server WAL end minus confirmed LSN, from the last keepalive',
       registers: [registry],
     }),
+    // The figures of `engagement status`, polled from Postgres by the running pipeline.
+    slotActive: new client.Gauge({
+      name: 'engagement_slot_active',
+      help: '1 when the replication slot has a consumer attached',
+      registers: [registry],
+    }),
+    slotInvalidated: new client.Gauge({
+      name: 'engagement_slot_invalidated',
+      help: '1 when the slot is missing or invalidated (wal_status lost): changes were lost, backfill needed',
+      registers: [registry],
+    }),
+    slotLagBytes: new client.Gauge({
+      name: 'engagement_slot_lag_bytes',
+      help: 'pg_current_wal_lsn() minus the slot confirmed_flush_lsn',
+      registers: [registry],
+    }),
+    slotLagSeconds: new client.Gauge({
+      name: 'engagement_slot_lag_seconds',
+      help: 'replay lag of the walsender (0 when caught up)',
+      registers: [registry],
+    }),
+    slotRetainedBytes: new client.Gauge({
+      name: 'engagement_slot_retained_wal_bytes',
+      help: 'WAL kept for the slot: pg_current_wal_lsn() minus restart_lsn',
+      registers: [registry],
+    }),
+    slotSafeWalSizeBytes: new client.Gauge({
+      name: 'engagement_slot_safe_wal_size_bytes',
+      help: 'WAL that may still be written before max_slot_wal_keep_size invalidates the slot (-1: no limit)',
+      registers: [registry],
+    }),
+    sinkLagSeconds: new client.Gauge({
+      name: 'engagement_sink_lag_seconds',
+      help: 'source commit -> sink acceptance of the newest event of the last accepted batch',
+      labelNames: sinkLabels,
+      registers: [registry],
+    }),
+    deadLettersPending: new client.Gauge({
+      name: 'engagement_dead_letters_pending',
+      help: 'dead letters not yet replayed (engagement dlq list)',
+      labelNames: sinkLabels,
+      registers: [registry],
+    }),
+    backfillsInProgress: new client.Gauge({
+      name: 'engagement_backfills_in_progress',
+      help: 'backfills not finished (running or killed and resumable)',
+      registers: [registry],
+    }),
     inFlightBatches: new client.Gauge({
       name: 'engagement_in_flight_batches',
       help: 'batches dispatched but not yet accepted by all sinks',

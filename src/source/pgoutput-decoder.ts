@@ -5,6 +5,8 @@ import { decodeContentRow, decodeEventRow } from './decode-rows.js';
 
 export const EVENTS_TABLE = 'engagement_events';
 export const CONTENT_TABLE = 'content';
+/** Prefix of the pipeline's pg_logical_emit_message heartbeats. */
+export const HEARTBEAT_PREFIX = 'engagement_pipeline.heartbeat';
 
 /** Turns one pgoutput message into the pipeline's Change (null for messages it does not need). Pure. */
 export function decodePgoutput(message: Pgoutput.Message): Change | null {
@@ -29,6 +31,12 @@ export function decodePgoutput(message: Pgoutput.Message): Change | null {
     }
     case 'truncate':
       return { kind: 'ignored', what: 'truncate' };
+    case 'message':
+      // A non-transactional heartbeat is a position with nothing before it left to deliver:
+      // treated like an empty commit, it lets the checkpoint confirm past WAL of other tables.
+      return !message.transactional && message.prefix === HEARTBEAT_PREFIX && message.messageLsn
+        ? { kind: 'commit', ackLsn: message.messageLsn }
+        : null;
     default:
       return null;
   }

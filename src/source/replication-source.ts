@@ -1,6 +1,6 @@
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { clientConfig, withClient } from '../db/postgres.js';
-import { readSlot } from '../db/migrate.js';
+import { readSlot, slotInvalidatedError } from '../db/migrate.js';
 import { compareLsn, lsnToBigInt } from '../domain/position.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -53,17 +53,10 @@ export class ReplicationSource {
         ErrorCodes.SLOT_MISSING,
         `replication slot '${this.options.slotName}' does not exist`,
         'config',
-        'run `engagement migrate` (if the slot was dropped, run `engagement backfill` for the gap afterwards)',
+        'run `engagement migrate`; if the slot existed before, `engagement migrate --recreate-slot` then `engagement backfill --from <last delivered time> --to now` for the gap (see `engagement status`)',
       );
     }
-    if (slot.walStatus === 'lost') {
-      throw new PipelineError(
-        ErrorCodes.SLOT_INVALIDATED,
-        `replication slot '${this.options.slotName}' was invalidated (WAL removed past max_slot_wal_keep_size)`,
-        'fatal',
-        'drop it, run `engagement migrate`, then `engagement backfill --from <last good time> --to now`',
-      );
-    }
+    if (slot.walStatus === 'lost') throw slotInvalidatedError(this.options.slotName);
     this.confirmedLsn = slot.confirmedFlushLsn ?? '0/0';
     this.options.metrics.confirmedLsnBytes.set(Number(lsnToBigInt(this.confirmedLsn)));
     const first = this.connect(handler);
@@ -126,7 +119,12 @@ export class ReplicationSource {
       this.log.info({ slot: this.options.slotName, from: this.confirmedLsn }, 'replication streaming');
       resolveStarted();
     });
-    const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [this.options.publicationName] });
+    const plugin = new PgoutputPlugin({
+      protoVersion: 1,
+      publicationNames: [this.options.publicationName],
+      // Logical messages carry the heartbeat (source/heartbeat.ts) that lets an idle slot advance.
+      messages: true,
+    });
     // '0/00000000' = resume from the slot's confirmed_flush_lsn.
     const done = service.subscribe(plugin, this.options.slotName, '0/00000000').then(() => undefined);
     return {

@@ -1,0 +1,150 @@
+import type pg from 'pg';
+import { STATE_SCHEMA } from './schema.js';
+
+/**
+ * The figures of `engagement status` and of the running pipeline's slot metrics, read from
+ * Postgres itself (pg_replication_slots, pg_stat_replication, pg_current_wal_lsn()) and from
+ * the state tables the pipeline and the backfill write. Shared so both show the same numbers.
+ */
+
+export interface SlotStatus {
+  slotName: string;
+  exists: boolean;
+  active: boolean;
+  walStatus: string | null;
+  confirmedLsn: string | null;
+  restartLsn: string | null;
+  currentLsn: string;
+  /** Current WAL position minus the confirmed one: what the pipeline has not confirmed yet. */
+  lagBytes: number | null;
+  /**
+   * Seconds behind: Postgres's own replay_lag of the active walsender (0 when caught up);
+   * while nothing streams, the time since the pipeline last delivered anything.
+   */
+  lagSeconds: number | null;
+  /** WAL the server keeps for this slot (current minus restart_lsn). */
+  retainedBytes: number | null;
+  /** Bytes that may still be written before the slot is invalidated (null: no limit). */
+  safeWalSizeBytes: number | null;
+  maxSlotWalKeepSize: string;
+}
+
+export interface SinkProgressRow {
+  sink: string;
+  lastSuccessAt: string;
+  lastCommittedAt: string | null;
+  lagSeconds: number | null;
+  eventsTotal: number;
+  updatedAt: string;
+}
+
+export interface BackfillRow {
+  id: string;
+  fromTs: string;
+  toTs: string;
+  sinks: string;
+  rowsDone: number;
+  rowsTotal: number | null;
+  status: string;
+  /** True while a backfill process holds the run's lock (false: killed, resumable). */
+  live: boolean;
+  startedAt: string;
+  updatedAt: string;
+}
+
+/** Advisory-lock class a running backfill holds (with its progress id) so status can tell live from killed. */
+export const BACKFILL_LOCK_CLASS = 0x4550; // 'EP'
+
+type Queryable = Pick<pg.Pool, 'query'> | Pick<pg.Client, 'query'>;
+
+export async function readSlotStatus(db: Queryable, slotName: string): Promise<SlotStatus> {
+  const { rows } = await db.query(
+    `SELECT s.active, s.wal_status, s.confirmed_flush_lsn::text AS confirmed, s.restart_lsn::text AS restart,
+            pg_current_wal_lsn()::text AS current,
+            pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::text AS lag_bytes,
+            pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::text AS retained_bytes,
+            s.safe_wal_size::text AS safe_wal_size,
+            extract(epoch FROM coalesce(r.replay_lag, r.flush_lag))::float8 AS replay_lag,
+            r.pid IS NOT NULL AS streaming,
+            (SELECT extract(epoch FROM now() - max(p.last_success_at))::float8
+               FROM ${STATE_SCHEMA}.sink_progress p WHERE p.slot_name = s.slot_name) AS since_delivery,
+            current_setting('max_slot_wal_keep_size') AS max_keep
+       FROM (SELECT 1) AS one
+       LEFT JOIN pg_replication_slots s ON s.slot_name = $1
+       LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid`,
+    [slotName],
+  );
+  const r = rows[0];
+  const num = (v: unknown) => (v === null || v === undefined ? null : Number(v));
+  const lagBytes = num(r.lag_bytes);
+  let lagSeconds: number | null;
+  if (lagBytes !== null && lagBytes <= 0) lagSeconds = 0;
+  else if (r.streaming) lagSeconds = num(r.replay_lag) ?? 0;
+  else lagSeconds = num(r.since_delivery);
+  return {
+    slotName,
+    exists: r.active !== null && r.active !== undefined,
+    active: r.active === true,
+    walStatus: r.wal_status ?? null,
+    confirmedLsn: r.confirmed ?? null,
+    restartLsn: r.restart ?? null,
+    currentLsn: r.current,
+    lagBytes,
+    lagSeconds,
+    retainedBytes: num(r.retained_bytes),
+    safeWalSizeBytes: num(r.safe_wal_size),
+    maxSlotWalKeepSize: r.max_keep,
+  };
+}
+
+export async function readSinkProgress(db: Queryable, slotName: string): Promise<SinkProgressRow[]> {
+  const { rows } = await db.query(
+    `SELECT sink, to_json(last_success_at) #>> '{}' AS last_success_at,
+            to_json(last_committed_at) #>> '{}' AS last_committed_at, lag_seconds, events_total::text,
+            to_json(updated_at) #>> '{}' AS updated_at
+       FROM ${STATE_SCHEMA}.sink_progress WHERE slot_name = $1 ORDER BY sink`,
+    [slotName],
+  );
+  return rows.map((r) => ({
+    sink: r.sink,
+    lastSuccessAt: r.last_success_at,
+    lastCommittedAt: r.last_committed_at,
+    lagSeconds: r.lag_seconds,
+    eventsTotal: Number(r.events_total),
+    updatedAt: r.updated_at,
+  }));
+}
+
+/** Pending dead letters per sink. */
+export async function readDeadLetterDepth(db: Queryable): Promise<Record<string, number>> {
+  const { rows } = await db.query(
+    `SELECT sink, count(*)::int AS n FROM ${STATE_SCHEMA}.dead_letters WHERE replayed_at IS NULL GROUP BY sink`,
+  );
+  return Object.fromEntries(rows.map((r) => [r.sink, r.n]));
+}
+
+/** Backfills not finished: running now (live) or killed and waiting to be resumed. */
+export async function readBackfills(db: Queryable): Promise<BackfillRow[]> {
+  const { rows } = await db.query(
+    `SELECT b.id::text, to_json(b.from_ts) #>> '{}' AS from_ts, to_json(b.to_ts) #>> '{}' AS to_ts, b.sinks,
+            b.rows_done::text, b.rows_total::text, b.status,
+            EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+                      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                      AND l.classid = $1 AND l.objid::text::bigint = b.id AND l.objsubid = 2) AS live,
+            to_json(b.started_at) #>> '{}' AS started_at, to_json(b.updated_at) #>> '{}' AS updated_at
+       FROM ${STATE_SCHEMA}.backfill_progress b WHERE b.status <> 'done' ORDER BY b.id`,
+    [BACKFILL_LOCK_CLASS],
+  );
+  return rows.map((r) => ({
+    id: r.id,
+    fromTs: r.from_ts,
+    toTs: r.to_ts,
+    sinks: r.sinks,
+    rowsDone: Number(r.rows_done),
+    rowsTotal: r.rows_total === null ? null : Number(r.rows_total),
+    status: r.status,
+    live: r.live,
+    startedAt: r.started_at,
+    updatedAt: r.updated_at,
+  }));
+}

@@ -1,0 +1,108 @@
+import type pg from 'pg';
+import { STATE_SCHEMA } from '../db/schema.js';
+import { isoToMillis } from '../domain/timestamps.js';
+import type { Batch } from '../domain/types.js';
+import { describeError } from '../errors.js';
+import type { Logger } from '../logger.js';
+
+interface Progress {
+  lastSuccessAt: number;
+  lastCommittedAt: string | null;
+  lagSeconds: number | null;
+  events: number;
+}
+
+/**
+ * Persists each sink's last success to engagement_pipeline.sink_progress so a separate
+ * `engagement status` process (and `migrate --recreate-slot`) can read it. Chosen over Redis
+ * because Postgres is the one store every mode has and the slot lives there too. Written at
+ * most once a second, off the write path: a failure here is logged, never blocks delivery.
+ */
+export class SinkProgressWriter {
+  private readonly progress = new Map<string, Progress>();
+  private dirty = false;
+  private timer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> | null = null;
+  private failing = false;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly slotName: string,
+    private readonly logger: Logger,
+    private readonly intervalMs = 1_000,
+  ) {}
+
+  /** Called by the fan-out when a sink accepted a batch. */
+  record(sink: string, batch: Batch, at = Date.now()): void {
+    if (batch.events.length === 0) return;
+    const previous = this.progress.get(sink);
+    const newest = batch.events[batch.events.length - 1].committed_at;
+    this.progress.set(sink, {
+      lastSuccessAt: at,
+      lastCommittedAt: newest,
+      // How long the newest event took from its source commit to this sink.
+      lagSeconds: Math.max(0, at - isoToMillis(newest)) / 1000,
+      events: (previous?.events ?? 0) + batch.events.length,
+    });
+    this.dirty = true;
+  }
+
+  /** The last recorded commit-to-sink lag of a sink, in seconds. */
+  lagOf(sink: string): number | null {
+    return this.progress.get(sink)?.lagSeconds ?? null;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.flush(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.flush();
+  }
+
+  flush(): Promise<void> {
+    if (this.flushing) return this.flushing;
+    if (!this.dirty) return Promise.resolve();
+    this.dirty = false;
+    const entries = [...this.progress.entries()];
+    const deltas = entries.map(([, p]) => p.events);
+    this.flushing = this.pool
+      .query(
+        `INSERT INTO ${STATE_SCHEMA}.sink_progress AS s
+           (slot_name, sink, last_success_at, last_committed_at, lag_seconds, events_total, updated_at)
+         SELECT $1, u.sink, to_timestamp(u.at / 1000.0), u.committed, u.lag, u.events, now()
+           FROM unnest($2::text[], $3::float8[], $4::timestamptz[], $5::float8[], $6::bigint[])
+                AS u(sink, at, committed, lag, events)
+         ON CONFLICT (slot_name, sink) DO UPDATE SET
+           last_success_at = EXCLUDED.last_success_at, last_committed_at = EXCLUDED.last_committed_at,
+           lag_seconds = EXCLUDED.lag_seconds, events_total = s.events_total + EXCLUDED.events_total,
+           updated_at = now()`,
+        [
+          this.slotName,
+          entries.map(([sink]) => sink),
+          entries.map(([, p]) => p.lastSuccessAt),
+          entries.map(([, p]) => p.lastCommittedAt),
+          entries.map(([, p]) => p.lagSeconds),
+          deltas,
+        ],
+      )
+      .then(() => {
+        // events_total accumulates deltas: subtract what was written.
+        entries.forEach(([sink], i) => {
+          const p = this.progress.get(sink);
+          if (p) p.events -= deltas[i];
+        });
+        if (this.failing) this.logger.info('sink progress recorded again');
+        this.failing = false;
+      })
+      .catch((err) => {
+        this.dirty = true;
+        if (!this.failing) this.logger.warn(`cannot record sink progress: ${describeError(err)}`);
+        this.failing = true;
+      })
+      .finally(() => (this.flushing = null));
+    return this.flushing;
+  }
+}

@@ -1,0 +1,99 @@
+import { createRequire } from 'node:module';
+import { Kafka, logLevel as KafkaLogLevel, type logCreator } from 'kafkajs';
+import { ErrorCodes, PipelineError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+
+/** Topics of the native format (capture -> workers). */
+export const EVENTS_TOPIC = 'engagement.events';
+export const CONTENT_TOPIC = 'engagement.content';
+
+/** Comma-separated KAFKA_BROKERS -> host:port list; one config line when it is unusable. */
+export function parseBrokers(value: string | undefined): string[] {
+  const brokers = (value ?? '')
+    .split(',')
+    .map((b) => b.trim())
+    .filter(Boolean);
+  if (brokers.length === 0) {
+    throw new PipelineError(
+      ErrorCodes.CONFIG,
+      'KAFKA_BROKERS is not set',
+      'config',
+      'export KAFKA_BROKERS=host:9092[,host2:9092] or pass --kafka-brokers',
+    );
+  }
+  for (const broker of brokers) {
+    if (!/^[^\s:/]+:\d{1,5}$/.test(broker)) {
+      throw new PipelineError(
+        ErrorCodes.CONFIG,
+        `KAFKA_BROKERS / --kafka-brokers: '${broker}' is not host:port`,
+        'config',
+      );
+    }
+  }
+  return brokers;
+}
+
+/** kafkajs logs through our logger (warn and above; kafkajs is chatty at info). */
+function bridgeLogs(logger: Logger): logCreator {
+  return () =>
+    ({ level, log }) => {
+      const { message, ...extra } = log;
+      if (level <= KafkaLogLevel.ERROR) logger.error({ kafka: extra }, `kafka: ${message}`);
+      else if (level === KafkaLogLevel.WARN) logger.warn({ kafka: extra }, `kafka: ${message}`);
+      else logger.debug({ kafka: extra }, `kafka: ${message}`);
+    };
+}
+
+export function createKafka(brokers: string[], clientId: string, logger: Logger): Kafka {
+  installControllerFallback();
+  return new Kafka({
+    clientId,
+    brokers,
+    logLevel: KafkaLogLevel.WARN,
+    logCreator: bridgeLogs(logger.child({ component: 'kafkajs' })),
+    retry: { initialRetryTime: 200, retries: 8 },
+  });
+}
+
+let fallbackInstalled = false;
+
+/**
+ * kafkajs asks the *controller* for an idempotent producer's id, although (as its own
+ * comment says) any broker may answer InitProducerId. Some Kafka-protocol servers report a
+ * controller id that is not in the broker list (librdkafka's mock cluster reports 0, see
+ * PITFALLS.md), and kafkajs then fails with "Broker 0 not found". Where the controller is
+ * unknown we ask the first known broker instead; against a normal cluster nothing changes.
+ * Patched on kafkajs's own Cluster class (the same CommonJS module instance it uses).
+ */
+function installControllerFallback(): void {
+  if (fallbackInstalled) return;
+  fallbackInstalled = true;
+  const require = createRequire(import.meta.url);
+  const Cluster = require('kafkajs/src/cluster/index.js') as {
+    prototype: { findControllerBroker(): Promise<unknown> };
+  };
+  const original = Cluster.prototype.findControllerBroker;
+  Cluster.prototype.findControllerBroker = async function (this: {
+    brokerPool: { metadata?: { brokers: { nodeId: number }[] } };
+    findBroker(args: { nodeId: string }): Promise<unknown>;
+  }) {
+    try {
+      return await original.call(this);
+    } catch (err) {
+      const first = this.brokerPool.metadata?.brokers[0];
+      if ((err as Error).name !== 'KafkaJSBrokerNotFound' || !first) throw err;
+      return this.findBroker({ nodeId: String(first.nodeId) });
+    }
+  };
+}
+
+/** One line for "cannot reach Kafka" (exit 1), naming the brokers but nothing secret. */
+export function kafkaUnreachable(brokers: string[], err: unknown): PipelineError {
+  return new PipelineError(
+    ErrorCodes.KAFKA_UNREACHABLE,
+    `cannot reach Kafka at ${brokers.join(',')}: ${(err as Error).message ?? String(err)}`,
+    'fatal',
+    'check KAFKA_BROKERS and that the brokers are up',
+    { cause: err },
+  );
+}

@@ -1,0 +1,203 @@
+import { microsToIso } from '../../domain/timestamps.js';
+import type { ContentInfo, EngagementEventRow } from '../../domain/types.js';
+import {
+  decodeInteger,
+  decodeJson,
+  decodeTimestamp,
+  textOrNull,
+  ValueError,
+  type FieldSchema,
+} from './debezium-values.js';
+import type { WireFormat, WorkerRecord } from './records.js';
+
+/**
+ * A Debezium PostgreSQL connector's topics (`<prefix>.public.engagement_events`,
+ * `<prefix>.public.content`) with the JsonConverter, in any of its three shapes:
+ *  1. schema envelope: {"schema": {...}, "payload": {"before","after","source","op","ts_ms"}}
+ *  2. schemaless envelope (schemas.enable=false): {"before","after","source","op","ts_ms"}
+ *  3. ExtractNewRecordState ("unwrap"): the row itself, optionally with `__op`, `__deleted`,
+ *     `__source_ts_ms`/`__source_ts_us` added by add.fields / delete.handling.mode=rewrite;
+ *     with or without the schema envelope.
+ * op c (insert) and r (snapshot read) of events drive the sinks; u/d of events are
+ * counted; every op of content updates the dimension. Tombstones (null values) of the
+ * events topic are skipped; on the content topic a tombstone with a key is a delete
+ * (that is all a flattened delete leaves behind with the default delete.handling.mode).
+ */
+export function debeziumFormat(prefix: string): WireFormat {
+  return {
+    name: 'debezium',
+    eventsTopic: `${prefix}.public.engagement_events`,
+    contentTopic: `${prefix}.public.content`,
+    decodeEvent: (_key, value, timestampMs) => guard(() => decodeEventValue(value, timestampMs)),
+    decodeContent: (key, value) => guard(() => decodeContentValue(key, value)),
+  };
+}
+
+interface Change {
+  op: string;
+  row: Record<string, unknown> | null;
+  before: Record<string, unknown> | null;
+  fields: Map<string, FieldSchema>;
+  /** Commit time in µs when the message carries it. */
+  commitMicros: bigint | null;
+}
+
+function guard(decode: () => WorkerRecord): WorkerRecord {
+  try {
+    return decode();
+  } catch (err) {
+    if (err instanceof ValueError) return { kind: 'bad', reason: err.message };
+    throw err;
+  }
+}
+
+function parseJson(value: Buffer): Record<string, unknown> {
+  let json: unknown;
+  try {
+    json = JSON.parse(value.toString('utf8'));
+  } catch {
+    throw new ValueError('value is not JSON');
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json))
+    throw new ValueError('value is not a JSON object');
+  return json as Record<string, unknown>;
+}
+
+/** Unwraps the schema envelope and the Debezium envelope into one shape. */
+function readChange(value: Buffer): Change {
+  const json = parseJson(value);
+  let payload = json;
+  let schema: { fields?: FieldSchema[] } | undefined;
+  if ('payload' in json && 'schema' in json) {
+    if (json.payload === null) return { op: 'tombstone', row: null, before: null, fields: new Map(), commitMicros: null };
+    if (typeof json.payload !== 'object') throw new ValueError('payload is not an object');
+    payload = json.payload as Record<string, unknown>;
+    schema = json.schema as { fields?: FieldSchema[] };
+  }
+  if (typeof payload.op === 'string' && ('after' in payload || 'before' in payload)) {
+    // Debezium envelope: the row schema is the `after` (or `before`) struct's fields.
+    const rowSchema = schema?.fields?.find((f) => f.field === 'after' || f.field === 'before') as
+      | { fields?: FieldSchema[] }
+      | undefined;
+    const source = (payload.source ?? {}) as Record<string, unknown>;
+    return {
+      op: payload.op,
+      row: asRow(payload.after),
+      before: asRow(payload.before),
+      fields: fieldMap(rowSchema?.fields),
+      commitMicros: micros(source.ts_us, source.ts_ms),
+    };
+  }
+  // Flattened by ExtractNewRecordState: the row, with optional __-prefixed metadata.
+  const deleted = payload.__deleted === true || payload.__deleted === 'true';
+  const op = typeof payload.__op === 'string' ? payload.__op : deleted ? 'd' : 'c';
+  return {
+    op,
+    row: payload,
+    before: deleted ? payload : null,
+    fields: fieldMap(schema?.fields),
+    commitMicros: micros(payload.__source_ts_us, payload.__source_ts_ms),
+  };
+}
+
+function asRow(value: unknown): Record<string, unknown> | null {
+  return value !== null && typeof value === 'object' ? (value as Record<string, unknown>) : null;
+}
+
+function fieldMap(fields: FieldSchema[] | undefined): Map<string, FieldSchema> {
+  return new Map((fields ?? []).filter((f) => f.field).map((f) => [f.field!, f]));
+}
+
+function micros(us: unknown, ms: unknown): bigint | null {
+  if (typeof us === 'number' && Number.isFinite(us)) return BigInt(Math.trunc(us));
+  if (typeof ms === 'number' && Number.isFinite(ms)) return BigInt(Math.trunc(ms)) * 1000n;
+  return null;
+}
+
+function decodeEventValue(value: Buffer | null, timestampMs: string): WorkerRecord {
+  if (value === null) return { kind: 'skip', why: 'tombstone' };
+  const change = readChange(value);
+  switch (change.op) {
+    case 'tombstone':
+      return { kind: 'skip', why: 'tombstone' };
+    case 'u':
+      return { kind: 'ignored', what: 'event-update' };
+    case 'd':
+      return { kind: 'ignored', what: 'event-delete' };
+    case 't':
+      return { kind: 'ignored', what: 'truncate' };
+    case 'm':
+      return { kind: 'skip', why: 'logical decoding message' };
+    case 'c':
+    case 'r':
+      break;
+    default:
+      throw new ValueError(`unknown op '${change.op}'`);
+  }
+  if (!change.row) throw new ValueError(`op ${change.op} without an after row`);
+  const row = decodeEventRow(change.row, change.fields);
+  // source.ts_ms is the commit time for the Postgres connector; without it (a flattened
+  // message without add.fields) the Kafka record timestamp is the best approximation.
+  const committedAt = microsToIso(change.commitMicros ?? BigInt(timestampMs) * 1000n);
+  return { kind: 'event', row, committedAt };
+}
+
+function decodeEventRow(raw: Record<string, unknown>, fields: Map<string, FieldSchema>): EngagementEventRow {
+  const id = decodeInteger(raw.id, fields.get('id'));
+  if (id === null || id <= 0) throw new ValueError(`id ${JSON.stringify(raw.id)} is not a positive integer`);
+  if (raw.event_ts === null || raw.event_ts === undefined) throw new ValueError('event_ts is NULL');
+  return {
+    id,
+    content_id: textOrNull(raw.content_id),
+    user_id: textOrNull(raw.user_id),
+    event_type: textOrNull(raw.event_type),
+    event_ts: decodeTimestamp(raw.event_ts, fields.get('event_ts')),
+    duration_ms: decodeInteger(raw.duration_ms, fields.get('duration_ms')),
+    device: textOrNull(raw.device),
+    raw_payload: decodeJson(raw.raw_payload),
+  };
+}
+
+function decodeContentValue(key: Buffer | null, value: Buffer | null): WorkerRecord {
+  if (value === null) {
+    const id = key ? keyId(key) : null;
+    return id ? { kind: 'content-delete', id } : { kind: 'skip', why: 'tombstone' };
+  }
+  const change = readChange(value);
+  if (change.op === 'tombstone') {
+    const id = key ? keyId(key) : null;
+    return id ? { kind: 'content-delete', id } : { kind: 'skip', why: 'tombstone' };
+  }
+  if (change.op === 'd') {
+    const id = textOrNull((change.before ?? change.row)?.id) ?? (key ? keyId(key) : null);
+    if (!id) throw new ValueError('content delete without an id (REPLICA IDENTITY?)');
+    return { kind: 'content-delete', id };
+  }
+  if (change.op === 't') return { kind: 'skip', why: 'content truncate (dimension kept; lookups refresh it)' };
+  if (!['c', 'r', 'u'].includes(change.op)) throw new ValueError(`unknown op '${change.op}'`);
+  if (!change.row) throw new ValueError(`op ${change.op} without an after row`);
+  const raw = change.row;
+  if (typeof raw.id !== 'string') throw new ValueError('content.id is missing');
+  const content: Partial<ContentInfo> & { id: string } = { id: raw.id };
+  // A column absent from the message (e.g. an unchanged TOASTed value) keeps its old value.
+  if ('slug' in raw) content.slug = textOrNull(raw.slug);
+  if ('title' in raw) content.title = textOrNull(raw.title);
+  if ('content_type' in raw) content.content_type = textOrNull(raw.content_type);
+  if ('length_seconds' in raw)
+    content.length_seconds = decodeInteger(raw.length_seconds, change.fields.get('length_seconds'));
+  return { kind: 'content-upsert', content };
+}
+
+/** The content id from a Debezium key: {"id":…} with or without the schema envelope, or a bare string. */
+function keyId(key: Buffer): string | null {
+  const text = key.toString('utf8');
+  try {
+    const json = JSON.parse(text) as unknown;
+    if (typeof json === 'string') return json;
+    const obj = json as { payload?: { id?: unknown }; id?: unknown } | null;
+    const id = obj?.payload?.id ?? obj?.id;
+    return typeof id === 'string' ? id : null;
+  } catch {
+    return text || null;
+  }
+}

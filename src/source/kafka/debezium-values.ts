@@ -1,0 +1,101 @@
+import { microsToIso } from '../../domain/timestamps.js';
+
+/**
+ * Debezium's JSON encodings of column values, decoded back to what the pipeline uses.
+ * Debezium PostgreSQL connector (JsonConverter): int8/int4 as JSON numbers, uuid and text as
+ * strings, jsonb as a string (io.debezium.data.Json), timestamptz as an ISO string
+ * (io.debezium.time.ZonedTimestamp); timestamp without time zone as epoch numbers
+ * (io.debezium.time.MicroTimestamp µs, org.apache.kafka.connect.data.Timestamp ms,
+ * io.debezium.time.NanoTimestamp ns); numeric per decimal.handling.mode: precise = base64
+ * big-endian two's-complement unscaled bytes with the scale in the schema parameters,
+ * string = decimal text, double = JSON number.
+ */
+
+/** A field's Kafka Connect schema, as the schema envelope carries it. */
+export interface FieldSchema {
+  type?: string;
+  name?: string;
+  field?: string;
+  parameters?: Record<string, string>;
+}
+
+export class ValueError extends Error {}
+
+/** timestamptz / timestamp value -> ISO-8601 UTC with microseconds. */
+export function decodeTimestamp(value: unknown, schema?: FieldSchema): string {
+  if (typeof value === 'string') {
+    // ZonedTimestamp: "2026-11-02T10:15:30.123456Z" (offset always Z from Debezium, but accept any).
+    const m = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})$/.exec(value);
+    if (!m) throw new ValueError(`timestamp '${value}' is not ISO-8601 with a zone`);
+    const fraction = (m[3] ?? '').padEnd(9, '0');
+    const wholeMs = Date.parse(`${m[1]}T${m[2]}${m[4]}`);
+    if (Number.isNaN(wholeMs)) throw new ValueError(`timestamp '${value}' is not a valid time`);
+    return microsToIso(BigInt(wholeMs) * 1000n + BigInt(fraction.slice(0, 6)));
+  }
+  if (typeof value === 'number' && Number.isFinite(value)) {
+    const name = schema?.name ?? '';
+    let micros: bigint;
+    if (name === 'io.debezium.time.NanoTimestamp') micros = BigInt(Math.trunc(value / 1000));
+    else if (name === 'io.debezium.time.MicroTimestamp') micros = BigInt(Math.trunc(value));
+    else if (name === 'org.apache.kafka.connect.data.Timestamp' || name === 'io.debezium.time.Timestamp')
+      micros = BigInt(Math.trunc(value)) * 1000n;
+    // Schemaless JSON carries no unit: epoch µs are > 1e14 for any date after 1973, ms are not.
+    else micros = Math.abs(value) > 1e14 ? BigInt(Math.trunc(value)) : BigInt(Math.trunc(value)) * 1000n;
+    return microsToIso(micros);
+  }
+  throw new ValueError('timestamp is missing or not a string/number');
+}
+
+/** An integer column (int2/int4/int8, or numeric with scale 0 in any decimal.handling.mode). */
+export function decodeInteger(value: unknown, schema?: FieldSchema): number | null {
+  if (value === null || value === undefined) return null;
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value)) throw new ValueError(`${value} is not an integer`);
+    return value;
+  }
+  if (typeof value === 'string') {
+    if (/^-?\d+(\.0+)?$/.test(value)) return safe(Number(value.split('.')[0]));
+    const scale = Number(schema?.parameters?.scale ?? NaN);
+    if (schema?.name === 'org.apache.kafka.connect.data.Decimal' && Number.isInteger(scale)) {
+      return decimalBytesToInteger(value, scale);
+    }
+    throw new ValueError(`'${value}' is not an integer`);
+  }
+  if (typeof value === 'object' && value !== null && 'value' in value && 'scale' in value) {
+    // io.debezium.data.VariableScaleDecimal: {"scale": n, "value": base64}
+    const v = value as { value: unknown; scale: unknown };
+    if (typeof v.value === 'string' && typeof v.scale === 'number') return decimalBytesToInteger(v.value, v.scale);
+  }
+  throw new ValueError('not an integer');
+}
+
+/** base64 unscaled two's-complement big-endian bytes + scale -> integer (fraction must be 0). */
+function decimalBytesToInteger(base64: string, scale: number): number {
+  const bytes = Buffer.from(base64, 'base64');
+  if (bytes.length === 0) throw new ValueError('empty decimal bytes');
+  let unscaled = 0n;
+  for (const b of bytes) unscaled = (unscaled << 8n) | BigInt(b);
+  if (bytes[0] & 0x80) unscaled -= 1n << BigInt(bytes.length * 8);
+  const divisor = 10n ** BigInt(scale);
+  if (unscaled % divisor !== 0n) throw new ValueError(`decimal ${unscaled}e-${scale} is not an integer`);
+  return safe(Number(unscaled / divisor));
+}
+
+function safe(n: number): number {
+  if (!Number.isSafeInteger(n)) throw new ValueError(`${n} is out of the safe integer range`);
+  return n;
+}
+
+/** jsonb: Debezium sends the JSON text; parse it back (text that is not JSON is kept as text). */
+export function decodeJson(value: unknown): unknown {
+  if (typeof value !== 'string') return value ?? null;
+  try {
+    return JSON.parse(value);
+  } catch {
+    return value;
+  }
+}
+
+export function textOrNull(value: unknown): string | null {
+  return value === null || value === undefined ? null : String(value);
+}

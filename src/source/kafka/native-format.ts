@@ -1,0 +1,92 @@
+import { z } from 'zod';
+import { eventPosition } from '../../domain/position.js';
+import type { ContentInfo, EngagementEventRow } from '../../domain/types.js';
+import type { WorkerRecord } from './records.js';
+
+/**
+ * The native wire format between `capture --to-kafka` and `work --from-kafka`.
+ *
+ * engagement.events: key = content_id (so one content's events stay ordered in one
+ * partition), value = {"v":1,"lsn","idx","committed_at","row":{...engagement_events row}}.
+ * `lsn` + `idx` (commit LSN, index in the transaction) give the event's source position,
+ * which workers use as the Redis replay watermark per partition: a capture restart
+ * re-publishes from the last confirmed LSN, and those copies carry the same positions.
+ *
+ * engagement.content (compacted): key = content id, value = the full content row, or a
+ * tombstone (null value) when the row was deleted.
+ */
+export const NATIVE_VERSION = 1;
+
+const eventRowSchema = z.object({
+  id: z.number().int().positive(),
+  content_id: z.string().nullable(),
+  user_id: z.string().nullable(),
+  event_type: z.string().nullable(),
+  event_ts: z.string().min(1),
+  duration_ms: z.number().int().nullable(),
+  device: z.string().nullable(),
+  raw_payload: z.unknown(),
+});
+
+const eventMessageSchema = z.object({
+  v: z.literal(NATIVE_VERSION),
+  lsn: z.string().regex(/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/),
+  idx: z.number().int().min(0),
+  committed_at: z.string().min(1),
+  row: eventRowSchema,
+});
+
+const contentSchema = z.object({
+  id: z.string().min(1),
+  slug: z.string().nullable(),
+  title: z.string().nullable(),
+  content_type: z.string().nullable(),
+  length_seconds: z.number().int().nullable(),
+});
+
+export function encodeEvent(row: EngagementEventRow, lsn: string, idx: number, committedAt: string): string {
+  return JSON.stringify({ v: NATIVE_VERSION, lsn, idx, committed_at: committedAt, row });
+}
+
+export function encodeContent(content: ContentInfo): string {
+  return JSON.stringify(content);
+}
+
+/** One engagement.events message -> a worker record (never throws: bad input becomes 'bad'). */
+export function decodeNativeEvent(value: Buffer | null): WorkerRecord {
+  if (value === null) return { kind: 'skip', why: 'tombstone' };
+  let json: unknown;
+  try {
+    json = JSON.parse(value.toString('utf8'));
+  } catch {
+    return { kind: 'bad', reason: 'value is not JSON' };
+  }
+  const parsed = eventMessageSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return { kind: 'bad', reason: `not a native event: ${issue?.path.join('.')} ${issue?.message}` };
+  }
+  const m = parsed.data;
+  return {
+    kind: 'event',
+    row: { ...m.row, raw_payload: m.row.raw_payload ?? null },
+    committedAt: m.committed_at,
+    position: eventPosition(m.lsn, m.idx),
+  };
+}
+
+/** One engagement.content message -> dimension change. */
+export function decodeNativeContent(key: Buffer | null, value: Buffer | null): WorkerRecord {
+  if (value === null) {
+    return key ? { kind: 'content-delete', id: key.toString('utf8') } : { kind: 'skip', why: 'tombstone' };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(value.toString('utf8'));
+  } catch {
+    return { kind: 'bad', reason: 'value is not JSON' };
+  }
+  const parsed = contentSchema.safeParse(json);
+  if (!parsed.success) return { kind: 'bad', reason: 'not a native content row' };
+  return { kind: 'content-upsert', content: parsed.data };
+}

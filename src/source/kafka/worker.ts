@@ -1,0 +1,236 @@
+import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
+import { enrich } from '../../domain/enrich.js';
+import { offsetPosition } from '../../domain/position.js';
+import { dateToIso } from '../../domain/timestamps.js';
+import type { Batch, EnrichedEvent } from '../../domain/types.js';
+import { describeError, ErrorCodes, PipelineError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import type { Fanout } from '../../pipeline/fanout.js';
+import type { Metrics } from '../../server/metrics.js';
+import type { DeadLetterEntry, DeadLetterStore } from '../../sinks/dead-letter.js';
+import type { ContentDimension } from '../content-dimension.js';
+import type { ContentFeed } from './content-feed.js';
+import type { WireFormat, WorkerRecord } from './records.js';
+
+export interface KafkaWorkerOptions {
+  kafka: Kafka;
+  group: string;
+  format: WireFormat;
+  fanout: Fanout;
+  dimension: ContentDimension;
+  feed: ContentFeed;
+  deadLetters: DeadLetterStore;
+  metrics: Metrics;
+  logger: Logger;
+  batchMaxRows: number;
+  /** Partitions processed at once by this worker. */
+  partitionsConcurrently: number;
+  /**
+   * The analytics store admits one writing process (DuckDB): this worker must be alone in
+   * its group. A worker that is not the group leader refuses (see onFatal) before writing.
+   */
+  exclusive: boolean;
+  /** A condition the worker cannot continue under (the CLI prints it and exits). */
+  onFatal: (err: PipelineError) => void;
+}
+
+/**
+ * `work --from-kafka`: one member of a consumer group. Per fetched partition batch:
+ * decode -> content dimension -> the same enrich() -> Fanout (every sink, retried until
+ * accepted) -> only then commit the offset. Redis's replay watermark is scoped to the
+ * partition (`kafka:<topic>:<partition>`), so a partition re-read after a rebalance or a
+ * crash is a no-op there; the other sinks are idempotent by event_id.
+ */
+export class KafkaWorker {
+  private readonly consumer: Consumer;
+  private readonly log: Logger;
+  private seq = 0;
+  private refused = false;
+  /** Events handed to sinks and accepted (this process). */
+  delivered = 0;
+
+  constructor(private readonly options: KafkaWorkerOptions) {
+    this.log = options.logger.child({ component: 'worker', group: options.group });
+    this.consumer = options.kafka.consumer({
+      groupId: options.group,
+      sessionTimeout: 10_000,
+      heartbeatInterval: 1_000,
+      maxWaitTimeInMs: 100,
+    });
+  }
+
+  async start(): Promise<void> {
+    const { consumer, options } = this;
+    consumer.on(consumer.events.GROUP_JOIN, (event) => {
+      const assigned = event.payload.memberAssignment[options.format.eventsTopic] ?? [];
+      this.log.info(
+        { partitions: assigned, leader: event.payload.isLeader },
+        `joined group ${options.group}: partitions ${assigned.join(',') || 'none'}`,
+      );
+      // Emitted synchronously before the first fetch of the new generation, so a refusing
+      // worker never writes a row.
+      if (options.exclusive && !event.payload.isLeader && !this.refused) {
+        this.refused = true;
+        options.onFatal(
+          new PipelineError(
+            ErrorCodes.DUCKDB_SHARED_GROUP,
+            `another worker already consumes group '${options.group}' and ANALYTICS_URL is DuckDB (one writing process)`,
+            'config',
+            'run several workers only with a server analytics store (clickhouse:// or bigquery://), or one worker per group with DuckDB',
+          ),
+        );
+      }
+    });
+    await consumer.connect();
+    await consumer.subscribe({ topic: options.format.eventsTopic, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: options.partitionsConcurrently,
+      eachBatch: (payload) => this.eachBatch(payload),
+    });
+  }
+
+  async stop(): Promise<void> {
+    // disconnect() waits for the running eachBatch calls, then leaves the group.
+    await this.consumer.disconnect().catch((err) => this.log.warn(`leaving the group: ${describeError(err)}`));
+  }
+
+  private async eachBatch({ batch, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    if (this.refused || batch.messages.length === 0) return;
+    const { topic, partition } = batch;
+    const decoded = batch.messages.map((m) => ({
+      m,
+      record: this.options.format.decodeEvent(m.key, m.value, m.timestamp),
+    }));
+    await this.ensureContent(decoded.map((d) => d.record));
+
+    const events: EnrichedEvent[] = [];
+    const positions: string[] = [];
+    const bad: DeadLetterEntry[] = [];
+    let high = '';
+    const processedAt = dateToIso(new Date());
+    for (const { m, record } of decoded) {
+      if (record.kind === 'event') {
+        const position = record.position ?? offsetPosition(m.offset);
+        // A capture restart re-publishes from its last confirmed commit: copies carry
+        // positions at or below what this partition already delivered. Keeping positions
+        // strictly increasing also lets Redis trim a batch that straddles its watermark.
+        if (position <= high) {
+          this.options.metrics.ignoredChanges.inc({ kind: 'kafka-duplicate' });
+          continue;
+        }
+        high = position;
+        events.push(this.enrichOne(record, processedAt));
+        positions.push(position);
+      } else if (record.kind === 'ignored') {
+        this.options.metrics.ignoredChanges.inc({ kind: record.what });
+      } else if (record.kind === 'bad') {
+        bad.push(this.deadLetter(topic, partition, m, record.reason));
+      }
+    }
+
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < events.length; i += this.options.batchMaxRows) {
+      const chunk: Batch = {
+        seq: ++this.seq,
+        stream: `kafka:${topic}:${partition}`,
+        events: events.slice(i, i + this.options.batchMaxRows),
+        positions: positions.slice(i, i + this.options.batchMaxRows),
+        ackLsn: null,
+      };
+      writes.push(this.options.fanout.write(chunk));
+    }
+    if (bad.length > 0) writes.push(this.recordBadMessages(bad));
+    // Sinks may retry for a long time (an outage): keep the group membership alive meanwhile.
+    const beat = setInterval(() => void heartbeat().catch(() => undefined), 2_000);
+    try {
+      await Promise.all(writes);
+    } finally {
+      clearInterval(beat);
+    }
+    this.delivered += events.length;
+    if (!isRunning() || isStale()) return; // revoked meanwhile: the next owner re-reads, sinks dedupe
+    const last = batch.messages[batch.messages.length - 1].offset;
+    try {
+      await this.consumer.commitOffsets([{ topic, partition, offset: (BigInt(last) + 1n).toString() }]);
+    } catch (err) {
+      // A rebalance took the partition: the new owner re-reads from the last commit (a no-op in every sink).
+      this.log.warn({ partition }, `offset commit failed, partition will be re-read: ${describeError(err)}`);
+    }
+  }
+
+  private enrichOne(record: Extract<WorkerRecord, { kind: 'event' }>, processedAt: string): EnrichedEvent {
+    const { row } = record;
+    const content = row.content_id === null ? undefined : (this.options.dimension.peek(row.content_id) ?? undefined);
+    const { event, issues } = enrich(row, content, record.committedAt, processedAt);
+    this.options.metrics.eventsReceived.inc();
+    for (const reason of issues) {
+      this.options.metrics.enrichmentIssues.inc({ reason });
+      if (reason === 'negative_duration') {
+        this.log.warn({ event_id: row.id, duration_ms: row.duration_ms }, 'negative duration_ms: derived fields set to NULL');
+      }
+    }
+    return event;
+  }
+
+  /** Unknown content ids: first let the content topic catch up, then ask Postgres. */
+  private async ensureContent(records: WorkerRecord[]): Promise<void> {
+    const unknown = () =>
+      records.flatMap((r) =>
+        r.kind === 'event' && r.row.content_id !== null && this.options.dimension.peek(r.row.content_id) === undefined
+          ? [r.row.content_id]
+          : [],
+      );
+    if (unknown().length === 0) return;
+    await this.options.feed.catchUp();
+    const missing = unknown();
+    if (missing.length === 0) return;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.options.dimension.lookup(missing);
+        return;
+      } catch (err) {
+        if (attempt >= 5) {
+          this.log.error(`content lookup failed, enriching without content: ${describeError(err)}`);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
+      }
+    }
+  }
+
+  private deadLetter(topic: string, partition: number, m: KafkaMessage, reason: string): DeadLetterEntry {
+    const where = `${topic}/${partition}@${m.offset}`;
+    this.options.metrics.badRows.inc();
+    this.log.error({ topic, partition, offset: m.offset }, `malformed message dead-lettered: ${reason}`);
+    return {
+      sink: 'source',
+      eventId: null,
+      idempotencyKey: where,
+      event: {
+        topic,
+        partition,
+        offset: m.offset,
+        key: m.key?.toString('utf8') ?? null,
+        value: m.value?.toString('utf8').slice(0, 100_000) ?? null,
+      },
+      source: where,
+      lastError: reason,
+      attempts: 1,
+    };
+  }
+
+  /** Dead letters must be durable before the offset moves past them; retried like a sink. */
+  private async recordBadMessages(entries: DeadLetterEntry[]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.options.deadLetters.record(entries);
+        return;
+      } catch (err) {
+        if (attempt === 0) this.log.error(`dead-letter write failed, retrying: ${describeError(err)}`);
+        await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** Math.min(attempt, 6))));
+      }
+    }
+  }
+}
