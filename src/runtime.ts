@@ -116,7 +116,7 @@ export function createSinks(
   metrics: Metrics,
   deadLetters: DeadLetterStore,
 ): { sinks: Sink[]; redisSink: RedisSink } {
-  const analytics = createAnalyticsSink(config.analyticsUrl, logger);
+  const analytics = createAnalyticsSink(config.analyticsUrl, logger, { deadLetters });
   const redisSink = new RedisSink({
     url: config.redisUrl,
     prefix: config.redisPrefix,
@@ -145,7 +145,7 @@ export function createSinks(
 }
 
 /** A source row that cannot be decoded goes to the dead-letter table (sink 'source'), never stops the stream. */
-function deadLetterBadRow(deadLetters: DeadLetterStore) {
+export function deadLetterBadRow(deadLetters: DeadLetterStore) {
   return async (change: Extract<Change, { kind: 'bad-row' }>): Promise<void> => {
     const raw = (change.raw ?? {}) as Record<string, unknown>;
     const id = typeof raw.id === 'string' || typeof raw.id === 'number' ? String(raw.id) : null;

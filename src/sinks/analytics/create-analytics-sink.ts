@@ -1,19 +1,38 @@
 import { configError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
+import type { DeadLetterStore } from '../dead-letter.js';
 import type { Sink } from '../sink.js';
+import { BigQuerySink, parseBigQueryUrl } from './bigquery-sink.js';
+import { ClickHouseSink, parseClickHouseUrl } from './clickhouse-sink.js';
 import { DuckDbSink } from './duckdb-sink.js';
 
+export interface AnalyticsSinkDeps {
+  /** Where BigQuery's per-row refusals go; required for bigquery:// URLs. */
+  deadLetters?: DeadLetterStore;
+  /** BIGQUERY_API_ENDPOINT (emulator/test server) and BIGQUERY_ACCESS_TOKEN are read from here. */
+  env?: NodeJS.ProcessEnv;
+}
+
 /** Picks the analytics destination from ANALYTICS_URL. */
-export function createAnalyticsSink(url: string, logger: Logger): Sink {
+export function createAnalyticsSink(url: string, logger: Logger, deps: AnalyticsSinkDeps = {}): Sink {
+  const child = logger.child({ sink: 'analytics' });
   if (url.startsWith('duckdb:')) {
     const file = url.slice('duckdb:'.length).replace(/^\/\//, '') || './data/engagement.duckdb';
-    return new DuckDbSink({ path: file, logger: logger.child({ sink: 'analytics' }) });
+    return new DuckDbSink({ path: file, logger: child });
   }
-  if (url.startsWith('clickhouse://') || url.startsWith('clickhouses://') || url.startsWith('bigquery://')) {
-    throw configError(
-      `ANALYTICS_URL scheme of ${url.split(':')[0]} is not available in this build yet`,
-      'use duckdb:PATH',
-    );
+  if (url.startsWith('clickhouse://') || url.startsWith('clickhouses://')) {
+    return new ClickHouseSink({ target: parseClickHouseUrl(url), logger: child });
+  }
+  if (url.startsWith('bigquery://')) {
+    if (!deps.deadLetters) throw configError('the BigQuery sink needs the dead-letter table (DATABASE_URL)');
+    const env = deps.env ?? process.env;
+    return new BigQuerySink({
+      target: parseBigQueryUrl(url),
+      deadLetters: deps.deadLetters,
+      logger: child,
+      apiEndpoint: env.BIGQUERY_API_ENDPOINT || undefined,
+      accessToken: env.BIGQUERY_ACCESS_TOKEN || undefined,
+    });
   }
   throw configError(
     `ANALYTICS_URL has an unknown scheme (${url.split(':')[0]})`,

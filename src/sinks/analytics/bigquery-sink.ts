@@ -1,0 +1,255 @@
+import { BigQuery, type Dataset, type Table } from '@google-cloud/bigquery';
+import { OAuth2Client } from 'google-auth-library';
+import type { Batch, EnrichedEvent } from '../../domain/types.js';
+import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import type { DeadLetterEntry, DeadLetterStore } from '../dead-letter.js';
+import type { Sink } from '../sink.js';
+import {
+  BIGQUERY_FIELDS,
+  BIGQUERY_TABLE,
+  BIGQUERY_TABLE_OPTIONS,
+  BIGQUERY_UNIQUE_VIEW,
+  toInsertAllRow,
+  uniqueViewQuery,
+  type InsertAllRow,
+} from './bigquery-schema.js';
+
+export interface BigQueryTarget {
+  projectId: string;
+  datasetId: string;
+  /** Where a new dataset is created (`?location=EU`); BigQuery's default (US) when absent. */
+  location?: string;
+}
+
+/** bigquery://project/dataset[?location=EU] */
+export function parseBigQueryUrl(raw: string): BigQueryTarget {
+  const m = /^bigquery:\/\/([a-z][a-z0-9.:-]{3,62}[a-z0-9])\/([A-Za-z0-9_]{1,1024})\/?(?:\?(.*))?$/.exec(raw);
+  if (!m) {
+    throw configError(
+      'ANALYTICS_URL is not a valid bigquery:// URL',
+      'bigquery://PROJECT/DATASET (dataset: letters, digits and _)',
+    );
+  }
+  const location = new URLSearchParams(m[3] ?? '').get('location') ?? undefined;
+  return { projectId: m[1], datasetId: m[2], location };
+}
+
+/** insertAll: at most 500 rows per request is Google's recommendation; 10 MB is the hard limit. */
+const MAX_ROWS_PER_REQUEST = 500;
+const MAX_BYTES_PER_REQUEST = 8 * 1024 * 1024;
+/** Rows BigQuery marks `stopped` (not wrong themselves) are re-sent this many times. */
+const STOPPED_ROW_ROUNDS = 3;
+
+interface RowError {
+  row: InsertAllRow;
+  errors: { reason?: string; message?: string }[];
+}
+
+/**
+ * BigQuery through the streaming insertAll API. One row per event_id comes from insertId =
+ * event_id (BigQuery drops a re-sent row, best-effort, for about a minute) and, exactly, from
+ * the `events_enriched_unique` view the sink creates (what the query pack reads).
+ *
+ * A row BigQuery refuses (per-row insertErrors) goes to the dead-letter table with the reason,
+ * and the rest of the batch is accepted (skipInvalidRows). A whole-request failure (503,
+ * quota/rate limits, network) rejects, and the pipeline retries with backoff. The client's own
+ * retries are off so there is one retry policy.
+ */
+export class BigQuerySink implements Sink {
+  readonly name = 'analytics';
+  private readonly bigquery: BigQuery;
+  private readonly dataset: Dataset;
+  private readonly table: Table;
+  private readonly where: string;
+
+  constructor(
+    private readonly options: {
+      target: BigQueryTarget;
+      deadLetters: DeadLetterStore;
+      logger: Logger;
+      /** e.g. an emulator or test server; Google's endpoint when absent. */
+      apiEndpoint?: string;
+      /** A static OAuth access token instead of Application Default Credentials. */
+      accessToken?: string;
+      requestTimeoutMs?: number;
+    },
+  ) {
+    const { target } = options;
+    let authClient: OAuth2Client | undefined;
+    if (options.accessToken) {
+      authClient = new OAuth2Client();
+      authClient.setCredentials({ access_token: options.accessToken });
+    }
+    this.bigquery = new BigQuery({
+      projectId: target.projectId,
+      location: target.location,
+      apiEndpoint: options.apiEndpoint,
+      authClient,
+      autoRetry: false,
+      timeout: options.requestTimeoutMs ?? 60_000,
+    } as ConstructorParameters<typeof BigQuery>[0]);
+    this.dataset = this.bigquery.dataset(target.datasetId, { location: target.location });
+    this.table = this.dataset.table(BIGQUERY_TABLE);
+    this.where = `${target.projectId}.${target.datasetId}.${BIGQUERY_TABLE}`;
+  }
+
+  async start(): Promise<void> {
+    const { target } = this.options;
+    try {
+      if (!(await this.dataset.exists())[0])
+        await ignoreConflict(this.dataset.create({ location: target.location }));
+      if (!(await this.table.exists())[0]) {
+        await ignoreConflict(
+          this.table.create({
+            schema: { fields: BIGQUERY_FIELDS },
+            ...BIGQUERY_TABLE_OPTIONS,
+            description: 'engagement-pipeline: enriched engagement events (one insertId per event_id)',
+          }),
+        );
+      }
+      const view = this.dataset.table(BIGQUERY_UNIQUE_VIEW);
+      if (!(await view.exists())[0]) {
+        await ignoreConflict(
+          view.create({
+            view: { query: uniqueViewQuery(target.projectId, target.datasetId), useLegacySql: false },
+          }),
+        );
+      }
+    } catch (err) {
+      const code = httpStatus(err);
+      throw new PipelineError(
+        ErrorCodes.ANALYTICS_UNAVAILABLE,
+        `cannot prepare BigQuery table ${this.where}: ${describeBigQueryError(err)}`,
+        code === 401 || code === 403 ? 'config' : 'transient',
+        code === 401 || code === 403
+          ? 'check GOOGLE_APPLICATION_CREDENTIALS (or gcloud auth application-default login) and the BigQuery Data Editor role'
+          : 'check ANALYTICS_URL and network access to BigQuery',
+        { cause: err },
+      );
+    }
+    this.options.logger.info(`analytics: BigQuery table ${this.where} ready`);
+  }
+
+  async write(batch: Batch, signal: AbortSignal): Promise<void> {
+    const byId = new Map<string, { event: EnrichedEvent; position: string }>();
+    batch.events.forEach((event, i) =>
+      byId.set(String(event.event_id), { event, position: batch.positions[i] }),
+    );
+    const rejected: DeadLetterEntry[] = [];
+    for (const chunk of chunks(batch.events.map(toInsertAllRow))) {
+      let pending = chunk;
+      for (let round = 0; pending.length > 0; round++) {
+        if (signal.aborted) throw abortError();
+        const rowErrors = await this.insertAll(pending);
+        const stopped: InsertAllRow[] = [];
+        for (const { row, errors } of rowErrors) {
+          // `stopped`: the row was fine but not inserted because another one failed.
+          if (errors.every((e) => e.reason === 'stopped') && round < STOPPED_ROW_ROUNDS) stopped.push(row);
+          else rejected.push(this.deadLetter(row, errors, byId.get(row.insertId), batch.stream));
+        }
+        pending = stopped;
+      }
+    }
+    if (rejected.length > 0) {
+      // Recorded before write resolves, so the position is confirmed only once they are safe.
+      await this.options.deadLetters.record(rejected);
+      this.options.logger.warn(
+        { rows: rejected.length, reason: rejected[0].lastError },
+        `analytics: BigQuery refused ${rejected.length} rows; they are in the dead-letter table`,
+      );
+    }
+  }
+
+  async stop(): Promise<void> {
+    // The client keeps no connection state worth flushing; insertAll is synchronous per request.
+  }
+
+  /** One insertAll request; resolves with the per-row errors, rejects when the whole request failed. */
+  private async insertAll(rows: InsertAllRow[]): Promise<RowError[]> {
+    try {
+      await this.table.insert(rows, {
+        raw: true,
+        skipInvalidRows: true,
+        ignoreUnknownValues: false,
+        partialRetries: 0,
+      });
+      return [];
+    } catch (err) {
+      const partial = err as { name?: string; errors?: RowError[] };
+      if (partial.name === 'PartialFailureError' && Array.isArray(partial.errors)) return partial.errors;
+      throw new PipelineError(
+        ErrorCodes.SINK_WRITE,
+        `BigQuery insertAll of ${rows.length} rows into ${this.where} failed: ${describeBigQueryError(err)}`,
+        'transient',
+        undefined,
+        { cause: err },
+      );
+    }
+  }
+
+  private deadLetter(
+    row: InsertAllRow,
+    errors: RowError['errors'],
+    origin: { event: EnrichedEvent; position: string } | undefined,
+    stream: string,
+  ): DeadLetterEntry {
+    const reason = errors.map((e) => `${e.reason ?? 'error'}: ${e.message ?? ''}`.trim()).join('; ');
+    return {
+      sink: this.name,
+      eventId: origin?.event.event_id ?? row.insertId,
+      idempotencyKey: row.insertId,
+      event: origin?.event ?? row.json,
+      source: origin ? `${stream}@${origin.position}` : null,
+      lastError: `BigQuery refused the row (${reason})`,
+      attempts: 1,
+    };
+  }
+}
+
+function* chunks(rows: InsertAllRow[]): Generator<InsertAllRow[]> {
+  let current: InsertAllRow[] = [];
+  let bytes = 0;
+  for (const row of rows) {
+    const size = JSON.stringify(row).length;
+    if (
+      current.length > 0 &&
+      (current.length >= MAX_ROWS_PER_REQUEST || bytes + size > MAX_BYTES_PER_REQUEST)
+    ) {
+      yield current;
+      current = [];
+      bytes = 0;
+    }
+    current.push(row);
+    bytes += size;
+  }
+  if (current.length > 0) yield current;
+}
+
+async function ignoreConflict(p: Promise<unknown>): Promise<void> {
+  try {
+    await p;
+  } catch (err) {
+    // Another worker created it between our exists() and create(): that is the state we want.
+    if (httpStatus(err) !== 409) throw err;
+  }
+}
+
+function httpStatus(err: unknown): number | undefined {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'number' ? code : undefined;
+}
+
+/** "HTTP 503 (backendError): ..." for API errors; a short line for the rest. */
+export function describeBigQueryError(err: unknown): string {
+  const status = httpStatus(err);
+  if (status !== undefined) {
+    const reason = (err as { errors?: { reason?: string }[] }).errors?.[0]?.reason;
+    return `HTTP ${status}${reason ? ` (${reason})` : ''}: ${(err as Error).message}`;
+  }
+  return describeError(err);
+}
+
+function abortError(): PipelineError {
+  return new PipelineError(ErrorCodes.SINK_WRITE, 'BigQuery write aborted (shutting down)', 'transient');
+}
