@@ -1,11 +1,14 @@
 import { Command, CommanderError } from 'commander';
+import { registerBackfill } from './backfill.js';
 import { registerBench } from './bench.js';
+import { registerCapture } from './capture.js';
 import { registerDemo } from './demo.js';
 import { registerGenerate } from './generate.js';
 import { registerMigrate } from './migrate.js';
 import { registerMockExternal } from './mock-external.js';
 import { registerRun } from './run.js';
 import { registerTop } from './top.js';
+import { registerWork } from './work.js';
 
 const program = new Command('engagement')
   .description('Real-time engagement pipeline: Postgres CDC -> enrichment -> analytics, Redis, external HTTP')
@@ -20,6 +23,8 @@ for (const register of [
   registerGenerate,
   registerDemo,
   registerBench,
+  registerCapture,
+  registerWork,
 ]) {
   register(program);
 }
