@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { requireDatabaseUrl } from '../config.js';
 import { migrate } from '../db/migrate.js';
+import { withClient } from '../db/postgres.js';
+import { ensurePipelineRole } from '../db/role.js';
 import { assertPostgresReachable } from '../runtime.js';
 import { action, configFrom, withConfigOptions } from './common.js';
 
@@ -16,6 +18,10 @@ export function registerMigrate(program: Command): void {
     .option(
       '--recreate-slot',
       'drop and recreate an invalidated slot, or recreate a dropped one (changes in the gap must be backfilled)',
+    )
+    .option(
+      '--create-role [name]',
+      'also create/refresh the least-privilege role the pipeline should run as (default name engagement_pipeline; password from PIPELINE_ROLE_PASSWORD, else generated and shown once)',
     )
     .action(
       action(async (options: Record<string, unknown>) => {
@@ -34,6 +40,7 @@ export function registerMigrate(program: Command): void {
         process.stdout.write(
           `migrated: ${tables}; publication ${config.publicationName} ${report.publication}; slot ${config.slotName} ${report.slot}; state schema engagement_pipeline ready\n`,
         );
+        if (options.createRole !== undefined) await createRole(databaseUrl, options.createRole);
         if (report.slot === 'recreated') {
           const from = report.lastDeliveredAt ?? '<the time of the last event your sinks received>';
           process.stdout.write(
@@ -42,4 +49,20 @@ export function registerMigrate(program: Command): void {
         }
       }),
     );
+}
+
+async function createRole(databaseUrl: string, flag: unknown): Promise<void> {
+  const name = typeof flag === 'string' ? flag : 'engagement_pipeline';
+  const role = await withClient(databaseUrl, (client) =>
+    ensurePipelineRole(client, { name, password: process.env.PIPELINE_ROLE_PASSWORD || undefined }),
+  );
+  const url = new URL(databaseUrl);
+  url.username = role.name;
+  url.password = role.generatedPassword ?? 'PASSWORD';
+  process.stdout.write(
+    `role ${role.name} ${role.created ? 'created' : 'updated'}: LOGIN REPLICATION, SELECT on content and engagement_events, owner of schema engagement_pipeline, nothing else\n` +
+      (role.generatedPassword
+        ? `its generated password is shown this once; run the pipeline with\n  DATABASE_URL=${url.toString()}\n`
+        : `run the pipeline with DATABASE_URL=${url.toString().replace(':PASSWORD@', ':<its password>@')}\n`),
+  );
 }

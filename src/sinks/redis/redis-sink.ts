@@ -41,7 +41,7 @@ export function createRedis(url: string): Redis {
  * The real-time leaderboards (DESIGN.md §5). Each batch is one Lua call: all increments
  * plus the stream's watermark, atomically, so a replayed batch is a no-op. The 10-minute
  * ZSETs are rebuilt from the minute buckets right after writes (at most every
- * refreshMinIntervalMs) and at least once a second.
+ * refreshMinIntervalMs, default 10 ms) and at least once a second.
  */
 export class RedisSink implements Sink {
   readonly name = 'redis';
@@ -163,7 +163,7 @@ export class RedisSink implements Sink {
 
   private scheduleRefresh(): void {
     if (this.refreshTimer) return;
-    const wait = Math.max(0, (this.options.refreshMinIntervalMs ?? 50) - (Date.now() - this.lastRefresh));
+    const wait = Math.max(0, (this.options.refreshMinIntervalMs ?? 10) - (Date.now() - this.lastRefresh));
     this.refreshTimer = setTimeout(() => {
       this.refreshTimer = null;
       void this.refreshWindows();

@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { runCli, spawnCli, type CliProcess } from '../helpers/cli.js';
+import { freshDatabase, query } from '../helpers/postgres.js';
+import { testRedis } from '../helpers/redis.js';
+import { waitFor } from '../helpers/wait.js';
+
+describe('engagement migrate --create-role: the pipeline runs as a least-privilege role', () => {
+  const role = `ep_test_${randomBytes(4).toString('hex')}`;
+  const password = randomBytes(12).toString('hex');
+  let db: Awaited<ReturnType<typeof freshDatabase>>;
+  let roleUrl: string;
+  let pipeline: CliProcess | null = null;
+  const redis = testRedis();
+
+  before(async () => {
+    db = await freshDatabase('role');
+    const url = new URL(db.url);
+    url.username = role;
+    url.password = password;
+    roleUrl = url.toString();
+  });
+
+  after(async () => {
+    if (pipeline && pipeline.child.exitCode === null) {
+      pipeline.child.kill('SIGKILL');
+      await pipeline.exited;
+    }
+    await redis.cleanup();
+    await db.drop();
+    await query(process.env.TEST_PG_URL!, `DROP ROLE IF EXISTS ${role}`);
+  });
+
+  it('creates the role with only REPLICATION, SELECT on the source tables and its state schema', async () => {
+    const { code, output } = await runCli(['migrate', '--create-role', role], {
+      DATABASE_URL: db.url,
+      PIPELINE_ROLE_PASSWORD: password,
+    });
+    assert.equal(code, 0, output);
+    assert.match(output, new RegExp(`role ${role} created: LOGIN REPLICATION`));
+    assert.ok(!output.includes(password), 'a given password is never printed');
+
+    const [attrs] = await query<Record<string, boolean>>(
+      db.url,
+      `SELECT rolreplication, rolsuper, rolcreatedb, rolcreaterole, rolbypassrls FROM pg_roles WHERE rolname = $1`,
+      [role],
+    );
+    assert.deepEqual(attrs, {
+      rolreplication: true,
+      rolsuper: false,
+      rolcreatedb: false,
+      rolcreaterole: false,
+      rolbypassrls: false,
+    });
+    const denied = async (sql: string) =>
+      assert.rejects(query(roleUrl, sql), /permission denied|must be owner/, sql);
+    await denied(`INSERT INTO engagement_events (event_ts) VALUES (now())`);
+    await denied(`UPDATE content SET title = 'x'`);
+    await denied(`DELETE FROM engagement_events`);
+    await denied(`CREATE TABLE public.intruder (id int)`);
+    await query(db.url, 'CREATE TABLE public.secrets (v text)');
+    await denied('SELECT * FROM public.secrets');
+    // What it may do.
+    await query(roleUrl, 'SELECT count(*) FROM engagement_events');
+    await query(roleUrl, 'SELECT count(*) FROM engagement_pipeline.dead_letters');
+
+    // Running it twice is harmless (the role is brought back to the same grants).
+    const again = await runCli(['migrate', '--create-role', role], {
+      DATABASE_URL: db.url,
+      PIPELINE_ROLE_PASSWORD: password,
+    });
+    assert.equal(again.code, 0, again.output);
+    assert.match(again.output, new RegExp(`role ${role} updated`));
+  });
+
+  it('streams every event to the sinks when run as that role', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'engagement-role-'));
+    pipeline = spawnCli(['run'], {
+      DATABASE_URL: roleUrl,
+      REDIS_URL: redis.url,
+      REDIS_PREFIX: redis.prefix,
+      ANALYTICS_URL: `duckdb:${path.join(dir, 'analytics.duckdb')}`,
+      PORT: '0',
+    });
+    await waitFor('the pipeline to stream', () => /pipeline running/.test(pipeline!.output()), 30_000);
+    await query(
+      db.url,
+      `INSERT INTO content (id, slug, title, content_type, length_seconds, publish_ts)
+       VALUES ('00000000-0000-4000-8000-0000000000aa', 'role-test', 'Role test', 'video', 60, now())`,
+    );
+    await query(
+      db.url,
+      `INSERT INTO engagement_events (content_id, event_type, event_ts, duration_ms, device)
+       SELECT '00000000-0000-4000-8000-0000000000aa', 'play', now(), g * 10, 'ios' FROM generate_series(1, 500) g`,
+    );
+    await waitFor(
+      'Redis to count 500 events',
+      async () =>
+        (await redis.client.get(`${redis.prefix}content:count:00000000-0000-4000-8000-0000000000aa`)) ===
+        '500',
+      30_000,
+    );
+    pipeline.child.kill('SIGINT');
+    const { code } = await pipeline.exited;
+    assert.equal(code, 0, pipeline.output());
+    assert.ok(!pipeline.output().includes(password), 'the password never reaches the logs');
+    assert.doesNotMatch(pipeline.output(), /permission denied/);
+  });
+});
