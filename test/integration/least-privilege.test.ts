@@ -4,6 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { startMockExternal } from '../../src/mock-external/server.js';
 import { runCli, spawnCli, type CliProcess } from '../helpers/cli.js';
 import { freshDatabase, query } from '../helpers/postgres.js';
 import { testRedis } from '../helpers/redis.js';
@@ -77,9 +78,18 @@ describe('engagement migrate --create-role: the pipeline runs as a least-privile
     assert.match(again.output, new RegExp(`role ${role} updated`));
   });
 
-  it('streams every event to the sinks when run as that role', async () => {
+  it('streams every event to the sinks when run as that role, and no secret reaches the logs', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'engagement-role-'));
+    // The external system knows another key: every request fails its signature check (401),
+    // so the error paths log too.
+    const mock = await startMockExternal({ port: 0, secret: 'not-the-pipelines-key' });
+    const externalSecret = randomBytes(16).toString('hex');
+    const apiToken = randomBytes(16).toString('hex');
     pipeline = spawnCli(['run'], {
+      LOG_LEVEL: 'debug',
+      EXTERNAL_URL: mock.url,
+      EXTERNAL_SECRET: externalSecret,
+      API_TOKEN: apiToken,
       DATABASE_URL: roleUrl,
       REDIS_URL: redis.url,
       REDIS_PREFIX: redis.prefix,
@@ -107,7 +117,12 @@ describe('engagement migrate --create-role: the pipeline runs as a least-privile
     pipeline.child.kill('SIGINT');
     const { code } = await pipeline.exited;
     assert.equal(code, 0, pipeline.output());
-    assert.ok(!pipeline.output().includes(password), 'the password never reaches the logs');
+    await mock.close();
+    const output = pipeline.output();
+    assert.match(output, /401/, 'the signature failures were logged');
+    for (const [what, secret] of Object.entries({ password, externalSecret, apiToken })) {
+      assert.ok(!output.includes(secret), `${what} reached the logs`);
+    }
     assert.doesNotMatch(pipeline.output(), /permission denied/);
   });
 });
