@@ -57,7 +57,7 @@ export class HistoryReader {
                     ${this.commitTimes ? `to_json(pg_xact_commit_timestamp(xmin)) #>> '{}'` : 'NULL::text'} AS committed_at
                FROM engagement_events
               WHERE id > $1 AND id <= $2 AND event_ts >= $3 AND event_ts < $4
-              ORDER BY id LIMIT $5`,
+              ORDER BY engagement_events.id LIMIT $5`, // the column: ORDER BY id would sort by the text alias
       values: [afterId, this.maxId, this.fromTs, this.toTs, limit],
     });
     const out: HistoryChunk = { rows: [], committedAt: [], bad: 0, lastId: null };
