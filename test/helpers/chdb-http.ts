@@ -134,6 +134,32 @@ export async function startChdbHttp(
     }
   }
 
+  /**
+   * INSERT ... FORMAT <fmt> with the data in the body: chdb's raw insert hands the bytes to the
+   * engine's own parser and takes the settings per insert, which is what clickhouse-server does
+   * with an HTTP insert (same engine, settings and dedup logic; only the statement travels as
+   * table + columns instead of text, which spares the SQL parser a multi-megabyte query).
+   */
+  async function rawInsert(
+    insert: { table: string; columns?: string[]; format: string },
+    body: Buffer,
+    settings: Record<string, string>,
+  ): Promise<{ body: Buffer; readRows: number; readBytes: number; elapsed: number }> {
+    const summary = await session.insert({
+      table: insert.table,
+      columns: insert.columns,
+      format: insert.format as 'JSONEachRow',
+      values: body,
+      settings,
+    });
+    return {
+      body: Buffer.alloc(0),
+      readRows: summary.rowsWritten,
+      readBytes: summary.bytesSent,
+      elapsed: summary.elapsed,
+    };
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const params = url.searchParams;
@@ -183,8 +209,11 @@ export async function startChdbHttp(
       }
       record.settings = settings;
       const format = params.get('default_format') ?? 'TabSeparated';
+      const insert = body.length > 0 ? parseInsert(head, params.get('database')) : null;
       const out = await serial(() =>
-        execute(sql, { settings, database: params.get('database'), params: bound, format }),
+        insert
+          ? rawInsert(insert, body, settings)
+          : execute(sql, { settings, database: params.get('database'), params: bound, format }),
       );
       const summary = {
         read_rows: String(out.readRows),
@@ -283,6 +312,30 @@ function toHttpError(err: unknown): { status: number; code: number; message: str
   const code = Number((err as { clickhouseCode?: unknown }).clickhouseCode) || 1000;
   const message = (err instanceof Error ? err.message : String(err)).trim();
   return { status: STATUS_BY_CODE[code] ?? 500, code, message };
+}
+
+const RAW_INSERT_FORMATS = new Set([
+  'JSONEachRow',
+  'JSONCompactEachRow',
+  'CSV',
+  'CSVWithNames',
+  'TSV',
+  'TabSeparated',
+]);
+const INSERT_RE =
+  /^\s*INSERT\s+INTO\s+(?:TABLE\s+)?(?:`?(\w+)`?\.)?`?(\w+)`?\s*(?:\(([^)]*)\))?\s*FORMAT\s+(\w+)\s*$/i;
+
+/** `INSERT INTO [db.]table [(c1, c2)] FORMAT F` in the shape chdb's raw insert accepts, else null. */
+function parseInsert(
+  head: string,
+  database: string | null,
+): { table: string; columns?: string[]; format: string } | null {
+  const m = INSERT_RE.exec(head);
+  if (!m || !RAW_INSERT_FORMATS.has(m[4])) return null;
+  const columns = m[3]?.split(',').map((c) => c.trim().replace(/^`|`$/g, ''));
+  if (columns?.some((c) => !/^\w+$/.test(c))) return null;
+  const db = m[1] ?? database;
+  return { table: db ? `${db}.${m[2]}` : m[2], columns, format: m[4] };
 }
 
 function settingLiteral(value: string): string {
