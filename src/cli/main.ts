@@ -3,10 +3,12 @@ import { registerBackfill } from './backfill.js';
 import { registerBench } from './bench.js';
 import { registerCapture } from './capture.js';
 import { registerDemo } from './demo.js';
+import { registerDlq } from './dlq.js';
 import { registerGenerate } from './generate.js';
 import { registerMigrate } from './migrate.js';
 import { registerMockExternal } from './mock-external.js';
 import { registerRun } from './run.js';
+import { registerStatus } from './status.js';
 import { registerTop } from './top.js';
 import { registerWork } from './work.js';
 

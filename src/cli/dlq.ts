@@ -1,0 +1,226 @@
+import type { Command } from 'commander';
+import { requireDatabaseUrl } from '../config.js';
+import { createPool } from '../db/postgres.js';
+import { STATE_SCHEMA } from '../db/schema.js';
+import type { EnrichedEvent } from '../domain/types.js';
+import { configError } from '../errors.js';
+import { createLogger } from '../logger.js';
+import { assertPostgresReachable } from '../runtime.js';
+import { createMetrics } from '../server/metrics.js';
+import { DeadLetterStore, type DeadLetterEntry, type DeadLetterRow } from '../sinks/dead-letter.js';
+import { ExternalSink } from '../sinks/external/external-sink.js';
+import { action, configFrom, withConfigOptions } from './common.js';
+
+const EXTERNAL_KEYS = [
+  'databaseUrl',
+  'externalUrl',
+  'externalSecret',
+  'externalConcurrency',
+  'externalMaxAttempts',
+  'externalTimeoutMs',
+  'logLevel',
+] as const;
+
+export function registerDlq(program: Command): void {
+  const dlq = program.command('dlq').description('dead letters: events a sink gave up on');
+
+  withConfigOptions(
+    dlq
+      .command('list')
+      .description('list pending dead letters, oldest first')
+      .option('--since <iso>', 'only rows that last failed at or after this time')
+      .option('--reason <text>', 'only rows whose last error contains this text')
+      .option('--sink <name>', 'only this sink (external, source)')
+      .option('--limit <n>', 'rows at most', '100')
+      .option('--include-replayed', 'also rows already replayed')
+      .option('--json', 'JSON lines instead of a table'),
+    ['databaseUrl'],
+  ).action(
+    action(async (options: Record<string, unknown>) => {
+      const config = configFrom(options);
+      const since = options.since ? parseInstant(String(options.since), '--since') : undefined;
+      const limit = parsePositive(options.limit, '--limit');
+      await withStore(requireDatabaseUrl(config), async (store) => {
+        const rows = await store.list({
+          since,
+          reason: options.reason as string | undefined,
+          sink: options.sink as string | undefined,
+          limit,
+          includeReplayed: options.includeReplayed === true,
+        });
+        if (options.json) {
+          for (const row of rows) process.stdout.write(`${JSON.stringify(row)}\n`);
+          return;
+        }
+        process.stdout.write(formatTable(rows));
+        process.stdout.write(`${rows.length} row(s)${rows.length === limit ? ` (limit ${limit})` : ''}\n`);
+      });
+    }),
+  );
+
+  withConfigOptions(
+    dlq
+      .command('replay')
+      .description('re-send external dead letters with the Idempotency-Key of the first attempt')
+      .option('--id <ids>', 'comma-separated dead-letter ids')
+      .option('--all', 'every pending external dead letter'),
+    EXTERNAL_KEYS,
+  ).action(
+    action(async (options: Record<string, unknown>) => {
+      const config = configFrom(options);
+      if (!options.id === !options.all) throw configError('dlq replay needs exactly one of --id or --all');
+      if (!config.externalUrl) throw configError('EXTERNAL_URL is not set', 'export EXTERNAL_URL=https://…');
+      const ids = options.id
+        ? String(options.id)
+            .split(',')
+            .map((s) => s.trim())
+        : null;
+      if (ids?.some((id) => !/^\d+$/.test(id)))
+        throw configError(`--id must be numeric ids, got ${String(options.id)}`);
+      const logger = createLogger(config.logLevel);
+      await withStore(requireDatabaseUrl(config), async (store) => {
+        const pending = (await store.list({ sink: 'external', limit: 1_000_000 })).filter(
+          (r) => ids === null || ids.includes(r.id),
+        );
+        if (ids) {
+          const missing = ids.filter((id) => !pending.some((r) => r.id === id));
+          if (missing.length > 0)
+            process.stderr.write(
+              `engagement: skipped ${missing.join(', ')}: not a pending external dead letter\n`,
+            );
+        }
+        const result = await replay(pending, store, config, logger);
+        process.stdout.write(
+          `replayed ${result.delivered} of ${pending.length} dead letter(s)` +
+            (result.failed > 0
+              ? `; ${result.failed} failed again and stay pending (engagement dlq list)`
+              : '') +
+            '\n',
+        );
+        return result.failed > 0 ? 1 : 0;
+      });
+    }),
+  );
+
+  withConfigOptions(
+    dlq
+      .command('purge')
+      .description('delete dead letters (pending and replayed) that last failed before a time')
+      .requiredOption('--before <iso>', 'delete rows whose last failure is before this time')
+      .option('--sink <name>', 'only this sink'),
+    ['databaseUrl'],
+  ).action(
+    action(async (options: Record<string, unknown>) => {
+      const config = configFrom(options);
+      const before = parseInstant(String(options.before), '--before');
+      await withStore(requireDatabaseUrl(config), async (_store, pool) => {
+        const result = await pool.query(
+          `DELETE FROM ${STATE_SCHEMA}.dead_letters WHERE last_failed_at < $1 AND ($2::text IS NULL OR sink = $2)`,
+          [before, (options.sink as string | undefined) ?? null],
+        );
+        process.stdout.write(
+          `purged ${result.rowCount ?? 0} dead letter(s) that last failed before ${before}\n`,
+        );
+      });
+    }),
+  );
+  // Usage errors of the subcommands exit 2 like every other command (see main.ts).
+  for (const command of dlq.commands) command.exitOverride();
+}
+
+/**
+ * Re-sends through the external sink itself (same signing, retries, breaker), one event per
+ * request so the Idempotency-Key is the event_id, exactly the key the dead letter was recorded
+ * under and the key of the first attempt (with EXTERNAL_BATCH_SIZE 1, the default). An event
+ * that fails again is recorded again by the sink (the pending row gains attempts and the new
+ * error); the others are marked replayed.
+ */
+async function replay(
+  rows: DeadLetterRow[],
+  store: DeadLetterStore,
+  config: ReturnType<typeof configFrom>,
+  logger: ReturnType<typeof createLogger>,
+): Promise<{ delivered: number; failed: number }> {
+  if (rows.length === 0) return { delivered: 0, failed: 0 };
+  const failedKeys = new Set<string>();
+  const recorder = {
+    record: async (entries: readonly DeadLetterEntry[]) => {
+      for (const e of entries) failedKeys.add(e.idempotencyKey);
+      await store.record(entries);
+    },
+  };
+  const sink = ExternalSink.fromConfig(
+    { ...config, externalBatchSize: 1, externalPolicy: 'best-effort' },
+    { deadLetters: recorder, metrics: createMetrics(), logger: logger.child({ sink: 'external' }) },
+  )!;
+  await sink.start();
+  try {
+    const signal = new AbortController().signal;
+    for (let i = 0; i < rows.length; i += 500) {
+      const slice = rows.slice(i, i + 500);
+      await sink.write(
+        {
+          seq: i,
+          stream: 'dlq-replay',
+          events: slice.map((r) => r.event as EnrichedEvent),
+          positions: slice.map((r) => `dlq:${r.id}`),
+          ackLsn: null,
+        },
+        signal,
+      );
+      await store.markReplayed(slice.filter((r) => !failedKeys.has(r.idempotencyKey)).map((r) => r.id));
+    }
+  } finally {
+    await sink.stop();
+  }
+  return { delivered: rows.length - failedKeys.size, failed: failedKeys.size };
+}
+
+async function withStore<T>(
+  databaseUrl: string,
+  fn: (store: DeadLetterStore, pool: ReturnType<typeof createPool>) => Promise<T>,
+): Promise<T> {
+  await assertPostgresReachable(databaseUrl);
+  const pool = createPool(databaseUrl, 2, 'engagement-dlq');
+  try {
+    return await fn(new DeadLetterStore(pool), pool);
+  } finally {
+    await pool.end().catch(() => undefined);
+  }
+}
+
+function formatTable(rows: DeadLetterRow[]): string {
+  const header = ['id', 'sink', 'event_id', 'attempts', 'last_failed_at', 'replayed', 'last_error'];
+  const body = rows.map((r) => [
+    r.id,
+    r.sink,
+    r.eventId ?? '-',
+    String(r.attempts),
+    r.lastFailedAt.slice(0, 19),
+    r.replayedAt ? r.replayedAt.slice(0, 19) : '-',
+    r.lastError.replace(/\s+/g, ' ').slice(0, 60),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i].length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]))
+      .join('  ')
+      .trimEnd() + '\n';
+  return line(header) + body.map(line).join('');
+}
+
+export function parseInstant(text: string, flag: string): string {
+  const ms = /^\d{4}-\d\d-\d\d/.test(text) ? Date.parse(text) : NaN;
+  if (Number.isNaN(ms))
+    throw configError(
+      `${flag} must be an ISO-8601 time like 2026-01-31T00:00:00Z, got ${JSON.stringify(text)}`,
+    );
+  return new Date(ms).toISOString();
+}
+
+function parsePositive(value: unknown, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1)
+    throw configError(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
+  return n;
+}

@@ -1,0 +1,132 @@
+import type { Command } from 'commander';
+import { requireDatabaseUrl } from '../config.js';
+import { createPool } from '../db/postgres.js';
+import {
+  readBackfills,
+  readDeadLetterDepth,
+  readSinkProgress,
+  readSlotStatus,
+  type BackfillRow,
+  type SinkProgressRow,
+  type SlotStatus,
+} from '../db/status-queries.js';
+import { assertPostgresReachable } from '../runtime.js';
+import { action, configFrom, withConfigOptions } from './common.js';
+
+export interface StatusReport {
+  slot: SlotStatus;
+  sinks: SinkProgressRow[];
+  deadLetters: { total: number; bySink: Record<string, number> };
+  backfills: BackfillRow[];
+  warnings: string[];
+}
+
+export function registerStatus(program: Command): void {
+  withConfigOptions(
+    program
+      .command('status')
+      .description('slot, confirmed LSN, lag, WAL retained, per-sink progress, dead letters, backfills')
+      .option('--json', 'machine-readable output'),
+    ['databaseUrl', 'slotName', 'slotLagWarnBytes'],
+  ).action(
+    action(async (options: Record<string, unknown>) => {
+      const config = configFrom(options);
+      const databaseUrl = requireDatabaseUrl(config);
+      await assertPostgresReachable(databaseUrl);
+      const pool = createPool(databaseUrl, 1, 'engagement-status');
+      try {
+        const [slot, sinks, bySink, backfills] = await Promise.all([
+          readSlotStatus(pool, config.slotName),
+          readSinkProgress(pool, config.slotName),
+          readDeadLetterDepth(pool),
+          readBackfills(pool),
+        ]);
+        const report: StatusReport = {
+          slot,
+          sinks,
+          deadLetters: { total: Object.values(bySink).reduce((a, b) => a + b, 0), bySink },
+          backfills,
+          warnings: warnings(slot, config.slotLagWarnBytes),
+        };
+        if (options.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        else process.stdout.write(render(report));
+        // Scripts can alert on it: 1 when the slot is gone or invalidated (data was lost).
+        return !slot.exists || slot.walStatus === 'lost' ? 1 : 0;
+      } finally {
+        await pool.end().catch(() => undefined);
+      }
+    }),
+  );
+}
+
+export function warnings(slot: SlotStatus, warnBytes: number): string[] {
+  const out: string[] = [];
+  if (!slot.exists) {
+    out.push(
+      `EP_ERR_SLOT_MISSING: slot ${slot.slotName} does not exist; if it existed before, run \`engagement migrate --recreate-slot\` and backfill the gap from the sinks' last committed time below`,
+    );
+  } else if (slot.walStatus === 'lost') {
+    out.push(
+      `EP_ERR_SLOT_INVALIDATED: Postgres removed WAL the slot still needed (max_slot_wal_keep_size); run \`engagement migrate --recreate-slot\`, then \`engagement backfill --from <last committed time below> --to now\``,
+    );
+  } else if (slot.walStatus === 'unreserved') {
+    out.push(
+      `slot ${slot.slotName} is about to be invalidated (wal_status unreserved): start the pipeline now or it will lose changes`,
+    );
+  }
+  if (slot.lagBytes !== null && slot.lagBytes > warnBytes) {
+    const keep = slot.maxSlotWalKeepSize;
+    out.push(
+      `slot lag ${bytes(slot.lagBytes)} exceeds ${bytes(warnBytes)}: Postgres keeps every WAL segment since the slot's confirmed position. ` +
+        (keep === '-1'
+          ? 'max_slot_wal_keep_size is -1 (unlimited), so the server disk can fill up; set it to cap the WAL a slot may hold (past the cap the slot is invalidated and the gap must be backfilled).'
+          : `max_slot_wal_keep_size is ${keep}: past it Postgres invalidates the slot (${slot.safeWalSizeBytes === null ? '?' : bytes(slot.safeWalSizeBytes)} left) and the gap must be backfilled.`),
+    );
+  }
+  return out;
+}
+
+function render(r: StatusReport): string {
+  const s = r.slot;
+  const lines: string[] = [];
+  lines.push(
+    `slot ${s.slotName}: ${!s.exists ? 'MISSING' : s.active ? 'active' : 'inactive'}${s.walStatus ? ` (wal_status ${s.walStatus})` : ''}`,
+  );
+  lines.push(`  confirmed LSN   ${s.confirmedLsn ?? '-'}   (server WAL at ${s.currentLsn})`);
+  lines.push(
+    `  lag             ${s.lagBytes === null ? '-' : bytes(s.lagBytes)}, ${s.lagSeconds === null ? '-' : `${s.lagSeconds.toFixed(1)} s`}`,
+  );
+  lines.push(
+    `  WAL retained    ${s.retainedBytes === null ? '-' : bytes(s.retainedBytes)} (max_slot_wal_keep_size ${s.maxSlotWalKeepSize})`,
+  );
+  lines.push('sinks:');
+  if (r.sinks.length === 0) lines.push('  (no deliveries recorded yet)');
+  for (const k of r.sinks) {
+    lines.push(
+      `  ${k.sink.padEnd(10)} last success ${k.lastSuccessAt}  lag ${k.lagSeconds === null ? '-' : `${k.lagSeconds.toFixed(3)} s`}  last committed ${k.lastCommittedAt ?? '-'}  events ${k.eventsTotal}`,
+    );
+  }
+  const bySink = Object.entries(r.deadLetters.bySink)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
+  lines.push(`dead letters: ${r.deadLetters.total} pending${bySink ? ` (${bySink})` : ''}`);
+  lines.push(`backfills in progress: ${r.backfills.length}`);
+  for (const b of r.backfills) {
+    lines.push(
+      `  #${b.id} ${b.fromTs} .. ${b.toTs} -> ${b.sinks}: ${b.rowsDone}/${b.rowsTotal ?? '?'} rows, ${b.live ? 'running' : `${b.status}, not running (re-run the same command to resume)`}`,
+    );
+  }
+  for (const w of r.warnings) lines.push(`warning: ${w}`);
+  return `${lines.join('\n')}\n`;
+}
+
+function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (Math.abs(v) >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u += 1;
+  }
+  return `${u === 0 ? v : v.toFixed(1)} ${units[u]}`;
+}
