@@ -2,9 +2,11 @@
 // Test entry point (`npm test`): starts one embedded Postgres 18 with wal_level=logical for
 // the whole run (each test file then creates its own database), checks Redis, and runs
 // node's test runner over the TypeScript tests through tsx.
-// Usage: node scripts/test.mjs [unit|integration|FILE...]
+// Usage: node scripts/test.mjs [unit|integration|faults|FILE...]
+// The fault-injection suite (test/faults, `npm run test:faults`) is slow and runs only when
+// asked for: `faults` mode, or its files named explicitly. It ends by regenerating RELIABILITY.md.
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -21,10 +23,14 @@ function listTests(dir) {
 }
 
 let files;
-if (args.length === 0) files = listTests(path.join(root, 'test'));
-else if (args[0] === 'unit' || args[0] === 'integration') files = listTests(path.join(root, 'test', args[0]));
+const faultsDir = path.join(root, 'test', 'faults');
+if (args.length === 0) files = listTests(path.join(root, 'test')).filter((f) => !f.startsWith(faultsDir + path.sep));
+else if (args[0] === 'unit' || args[0] === 'integration' || args[0] === 'faults')
+  files = listTests(path.join(root, 'test', args[0]));
 else files = args.map((f) => path.resolve(f));
 files.sort();
+// A full fault run starts a fresh table: rows of scenarios that no longer run must not linger.
+if (args[0] === 'faults') rmSync(path.join(root, 'test-results', 'reliability'), { recursive: true, force: true });
 
 const needsPostgres = files.some((f) => !f.includes(`${path.sep}unit${path.sep}`));
 
@@ -60,4 +66,9 @@ const child = spawn(
 );
 const code = await new Promise((resolve) => child.on('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0))));
 if (cluster) await cluster.stop().catch(() => undefined);
+if (args[0] === 'faults') {
+  // Regenerate the table from whatever scenarios recorded a row (failing ones included).
+  const report = spawn(process.execPath, [path.join(root, 'scripts', 'reliability-report.mjs')], { stdio: 'inherit' });
+  await new Promise((resolve) => report.on('exit', resolve));
+}
 process.exit(code);

@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../../src/db/embedded.js';
+import type { Runtime } from '../../src/runtime.js';
+import { freePort } from '../helpers/redis-server.js';
+import { createFaultHarness, sleep, waitCaughtUp, type FaultHarness } from './support/harness.js';
+import { assertExact, reconcile } from './support/reconcile.js';
+import { recordScenario } from './support/report.js';
+import { startTraffic } from './support/traffic.js';
+
+/**
+ * Postgres itself goes away mid-stream: a second embedded cluster this file owns (the shared
+ * test cluster stays up for the other files), stopped (fast shutdown: every connection,
+ * the walsender included, is terminated) and started again on the same port and data dir.
+ */
+describe('fault: Postgres restarted mid-stream', () => {
+  let cluster: EmbeddedPostgresHandle | null = null;
+  let h: FaultHarness;
+  let runtime: Runtime | null = null;
+  const dataDir = path.join(tmpdir(), `engagement-fault-pg-${process.pid}`);
+  let port = 0;
+  before(async () => {
+    port = await freePort();
+    cluster = await startEmbeddedPostgres({ dataDir, port, fresh: true });
+    h = await createFaultHarness({ adminUrl: cluster.url });
+  });
+  after(async () => {
+    await runtime?.stop().catch(() => undefined);
+    await h?.cleanup().catch(() => undefined);
+    await cluster?.stop().catch(() => undefined);
+  });
+
+  it('reconnects, resumes from the confirmed position, loses nothing, applies nothing twice', async () => {
+    runtime = await h.start();
+    const traffic = startTraffic(h.databaseUrl, 15);
+    let downMs = 0;
+    let cleared = 0;
+    try {
+      await sleep(2000);
+      for (let i = 0; i < 2; i++) {
+        const down = Date.now();
+        await cluster!.stop();
+        cluster = null;
+        await sleep(2500);
+        cluster = await startEmbeddedPostgres({ dataDir, port });
+        downMs = Date.now() - down;
+        cleared = Date.now();
+        await sleep(2500);
+      }
+    } finally {
+      await traffic.stop();
+    }
+    await waitCaughtUp(h);
+    const recoveryMs = Date.now() - cleared;
+    assert.equal(runtime.pipeline.isRunning, true, 'the pipeline kept running (no crash)');
+    await runtime.stop();
+    runtime = null;
+    const r = await reconcile(h);
+    const lost = h.logs.count(/replication stream lost/);
+    const resumed = h.logs.count(/replication stream resumed/);
+    recordScenario({
+      id: '02-postgres-restart',
+      scenario: 'Postgres restarted mid-stream ×2',
+      fault: `the source cluster stopped (fast shutdown) and started again twice, down ~${(downMs / 1000).toFixed(1)} s each, traffic retrying throughout (${traffic.failures} transactions failed while it was down)`,
+      reconciliation: r,
+      recoveryMs,
+      logLines: { 'replication stream lost': lost, 'replication stream resumed': resumed },
+    });
+    assertExact(r);
+    assert.equal(lost, 2, `one line per outage:\n${h.logs.problems()}`);
+    assert.equal(resumed, 2, 'one line per recovery');
+  });
+});
