@@ -66,7 +66,7 @@ export class BigQuerySink implements Sink {
   constructor(
     private readonly options: {
       target: BigQueryTarget;
-      deadLetters: DeadLetterStore;
+      deadLetters: Pick<DeadLetterStore, 'record'>;
       logger: Logger;
       /** e.g. an emulator or test server; Google's endpoint when absent. */
       apiEndpoint?: string;
