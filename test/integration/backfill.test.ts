@@ -1,0 +1,219 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { minuteBucketOfIso } from '../../src/domain/windows.js';
+import { startMockExternal, type RunningMockExternal } from '../../src/mock-external/server.js';
+import { BACKFILL_REDIS_HORIZON_MINUTES } from '../../src/sinks/redis/keys.js';
+import { runCli, spawnCli } from '../helpers/cli.js';
+import { duckdbQuery } from '../helpers/duckdb.js';
+import { CONTENT_IDS, createHarness, seedContent, type Harness } from '../helpers/pipeline.js';
+import { waitFor } from '../helpers/wait.js';
+
+/** Events spread over the content, some inside the Redis bucket retention, some days old. */
+async function insertHistory(h: Harness, n: number, offset: number, recentEvery = 2): Promise<void> {
+  await h.sql(
+    `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device, raw_payload)
+     SELECT ($1::uuid[])[1 + (g % 3)], gen_random_uuid(), (ARRAY['play','pause','finish','click'])[1 + (g % 4)],
+            CASE WHEN g % $4 = 0 THEN now() - make_interval(secs => (g % 300))
+                 ELSE now() - interval '2 days' - make_interval(secs => g) END,
+            CASE WHEN g % 7 = 3 THEN NULL WHEN g % 11 = 5 THEN -5 ELSE (g * 37) % 600000 END,
+            (ARRAY['ios','android','web-chrome', NULL])[1 + (g % 4)], jsonb_build_object('n', g)
+     FROM generate_series($2::int, $3::int) AS g`,
+    [CONTENT_IDS, offset + 1, offset + n, recentEvery],
+  );
+}
+
+function cliEnv(h: Harness, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: h.databaseUrl,
+    REDIS_URL: h.redis.url,
+    REDIS_PREFIX: h.redis.prefix,
+    ANALYTICS_URL: `duckdb:${h.duckdbFile}`,
+    LOG_LEVEL: 'warn',
+    ...extra,
+  };
+}
+
+/** Per (minute bucket, content) counts of Redis's minute buckets inside the backfill horizon. */
+async function redisBuckets(h: Harness, minutes: string[]): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const m of minutes) {
+    const flat = await h.redis.client.zrange(
+      `${h.redis.prefix}top:content:bucket:${m}`,
+      '0',
+      '-1',
+      'WITHSCORES',
+    );
+    for (let i = 0; i < flat.length; i += 2) out.set(`${m}/${flat[i]}`, Number(flat[i + 1]));
+  }
+  return out;
+}
+
+async function sqlBuckets(h: Harness, minutes: string[]): Promise<Map<string, number>> {
+  const rows = await h.sql<{ m: string; c: string; n: string }>(
+    `SELECT to_char(event_ts AT TIME ZONE 'UTC', 'YYYYMMDDHH24MI') AS m, content_id::text AS c, count(*)::text AS n
+       FROM engagement_events WHERE content_id IS NOT NULL
+        AND to_char(event_ts AT TIME ZONE 'UTC', 'YYYYMMDDHH24MI') = ANY($1) GROUP BY 1, 2`,
+    [minutes],
+  );
+  return new Map(rows.map((r) => [`${r.m}/${r.c}`, Number(r.n)]));
+}
+
+function horizonMinutes(): string[] {
+  const now = Date.now();
+  return Array.from({ length: BACKFILL_REDIS_HORIZON_MINUTES + 1 }, (_, i) =>
+    minuteBucketOfIso(new Date(now - i * 60_000).toISOString()),
+  );
+}
+
+describe('engagement backfill', () => {
+  let h: Harness;
+  before(async () => {
+    h = await createHarness();
+    await seedContent(h);
+  });
+  after(async () => h.cleanup());
+
+  it('writes exactly what SQL computes into DuckDB and Redis, and a re-run changes nothing', async () => {
+    await insertHistory(h, 2000, 0);
+    const args = ['backfill', '--from', '2000-01-01T00:00:00Z', '--to', 'now', '--chunk-size', '300'];
+    const first = await runCli(args, cliEnv(h));
+    assert.equal(first.code, 0, first.output);
+    assert.match(first.output, /done: 2000 rows/);
+    const check = async () => {
+      const duck = await duckdbQuery(
+        h.duckdbFile,
+        `SELECT event_id::VARCHAR AS id, engagement_seconds::VARCHAR AS secs, engagement_pct::VARCHAR AS pct, content_type
+           FROM engagement.events_enriched ORDER BY event_id`,
+      );
+      const pg = await h.sql<{
+        id: string;
+        secs: string | null;
+        pct: string | null;
+        content_type: string | null;
+      }>(
+        `SELECT e.id::text, CASE WHEN e.duration_ms < 0 THEN NULL ELSE round(e.duration_ms / 1000.0, 3)::text END AS secs,
+                CASE WHEN c.length_seconds IS NULL OR c.length_seconds = 0 OR e.duration_ms < 0 THEN NULL
+                     ELSE round((e.duration_ms / 1000.0) / c.length_seconds, 2)::text END AS pct, c.content_type
+           FROM engagement_events e LEFT JOIN content c ON c.id = e.content_id ORDER BY e.id`,
+      );
+      assert.deepEqual(duck, pg);
+      const minutes = horizonMinutes();
+      assert.deepEqual(await redisBuckets(h, minutes), await sqlBuckets(h, minutes));
+      // Old minutes are never resurrected, and the stream-owned totals are left alone.
+      const old = await h.redis.client.keys(`${h.redis.prefix}top:content:bucket:*`);
+      assert.ok(
+        old.every((k) => minutes.includes(k.split(':').pop()!)),
+        'only live buckets touched',
+      );
+      assert.equal((await h.redis.client.keys(`${h.redis.prefix}content:count:*`)).length, 0);
+    };
+    await check();
+    const second = await runCli(args, cliEnv(h));
+    assert.equal(second.code, 0, second.output);
+    assert.match(second.output, /redis: 0 events newly counted/);
+    await check();
+  });
+
+  it('runs concurrently with the live stream over the same rows without double counting anywhere', async () => {
+    await h.sql('TRUNCATE engagement_events');
+    const mock: RunningMockExternal = await startMockExternal();
+    const base = (await h.sql<{ n: string }>('SELECT count(*)::text AS n FROM engagement_events'))[0];
+    assert.equal(base.n, '0');
+    try {
+      // In the slot (inserted after migrate) and in the table: both paths will see them.
+      await insertHistory(h, 3000, 10_000, 1);
+      const before = Number(
+        (await h.sql<{ n: string }>('SELECT count(*)::text AS n FROM engagement_events'))[0].n,
+      );
+      const runtime = await h.start({ externalUrl: mock.url });
+      const backfill = spawnCli(
+        [
+          'backfill',
+          '--from',
+          '2000-01-01T00:00:00Z',
+          '--to',
+          'now',
+          '--sinks',
+          'redis,external',
+          '--chunk-size',
+          '250',
+        ],
+        cliEnv(h, { EXTERNAL_URL: mock.url }),
+      );
+      await insertHistory(h, 1000, 20_000, 1); // more while both run
+      const exit = await backfill.exited;
+      assert.equal(exit.code, 0, backfill.output());
+      const total = before + 1000;
+      const countSum = async () =>
+        (
+          await Promise.all(
+            CONTENT_IDS.map((id) => h.redis.client.get(`${h.redis.prefix}content:count:${id}`)),
+          )
+        ).reduce((s, c) => s + Number(c ?? 0), 0);
+      await waitFor('stream to deliver everything', async () => (await countSum()) === total, 30_000);
+      await runtime.stop();
+      const minutes = horizonMinutes();
+      assert.deepEqual(await redisBuckets(h, minutes), await sqlBuckets(h, minutes));
+      assert.equal(await countSum(), total);
+      const stats = (await (await fetch(`${mock.url}_stats`)).json()) as { uniqueEventIds: number };
+      assert.equal(stats.uniqueEventIds, total);
+      const duck = await duckdbQuery(
+        h.duckdbFile,
+        `SELECT count(*)::VARCHAR AS n FROM engagement.events_enriched WHERE event_id > 2000`,
+      );
+      assert.equal(duck[0].n, String(total));
+    } finally {
+      await mock.close();
+    }
+  });
+
+  it('resumes from stored progress after kill -9', async () => {
+    await h.sql('TRUNCATE engagement_events');
+    await insertHistory(h, 20_000, 100_000, 1_000_000);
+    const args = ['backfill', '--from', '2020-01-01T00:00:00Z', '--to', '2100-01-01T00:00:00Z'];
+    const flags = ['--sinks', 'analytics', '--chunk-size', '500', '--rate', '4000'];
+    const child = spawnCli([...args, ...flags], cliEnv(h));
+    await waitFor(
+      'some progress',
+      async () => {
+        const rows = await h.sql<{ n: string }>(
+          `SELECT rows_done::text AS n FROM engagement_pipeline.backfill_progress
+            WHERE from_ts = '2020-01-01T00:00:00Z' AND status = 'running'`,
+        );
+        return rows.length > 0 && Number(rows[0].n) >= 3000;
+      },
+      30_000,
+    );
+    child.child.kill('SIGKILL');
+    await child.exited;
+    const status = await runCli(['status', '--json'], cliEnv(h));
+    const report = JSON.parse(status.output.slice(status.output.indexOf('{')));
+    const pending = report.backfills.find((b: { fromTs: string }) => b.fromTs.startsWith('2020-01-01'));
+    assert.ok(pending && !pending.live && pending.rowsDone < 20_000, status.output);
+    const resumed = await runCli([...args, ...flags.slice(0, 4)], cliEnv(h));
+    assert.equal(resumed.code, 0, resumed.output);
+    assert.match(resumed.output, /resumed after \d+/);
+    const duck = await duckdbQuery(
+      h.duckdbFile,
+      `SELECT count(*)::VARCHAR AS n, count(DISTINCT event_id)::VARCHAR AS d FROM engagement.events_enriched WHERE event_id > 100000`,
+    );
+    assert.deepEqual(duck[0], { n: '20000', d: '20000' });
+  });
+
+  it('--dry-run writes nothing and bad flags exit 2 with one line', async () => {
+    const dry = await runCli(
+      ['backfill', '--from', '2000-01-01T00:00:00Z', '--to', 'now', '--dry-run'],
+      cliEnv(h),
+    );
+    assert.equal(dry.code, 0, dry.output);
+    assert.match(dry.output, /dry run: \d+ rows/);
+    const bad = await runCli(['backfill', '--from', 'yesterday', '--to', 'now'], cliEnv(h));
+    assert.equal(bad.code, 2);
+    assert.equal(bad.output.trim().split('\n').length, 1, bad.output);
+    const sinks = await runCli(
+      ['backfill', '--from', '2000-01-01', '--to', 'now', '--sinks', 'kafka'],
+      cliEnv(h),
+    );
+    assert.equal(sinks.code, 2);
+  });
+});
