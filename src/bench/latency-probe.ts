@@ -58,8 +58,8 @@ export class LatencyProbe {
     this.pollLoop = this.poll();
   }
 
-  /** Inserts one marker event for `contentId` (its own transaction) and starts watching it. */
-  async mark(pool: pg.Pool, contentId: string): Promise<void> {
+  /** Inserts one marker event for `contentId` (its own transaction), starts watching it; returns the ack time. */
+  async mark(pool: pg.Pool, contentId: string): Promise<number> {
     await pool.query(
       `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device, raw_payload)
        VALUES ($1, gen_random_uuid(), 'play', now(), 1000, 'bench-marker', '{"bench":"marker"}')`,
@@ -67,6 +67,7 @@ export class LatencyProbe {
     );
     const ackedAt = wallNow();
     this.pending.set(contentId, { contentId, ackedAt, seenAt: null, committedAt: null });
+    return ackedAt;
   }
 
   get outstanding(): number {

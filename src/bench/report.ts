@@ -20,6 +20,11 @@ export interface SteadyResult {
   keptUp: boolean;
   pipelineCpu: { seconds: number; events: number; microsPerEvent: number | null; coresUsed: number };
   pipelinePeakRssMb: number;
+  /**
+   * The seeds' approach on the same markers: a reader polling `WHERE id > last` every second;
+   * INSERT acknowledged -> row returned by a poll (no enrichment, no Redis: a lower bound).
+   */
+  pollingBaselineAckToSeen: LatencySummary | null;
 }
 
 export interface CatchupResult {
@@ -35,6 +40,9 @@ export interface CatchupResult {
     eventsPerSecondFromSpawn: number;
   };
   ratioToInsertRate: number;
+  /** A bare pg-logical-replication consumer that only counts, over the same backlog (its own slot). */
+  rawDecode: { seconds: number; eventsPerSecond: number } | null;
+  ratioToRawDecode: number | null;
   pipelineCpu: { seconds: number; microsPerEvent: number | null; coresUsed: number };
   pipelinePeakRssMb: number;
   pipelineHwmMb: number | null;
@@ -133,6 +141,24 @@ export function markdown(r: BenchReport): string {
         `${s.pipelineCpu.microsPerEvent ?? '–'} | ${s.pipelineCpu.coresUsed} | ${s.pipelinePeakRssMb} MB |`,
     );
   }
+  const polled = r.steady.filter((s) => s.pollingBaselineAckToSeen);
+  if (polled.length > 0) {
+    lines.push(
+      '',
+      "Baseline, the seeds' polling reader (`WHERE id > last` every second) on the same marker rows, INSERT acknowledged -> seen:",
+      '',
+      '| rate | pipeline: ack -> Redis-visible p50 / p99 | polling: ack -> row seen p50 / p99 | p50 ratio |',
+      '|---|---|---|---|',
+    );
+    for (const s of polled) {
+      const a = s.ackToRedisVisible;
+      const b = s.pollingBaselineAckToSeen!;
+      const ratio = a.p50Ms && b.p50Ms ? `${Math.round(b.p50Ms / a.p50Ms)}× faster` : '–';
+      lines.push(
+        `| ${s.targetRate} | ${ms(a.p50Ms)} / ${ms(a.p99Ms)} | ${ms(b.p50Ms)} / ${ms(b.p99Ms)} | ${ratio} |`,
+      );
+    }
+  }
   const c = r.catchup;
   if (c) {
     lines.push(
@@ -146,6 +172,9 @@ export function markdown(r: BenchReport): string {
         `holding all of them (${c.pipeline.seconds} s); ${c.pipeline.eventsPerSecondFromSpawn.toLocaleString('en-US')} events/s ` +
         `counting process start-up (${c.pipeline.secondsFromSpawn} s)`,
       `- ${c.ratioToInsertRate}× the raw insert rate of the same backlog`,
+      c.rawDecode
+        ? `- ${c.ratioToRawDecode}× the raw decode rate: a bare pg-logical-replication consumer that only counts decoded the same backlog at ${c.rawDecode.eventsPerSecond.toLocaleString('en-US')} events/s`
+        : '- raw decode rate not measured',
       `- pipeline CPU ${c.pipelineCpu.microsPerEvent ?? '–'} µs/event (${c.pipelineCpu.coresUsed} cores busy), ` +
         `peak RSS ${c.pipelinePeakRssMb} MB (VmHWM ${c.pipelineHwmMb ?? '–'} MB)`,
     );

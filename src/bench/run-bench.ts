@@ -12,6 +12,7 @@ import { createPool } from '../db/postgres.js';
 import { buildCatalog, DEFAULT_CATALOG_SEED, DEFAULT_CATALOG_SIZE } from '../generator/catalog.js';
 import { ensureCatalog, runGenerator } from '../generator/writer.js';
 import { redisKeys } from '../sinks/redis/keys.js';
+import { createRawSlot, measureRawDecode, PollingBaseline } from './baselines.js';
 import { CliChild, cliCommand, freePort, ROOT, waitForHttp } from './children.js';
 import { createMarkerContent, LatencyProbe, type MarkerResult } from './latency-probe.js';
 import { cpuSeconds, machineInfo, memory, round1, RssSampler } from './proc.js';
@@ -206,6 +207,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       rss.take();
       const probe = new LatencyProbe(redis, prefix, o.pollMs);
       probe.start();
+      const poller = new PollingBaseline(markerPool);
+      await poller.start();
       const stopMarkers = new AbortController();
       let markersInserted = 0;
       const markerLoop = (async () => {
@@ -215,7 +218,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           const wait = t0 + i * every - performance.now();
           if (wait > 0) await new Promise((r) => setTimeout(r, wait));
           if (stopMarkers.signal.aborted) break;
-          await probe.mark(markerPool, markerIds[i]);
+          poller.watch(markerIds[i], await probe.mark(markerPool, markerIds[i]));
           markersInserted += 1;
         }
       })();
@@ -230,6 +233,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       expected += gen.inserted + markersInserted;
       const genDone = performance.now();
       const markers = await probe.finish(30_000);
+      await new Promise((r) => setTimeout(r, 1100)); // one more poll for the last markers
+      await poller.stop();
       await waitUntil(allDelivered, 120_000);
       const drainSeconds = (performance.now() - genDone) / 1000;
       const after = await scrape();
@@ -257,6 +262,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         keptUp: gen.achievedRate >= rate * 0.98 && drainSeconds < 2,
         pipelineCpu: cpuSummary(cpu1 - cpu0, events, windowSeconds),
         pipelinePeakRssMb: rss.take(),
+        pollingBaselineAckToSeen: poller.latenciesMs.length > 0 ? summarize(poller.latenciesMs) : null,
       };
       report.steady.push(result);
       const v = result.commitToRedisVisible;
@@ -272,9 +278,14 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       checkAborted();
       o.log('catch-up: stopping the pipeline');
       await pipeline!.stop();
+      await createRawSlot(pool);
       o.log(`catch-up: inserting ${o.catchupEvents} events while the pipeline is stopped`);
       const ins = await runGenerator({ databaseUrl, rate: 1e9, count: o.catchupEvents, signal: o.signal });
       expected += ins.inserted;
+      checkAborted();
+      o.log('catch-up: a bare pgoutput consumer decodes the same backlog (its own slot)');
+      const rawDecode = await measureRawDecode(databaseUrl, pool, SLOT, ins.inserted);
+      o.log(`catch-up: raw decode ${rawDecode.eventsPerSecond} events/s`);
       checkAborted();
       const base = await redisCountSum();
       let profileDir: string | null = null;
@@ -335,6 +346,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           eventsPerSecondFromSpawn: Math.round(ins.inserted / fromSpawn),
         },
         ratioToInsertRate: Math.round((rate / insertRate) * 100) / 100,
+        rawDecode: { seconds: rawDecode.seconds, eventsPerSecond: rawDecode.eventsPerSecond },
+        ratioToRawDecode: Math.round((rate / rawDecode.eventsPerSecond) * 100) / 100,
         pipelineCpu: (({ seconds: s, microsPerEvent, coresUsed }) => ({
           seconds: s,
           microsPerEvent,
