@@ -31,7 +31,10 @@ export class ContentFeed {
     groupPrefix: string,
   ) {
     this.log = logger.child({ component: 'content-feed' });
-    this.consumer = kafka.consumer({ groupId: `${groupPrefix}.content.${randomUUID()}`, maxWaitTimeInMs: 200 });
+    this.consumer = kafka.consumer({
+      groupId: `${groupPrefix}.content.${randomUUID()}`,
+      maxWaitTimeInMs: 200,
+    });
     this.admin = kafka.admin();
   }
 
@@ -58,7 +61,10 @@ export class ContentFeed {
       },
     });
     await this.catchUp(60_000);
-    this.log.info({ topic: this.format.contentTopic, messages: this.applied }, 'content dimension loaded from Kafka');
+    this.log.info(
+      { topic: this.format.contentTopic, messages: this.applied },
+      'content dimension loaded from Kafka',
+    );
   }
 
   /** Resolves once every message the topic holds now has been applied (or after `timeoutMs`). */

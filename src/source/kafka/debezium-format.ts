@@ -69,7 +69,8 @@ function readChange(value: Buffer): Change {
   let payload = json;
   let schema: { fields?: FieldSchema[] } | undefined;
   if ('payload' in json && 'schema' in json) {
-    if (json.payload === null) return { op: 'tombstone', row: null, before: null, fields: new Map(), commitMicros: null };
+    if (json.payload === null)
+      return { op: 'tombstone', row: null, before: null, fields: new Map(), commitMicros: null };
     if (typeof json.payload !== 'object') throw new ValueError('payload is not an object');
     payload = json.payload as Record<string, unknown>;
     schema = json.schema as { fields?: FieldSchema[] };
@@ -77,8 +78,7 @@ function readChange(value: Buffer): Change {
   if (typeof payload.op === 'string' && ('after' in payload || 'before' in payload)) {
     // Debezium envelope: the row schema is the `after` (or `before`) struct's fields.
     const rowSchema = schema?.fields?.find((f) => f.field === 'after' || f.field === 'before') as
-      | { fields?: FieldSchema[] }
-      | undefined;
+      { fields?: FieldSchema[] } | undefined;
     const source = (payload.source ?? {}) as Record<string, unknown>;
     return {
       op: payload.op,
@@ -173,7 +173,8 @@ function decodeContentValue(key: Buffer | null, value: Buffer | null): WorkerRec
     if (!id) throw new ValueError('content delete without an id (REPLICA IDENTITY?)');
     return { kind: 'content-delete', id };
   }
-  if (change.op === 't') return { kind: 'skip', why: 'content truncate (dimension kept; lookups refresh it)' };
+  if (change.op === 't')
+    return { kind: 'skip', why: 'content truncate (dimension kept; lookups refresh it)' };
   if (!['c', 'r', 'u'].includes(change.op)) throw new ValueError(`unknown op '${change.op}'`);
   if (!change.row) throw new ValueError(`op ${change.op} without an after row`);
   const raw = change.row;

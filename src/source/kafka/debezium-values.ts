@@ -64,7 +64,8 @@ export function decodeInteger(value: unknown, schema?: FieldSchema): number | nu
   if (typeof value === 'object' && value !== null && 'value' in value && 'scale' in value) {
     // io.debezium.data.VariableScaleDecimal: {"scale": n, "value": base64}
     const v = value as { value: unknown; scale: unknown };
-    if (typeof v.value === 'string' && typeof v.scale === 'number') return decimalBytesToInteger(v.value, v.scale);
+    if (typeof v.value === 'string' && typeof v.scale === 'number')
+      return decimalBytesToInteger(v.value, v.scale);
   }
   throw new ValueError('not an integer');
 }

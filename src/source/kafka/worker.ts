@@ -93,12 +93,21 @@ export class KafkaWorker {
 
   async stop(): Promise<void> {
     // disconnect() waits for the running eachBatch calls, then leaves the group.
-    await this.consumer.disconnect().catch((err) => this.log.warn(`leaving the group: ${describeError(err)}`));
+    await this.consumer
+      .disconnect()
+      .catch((err) => this.log.warn(`leaving the group: ${describeError(err)}`));
   }
 
-  private async eachBatch({ batch, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
+  private async eachBatch({
+    batch,
+    heartbeat,
+    isRunning,
+    isStale,
+    resolveOffset,
+  }: EachBatchPayload): Promise<void> {
     if (this.refused || batch.messages.length === 0) return;
     const { topic, partition } = batch;
+    const startedAt = performance.now();
     const decoded = batch.messages.map((m) => ({
       m,
       record: this.options.format.decodeEvent(m.key, m.value, m.timestamp),
@@ -150,8 +159,18 @@ export class KafkaWorker {
       clearInterval(beat);
     }
     this.delivered += events.length;
+    this.log.debug(
+      {
+        partition,
+        messages: batch.messages.length,
+        events: events.length,
+        ms: Math.round(performance.now() - startedAt),
+      },
+      'partition batch delivered',
+    );
     if (!isRunning() || isStale()) return; // revoked meanwhile: the next owner re-reads, sinks dedupe
     const last = batch.messages[batch.messages.length - 1].offset;
+    resolveOffset(last); // this process's fetch position; the group's position is the commit below
     try {
       await this.consumer.commitOffsets([{ topic, partition, offset: (BigInt(last) + 1n).toString() }]);
     } catch (err) {
@@ -162,13 +181,17 @@ export class KafkaWorker {
 
   private enrichOne(record: Extract<WorkerRecord, { kind: 'event' }>, processedAt: string): EnrichedEvent {
     const { row } = record;
-    const content = row.content_id === null ? undefined : (this.options.dimension.peek(row.content_id) ?? undefined);
+    const content =
+      row.content_id === null ? undefined : (this.options.dimension.peek(row.content_id) ?? undefined);
     const { event, issues } = enrich(row, content, record.committedAt, processedAt);
     this.options.metrics.eventsReceived.inc();
     for (const reason of issues) {
       this.options.metrics.enrichmentIssues.inc({ reason });
       if (reason === 'negative_duration') {
-        this.log.warn({ event_id: row.id, duration_ms: row.duration_ms }, 'negative duration_ms: derived fields set to NULL');
+        this.log.warn(
+          { event_id: row.id, duration_ms: row.duration_ms },
+          'negative duration_ms: derived fields set to NULL',
+        );
       }
     }
     return event;
@@ -178,7 +201,9 @@ export class KafkaWorker {
   private async ensureContent(records: WorkerRecord[]): Promise<void> {
     const unknown = () =>
       records.flatMap((r) =>
-        r.kind === 'event' && r.row.content_id !== null && this.options.dimension.peek(r.row.content_id) === undefined
+        r.kind === 'event' &&
+        r.row.content_id !== null &&
+        this.options.dimension.peek(r.row.content_id) === undefined
           ? [r.row.content_id]
           : [],
       );

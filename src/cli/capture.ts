@@ -1,0 +1,127 @@
+import type { Command } from 'commander';
+import { Partitioners } from 'kafkajs';
+import { requireDatabaseUrl } from '../config.js';
+import { assertReplicationReady } from '../db/migrate.js';
+import { createPool, withClient } from '../db/postgres.js';
+import { configError, describeError } from '../errors.js';
+import { createLogger } from '../logger.js';
+import { assertPostgresReachable, deadLetterBadRow } from '../runtime.js';
+import { createMetrics } from '../server/metrics.js';
+import { DeadLetterStore } from '../sinks/dead-letter.js';
+import { KafkaCapture } from '../source/kafka/capture.js';
+import {
+  CONTENT_TOPIC,
+  EVENTS_TOPIC,
+  createKafka,
+  kafkaUnreachable,
+  parseBrokers,
+} from '../source/kafka/client.js';
+import { action, configFrom, withConfigOptions } from './common.js';
+import { waitForShutdownSignal } from './signals.js';
+
+const CAPTURE_CONFIG_KEYS = [
+  'databaseUrl',
+  'kafkaBrokers',
+  'slotName',
+  'publicationName',
+  'batchMaxRows',
+  'batchMaxWaitMs',
+  'maxInFlightBatches',
+  'logLevel',
+] as const;
+
+export function registerCapture(program: Command): void {
+  withConfigOptions(
+    program
+      .command('capture')
+      .description(
+        `scale-out mode: stream the replication slot into Kafka (${EVENTS_TOPIC}, ${CONTENT_TOPIC}); workers do the rest`,
+      )
+      .option('--to-kafka', 'publish to Kafka (the only capture target)'),
+    CAPTURE_CONFIG_KEYS,
+  ).action(
+    action(async (options: Record<string, unknown>) => {
+      if (!options.toKafka) throw configError('capture needs --to-kafka', 'engagement capture --to-kafka');
+      const config = configFrom(options);
+      const brokers = parseBrokers(config.kafkaBrokers);
+      const databaseUrl = requireDatabaseUrl(config);
+      const logger = createLogger(config.logLevel);
+      await assertPostgresReachable(databaseUrl);
+      await withClient(databaseUrl, assertReplicationReady);
+
+      const kafka = createKafka(brokers, 'engagement-capture', logger);
+      // Idempotent + acks=all + one request in flight: retries never duplicate or reorder
+      // within a partition, so each partition is a gap-free prefix of the stream.
+      // The Java client's murmur2 partitioner, so keys land where other Kafka tools expect them.
+      const producer = kafka.producer({
+        idempotent: true,
+        maxInFlightRequests: 1,
+        createPartitioner: Partitioners.DefaultPartitioner,
+        retry: { retries: Number.MAX_SAFE_INTEGER, maxRetryTime: 30_000 },
+      });
+      try {
+        await producer.connect();
+      } catch (err) {
+        throw kafkaUnreachable(brokers, err);
+      }
+      await ensureTopics(kafka, logger);
+      const pool = createPool(databaseUrl, 2, 'engagement-capture');
+      const metrics = createMetrics();
+      const capture = new KafkaCapture({
+        databaseUrl,
+        slotName: config.slotName,
+        publicationName: config.publicationName,
+        pool,
+        producer,
+        logger,
+        metrics,
+        maxRows: config.batchMaxRows,
+        maxWaitMs: config.batchMaxWaitMs,
+        maxInFlight: config.maxInFlightBatches,
+        onBadRow: deadLetterBadRow(new DeadLetterStore(pool)),
+      });
+      const shutdown = async () => {
+        await capture.stop();
+        await producer.disconnect().catch(() => undefined);
+        await pool.end().catch(() => undefined);
+      };
+      try {
+        await capture.start();
+      } catch (err) {
+        await shutdown();
+        throw err;
+      }
+      process.stdout.write(
+        `engagement capture running: slot ${config.slotName} -> Kafka ${brokers.join(',')}\n`,
+      );
+      const signal = await waitForShutdownSignal();
+      logger.info({ signal }, 'draining');
+      await shutdown();
+      logger.info({ published: capture.published }, 'stopped cleanly');
+    }),
+  );
+}
+
+/**
+ * engagement.content must be compacted (latest row per content id). Created here when the
+ * cluster allows it; otherwise (no rights, or a broker that refuses CreateTopics like
+ * librdkafka's mock cluster) topics auto-create and the operator sets cleanup.policy.
+ */
+async function ensureTopics(kafka: ReturnType<typeof createKafka>, logger: ReturnType<typeof createLogger>) {
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+    const existing = new Set(await admin.listTopics());
+    const wanted = [
+      { topic: EVENTS_TOPIC },
+      { topic: CONTENT_TOPIC, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] },
+    ].filter((t) => !existing.has(t.topic));
+    if (wanted.length > 0) await admin.createTopics({ topics: wanted, waitForLeaders: true });
+  } catch (err) {
+    logger.warn(
+      `could not create ${EVENTS_TOPIC}/${CONTENT_TOPIC} (${describeError(err)}); relying on auto-creation — make ${CONTENT_TOPIC} compacted (cleanup.policy=compact)`,
+    );
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}

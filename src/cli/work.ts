@@ -1,0 +1,146 @@
+import type { Command } from 'commander';
+import { requireDatabaseUrl } from '../config.js';
+import { createPool } from '../db/postgres.js';
+import { STATE_SCHEMA_SQL } from '../db/schema.js';
+import { configError, describeError, type PipelineError } from '../errors.js';
+import { createLogger } from '../logger.js';
+import { Fanout } from '../pipeline/fanout.js';
+import { assertPostgresReachable, createSinks } from '../runtime.js';
+import { createMetrics } from '../server/metrics.js';
+import { DeadLetterStore } from '../sinks/dead-letter.js';
+import type { Sink } from '../sinks/sink.js';
+import { ContentDimension } from '../source/content-dimension.js';
+import { createKafka, kafkaUnreachable, parseBrokers } from '../source/kafka/client.js';
+import { ContentFeed } from '../source/kafka/content-feed.js';
+import { debeziumFormat } from '../source/kafka/debezium-format.js';
+import { nativeFormat } from '../source/kafka/native-wire.js';
+import { KafkaWorker } from '../source/kafka/worker.js';
+import { action, configFrom, withConfigOptions } from './common.js';
+import { waitForShutdownSignal } from './signals.js';
+
+const WORK_CONFIG_KEYS = [
+  'databaseUrl',
+  'kafkaBrokers',
+  'redisUrl',
+  'redisPrefix',
+  'analyticsUrl',
+  'externalUrl',
+  'externalSecret',
+  'externalPolicy',
+  'externalBatchSize',
+  'externalConcurrency',
+  'externalMaxAttempts',
+  'externalTimeoutMs',
+  'batchMaxRows',
+  'logLevel',
+] as const;
+
+export function registerWork(program: Command): void {
+  withConfigOptions(
+    program
+      .command('work')
+      .description(
+        'scale-out mode: one worker of a consumer group (enrich + fan out what capture or Debezium published)',
+      )
+      .option('--from-kafka', 'consume from Kafka (the only work source)')
+      .option('--group <id>', 'consumer group; every worker of one deployment uses the same id')
+      .option(
+        '--format <format>',
+        'native (engagement capture) | debezium (a Debezium Postgres connector)',
+        'native',
+      )
+      .option(
+        '--topic-prefix <prefix>',
+        'Debezium topic.prefix (topics <prefix>.public.engagement_events, <prefix>.public.content)',
+      )
+      .option('--partitions-concurrently <n>', 'partitions this worker processes at once', '4'),
+    WORK_CONFIG_KEYS,
+  ).action(
+    action(async (options: Record<string, unknown>) => {
+      if (!options.fromKafka)
+        throw configError('work needs --from-kafka', 'engagement work --from-kafka --group G');
+      const group = options.group;
+      if (typeof group !== 'string' || !/^[A-Za-z0-9._-]{1,200}$/.test(group))
+        throw configError(
+          '--group is required (letters, digits, . _ -)',
+          'engagement work --from-kafka --group engagement',
+        );
+      const format = options.format;
+      if (format !== 'native' && format !== 'debezium')
+        throw configError(`--format must be native or debezium (got ${JSON.stringify(format)})`);
+      const prefix = options.topicPrefix;
+      if (format === 'debezium' && (typeof prefix !== 'string' || prefix === ''))
+        throw configError('--format debezium needs --topic-prefix (the connector topic.prefix)');
+      const concurrently = Number(options.partitionsConcurrently);
+      if (!Number.isInteger(concurrently) || concurrently < 1)
+        throw configError('--partitions-concurrently must be a positive integer');
+      const config = configFrom(options);
+      const brokers = parseBrokers(config.kafkaBrokers);
+      // Postgres holds the dead-letter table and answers content lookups on a miss.
+      const databaseUrl = requireDatabaseUrl(config);
+      const logger = createLogger(config.logLevel);
+      await assertPostgresReachable(databaseUrl);
+
+      const pool = createPool(databaseUrl, 4, 'engagement-worker');
+      await pool.query(STATE_SCHEMA_SQL); // idempotent: Debezium users may never have run `migrate`
+      const metrics = createMetrics();
+      const deadLetters = new DeadLetterStore(pool);
+      const { sinks } = createSinks(config, logger, metrics, deadLetters);
+      const kafka = createKafka(brokers, `engagement-worker-${group}`, logger);
+      const wire = format === 'native' ? nativeFormat : debeziumFormat(prefix as string);
+      const dimension = new ContentDimension(pool);
+      const feed = new ContentFeed(kafka, wire, dimension, logger, group);
+      const fanout = new Fanout({ sinks, metrics, logger });
+      let fatal!: (err: PipelineError) => void;
+      const fatalError = new Promise<PipelineError>((resolve) => (fatal = resolve));
+      const worker = new KafkaWorker({
+        kafka,
+        group,
+        format: wire,
+        fanout,
+        dimension,
+        feed,
+        deadLetters,
+        metrics,
+        logger,
+        batchMaxRows: config.batchMaxRows,
+        partitionsConcurrently: concurrently,
+        exclusive: config.analyticsUrl.startsWith('duckdb:'),
+        onFatal: fatal,
+      });
+      const started: Sink[] = [];
+      const shutdown = async () => {
+        await worker.stop();
+        await feed.stop();
+        for (const sink of started) {
+          await sink.stop().catch((err) => logger.warn(`stopping sink ${sink.name}: ${describeError(err)}`));
+        }
+        await pool.end().catch(() => undefined);
+      };
+      try {
+        // Sinks first: a second DuckDB writer on this machine fails here (EP_ERR_ANALYTICS_LOCKED).
+        for (const sink of sinks) {
+          await sink.start();
+          started.push(sink);
+        }
+        try {
+          await feed.start();
+          await worker.start();
+        } catch (err) {
+          throw kafkaUnreachable(brokers, err);
+        }
+      } catch (err) {
+        await shutdown();
+        throw err;
+      }
+      process.stdout.write(
+        `engagement worker running: group ${group}, ${wire.name} format, topic ${wire.eventsTopic}\n`,
+      );
+      const outcome = await Promise.race([waitForShutdownSignal(), fatalError]);
+      logger.info(typeof outcome === 'string' ? { signal: outcome } : {}, 'draining');
+      await shutdown();
+      if (typeof outcome !== 'string') throw outcome;
+      logger.info({ delivered: worker.delivered }, 'stopped cleanly');
+    }),
+  );
+}

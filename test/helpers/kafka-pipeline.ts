@@ -1,0 +1,79 @@
+import { spawnCli, type CliProcess } from './cli.js';
+import { CONTENT_IDS, type Harness } from './pipeline.js';
+import { waitFor } from './wait.js';
+
+/** Starts `engagement capture --to-kafka` and waits until it streams the slot. */
+export async function startCapture(env: Record<string, string>): Promise<CliProcess> {
+  const p = spawnCli(['capture', '--to-kafka'], env);
+  await waitFor(
+    'capture streaming',
+    () => /replication streaming/.test(p.output()) || p.child.exitCode !== null,
+    30_000,
+  );
+  if (p.child.exitCode !== null) throw new Error(`capture exited: ${p.output()}`);
+  return p;
+}
+
+/** Starts one `engagement work --from-kafka` and waits until it joined its group. */
+export async function startWorker(env: Record<string, string>, args: string[] = []): Promise<CliProcess> {
+  const p = spawnCli(['work', '--from-kafka', ...args], env);
+  await waitFor('worker joined', () => /joined group/.test(p.output()) || p.child.exitCode !== null, 60_000);
+  if (p.child.exitCode !== null) throw new Error(`worker exited: ${p.output()}`);
+  return p;
+}
+
+/** Partitions a worker was given in its latest group generation. */
+export function assignedPartitions(p: CliProcess): number[] {
+  const all = [...p.output().matchAll(/partitions (none|[\d,]+)"/g)];
+  const last = all.at(-1)?.[1];
+  return !last || last === 'none' ? [] : last.split(',').map(Number);
+}
+
+/** Inserts `n` events in transactions of `perTx` rows with a short pause between them. */
+export async function insertTraffic(h: Harness, n: number, perTx = 100, pauseMs = 10): Promise<void> {
+  for (let done = 0; done < n; done += perTx) {
+    const count = Math.min(perTx, n - done);
+    await h.sql(
+      `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device, raw_payload)
+       SELECT ($1::uuid[])[1 + (g % 3)], gen_random_uuid(), 'play', now(), (g * 37) % 600000,
+              (ARRAY['ios','android','web-chrome','tv'])[1 + (g % 4)], jsonb_build_object('n', g)
+       FROM generate_series($2::int, $3::int) AS g`,
+      [CONTENT_IDS, done + 1, done + count],
+    );
+    if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
+  }
+}
+
+export async function redisTotal(h: Harness): Promise<number> {
+  const counts = await Promise.all(
+    CONTENT_IDS.map((id) => h.redis.client.get(`${h.redis.prefix}content:count:${id}`)),
+  );
+  return counts.reduce((sum, c) => sum + Number(c ?? 0), 0);
+}
+
+export async function redisTopSum(h: Harness): Promise<number> {
+  const top = await h.redis.client.zrange(`${h.redis.prefix}top:content:10m`, '0', '-1', 'WITHSCORES');
+  let sum = 0;
+  for (let i = 1; i < top.length; i += 2) sum += Number(top[i]);
+  return sum;
+}
+
+export async function externalStats(
+  url: string,
+): Promise<{ uniqueEventIds: number; duplicates: number; events: number }> {
+  return (await (await fetch(`${url}_stats`)).json()) as {
+    uniqueEventIds: number;
+    duplicates: number;
+    events: number;
+  };
+}
+
+/** SIGINT and wait; returns the exit code. */
+export async function stopCli(p: CliProcess): Promise<number | null> {
+  if (p.child.exitCode !== null) return p.child.exitCode;
+  p.child.kill('SIGINT');
+  const timer = setTimeout(() => p.child.kill('SIGKILL'), 20_000);
+  const { code } = await p.exited;
+  clearTimeout(timer);
+  return code;
+}
