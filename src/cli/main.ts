@@ -27,6 +27,9 @@ for (const register of [
   registerBench,
   registerCapture,
   registerWork,
+  registerBackfill,
+  registerDlq,
+  registerStatus,
 ]) {
   register(program);
 }
