@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Kafka, logLevel } from 'kafkajs';
+import * as fx from '../fixtures/debezium.js';
+import type { CliProcess } from '../helpers/cli.js';
+import { duckdbQuery } from '../helpers/duckdb.js';
+import { kcatAvailable, startKafkaMock, type KafkaMock } from '../helpers/kafka-mock.js';
+import { startWorker, stopCli } from '../helpers/kafka-pipeline.js';
+import { createHarness, type Harness } from '../helpers/pipeline.js';
+import { waitFor } from '../helpers/wait.js';
+
+const skip = kcatAvailable()
+  ? false
+  : 'kcat (librdkafka mock cluster) is not installed: apt-get install kcat';
+
+describe('work --format debezium: a Debezium Postgres connector fixture set', { skip }, () => {
+  let kafka: KafkaMock;
+  let h: Harness;
+  let env: Record<string, string>;
+  const procs: CliProcess[] = [];
+
+  before(async () => {
+    kafka = await startKafkaMock(3);
+    h = await createHarness();
+    const client = new Kafka({ brokers: kafka.brokers.split(','), logLevel: logLevel.NOTHING });
+    const producer = client.producer();
+    await producer.connect();
+    // One partition per topic, in order, so "a malformed message never stalls its partition" is observable.
+    await producer.send({
+      topic: `${fx.PREFIX}.public.content`,
+      messages: fx.contentMessages.map((m) => ({ ...m, partition: 0 })),
+    });
+    await producer.send({
+      topic: `${fx.PREFIX}.public.engagement_events`,
+      messages: fx.eventMessages.map((m) => ({ ...m, partition: 0 })),
+    });
+    await producer.disconnect();
+    env = {
+      DATABASE_URL: h.databaseUrl,
+      KAFKA_BROKERS: kafka.brokers,
+      REDIS_URL: h.redis.url,
+      REDIS_PREFIX: h.redis.prefix,
+      ANALYTICS_URL: `duckdb:${h.duckdbFile}`,
+    };
+  });
+  after(async () => {
+    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    await h?.cleanup();
+    await kafka?.stop();
+  });
+
+  it('enriches c/r events of every shape, counts u/d, skips tombstones, dead-letters malformed messages', async () => {
+    const worker = await startWorker(env, [
+      '--group',
+      'dbz-1',
+      '--format',
+      'debezium',
+      '--topic-prefix',
+      fx.PREFIX,
+    ]);
+    procs.push(worker);
+    await waitFor(
+      'the event after the malformed ones in Redis',
+      async () => (await h.redis.client.get(`${h.redis.prefix}content:count:${fx.UNKNOWN}`)) === '1',
+      30_000,
+      100,
+    );
+    const dead = await h.sql<{ source: string; last_error: string; sink: string }>(
+      'SELECT sink, source, last_error FROM engagement_pipeline.dead_letters ORDER BY id',
+    );
+    assert.equal(dead.length, 2, JSON.stringify(dead));
+    assert.ok(
+      dead.every((d) => d.sink === 'source' && /^dbz\.public\.engagement_events\/0@\d+$/.test(d.source)),
+    );
+    assert.match(dead[0].last_error, /not JSON/);
+    assert.match(dead[1].last_error, /timestamp 'infinity'/);
+
+    // Redis: the updates and deletes of events did not count; 1 and 4 on C1.
+    const counts = await Promise.all(
+      [fx.C1, fx.C2, fx.C3, fx.C4].map((id) => h.redis.client.get(`${h.redis.prefix}content:count:${id}`)),
+    );
+    assert.deepEqual(counts, ['2', '1', '1', null]);
+    assert.equal(await stopCli(worker), 0, worker.output().slice(-3000));
+
+    const rows = await duckdbQuery(
+      h.duckdbFile,
+      `SELECT event_id, content_type, length_seconds, engagement_seconds::VARCHAR AS secs,
+              engagement_pct::VARCHAR AS pct, strftime(event_ts, '%Y-%m-%dT%H:%M:%S.%f') AS ts,
+              strftime(committed_at, '%Y-%m-%dT%H:%M:%S.%f') AS committed, raw_payload::VARCHAR AS raw
+       FROM engagement.events_enriched ORDER BY event_id`,
+    );
+    const pick = (r: Record<string, unknown>) => [
+      r.event_id,
+      r.content_type,
+      r.length_seconds,
+      r.secs,
+      r.pct,
+    ];
+    assert.deepEqual(rows.map(pick), [
+      ['1', 'video', 300, '7.000', '0.02'], // 7,000 ms of 300 s
+      ['2', 'podcast', 600, '90.000', '0.15'], // length from the u event
+      ['3', 'newsletter', 300, '1.500', '0.01'], // decimal-encoded length; 0.005 rounds half away from zero
+      ['4', 'video', 300, null, null], // negative duration: derived fields NULL
+      ['7', null, null, '1.000', null], // content unknown to Kafka and Postgres
+    ]);
+    assert.equal(rows[0].ts, '2026-11-02T10:15:30.123456', 'ZonedTimestamp keeps microseconds');
+    assert.equal(rows[0].committed, new Date(1793000010123).toISOString().replace('Z', '').padEnd(26, '0'));
+    assert.equal(rows[3].committed, new Date(1793000013000).toISOString().replace('Z', '').padEnd(26, '0'));
+    assert.deepEqual(JSON.parse(String(rows[0].raw)), { n: 1 }, 'io.debezium.data.Json decoded');
+  });
+
+  it('a second worker with DuckDB in the same group refuses with one line and writes nothing', async () => {
+    const first = await startWorker(env, [
+      '--group',
+      'dbz-2',
+      '--format',
+      'debezium',
+      '--topic-prefix',
+      fx.PREFIX,
+    ]);
+    procs.push(first);
+    const other = `${h.duckdbFile}.other`;
+    const second = await startWorker({ ...env, ANALYTICS_URL: `duckdb:${other}` }, [
+      '--group',
+      'dbz-2',
+      '--format',
+      'debezium',
+      '--topic-prefix',
+      fx.PREFIX,
+    ]).catch((err: Error) => ({ failed: err.message }));
+    let out: string;
+    let code: number | null;
+    if ('failed' in second) {
+      out = second.failed;
+      code = 2;
+    } else {
+      procs.push(second);
+      code = (await second.exited).code;
+      out = second.output();
+    }
+    assert.equal(code, 2, out.slice(-2000));
+    assert.match(out, /engagement: EP_ERR_DUCKDB_SHARED_GROUP: .*group 'dbz-2'.*\(fix: /);
+    assert.equal(first.child.exitCode, null, 'the first worker keeps running');
+    const rows = await duckdbQuery(other, 'SELECT count(*) AS n FROM engagement.events_enriched').catch(
+      () => [{ n: '0' }],
+    );
+    assert.equal(String(rows[0].n), '0', 'the refusing worker wrote nothing');
+    assert.equal(await stopCli(first), 0);
+  });
+});
