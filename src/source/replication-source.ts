@@ -1,7 +1,7 @@
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { clientConfig, withClient } from '../db/postgres.js';
 import { readSlot, slotInvalidatedError } from '../db/migrate.js';
-import { compareLsn, lsnToBigInt } from '../domain/position.js';
+import { bigIntToLsn, compareLsn, lsnToBigInt } from '../domain/position.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../server/metrics.js';
@@ -18,6 +18,12 @@ export interface ReplicationSourceOptions {
   onDisconnect?: () => Promise<void>;
   /** Silence that counts as a dead connection (the server sends keepalives every ~30 s). */
   receiveTimeoutMs?: number;
+  /**
+   * True when everything handed to the handler has been durably delivered and confirmed
+   * (no open transaction, batch, or write in flight). Lets a keepalive confirm the server's
+   * sent position; see the heartbeat handler.
+   */
+  isIdle?: () => boolean;
 }
 
 /**
@@ -109,8 +115,26 @@ export class ReplicationSource {
       this.lastReceiveAt = Date.now();
       const lag = lsnToBigInt(lsn) - lsnToBigInt(this.confirmedLsn);
       this.options.metrics.replicationLagBytes.set(Number(lag > 0n ? lag : 0n));
-      // Answer with our own durable position, never the received one.
-      if (shouldRespond) void service.acknowledge(this.confirmedLsn).catch(() => undefined);
+      if (!shouldRespond) return;
+      // Answer with our own durable position, never the received one — except when nothing
+      // received is still unprocessed (our pipeline idle and the library's queue empty): then
+      // everything up to the keepalive's LSN (the server's sent position) is delivered, and
+      // confirming it is what lets Postgres shut down. A walsender at shutdown waits until
+      // the client confirms the shutdown checkpoint; confirming only commits and heartbeats,
+      // `pg_ctl stop -m fast` hung for as long as the pipeline stayed connected. The walsender
+      // exits only when the reply equals its sent position exactly, so send exactly that: the
+      // library adds 1 to what it is given (and a commit's confirmation is its end + 1, one
+      // byte past the sent position, which at shutdown never matched).
+      if (this.options.isIdle?.() && libraryQueueEmpty(service) && compareLsn(lsn, this.confirmedLsn) >= 0) {
+        const exact = bigIntToLsn(lsnToBigInt(lsn) - 1n);
+        if (compareLsn(exact, this.confirmedLsn) > 0) {
+          this.confirmedLsn = exact;
+          this.options.metrics.confirmedLsnBytes.set(Number(lsnToBigInt(exact)));
+        }
+        void service.acknowledge(exact).catch(() => undefined);
+        return;
+      }
+      void service.acknowledge(this.confirmedLsn).catch(() => undefined);
     });
     service.on('error', () => undefined); // surfaced through subscribe()'s rejection below
     let resolveStarted!: () => void;
@@ -144,6 +168,7 @@ export class ReplicationSource {
   ): Promise<void> {
     let current = first;
     let attempt = 0;
+    let lostAt = 0;
     for (;;) {
       let failure: unknown = null;
       try {
@@ -156,16 +181,22 @@ export class ReplicationSource {
       await this.options.onDisconnect?.();
       attempt += 1;
       const delay = Math.min(10_000, 250 * 2 ** Math.min(attempt, 6));
-      this.log.warn(
-        { retryInMs: delay },
+      // One warning per outage, not one per reconnect attempt (an outage of a minute would
+      // otherwise log a dozen lines for one problem); the retries go to debug.
+      this.log[attempt === 1 ? 'warn' : 'debug'](
+        { retryInMs: delay, attempt },
         `replication stream lost: ${failure ? describeError(failure) : 'connection closed'}`,
       );
+      if (attempt === 1) lostAt = Date.now();
       await sleep(delay);
       if (this.stopping) return;
       current = this.connect(handler);
       try {
         await current.started;
-        if (attempt > 1 || failure) this.log.info('replication stream resumed');
+        this.log.info(
+          { attempts: attempt },
+          `replication stream resumed after ${((Date.now() - lostAt) / 1000).toFixed(1)} s`,
+        );
         attempt = 0;
       } catch {
         // the loop logs and retries
@@ -184,6 +215,21 @@ export class ReplicationSource {
     }, 5_000);
     this.watchdog.unref();
   }
+}
+
+/**
+ * pg-logical-replication 2.5 (flow control on) queues XLogData and hands it to us one message
+ * at a time, but emits keepalives at once: a keepalive can overtake queued data. Peeks at its
+ * queue; an unknown layout (another version) counts as busy, which only disables the
+ * idle confirmation above.
+ */
+function libraryQueueEmpty(service: LogicalReplicationService): boolean {
+  const internals = service as unknown as { _messageQueue?: unknown; _processing?: unknown };
+  return (
+    Array.isArray(internals._messageQueue) &&
+    internals._messageQueue.length === 0 &&
+    internals._processing === false
+  );
 }
 
 function sleep(ms: number): Promise<void> {
