@@ -115,8 +115,12 @@ export function createSinks(
   logger: Logger,
   metrics: Metrics,
   deadLetters: DeadLetterStore,
+  options: { waitForAnalyticsLock?: boolean } = {},
 ): { sinks: Sink[]; redisSink: RedisSink } {
-  const analytics = createAnalyticsSink(config.analyticsUrl, logger, { deadLetters });
+  const analytics = createAnalyticsSink(config.analyticsUrl, logger, {
+    deadLetters,
+    waitWhileLocked: options.waitForAnalyticsLock,
+  });
   const redisSink = new RedisSink({
     url: config.redisUrl,
     prefix: config.redisPrefix,
@@ -174,7 +178,11 @@ export async function startRuntime(
   await withClient(databaseUrl, assertReplicationReady);
   const pool = createPool(databaseUrl, 4, 'engagement-pipeline');
   const deadLetters = new DeadLetterStore(pool);
-  const { sinks, redisSink } = createSinks(config, logger, metrics, deadLetters);
+  // Direct mode: a DuckDB file locked by another process holds the position and retries
+  // (the fan-out's write retry) instead of exiting into a restart loop.
+  const { sinks, redisSink } = createSinks(config, logger, metrics, deadLetters, {
+    waitForAnalyticsLock: true,
+  });
   const progress = new SinkProgressWriter(pool, config.slotName, logger);
   const pipeline = new Pipeline({
     databaseUrl,

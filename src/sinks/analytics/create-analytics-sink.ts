@@ -11,6 +11,8 @@ export interface AnalyticsSinkDeps {
   deadLetters?: DeadLetterStore;
   /** BIGQUERY_API_ENDPOINT (emulator/test server) and BIGQUERY_ACCESS_TOKEN are read from here. */
   env?: NodeJS.ProcessEnv;
+  /** DuckDB: wait for another writer's lock instead of failing start() (see DuckDbSink). */
+  waitWhileLocked?: boolean;
 }
 
 /** Picks the analytics destination from ANALYTICS_URL. */
@@ -18,7 +20,7 @@ export function createAnalyticsSink(url: string, logger: Logger, deps: Analytics
   const child = logger.child({ sink: 'analytics' });
   if (url.startsWith('duckdb:')) {
     const file = url.slice('duckdb:'.length).replace(/^\/\//, '') || './data/engagement.duckdb';
-    return new DuckDbSink({ path: file, logger: child });
+    return new DuckDbSink({ path: file, logger: child, waitWhileLocked: deps.waitWhileLocked });
   }
   if (url.startsWith('clickhouse://') || url.startsWith('clickhouses://')) {
     return new ClickHouseSink({ target: parseClickHouseUrl(url), logger: child });

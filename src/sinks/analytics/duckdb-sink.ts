@@ -79,11 +79,37 @@ export class DuckDbSink implements Sink {
   private catalog = '';
   private schema = '';
 
-  constructor(private readonly options: { path: string; logger: Logger }) {}
+  constructor(
+    private readonly options: {
+      path: string;
+      logger: Logger;
+      /**
+       * When another process holds the file's write lock at start: false (default) fails
+       * start() with EP_ERR_ANALYTICS_LOCKED (a scale-out worker must refuse, not queue up);
+       * true starts anyway and every write() retries the open and fails with that code until
+       * the lock is free. The direct pipeline sets it: its fan-out retries the write while the
+       * source position is held, so a lingering writer (an old instance still draining, an
+       * analyst's read-write session) delays the analytics copy instead of crash-looping the
+       * whole pipeline.
+       */
+      waitWhileLocked?: boolean;
+    },
+  ) {}
 
   async start(): Promise<void> {
     const file = this.options.path;
     if (file !== ':memory:') mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    try {
+      await this.open();
+    } catch (err) {
+      const locked = err instanceof PipelineError && err.code === ErrorCodes.ANALYTICS_LOCKED;
+      if (!locked || !this.options.waitWhileLocked) throw err;
+      // The fan-out logs the failing write once (with this code and the fix) and its recovery.
+    }
+  }
+
+  private async open(): Promise<void> {
+    const file = this.options.path;
     try {
       this.instance = await DuckDBInstance.create(file);
     } catch (err) {
@@ -118,6 +144,7 @@ export class DuckDbSink implements Sink {
    */
   async write(batch: Batch): Promise<void> {
     if (batch.events.length === 0) return;
+    if (!this.connection) await this.open();
     try {
       appendEvents(this.direct!, batch.events);
       this.direct!.flushSync();
