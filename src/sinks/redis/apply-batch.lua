@@ -10,13 +10,16 @@
 -- then per bitmap: a count n and n bit offsets; then three ARGV per op key: op, a, b
 --   i: INCRBY key a         s: SET key a EX b
 --   z: ZINCRBY key b a      e: EXPIRE key a
--- Returns 1 when applied; 0 when the whole batch is at or below the watermark (a replay);
+-- Returns 1 when applied; 2 when applied in stream mode where no watermark existed (a fresh
+-- Redis, or one that lost its data: the caller tells the two apart); 0 when the whole batch is
+-- at or below the watermark (a replay);
 -- the watermark itself when the batch straddles it (the caller trims and calls again);
 -- or {'dup', k1, j1, k2, j2, ...} naming offsets (bitmap k, j-th offset) already set, in
 -- which case nothing was changed: the caller drops those events' bucket ops and calls again.
 local stream = ARGV[1] == 's'
+local wm = false
 if stream then
-  local wm = redis.call('GET', KEYS[1])
+  wm = redis.call('GET', KEYS[1])
   if wm then
     if ARGV[3] <= wm then return 0 end
     if ARGV[2] <= wm then return wm end
@@ -86,5 +89,8 @@ for i = 2 + nseen, #KEYS do
   end
   base = base + 3
 end
-if stream then redis.call('SET', KEYS[1], ARGV[3]) end
+if stream then
+  redis.call('SET', KEYS[1], ARGV[3])
+  if not wm then return 2 end
+end
 return 1

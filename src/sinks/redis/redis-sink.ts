@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { windowBuckets } from '../../domain/windows.js';
-import { describeError } from '../../errors.js';
+import { describeError, ErrorCodes } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
 import { redisKeys, SEEN_TTL_SECONDS, WINDOW_MINUTES, type RedisKeys } from './keys.js';
@@ -10,8 +10,8 @@ import { leaderboardOps, seenArgs } from './leaderboard-ops.js';
 
 const APPLY_BATCH_LUA = readFileSync(new URL('./apply-batch.lua', import.meta.url), 'utf8');
 
-/** See apply-batch.lua: applied, replay, straddled watermark, or ['dup', k, j, ...]. */
-type ApplyResult = 0 | 1 | string | (string | number)[];
+/** See apply-batch.lua: applied, applied without a watermark, replay, straddled watermark, or ['dup', k, j, ...]. */
+type ApplyResult = 0 | 1 | 2 | string | (string | number)[];
 interface ScriptedRedis extends Redis {
   applyBatch(numKeys: number, ...keysAndArgs: string[]): Promise<ApplyResult>;
 }
@@ -51,6 +51,10 @@ export class RedisSink implements Sink {
   private ticker: NodeJS.Timeout | null = null;
   private lastRefresh = 0;
   private refreshing: Promise<void> | null = null;
+  /** Streams whose watermark this process has seen in Redis (to notice it vanishing). */
+  private readonly watermarked = new Set<string>();
+  /** Times Redis was found to have lost the stream's state (FLUSHALL, restart without persistence). */
+  stateLosses = 0;
 
   constructor(private readonly options: RedisSinkOptions) {
     this.keys = redisKeys(options.prefix);
@@ -70,8 +74,27 @@ export class RedisSink implements Sink {
 
   async write(batch: Batch): Promise<void> {
     if (batch.events.length === 0) return;
-    await this.apply('s', batch.events, batch.positions, this.keys.watermark(batch.stream));
+    const fresh = await this.apply('s', batch.events, batch.positions, this.keys.watermark(batch.stream));
+    if (fresh.noWatermark && this.watermarked.has(batch.stream)) this.reportStateLost(batch.stream);
+    this.watermarked.add(batch.stream);
     this.scheduleRefresh();
+  }
+
+  /**
+   * The watermark this process wrote is gone, so Redis lost its data (FLUSHALL, a restart
+   * without persistence, eviction, a failover to an empty replica). Writing goes on (new
+   * events count again at once), but what was applied before is missing and no replay can
+   * bring it back: the slot already confirmed it. One error line per loss, with the fix.
+   */
+  private reportStateLost(stream: string): void {
+    this.stateLosses += 1;
+    this.options.logger.error(
+      { stream },
+      `${ErrorCodes.REDIS_STATE_LOST}: the Redis watermark of stream ${stream} vanished while the pipeline was writing ` +
+        '(FLUSHALL, a restart without persistence, eviction or failover); leaderboards and counts miss the events applied before ' +
+        '(fix: `engagement backfill --from <ISO time 15 min ago> --to now --sinks redis` rebuilds the 10-minute windows; ' +
+        'content:count totals restart from the loss; enable Redis persistence (appendonly yes) and noeviction)',
+    );
   }
 
   /**
@@ -82,7 +105,7 @@ export class RedisSink implements Sink {
    */
   async writeBackfill(events: readonly EnrichedEvent[]): Promise<number> {
     if (events.length === 0) return 0;
-    const applied = await this.apply('b', events, [], this.keys.watermark('backfill'));
+    const { applied } = await this.apply('b', events, [], this.keys.watermark('backfill'));
     this.scheduleRefresh();
     return applied;
   }
@@ -93,14 +116,14 @@ export class RedisSink implements Sink {
     all: readonly EnrichedEvent[],
     allPositions: readonly string[],
     watermarkKey: string,
-  ): Promise<number> {
+  ): Promise<{ applied: number; noWatermark: boolean }> {
     let events = all;
     let positions = allPositions;
     const skip = new Set<number>();
     for (;;) {
       const seen = seenArgs(events, this.keys, skip);
       const ops = leaderboardOps(events, this.keys, { totals: mode === 's', skipBuckets: skip });
-      if (ops.keys.length === 0 && mode === 'b') return 0;
+      if (ops.keys.length === 0 && mode === 'b') return { applied: 0, noWatermark: false };
       const result = await this.redis.applyBatch(
         1 + seen.keys.length + ops.keys.length,
         watermarkKey,
@@ -114,8 +137,9 @@ export class RedisSink implements Sink {
         ...seen.args,
         ...ops.args,
       );
-      if (result === 0) return 0;
-      if (result === 1) return events.length - skip.size;
+      if (result === 0) return { applied: 0, noWatermark: false };
+      if (result === 1 || result === 2)
+        return { applied: events.length - skip.size, noWatermark: result === 2 };
       if (Array.isArray(result)) {
         // Counted already by the other writer (stream vs backfill): keep its totals, drop its buckets.
         for (let i = 1; i < result.length; i += 2) {
