@@ -14,7 +14,10 @@ const rows = existsSync(dir)
       .map((f) => JSON.parse(readFileSync(path.join(dir, f), 'utf8')))
   : [];
 
-const cell = (text) => String(text ?? '').replace(/\|/g, '\\|').replace(/\n/g, ' ');
+const cell = (text) =>
+  String(text ?? '')
+    .replace(/\|/g, '\\|')
+    .replace(/\n/g, ' ');
 const seconds = (ms) => (ms === null || ms === undefined ? '—' : `${(ms / 1000).toFixed(1)} s`);
 const n = (x) => Number(x).toLocaleString('en-US');
 
@@ -28,7 +31,9 @@ const table = [
       .join('<br>');
     const extra = [
       c.badRows ? `${n(c.badRows)} undecodable row(s) dead-lettered by the source` : '',
-      c.externalDeadLettered ? `${n(c.externalDeadLettered)} dead-lettered by the external sink (best-effort)` : '',
+      c.externalDeadLettered
+        ? `${n(c.externalDeadLettered)} dead-lettered by the external sink (best-effort)`
+        : '',
       r.notes ?? '',
       c.problems.length ? `problems: ${c.problems.join('; ')}` : '',
     ]
@@ -41,7 +46,10 @@ const table = [
 const total = rows.reduce((s, r) => s + r.reconciliation.events, 0);
 const failing = rows.filter((r) => !r.passed).length;
 const summary = rows.length
-  ? `${rows.length} scenarios, ${n(total)} events in all, ${failing === 0 ? 'every one reconciled exactly: 0 lost, 0 duplicated' : `**${failing} failing**`}. Last run: ${rows.map((r) => r.recordedAt).sort().pop()}.`
+  ? `${rows.length} scenarios, ${n(total)} events in all, ${failing === 0 ? 'every one reconciled exactly: 0 lost, 0 duplicated' : `**${failing} failing**`}. Last run: ${rows
+      .map((r) => r.recordedAt)
+      .sort()
+      .pop()}.`
   : 'No scenario results found: run `npm run test:faults`.';
 
 const template = readFileSync(path.join(root, 'docs', 'reliability-template.md'), 'utf8');

@@ -24,13 +24,15 @@ function listTests(dir) {
 
 let files;
 const faultsDir = path.join(root, 'test', 'faults');
-if (args.length === 0) files = listTests(path.join(root, 'test')).filter((f) => !f.startsWith(faultsDir + path.sep));
+if (args.length === 0)
+  files = listTests(path.join(root, 'test')).filter((f) => !f.startsWith(faultsDir + path.sep));
 else if (args[0] === 'unit' || args[0] === 'integration' || args[0] === 'faults')
   files = listTests(path.join(root, 'test', args[0]));
 else files = args.map((f) => path.resolve(f));
 files.sort();
 // A full fault run starts a fresh table: rows of scenarios that no longer run must not linger.
-if (args[0] === 'faults') rmSync(path.join(root, 'test-results', 'reliability'), { recursive: true, force: true });
+if (args[0] === 'faults')
+  rmSync(path.join(root, 'test-results', 'reliability'), { recursive: true, force: true });
 
 const needsPostgres = files.some((f) => !f.includes(`${path.sep}unit${path.sep}`));
 
@@ -68,7 +70,9 @@ const code = await new Promise((resolve) => child.on('exit', (c, signal) => reso
 if (cluster) await cluster.stop().catch(() => undefined);
 if (args[0] === 'faults') {
   // Regenerate the table from whatever scenarios recorded a row (failing ones included).
-  const report = spawn(process.execPath, [path.join(root, 'scripts', 'reliability-report.mjs')], { stdio: 'inherit' });
+  const report = spawn(process.execPath, [path.join(root, 'scripts', 'reliability-report.mjs')], {
+    stdio: 'inherit',
+  });
   await new Promise((resolve) => report.on('exit', resolve));
 }
 process.exit(code);

@@ -64,10 +64,14 @@ describe('fault: the replication connection cut and stalled', () => {
     recordScenario({
       id: '03-replication-cut',
       scenario: 'replication connection cut and stalled',
-      fault: 'a TCP proxy between the pipeline and Postgres: 3 resets of every connection, an 8 s stall (nothing forwarded, nothing closed), then a 4 s partition (reset + new connections refused)',
+      fault:
+        'a TCP proxy between the pipeline and Postgres: 3 resets of every connection, an 8 s stall (nothing forwarded, nothing closed), then a 4 s partition (reset + new connections refused)',
       reconciliation: r,
       recoveryMs,
-      logLines: { 'replication stream lost': lost, 'replication stream resumed': h.logs.count(/replication stream resumed/) },
+      logLines: {
+        'replication stream lost': lost,
+        'replication stream resumed': h.logs.count(/replication stream resumed/),
+      },
       notes: `${proxy.accepted} connections through the proxy`,
     });
     assertExact(r);

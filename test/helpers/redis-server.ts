@@ -14,14 +14,18 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** A private redis-server on a free loopback port, so a test can stop and restart it. */
+/**
+ * A private redis-server on a free loopback port, so a test can stop and restart it.
+ * `args` are appended (later ones win), e.g. `--appendonly yes --dir D` to survive a restart.
+ */
 export async function startRedisServer(
   port?: number,
+  args: string[] = [],
 ): Promise<{ url: string; port: number; stop(): Promise<void> }> {
   const p = port ?? (await freePort());
   const child: ChildProcess = spawn(
     'redis-server',
-    ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...args],
     {
       stdio: 'ignore',
     },

@@ -33,7 +33,10 @@ export interface FaultHarness {
   start(overrides?: Partial<Record<ConfigKey, unknown>>): Promise<Runtime>;
   /** Environment for `engagement run` as a child process. */
   env(extra?: Record<string, string>): Record<string, string>;
-  sql<T extends Record<string, unknown> = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]>;
+  sql<T extends Record<string, unknown> = Record<string, unknown>>(
+    text: string,
+    params?: unknown[],
+  ): Promise<T[]>;
   cleanup(): Promise<void>;
 }
 

@@ -23,7 +23,10 @@ export interface ScenarioRow {
 /** Written before the test asserts, so a failing scenario shows up in the table as failing. */
 export function recordScenario(row: ScenarioRow): void {
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const passed = row.reconciliation.lost === 0 && row.reconciliation.duplicated === 0 && row.reconciliation.problems.length === 0;
+  const passed =
+    row.reconciliation.lost === 0 &&
+    row.reconciliation.duplicated === 0 &&
+    row.reconciliation.problems.length === 0;
   writeFileSync(
     path.join(RESULTS_DIR, `${row.id}.json`),
     `${JSON.stringify({ ...row, passed, recordedAt: new Date().toISOString() }, null, 2)}\n`,
