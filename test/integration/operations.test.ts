@@ -1,0 +1,172 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { startMockExternal, type RunningMockExternal } from '../../src/mock-external/server.js';
+import { runCli } from '../helpers/cli.js';
+import { createHarness, insertEvents, seedContent, type Harness } from '../helpers/pipeline.js';
+import { waitFor } from '../helpers/wait.js';
+
+function cliEnv(h: Harness, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: h.databaseUrl,
+    REDIS_URL: h.redis.url,
+    REDIS_PREFIX: h.redis.prefix,
+    ANALYTICS_URL: `duckdb:${h.duckdbFile}`,
+    LOG_LEVEL: 'warn',
+    ...extra,
+  };
+}
+
+function jsonOf(output: string): any {
+  return JSON.parse(output.slice(output.indexOf('{')));
+}
+
+describe('operating the pipeline: dlq, status, heartbeat, slot safety', () => {
+  let h: Harness;
+  let mock: RunningMockExternal;
+  before(async () => {
+    h = await createHarness();
+    await seedContent(h);
+    mock = await startMockExternal();
+  });
+  after(async () => {
+    await mock.close();
+    await h.cleanup();
+  });
+
+  it('dlq replay delivers exactly the dead-lettered events with their original Idempotency-Key', async () => {
+    // The external system rejects 7 requests permanently: those events are dead-lettered at once.
+    await fetch(`${mock.url}_control`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ mode: 'reject400', count: 7 }),
+    });
+    const runtime = await h.start({ externalUrl: mock.url, externalConcurrency: 1 });
+    try {
+      await insertEvents(h, 50);
+      await waitFor('7 dead letters', async () => {
+        const [{ n }] = await h.sql<{ n: string }>(
+          `SELECT count(*)::text AS n FROM engagement_pipeline.dead_letters WHERE sink = 'external' AND replayed_at IS NULL`,
+        );
+        return n === '7';
+      });
+      await waitFor('43 delivered', async () => {
+        const stats = (await (await fetch(`${mock.url}_stats`)).json()) as { uniqueEventIds: number };
+        return stats.uniqueEventIds === 43;
+      });
+    } finally {
+      await runtime.stop();
+    }
+    const list = await runCli(['dlq', 'list', '--json'], cliEnv(h));
+    assert.equal(list.code, 0, list.output);
+    const rows = list.output
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l));
+    assert.equal(rows.length, 7);
+    const table = await runCli(['dlq', 'list', '--reason', '400'], cliEnv(h));
+    assert.match(table.output, /7 row\(s\)/);
+    const requestsBefore = ((await (await fetch(`${mock.url}_stats`)).json()) as { accepted: number })
+      .accepted;
+    const replay = await runCli(['dlq', 'replay', '--all'], cliEnv(h, { EXTERNAL_URL: mock.url }));
+    assert.equal(replay.code, 0, replay.output);
+    assert.match(replay.output, /replayed 7 of 7/);
+    const stats = (await (await fetch(`${mock.url}_stats`)).json()) as {
+      uniqueEventIds: number;
+      accepted: number;
+      duplicates: number;
+      duplicateEvents: number;
+    };
+    assert.equal(stats.uniqueEventIds, 50);
+    assert.equal(stats.accepted - requestsBefore, 7, 'exactly the missing events were sent');
+    assert.equal(stats.duplicateEvents, 0);
+    const empty = await runCli(['dlq', 'list', '--json'], cliEnv(h));
+    assert.equal(
+      empty.output
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('{')).length,
+      0,
+    );
+    const replayedKeys = rows.map((r) => r.idempotencyKey).sort();
+    assert.deepEqual(replayedKeys, rows.map((r) => String(r.eventId)).sort());
+    const purge = await runCli(
+      ['dlq', 'purge', '--before', new Date(Date.now() + 60_000).toISOString()],
+      cliEnv(h),
+    );
+    assert.match(purge.output, /purged 7 dead letter/);
+    const bad = await runCli(['dlq', 'replay'], cliEnv(h, { EXTERNAL_URL: mock.url }));
+    assert.equal(bad.code, 2);
+  });
+
+  it('status reports what Postgres reports, and per-sink progress written by the pipeline', async () => {
+    const status = await runCli(['status', '--json'], cliEnv(h));
+    assert.equal(status.code, 0, status.output);
+    const report = jsonOf(status.output);
+    const [slot] = await h.sql<{ confirmed: string; active: boolean; lag: string; current: string }>(
+      `SELECT confirmed_flush_lsn::text AS confirmed, active,
+              pg_wal_lsn_diff($1::pg_lsn, confirmed_flush_lsn)::text AS lag
+         FROM pg_replication_slots WHERE slot_name = 'engagement_pipeline'`,
+      [report.slot.currentLsn],
+    );
+    assert.equal(report.slot.exists, true);
+    assert.equal(report.slot.active, slot.active);
+    assert.equal(report.slot.confirmedLsn, slot.confirmed);
+    assert.equal(report.slot.lagBytes, Number(slot.lag));
+    const [{ ahead }] = await h.sql<{ ahead: boolean }>(
+      `SELECT pg_current_wal_lsn() >= $1::pg_lsn AS ahead`,
+      [report.slot.currentLsn],
+    );
+    assert.ok(ahead);
+    const sinks = new Map(report.sinks.map((s: { sink: string; eventsTotal: number }) => [s.sink, s]));
+    assert.ok(sinks.has('analytics') && sinks.has('redis') && sinks.has('external'), status.output);
+    assert.equal(report.deadLetters.total, 0);
+    const text = await runCli(['status', '--slot-lag-warn-bytes', '1'], cliEnv(h));
+    assert.match(text.output, /confirmed LSN/);
+    if (Number(slot.lag) > 1) assert.match(text.output, /max_slot_wal_keep_size/);
+  });
+
+  it('the heartbeat lets an idle slot advance past WAL written by other tables', async () => {
+    const runtime = await h.start({ heartbeatIntervalMs: 200 });
+    try {
+      await h.sql('CREATE TABLE IF NOT EXISTS unrelated (id int, filler text)');
+      await h.sql(`INSERT INTO unrelated SELECT g, repeat('x', 200) FROM generate_series(1, 5000) g`);
+      const [{ lsn }] = await h.sql<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+      await waitFor('slot to confirm past the unrelated writes', async () => {
+        const [row] = await h.sql<{ ok: boolean }>(
+          `SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = 'engagement_pipeline'`,
+          [lsn],
+        );
+        return row.ok;
+      });
+      // The running pipeline publishes the status figures as Prometheus metrics.
+      await waitFor('slot metrics', async () =>
+        /engagement_slot_active 1/.test(await runtime.metrics.registry.metrics()),
+      );
+      assert.match(await runtime.metrics.registry.metrics(), /engagement_slot_lag_bytes \d+/);
+    } finally {
+      await runtime.stop();
+    }
+  });
+
+  it('a dropped slot is reported, never silently recreated; --recreate-slot repairs it and prints the backfill', async () => {
+    await h.sql(`SELECT pg_drop_replication_slot('engagement_pipeline')`);
+    const run = await runCli(['run', '--port', '0'], cliEnv(h));
+    assert.equal(run.code, 2, run.output);
+    assert.match(run.output, /EP_ERR_SLOT_MISSING/);
+    const migrate = await runCli(['migrate'], cliEnv(h));
+    assert.notEqual(migrate.code, 0);
+    assert.match(migrate.output, /EP_ERR_SLOT_MISSING.*--recreate-slot/);
+    assert.equal(
+      (await h.sql(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 'engagement_pipeline'`)).length,
+      0,
+    );
+    const status = await runCli(['status'], cliEnv(h));
+    assert.equal(status.code, 1);
+    assert.match(status.output, /MISSING/);
+    const repaired = await runCli(['migrate', '--recreate-slot'], cliEnv(h));
+    assert.equal(repaired.code, 0, repaired.output);
+    assert.match(repaired.output, /slot engagement_pipeline recreated/);
+    assert.match(repaired.output, /engagement backfill --from \d{4}-/);
+  });
+});
