@@ -45,8 +45,6 @@ export class BatchAssembler {
   /** Highest position handed on; a reconnect replays from the last confirmed commit. */
   private lastPosition = '';
   private closed = false;
-  private inTransaction = false;
-  private dispatching = 0;
 
   constructor(private readonly options: BatchAssemblerOptions) {}
 
@@ -55,7 +53,6 @@ export class BatchAssembler {
     switch (change.kind) {
       case 'begin':
         this.tx = { commitLsn: change.commitLsn, committedAt: change.committedAt, index: 0 };
-        this.inTransaction = true;
         return;
       case 'event':
         return this.onEvent(change.row);
@@ -77,7 +74,6 @@ export class BatchAssembler {
         this.options.logger.error({ table: change.table }, `bad source row dead-lettered: ${change.reason}`);
         return this.options.onBadRow(change);
       case 'commit':
-        this.inTransaction = false;
         this.ackLsn = change.ackLsn;
         if (this.events.length > 0 && this.options.sinksIdle?.()) return this.flush();
         this.armTimer();
@@ -102,16 +98,8 @@ export class BatchAssembler {
     this.events = [];
     this.positions = [];
     this.ackLsn = null;
-    this.dispatching += 1;
-    this.dispatchChain = this.dispatchChain
-      .then(() => this.options.dispatch(batch))
-      .finally(() => (this.dispatching -= 1));
+    this.dispatchChain = this.dispatchChain.then(() => this.options.dispatch(batch));
     return this.dispatchChain;
-  }
-
-  /** Nothing received is held here: no open transaction, open batch, or batch waiting for room. */
-  get idle(): boolean {
-    return !this.inTransaction && this.events.length === 0 && this.ackLsn === null && this.dispatching === 0;
   }
 
   /** Stops taking changes (shutdown); what arrives later is replayed on the next start. */

@@ -51,7 +51,6 @@ export class Pipeline {
       logger,
       metrics: options.metrics,
       onDisconnect: () => this.assembler.flush(),
-      isIdle: () => this.assembler.idle && this.inFlight.size === 0 && this.checkpoint.inFlight === 0,
     });
     this.checkpoint = new Checkpoint((lsn) => this.source.acknowledge(lsn));
     this.fanout = new Fanout({

@@ -1,7 +1,7 @@
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { clientConfig, withClient } from '../db/postgres.js';
 import { readSlot, slotInvalidatedError } from '../db/migrate.js';
-import { bigIntToLsn, compareLsn, lsnToBigInt } from '../domain/position.js';
+import { compareLsn, lsnToBigInt } from '../domain/position.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../server/metrics.js';
@@ -18,12 +18,6 @@ export interface ReplicationSourceOptions {
   onDisconnect?: () => Promise<void>;
   /** Silence that counts as a dead connection (the server sends keepalives every ~30 s). */
   receiveTimeoutMs?: number;
-  /**
-   * True when everything handed to the handler has been durably delivered and confirmed
-   * (no open transaction, batch, or write in flight). Lets a keepalive confirm the server's
-   * sent position; see the heartbeat handler.
-   */
-  isIdle?: () => boolean;
 }
 
 /**
@@ -115,26 +109,10 @@ export class ReplicationSource {
       this.lastReceiveAt = Date.now();
       const lag = lsnToBigInt(lsn) - lsnToBigInt(this.confirmedLsn);
       this.options.metrics.replicationLagBytes.set(Number(lag > 0n ? lag : 0n));
-      if (!shouldRespond) return;
-      // Answer with our own durable position, never the received one — except when nothing
-      // received is still unprocessed (our pipeline idle and the library's queue empty): then
-      // everything up to the keepalive's LSN (the server's sent position) is delivered, and
-      // confirming it is what lets Postgres shut down. A walsender at shutdown waits until
-      // the client confirms the shutdown checkpoint; confirming only commits and heartbeats,
-      // `pg_ctl stop -m fast` hung for as long as the pipeline stayed connected. The walsender
-      // exits only when the reply equals its sent position exactly, so send exactly that: the
-      // library adds 1 to what it is given (and a commit's confirmation is its end + 1, one
-      // byte past the sent position, which at shutdown never matched).
-      if (this.options.isIdle?.() && libraryQueueEmpty(service) && compareLsn(lsn, this.confirmedLsn) >= 0) {
-        const exact = bigIntToLsn(lsnToBigInt(lsn) - 1n);
-        if (compareLsn(exact, this.confirmedLsn) > 0) {
-          this.confirmedLsn = exact;
-          this.options.metrics.confirmedLsnBytes.set(Number(lsnToBigInt(exact)));
-        }
-        void service.acknowledge(exact).catch(() => undefined);
-        return;
-      }
-      void service.acknowledge(this.confirmedLsn).catch(() => undefined);
+      // Answer with our own durable position, never the received one.
+      // (A known limit: Postgres's fast shutdown waits for a confirmation of its shutdown
+      // checkpoint, which this never sends; see RELIABILITY.md.)
+      if (shouldRespond) void service.acknowledge(this.confirmedLsn).catch(() => undefined);
     });
     service.on('error', () => undefined); // surfaced through subscribe()'s rejection below
     let resolveStarted!: () => void;
@@ -215,21 +193,6 @@ export class ReplicationSource {
     }, 5_000);
     this.watchdog.unref();
   }
-}
-
-/**
- * pg-logical-replication 2.5 (flow control on) queues XLogData and hands it to us one message
- * at a time, but emits keepalives at once: a keepalive can overtake queued data. Peeks at its
- * queue; an unknown layout (another version) counts as busy, which only disables the
- * idle confirmation above.
- */
-function libraryQueueEmpty(service: LogicalReplicationService): boolean {
-  const internals = service as unknown as { _messageQueue?: unknown; _processing?: unknown };
-  return (
-    Array.isArray(internals._messageQueue) &&
-    internals._messageQueue.length === 0 &&
-    internals._processing === false
-  );
 }
 
 function sleep(ms: number): Promise<void> {
