@@ -34,7 +34,8 @@ async function holdDuckDbLock(file: string): Promise<ChildProcess> {
 
 async function slotConfirmed(h: FaultHarness): Promise<string> {
   const rows = await h.sql<{ lsn: string }>(
-    `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'engagement_pipeline'`,
+    `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1`,
+    [h.slotName],
   );
   return rows[0].lsn;
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -11,9 +12,28 @@ import { recordScenario } from './support/report.js';
 import { startTraffic } from './support/traffic.js';
 
 /**
+ * Immediate shutdown (SIGQUIT to the postmaster): every backend killed at once, crash
+ * recovery on the next start, as after a power cut or an OOM kill. (A fast shutdown, SIGINT,
+ * waits for the pipeline's walsender to confirm the shutdown checkpoint, which it does not:
+ * see RELIABILITY.md, Limits.)
+ */
+async function crash(dataDir: string): Promise<void> {
+  const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  process.kill(pid, 'SIGQUIT');
+  for (let i = 0; i < 200; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await sleep(50);
+  }
+  throw new Error(`postmaster ${pid} did not exit`);
+}
+
+/**
  * Postgres itself goes away mid-stream: a second embedded cluster this file owns (the shared
- * test cluster stays up for the other files), stopped (fast shutdown: every connection,
- * the walsender included, is terminated) and started again on the same port and data dir.
+ * test cluster stays up for the other files), crashed and started again on the same port and data dir.
  */
 describe('fault: Postgres restarted mid-stream', () => {
   let cluster: EmbeddedPostgresHandle | null = null;
@@ -41,7 +61,7 @@ describe('fault: Postgres restarted mid-stream', () => {
       await sleep(2000);
       for (let i = 0; i < 2; i++) {
         const down = Date.now();
-        await cluster!.stop();
+        await crash(dataDir);
         cluster = null;
         await sleep(2500);
         cluster = await startEmbeddedPostgres({ dataDir, port });
@@ -63,13 +83,15 @@ describe('fault: Postgres restarted mid-stream', () => {
     recordScenario({
       id: '02-postgres-restart',
       scenario: 'Postgres restarted mid-stream ×2',
-      fault: `the source cluster stopped (fast shutdown) and started again twice, down ~${(downMs / 1000).toFixed(1)} s each, traffic retrying throughout (${traffic.failures} transactions failed while it was down)`,
+      fault: `the source cluster crashed (immediate shutdown: SIGQUIT to the postmaster) and started again twice, down ~${(downMs / 1000).toFixed(1)} s each, traffic retrying throughout (${traffic.failures} transactions failed while it was down)`,
       reconciliation: r,
       recoveryMs,
       logLines: { 'replication stream lost': lost, 'replication stream resumed': resumed },
     });
     assertExact(r);
-    assert.equal(lost, 2, `one line per outage:\n${h.logs.problems()}`);
-    assert.equal(resumed, 2, 'one line per recovery');
+    // One line per outage seen by the pipeline (two crashes can fall into one reconnect
+    // backoff and be one outage to it), never one per reconnect attempt.
+    assert.ok(lost >= 1 && lost <= 2, `one line per outage, got ${lost}:\n${h.logs.problems()}`);
+    assert.equal(resumed, lost, 'one line per recovery');
   });
 });

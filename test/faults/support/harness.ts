@@ -23,6 +23,8 @@ export interface FaultHarness {
   /** Admin URL of the cluster, to drop the database at the end. */
   adminUrl: string;
   dbName: string;
+  /** Slot names are cluster-wide: one per harness, so several can share a cluster. */
+  slotName: string;
   redisUrl: string;
   redisPrefix: string;
   duckdbFile: string;
@@ -88,7 +90,8 @@ export async function createFaultHarness(
   const url = new URL(adminUrl);
   url.pathname = `/${dbName}`;
   const databaseUrl = url.toString();
-  await migrate(databaseUrl, { slotName: 'engagement_pipeline', publicationName: 'engagement_pipeline' });
+  const slotName = `slot_${dbName}`;
+  await migrate(databaseUrl, { slotName, publicationName: 'engagement_pipeline' });
   const dir = mkdtempSync(path.join(tmpdir(), 'engagement-fault-'));
   const duckdbFile = path.join(dir, 'analytics.duckdb');
   const redisUrl = options.redisUrl ?? DEFAULT_REDIS_URL;
@@ -110,6 +113,7 @@ export async function createFaultHarness(
     redisPrefix,
     analyticsUrl: `duckdb:${duckdbFile}`,
     externalUrl: mock.url,
+    slotName,
     port: 0,
     // Frequent heartbeats let the slot's confirmed position pass the last event quickly,
     // which is how a test knows every sink has everything (see waitCaughtUp).
@@ -121,6 +125,7 @@ export async function createFaultHarness(
     databaseUrl,
     adminUrl,
     dbName,
+    slotName,
     redisUrl,
     redisPrefix,
     duckdbFile,
@@ -135,6 +140,7 @@ export async function createFaultHarness(
       ANALYTICS_URL: `duckdb:${duckdbFile}`,
       EXTERNAL_URL: mock.url,
       PORT: '0',
+      SLOT_NAME: slotName,
       HEARTBEAT_INTERVAL_MS: '300',
       ...extra,
     }),
@@ -163,7 +169,8 @@ export async function waitCaughtUp(h: FaultHarness, timeoutMs = 120_000): Promis
     `slot confirmed past ${target}`,
     async () => {
       const rows = await h.sql<{ lsn: string | null }>(
-        `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'engagement_pipeline'`,
+        `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1`,
+        [h.slotName],
       );
       return rows[0]?.lsn ? lsnToBigInt(rows[0].lsn) >= lsnToBigInt(target) : false;
     },

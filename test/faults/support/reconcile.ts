@@ -69,8 +69,7 @@ export async function reconcile(h: FaultHarness, options: ReconcileOptions = {})
   const duckMissing = [...expected].filter((id) => !duckIds.has(id));
   const duckExtra = [...duckIds].filter((id) => !expected.has(id));
   const duckDup = duck.length - duckIds.size;
-  if (duckMissing.length)
-    problems.push(`duckdb missing ${duckMissing.length} (e.g. ${duckMissing.slice(0, 5)})`);
+  if (duckMissing.length) problems.push(`duckdb missing ${duckMissing.length}: ${ranges(duckMissing)}`);
   if (duckExtra.length)
     problems.push(`duckdb has ${duckExtra.length} rows not expected (e.g. ${duckExtra.slice(0, 5)})`);
   if (duckDup) problems.push(`duckdb has ${duckDup} duplicate rows`);
@@ -178,6 +177,19 @@ export async function reconcile(h: FaultHarness, options: ReconcileOptions = {})
     externalRedelivered,
     problems,
   };
+}
+
+/** Ids as compact ranges ("10120-10180, 20001"), for a readable failure message. */
+function ranges(ids: string[]): string {
+  const sorted = ids.map(Number).sort((a, b) => a - b);
+  const out: string[] = [];
+  for (let i = 0; i < sorted.length;) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
+    out.push(i === j ? `${sorted[i]}` : `${sorted[i]}-${sorted[j]}`);
+    i = j + 1;
+  }
+  return out.slice(0, 20).join(', ') + (out.length > 20 ? `, … (${out.length} runs)` : '');
 }
 
 async function scanKeys(redis: Redis, pattern: string): Promise<string[]> {
