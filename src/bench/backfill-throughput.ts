@@ -5,7 +5,7 @@
  * Two timed runs: analytics alone (the DuckDB figure), then analytics + redis with the last
  * 10 minutes of history inside the Redis bucket retention.
  * Uses DATABASE_URL when set (it must be a scratch database), else starts an embedded Postgres.
- * Usage: node --import tsx src/bench/backfill-throughput.ts [--rows 1000000] [--chunk 20000]
+ * Usage: node --import tsx src/bench/backfill-throughput.ts [--rows 1000000] [--chunk 50000]
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,7 +26,7 @@ const arg = (name: string, fallback: string) => {
   return i >= 0 ? process.argv[i + 1] : fallback;
 };
 const rows = Number(arg('rows', '1000000'));
-const chunk = Number(arg('chunk', '20000'));
+const chunk = Number(arg('chunk', '50000'));
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 async function freePort(): Promise<number> {

@@ -38,7 +38,7 @@ export function registerBackfill(program: Command): void {
       .requiredOption('--to <iso>', 'end of the range, excluded (ISO-8601 or "now")')
       .option('--sinks <list>', 'comma-separated: analytics, redis, external', 'analytics,redis')
       .option('--rate <n>', 'at most n rows per second (default: as fast as the sinks take them)')
-      .option('--chunk-size <n>', 'rows per chunk', '10000')
+      .option('--chunk-size <n>', 'rows per chunk (progress is stored after each)', '50000')
       .option('--dry-run', 'print what would be done and exit'),
     KEYS,
   ).action(
