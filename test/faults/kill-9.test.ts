@@ -63,7 +63,7 @@ describe('fault: kill -9 of the pipeline at random moments while traffic flows',
     recordScenario({
       id: '01-kill-9',
       scenario: `kill -9 of the pipeline ×${CYCLES}`,
-      fault: `\`engagement run\` SIGKILLed ${CYCLES} times, 0.1–1.6 s after it started streaming, under ~2,000 events/s of 10–60-row transactions; restarted each time`,
+      fault: `\`engagement run\` SIGKILLed ${CYCLES} times, 0.1–1.6 s after it started streaming, under ~1,000 events/s of 10–60-row transactions; restarted each time`,
       reconciliation: r,
       recoveryMs,
       notes: `restart to streaming: median ${median(startups)} ms; ${r.externalRedelivered} external re-sends absorbed by Idempotency-Key`,
