@@ -1,0 +1,140 @@
+/**
+ * Scale-out throughput: a backlog of N events in Postgres -> `capture --to-kafka` -> the mock
+ * Kafka cluster (kcat) -> 1 worker, then -> 2 workers; events/s until Redis counted all N
+ * (Redis + ClickHouse through the test's chdb front as sinks). Run:
+ *   node --import tsx src/bench/kafka-throughput.ts [N]
+ * Writes bench/results/kafka.json. Everything runs on this one machine (2 cores shared by
+ * Postgres, capture, the mock brokers, the workers and chdb), so this is a floor, not a ceiling.
+ */
+import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { startEmbeddedPostgres } from '../db/embedded.js';
+import { migrate } from '../db/migrate.js';
+import { startChdbHttp } from '../../test/helpers/chdb-http.js';
+import { spawnCli, type CliProcess } from '../../test/helpers/cli.js';
+import { startKafkaMock } from '../../test/helpers/kafka-mock.js';
+import { query } from '../../test/helpers/postgres.js';
+import { waitFor } from '../../test/helpers/wait.js';
+
+const N = Number(process.argv[2] ?? 20_000);
+const CONTENT = [
+  '00000000-0000-4000-8000-000000000001',
+  '00000000-0000-4000-8000-000000000002',
+  '00000000-0000-4000-8000-000000000003',
+];
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function redisTotal(redis: Redis, prefix: string): Promise<number> {
+  const v = await Promise.all(CONTENT.map((id) => redis.get(`${prefix}content:count:${id}`)));
+  return v.reduce((s, x) => s + Number(x ?? 0), 0);
+}
+
+const port = await freePort();
+const pg = await startEmbeddedPostgres({
+  dataDir: path.join(tmpdir(), `engagement-kbench-${process.pid}`),
+  port,
+  fresh: true,
+});
+const kafka = await startKafkaMock(3);
+const chdb = await startChdbHttp({ user: 'b', password: 'b' });
+const redis = new Redis('redis://127.0.0.1:6379');
+const procs: CliProcess[] = [];
+const results: Record<string, unknown> = {
+  events: N,
+  machine: '2 cores, Debian 12, Node 20',
+  kafka: 'librdkafka mock cluster (kcat), 3 brokers, 4 partitions',
+};
+try {
+  const db = pg.url;
+  await migrate(db, { slotName: 'engagement_pipeline', publicationName: 'engagement_pipeline' });
+  await query(
+    db,
+    `INSERT INTO content (id, slug, title, content_type, length_seconds, publish_ts) VALUES
+     ($1,'v','V','video',300,now()),($2,'p','P','podcast',NULL,now()),($3,'n','N','newsletter',0,now())`,
+    CONTENT,
+  );
+  for (let i = 0; i < N; i += 5000) {
+    await query(
+      db,
+      `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device, raw_payload)
+       SELECT ($1::uuid[])[1 + (g % 3)], gen_random_uuid(), 'play', now(), g % 600000, 'ios', jsonb_build_object('n', g)
+       FROM generate_series($2::int, $3::int) g`,
+      [CONTENT, i + 1, Math.min(N, i + 5000)],
+    );
+  }
+  const base = {
+    DATABASE_URL: db,
+    KAFKA_BROKERS: kafka.brokers,
+    LOG_LEVEL: 'warn',
+    ANALYTICS_URL: `clickhouse://b:b@127.0.0.1:${chdb.port}/engagement`,
+  };
+  // 1) capture alone: backlog -> Kafka (acked), measured by the capture's published count.
+  let t0 = performance.now();
+  const capture = spawnCli(['capture', '--to-kafka'], { ...base, LOG_LEVEL: 'info' });
+  procs.push(capture);
+  const { Kafka, logLevel } = await import('kafkajs');
+  const admin = new Kafka({ brokers: kafka.brokers.split(','), logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  await waitFor(
+    'capture published the backlog',
+    async () => {
+      const offsets = await admin.fetchTopicOffsets('engagement.events').catch(() => []);
+      return offsets.reduce((s, o) => s + Number(o.high), 0) >= N;
+    },
+    600_000,
+    100,
+  );
+  results.captureEventsPerSecond = Math.round(N / ((performance.now() - t0) / 1000));
+  await admin.disconnect();
+
+  for (const workers of [1, 2]) {
+    const prefix = `kbench:${workers}:${Date.now()}:`;
+    t0 = performance.now();
+    for (let i = 0; i < workers; i++) {
+      const w = spawnCli(['work', '--from-kafka', '--group', `bench-${workers}`], {
+        ...base,
+        REDIS_PREFIX: prefix,
+        ANALYTICS_URL: `clickhouse://b:b@127.0.0.1:${chdb.port}/bench${workers}`,
+      });
+      procs.push(w);
+    }
+    await waitFor(
+      'workers counted every event',
+      async () => (await redisTotal(redis, prefix)) >= N,
+      900_000,
+      100,
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    results[`workers${workers}`] = {
+      eventsPerSecond: Math.round(N / seconds),
+      seconds: Number(seconds.toFixed(1)),
+      note: 'from worker start (includes group join + content load) until Redis counted all N',
+    };
+    for (const p of procs.splice(1)) {
+      p.child.kill('SIGINT');
+      await p.exited;
+    }
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length) await redis.del(...keys);
+  }
+  results.at = new Date().toISOString();
+  writeFileSync('bench/results/kafka.json', `${JSON.stringify(results, null, 2)}\n`);
+  process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+} finally {
+  for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+  redis.disconnect();
+  await chdb.close();
+  await kafka.stop();
+  await pg.stop();
+}
