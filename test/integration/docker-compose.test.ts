@@ -51,7 +51,7 @@ function yamlServices(text: string) {
   for (const line of text.split('\n')) {
     if (/^\S/.test(line)) section = line.replace(':', '').trim();
     if (section !== 'services') continue;
-    const service = /^  ([a-z-]+):$/.exec(line);
+    const service = /^ {2}([a-z-]+):$/.exec(line);
     if (service) {
       current = service[1];
       services[current] = {};
@@ -59,15 +59,15 @@ function yamlServices(text: string) {
       continue;
     }
     if (!current) continue;
-    if (/^    command:/.test(line)) {
+    if (/^ {4}command:/.test(line)) {
       inCommand = true;
       services[current].command = [];
       continue;
     }
-    if (inCommand && /^    - /.test(line))
-      services[current].command!.push(line.replace(/^    - /, '').trim());
-    else if (/^    \S/.test(line)) inCommand = false;
-    const replicas = /^      replicas: (\d+)/.exec(line);
+    if (inCommand && /^ {4}- /.test(line))
+      services[current].command!.push(line.replace(/^ {4}- /, '').trim());
+    else if (/^ {4}\S/.test(line)) inCommand = false;
+    const replicas = /^ {6}replicas: (\d+)/.exec(line);
     if (replicas) services[current].deploy = { replicas: Number(replicas[1]) };
   }
   return { services };
