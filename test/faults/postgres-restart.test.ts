@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -50,6 +50,7 @@ describe('fault: Postgres restarted mid-stream', () => {
     await runtime?.stop().catch(() => undefined);
     await h?.cleanup().catch(() => undefined);
     await cluster?.stop().catch(() => undefined);
+    rmSync(dataDir, { recursive: true, force: true });
   });
 
   it('reconnects, resumes from the confirmed position, loses nothing, applies nothing twice', async () => {
