@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import type { StatusReport } from '../../src/cli/status.js';
 import { startMockExternal, type RunningMockExternal } from '../../src/mock-external/server.js';
 import { runCli } from '../helpers/cli.js';
 import { createHarness, insertEvents, seedContent, type Harness } from '../helpers/pipeline.js';
@@ -16,7 +17,7 @@ function cliEnv(h: Harness, extra: Record<string, string> = {}): Record<string, 
   };
 }
 
-function jsonOf(output: string): any {
+function jsonOf(output: string): StatusReport {
   return JSON.parse(output.slice(output.indexOf('{')));
 }
 
