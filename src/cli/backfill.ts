@@ -110,7 +110,10 @@ function backfillSinks(
   pool: ReturnType<typeof createPool>,
 ) {
   return {
-    analytics: sinks.includes('analytics') ? createAnalyticsSink(config.analyticsUrl, logger) : undefined,
+    analytics: sinks.includes('analytics')
+      ? // A locked DuckDB file fails at once (EP_ERR_ANALYTICS_LOCKED) rather than waiting on `run`.
+        createAnalyticsSink(config.analyticsUrl, logger, { deadLetters: new DeadLetterStore(pool) })
+      : undefined,
     redis: sinks.includes('redis')
       ? new RedisSink({
           url: config.redisUrl,
