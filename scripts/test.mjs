@@ -63,7 +63,18 @@ if (needsPostgres && !env.TEST_PG_URL) {
 
 const child = spawn(
   process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files],
+  [
+    '--import',
+    'tsx',
+    '--test',
+    '--test-concurrency=1',
+    '--test-reporter=spec',
+    // A failed test can leave a handle open (a child, a socket): the file's process must still
+    // exit, and no single test may hang CI.
+    '--test-force-exit',
+    '--test-timeout=600000',
+    ...files,
+  ],
   { stdio: 'inherit', env, cwd: root },
 );
 const code = await new Promise((resolve) => child.on('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0))));

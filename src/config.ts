@@ -107,6 +107,34 @@ export const configSpec = {
     describe: 'comma-separated Kafka bootstrap servers',
     schema: z.string().optional(),
   },
+  kafkaSsl: {
+    env: 'KAFKA_SSL',
+    flag: 'kafka-ssl',
+    describe: 'TLS to the Kafka brokers (true|false; system CA store)',
+    schema: z
+      .enum(['true', 'false'])
+      .default('false')
+      .transform((v) => v === 'true'),
+  },
+  kafkaSaslMechanism: {
+    env: 'KAFKA_SASL_MECHANISM',
+    flag: 'kafka-sasl-mechanism',
+    describe: 'SASL for Kafka: plain | scram-sha-256 | scram-sha-512 (unset: none)',
+    schema: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']).optional(),
+  },
+  kafkaSaslUsername: {
+    env: 'KAFKA_SASL_USERNAME',
+    flag: 'kafka-sasl-username',
+    describe: 'SASL user name',
+    schema: z.string().min(1).optional(),
+  },
+  kafkaSaslPassword: {
+    env: 'KAFKA_SASL_PASSWORD',
+    flag: 'kafka-sasl-password',
+    describe: 'SASL password',
+    schema: z.string().min(1).optional(),
+    secret: true,
+  },
   slotName: {
     env: 'SLOT_NAME',
     flag: 'slot-name',

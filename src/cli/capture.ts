@@ -13,6 +13,7 @@ import {
   CONTENT_TOPIC,
   EVENTS_TOPIC,
   createKafka,
+  kafkaSecurity,
   kafkaUnreachable,
   parseBrokers,
 } from '../source/kafka/client.js';
@@ -22,6 +23,10 @@ import { waitForShutdownSignal } from './signals.js';
 const CAPTURE_CONFIG_KEYS = [
   'databaseUrl',
   'kafkaBrokers',
+  'kafkaSsl',
+  'kafkaSaslMechanism',
+  'kafkaSaslUsername',
+  'kafkaSaslPassword',
   'slotName',
   'publicationName',
   'batchMaxRows',
@@ -49,7 +54,7 @@ export function registerCapture(program: Command): void {
       await assertPostgresReachable(databaseUrl);
       await withClient(databaseUrl, assertReplicationReady);
 
-      const kafka = createKafka(brokers, 'engagement-capture', logger);
+      const kafka = createKafka(brokers, 'engagement-capture', logger, kafkaSecurity(config));
       // Idempotent + acks=all + one request in flight: retries never duplicate or reorder
       // within a partition, so each partition is a gap-free prefix of the stream.
       // The Java client's murmur2 partitioner, so keys land where other Kafka tools expect them.

@@ -10,7 +10,7 @@ import { createMetrics } from '../server/metrics.js';
 import { DeadLetterStore } from '../sinks/dead-letter.js';
 import type { Sink } from '../sinks/sink.js';
 import { ContentDimension } from '../source/content-dimension.js';
-import { createKafka, kafkaUnreachable, parseBrokers } from '../source/kafka/client.js';
+import { createKafka, kafkaSecurity, kafkaUnreachable, parseBrokers } from '../source/kafka/client.js';
 import { ContentFeed } from '../source/kafka/content-feed.js';
 import { debeziumFormat } from '../source/kafka/debezium-format.js';
 import { nativeFormat } from '../source/kafka/native-wire.js';
@@ -21,6 +21,10 @@ import { waitForShutdownSignal } from './signals.js';
 const WORK_CONFIG_KEYS = [
   'databaseUrl',
   'kafkaBrokers',
+  'kafkaSsl',
+  'kafkaSaslMechanism',
+  'kafkaSaslUsername',
+  'kafkaSaslPassword',
   'redisUrl',
   'redisPrefix',
   'analyticsUrl',
@@ -86,7 +90,7 @@ export function registerWork(program: Command): void {
       const metrics = createMetrics();
       const deadLetters = new DeadLetterStore(pool);
       const { sinks } = createSinks(config, logger, metrics, deadLetters);
-      const kafka = createKafka(brokers, `engagement-worker-${group}`, logger);
+      const kafka = createKafka(brokers, `engagement-worker-${group}`, logger, kafkaSecurity(config));
       const wire = format === 'native' ? nativeFormat : debeziumFormat(prefix as string);
       const dimension = new ContentDimension(pool);
       const feed = new ContentFeed(kafka, wire, dimension, logger, group);

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
-import { Kafka, logLevel as KafkaLogLevel, type logCreator } from 'kafkajs';
-import { ErrorCodes, PipelineError } from '../../errors.js';
+import { Kafka, logLevel as KafkaLogLevel, type logCreator, type SASLOptions } from 'kafkajs';
+import type { Config } from '../../config.js';
+import { configError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 
 /** Topics of the native format (capture -> workers). */
@@ -44,11 +45,38 @@ function bridgeLogs(logger: Logger): logCreator {
     };
 }
 
-export function createKafka(brokers: string[], clientId: string, logger: Logger): Kafka {
+export interface KafkaSecurity {
+  ssl: boolean;
+  sasl?: SASLOptions;
+}
+
+/** TLS and SASL from the validated config; a mechanism without credentials is a config error. */
+export function kafkaSecurity(config: Config): KafkaSecurity {
+  const mechanism = config.kafkaSaslMechanism;
+  if (!mechanism) return { ssl: config.kafkaSsl };
+  const username = config.kafkaSaslUsername;
+  const password = config.kafkaSaslPassword?.reveal();
+  if (!username || !password) {
+    throw configError(
+      `KAFKA_SASL_MECHANISM=${mechanism} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD`,
+      'set both, or unset KAFKA_SASL_MECHANISM',
+    );
+  }
+  return { ssl: config.kafkaSsl, sasl: { mechanism, username, password } as SASLOptions };
+}
+
+export function createKafka(
+  brokers: string[],
+  clientId: string,
+  logger: Logger,
+  security: KafkaSecurity = { ssl: false },
+): Kafka {
   installControllerFallback();
   return new Kafka({
     clientId,
     brokers,
+    ssl: security.ssl,
+    sasl: security.sasl,
     logLevel: KafkaLogLevel.WARN,
     logCreator: bridgeLogs(logger.child({ component: 'kafkajs' })),
     retry: { initialRetryTime: 200, retries: 8 },
