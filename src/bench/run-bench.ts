@@ -148,10 +148,14 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
 
     let expected = 0; // events inserted into engagement_events so far
     let childBase = 0; // `expected` when the current pipeline child started
+    let lastProgress = '';
     const allDelivered = async (): Promise<boolean> => {
       const delivered = counterBy(await scrape(), DELIVERED, 'sink');
+      const redisSum = await redisCountSum();
+      const external = (await mockStats()).uniqueEventIds;
+      lastProgress = `expected ${expected} (this pipeline child: ${expected - childBase}); delivered per sink ${JSON.stringify(delivered)}; Redis count sum ${redisSum}; external unique ${external}`;
       if (SINKS.some((s) => (delivered[s] ?? 0) < expected - childBase)) return false;
-      return (await redisCountSum()) >= expected && (await mockStats()).uniqueEventIds >= expected;
+      return redisSum >= expected && external >= expected;
     };
 
     const [pgVersion] = (await pool.query<{ v: string }>('SELECT version() AS v')).rows;
@@ -235,7 +239,9 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       const markers = await probe.finish(30_000);
       await new Promise((r) => setTimeout(r, 1100)); // one more poll for the last markers
       await poller.stop();
-      await waitUntil(allDelivered, 120_000);
+      await waitUntil(allDelivered, 120_000).catch((err: Error) => {
+        throw new Error(`${err.message}: ${lastProgress}`);
+      });
       const drainSeconds = (performance.now() - genDone) / 1000;
       const after = await scrape();
       const cpu1 = cpuSeconds(pipelinePid()!) ?? cpu0;

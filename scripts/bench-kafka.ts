@@ -2,7 +2,7 @@
  * Scale-out throughput: a backlog of N events in Postgres -> `capture --to-kafka` -> the mock
  * Kafka cluster (kcat) -> 1 worker, then -> 2 workers; events/s until Redis counted all N
  * (Redis + ClickHouse through the test's chdb front as sinks). Run:
- *   node --import tsx src/bench/kafka-throughput.ts [N]
+ *   node --import tsx scripts/bench-kafka.ts [N]
  * Writes bench/results/kafka.json. Everything runs on this one machine (2 cores shared by
  * Postgres, capture, the mock brokers, the workers and chdb), so this is a floor, not a ceiling.
  */
@@ -11,13 +11,13 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { startEmbeddedPostgres } from '../db/embedded.js';
-import { migrate } from '../db/migrate.js';
-import { startChdbHttp } from '../../test/helpers/chdb-http.js';
-import { spawnCli, type CliProcess } from '../../test/helpers/cli.js';
-import { startKafkaMock } from '../../test/helpers/kafka-mock.js';
-import { query } from '../../test/helpers/postgres.js';
-import { waitFor } from '../../test/helpers/wait.js';
+import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import { migrate } from '../src/db/migrate.js';
+import { startChdbHttp } from '../test/helpers/chdb-http.js';
+import { spawnCli, type CliProcess } from '../test/helpers/cli.js';
+import { startKafkaMock } from '../test/helpers/kafka-mock.js';
+import { query } from '../test/helpers/postgres.js';
+import { waitFor } from '../test/helpers/wait.js';
 
 const N = Number(process.argv[2] ?? 20_000);
 const CONTENT = [
