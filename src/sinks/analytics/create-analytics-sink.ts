@@ -20,7 +20,11 @@ export function createAnalyticsSink(url: string, logger: Logger, deps: Analytics
   const child = logger.child({ sink: 'analytics' });
   if (url.startsWith('duckdb:')) {
     const file = url.slice('duckdb:'.length).replace(/^\/\//, '') || './data/engagement.duckdb';
-    return new DuckDbSink({ path: file, logger: child, waitWhileLocked: deps.waitWhileLocked });
+    const memoryLimit = (deps.env ?? process.env).DUCKDB_MEMORY_LIMIT || '256MB';
+    if (!/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i.test(memoryLimit)) {
+      throw configError(`DUCKDB_MEMORY_LIMIT: expected a size like 256MB or 1GiB (got "${memoryLimit}")`);
+    }
+    return new DuckDbSink({ path: file, logger: child, waitWhileLocked: deps.waitWhileLocked, memoryLimit });
   }
   if (url.startsWith('clickhouse://') || url.startsWith('clickhouses://')) {
     return new ClickHouseSink({ target: parseClickHouseUrl(url), logger: child });
