@@ -157,16 +157,16 @@ async function loop(
   let bad = 0;
   const chunkSize =
     options.rate > 0 ? Math.max(1, Math.min(options.chunkSize, options.rate)) : options.chunkSize;
-  const report = (done: boolean) =>
-    options.onProgress?.({
-      runId: run.id,
-      rowsDone: run.rowsDone,
-      rowsTotal: Math.max(total, run.rowsDone),
-      redisApplied: run.redisApplied,
-      resumedFrom,
-      elapsedMs: Date.now() - startedAt,
-      done,
-    });
+  const progress = (done: boolean) => ({
+    runId: run.id,
+    rowsDone: run.rowsDone,
+    rowsTotal: Math.max(total, run.rowsDone),
+    redisApplied: run.redisApplied,
+    resumedFrom,
+    elapsedMs: Date.now() - startedAt,
+    done,
+  });
+  const report = (done: boolean) => options.onProgress?.(progress(done));
   report(false);
   let seq = 0;
   let pending = reader.next(run.lastId, chunkSize);
@@ -216,16 +216,7 @@ async function loop(
   report(true);
   if (bad > 0)
     options.logger.warn(`${bad} rows could not be decoded and were skipped (e.g. event_ts infinity)`);
-  return {
-    runId: run.id,
-    rowsDone: run.rowsDone,
-    rowsTotal: Math.max(total, run.rowsDone),
-    redisApplied: run.redisApplied,
-    resumedFrom,
-    elapsedMs: Date.now() - startedAt,
-    done: true,
-    badRows: bad,
-  };
+  return { ...progress(true), badRows: bad };
 }
 
 /** Events whose minute bucket is still alive (see BACKFILL_REDIS_HORIZON_MINUTES). */

@@ -82,3 +82,15 @@ export async function insertEvents(h: Harness, n: number, offset = 0): Promise<v
     [CONTENT_IDS, offset + 1, offset + n],
   );
 }
+
+/** The environment for running the CLI as a child against this harness's database, Redis and DuckDB. */
+export function cliEnv(h: Harness, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: h.databaseUrl,
+    REDIS_URL: h.redis.url,
+    REDIS_PREFIX: h.redis.prefix,
+    ANALYTICS_URL: `duckdb:${h.duckdbFile}`,
+    LOG_LEVEL: 'warn',
+    ...extra,
+  };
+}

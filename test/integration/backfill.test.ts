@@ -5,7 +5,7 @@ import { startMockExternal, type RunningMockExternal } from '../../src/mock-exte
 import { BACKFILL_REDIS_HORIZON_MINUTES } from '../../src/sinks/redis/keys.js';
 import { runCli, spawnCli } from '../helpers/cli.js';
 import { duckdbQuery } from '../helpers/duckdb.js';
-import { CONTENT_IDS, createHarness, seedContent, type Harness } from '../helpers/pipeline.js';
+import { cliEnv, CONTENT_IDS, createHarness, seedContent, type Harness } from '../helpers/pipeline.js';
 import { waitFor } from '../helpers/wait.js';
 
 /** Events spread over the content, some inside the Redis bucket retention, some days old. */
@@ -20,17 +20,6 @@ async function insertHistory(h: Harness, n: number, offset: number, recentEvery 
      FROM generate_series($2::int, $3::int) AS g`,
     [CONTENT_IDS, offset + 1, offset + n, recentEvery],
   );
-}
-
-function cliEnv(h: Harness, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    DATABASE_URL: h.databaseUrl,
-    REDIS_URL: h.redis.url,
-    REDIS_PREFIX: h.redis.prefix,
-    ANALYTICS_URL: `duckdb:${h.duckdbFile}`,
-    LOG_LEVEL: 'warn',
-    ...extra,
-  };
 }
 
 /** Per (minute bucket, content) counts of Redis's minute buckets inside the backfill horizon. */

@@ -3,19 +3,8 @@ import { after, before, describe, it } from 'node:test';
 import type { StatusReport } from '../../src/cli/status.js';
 import { startMockExternal, type RunningMockExternal } from '../../src/mock-external/server.js';
 import { runCli } from '../helpers/cli.js';
-import { createHarness, insertEvents, seedContent, type Harness } from '../helpers/pipeline.js';
+import { cliEnv, createHarness, insertEvents, seedContent, type Harness } from '../helpers/pipeline.js';
 import { waitFor } from '../helpers/wait.js';
-
-function cliEnv(h: Harness, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    DATABASE_URL: h.databaseUrl,
-    REDIS_URL: h.redis.url,
-    REDIS_PREFIX: h.redis.prefix,
-    ANALYTICS_URL: `duckdb:${h.duckdbFile}`,
-    LOG_LEVEL: 'warn',
-    ...extra,
-  };
-}
 
 function jsonOf(output: string): StatusReport {
   return JSON.parse(output.slice(output.indexOf('{')));
