@@ -171,7 +171,7 @@ export const configSpec = {
     env: 'BATCH_MAX_ROWS',
     flag: 'batch-max-rows',
     describe: 'events per batch at most',
-    schema: positiveInt.default(5000),
+    schema: positiveInt.default(2000),
   },
   batchMaxWaitMs: {
     env: 'BATCH_MAX_WAIT_MS',
@@ -183,7 +183,7 @@ export const configSpec = {
     env: 'MAX_IN_FLIGHT_BATCHES',
     flag: 'max-in-flight-batches',
     describe: 'batches being written at once (backpressure bound)',
-    schema: positiveInt.default(8),
+    schema: positiveInt.default(4),
   },
   heartbeatIntervalMs: {
     env: 'HEARTBEAT_INTERVAL_MS',

@@ -45,21 +45,13 @@ export class BatchAssembler {
   /** Highest position handed on; a reconnect replays from the last confirmed commit. */
   private lastPosition = '';
   private closed = false;
-  private inTransaction = false;
-  private undispatched = 0;
 
   constructor(private readonly options: BatchAssemblerOptions) {}
-
-  /** Nothing received is held here: no open transaction, no open batch, nothing waiting to dispatch. */
-  get isDrained(): boolean {
-    return !this.inTransaction && this.events.length === 0 && this.ackLsn === null && this.undispatched === 0;
-  }
 
   handle = (change: Change): void | Promise<void> => {
     if (this.closed) return;
     switch (change.kind) {
       case 'begin':
-        this.inTransaction = true;
         this.tx = { commitLsn: change.commitLsn, committedAt: change.committedAt, index: 0 };
         return;
       case 'event':
@@ -82,7 +74,6 @@ export class BatchAssembler {
         this.options.logger.error({ table: change.table }, `bad source row dead-lettered: ${change.reason}`);
         return this.options.onBadRow(change);
       case 'commit':
-        this.inTransaction = false;
         this.ackLsn = change.ackLsn;
         if (this.events.length > 0 && this.options.sinksIdle?.()) return this.flush();
         this.armTimer();
@@ -107,10 +98,7 @@ export class BatchAssembler {
     this.events = [];
     this.positions = [];
     this.ackLsn = null;
-    this.undispatched += 1;
-    this.dispatchChain = this.dispatchChain
-      .then(() => this.options.dispatch(batch))
-      .finally(() => (this.undispatched -= 1));
+    this.dispatchChain = this.dispatchChain.then(() => this.options.dispatch(batch));
     return this.dispatchChain;
   }
 

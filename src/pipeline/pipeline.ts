@@ -51,7 +51,6 @@ export class Pipeline {
       logger,
       metrics: options.metrics,
       onDisconnect: () => this.assembler.flush(),
-      isDrained: () => this.assembler.isDrained && this.inFlight.size === 0,
     });
     this.checkpoint = new Checkpoint((lsn) => this.source.acknowledge(lsn));
     this.fanout = new Fanout({

@@ -1,7 +1,7 @@
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { clientConfig, withClient } from '../db/postgres.js';
 import { readSlot, slotInvalidatedError } from '../db/migrate.js';
-import { bigIntToLsn, compareLsn, lsnToBigInt } from '../domain/position.js';
+import { compareLsn, lsnToBigInt } from '../domain/position.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../server/metrics.js';
@@ -16,11 +16,6 @@ export interface ReplicationSourceOptions {
   metrics: Metrics;
   /** Called when the stream broke and will be resumed from the last confirmed position. */
   onDisconnect?: () => Promise<void>;
-  /**
-   * True when every change handed to the handler is confirmed (no open transaction or batch,
-   * nothing being written). Lets a keepalive's position be confirmed when idle; see below.
-   */
-  isDrained?: () => boolean;
   /** Silence that counts as a dead connection (the server sends keepalives every ~30 s). */
   receiveTimeoutMs?: number;
 }
@@ -76,19 +71,6 @@ export class ReplicationSource {
     this.startWatchdog();
   }
 
-  /**
-   * The library emits a keepalive as soon as it arrives, while data messages received before
-   * it may still wait in its flow-control queue (private fields, checked defensively: an
-   * unknown shape means "not drained", which is always safe). Then our own pipeline must hold
-   * nothing unconfirmed.
-   */
-  private everythingReceivedIsConfirmed(service: LogicalReplicationService): boolean {
-    const internals = service as unknown as { _messageQueue?: unknown; _processing?: unknown };
-    if (!Array.isArray(internals._messageQueue) || typeof internals._processing !== 'boolean') return false;
-    if (internals._messageQueue.length > 0 || internals._processing) return false;
-    return this.options.isDrained?.() ?? false;
-  }
-
   /** Confirms `lsn` (a commit's end LSN) as durably processed. Never moves backwards. */
   acknowledge(lsn: string): void {
     if (compareLsn(lsn, this.confirmedLsn) <= 0) return;
@@ -127,19 +109,10 @@ export class ReplicationSource {
       this.lastReceiveAt = Date.now();
       const lag = lsnToBigInt(lsn) - lsnToBigInt(this.confirmedLsn);
       this.options.metrics.replicationLagBytes.set(Number(lag > 0n ? lag : 0n));
-      if (!shouldRespond) return;
-      // Answer with our own durable position, never merely the received one. Only when all
-      // that was received is processed and confirmed may the keepalive's position itself be
-      // confirmed: that lets an idle slot advance past other tables' WAL, and lets Postgres
-      // finish a fast shutdown (it waits for its shutdown checkpoint to be confirmed).
-      // The walsender compares the reported position with its own exactly, and the library
-      // adds 1 to what it is given (PITFALLS.md): hand it the keepalive's position minus one.
-      const keepalive = bigIntToLsn(lsnToBigInt(lsn) - 1n);
-      if (compareLsn(keepalive, this.confirmedLsn) > 0 && this.everythingReceivedIsConfirmed(service)) {
-        this.acknowledge(keepalive);
-      } else {
-        void service.acknowledge(this.confirmedLsn).catch(() => undefined);
-      }
+      // Answer with our own durable position, never the received one.
+      // (A known limit: Postgres's fast shutdown waits for a confirmation of its shutdown
+      // checkpoint, which this never sends; see RELIABILITY.md.)
+      if (shouldRespond) void service.acknowledge(this.confirmedLsn).catch(() => undefined);
     });
     service.on('error', () => undefined); // surfaced through subscribe()'s rejection below
     let resolveStarted!: () => void;
