@@ -30,7 +30,8 @@ export interface BatchAssemblerOptions {
 /**
  * Turns the ordered change stream into batches: keeps the content dimension current,
  * enriches each inserted event, closes a batch at `maxRows` events, `maxWaitMs` after it
- * opened, or at a commit when the sinks are idle, and marks the latest complete transaction in it as the position to confirm.
+ * opened, or at a commit when the sinks are idle, and marks the latest complete transaction
+ * in it as the position to confirm.
  * Returning a promise from `handle` pauses the source: that is how backpressure from slow
  * sinks reaches the replication stream.
  */
