@@ -17,16 +17,12 @@ import {
   kafkaUnreachable,
   parseBrokers,
 } from '../source/kafka/client.js';
-import { action, configFrom, withConfigOptions } from './common.js';
+import { action, configFrom, KAFKA_CONFIG_KEYS, withConfigOptions } from './common.js';
 import { waitForShutdownSignal } from './signals.js';
 
 const CAPTURE_CONFIG_KEYS = [
   'databaseUrl',
-  'kafkaBrokers',
-  'kafkaSsl',
-  'kafkaSaslMechanism',
-  'kafkaSaslUsername',
-  'kafkaSaslPassword',
+  ...KAFKA_CONFIG_KEYS,
   'slotName',
   'publicationName',
   'batchMaxRows',

@@ -2,6 +2,29 @@ import type { Command } from 'commander';
 import { configSpec, loadConfig, type Config, type ConfigKey } from '../config.js';
 import { describeError, PipelineError } from '../errors.js';
 
+/** The settings of the sinks (createSinks reads them): shared by `run` and `work`. */
+export const SINK_CONFIG_KEYS = [
+  'redisUrl',
+  'redisPrefix',
+  'analyticsUrl',
+  'externalUrl',
+  'externalSecret',
+  'externalPolicy',
+  'externalBatchSize',
+  'externalConcurrency',
+  'externalMaxAttempts',
+  'externalTimeoutMs',
+] as const satisfies readonly ConfigKey[];
+
+/** The Kafka connection settings: shared by `capture` and `work`. */
+export const KAFKA_CONFIG_KEYS = [
+  'kafkaBrokers',
+  'kafkaSsl',
+  'kafkaSaslMechanism',
+  'kafkaSaslUsername',
+  'kafkaSaslPassword',
+] as const satisfies readonly ConfigKey[];
+
 /** Adds the flags of the named config keys to a command; help text comes from configSpec. */
 export function withConfigOptions(command: Command, keys: readonly ConfigKey[]): Command {
   for (const key of keys) {

@@ -1,21 +1,12 @@
 import type { Command } from 'commander';
 import { createLogger } from '../logger.js';
 import { startHttpServer, startRuntime } from '../runtime.js';
-import { action, configFrom, withConfigOptions } from './common.js';
+import { action, configFrom, SINK_CONFIG_KEYS, withConfigOptions } from './common.js';
 import { waitForShutdownSignal } from './signals.js';
 
 export const RUN_CONFIG_KEYS = [
   'databaseUrl',
-  'redisUrl',
-  'redisPrefix',
-  'analyticsUrl',
-  'externalUrl',
-  'externalSecret',
-  'externalPolicy',
-  'externalBatchSize',
-  'externalConcurrency',
-  'externalMaxAttempts',
-  'externalTimeoutMs',
+  ...SINK_CONFIG_KEYS,
   'slotName',
   'publicationName',
   'port',

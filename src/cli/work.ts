@@ -15,26 +15,13 @@ import { ContentFeed } from '../source/kafka/content-feed.js';
 import { debeziumFormat } from '../source/kafka/debezium-format.js';
 import { nativeFormat } from '../source/kafka/native-wire.js';
 import { KafkaWorker } from '../source/kafka/worker.js';
-import { action, configFrom, withConfigOptions } from './common.js';
+import { action, configFrom, KAFKA_CONFIG_KEYS, SINK_CONFIG_KEYS, withConfigOptions } from './common.js';
 import { waitForShutdownSignal } from './signals.js';
 
 const WORK_CONFIG_KEYS = [
   'databaseUrl',
-  'kafkaBrokers',
-  'kafkaSsl',
-  'kafkaSaslMechanism',
-  'kafkaSaslUsername',
-  'kafkaSaslPassword',
-  'redisUrl',
-  'redisPrefix',
-  'analyticsUrl',
-  'externalUrl',
-  'externalSecret',
-  'externalPolicy',
-  'externalBatchSize',
-  'externalConcurrency',
-  'externalMaxAttempts',
-  'externalTimeoutMs',
+  ...KAFKA_CONFIG_KEYS,
+  ...SINK_CONFIG_KEYS,
   'batchMaxRows',
   'logLevel',
 ] as const;

@@ -1,4 +1,3 @@
-import { enrich } from '../domain/enrich.js';
 import { eventPosition } from '../domain/position.js';
 import { dateToIso } from '../domain/timestamps.js';
 import type { Batch, EngagementEventRow, EnrichedEvent } from '../domain/types.js';
@@ -6,6 +5,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../server/metrics.js';
 import type { Change } from '../source/changes.js';
 import type { ContentDimension } from '../source/content-dimension.js';
+import { enrichCounted } from './enrich-counted.js';
 
 export interface BatchAssemblerOptions {
   /** Watermark scope for sinks (the slot name in direct mode). */
@@ -121,18 +121,8 @@ export class BatchAssembler {
   }
 
   private add(row: EngagementEventRow, position: string): void | Promise<void> {
-    const content =
-      row.content_id === null ? undefined : (this.options.dimension.peek(row.content_id) ?? undefined);
-    const { event, issues } = enrich(row, content, this.tx.committedAt, dateToIso(new Date()));
-    for (const reason of issues) {
-      this.options.metrics.enrichmentIssues.inc({ reason });
-      if (reason === 'negative_duration') {
-        this.options.logger.warn(
-          { event_id: row.id, duration_ms: row.duration_ms },
-          'negative duration_ms: derived fields set to NULL',
-        );
-      }
-    }
+    const { dimension, metrics, logger } = this.options;
+    const event = enrichCounted(row, dimension, this.tx.committedAt, dateToIso(new Date()), metrics, logger);
     this.events.push(event);
     this.positions.push(position);
     this.lastPosition = position;

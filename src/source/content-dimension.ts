@@ -23,6 +23,11 @@ export class ContentDimension {
     return rows.length;
   }
 
+  /** Ids of the content rows known to exist. */
+  knownIds(): string[] {
+    return [...this.rows].filter(([, row]) => row !== null).map(([id]) => id);
+  }
+
   /** Known content, `null` when known to be absent, `undefined` when never seen. */
   peek(id: string): ContentInfo | null | undefined {
     return this.rows.get(id);

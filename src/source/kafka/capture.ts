@@ -76,8 +76,8 @@ export class KafkaCapture {
     // Publish the whole content table first: the compacted topic must know rows that
     // existed before capture started (it is idempotent: same key, same value).
     const loaded = await this.dimension.loadSnapshot();
-    const { rows } = await this.options.pool.query<{ id: string }>('SELECT id::text FROM content');
-    const snapshot = rows.map((r) => this.contentMessage(r.id));
+    // From the snapshot itself: a second read could see a row the dimension lacks (a tombstone).
+    const snapshot = this.dimension.knownIds().map((id) => this.contentMessage(id));
     for (let i = 0; i < snapshot.length; i += this.options.maxRows) {
       await this.send([], snapshot.slice(i, i + this.options.maxRows));
     }

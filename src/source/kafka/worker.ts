@@ -1,5 +1,5 @@
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
-import { enrich } from '../../domain/enrich.js';
+import { enrichCounted } from '../../pipeline/enrich-counted.js';
 import { offsetPosition } from '../../domain/position.js';
 import { dateToIso } from '../../domain/timestamps.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
@@ -180,21 +180,9 @@ export class KafkaWorker {
   }
 
   private enrichOne(record: Extract<WorkerRecord, { kind: 'event' }>, processedAt: string): EnrichedEvent {
-    const { row } = record;
-    const content =
-      row.content_id === null ? undefined : (this.options.dimension.peek(row.content_id) ?? undefined);
-    const { event, issues } = enrich(row, content, record.committedAt, processedAt);
     this.options.metrics.eventsReceived.inc();
-    for (const reason of issues) {
-      this.options.metrics.enrichmentIssues.inc({ reason });
-      if (reason === 'negative_duration') {
-        this.log.warn(
-          { event_id: row.id, duration_ms: row.duration_ms },
-          'negative duration_ms: derived fields set to NULL',
-        );
-      }
-    }
-    return event;
+    const { dimension, metrics } = this.options;
+    return enrichCounted(record.row, dimension, record.committedAt, processedAt, metrics, this.log);
   }
 
   /** Unknown content ids: first let the content topic catch up, then ask Postgres. */
