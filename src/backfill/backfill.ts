@@ -100,6 +100,8 @@ export async function runBackfill(options: BackfillOptions): Promise<BackfillRes
   const store = new BackfillProgressStore(client);
   const sinkSet = options.createSinks();
   const started: Sink[] = [];
+  // Set once this process holds the run's lock: only then may a failure be written onto it.
+  let owned: BackfillRun | null = null;
   try {
     const sinksKey = options.sinks.join(',');
     let run = await store.findResumable(options.fromTs, options.toTs, sinksKey);
@@ -113,6 +115,7 @@ export async function runBackfill(options: BackfillOptions): Promise<BackfillRes
         'wait for it, or stop it first',
       );
     }
+    owned = run;
     for (const sink of [sinkSet.analytics, sinkSet.redis, sinkSet.external]) {
       if (!sink) continue;
       await sink.start();
@@ -125,7 +128,7 @@ export async function runBackfill(options: BackfillOptions): Promise<BackfillRes
     await store.finish(run, 'done');
     return result;
   } catch (err) {
-    await store.finish(await currentRun(store, options), 'failed', describeError(err)).catch(() => undefined);
+    if (owned) await store.finish(owned, 'failed', describeError(err)).catch(() => undefined);
     throw err;
   } finally {
     for (const sink of started.reverse()) {
@@ -135,12 +138,6 @@ export async function runBackfill(options: BackfillOptions): Promise<BackfillRes
     await readClient.end().catch(() => undefined);
     await client.end().catch(() => undefined);
   }
-}
-
-async function currentRun(store: BackfillProgressStore, o: BackfillOptions): Promise<BackfillRun> {
-  const run = await store.findResumable(o.fromTs, o.toTs, o.sinks.join(','));
-  if (!run) throw new Error('no run');
-  return run;
 }
 
 async function loop(

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { BACKFILL_SINKS, planBackfill, runBackfill, type BackfillSinkName } from '../backfill/backfill.js';
-import { requireDatabaseUrl, type Config } from '../config.js';
+import { requireDatabaseUrl, type Config, type ConfigKey } from '../config.js';
 import { configError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { assertPostgresReachable } from '../runtime.js';
@@ -10,22 +10,15 @@ import { DeadLetterStore } from '../sinks/dead-letter.js';
 import { ExternalSink } from '../sinks/external/external-sink.js';
 import { RedisSink } from '../sinks/redis/redis-sink.js';
 import { createPool } from '../db/postgres.js';
-import { action, configFrom, withConfigOptions } from './common.js';
+import { action, configFrom, parseInstant, SINK_CONFIG_KEYS, withConfigOptions } from './common.js';
 import { ProgressReporter } from './progress-bar.js';
 
+// The sinks' settings but the external policy: a backfill always dead-letters (best-effort).
 const KEYS = [
   'databaseUrl',
-  'redisUrl',
-  'redisPrefix',
-  'analyticsUrl',
-  'externalUrl',
-  'externalSecret',
-  'externalBatchSize',
-  'externalConcurrency',
-  'externalMaxAttempts',
-  'externalTimeoutMs',
+  ...SINK_CONFIG_KEYS.filter((key) => key !== 'externalPolicy'),
   'logLevel',
-] as const;
+] as const satisfies readonly ConfigKey[];
 
 export function registerBackfill(program: Command): void {
   withConfigOptions(
@@ -44,8 +37,8 @@ export function registerBackfill(program: Command): void {
   ).action(
     action(async (options: Record<string, unknown>) => {
       const config = configFrom(options);
-      const fromTs = parseInstant(String(options.from), '--from');
-      const toTs = parseInstant(String(options.to), '--to');
+      const fromTs = parseInstant(String(options.from), '--from', { allowNow: true });
+      const toTs = parseInstant(String(options.to), '--to', { allowNow: true });
       if (fromTs >= toTs) throw configError(`--from (${fromTs}) must be before --to (${toTs})`);
       const sinks = parseSinks(String(options.sinks));
       const rate = parseCount(options.rate ?? '0', '--rate', true);
@@ -134,16 +127,6 @@ function backfillSinks(
         ) ?? undefined)
       : undefined,
   };
-}
-
-function parseInstant(text: string, flag: string): string {
-  if (text === 'now') return new Date().toISOString();
-  const ms = /^\d{4}-\d\d-\d\d/.test(text) ? Date.parse(text) : NaN;
-  if (Number.isNaN(ms))
-    throw configError(
-      `${flag} must be an ISO-8601 time like 2026-01-31T00:00:00Z, got ${JSON.stringify(text)}`,
-    );
-  return new Date(ms).toISOString();
 }
 
 function parseSinks(text: string): BackfillSinkName[] {

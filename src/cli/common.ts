@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { configSpec, loadConfig, type Config, type ConfigKey } from '../config.js';
-import { describeError, PipelineError } from '../errors.js';
+import { configError, describeError, PipelineError } from '../errors.js';
 
 /** The settings of the sinks (createSinks reads them): shared by `run` and `work`. */
 export const SINK_CONFIG_KEYS = [
@@ -57,4 +57,15 @@ export function action<A extends unknown[]>(body: (...args: A) => Promise<void |
       process.exitCode = err instanceof PipelineError && err.kind === 'config' ? 2 : 1;
     }
   };
+}
+
+/** An ISO-8601 time flag (or `now` where allowed), normalized to UTC ISO; one config line when it is not. */
+export function parseInstant(text: string, flag: string, options: { allowNow?: boolean } = {}): string {
+  if (options.allowNow && text === 'now') return new Date().toISOString();
+  const ms = /^\d{4}-\d\d-\d\d/.test(text) ? Date.parse(text) : NaN;
+  if (Number.isNaN(ms))
+    throw configError(
+      `${flag} must be an ISO-8601 time like 2026-01-31T00:00:00Z, got ${JSON.stringify(text)}`,
+    );
+  return new Date(ms).toISOString();
 }

@@ -9,7 +9,7 @@ import { assertPostgresReachable } from '../runtime.js';
 import { createMetrics } from '../server/metrics.js';
 import { DeadLetterStore, type DeadLetterEntry, type DeadLetterRow } from '../sinks/dead-letter.js';
 import { ExternalSink } from '../sinks/external/external-sink.js';
-import { action, configFrom, withConfigOptions } from './common.js';
+import { action, configFrom, parseInstant, withConfigOptions } from './common.js';
 
 const EXTERNAL_KEYS = [
   'databaseUrl',
@@ -207,15 +207,6 @@ function formatTable(rows: DeadLetterRow[]): string {
       .join('  ')
       .trimEnd() + '\n';
   return line(header) + body.map(line).join('');
-}
-
-export function parseInstant(text: string, flag: string): string {
-  const ms = /^\d{4}-\d\d-\d\d/.test(text) ? Date.parse(text) : NaN;
-  if (Number.isNaN(ms))
-    throw configError(
-      `${flag} must be an ISO-8601 time like 2026-01-31T00:00:00Z, got ${JSON.stringify(text)}`,
-    );
-  return new Date(ms).toISOString();
 }
 
 function parsePositive(value: unknown, flag: string): number {
