@@ -196,11 +196,7 @@ export async function startRuntime(
     batchMaxWaitMs: config.batchMaxWaitMs,
     maxInFlightBatches: config.maxInFlightBatches,
     onBadRow: deadLetterBadRow(deadLetters),
-    onSinkSuccess: (sink, batch) => {
-      progress.record(sink, batch);
-      const lag = progress.lagOf(sink);
-      if (lag !== null) metrics.sinkLagSeconds.set({ sink }, lag);
-    },
+    onSinkSuccess: (sink, batch) => progress.record(sink, batch),
   });
   try {
     await pipeline.start();

@@ -101,6 +101,11 @@ export class Fanout {
         labels,
         Math.max(0, now - isoToMillis(batch.events[0].committed_at)) / 1000,
       );
+      // The newest event's commit -> this sink: how far behind the source the sink is.
+      metrics.sinkLagSeconds.set(
+        labels,
+        Math.max(0, now - isoToMillis(batch.events[batch.events.length - 1].committed_at)) / 1000,
+      );
     }
     const since = this.failingSince.get(sinkName);
     if (since !== undefined) {

@@ -47,11 +47,6 @@ export class SinkProgressWriter {
     this.dirty = true;
   }
 
-  /** The last recorded commit-to-sink lag of a sink, in seconds. */
-  lagOf(sink: string): number | null {
-    return this.progress.get(sink)?.lagSeconds ?? null;
-  }
-
   start(): void {
     this.timer = setInterval(() => void this.flush(), this.intervalMs);
     this.timer.unref();
