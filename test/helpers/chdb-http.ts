@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { Session } from 'chdb';
+import { quoteClickHouseIdent } from '../../src/sinks/analytics/clickhouse-schema.js';
+import { closeServer, listen, readBody } from './http-server.js';
 
 /**
  * A test-only ClickHouse HTTP front on chdb (ClickHouse 26.x in-process): it speaks the part of
@@ -111,7 +113,7 @@ export async function startChdbHttp(
   ): Promise<{ body: Buffer; readRows: number; readBytes: number; elapsed: number }> {
     const applied: string[] = [];
     try {
-      if (ctx.database) await session.queryAsync(`USE ${backquote(ctx.database)}`);
+      if (ctx.database) await session.queryAsync(`USE ${quoteClickHouseIdent(ctx.database)}`);
       for (const [name, value] of Object.entries(ctx.settings)) {
         if (!/^\w+$/.test(name))
           throw new HttpError(400, 115, `Unknown setting '${name}'. (UNKNOWN_SETTING)`);
@@ -341,32 +343,4 @@ function parseInsert(
 function settingLiteral(value: string): string {
   if (/^-?\d+(\.\d+)?$/.test(value)) return value;
   return `'${value.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
-}
-
-function backquote(name: string): string {
-  return `\`${name.replaceAll('\\', '\\\\').replaceAll('`', '\\`')}\``;
-}
-
-async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
-
-function listen(server: Server, port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => {
-      const address = server.address();
-      resolve(typeof address === 'object' && address ? address.port : port);
-    });
-  });
-}
-
-function closeServer(server: Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.close(() => resolve());
-    // Keep-alive sockets of the client would hold close() open; a restart drops them, as a real one does.
-    server.closeAllConnections();
-  });
 }
