@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Runtime } from '../../src/runtime.js';
 import { waitFor } from '../helpers/wait.js';
-import { createFaultHarness, sleep, waitCaughtUp, type FaultHarness } from './support/harness.js';
+import { createFaultHarness, drainAndStop, type FaultHarness, sleep } from './support/harness.js';
 import { assertExact, reconcile } from './support/reconcile.js';
 import { recordScenario } from './support/report.js';
 import { startTraffic } from './support/traffic.js';
@@ -76,10 +76,7 @@ describe('fault: the analytics store unavailable (DuckDB file locked by another 
     } finally {
       await traffic.stop();
     }
-    await waitCaughtUp(h);
-    const recoveryMs = Date.now() - cleared;
-    assert.equal(runtime.pipeline.isRunning, true);
-    await runtime.stop();
+    const recoveryMs = await drainAndStop(h, runtime, cleared);
     runtime = null;
     const r = await reconcile(h);
     const locked = h.logs.count(/EP_ERR_ANALYTICS_LOCKED/);

@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import type { Runtime } from '../../src/runtime.js';
 import { runCli } from '../helpers/cli.js';
 import { startRedisServer } from '../helpers/redis-server.js';
-import { createFaultHarness, sleep, waitCaughtUp, type FaultHarness } from './support/harness.js';
+import { createFaultHarness, drainAndStop, type FaultHarness, sleep } from './support/harness.js';
 import { assertExact, reconcile } from './support/reconcile.js';
 import { recordScenario } from './support/report.js';
 import { startTraffic } from './support/traffic.js';
@@ -52,10 +52,7 @@ describe('fault: Redis restarted, and Redis flushed in the middle', () => {
     } finally {
       await traffic.stop();
     }
-    await waitCaughtUp(h);
-    const recoveryMs = Date.now() - cleared;
-    assert.equal(runtime.pipeline.isRunning, true);
-    await runtime.stop();
+    const recoveryMs = await drainAndStop(h, runtime, cleared);
     runtime = null;
     const r = await reconcile(h);
     const failing = h.logs.count(/sink redis write failed/);
@@ -92,9 +89,7 @@ describe('fault: Redis restarted, and Redis flushed in the middle', () => {
       await traffic.stop();
       admin.disconnect();
     }
-    await waitCaughtUp(h);
-    assert.equal(runtime.pipeline.isRunning, true);
-    await runtime.stop();
+    await drainAndStop(h, runtime, Date.now());
     runtime = null;
     const detected = h.logs.count(/EP_ERR_REDIS_STATE_LOST/, 50);
     // What the error line tells the operator to do, for the window the 10-minute boards cover.

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Runtime } from '../../src/runtime.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
-import { createFaultHarness, sleep, waitCaughtUp, type FaultHarness } from './support/harness.js';
+import { createFaultHarness, drainAndStop, type FaultHarness, sleep } from './support/harness.js';
 import { assertExact, reconcile } from './support/reconcile.js';
 import { recordScenario } from './support/report.js';
 import { startTraffic } from './support/traffic.js';
@@ -54,10 +54,7 @@ describe('fault: the replication connection cut and stalled', () => {
     } finally {
       await traffic.stop();
     }
-    await waitCaughtUp(h);
-    const recoveryMs = Date.now() - cleared;
-    assert.equal(runtime.pipeline.isRunning, true);
-    await runtime.stop();
+    const recoveryMs = await drainAndStop(h, runtime, cleared);
     runtime = null;
     const r = await reconcile(h);
     const lost = h.logs.count(/replication stream lost/);

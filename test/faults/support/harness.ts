@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -189,4 +190,21 @@ export async function mockControl(h: FaultHarness, body: object): Promise<void> 
     body: JSON.stringify(body),
   });
   if (!res.ok) throw new Error(`mock _control ${res.status}: ${await res.text()}`);
+}
+
+/**
+ * The end of a scenario: waits until every sink caught up, checks the pipeline survived the
+ * fault (no crash), stops it. Returns the ms since `since` (the fault cleared, or the start).
+ */
+export async function drainAndStop(
+  h: FaultHarness,
+  runtime: Runtime,
+  since: number,
+  options: { timeoutMs?: number; runningMessage?: string } = {},
+): Promise<number> {
+  await waitCaughtUp(h, options.timeoutMs);
+  const elapsedMs = Date.now() - since;
+  assert.equal(runtime.pipeline.isRunning, true, options.runningMessage);
+  await runtime.stop();
+  return elapsedMs;
 }
