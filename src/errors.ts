@@ -21,6 +21,7 @@ export const ErrorCodes = {
   BAD_ROW: 'EP_ERR_BAD_ROW',
   KAFKA_UNREACHABLE: 'EP_ERR_KAFKA_UNREACHABLE',
   DUCKDB_SHARED_GROUP: 'EP_ERR_DUCKDB_SHARED_GROUP',
+  TRUNCATE_RESTART_IDENTITY: 'EP_ERR_TRUNCATE_RESTART_IDENTITY',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 

@@ -82,7 +82,10 @@ export interface Runtime {
   deadLetters: DeadLetterStore;
   redisSink: RedisSink;
   sinks: Sink[];
-  /** Settles if the slot is invalidated or dropped while running (streaming cannot go on). */
+  /**
+   * Settles if streaming cannot go on: the slot is invalidated or dropped, or the stream
+   * halted at a point it must not pass (TRUNCATE … RESTART IDENTITY).
+   */
   slotLost: Promise<PipelineError>;
   stop(): Promise<void>;
 }
@@ -184,6 +187,8 @@ export async function startRuntime(
     waitForAnalyticsLock: true,
   });
   const progress = new SinkProgressWriter(pool, config.slotName, logger);
+  let onSlotLost!: (err: PipelineError) => void;
+  const slotLost = new Promise<PipelineError>((resolve) => (onSlotLost = resolve));
   const pipeline = new Pipeline({
     databaseUrl,
     slotName: config.slotName,
@@ -197,6 +202,7 @@ export async function startRuntime(
     maxInFlightBatches: config.maxInFlightBatches,
     onBadRow: deadLetterBadRow(deadLetters),
     onSinkSuccess: (sink, batch) => progress.record(sink, batch),
+    onHalt: (err) => onSlotLost(err),
   });
   try {
     await pipeline.start();
@@ -206,8 +212,6 @@ export async function startRuntime(
     throw err;
   }
   const heartbeat = new Heartbeat(pool, config.heartbeatIntervalMs, logger.child({ component: 'heartbeat' }));
-  let onSlotLost!: (err: PipelineError) => void;
-  const slotLost = new Promise<PipelineError>((resolve) => (onSlotLost = resolve));
   const poller = new StatusPoller({ pool, slotName: config.slotName, metrics, logger, onSlotLost });
   progress.start();
   heartbeat.start();

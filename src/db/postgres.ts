@@ -10,15 +10,42 @@ const TIMESTAMP_OID = 1114;
 pg.types.setTypeParser(TIMESTAMPTZ_OID, (value: string) => value);
 pg.types.setTypeParser(TIMESTAMP_OID, (value: string) => value);
 
-/** Connection options shared by every client: UTC session so timestamp text is +00. */
+/**
+ * Session settings every connection pins, the replication connection included (the
+ * walsender formats pgoutput's text values with them): the parsers here read ISO timestamps
+ * in UTC, so a database or role set to `DateStyle='SQL, DMY'` or another time zone must not
+ * change what arrives. Startup options take precedence over ALTER DATABASE/ROLE … SET.
+ */
+export const PINNED_SESSION_SETTINGS =
+  '-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex';
+
+/**
+ * Connection options shared by every client: the pinned session settings above, after any
+ * `options` the URL carries (pg lets a URL's `options` replace ours wholesale, so they are
+ * taken out of the URL and put first; the pins, last, win).
+ */
 export function clientConfig(databaseUrl: string, applicationName = 'engagement-pipeline'): pg.ClientConfig {
+  const { connectionString, options } = splitUrlOptions(databaseUrl);
   return {
-    connectionString: databaseUrl,
+    connectionString,
     application_name: applicationName,
-    options: '-c TimeZone=UTC',
+    options: [options, PINNED_SESSION_SETTINGS].filter(Boolean).join(' '),
     connectionTimeoutMillis: 10_000,
     keepAlive: true,
   };
+}
+
+function splitUrlOptions(databaseUrl: string): { connectionString: string; options: string } {
+  let url: URL;
+  try {
+    url = new URL(databaseUrl);
+  } catch {
+    return { connectionString: databaseUrl, options: '' }; // a key=value string: left as it is
+  }
+  const options = url.searchParams.get('options') ?? '';
+  if (!options) return { connectionString: databaseUrl, options: '' };
+  url.searchParams.delete('options');
+  return { connectionString: url.toString(), options };
 }
 
 export function createPool(databaseUrl: string, max = 4, applicationName?: string): pg.Pool {

@@ -46,6 +46,8 @@ export class BatchAssembler {
   /** Highest position handed on; a reconnect replays from the last confirmed commit. */
   private lastPosition = '';
   private closed = false;
+  private inTransaction = false;
+  private dispatching = 0;
 
   constructor(private readonly options: BatchAssemblerOptions) {}
 
@@ -54,6 +56,7 @@ export class BatchAssembler {
     switch (change.kind) {
       case 'begin':
         this.tx = { commitLsn: change.commitLsn, committedAt: change.committedAt, index: 0 };
+        this.inTransaction = true;
         return;
       case 'event':
         return this.onEvent(change.row);
@@ -62,6 +65,12 @@ export class BatchAssembler {
         return;
       case 'content-delete':
         this.options.dimension.delete(change.id);
+        return;
+      case 'content-truncate':
+        for (const id of this.options.dimension.knownIds()) this.options.dimension.delete(id);
+        return;
+      case 'halt':
+        // Handled by the source, which stops taking changes there.
         return;
       case 'ignored':
         this.options.metrics.ignoredChanges.inc({ kind: change.what });
@@ -75,6 +84,7 @@ export class BatchAssembler {
         this.options.logger.error({ table: change.table }, `bad source row dead-lettered: ${change.reason}`);
         return this.options.onBadRow(change);
       case 'commit':
+        this.inTransaction = false;
         this.ackLsn = change.ackLsn;
         if (this.events.length > 0 && this.options.sinksIdle?.()) return this.flush();
         this.armTimer();
@@ -99,8 +109,21 @@ export class BatchAssembler {
     this.events = [];
     this.positions = [];
     this.ackLsn = null;
-    this.dispatchChain = this.dispatchChain.then(() => this.options.dispatch(batch));
+    this.dispatching += 1;
+    this.dispatchChain = this.dispatchChain
+      .then(() => this.options.dispatch(batch))
+      .finally(() => (this.dispatching -= 1));
     return this.dispatchChain;
+  }
+
+  /** True when no transaction is open and nothing is buffered or on its way to dispatch. */
+  get isIdle(): boolean {
+    return !this.inTransaction && this.events.length === 0 && this.ackLsn === null && this.dispatching === 0;
+  }
+
+  /** The source reconnects and replays from the last confirmed commit: a half-read transaction is gone. */
+  resetTransaction(): void {
+    this.inTransaction = false;
   }
 
   /** Stops taking changes (shutdown); what arrives later is replayed on the next start. */

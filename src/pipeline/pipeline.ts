@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Batch } from '../domain/types.js';
-import { describeError } from '../errors.js';
+import { describeError, type PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../server/metrics.js';
 import type { Sink } from '../sinks/sink.js';
@@ -24,6 +24,8 @@ export interface PipelineOptions {
   maxInFlightBatches: number;
   onBadRow?: (change: Extract<Change, { kind: 'bad-row' }>) => Promise<void>;
   onSinkSuccess?: (sink: string, batch: Batch) => void;
+  /** The stream stopped at a point it must not pass (the process should stop with this error). */
+  onHalt?: (error: PipelineError) => void;
 }
 
 /**
@@ -50,7 +52,16 @@ export class Pipeline {
       publicationName: options.publicationName,
       logger,
       metrics: options.metrics,
-      onDisconnect: () => this.assembler.flush(),
+      onDisconnect: async () => {
+        this.assembler.resetTransaction();
+        await this.assembler.flush();
+      },
+      isDrained: () => this.isDrained(),
+      onHalt: (error) => {
+        // Hand on the complete transactions before the halt point; nothing after it.
+        void this.assembler.flush().catch(() => undefined);
+        options.onHalt?.(error);
+      },
     });
     this.checkpoint = new Checkpoint((lsn) => this.source.acknowledge(lsn));
     this.fanout = new Fanout({
@@ -75,6 +86,11 @@ export class Pipeline {
   /** Title of a known content id (for the dashboard). */
   contentTitle(id: string): string | null {
     return this.dimension.peek(id)?.title ?? null;
+  }
+
+  /** Everything received is delivered and confirmed: nothing open, buffered or in flight. */
+  isDrained(): boolean {
+    return this.assembler.isIdle && this.inFlight.size === 0 && this.checkpoint.inFlight === 0;
   }
 
   get isRunning(): boolean {

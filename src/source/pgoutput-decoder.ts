@@ -1,5 +1,6 @@
 import type { Pgoutput } from 'pg-logical-replication';
 import { microsToIso } from '../domain/timestamps.js';
+import { ErrorCodes, PipelineError } from '../errors.js';
 import type { Change } from './changes.js';
 import { decodeContentRow, decodeEventRow } from './decode-rows.js';
 
@@ -18,6 +19,8 @@ export function decodePgoutput(message: Pgoutput.Message): Change | null {
         committedAt: microsToIso(message.commitTime as bigint),
       };
     case 'commit':
+      // The commit record's end: the next record starts exactly there, so confirming it
+      // (exactly, see ReplicationSource.sendStatus) never skips the next transaction.
       return { kind: 'commit', ackLsn: message.commitEndLsn ?? message.commitLsn ?? '0/0' };
     case 'insert':
     case 'update':
@@ -30,16 +33,34 @@ export function decodePgoutput(message: Pgoutput.Message): Change | null {
         : null;
     }
     case 'truncate':
-      return { kind: 'ignored', what: 'truncate' };
+      return decodeTruncate(message);
     case 'message':
       // A non-transactional heartbeat is a position with nothing before it left to deliver:
       // treated like an empty commit, it lets the checkpoint confirm past WAL of other tables.
+      // Its LSN is the end of the message record, where the next record starts.
       return !message.transactional && message.prefix === HEARTBEAT_PREFIX && message.messageLsn
         ? { kind: 'commit', ackLsn: message.messageLsn }
         : null;
     default:
       return null;
   }
+}
+
+function decodeTruncate(message: Pgoutput.MessageTruncate): Change | null {
+  const names = message.relations.map((r) => r.name);
+  if (names.includes(EVENTS_TABLE) && message.restartIdentity) {
+    return {
+      kind: 'halt',
+      error: new PipelineError(
+        ErrorCodes.TRUNCATE_RESTART_IDENTITY,
+        `${EVENTS_TABLE} was truncated with RESTART IDENTITY: new events would reuse event_ids that were already delivered, and every destination would drop them as duplicates; the pipeline stops before that point and confirms nothing past it`,
+        'fatal',
+        'the README section "TRUNCATE … RESTART IDENTITY" gives the four recovery steps (move the sequence past the delivered ids, renumber rows written since, advance the slot, backfill)',
+      ),
+    };
+  }
+  if (names.includes(CONTENT_TABLE)) return { kind: 'content-truncate' };
+  return names.includes(EVENTS_TABLE) ? { kind: 'ignored', what: 'truncate' } : null;
 }
 
 function decodeRowChange(

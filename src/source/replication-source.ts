@@ -1,7 +1,8 @@
+import type pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { clientConfig, withClient } from '../db/postgres.js';
 import { readSlot, slotInvalidatedError } from '../db/migrate.js';
-import { compareLsn, lsnToBigInt } from '../domain/position.js';
+import { bigIntToLsn, compareLsn, lsnToBigInt } from '../domain/position.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../server/metrics.js';
@@ -18,6 +19,22 @@ export interface ReplicationSourceOptions {
   onDisconnect?: () => Promise<void>;
   /** Silence that counts as a dead connection (the server sends keepalives every ~30 s). */
   receiveTimeoutMs?: number;
+  /**
+   * True when every change handed to the handler so far is durably delivered and confirmed
+   * (no open transaction, nothing buffered or in flight). Only then may a keepalive's
+   * position, past everything received, be confirmed.
+   */
+  isDrained?: () => boolean;
+  /** The stream met something it must not go past (see `halt` changes); it stops taking changes. */
+  onHalt?: (error: PipelineError) => void;
+  /** Standby status updates are sent at least this often, also while backpressure pauses the socket. */
+  statusIntervalMs?: number;
+}
+
+/** The parts of pg-logical-replication's flow-control queue the idle rule must see (not in its typings). */
+interface FlowControlState {
+  _messageQueue?: unknown[];
+  _processing?: boolean;
 }
 
 /**
@@ -32,6 +49,9 @@ export class ReplicationSource {
   private loop: Promise<void> | null = null;
   private lastReceiveAt = Date.now();
   private watchdog: NodeJS.Timeout | null = null;
+  private statusTimer: NodeJS.Timeout | null = null;
+  private pausedSince: number | null = null;
+  private halted = false;
   private readonly log: Logger;
 
   constructor(private readonly options: ReplicationSourceOptions) {
@@ -45,9 +65,10 @@ export class ReplicationSource {
 
   /** Checks the slot, then streams until stop(); reconnects on failure. */
   async start(handler: ChangeHandler): Promise<void> {
-    const slot = await withClient(this.options.databaseUrl, (client) =>
-      readSlot(client, this.options.slotName),
-    );
+    const { slot, senderTimeoutMs } = await withClient(this.options.databaseUrl, async (client) => ({
+      slot: await readSlot(client, this.options.slotName),
+      senderTimeoutMs: await readSenderTimeoutMs(client),
+    }));
     if (!slot.exists) {
       throw new PipelineError(
         ErrorCodes.SLOT_MISSING,
@@ -69,23 +90,72 @@ export class ReplicationSource {
       throw err;
     }
     this.startWatchdog();
+    // Well inside the server's wal_sender_timeout (0 = disabled), at most every 10 s.
+    this.startStatusTimer(
+      this.options.statusIntervalMs ??
+        Math.max(200, Math.min(10_000, senderTimeoutMs > 0 ? senderTimeoutMs / 4 : 10_000)),
+    );
   }
 
-  /** Confirms `lsn` (a commit's end LSN) as durably processed. Never moves backwards. */
+  private halt(error: PipelineError): void {
+    this.halted = true;
+    this.log.error(error.oneLine());
+    this.options.onHalt?.(error);
+  }
+
+  /**
+   * While backpressure pauses the socket, keepalives are neither read nor answered and the
+   * server would drop the connection after wal_sender_timeout; any standby status update
+   * resets that timer, so one is sent on a timer of our own.
+   */
+  private startStatusTimer(interval: number): void {
+    this.statusTimer = setInterval(() => {
+      if (!this.stopping) void this.sendStatus();
+    }, interval);
+    this.statusTimer.unref();
+  }
+
+  /**
+   * Confirms `lsn` (a commit's end LSN, or a position past which nothing is pending) as
+   * durably processed. Never moves backwards.
+   */
   acknowledge(lsn: string): void {
     if (compareLsn(lsn, this.confirmedLsn) <= 0) return;
     this.confirmedLsn = lsn;
     this.options.metrics.confirmedLsnBytes.set(Number(lsnToBigInt(lsn)));
-    void this.service?.acknowledge(lsn).catch(() => undefined);
+    this.sendStatus();
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.watchdog) clearInterval(this.watchdog);
+    if (this.statusTimer) clearInterval(this.statusTimer);
     // Send the final confirmation before closing, so a clean stop replays nothing.
-    await this.service?.acknowledge(this.confirmedLsn).catch(() => undefined);
+    await this.sendStatus(this.service);
     await this.service?.destroy().catch(() => undefined);
     await this.loop?.catch(() => undefined);
+  }
+
+  /**
+   * Reports `confirmedLsn` to the server as the flushed position, exactly.
+   *
+   * Postgres skips, on the next start, every transaction whose commit record *starts*
+   * before the confirmed flush position, and a walsender at fast shutdown exits only when
+   * the reported flush equals its sent position. pg-logical-replication's acknowledge(lsn)
+   * reports `lsn + 1` (it assumes the LSN of the last byte received); handing it a commit's
+   * end LSN would confirm one byte into the next record and, with back-to-back commits,
+   * silently skip the whole next transaction. So it is handed `lsn - 1`.
+   */
+  private sendStatus(service = this.service): Promise<unknown> {
+    const exact = lsnToBigInt(this.confirmedLsn);
+    if (!service || exact === 0n) return Promise.resolve();
+    return service.acknowledge(bigIntToLsn(exact - 1n)).catch(() => undefined);
+  }
+
+  /** True while the library's flow control holds messages it has not yet handed over (socket paused). */
+  private get libraryBusy(): boolean {
+    const state = this.service as unknown as FlowControlState | null;
+    return Boolean(state && (state._processing || (state._messageQueue?.length ?? 0) > 0));
   }
 
   private connect(handler: ChangeHandler): { started: Promise<void>; done: Promise<void> } {
@@ -99,20 +169,43 @@ export class ReplicationSource {
       },
     );
     this.service = service;
-    service.on('data', (_lsn: string, message: Pgoutput.Message) => {
+    // Set when a change could not be handled: every later message of this connection is
+    // ignored and the stream restarts from the confirmed position, so nothing is skipped.
+    let broken = false;
+    service.on('data', async (lsn: string, message: Pgoutput.Message) => {
       this.lastReceiveAt = Date.now();
-      if (this.stopping) return;
-      const change = decodePgoutput(message);
-      return change ? handler(change) : undefined;
+      if (this.stopping || this.halted || broken) return;
+      try {
+        const change = decodePgoutput(message);
+        if (change?.kind === 'halt') {
+          this.halt(change.error);
+          return;
+        }
+        // The library would catch a throw or rejection, emit 'error' and go on with the next
+        // message: the event would be skipped. Never let it see one.
+        if (change) await handler(change);
+      } catch (err) {
+        if (this.stopping || broken) return;
+        broken = true;
+        this.log.error(
+          { at: lsn, resumeFrom: this.confirmedLsn },
+          `change handler failed, restarting the stream from the confirmed position: ${describeError(err)}`,
+        );
+        void service.stop().catch(() => undefined);
+      }
     });
     service.on('heartbeat', (lsn: string, _timestamp: number, shouldRespond: boolean) => {
       this.lastReceiveAt = Date.now();
+      if (broken || this.halted) return;
+      // The keepalive carries the server's sent position. When everything received before it
+      // is delivered and confirmed, nothing before that position is pending, so it is
+      // confirmed exactly: an idle slot advances, and a fast shutdown completes (the
+      // walsender waits for flush == sent).
+      if (!this.libraryBusy && !this.stopping && (this.options.isDrained?.() ?? false)) this.acknowledge(lsn);
       const lag = lsnToBigInt(lsn) - lsnToBigInt(this.confirmedLsn);
       this.options.metrics.replicationLagBytes.set(Number(lag > 0n ? lag : 0n));
-      // Answer with our own durable position, never the received one.
-      // (A known limit: Postgres's fast shutdown waits for a confirmation of its shutdown
-      // checkpoint, which this never sends; see RELIABILITY.md.)
-      if (shouldRespond) void service.acknowledge(this.confirmedLsn).catch(() => undefined);
+      // Otherwise answer with our own durable position, never the received one.
+      if (shouldRespond) void this.sendStatus(service);
     });
     service.on('error', () => undefined); // surfaced through subscribe()'s rejection below
     let resolveStarted!: () => void;
@@ -185,6 +278,18 @@ export class ReplicationSource {
   private startWatchdog(): void {
     const timeout = this.options.receiveTimeoutMs ?? 90_000;
     this.watchdog = setInterval(() => {
+      // A socket paused by backpressure is silent by design (sinks are behind), not dead.
+      if (this.libraryBusy) {
+        this.pausedSince ??= Date.now();
+        this.lastReceiveAt = Date.now();
+        return;
+      }
+      if (this.pausedSince !== null) {
+        this.log.debug(
+          `stream resumed after ${((Date.now() - this.pausedSince) / 1000).toFixed(1)} s of backpressure`,
+        );
+        this.pausedSince = null;
+      }
       if (Date.now() - this.lastReceiveAt > timeout && this.service && !this.stopping) {
         this.log.warn(`no data or keepalive for ${timeout} ms; reconnecting`);
         this.lastReceiveAt = Date.now();
@@ -193,6 +298,15 @@ export class ReplicationSource {
     }, 5_000);
     this.watchdog.unref();
   }
+}
+
+/** The server's wal_sender_timeout for a session like ours, in ms (0 = disabled). */
+async function readSenderTimeoutMs(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ ms: string }>(
+    `SELECT setting::bigint * CASE unit WHEN 's' THEN 1000 WHEN 'min' THEN 60000 ELSE 1 END AS ms
+       FROM pg_settings WHERE name = 'wal_sender_timeout'`,
+  );
+  return Number(rows[0]?.ms ?? 60_000);
 }
 
 function sleep(ms: number): Promise<void> {

@@ -10,12 +10,11 @@ import { createFaultHarness, drainAndStop, type FaultHarness, sleep } from './su
 import { assertExact, reconcile } from './support/reconcile.js';
 import { recordScenario } from './support/report.js';
 import { startTraffic } from './support/traffic.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * Immediate shutdown (SIGQUIT to the postmaster): every backend killed at once, crash
- * recovery on the next start, as after a power cut or an OOM kill. (A fast shutdown, SIGINT,
- * waits for the pipeline's walsender to confirm the shutdown checkpoint, which it does not:
- * see RELIABILITY.md, Limits.)
+ * recovery on the next start, as after a power cut or an OOM kill. (The fast shutdown, SIGINT, has its own scenario below.)
  */
 async function crash(dataDir: string): Promise<void> {
   const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
@@ -29,6 +28,23 @@ async function crash(dataDir: string): Promise<void> {
     await sleep(50);
   }
   throw new Error(`postmaster ${pid} did not exit`);
+}
+
+/** Fast shutdown (SIGINT to the postmaster), as `pg_ctl stop` does; returns how long it took. */
+async function fastShutdown(dataDir: string, limitMs: number): Promise<number> {
+  const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const started = Date.now();
+  process.kill(pid, 'SIGINT');
+  while (Date.now() - started < limitMs) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return Date.now() - started;
+    }
+    await sleep(50);
+  }
+  process.kill(pid, 'SIGQUIT'); // leave no hung cluster behind
+  throw new Error(`fast shutdown did not complete within ${limitMs} ms while the pipeline was connected`);
 }
 
 /**
@@ -93,5 +109,46 @@ describe('fault: Postgres restarted mid-stream', () => {
     // backoff and be one outage to it), never one per reconnect attempt.
     assert.ok(lost >= 1 && lost <= 2, `one line per outage, got ${lost}:\n${h.logs.problems()}`);
     assert.equal(resumed, lost, 'one line per recovery');
+  });
+
+  it('completes a fast shutdown in seconds while connected, idle and under traffic, and loses nothing', async () => {
+    runtime = await h.start();
+    const resumedBefore = h.logs.count(/replication stream resumed/);
+    // Idle: the walsender exits only once the pipeline confirms exactly its sent position.
+    await sleep(2000);
+    const idleMs = await fastShutdown(dataDir, 30_000);
+    cluster = await startEmbeddedPostgres({ dataDir, port });
+    await waitFor(
+      'stream resumed',
+      () => h.logs.count(/replication stream resumed/) > resumedBefore,
+      60_000,
+      100,
+    );
+    const traffic = startTraffic(h.databaseUrl, 15);
+    let busyMs = 0;
+    let cleared = 0;
+    try {
+      await sleep(3000);
+      busyMs = await fastShutdown(dataDir, 30_000);
+      cluster = await startEmbeddedPostgres({ dataDir, port });
+      cleared = Date.now();
+      await sleep(2500);
+    } finally {
+      await traffic.stop();
+    }
+    const recoveryMs = await drainAndStop(h, runtime, cleared, {
+      runningMessage: 'the pipeline kept running (no crash)',
+    });
+    runtime = null;
+    const r = await reconcile(h);
+    recordScenario({
+      id: '02b-postgres-fast-shutdown',
+      scenario: 'Postgres fast shutdown while connected',
+      fault: `pg_ctl-style fast shutdown (SIGINT to the postmaster) with the pipeline connected: idle (stopped in ${(idleMs / 1000).toFixed(1)} s) and under traffic (stopped in ${(busyMs / 1000).toFixed(1)} s), then started again`,
+      reconciliation: r,
+      recoveryMs,
+      logLines: { 'replication stream lost': h.logs.count(/replication stream lost/) },
+    });
+    assertExact(r);
   });
 });
