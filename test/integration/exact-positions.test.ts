@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
-import { clientConfig } from '../../src/db/postgres.js';
 import { compareLsn } from '../../src/domain/position.js';
 import { silentLogger } from '../../src/logger.js';
 import { createMetrics } from '../../src/server/metrics.js';
 import type { Change } from '../../src/source/changes.js';
-import { HEARTBEAT_PREFIX } from '../../src/source/pgoutput-decoder.js';
 import { ReplicationSource } from '../../src/source/replication-source.js';
 import { spawnCli, type CliProcess } from '../helpers/cli.js';
 import { duckdbQuery } from '../helpers/duckdb.js';
@@ -19,6 +16,7 @@ import {
   type Harness,
 } from '../helpers/pipeline.js';
 import { waitFor } from '../helpers/wait.js';
+import { confirmedFlush, exactBackToBack } from '../helpers/wal-shapes.js';
 
 /**
  * The position confirmed to Postgres must be exact. Postgres skips, on the next start,
@@ -27,19 +25,6 @@ import { waitFor } from '../helpers/wait.js';
  * (back-to-back commits, or our heartbeat message right before a big commit) is never
  * streamed again. Ordinary traffic rarely makes that WAL shape, so these tests make it.
  */
-
-async function connect(url: string): Promise<pg.Client> {
-  const client = new pg.Client(clientConfig(url));
-  await client.connect();
-  return client;
-}
-
-async function confirmedFlush(h: Harness): Promise<string> {
-  const rows = await h.sql<{ lsn: string }>(
-    `SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'engagement_pipeline'`,
-  );
-  return rows[0].lsn;
-}
 
 async function redisTotal(h: Harness): Promise<number> {
   const counts = await Promise.all(
@@ -50,61 +35,6 @@ async function redisTotal(h: Harness): Promise<number> {
 
 async function eventCount(h: Harness): Promise<number> {
   return Number((await h.sql<{ n: string }>('SELECT count(*) AS n FROM engagement_events'))[0].n);
-}
-
-/**
- * Session B inserts `bigRows` in an open transaction; then A commits one row (or emits the
- * pipeline's heartbeat message); then B commits at once. Returns the LSN where B's commit
- * record starts and checks (pg_walinspect) that it starts exactly where A's record ended.
- */
-async function backToBack(
-  h: Harness,
-  bigRows: number,
-  first: 'commit' | 'heartbeat',
-): Promise<{ aEnd: string; bCommitEnd: string }> {
-  const a = await connect(h.databaseUrl);
-  const b = await connect(h.databaseUrl);
-  try {
-    await b.query('BEGIN');
-    await b.query(
-      `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device)
-       SELECT ($1::uuid[])[1 + (g % 3)], gen_random_uuid(), 'play', now(), g % 60000, 'web' FROM generate_series(1, $2::int) g`,
-      [CONTENT_IDS, bigRows],
-    );
-    let aEnd: string;
-    if (first === 'commit') {
-      await a.query(
-        `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device)
-         VALUES ($1, gen_random_uuid(), 'click', now(), 1000, 'ios')`,
-        [CONTENT_IDS[0]],
-      );
-      aEnd = (await a.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0].lsn;
-    } else {
-      aEnd = (
-        await a.query<{ lsn: string }>(`SELECT pg_logical_emit_message(false, $1, 'x')::text AS lsn`, [
-          HEARTBEAT_PREFIX,
-        ])
-      ).rows[0].lsn;
-    }
-    await b.query('COMMIT');
-    const bCommitEnd = (await b.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn'))
-      .rows[0].lsn;
-    await a.query('CREATE EXTENSION IF NOT EXISTS pg_walinspect');
-    const records = (
-      await a.query<{ start_lsn: string; record_type: string }>(
-        `SELECT start_lsn::text, record_type FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn)
-          WHERE resource_manager = 'Transaction' ORDER BY start_lsn LIMIT 1`,
-        [aEnd, bCommitEnd],
-      )
-    ).rows;
-    // The shape under test: B's commit record starts exactly where A's record ended.
-    assert.equal(records[0]?.record_type, 'COMMIT', 'B committed after A');
-    assert.equal(records[0].start_lsn, aEnd, `B's commit starts where ${first} A ended (WAL shape)`);
-    return { aEnd, bCommitEnd };
-  } finally {
-    await a.end();
-    await b.end();
-  }
 }
 
 describe('exact positions: back-to-back commits survive a restart', () => {
@@ -128,12 +58,17 @@ describe('exact positions: back-to-back commits survive a restart', () => {
         await insertEvents(h, 10);
         const base = await eventCount(h);
         await waitFor('warm-up delivered', async () => (await redisTotal(h)) >= base, 30_000);
-        const { aEnd, bCommitEnd } = await backToBack(h, 150_000, first);
+        const { aEnd, bCommitEnd } = await exactBackToBack(h.databaseUrl, 150_000, first);
         // Stop as soon as A is confirmed, while B (150k rows) is still being delivered.
-        await waitFor('A confirmed', async () => compareLsn(await confirmedFlush(h), aEnd) >= 0, 60_000, 10);
+        await waitFor(
+          'A confirmed',
+          async () => compareLsn(await confirmedFlush(h.databaseUrl), aEnd) >= 0,
+          60_000,
+          10,
+        );
         p.child.kill(stop);
         await p.exited;
-        const atStop = await confirmedFlush(h);
+        const atStop = await confirmedFlush(h.databaseUrl);
         assert.ok(
           compareLsn(atStop, bCommitEnd) < 0,
           `B was not yet confirmed when the pipeline stopped (confirmed ${atStop}, B ends ${bCommitEnd})`,
@@ -226,7 +161,10 @@ describe('TRUNCATE of the events table', () => {
       assert.ok(exit, `the pipeline stopped by itself:\n${p.output()}`);
       assert.notEqual(exit.code, 0);
       assert.match(p.output(), /EP_ERR_TRUNCATE_RESTART_IDENTITY/);
-      assert.ok(compareLsn(await confirmedFlush(h), before) <= 0, 'nothing past the truncate confirmed');
+      assert.ok(
+        compareLsn(await confirmedFlush(h.databaseUrl), before) <= 0,
+        'nothing past the truncate confirmed',
+      );
       assert.equal(await redisTotal(h), 10, 'the reused ids were not dropped as duplicates');
     } finally {
       p.child.kill('SIGKILL');
