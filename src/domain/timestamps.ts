@@ -56,8 +56,15 @@ export const POSTGRES_TIMESTAMPTZ_RANGE: TimestampRange = {
  * outside Postgres's range throw a RangeError with the reason.
  */
 export function pgTimestampToIso(text: string): string {
+  // The stream's usual case (UTC, years 0000..9999) is a re-spelling: no arithmetic needed.
+  const m = UTC_TIMESTAMP_TEXT.exec(text);
+  if (m && isValidCivil(+m[1], +m[2], +m[3], +m[4], +m[5], +m[6]))
+    return `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.${(m[7] ?? '').padEnd(6, '0')}Z`;
   return microsToIso(pgTimestampToMicros(text));
 }
+
+const UTC_TIMESTAMP_TEXT =
+  /^(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?:\+00(?::?00)?|Z)$/;
 
 /** Microseconds since the epoch of a Postgres timestamptz text or a canonical ISO timestamp. */
 export function pgTimestampToMicros(text: string): bigint {
@@ -74,7 +81,7 @@ export function pgTimestampToMicros(text: string): bigint {
   const year = bc ? 1 - Number(y) : yearSign === '-' ? -Number(y) : Number(y);
   const month = Number(mo);
   const day = Number(d);
-  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month) || +h > 23 || +mi > 59 || +s > 59)
+  if (!isValidCivil(year, month, day, +h, +mi, +s))
     throw new RangeError(`invalid timestamp: ${JSON.stringify(text.slice(0, 40))}`);
   const offsetSeconds = sign ? (sign === '-' ? -1 : 1) * ((+oh * 60 + +om) * 60 + +os) : 0;
   const micros =
@@ -111,8 +118,13 @@ export function isoToMicros(iso: string): bigint {
 export function dateToIso(date: Date): string {
   const ms = date.getTime();
   if (Number.isNaN(ms)) throw new RangeError('timestamp out of range');
+  // Years 0000..9999 (every clock reading): Date's own ISO text, padded to microseconds.
+  if (ms >= YEAR_0_MS && ms < YEAR_10000_MS) return `${date.toISOString().slice(0, -1)}000Z`;
   return microsToIso(BigInt(ms) * 1000n);
 }
+
+const YEAR_0_MS = Number(civilToMicros(0, 1, 1) / 1000n);
+const YEAR_10000_MS = Number(civilToMicros(10000, 1, 1) / 1000n);
 
 /** Milliseconds since the epoch of an ISO timestamp produced by this module (microseconds truncated). */
 export function isoToMillis(iso: string): number {
@@ -121,6 +133,11 @@ export function isoToMillis(iso: string): number {
 
 /** Why `iso` cannot be stored in a column of `range` (null when it can); `field` names the column. */
 export function timestampRangeProblem(field: string, iso: string, range: TimestampRange): string | null {
+  // Canonical texts of years 0000..9999 have one width, so they sort as they compare in time.
+  if (iso.length === 27 && iso.charCodeAt(0) <= 57 && iso.charCodeAt(0) >= 48 && iso.endsWith('Z')) {
+    const { minIso, maxIso } = boundsOf(range);
+    if (isoAtLeast(iso, minIso) && !isoAtLeast(iso, maxIso, true)) return null;
+  }
   let micros: bigint;
   try {
     micros = isoToMicros(iso);
@@ -129,6 +146,26 @@ export function timestampRangeProblem(field: string, iso: string, range: Timesta
   }
   if (micros >= range.min && micros <= range.max) return null;
   return `${field} ${iso} is outside ${range.label}'s range (${microsToIso(range.min)} .. ${microsToIso(range.max)})`;
+}
+
+const bounds = new WeakMap<TimestampRange, { minIso: string; maxIso: string }>();
+function boundsOf(range: TimestampRange): { minIso: string; maxIso: string } {
+  let b = bounds.get(range);
+  if (!b) bounds.set(range, (b = { minIso: microsToIso(range.min), maxIso: microsToIso(range.max) }));
+  return b;
+}
+
+/** A 4-digit-year canonical `iso` >= `bound` (> with `strict`), for any canonical bound. */
+function isoAtLeast(iso: string, bound: string, strict = false): boolean {
+  if (bound.startsWith('-')) return true;
+  if (bound.startsWith('+')) return false;
+  return strict ? iso > bound : iso >= bound;
+}
+
+function isValidCivil(year: number, month: number, day: number, h: number, mi: number, s: number): boolean {
+  return (
+    month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth(year, month) && h <= 23 && mi <= 59 && s <= 59
+  );
 }
 
 function daysInMonth(year: number, month: number): number {
