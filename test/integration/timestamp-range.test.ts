@@ -177,11 +177,11 @@ describe('Postgres timestamp range end to end', () => {
         },
         60_000,
       );
-      // The stream still flows after them.
+      // The stream still flows after them (the last event: jsonb written with \u escapes).
       await h.sql(
-        `INSERT INTO engagement_events (content_id, event_type, event_ts, duration_ms, device)
-         SELECT $1::uuid, 'click', now(), 5, 'web' FROM generate_series(1, 10)`,
-        [ORDINARY],
+        `INSERT INTO engagement_events (content_id, event_type, event_ts, duration_ms, device, raw_payload)
+         SELECT $1::uuid, 'click', now(), 5, 'web', CASE WHEN g = 10 THEN $2::jsonb END FROM generate_series(1, 10) g`,
+        [ORDINARY, String.raw`{"u":"\u00e9\ud83c\udfa7\u2028\u001b\"\\"}`],
       );
       run.ordinary += 10;
       for (const r of await h.sql<{ id: string; us: string }>(
@@ -195,6 +195,8 @@ describe('Postgres timestamp range end to end', () => {
         const count = await h.redis.client.get(`${h.redis.prefix}content:count:${ORDINARY}`);
         return count === String(run.ordinary) && recorder.events.length >= run.rows.size - 2;
       });
+      const escaped = recorder.events.find((e) => e.raw_payload !== null && 'u' in (e.raw_payload as object));
+      assert.deepEqual(escaped?.raw_payload, { u: 'é🎧\u2028\u001b"\\' });
       const analytics = await deadLetters(h, 'analytics');
       assert.deepEqual([...analytics.keys()].sort(), refused.map(([id]) => id).sort());
       for (const reason of analytics.values())
