@@ -122,6 +122,7 @@ export function createSinks(
 ): { sinks: Sink[]; redisSink: RedisSink } {
   const analytics = createAnalyticsSink(config.analyticsUrl, logger, {
     deadLetters,
+    metrics,
     waitWhileLocked: options.waitForAnalyticsLock,
   });
   const redisSink = new RedisSink({

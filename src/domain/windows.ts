@@ -1,9 +1,19 @@
 /** Minute buckets and the sliding 10-minute window used by the Redis leaderboards. */
 
-/** `YYYYMMDDHHMM` of the UTC minute an ISO timestamp falls in (string slicing, no Date). */
+/**
+ * `YYYYMMDDHHMM` of the UTC minute a canonical ISO timestamp falls in (string slicing, no Date).
+ * Years outside 0000..9999 keep their sign and six digits (`+010000…`, `-000043…`): such a
+ * bucket is unique, never part of a window of the last minutes, and expires like any other.
+ */
 export function minuteBucketOfIso(iso: string): string {
-  // iso: YYYY-MM-DDTHH:MM:...; years beyond 9999 are not bucketed meaningfully but stay unique.
-  return iso.slice(0, 4) + iso.slice(5, 7) + iso.slice(8, 10) + iso.slice(11, 13) + iso.slice(14, 16);
+  const y = iso.startsWith('+') || iso.startsWith('-') ? 7 : 4; // length of the year part
+  return (
+    iso.slice(0, y) +
+    iso.slice(y + 1, y + 3) +
+    iso.slice(y + 4, y + 6) +
+    iso.slice(y + 7, y + 9) +
+    iso.slice(y + 10, y + 12)
+  );
 }
 
 /** The bucket ids of the `minutes` UTC minutes ending at (and including) `nowMs`'s minute. */

@@ -12,7 +12,8 @@ const UNKNOWN = '00000000-0000-4000-8000-0000000000ff';
 
 /**
  * Everything the source tables admit, while normal traffic flows: the stream must deliver
- * each row (or dead-letter the one kind it cannot represent, event_ts = ±infinity) and go on.
+ * each row (or dead-letter what a destination cannot represent: event_ts = ±infinity for all
+ * of them, an event_ts past DuckDB's TIMESTAMPTZ range for the analytics sink only) and go on.
  */
 describe('fault: bad input while traffic flows', () => {
   let h: FaultHarness;
@@ -40,7 +41,8 @@ describe('fault: bad input while traffic flows', () => {
       await sleep(1000);
       const [video, podcast, newsletter] = CONTENT_IDS;
       // NULL in every nullable column, unknown content, negative and maximal durations, far
-      // past and future and infinite timestamps, a 1 MB payload, unicode and control characters.
+      // past and future and infinite timestamps (the first and last instants Postgres has; the
+      // last is beyond DuckDB's TIMESTAMPTZ), a 1 MB payload, unicode and control characters.
       await h.sql(
         `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device, raw_payload) VALUES
          (NULL, NULL, NULL, now(), NULL, NULL, NULL),
@@ -53,6 +55,10 @@ describe('fault: bad input while traffic flows', () => {
          ($2, NULL, 'finish', '1970-01-01T00:00:00Z', 1, 'tv', '{"k":"epoch"}'),
          ($2, NULL, 'finish', '0001-01-01T00:00:00Z', 1, 'tv', '{"k":"year 1"}'),
          ($2, NULL, 'finish', '2200-06-01T12:00:00Z', 1, 'tv', '{"k":"2200"}'),
+         ($2, NULL, 'finish', '4714-11-24 00:00:00+00 BC', 1, 'tv', '{"k":"first instant"}'),
+         ($2, NULL, 'finish', '0044-03-15 12:00:00.000001+00 BC', 1, 'tv', '{"k":"44 BC"}'),
+         ($2, NULL, 'finish', '10000-01-01 00:00:00+00', 1, 'tv', '{"k":"year 10000"}'),
+         ($2, NULL, 'finish', '294276-12-31 23:59:59.999999+00', 1, 'tv', '{"k":"last instant"}'),
          ($2, NULL, 'finish', 'infinity', 1, 'tv', '{"k":"infinity"}'),
          ($2, NULL, 'finish', '-infinity', 1, 'tv', '{"k":"-infinity"}'),
          ($1, NULL, 'play', now(), 5000, 'tv', jsonb_build_object('big', repeat('x', 1048576))),
@@ -91,26 +97,28 @@ describe('fault: bad input while traffic flows', () => {
     }
     const elapsedMs = await drainAndStop(h, runtime, started, { timeoutMs: 180_000 });
     runtime = null;
-    const r = await reconcile(h, { externalBatchSize: 50 });
+    const r = await reconcile(h, { externalBatchSize: 50, analyticsDeadLetters: true });
     const logLines = {
       'bad source row dead-lettered': h.logs.count(/bad source row dead-lettered/),
       'negative duration_ms': h.logs.count(/negative duration_ms/),
+      'DuckDB cannot hold': h.logs.count(/DuckDB cannot hold/),
     };
     recordScenario({
       id: '11-bad-input',
       scenario: 'bad input',
       fault:
-        'NULLs in every nullable column, unknown content_id, duration_ms −1 / −2^31 / 2^31−1, event_ts 0001, 1970, 2200, ±infinity, a 1 MiB raw_payload, control and non-BMP characters, a 10 kB device, a content row deleted while its events stream, ALTER TABLE ADD COLUMN on both tables mid-stream, one 100,000-row transaction; traffic throughout',
+        'NULLs in every nullable column, unknown content_id, duration_ms −1 / −2^31 / 2^31−1, event_ts 4714 BC, 44 BC, 0001, 1970, 2200, 10000, 294276 (Postgres’s first and last instants), ±infinity, a 1 MiB raw_payload, control and non-BMP characters, a 10 kB device, a content row deleted while its events stream, ALTER TABLE ADD COLUMN on both tables mid-stream, one 100,000-row transaction; traffic throughout',
       reconciliation: r,
       recoveryMs: null,
       logLines,
-      notes: `all sinks caught up ${(elapsedMs / 1000).toFixed(1)} s after the first bad row`,
+      notes: `all sinks caught up ${(elapsedMs / 1000).toFixed(1)} s after the first bad row; ${r.analyticsDeadLettered} row(s) beyond DuckDB's TIMESTAMPTZ range dead-lettered for analytics only`,
     });
     assertExact(r);
     assert.equal(r.badRows, 2, 'exactly the ±infinity rows were dead-lettered by the source');
+    assert.equal(r.analyticsDeadLettered, 1, 'exactly the 294276 row was dead-lettered for DuckDB');
     assert.deepEqual(
       logLines,
-      { 'bad source row dead-lettered': 2, 'negative duration_ms': 2 },
+      { 'bad source row dead-lettered': 2, 'negative duration_ms': 2, 'DuckDB cannot hold': 1 },
       h.logs.problems(),
     );
     assert.ok(r.events > 100_000);

@@ -1,4 +1,6 @@
+import { civilToMicros, type TimestampRange } from '../../domain/timestamps.js';
 import type { EnrichedEvent } from '../../domain/types.js';
+import { timestampsProblem } from './representable.js';
 
 /**
  * The BigQuery table (REST `Table` resource parts) and the insertAll rows. Pure, so the test's
@@ -83,4 +85,27 @@ export function toInsertAllRow(e: EnrichedEvent): InsertAllRow {
       processed_at: e.processed_at,
     },
   };
+}
+
+/** BigQuery TIMESTAMP: 0001-01-01 00:00:00 .. 9999-12-31 23:59:59.999999 UTC. */
+export const BIGQUERY_TIMESTAMP_RANGE: TimestampRange = {
+  label: 'BigQuery TIMESTAMP',
+  min: civilToMicros(1, 1, 1),
+  max: civilToMicros(9999, 12, 31, 23, 59, 59, 999_999),
+};
+
+/**
+ * insertAll takes rows up to 10 MB in requests up to 10 MB; a bigger row fails its whole
+ * request (not one row), which would be retried forever. Leave room for the request envelope.
+ */
+export const BIGQUERY_MAX_ROW_BYTES = 9 * 1024 * 1024;
+
+/** Why BigQuery cannot take the row (null when it can). */
+export function bigQueryRowProblem(e: EnrichedEvent): string | null {
+  const problem = timestampsProblem(e, BIGQUERY_TIMESTAMP_RANGE);
+  if (problem) return problem;
+  const bytes = Buffer.byteLength(JSON.stringify(toInsertAllRow(e)));
+  return bytes > BIGQUERY_MAX_ROW_BYTES
+    ? `the row is ${bytes} bytes as JSON, over insertAll's ${BIGQUERY_MAX_ROW_BYTES}-byte budget per row`
+    : null;
 }

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
+import { civilToMicros, type TimestampRange } from '../../domain/timestamps.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
+import { timestampsProblem } from './representable.js';
 
 /**
  * The ClickHouse table and the rows we send to it. Pure: no I/O, so the DDL the sink runs is
@@ -116,4 +118,22 @@ export function deduplicationToken(batch: Batch): string {
   const ids = batch.events.map((e) => e.event_id);
   const hash = createHash('sha256').update(ids.join(',')).digest('hex').slice(0, 32);
   return `ep:${ids[0]}-${ids[ids.length - 1]}:${ids.length}:${hash}`;
+}
+
+/**
+ * DateTime64(6, 'UTC') is documented for 1900-01-01 00:00:00 .. 2299-12-31 23:59:59.999999.
+ * ClickHouse does not refuse a parsable value outside it, but its date functions then wrap
+ * (on 26.7, toDate of 1899-12-31 23:59:59 is 2079-06-06), and it cannot parse expanded years
+ * (`+010000-…`, `-000043-…`: the whole insert fails). So rows outside are kept away from it
+ * (dead-lettered for this sink) rather than stored wrong or retried forever.
+ */
+export const CLICKHOUSE_DATETIME64_RANGE: TimestampRange = {
+  label: "ClickHouse DateTime64(6, 'UTC')",
+  min: civilToMicros(1900, 1, 1),
+  max: civilToMicros(2299, 12, 31, 23, 59, 59, 999_999),
+};
+
+/** Why ClickHouse cannot hold the row (null when it can). */
+export function clickHouseRowProblem(e: EnrichedEvent): string | null {
+  return timestampsProblem(e, CLICKHOUSE_DATETIME64_RANGE);
 }

@@ -1,44 +1,73 @@
 import { configError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
+import type { Metrics } from '../../server/metrics.js';
 import type { DeadLetterStore } from '../dead-letter.js';
+import { RowCheckedSink, type RowProblem } from '../row-check.js';
 import type { Sink } from '../sink.js';
+import { bigQueryRowProblem } from './bigquery-schema.js';
 import { BigQuerySink, parseBigQueryUrl } from './bigquery-sink.js';
+import { clickHouseRowProblem } from './clickhouse-schema.js';
 import { ClickHouseSink, parseClickHouseUrl } from './clickhouse-sink.js';
 import { DuckDbSink } from './duckdb-sink.js';
+import { duckDbRowProblem } from './representable.js';
 
 export interface AnalyticsSinkDeps {
-  /** Where BigQuery's per-row refusals go; required for bigquery:// URLs. */
+  /**
+   * Where rows the destination cannot hold go (values outside its ranges, checked before it
+   * sees them, and BigQuery's per-row refusals); required for bigquery:// URLs. Without it a
+   * row outside DuckDB's or ClickHouse's range fails its batch on every retry.
+   */
   deadLetters?: DeadLetterStore;
+  /** Counts the rows the row check dead-letters (engagement_dead_letters_total). */
+  metrics?: Pick<Metrics, 'deadLetters'>;
   /** BIGQUERY_API_ENDPOINT (emulator/test server) and BIGQUERY_ACCESS_TOKEN are read from here. */
   env?: NodeJS.ProcessEnv;
   /** DuckDB: wait for another writer's lock instead of failing start() (see DuckDbSink). */
   waitWhileLocked?: boolean;
 }
 
-/** Picks the analytics destination from ANALYTICS_URL. */
+/** Picks the analytics destination from ANALYTICS_URL, behind its row check (see RowCheckedSink). */
 export function createAnalyticsSink(url: string, logger: Logger, deps: AnalyticsSinkDeps = {}): Sink {
   const child = logger.child({ sink: 'analytics' });
+  const checked = (sink: Sink, problem: RowProblem, destination: string): Sink =>
+    deps.deadLetters
+      ? new RowCheckedSink(sink, problem, {
+          deadLetters: deps.deadLetters,
+          logger: child,
+          metrics: deps.metrics,
+          destination,
+        })
+      : sink;
   if (url.startsWith('duckdb:')) {
     const file = url.slice('duckdb:'.length).replace(/^\/\//, '') || './data/engagement.duckdb';
     const memoryLimit = (deps.env ?? process.env).DUCKDB_MEMORY_LIMIT || '256MB';
     if (!/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i.test(memoryLimit)) {
       throw configError(`DUCKDB_MEMORY_LIMIT: expected a size like 256MB or 1GiB (got "${memoryLimit}")`);
     }
-    return new DuckDbSink({ path: file, logger: child, waitWhileLocked: deps.waitWhileLocked, memoryLimit });
+    return checked(
+      new DuckDbSink({ path: file, logger: child, waitWhileLocked: deps.waitWhileLocked, memoryLimit }),
+      duckDbRowProblem,
+      'DuckDB',
+    );
   }
   if (url.startsWith('clickhouse://') || url.startsWith('clickhouses://')) {
-    return new ClickHouseSink({ target: parseClickHouseUrl(url), logger: child });
+    return checked(
+      new ClickHouseSink({ target: parseClickHouseUrl(url), logger: child }),
+      clickHouseRowProblem,
+      'ClickHouse',
+    );
   }
   if (url.startsWith('bigquery://')) {
     if (!deps.deadLetters) throw configError('the BigQuery sink needs the dead-letter table (DATABASE_URL)');
     const env = deps.env ?? process.env;
-    return new BigQuerySink({
+    const sink = new BigQuerySink({
       target: parseBigQueryUrl(url),
       deadLetters: deps.deadLetters,
       logger: child,
       apiEndpoint: env.BIGQUERY_API_ENDPOINT || undefined,
       accessToken: env.BIGQUERY_ACCESS_TOKEN || undefined,
     });
+    return checked(sink, bigQueryRowProblem, 'BigQuery');
   }
   throw configError(
     `ANALYTICS_URL has an unknown scheme (${url.split(':')[0]})`,

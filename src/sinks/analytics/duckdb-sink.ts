@@ -5,6 +5,7 @@ import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
+import { duckDbTimestampText } from './representable.js';
 
 export const ANALYTICS_TABLE = 'engagement.events_enriched';
 
@@ -179,7 +180,7 @@ function appendEvents(appender: DuckDBAppender, events: readonly EnrichedEvent[]
     appendText(appender, e.content_id);
     appendText(appender, e.user_id);
     appendText(appender, e.event_type);
-    appender.appendVarchar(e.event_ts);
+    appender.appendVarchar(duckDbTimestampText(e.event_ts));
     appendInt(appender, e.duration_ms);
     appendText(appender, e.device);
     appendText(

@@ -1,0 +1,45 @@
+import { civilToMicros, timestampRangeProblem, type TimestampRange } from '../../domain/timestamps.js';
+import type { EnrichedEvent } from '../../domain/types.js';
+
+/**
+ * What an analytics destination can hold, checked before the destination sees a row: a value
+ * outside a column's range would otherwise fail the whole batch forever (DuckDB's cast) or be
+ * stored wrong without a word (ClickHouse clamps DateTime64). Pure.
+ */
+
+/** The timestamp columns every analytics table has. */
+const TIMESTAMP_FIELDS = ['event_ts', 'committed_at', 'processed_at'] as const;
+
+/** Why one of the event's timestamps does not fit `range` (null when all do). */
+export function timestampsProblem(e: EnrichedEvent, range: TimestampRange): string | null {
+  for (const field of TIMESTAMP_FIELDS) {
+    const problem = timestampRangeProblem(field, e[field], range);
+    if (problem) return problem;
+  }
+  return null;
+}
+
+/**
+ * DuckDB TIMESTAMPTZ: int64 microseconds with the two extremes reserved for ±infinity, i.e.
+ * 290309-12-22 BC .. 294247-01-10 04:00:54.775806 UTC (probed: one microsecond more is
+ * "timestamp field value out of range"). Postgres's range ends later, at 294276-12-31.
+ */
+export const DUCKDB_TIMESTAMPTZ_RANGE: TimestampRange = {
+  label: 'DuckDB TIMESTAMPTZ',
+  min: civilToMicros(-290308, 12, 22),
+  max: 2n ** 63n - 2n,
+};
+
+/** Why DuckDB cannot hold the row (null when it can). */
+export function duckDbRowProblem(e: EnrichedEvent): string | null {
+  return timestampsProblem(e, DUCKDB_TIMESTAMPTZ_RANGE);
+}
+
+/**
+ * The canonical timestamp as text DuckDB's TIMESTAMPTZ cast reads: DuckDB takes negative
+ * expanded years (`-000043-03-15T12:00:00Z`) and unsigned ones (`10000-01-01T…`), but not the
+ * `+` of ISO-8601's expanded form.
+ */
+export function duckDbTimestampText(iso: string): string {
+  return iso.startsWith('+') ? iso.slice(1) : iso;
+}
