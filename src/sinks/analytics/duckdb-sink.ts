@@ -150,7 +150,9 @@ export class DuckDbSink implements Sink {
       appender.flushSync();
       for (const [stream, sourceId, position] of db.positions.updates(plan)) {
         await connection.run(
-          `INSERT OR REPLACE INTO ${db.positionTable} (stream, source_id, position, updated_at) VALUES ($1, $2, $3, now())`,
+          db.positions.hasRow(stream)
+            ? `UPDATE ${db.positionTable} SET source_id = $2, position = $3, updated_at = now() WHERE stream = $1`
+            : `INSERT INTO ${db.positionTable} (stream, source_id, position) VALUES ($1, $2, $3)`,
           [stream, sourceId, position],
         );
       }
