@@ -169,8 +169,11 @@ describe('DuckDB sink', () => {
     await sink.write(kafka(range(140, 170), 0));
     await sink.write(kafka([...range(160, 175), 171, 172], 31));
     await sink.write(batch('backfill', range(1, 200)));
+    // Ids far apart in one batch (read per run of close ids, not across the whole gap).
+    await sink.write(kafka([3, 1_000_000, 2_000_000, 150], 60));
+    await sink.write(kafka([2_000_000, 4, 1_000_000], 64));
     await sink.stop();
-    assert.deepEqual(await counts(file), { n: 200, d: 200 });
+    assert.deepEqual(await counts(file), { n: 202, d: 202 });
   });
 
   it('redoes a batch with the event_id check when the position-only path meets a stored row', async () => {

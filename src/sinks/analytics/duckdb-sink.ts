@@ -142,7 +142,7 @@ export class DuckDbSink implements Sink {
     try {
       await connection.run('BEGIN TRANSACTION');
       if (plan.checkIds) {
-        const stored = await storedIdsBetween(connection, db.table, plan.minId, plan.maxId);
+        const stored = await storedIdsOf(connection, db.table, events);
         if (stored.size > 0) events = events.filter((e) => !stored.has(e.event_id));
         chunks = this.prepareRows(events);
       }
@@ -261,21 +261,32 @@ export class DuckDbSink implements Sink {
   }
 }
 
-/** Which event_ids in [lo, hi] the table holds (rows are stored in about id order, so few row groups are read). */
-async function storedIdsBetween(
+/**
+ * Which of `events`' ids the table holds: one range read per run of ids without a gap wider
+ * than ID_GAP (rows are stored in about id order, so each read touches few row groups; a batch
+ * whose ids are far apart does not scan everything between them).
+ */
+async function storedIdsOf(
   connection: DuckDBConnection,
   table: string,
-  lo: number,
-  hi: number,
+  events: readonly EnrichedEvent[],
 ): Promise<Set<number>> {
-  const reader = await connection.runAndReadAll(
-    `SELECT event_id FROM ${table} WHERE event_id BETWEEN $1 AND $2`,
-    [BigInt(lo), BigInt(hi)],
-  );
-  const ids = new Set<number>();
-  for (const [id] of reader.getRows()) ids.add(Number(id));
-  return ids;
+  const ids = events.map((e) => e.event_id).sort((a, b) => a - b);
+  const stored = new Set<number>();
+  let lo = 0;
+  for (let i = 1; i <= ids.length; i++) {
+    if (i < ids.length && ids[i] - ids[i - 1] <= ID_GAP) continue;
+    const reader = await connection.runAndReadAll(
+      `SELECT event_id FROM ${table} WHERE event_id BETWEEN $1 AND $2`,
+      [BigInt(ids[lo]), BigInt(ids[i - 1])],
+    );
+    for (const [id] of reader.getRows()) stored.add(Number(id));
+    lo = i;
+  }
+  return stored;
 }
+
+const ID_GAP = 65_536;
 
 function close(db: OpenDb): void {
   try {
