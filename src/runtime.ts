@@ -7,7 +7,8 @@ import { describeError, ErrorCodes, PipelineError } from './errors.js';
 import type { Logger } from './logger.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { createMetrics, type Metrics } from './server/metrics.js';
-import { createAnalyticsSink } from './sinks/analytics/create-analytics-sink.js';
+import { createAnalyticsSink, type AnalyticsSinkDeps } from './sinks/analytics/create-analytics-sink.js';
+import { postgresSystemIdentifier } from './sinks/analytics/duckdb/source-identity.js';
 import { DeadLetterStore } from './sinks/dead-letter.js';
 import { ExternalSink } from './sinks/external/external-sink.js';
 import { createRedis, RedisSink } from './sinks/redis/redis-sink.js';
@@ -118,12 +119,13 @@ export function createSinks(
   logger: Logger,
   metrics: Metrics,
   deadLetters: DeadLetterStore,
-  options: { waitForAnalyticsLock?: boolean } = {},
+  options: { waitForAnalyticsLock?: boolean; positionedStream?: AnalyticsSinkDeps['positionedStream'] } = {},
 ): { sinks: Sink[]; redisSink: RedisSink } {
   const analytics = createAnalyticsSink(config.analyticsUrl, logger, {
     deadLetters,
     metrics,
     waitWhileLocked: options.waitForAnalyticsLock,
+    positionedStream: options.positionedStream,
   });
   const redisSink = new RedisSink({
     url: config.redisUrl,
@@ -184,8 +186,10 @@ export async function startRuntime(
   const deadLetters = new DeadLetterStore(pool);
   // Direct mode: a DuckDB file locked by another process holds the position and retries
   // (the fan-out's write retry) instead of exiting into a restart loop.
+  // The slot's positions recognise replays in DuckDB, tied to this cluster's identity.
   const { sinks, redisSink } = createSinks(config, logger, metrics, deadLetters, {
     waitForAnalyticsLock: true,
+    positionedStream: { stream: config.slotName, sourceId: () => postgresSystemIdentifier(databaseUrl) },
   });
   const progress = new SinkProgressWriter(pool, config.slotName, logger);
   let onSlotLost!: (err: PipelineError) => void;

@@ -117,32 +117,45 @@ function conformance(name: string, setup: () => Promise<SinkUnderTest>): void {
   });
 }
 
-conformance('duckdb', async () => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'conformance-duck-'));
-  const file = path.join(dir, 'a.duckdb');
-  const make = () => new DuckDbSink({ path: file, logger: silentLogger() });
-  // DuckDB admits one process-wide writer: count through a stop + read-only open + start.
-  return {
-    create: async () => make(),
-    delivered: async (sink) => {
-      await sink.stop();
-      const rows = await duckdbQuery(
-        file,
-        'SELECT count(DISTINCT event_id) AS d, count(*) AS n FROM engagement.events_enriched',
-      );
-      await sink.start();
-      assert.equal(rows[0].d, rows[0].n, 'one row per event_id');
-      return Number(rows[0].n);
-    },
-    restart: async (sink) => {
-      await sink.stop();
-      const next = make();
-      await next.start();
-      return next;
-    },
-    cleanup: async () => undefined,
+function duckdbUnderTest(positioned: boolean): () => Promise<SinkUnderTest> {
+  return async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'conformance-duck-'));
+    const file = path.join(dir, 'a.duckdb');
+    const make = () =>
+      new DuckDbSink({
+        path: file,
+        logger: silentLogger(),
+        positionedStream: positioned
+          ? { stream: 'conformance', sourceId: async () => 'conformance-cluster' }
+          : undefined,
+      });
+    // DuckDB admits one process-wide writer: count through a stop + read-only open + start.
+    return {
+      create: async () => make(),
+      delivered: async (sink) => {
+        await sink.stop();
+        const rows = await duckdbQuery(
+          file,
+          'SELECT count(DISTINCT event_id) AS d, count(*) AS n FROM engagement.events_enriched',
+        );
+        await sink.start();
+        assert.equal(rows[0].d, rows[0].n, 'one row per event_id');
+        return Number(rows[0].n);
+      },
+      restart: async (sink) => {
+        await sink.stop();
+        const next = make();
+        await next.start();
+        return next;
+      },
+      cleanup: async () => undefined,
+    };
   };
-});
+}
+
+// Replays recognised by event_id (backfill, Kafka) and by the stream's stored position (direct mode).
+conformance('duckdb', duckdbUnderTest(false));
+conformance('duckdb (positions)', duckdbUnderTest(true));
 
 conformance('redis', async () => {
   const server = await startRedisServer();

@@ -24,6 +24,8 @@ export interface AnalyticsSinkDeps {
   env?: NodeJS.ProcessEnv;
   /** DuckDB: wait for another writer's lock instead of failing start() (see DuckDbSink). */
   waitWhileLocked?: boolean;
+  /** DuckDB: the stream whose positions recognise replays, and its source's identity (see DuckDbSink). */
+  positionedStream?: { stream: string; sourceId: () => Promise<string> };
 }
 
 /** Picks the analytics destination from ANALYTICS_URL, behind its row check (see RowCheckedSink). */
@@ -40,12 +42,19 @@ export function createAnalyticsSink(url: string, logger: Logger, deps: Analytics
       : sink;
   if (url.startsWith('duckdb:')) {
     const file = url.slice('duckdb:'.length).replace(/^\/\//, '') || './data/engagement.duckdb';
-    const memoryLimit = (deps.env ?? process.env).DUCKDB_MEMORY_LIMIT || '256MB';
+    // 64MB: the buffer pool spills and evicts instead of growing (RSS stayed flat up to 3M rows).
+    const memoryLimit = (deps.env ?? process.env).DUCKDB_MEMORY_LIMIT || '64MB';
     if (!/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i.test(memoryLimit)) {
       throw configError(`DUCKDB_MEMORY_LIMIT: expected a size like 256MB or 1GiB (got "${memoryLimit}")`);
     }
     return checked(
-      new DuckDbSink({ path: file, logger: child, waitWhileLocked: deps.waitWhileLocked, memoryLimit }),
+      new DuckDbSink({
+        path: file,
+        logger: child,
+        waitWhileLocked: deps.waitWhileLocked,
+        memoryLimit,
+        positionedStream: deps.positionedStream,
+      }),
       duckDbRowProblem,
       'DuckDB',
     );

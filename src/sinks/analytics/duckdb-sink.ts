@@ -1,98 +1,90 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { DuckDBInstance, type DuckDBAppender, type DuckDBConnection } from '@duckdb/node-api';
+import {
+  DuckDBInstance,
+  type DuckDBAppender,
+  type DuckDBConnection,
+  type DuckDBDataChunk,
+} from '@duckdb/node-api';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
-import { ErrorCodes, PipelineError } from '../../errors.js';
+import { describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
-import { duckDbTimestampText } from './representable.js';
+import { invalidatesDatabase, isDuplicateKey, isLockConflict, transientWriteError } from './duckdb/errors.js';
+import { PositionMemory, type WritePlan } from './duckdb/positions.js';
+import { buildChunks } from './duckdb/rows.js';
+import {
+  analyticsTableIn,
+  createEventsTableSql,
+  createPositionTableSql,
+  positionTableIn,
+} from './duckdb/schema.js';
+
+export { analyticsTableIn } from './duckdb/schema.js';
+export { RowConversionError, DuckDbTransientError } from './duckdb/errors.js';
 
 export const ANALYTICS_TABLE = 'engagement.events_enriched';
 
-/**
- * Where `engagement.events_enriched` lives in a DuckDB file. DuckDB names a file's catalog
- * after the file, so in the default `engagement.duckdb` a schema `engagement` would make
- * `engagement.events_enriched` ambiguous (catalog.table or schema.table: a Binder Error for
- * every reader). There the table goes in the `main` schema, so `engagement.events_enriched`
- * resolves as catalog.table; in any other file it goes in schema `engagement`. Either way the
- * contract's name `engagement.events_enriched` works for anyone who opens the file.
- */
-export function analyticsTableIn(catalog: string): { schema: string; qualified: string } {
-  const schema = catalog === 'engagement' ? 'main' : 'engagement';
-  return { schema, qualified: `${quoteIdent(catalog)}.${schema}.events_enriched` };
+export interface DuckDbSinkOptions {
+  path: string;
+  logger: Logger;
+  /**
+   * When another process holds the file's write lock at start: false (default) fails
+   * start() with EP_ERR_ANALYTICS_LOCKED (a scale-out worker must refuse, not queue up);
+   * true starts anyway and every write() retries the open and fails with that code until
+   * the lock is free. The direct pipeline sets it: its fan-out retries the write while the
+   * source position is held, so a lingering writer (an old instance still draining, an
+   * analyst's read-write session) delays the analytics copy instead of crash-looping the
+   * whole pipeline.
+   */
+  waitWhileLocked?: boolean;
+  /** DuckDB `memory_limit` (DUCKDB_MEMORY_LIMIT), e.g. 64MB. */
+  memoryLimit?: string;
+  /**
+   * The one stream whose positions recognise replays (direct mode: the replication slot) and
+   * how to learn its source's identity (the Postgres system identifier). Batches of other
+   * streams, and all batches when this is unset, are checked by event_id instead.
+   */
+  positionedStream?: { stream: string; sourceId: () => Promise<string> };
+  /** Tests only: called between the appended rows' flush and COMMIT (e.g. to die there). */
+  beforeCommit?: (plan: WritePlan) => void;
 }
 
-function quoteIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
+interface OpenDb {
+  instance: DuckDBInstance;
+  connection: DuckDBConnection;
+  appender: DuckDBAppender;
+  table: string;
+  positionTable: string;
+  positions: PositionMemory;
 }
-
-const createTableSql = (schema: string, table: string) => `
-CREATE SCHEMA IF NOT EXISTS ${schema};
-CREATE TABLE IF NOT EXISTS ${table} (
-  event_id           BIGINT PRIMARY KEY,
-  content_id         UUID,
-  user_id            UUID,
-  event_type         VARCHAR,
-  event_ts           TIMESTAMPTZ NOT NULL,
-  duration_ms        INTEGER,
-  device             VARCHAR,
-  raw_payload        JSON,
-  content_type       VARCHAR,
-  length_seconds     INTEGER,
-  engagement_seconds DECIMAL(12,3),
-  engagement_pct     DECIMAL(12,2),
-  committed_at       TIMESTAMPTZ NOT NULL,
-  processed_at       TIMESTAMPTZ NOT NULL
-);`;
-
-// Staging, then a set-based INSERT ... ON CONFLICT DO NOTHING, so a replay changes nothing.
-const CREATE_STAGING_SQL = `
-CREATE TEMP TABLE IF NOT EXISTS events_staging (
-  event_id BIGINT, content_id VARCHAR, user_id VARCHAR, event_type VARCHAR, event_ts VARCHAR,
-  duration_ms INTEGER, device VARCHAR, raw_payload VARCHAR, content_type VARCHAR,
-  length_seconds INTEGER, engagement_seconds VARCHAR, engagement_pct VARCHAR,
-  committed_at VARCHAR, processed_at VARCHAR
-);`;
-
-const mergeSql = (table: string) => `
-INSERT INTO ${table}
-SELECT DISTINCT ON (event_id)
-  event_id, content_id::UUID, user_id::UUID, event_type, event_ts::TIMESTAMPTZ, duration_ms, device,
-  raw_payload::JSON, content_type, length_seconds, engagement_seconds::DECIMAL(12,3),
-  engagement_pct::DECIMAL(12,2), committed_at::TIMESTAMPTZ, processed_at::TIMESTAMPTZ
-FROM temp.main.events_staging
-ON CONFLICT DO NOTHING`;
 
 /**
  * DuckDB, the embedded analytics default: one row per event_id in engagement.events_enriched.
+ *
+ * Each write is ONE DuckDB transaction: BEGIN; Appender rows straight into the keyed table;
+ * flush (it joins the open transaction); upsert the stream's row in `sink_position`; COMMIT.
+ * A replay is recognised by position (events at or below the stored position are skipped) or,
+ * for streams without trusted positions, by reading which of the batch's event_ids the table
+ * already holds within the batch's id range (see PositionMemory). The primary key backs both:
+ * a duplicate that slips through fails the flush, and the batch is redone with the id check.
+ *
+ * Failure discipline (DuckDB's COMMIT of a transaction in which a statement failed returns
+ * success and silently rolls back, and an Appender dropped while holding rows flushes them
+ * again from its destructor into whatever transaction is open then):
+ * - rows are converted in JS first; the Appender only ever receives whole DataChunks;
+ * - on every error path the Appender is cleared and the transaction rolled back, never
+ *   committed; any failure that is not about the rows closes the database, and the next
+ *   write reopens it and reloads the positions from the file.
+ *
  * DuckDB admits one writing process per file; a second gets a clear error, not a corrupt file.
  */
 export class DuckDbSink implements Sink {
   readonly name = 'analytics';
-  private instance: DuckDBInstance | null = null;
-  private connection: DuckDBConnection | null = null;
-  /** Appends into the temp staging table. */
-  private staging: DuckDBAppender | null = null;
-  private mergeSql = '';
+  private db: OpenDb | null = null;
+  private sourceId: string | null = null;
 
-  constructor(
-    private readonly options: {
-      path: string;
-      logger: Logger;
-      /**
-       * When another process holds the file's write lock at start: false (default) fails
-       * start() with EP_ERR_ANALYTICS_LOCKED (a scale-out worker must refuse, not queue up);
-       * true starts anyway and every write() retries the open and fails with that code until
-       * the lock is free. The direct pipeline sets it: its fan-out retries the write while the
-       * source position is held, so a lingering writer (an old instance still draining, an
-       * analyst's read-write session) delays the analytics copy instead of crash-looping the
-       * whole pipeline.
-       */
-      waitWhileLocked?: boolean;
-      /** DuckDB `memory_limit` (DUCKDB_MEMORY_LIMIT), e.g. 256MB. */
-      memoryLimit?: string;
-    },
-  ) {}
+  constructor(private readonly options: DuckDbSinkOptions) {}
 
   async start(): Promise<void> {
     const file = this.options.path;
@@ -106,18 +98,130 @@ export class DuckDbSink implements Sink {
     }
   }
 
-  private async open(): Promise<void> {
-    const file = this.options.path;
+  async write(batch: Batch, _signal?: AbortSignal): Promise<void> {
+    if (batch.events.length === 0) return;
+    const db = this.db ?? (await this.open());
+    const plan = db.positions.plan(batch, await this.sourceIdOf(batch.stream));
+    if (plan.events.length === 0) return; // all replayed
     try {
-      // DuckDB's buffer pool defaults to 80 % of RAM; bounded, it spills and evicts instead
-      // (1M-row catch-up: peak RSS 1.06 GB unbounded, 0.74 GB at 256MB, same throughput).
-      this.instance = await DuckDBInstance.create(
+      await this.commit(db, plan);
+    } catch (err) {
+      if (plan.checkIds || !isDuplicateKey(err)) throw err;
+      // A row the table already holds reached the position-only path (an event written by
+      // another slot, or a restored cluster): redo the batch with the id check.
+      this.options.logger.warn(
+        { stream: plan.stream, minId: plan.minId, maxId: plan.maxId },
+        'batch overlapped rows already stored; re-applied with the event_id check',
+      );
+      await this.commit(db, { ...plan, checkIds: true });
+    }
+  }
+
+  async stop(): Promise<void> {
+    const db = this.db;
+    this.db = null;
+    if (!db) return;
+    await db.connection.run('CHECKPOINT').catch(() => undefined);
+    close(db);
+  }
+
+  /**
+   * Rows are checked here, before any of them reaches DuckDB: every value is converted, and a
+   * value the table cannot take throws a RowConversionError naming the event, column and value.
+   * Value-range checks belong here too.
+   */
+  private prepareRows(events: readonly EnrichedEvent[]): DuckDBDataChunk[] {
+    return buildChunks(events);
+  }
+
+  /** One transaction; on any error nothing of it stays (see the class comment). */
+  private async commit(db: OpenDb, plan: WritePlan): Promise<void> {
+    const { connection, appender } = db;
+    let events = plan.events;
+    let chunks = plan.checkIds ? null : this.prepareRows(events);
+    try {
+      await connection.run('BEGIN TRANSACTION');
+      if (plan.checkIds) {
+        const stored = await storedIdsOf(connection, db.table, events);
+        if (stored.size > 0) events = events.filter((e) => !stored.has(e.event_id));
+        chunks = this.prepareRows(events);
+      }
+      for (const chunk of chunks!) appender.appendDataChunk(chunk);
+      appender.flushSync();
+      for (const [stream, sourceId, position] of db.positions.updates(plan)) {
+        await connection.run(
+          db.positions.hasRow(stream)
+            ? `UPDATE ${db.positionTable} SET source_id = $2, position = $3, updated_at = now() WHERE stream = $1`
+            : `INSERT INTO ${db.positionTable} (stream, source_id, position) VALUES ($1, $2, $3)`,
+          [stream, sourceId, position],
+        );
+      }
+      this.options.beforeCommit?.(plan);
+      await connection.run('COMMIT');
+    } catch (err) {
+      const rowsRefused = err instanceof PipelineError; // a row's value (from prepareRows)
+      const keepOpen = await this.abandon(db);
+      if (!keepOpen || !(rowsRefused || isDuplicateKey(err)) || invalidatesDatabase(err)) {
+        // Unknown state (IO, a failed COMMIT, a broken Appender): reopen from the file, which
+        // also reloads the positions, on the next write.
+        this.db = null;
+        close(db);
+      }
+      if (rowsRefused) throw err;
+      throw transientWriteError(err, isDuplicateKey(err) ? 'append' : 'write');
+    }
+    db.positions.committed(plan);
+  }
+
+  /**
+   * Nothing of a failed transaction may survive: no rows in the Appender, no open transaction.
+   * Returns false when that could not be ensured (the database must be closed).
+   */
+  private async abandon(db: OpenDb): Promise<boolean> {
+    let clean = true;
+    try {
+      db.appender.clear();
+    } catch (err) {
+      this.options.logger.warn(`clearing the DuckDB appender: ${describeError(err)}`);
+      clean = false;
+    }
+    try {
+      await db.connection.run('ROLLBACK');
+    } catch (err) {
+      // After a failed COMMIT (or a failure before BEGIN) no transaction is left: expected.
+      if (!/no transaction/i.test((err as Error).message ?? '')) clean = false;
+    }
+    return clean;
+  }
+
+  private async sourceIdOf(stream: string): Promise<string | null> {
+    const positioned = this.options.positionedStream;
+    if (!positioned || positioned.stream !== stream) return null;
+    if (this.sourceId === null) {
+      try {
+        this.sourceId = await positioned.sourceId();
+      } catch (err) {
+        throw new PipelineError(
+          ErrorCodes.ANALYTICS_UNAVAILABLE,
+          `DuckDB sink: cannot read the source's identity: ${describeError(err)}`,
+          'transient',
+        );
+      }
+    }
+    return this.sourceId;
+  }
+
+  private async open(): Promise<OpenDb> {
+    const file = this.options.path;
+    let instance: DuckDBInstance;
+    try {
+      // DuckDB's buffer pool defaults to 80 % of RAM; bounded, it spills and evicts instead.
+      instance = await DuckDBInstance.create(
         file,
         this.options.memoryLimit ? { memory_limit: this.options.memoryLimit } : {},
       );
     } catch (err) {
-      const message = (err as Error).message ?? '';
-      if (/lock/i.test(message)) {
+      if (isLockConflict(err) || /lock/i.test((err as Error).message ?? '')) {
         throw new PipelineError(
           ErrorCodes.ANALYTICS_LOCKED,
           `DuckDB file ${file} is in use by another process (DuckDB admits one writer)`,
@@ -125,84 +229,80 @@ export class DuckDbSink implements Sink {
           'stop the other pipeline, or use ClickHouse/BigQuery for several workers',
         );
       }
-      throw err;
+      throw transientWriteError(err, `open of ${file}`);
     }
-    this.connection = await this.instance.connect();
-    const catalog = (await this.connection.runAndReadAll('SELECT current_database()')).getRows()[0]![0];
-    const { schema, qualified } = analyticsTableIn(String(catalog));
-    await this.connection.run(createTableSql(schema, qualified));
-    this.mergeSql = mergeSql(qualified);
-    await this.connection.run(CREATE_STAGING_SQL);
-    this.staging = await this.connection.createAppender('events_staging', 'main', 'temp');
-  }
-
-  /**
-   * Staging (Appender into a temp table) + one set-based INSERT ... ON CONFLICT DO NOTHING in
-   * a transaction: a replay changes nothing. Not the Appender straight into the keyed table:
-   * it is ~6x cheaper per small batch, but under repeated kill -9 it lost committed rows
-   * (400-940 per 20-cycle run, 4 runs of 4; this path: 0 of 3).
-   */
-  async write(batch: Batch): Promise<void> {
-    if (batch.events.length === 0) return;
-    if (!this.connection) await this.open();
-    const connection = this.connection!;
-    appendEvents(this.staging!, batch.events);
-    this.staging!.flushSync();
+    let connection: DuckDBConnection | null = null;
     try {
-      await connection.run('BEGIN TRANSACTION');
-      await connection.run(this.mergeSql);
-      await connection.run('COMMIT');
+      connection = await instance.connect();
+      const catalog = String((await connection.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
+      const { schema, qualified } = analyticsTableIn(catalog);
+      const positionTable = positionTableIn(catalog);
+      await connection.run(createEventsTableSql(schema, qualified));
+      await connection.run(createPositionTableSql(positionTable));
+      const positions = new PositionMemory();
+      const rows = (
+        await connection.runAndReadAll(`SELECT stream, source_id, position FROM ${positionTable}`)
+      ).getRows();
+      positions.load(
+        rows.map(([stream, sourceId, position]) => ({
+          stream: String(stream),
+          sourceId: sourceId === null ? null : String(sourceId),
+          position: String(position),
+        })),
+      );
+      const appender = await connection.createAppender('events_enriched', schema, catalog);
+      this.db = { instance, connection, appender, table: qualified, positionTable, positions };
+      return this.db;
     } catch (err) {
-      await connection.run('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
-      await connection.run('DELETE FROM temp.main.events_staging');
+      connection?.closeSync();
+      instance.closeSync();
+      throw transientWriteError(err, `open of ${file}`);
     }
-  }
-
-  async stop(): Promise<void> {
-    this.staging?.closeSync();
-    if (this.connection) {
-      await this.connection.run('CHECKPOINT').catch(() => undefined);
-      this.connection.closeSync();
-    }
-    this.instance?.closeSync();
-    this.staging = null;
-    this.connection = null;
-    this.instance = null;
   }
 }
 
-/** One row per event; text is cast by DuckDB to the column's type (UUID, TIMESTAMPTZ, JSON, DECIMAL). */
-function appendEvents(appender: DuckDBAppender, events: readonly EnrichedEvent[]): void {
-  for (const e of events) {
-    appender.appendBigInt(BigInt(e.event_id));
-    appendText(appender, e.content_id);
-    appendText(appender, e.user_id);
-    appendText(appender, e.event_type);
-    appender.appendVarchar(duckDbTimestampText(e.event_ts));
-    appendInt(appender, e.duration_ms);
-    appendText(appender, e.device);
-    appendText(
-      appender,
-      e.raw_payload === null || e.raw_payload === undefined ? null : JSON.stringify(e.raw_payload),
+/**
+ * Which of `events`' ids the table holds: one range read per run of ids without a gap wider
+ * than ID_GAP (rows are stored in about id order, so each read touches few row groups; a batch
+ * whose ids are far apart does not scan everything between them).
+ */
+async function storedIdsOf(
+  connection: DuckDBConnection,
+  table: string,
+  events: readonly EnrichedEvent[],
+): Promise<Set<number>> {
+  const ids = events.map((e) => e.event_id).sort((a, b) => a - b);
+  const stored = new Set<number>();
+  let lo = 0;
+  for (let i = 1; i <= ids.length; i++) {
+    if (i < ids.length && ids[i] - ids[i - 1] <= ID_GAP) continue;
+    const reader = await connection.runAndReadAll(
+      `SELECT event_id FROM ${table} WHERE event_id BETWEEN $1 AND $2`,
+      [BigInt(ids[lo]), BigInt(ids[i - 1])],
     );
-    appendText(appender, e.content_type);
-    appendInt(appender, e.length_seconds);
-    appendText(appender, e.engagement_seconds === null ? null : String(e.engagement_seconds));
-    appendText(appender, e.engagement_pct === null ? null : String(e.engagement_pct));
-    appender.appendVarchar(e.committed_at);
-    appender.appendVarchar(e.processed_at);
-    appender.endRow();
+    for (const [id] of reader.getRows()) stored.add(Number(id));
+    lo = i;
   }
+  return stored;
 }
 
-function appendText(appender: DuckDBAppender, value: string | null): void {
-  if (value === null) appender.appendNull();
-  else appender.appendVarchar(value);
-}
+const ID_GAP = 65_536;
 
-function appendInt(appender: DuckDBAppender, value: number | null): void {
-  if (value === null) appender.appendNull();
-  else appender.appendInteger(value);
+function close(db: OpenDb): void {
+  try {
+    db.appender.clear(); // never let closeSync (or V8) flush leftover rows
+    db.appender.closeSync();
+  } catch {
+    // closing anyway
+  }
+  try {
+    db.connection.closeSync();
+  } catch {
+    // closing anyway
+  }
+  try {
+    db.instance.closeSync();
+  } catch {
+    // closing anyway
+  }
 }
