@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import type { Runtime } from '../../src/runtime.js';
 import { runCli } from '../helpers/cli.js';
-import { startRedisServer } from '../helpers/redis-server.js';
+import { startRedisCluster, startRedisServer } from '../helpers/redis-server.js';
 import { REDIS_REBUILD_COMMAND } from '../../src/sinks/redis/redis-sink.js';
 import { CONTENT_IDS } from '../helpers/pipeline.js';
 import {
@@ -83,7 +83,57 @@ describe('fault: Redis restarted, and Redis flushed in the middle', () => {
   it('stream + overlapping backfills twice, then FLUSHALL mid-stream: detected, the command it prints rebuilds Redis exactly', async () => {
     const h = await createFaultHarness({ redisUrl: server!.url });
     harnesses.push(h);
-    runtime = await h.start();
+    await overlapFlushRebuild(h, {
+      id: '05-redis-flushall',
+      scenario: 'Redis FLUSHALL mid-stream',
+      flushAll: async () => {
+        const admin = new Redis(server!.url);
+        await admin.flushall().finally(() => admin.disconnect());
+      },
+      checkUrl: server!.url,
+    });
+  });
+
+  it('the same on a real Redis Cluster (3 masters): keys share one hash tag, every figure exact', async () => {
+    const clusterDir = mkdtempSync(path.join(tmpdir(), 'engagement-fault-redis-cluster-'));
+    const cluster = await startRedisCluster(clusterDir, 3);
+    try {
+      const prefix = `{fault${Math.floor(Math.random() * 1e9)}}:`;
+      // The nodes answer for their own slots: the one owning the tag is where every key lives.
+      const checkUrl = await slotOwnerUrl(cluster.ports, prefix);
+      const h = await createFaultHarness({ redisUrl: cluster.url, redisPrefix: prefix });
+      harnesses.push(h);
+      await overlapFlushRebuild(h, {
+        id: '05b-redis-cluster-flushall',
+        scenario: 'Redis Cluster: FLUSHALL mid-stream',
+        flushAll: async () => {
+          for (const port of cluster.ports) {
+            const node = new Redis(port, '127.0.0.1');
+            await node.flushall().finally(() => node.disconnect());
+          }
+        },
+        checkUrl,
+      });
+    } finally {
+      await cluster.stop();
+      rmSync(clusterDir, { recursive: true, force: true });
+    }
+  });
+});
+
+/**
+ * Streams, backfills overlapping ranges twice while streaming (checks totals), FLUSHALLs
+ * mid-stream, then runs the rebuild command the loss line prints, twice: every Redis figure
+ * equals SQL (content:count, content:last, the 10-minute window).
+ */
+async function overlapFlushRebuild(
+  h: FaultHarness,
+  options: { id: string; scenario: string; flushAll: () => Promise<void>; checkUrl: string },
+): Promise<void> {
+  const check = { ...h, redisUrl: options.checkUrl };
+  const runtime = await h.start();
+  let running = true;
+  try {
     const backfill = async (from: string, to: string) => {
       const run = await runCli(['backfill', '--from', from, '--to', to, '--sinks', 'redis'], h.env());
       assert.equal(run.code, 0, run.output);
@@ -100,25 +150,23 @@ describe('fault: Redis restarted, and Redis flushed in the middle', () => {
       await traffic.stop();
     }
     await waitCaughtUp(h);
-    assert.deepEqual(await redisTotals(h), await sqlTotals(h), 'exact after stream + 2 backfills');
+    assert.deepEqual(await redisTotals(check), await sqlTotals(h), 'exact after stream + 2 backfills');
     // 2. FLUSHALL while events stream.
     traffic = startTraffic(h.databaseUrl, 15);
     let cleared = 0;
-    const admin = new Redis(server!.url);
     try {
       await sleep(2000);
-      await admin.flushall();
+      await options.flushAll();
       cleared = Date.now();
       await sleep(2500);
     } finally {
       await traffic.stop();
-      admin.disconnect();
     }
     await drainAndStop(h, runtime, Date.now());
-    runtime = null;
+    running = false;
     const lossLines = h.logs.lines.filter((l) => /EP_ERR_REDIS_STATE_LOST/.test(l.msg));
     const lossLine = lossLines[0]?.msg ?? '';
-    const truncated = await redisTotals(h);
+    const truncated = await redisTotals(check);
     // 3. The command the error line names, run as printed (twice: the second changes nothing).
     const command = /`engagement (backfill [^`]+)`/.exec(lossLine)?.[1].split(' ') ?? [];
     assert.deepEqual(command, REDIS_REBUILD_COMMAND.split(' ').slice(1), lossLine);
@@ -130,14 +178,14 @@ describe('fault: Redis restarted, and Redis flushed in the middle', () => {
     const again = await runCli(command, h.env());
     assert.equal(again.code, 0, again.output);
     assert.match(again.output, /redis: 0 events newly counted/);
-    const r = await reconcile(h);
-    const totals = await redisTotals(h);
+    const r = await reconcile(check);
+    const totals = await redisTotals(check);
     const truth = await sqlTotals(h);
     if (JSON.stringify([...totals]) !== JSON.stringify([...truth]))
       r.problems.push('content:count / content:last differ from SQL after the rebuild');
     recordScenario({
-      id: '05-redis-flushall',
-      scenario: 'Redis FLUSHALL mid-stream',
+      id: options.id,
+      scenario: options.scenario,
       fault:
         'stream + `backfill --sinks redis` over overlapping ranges twice; then FLUSHALL while events stream; then the rebuild command the error line prints (run twice)',
       reconciliation: r,
@@ -149,8 +197,24 @@ describe('fault: Redis restarted, and Redis flushed in the middle', () => {
     assert.deepEqual(totals, truth);
     assert.equal(lossLines.length, 1, `one error line for the flush:\n${h.logs.problems()}`);
     assert.ok(sum(truncated) < sum(truth), 'the flush lost counts before the rebuild');
-  });
-});
+  } finally {
+    if (running) await runtime.stop().catch(() => undefined);
+  }
+}
+
+/** redis://… of the cluster node that owns the slot of `key` (its hash tag). */
+async function slotOwnerUrl(ports: number[], key: string): Promise<string> {
+  const node = new Redis(ports[0], '127.0.0.1');
+  try {
+    const slot = Number(await node.cluster('KEYSLOT', key));
+    const slots = (await node.cluster('SLOTS')) as unknown as [number, number, [string, number]][];
+    const owner = slots.find(([from, to]) => slot >= from && slot <= to);
+    if (!owner) throw new Error(`no node owns slot ${slot}`);
+    return `redis://${owner[2][0]}:${owner[2][1]}`;
+  } finally {
+    node.disconnect();
+  }
+}
 
 /** Per content: "<content:count> events, last <content:last's event_id>" from Redis. */
 async function redisTotals(h: FaultHarness): Promise<Map<string, string>> {

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { Redis } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { minuteBucketOfIso, windowBuckets } from '../../domain/windows.js';
-import { describeError, ErrorCodes, PipelineError } from '../../errors.js';
+import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
 import {
@@ -30,17 +30,71 @@ export interface RedisSinkOptions {
   refreshMinIntervalMs?: number;
 }
 
-/** ioredis options shared by the sink and readers: fail fast while Redis is down, reconnect forever. */
+/**
+ * ioredis client shared by the sink and readers: fail fast while Redis is down, reconnect
+ * forever. `redis+cluster://[user:pass@]host:port,host:port` (or `rediss+cluster://`) gives a
+ * Redis Cluster client; it answers every command the sink and readers use, so callers keep the
+ * `Redis` type (all our keys share one hash tag, see assertClusterPrefix).
+ */
 export function createRedis(url: string): Redis {
-  const redis = new Redis(url, {
+  const options: RedisOptions = {
     maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
     connectTimeout: 5_000,
     retryStrategy: (times) => Math.min(100 * times, 2_000),
-    lazyConnect: true,
-  });
+  };
+  const cluster = parseClusterUrl(url);
+  if (cluster) {
+    const client = new Cluster(cluster.nodes, {
+      redisOptions: { ...options, ...cluster.auth, ...(cluster.tls ? { tls: {} } : {}) },
+      clusterRetryStrategy: (times) => Math.min(100 * times, 2_000),
+      enableOfflineQueue: false,
+      lazyConnect: true,
+    });
+    client.on('error', () => undefined); // surfaced by the failing command; ioredis reconnects
+    return client as unknown as Redis;
+  }
+  const redis = new Redis(url, { ...options, enableOfflineQueue: false, lazyConnect: true });
   redis.on('error', () => undefined); // surfaced by the failing command; ioredis reconnects
   return redis;
+}
+
+/** `redis+cluster://[user:pass@]h1:p1,h2:p2[/]` -> seed nodes and credentials; null for a plain URL. */
+export function parseClusterUrl(url: string): {
+  nodes: { host: string; port: number }[];
+  auth: { username?: string; password?: string };
+  tls: boolean;
+} | null {
+  const m = /^(rediss?)\+cluster:\/\/(?:([^@/]*)@)?([^/?#]+)\/?$/.exec(url);
+  if (!m) return null;
+  const auth: { username?: string; password?: string } = {};
+  if (m[2]) {
+    const [user, ...pass] = m[2].split(':');
+    if (user) auth.username = decodeURIComponent(user);
+    if (pass.length > 0) auth.password = decodeURIComponent(pass.join(':'));
+  }
+  const nodes = m[3].split(',').map((hostPort) => {
+    const i = hostPort.lastIndexOf(':');
+    const host = (i > 0 ? hostPort.slice(0, i) : hostPort).replace(/^\[|\]$/g, '');
+    const port = i > 0 ? Number(hostPort.slice(i + 1)) : 6379;
+    if (!host || !Number.isInteger(port) || port <= 0 || port > 65535)
+      throw configError(`REDIS_URL: bad cluster node ${JSON.stringify(hostPort)}`);
+    return { host, port };
+  });
+  return { nodes, auth, tls: m[1] === 'rediss' };
+}
+
+/**
+ * On a Redis Cluster one batch's script and the 10-minute union touch many keys, which must
+ * live in one slot: the prefix must carry a hash tag (`{engagement}:`), so every key does.
+ */
+export function assertClusterPrefix(url: string, prefix: string): void {
+  const open = prefix.indexOf('{');
+  const close = open < 0 ? -1 : prefix.indexOf('}', open + 1);
+  if (!parseClusterUrl(url) || close > open + 1) return; // Redis hashes the first non-empty {…}
+  throw configError(
+    `REDIS_URL is a Redis Cluster but REDIS_PREFIX ${JSON.stringify(prefix)} has no hash tag: one batch's keys must share a slot`,
+    'set REDIS_PREFIX to a prefix with a hash tag, e.g. REDIS_PREFIX={engagement}:',
+  );
 }
 
 /**
@@ -65,6 +119,7 @@ export class RedisSink implements Sink {
   stateLosses = 0;
 
   constructor(private readonly options: RedisSinkOptions) {
+    assertClusterPrefix(options.url, options.prefix);
     this.keys = redisKeys(options.prefix);
     this.redis = createRedis(options.url) as ScriptedRedis;
     this.redis.defineCommand('applyBatch', { lua: APPLY_BATCH_LUA });
