@@ -43,7 +43,10 @@ export const configSpec = {
     describe: 'Redis URL',
     schema: z
       .string()
-      .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+      .regex(
+        /^rediss?(\+cluster)?:\/\//,
+        'must start with redis://, rediss:// or redis+cluster://host:port,host:port',
+      )
       .default('redis://127.0.0.1:6379'),
   },
   redisPrefix: {

@@ -4,12 +4,10 @@ import { clientConfig, createPool } from '../db/postgres.js';
 import { enrich } from '../domain/enrich.js';
 import { dateToIso } from '../domain/timestamps.js';
 import type { Batch, EnrichedEvent } from '../domain/types.js';
-import { minuteBucketOfIso } from '../domain/windows.js';
 import { configError, describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Sink } from '../sinks/sink.js';
 import type { RedisSink } from '../sinks/redis/redis-sink.js';
-import { BACKFILL_REDIS_HORIZON_MINUTES } from '../sinks/redis/keys.js';
 import { ContentDimension } from '../source/content-dimension.js';
 import { BackfillProgressStore, type BackfillRun } from './progress-store.js';
 import { HistoryReader } from './reader.js';
@@ -82,12 +80,12 @@ export async function planBackfill(
  * Re-processes history through the stream's own enrichment into the chosen sinks.
  *
  * - Idempotent per sink, like the stream: analytics keys on event_id, Redis counts an event
- *   in its minute bucket at most once (seen bitmaps shared with the stream, so running
- *   concurrently with `engagement run` double-counts nothing), external re-sends carry
- *   Idempotency-Key = event_id.
- * - Redis: only events whose minute bucket is still inside retention are written (older
- *   buckets have expired; writing them would resurrect keys nobody reads), and never
- *   content:count / content:last, which the stream owns.
+ *   at most once (seen bitmaps shared with the stream, so running concurrently with
+ *   `engagement run`, or again over an overlapping range, double-counts nothing), external
+ *   re-sends carry Idempotency-Key = event_id.
+ * - Redis: content:count and content:last for every event in range; minute buckets only
+ *   while still inside retention (older buckets have expired; writing them would
+ *   resurrect keys nobody reads).
  * - committed_at: the source commit time when track_commit_timestamp is on, else the time
  *   the backfill read the row (the original commit time is not recoverable then).
  * - Progress is stored after every chunk all sinks accepted: a killed run resumes there.
@@ -200,7 +198,7 @@ async function loop(
     const signal = options.signal ?? new AbortController().signal;
     if (sinks.analytics) writes.push(sinks.analytics.write(batch, signal).then(() => 0));
     if (sinks.external) writes.push(sinks.external.write(batch, signal).then(() => 0));
-    if (sinks.redis) writes.push(sinks.redis.writeBackfill(insideRedisRetention(events, Date.now())));
+    if (sinks.redis) writes.push(sinks.redis.writeBackfill(events));
     const applied = (await Promise.all(writes)).reduce((a, b) => a + b, 0);
     await store.advance(run, chunk.lastId, chunk.rows.length + chunk.bad, applied);
     report(false);
@@ -214,12 +212,6 @@ async function loop(
   if (bad > 0)
     options.logger.warn(`${bad} rows could not be decoded and were skipped (e.g. event_ts infinity)`);
   return { ...progress(true), badRows: bad };
-}
-
-/** Events whose minute bucket is still alive (see BACKFILL_REDIS_HORIZON_MINUTES). */
-export function insideRedisRetention(events: readonly EnrichedEvent[], nowMs: number): EnrichedEvent[] {
-  const oldest = minuteBucketOfIso(new Date(nowMs - BACKFILL_REDIS_HORIZON_MINUTES * 60_000).toISOString());
-  return events.filter((e) => minuteBucketOfIso(e.event_ts) >= oldest);
 }
 
 async function connect(databaseUrl: string): Promise<pg.Client> {

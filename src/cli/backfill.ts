@@ -53,7 +53,7 @@ export function registerBackfill(program: Command): void {
           ? `; would resume backfill #${plan.resumable.id} after ${plan.resumable.rowsDone} rows (id > ${plan.resumable.lastId})`
           : '';
         process.stdout.write(
-          `dry run: ${plan.rowsTotal} rows with event_ts in [${fromTs}, ${toTs}) (ids <= ${plan.maxId}, event_ts ${plan.minTs ?? '-'} .. ${plan.maxTs ?? '-'}) -> ${sinks.join(', ')}${resume}; redis: only minute buckets inside retention; nothing written\n`,
+          `dry run: ${plan.rowsTotal} rows with event_ts in [${fromTs}, ${toTs}) (ids <= ${plan.maxId}, event_ts ${plan.minTs ?? '-'} .. ${plan.maxTs ?? '-'}) -> ${sinks.join(', ')}${resume}; redis: content:count and content:last for all, minute buckets only inside retention; nothing written\n`,
         );
         return;
       }
@@ -82,7 +82,7 @@ export function registerBackfill(program: Command): void {
         process.stdout.write(
           `backfill #${result.runId} done: ${result.rowsDone} rows${result.resumedFrom ? ` (resumed after ${result.resumedFrom})` : ''} into ${sinks.join(', ')} in ${seconds.toFixed(1)} s (${Math.round(rows / Math.max(seconds, 0.001))} rows/s)` +
             (sinks.includes('redis')
-              ? `; redis: ${result.redisApplied} events newly counted in live minute buckets`
+              ? `; redis: ${result.redisApplied} events newly counted (the rest were counted already)`
               : '') +
             (result.badRows ? `; ${result.badRows} undecodable rows skipped` : '') +
             '\n',

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 
@@ -52,4 +52,103 @@ export async function startRedisServer(
       await exited;
     },
   };
+}
+
+/**
+ * A private Redis Cluster: `masters` redis-servers in cluster mode on free loopback ports,
+ * joined by `redis-cli --cluster create` (no replicas), ready when every node reports
+ * cluster_state:ok. `url` is the pipeline's `redis+cluster://` form.
+ */
+export async function startRedisCluster(
+  dir: string,
+  masters = 3,
+): Promise<{ url: string; ports: number[]; stop(): Promise<void> }> {
+  const ports: number[] = [];
+  const children: ChildProcess[] = [];
+  for (let i = 0; i < masters; i++) {
+    const port = await freePort();
+    ports.push(port);
+    children.push(
+      spawn(
+        'redis-server',
+        [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          `${dir}/nodes-${port}.conf`,
+          '--dir',
+          dir,
+        ],
+        { stdio: 'ignore' },
+      ),
+    );
+  }
+  const stop = async () => {
+    await Promise.all(
+      children.map((child) => {
+        if (child.exitCode !== null) return Promise.resolve();
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGKILL');
+        return exited;
+      }),
+    );
+  };
+  try {
+    for (const port of ports) {
+      const probe = new Redis(port, '127.0.0.1', {
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
+      probe.on('error', () => undefined);
+      for (let i = 0; i < 100; i++) {
+        try {
+          await probe.connect();
+          await probe.ping();
+          break;
+        } catch {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      probe.disconnect();
+    }
+    const create = spawnSync(
+      'redis-cli',
+      [
+        '--cluster',
+        'create',
+        ...ports.map((p) => `127.0.0.1:${p}`),
+        '--cluster-replicas',
+        '0',
+        '--cluster-yes',
+      ],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    if (create.status !== 0)
+      throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
+    for (const port of ports) {
+      const node = new Redis(port, '127.0.0.1', { maxRetriesPerRequest: 1 });
+      try {
+        for (let i = 0; ; i++) {
+          if (/cluster_state:ok/.test(await node.cluster('INFO'))) break;
+          if (i > 300) throw new Error(`cluster node ${port} not ok after 30 s`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      } finally {
+        node.disconnect();
+      }
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { url: `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(',')}`, ports, stop };
 }

@@ -47,6 +47,27 @@ async function sqlBuckets(h: Harness, minutes: string[]): Promise<Map<string, nu
   return new Map(rows.map((r) => [`${r.m}/${r.c}`, Number(r.n)]));
 }
 
+/** content:count and content:last's event_id per content, from Redis and from SQL (the truth). */
+async function redisTotals(h: Harness): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const id of CONTENT_IDS) {
+    const count = await h.redis.client.get(`${h.redis.prefix}content:count:${id}`);
+    const last = await h.redis.client.get(`${h.redis.prefix}content:last:${id}`);
+    if (count !== null || last !== null)
+      out.set(id, `${count} events, last ${last === null ? null : JSON.parse(last).event_id}`);
+  }
+  return out;
+}
+
+async function sqlTotals(h: Harness): Promise<Map<string, string>> {
+  const rows = await h.sql<{ c: string; n: string; last: string }>(
+    `SELECT content_id::text AS c, count(*)::text AS n,
+            (array_agg(id ORDER BY event_ts DESC, id DESC))[1]::text AS last
+       FROM engagement_events WHERE content_id IS NOT NULL GROUP BY 1`,
+  );
+  return new Map(rows.map((r) => [r.c, `${r.n} events, last ${r.last}`]));
+}
+
 function horizonMinutes(): string[] {
   const now = Date.now();
   return Array.from({ length: BACKFILL_REDIS_HORIZON_MINUTES + 1 }, (_, i) =>
@@ -88,13 +109,13 @@ describe('engagement backfill', () => {
       assert.deepEqual(duck, pg);
       const minutes = horizonMinutes();
       assert.deepEqual(await redisBuckets(h, minutes), await sqlBuckets(h, minutes));
-      // Old minutes are never resurrected, and the stream-owned totals are left alone.
+      // Old minutes are never resurrected; totals and content:last cover all of history.
       const old = await h.redis.client.keys(`${h.redis.prefix}top:content:bucket:*`);
       assert.ok(
         old.every((k) => minutes.includes(k.split(':').pop()!)),
         'only live buckets touched',
       );
-      assert.equal((await h.redis.client.keys(`${h.redis.prefix}content:count:*`)).length, 0);
+      assert.deepEqual(await redisTotals(h), await sqlTotals(h));
     };
     await check();
     const second = await runCli(args, cliEnv(h));
@@ -143,6 +164,7 @@ describe('engagement backfill', () => {
       const minutes = horizonMinutes();
       assert.deepEqual(await redisBuckets(h, minutes), await sqlBuckets(h, minutes));
       assert.equal(await countSum(), total);
+      assert.deepEqual(await redisTotals(h), await sqlTotals(h));
       const stats = (await (await fetch(`${mock.url}_stats`)).json()) as { uniqueEventIds: number };
       assert.equal(stats.uniqueEventIds, total);
       const duck = await duckdbQuery(

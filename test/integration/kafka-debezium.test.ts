@@ -147,4 +147,53 @@ describe('work --format debezium: a Debezium Postgres connector fixture set', { 
     assert.equal(String(rows[0].n), '0', 'the refusing worker wrote nothing');
     assert.equal(await stopCli(first), 0);
   });
+
+  it("a connector's re-sends (same source.lsn, new Kafka offsets) change nothing; the next insert counts once", async () => {
+    const client = new Kafka({ brokers: kafka.brokers.split(','), logLevel: logLevel.NOTHING });
+    const producer = client.producer();
+    await producer.connect();
+    // After a connector restart Debezium re-sends from its last committed offset: the same
+    // records (the malformed ones aside), at new offsets, then what is new.
+    const resent = fx.eventMessages.filter((m) => !['{"id":5}', '{"id":6}'].includes(String(m.key)));
+    await producer.send({
+      topic: `${fx.PREFIX}.public.engagement_events`,
+      messages: [...resent, fx.nextInsert(8, fx.C3)].map((m) => ({ ...m, partition: 0 })),
+    });
+    await producer.disconnect();
+    const worker = await startWorker(env, [
+      '--group',
+      'dbz-1',
+      '--format',
+      'debezium',
+      '--topic-prefix',
+      fx.PREFIX,
+    ]);
+    procs.push(worker);
+    await waitFor(
+      'event 8 in Redis',
+      async () => (await h.redis.client.get(`${h.redis.prefix}content:count:${fx.C3}`)) === '2',
+      30_000,
+      100,
+    );
+    assert.equal(await stopCli(worker), 0, worker.output().slice(-3000));
+    const counts = await Promise.all(
+      [fx.C1, fx.C2, fx.C3, fx.C4, fx.UNKNOWN].map((id) =>
+        h.redis.client.get(`${h.redis.prefix}content:count:${id}`),
+      ),
+    );
+    assert.deepEqual(counts, ['2', '1', '2', null, '1']);
+    const watermark = await h.redis.client.get(
+      `${h.redis.prefix}pipeline:watermark:kafka:${fx.PREFIX}.public.engagement_events:0`,
+    );
+    assert.match(String(watermark), /^L[0-9a-f]{32}:$/, "the partition's position is the source LSN");
+    const rows = await duckdbQuery(
+      h.duckdbFile,
+      'SELECT count(*)::VARCHAR AS n, count(DISTINCT event_id)::VARCHAR AS d FROM engagement.events_enriched',
+    );
+    assert.deepEqual(rows[0], { n: '6', d: '6' });
+    const dead = await h.sql<{ n: string }>(
+      'SELECT count(*)::text AS n FROM engagement_pipeline.dead_letters',
+    );
+    assert.equal(dead[0].n, '2');
+  });
 });

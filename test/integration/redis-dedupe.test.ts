@@ -3,6 +3,7 @@ import { after, describe, it } from 'node:test';
 import { eventPosition } from '../../src/domain/position.js';
 import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
 import { minuteBucketOfIso } from '../../src/domain/windows.js';
+import { describeError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { RedisSink } from '../../src/sinks/redis/redis-sink.js';
 import { testRedis } from '../helpers/redis.js';
@@ -78,16 +79,74 @@ describe('Redis: stream and backfill count each event once (seen bitmaps)', () =
     assert.equal(await sink.writeBackfill(events(range(base, base + 59))), 60); // backfill first
     await sink.write(batch(1, range(base + 30, base + 99))); // stream overlaps 30 of them
     assert.equal(await bucketTotal(), 100);
-    assert.equal(await countTotal(), 70, 'totals are the stream’s alone');
+    assert.equal(await countTotal(), 100, 'totals count each event once, whoever wrote it');
     assert.equal(await sink.writeBackfill(events(range(base, base + 119))), 20); // only 20 new
-    await sink.write(batch(2, range(base + 100, base + 119))); // stream catches up: buckets done
+    assert.equal(await sink.writeBackfill(events(range(base, base + 119))), 0); // again: nothing
+    await sink.write(batch(2, range(base + 100, base + 119))); // stream catches up: all seen
     await sink.write(batch(2, range(base + 100, base + 119))); // replay: watermark no-op
-    assert.equal(await bucketTotal(), 120);
-    assert.equal(await countTotal(), 90);
+    await sink.write(batch(3, range(base + 110, base + 129))); // past the watermark, 10 seen
+    assert.equal(await bucketTotal(), 130);
+    assert.equal(await countTotal(), 130);
     const seconds = await redis.client.zscore(
       `${redis.prefix}top:content:seconds:bucket:${MINUTE}`,
       CONTENT[0],
     );
-    assert.equal(Number(seconds), 60 * 1.5);
+    assert.equal(Number(seconds), 65 * 1.5);
+    const ttl = await redis.client.ttl(`${redis.prefix}pipeline:seen:0`);
+    assert.equal(ttl, -1, 'the seen bitmaps never expire');
+  });
+
+  it('content:last holds the highest event_ts (ties: highest event_id), whoever wrote it', async () => {
+    const id = '00000000-0000-4000-8000-0000000000cc';
+    const at = (eventId: number, ts: string) => ({ ...events([eventId])[0], content_id: id, event_ts: ts });
+    const last = async () =>
+      JSON.parse((await redis.client.get(`${redis.prefix}content:last:${id}`)) ?? 'null') as {
+        event_id: number;
+      } | null;
+    await sink.writeBackfill([at(500_002, '2026-01-01T00:00:02.000001Z')]);
+    await sink.writeBackfill([at(500_001, '2026-01-01T00:00:02.000000Z')]); // older: kept out
+    assert.equal((await last())?.event_id, 500_002);
+    // In one batch, stream order differs from event_ts order; a tie on event_ts goes to the higher id.
+    await sink.writeBackfill([
+      at(500_010, '2026-01-01T00:00:03.000000Z'),
+      at(500_004, '2026-01-01T00:00:03.000000Z'),
+      at(500_003, '2025-12-31T00:00:00.000000Z'),
+    ]);
+    assert.equal((await last())?.event_id, 500_010);
+    await sink.writeBackfill([at(500_005, '+010000-01-01T00:00:00.000000Z')]); // year 10000 sorts last
+    assert.equal((await last())?.event_id, 500_005);
+    await sink.writeBackfill([at(500_006, '2027-01-01T00:00:00.000000Z')]);
+    assert.equal((await last())?.event_id, 500_005);
+  });
+
+  it('a key of the wrong type mid-batch: one clear error naming it, nothing written; exact once fixed', async () => {
+    const ids = range(700_000, 700_039); // content a, b alternating
+    const badKey = `${redis.prefix}content:count:${CONTENT[1]}`; // the second INCRBY of the batch
+    const countA = async () => Number(await redis.client.get(`${redis.prefix}content:count:${CONTENT[0]}`));
+    const aBefore = await countA();
+    const bucketBefore = await bucketTotal();
+    await redis.client.del(badKey);
+    await redis.client.hset(badKey, 'x', '1');
+    const refused = (pattern: RegExp) => (err: unknown) => {
+      const line = describeError(err);
+      assert.match(line, pattern);
+      assert.ok(line.includes(badKey), line);
+      return true;
+    };
+    await assert.rejects(sink.write(batch(10, ids)), refused(/^EP_ERR_REDIS_KEY_TYPE: .* holds a hash/));
+    await assert.rejects(sink.write(batch(10, ids)), refused(/EP_ERR_REDIS_KEY_TYPE/)); // retried: still nothing
+    assert.equal(await countA(), aBefore, 'the INCRBY before the bad key did not happen');
+    assert.equal(await bucketTotal(), bucketBefore);
+    assert.equal(await redis.client.getbit(`${redis.prefix}pipeline:seen:10`, 700_000 % 65_536), 0);
+    // Not an integer: the same refusal, before any write.
+    await redis.client.del(badKey);
+    await redis.client.set(badKey, 'not a number');
+    await assert.rejects(sink.write(batch(10, ids)), refused(/EP_ERR_REDIS_KEY_TYPE.*expected an integer/));
+    // Operator fixes the key: the retried batch counts each event exactly once.
+    await redis.client.del(badKey);
+    await sink.write(batch(10, ids));
+    assert.equal(await countA(), aBefore + 20);
+    assert.equal(Number(await redis.client.get(badKey)), 20);
+    assert.equal(await bucketTotal(), bucketBefore + 40);
   });
 });

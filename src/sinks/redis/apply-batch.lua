@@ -1,24 +1,42 @@
--- Applies one batch of leaderboard updates atomically. Two guards:
+-- Applies one batch of leaderboard updates, all or nothing. Guards:
 --  * the stream's replay watermark (mode 's' only): a batch at or below it is a no-op;
---  * event-level "seen" bitmaps (both modes): one bit per event_id, set when the event's
---    minute-bucket increments are applied, so the stream and a concurrent backfill never
---    count the same event twice in the windowed leaderboards (whichever comes first counts).
+--  * per-event "seen" bitmaps (both modes, no TTL): one bit per event_id, set in the same call
+--    that applies the event's effects (content:count, content:last, minute buckets), so the
+--    stream, a replay and any number of backfills count each event exactly once.
+-- Redis scripts are atomic but not transactional: a command that fails half way keeps the
+-- writes before it. So every key is checked (type, and an integer where INCRBY will run)
+-- before the first write, and an unusable key fails the whole call with nothing written.
 -- KEYS[1]: the stream's watermark key; KEYS[2 .. 1+S]: seen bitmaps; the rest: op keys.
 -- ARGV[1]: mode, 's' (stream) or 'b' (backfill: no watermark read or written)
 -- ARGV[2], ARGV[3]: the batch's first and last stream positions (strings sorting in order)
--- ARGV[4]: S, the number of seen bitmaps; ARGV[5]: their TTL in seconds
+-- ARGV[4]: S, the number of seen bitmaps; ARGV[5]: content:last TTL in seconds
 -- then per bitmap: a count n and n bit offsets; then three ARGV per op key: op, a, b
---   i: INCRBY key a         s: SET key a EX b
+--   i: INCRBY key a         l: SET key a EX ttl, unless key holds a later event (b = order key)
 --   z: ZINCRBY key b a      e: EXPIRE key a
+-- Order keys ("<event_ts sort key> <event_id>") compare as (event_ts, event_id); see
+-- lastOrder() in leaderboard-ops.ts, which this file mirrors.
 -- Returns 1 when applied; 2 when applied in stream mode where no watermark existed (a fresh
 -- Redis, or one that lost its data: the caller tells the two apart); 0 when the whole batch is
 -- at or below the watermark (a replay);
 -- the watermark itself when the batch straddles it (the caller trims and calls again);
 -- or {'dup', k1, j1, k2, j2, ...} naming offsets (bitmap k, j-th offset) already set, in
--- which case nothing was changed: the caller drops those events' bucket ops and calls again.
+-- which case nothing was changed: the caller drops those events and calls again.
+-- Errors: 'EP_ERR_REDIS_KEY_TYPE <key> ...' before anything is written.
 local stream = ARGV[1] == 's'
+local nseen = tonumber(ARGV[4])
+local lastTtl = ARGV[5]
+
+local function bad(key, why)
+  return redis.error_reply('EP_ERR_REDIS_KEY_TYPE ' .. key .. ' ' .. why .. '; nothing of the batch was written')
+end
+local function typeOf(key)
+  return redis.call('TYPE', key)['ok']
+end
+
 local wm = false
 if stream then
+  local t = typeOf(KEYS[1])
+  if t ~= 'none' and t ~= 'string' then return bad(KEYS[1], 'holds a ' .. t .. ', expected a string (the watermark)') end
   wm = redis.call('GET', KEYS[1])
   if wm then
     if ARGV[3] <= wm then return 0 end
@@ -26,12 +44,59 @@ if stream then
   end
 end
 
-local nseen = tonumber(ARGV[4])
+-- Validation (reads only). Remembers content:last values for the comparison below.
+for k = 1, nseen do
+  local t = typeOf(KEYS[1 + k])
+  if t ~= 'none' and t ~= 'string' then return bad(KEYS[1 + k], 'holds a ' .. t .. ', expected a string (a seen bitmap)') end
+end
 local a = 6
+for k = 1, nseen do a = a + 1 + tonumber(ARGV[a]) end
+local base = a
+local current = {}
+local zsets = {}
+for i = 2 + nseen, #KEYS do
+  local op = ARGV[base]
+  local key = KEYS[i]
+  if op == 'i' or op == 'l' then
+    -- GET both reads the value and refuses a non-string (one call instead of TYPE + GET).
+    local v = redis.pcall('GET', key)
+    if type(v) == 'table' and v.err then return bad(key, 'holds a ' .. typeOf(key) .. ', expected a string') end
+    if v and op == 'i' and not string.match(v, '^%-?%d+$') then
+      return bad(key, 'holds ' .. string.format('%q', string.sub(v, 1, 40)) .. ', expected an integer')
+    end
+    current[i] = v
+  elseif not zsets[key] then -- 'z' or 'e': a minute bucket, repeated once per member
+    local t = typeOf(key)
+    if t ~= 'none' and t ~= 'zset' then return bad(key, 'holds a ' .. t .. ', expected a sorted set') end
+    zsets[key] = true
+  end
+  base = base + 3
+end
+
+-- The order key of a stored content:last JSON (its event_ts and event_id), as lastOrder() in JS.
+-- The sink writes event_id and event_ts before any free-form field (raw_payload), so the first
+-- match is theirs; anything else (a value written by hand) is decoded in full.
+local function storedOrder(json)
+  local id = string.match(json, '"event_id":(%d+)')
+  local ts = string.match(json, '"event_ts":"([^"]*)"')
+  if not (id and ts) then
+    local ok, event = pcall(cjson.decode, json)
+    if not ok or type(event) ~= 'table' or type(event.event_ts) ~= 'string' then return '' end
+    id, ts = event.event_id, event.event_ts
+  end
+  local sign, year, rest = string.match(ts, '^([+-]?)(%d+)(.*)$')
+  if not year then return '' end
+  local y = tonumber(year)
+  if sign == '-' then y = -y end
+  return string.format('%07d', y + 1000000) .. rest .. ' ' .. string.format('%020.0f', tonumber(id) or 0)
+end
+
+-- First writes: the seen bits. BITFIELD takes many offsets per call; chunks bound the
+-- arguments unpack() puts on the stack.
+local CHUNK = 500
 local dups = {}
 local fresh = {} -- per bitmap, the offsets this call set (for the rollback on a duplicate)
--- BITFIELD takes many offsets per call; chunks bound the arguments unpack() puts on the stack.
-local CHUNK = 500
+a = 6
 for k = 1, nseen do
   local n = tonumber(ARGV[a])
   local first = a + 1
@@ -72,16 +137,20 @@ if #dups > 0 then
   return dups
 end
 for k = 1, nseen do
-  redis.call('EXPIRE', KEYS[1 + k], ARGV[5])
+  -- Bitmaps written by older versions carried a TTL; the dedupe must outlive every replay.
+  redis.call('PERSIST', KEYS[1 + k])
 end
 
-local base = a
+base = a
 for i = 2 + nseen, #KEYS do
   local op = ARGV[base]
   if op == 'i' then
     redis.call('INCRBY', KEYS[i], ARGV[base + 1])
-  elseif op == 's' then
-    redis.call('SET', KEYS[i], ARGV[base + 1], 'EX', ARGV[base + 2])
+  elseif op == 'l' then
+    local stored = current[i]
+    if not stored or storedOrder(stored) < ARGV[base + 2] then
+      redis.call('SET', KEYS[i], ARGV[base + 1], 'EX', lastTtl)
+    end
   elseif op == 'z' then
     redis.call('ZINCRBY', KEYS[i], ARGV[base + 2], ARGV[base + 1])
   elseif op == 'e' then

@@ -12,7 +12,7 @@ export function redisKeys(prefix: string) {
     /** Hash: window bounds and refresh time of the 10-minute ZSETs. */
     windowMeta: `${prefix}top:meta:10m`,
     watermark: (stream: string) => `${prefix}pipeline:watermark:${stream}`,
-    /** Bitmap of event_ids whose minute-bucket increments were applied (one bit per id). */
+    /** Bitmap of event_ids whose effects were applied (one bit per id; no TTL). */
     seen: (chunk: number) => `${prefix}pipeline:seen:${chunk}`,
   };
 }
@@ -27,13 +27,14 @@ export const UNKNOWN_DEVICE = 'unknown';
 
 /**
  * Seen bitmaps cover SEEN_CHUNK_BITS event ids each (8 KiB), so a minute of 20k events/s
- * touches about 19 of them. They live much longer than the buckets they guard (1 h vs
- * 15 min), so an event the stream counted is still marked when a backfill looks at it.
+ * touches about 19 of them. They never expire: they are the per-event dedupe of every Redis
+ * effect (content:count, content:last, buckets), and a replay or a backfill may come at any
+ * time. One bit per event id: 100 million ids are 12.5 MB.
  */
 export const SEEN_CHUNK_BITS = 65_536;
-export const SEEN_TTL_SECONDS = 3600;
 /**
- * A backfill touches Redis only for events whose minute is this recent (the buckets the
- * 10-minute window reads, with margin, and well inside the seen bitmaps' lifetime).
+ * A backfill writes minute buckets only for events whose minute is this recent (the buckets
+ * the 10-minute window reads, with margin); older events still count in content:count and
+ * content:last.
  */
 export const BACKFILL_REDIS_HORIZON_MINUTES = 14;

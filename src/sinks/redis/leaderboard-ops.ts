@@ -1,46 +1,48 @@
 import { minuteBucketOfIso } from '../../domain/windows.js';
 import type { EnrichedEvent } from '../../domain/types.js';
-import {
-  BUCKET_TTL_SECONDS,
-  CONTENT_LAST_TTL_SECONDS,
-  SEEN_CHUNK_BITS,
-  UNKNOWN_DEVICE,
-  type RedisKeys,
-} from './keys.js';
+import { BUCKET_TTL_SECONDS, SEEN_CHUNK_BITS, UNKNOWN_DEVICE, type RedisKeys } from './keys.js';
 
 export interface LeaderboardOpsOptions {
-  /** content:count and content:last (the stream owns them; a backfill never writes them). */
-  totals: boolean;
-  /** Events whose minute-bucket increments were already applied (by the other writer). */
-  skipBuckets?: ReadonlySet<number>;
+  /** Events already counted (by an earlier batch, a replay or a backfill): no effect at all. */
+  skip?: ReadonlySet<number>;
+  /**
+   * Minute bucket (YYYYMMDDHHMM) before which events get no minute-bucket increments (a
+   * backfill's: those buckets have expired; writing them would resurrect keys nobody reads).
+   * Their content:count and content:last still count.
+   */
+  bucketsFrom?: string;
 }
 
 /**
  * Aggregates a batch into the fewest Redis operations (pure): one INCRBY per content, one
- * SET of the latest event per content, one ZINCRBY per (minute, member), one EXPIRE per
- * bucket. Returns the ops' KEYS and ARGV triples (see apply-batch.lua).
+ * conditional SET of the latest event per content (highest event_ts, ties: highest
+ * event_id), one ZINCRBY per (minute, member), one EXPIRE per bucket. Returns the ops' KEYS
+ * and ARGV triples (see apply-batch.lua).
  */
 export function leaderboardOps(
   events: readonly EnrichedEvent[],
   keys: RedisKeys,
-  options: LeaderboardOpsOptions = { totals: true },
+  options: LeaderboardOpsOptions = {},
 ): { keys: string[]; args: string[] } {
   const counts = new Map<string, number>();
-  const latest = new Map<string, EnrichedEvent>();
+  const latest = new Map<string, { event: EnrichedEvent; order: string }>();
   const buckets = new Map<string, Map<string, number>>(); // bucket key -> member -> increment
   const bump = (key: string, member: string, by: number) => {
     let members = buckets.get(key);
     if (!members) buckets.set(key, (members = new Map()));
     members.set(member, (members.get(member) ?? 0) + by);
   };
-  const skip = options.skipBuckets;
+  const { skip, bucketsFrom } = options;
   for (const event of events) {
-    if (options.totals && event.content_id !== null) {
-      counts.set(event.content_id, (counts.get(event.content_id) ?? 0) + 1);
-      latest.set(event.content_id, event);
-    }
     if (skip?.has(event.event_id)) continue;
+    if (event.content_id !== null) {
+      counts.set(event.content_id, (counts.get(event.content_id) ?? 0) + 1);
+      const order = lastOrder(event);
+      const held = latest.get(event.content_id);
+      if (!held || held.order < order) latest.set(event.content_id, { event, order });
+    }
     const minute = minuteBucketOfIso(event.event_ts);
+    if (bucketsFrom !== undefined && minute < bucketsFrom) continue;
     bump(keys.deviceBucket(minute), event.device ?? UNKNOWN_DEVICE, 1);
     if (event.content_id === null) continue;
     bump(keys.contentBucket(minute), event.content_id, 1);
@@ -54,13 +56,24 @@ export function leaderboardOps(
     args.push(code, a, b);
   };
   for (const [id, n] of counts) op(keys.contentCount(id), 'i', String(n));
-  for (const [id, event] of latest)
-    op(keys.contentLast(id), 's', JSON.stringify(event), String(CONTENT_LAST_TTL_SECONDS));
+  for (const [id, { event, order }] of latest) op(keys.contentLast(id), 'l', JSON.stringify(event), order);
   for (const [key, members] of buckets) {
     for (const [member, by] of members) op(key, 'z', member, String(by));
     op(key, 'e', String(BUCKET_TTL_SECONDS));
   }
   return { keys: outKeys, args };
+}
+
+/**
+ * A string that sorts like (event_ts, event_id): the year as a signed offset in 7 digits (ISO
+ * years may be `+010000` or `-000044`), the rest of the timestamp, then the id in 20 digits.
+ * apply-batch.lua computes the same key from the content:last it holds.
+ */
+export function lastOrder(event: Pick<EnrichedEvent, 'event_ts' | 'event_id'>): string {
+  const m = /^([+-]?)(\d+)(.*)$/.exec(event.event_ts);
+  const year = m ? Number(m[2]) * (m[1] === '-' ? -1 : 1) : -1_000_000;
+  const rest = m ? m[3] : '';
+  return `${String(year + 1_000_000).padStart(7, '0')}${rest} ${String(event.event_id).padStart(20, '0')}`;
 }
 
 /**

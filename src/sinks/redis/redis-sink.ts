@@ -1,11 +1,17 @@
 import { readFileSync } from 'node:fs';
-import { Redis } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
-import { windowBuckets } from '../../domain/windows.js';
-import { describeError, ErrorCodes } from '../../errors.js';
+import { minuteBucketOfIso, windowBuckets } from '../../domain/windows.js';
+import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
-import { redisKeys, SEEN_TTL_SECONDS, WINDOW_MINUTES, type RedisKeys } from './keys.js';
+import {
+  BACKFILL_REDIS_HORIZON_MINUTES,
+  CONTENT_LAST_TTL_SECONDS,
+  redisKeys,
+  WINDOW_MINUTES,
+  type RedisKeys,
+} from './keys.js';
 import { leaderboardOps, seenArgs } from './leaderboard-ops.js';
 
 const APPLY_BATCH_LUA = readFileSync(new URL('./apply-batch.lua', import.meta.url), 'utf8');
@@ -24,24 +30,80 @@ export interface RedisSinkOptions {
   refreshMinIntervalMs?: number;
 }
 
-/** ioredis options shared by the sink and readers: fail fast while Redis is down, reconnect forever. */
+/**
+ * ioredis client shared by the sink and readers: fail fast while Redis is down, reconnect
+ * forever. `redis+cluster://[user:pass@]host:port,host:port` (or `rediss+cluster://`) gives a
+ * Redis Cluster client; it answers every command the sink and readers use, so callers keep the
+ * `Redis` type (all our keys share one hash tag, see assertClusterPrefix).
+ */
 export function createRedis(url: string): Redis {
-  const redis = new Redis(url, {
+  const options: RedisOptions = {
     maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
     connectTimeout: 5_000,
     retryStrategy: (times) => Math.min(100 * times, 2_000),
-    lazyConnect: true,
-  });
+  };
+  const cluster = parseClusterUrl(url);
+  if (cluster) {
+    const client = new Cluster(cluster.nodes, {
+      redisOptions: { ...options, ...cluster.auth, ...(cluster.tls ? { tls: {} } : {}) },
+      clusterRetryStrategy: (times) => Math.min(100 * times, 2_000),
+      enableOfflineQueue: false,
+      lazyConnect: true,
+    });
+    client.on('error', () => undefined); // surfaced by the failing command; ioredis reconnects
+    return client as unknown as Redis;
+  }
+  const redis = new Redis(url, { ...options, enableOfflineQueue: false, lazyConnect: true });
   redis.on('error', () => undefined); // surfaced by the failing command; ioredis reconnects
   return redis;
 }
 
+/** `redis+cluster://[user:pass@]h1:p1,h2:p2[/]` -> seed nodes and credentials; null for a plain URL. */
+export function parseClusterUrl(url: string): {
+  nodes: { host: string; port: number }[];
+  auth: { username?: string; password?: string };
+  tls: boolean;
+} | null {
+  const m = /^(rediss?)\+cluster:\/\/(?:([^@/]*)@)?([^/?#]+)\/?$/.exec(url);
+  if (!m) return null;
+  const auth: { username?: string; password?: string } = {};
+  if (m[2]) {
+    const [user, ...pass] = m[2].split(':');
+    if (user) auth.username = decodeURIComponent(user);
+    if (pass.length > 0) auth.password = decodeURIComponent(pass.join(':'));
+  }
+  const nodes = m[3].split(',').map((hostPort) => {
+    const i = hostPort.lastIndexOf(':');
+    const host = (i > 0 ? hostPort.slice(0, i) : hostPort).replace(/^\[|\]$/g, '');
+    const port = i > 0 ? Number(hostPort.slice(i + 1)) : 6379;
+    if (!host || !Number.isInteger(port) || port <= 0 || port > 65535)
+      throw configError(`REDIS_URL: bad cluster node ${JSON.stringify(hostPort)}`);
+    return { host, port };
+  });
+  return { nodes, auth, tls: m[1] === 'rediss' };
+}
+
 /**
- * The real-time leaderboards (DESIGN.md §5). Each batch is one Lua call: all increments
- * plus the stream's watermark, atomically, so a replayed batch is a no-op. The 10-minute
- * ZSETs are rebuilt from the minute buckets right after writes (at most every
- * refreshMinIntervalMs, default 10 ms) and at least once a second.
+ * On a Redis Cluster one batch's script and the 10-minute union touch many keys, which must
+ * live in one slot: the prefix must carry a hash tag (`{engagement}:`), so every key does.
+ */
+export function assertClusterPrefix(url: string, prefix: string): void {
+  const open = prefix.indexOf('{');
+  const close = open < 0 ? -1 : prefix.indexOf('}', open + 1);
+  if (!parseClusterUrl(url) || close > open + 1) return; // Redis hashes the first non-empty {…}
+  throw configError(
+    `REDIS_URL is a Redis Cluster but REDIS_PREFIX ${JSON.stringify(prefix)} has no hash tag: one batch's keys must share a slot`,
+    'set REDIS_PREFIX to a prefix with a hash tag, e.g. REDIS_PREFIX={engagement}:',
+  );
+}
+
+/**
+ * The real-time leaderboards (DESIGN.md §5). Each batch is one Lua call, all or nothing:
+ * every key is checked before the first write, then all effects plus the stream's watermark.
+ * Every effect of an event (content:count, content:last, minute buckets) is guarded by its
+ * bit in the seen bitmaps, so the stream, replays and backfills count each event once,
+ * whoever comes first. The 10-minute ZSETs are rebuilt from the minute buckets right after
+ * writes (at most every refreshMinIntervalMs, default 10 ms) and at least once a second.
  */
 export class RedisSink implements Sink {
   readonly name = 'redis';
@@ -57,6 +119,7 @@ export class RedisSink implements Sink {
   stateLosses = 0;
 
   constructor(private readonly options: RedisSinkOptions) {
+    assertClusterPrefix(options.url, options.prefix);
     this.keys = redisKeys(options.prefix);
     this.redis = createRedis(options.url) as ScriptedRedis;
     this.redis.defineCommand('applyBatch', { lua: APPLY_BATCH_LUA });
@@ -83,29 +146,34 @@ export class RedisSink implements Sink {
   /**
    * The watermark this process wrote is gone, so Redis lost its data (FLUSHALL, a restart
    * without persistence, eviction, a failover to an empty replica). Writing goes on (new
-   * events count again at once), but what was applied before is missing and no replay can
-   * bring it back: the slot already confirmed it. One error line per loss, with the fix.
+   * events count again at once, and mark themselves seen), but what was applied before is
+   * missing and no replay can bring it back: the slot already confirmed it. A backfill over
+   * all of history restores it exactly (events already counted since the loss are skipped
+   * by their seen bits), totals included. One error line per loss, with that command.
    */
   private reportStateLost(stream: string): void {
     this.stateLosses += 1;
     this.options.logger.error(
       { stream },
       `${ErrorCodes.REDIS_STATE_LOST}: the Redis watermark of stream ${stream} vanished while the pipeline was writing ` +
-        '(FLUSHALL, a restart without persistence, eviction or failover); leaderboards and counts miss the events applied before ' +
-        '(fix: `engagement backfill --from <ISO time 15 min ago> --to now --sinks redis` rebuilds the 10-minute windows; ' +
-        'content:count totals restart from the loss; enable Redis persistence (appendonly yes) and noeviction)',
+        '(FLUSHALL, a restart without persistence, eviction or failover); content:count, content:last and the leaderboards miss the events applied before ' +
+        `(fix: \`${REDIS_REBUILD_COMMAND}\` rebuilds all of them exactly while the pipeline keeps running; ` +
+        'enable Redis persistence (appendonly yes) and noeviction)',
     );
   }
 
   /**
-   * A backfill's write: minute-bucket increments only (never content:count or content:last,
-   * which the stream owns), each event at most once across the stream and every backfill
-   * thanks to the seen bitmaps. The caller passes only events inside the bucket retention.
-   * Returns how many events were newly counted (the rest had been counted already).
+   * A backfill's write: the same effects as the stream's (content:count, content:last, minute
+   * buckets inside retention), each event at most once across the stream and every backfill
+   * thanks to the seen bitmaps. Returns how many events were newly counted (the rest had
+   * been counted already).
    */
-  async writeBackfill(events: readonly EnrichedEvent[]): Promise<number> {
+  async writeBackfill(events: readonly EnrichedEvent[], nowMs = Date.now()): Promise<number> {
     if (events.length === 0) return 0;
-    const { applied } = await this.apply('b', events, [], this.keys.watermark('backfill'));
+    const bucketsFrom = minuteBucketOfIso(
+      new Date(nowMs - BACKFILL_REDIS_HORIZON_MINUTES * 60_000).toISOString(),
+    );
+    const { applied } = await this.apply('b', events, [], this.keys.watermark('backfill'), bucketsFrom);
     this.scheduleRefresh();
     return applied;
   }
@@ -116,32 +184,38 @@ export class RedisSink implements Sink {
     all: readonly EnrichedEvent[],
     allPositions: readonly string[],
     watermarkKey: string,
+    bucketsFrom?: string,
   ): Promise<{ applied: number; noWatermark: boolean }> {
     let events = all;
     let positions = allPositions;
     const skip = new Set<number>();
     for (;;) {
       const seen = seenArgs(events, this.keys, skip);
-      const ops = leaderboardOps(events, this.keys, { totals: mode === 's', skipBuckets: skip });
-      if (ops.keys.length === 0 && mode === 'b') return { applied: 0, noWatermark: false };
-      const result = await this.redis.applyBatch(
-        1 + seen.keys.length + ops.keys.length,
-        watermarkKey,
-        ...seen.keys,
-        ...ops.keys,
-        mode,
-        positions[0] ?? '',
-        positions[positions.length - 1] ?? '',
-        String(seen.keys.length),
-        String(SEEN_TTL_SECONDS),
-        ...seen.args,
-        ...ops.args,
-      );
+      const ops = leaderboardOps(events, this.keys, { skip, bucketsFrom });
+      if (seen.keys.length === 0 && mode === 'b') return { applied: 0, noWatermark: false };
+      let result: ApplyResult;
+      try {
+        result = await this.redis.applyBatch(
+          1 + seen.keys.length + ops.keys.length,
+          watermarkKey,
+          ...seen.keys,
+          ...ops.keys,
+          mode,
+          positions[0] ?? '',
+          positions[positions.length - 1] ?? '',
+          String(seen.keys.length),
+          String(CONTENT_LAST_TTL_SECONDS),
+          ...seen.args,
+          ...ops.args,
+        );
+      } catch (err) {
+        throw keyTypeError(err) ?? err;
+      }
       if (result === 0) return { applied: 0, noWatermark: false };
       if (result === 1 || result === 2)
         return { applied: events.length - skip.size, noWatermark: result === 2 };
       if (Array.isArray(result)) {
-        // Counted already by the other writer (stream vs backfill): keep its totals, drop its buckets.
+        // Counted already (by a backfill, or a replay the watermark could not see): no effect again.
         for (let i = 1; i < result.length; i += 2) {
           skip.add(seen.ids[Number(result[i]) - 1][Number(result[i + 1])]);
         }
@@ -193,4 +267,26 @@ export class RedisSink implements Sink {
       void this.refreshWindows();
     }, wait);
   }
+}
+
+/**
+ * What rebuilds everything Redis holds from the source (after FLUSHALL, a restart without
+ * persistence, a new Redis): a backfill over all of history. Safe while the pipeline runs
+ * and safe to repeat: the seen bitmaps skip every event already counted.
+ */
+export const REDIS_REBUILD_COMMAND =
+  'engagement backfill --sinks redis --from 0001-01-01T00:00:00Z --to 9999-12-31T23:59:59Z';
+
+/** The script's refusal to touch a key of the wrong type, as one operator line (nothing was written). */
+function keyTypeError(err: unknown): PipelineError | null {
+  const message = err instanceof Error ? err.message : '';
+  const m = /EP_ERR_REDIS_KEY_TYPE (\S+) (.*)$/.exec(message);
+  if (!m) return null;
+  return new PipelineError(
+    ErrorCodes.REDIS_KEY_TYPE,
+    `Redis key ${m[1]} ${m[2]}`,
+    'fatal',
+    `delete or rename that key (something else writes under REDIS_PREFIX?); the batch is retried and applied once the key is usable`,
+    { cause: err },
+  );
 }

@@ -28,7 +28,8 @@ export function debeziumFormat(prefix: string): WireFormat {
     name: 'debezium',
     eventsTopic: `${prefix}.public.engagement_events`,
     contentTopic: `${prefix}.public.content`,
-    decodeEvent: (_key, value, timestampMs) => guard(() => decodeEventValue(value, timestampMs)),
+    decodeEvent: (_key, value, timestampMs, offset) =>
+      guard(() => decodeEventValue(value, timestampMs, offset)),
     decodeContent: (key, value) => guard(() => decodeContentValue(key, value)),
   };
 }
@@ -40,6 +41,8 @@ interface Change {
   fields: Map<string, FieldSchema>;
   /** Commit time in µs when the message carries it. */
   commitMicros: bigint | null;
+  /** The source's place in the WAL, when the message carries it (see sourcePosition). */
+  source: { lsn: unknown; sequence: unknown; snapshot: unknown } | null;
 }
 
 function guard(decode: () => WorkerRecord): WorkerRecord {
@@ -70,7 +73,14 @@ function readChange(value: Buffer): Change {
   let schema: { fields?: FieldSchema[] } | undefined;
   if ('payload' in json && 'schema' in json) {
     if (json.payload === null)
-      return { op: 'tombstone', row: null, before: null, fields: new Map(), commitMicros: null };
+      return {
+        op: 'tombstone',
+        row: null,
+        before: null,
+        fields: new Map(),
+        commitMicros: null,
+        source: null,
+      };
     if (typeof json.payload !== 'object') throw new ValueError('payload is not an object');
     payload = json.payload as Record<string, unknown>;
     schema = json.schema as { fields?: FieldSchema[] };
@@ -86,6 +96,7 @@ function readChange(value: Buffer): Change {
       before: asRow(payload.before),
       fields: fieldMap(rowSchema?.fields),
       commitMicros: micros(source.ts_us, source.ts_ms),
+      source: { lsn: source.lsn, sequence: source.sequence, snapshot: source.snapshot },
     };
   }
   // Flattened by ExtractNewRecordState: the row, with optional __-prefixed metadata.
@@ -97,6 +108,11 @@ function readChange(value: Buffer): Change {
     before: deleted ? payload : null,
     fields: fieldMap(schema?.fields),
     commitMicros: micros(payload.__source_ts_us, payload.__source_ts_ms),
+    // add.fields=sequence,snapshot adds them as __sequence / __snapshot.
+    source:
+      '__sequence' in payload
+        ? { lsn: payload.__lsn, sequence: payload.__sequence, snapshot: payload.__snapshot }
+        : null,
   };
 }
 
@@ -114,7 +130,7 @@ function micros(us: unknown, ms: unknown): bigint | null {
   return null;
 }
 
-function decodeEventValue(value: Buffer | null, timestampMs: string): WorkerRecord {
+function decodeEventValue(value: Buffer | null, timestampMs: string, offset?: string): WorkerRecord {
   if (value === null) return { kind: 'skip', why: 'tombstone' };
   const change = readChange(value);
   switch (change.op) {
@@ -139,7 +155,43 @@ function decodeEventValue(value: Buffer | null, timestampMs: string): WorkerReco
   // source.ts_ms is the commit time for the Postgres connector; without it (a flattened
   // message without add.fields) the Kafka record timestamp is the best approximation.
   const committedAt = microsToIso(change.commitMicros ?? BigInt(timestampMs) * 1000n);
-  return { kind: 'event', row, committedAt };
+  const position = sourcePosition(change, offset);
+  return position ? { kind: 'event', row, committedAt, position } : { kind: 'event', row, committedAt };
+}
+
+/**
+ * The event's place in the source's commit order, so that a connector's re-sends (after a
+ * restart it replays from its last committed offset, at new Kafka offsets) sort at or below
+ * what the partition already delivered and are no-ops. source.sequence is
+ * ["<last commit LSN>", "<record LSN>"] (decimal strings): the commit LSN goes first because
+ * record LSNs of concurrent transactions interleave while changes arrive in commit order.
+ * Snapshot reads share one LSN (the snapshot's, or an incremental snapshot's window): the
+ * Kafka offset orders them, so a re-sent snapshot is not a no-op here (the sinks' per-event
+ * dedupe absorbs it). 'L' sorts after every offset-only position (20 digits), which is what a
+ * message without source.sequence gets.
+ */
+function sourcePosition(change: Change, offset: string | undefined): string | undefined {
+  const source = change.source;
+  if (!source || typeof source.sequence !== 'string') return undefined;
+  let sequence: unknown;
+  try {
+    sequence = JSON.parse(source.sequence);
+  } catch {
+    return undefined;
+  }
+  const lsn = Array.isArray(sequence) ? sequence[1] : undefined;
+  const commit = Array.isArray(sequence) ? (sequence[0] ?? '0') : undefined;
+  if (typeof lsn !== 'string' || typeof commit !== 'string' || !/^\d+$/.test(lsn) || !/^\d+$/.test(commit))
+    return undefined;
+  const hex = (n: string) => BigInt(n).toString(16).padStart(16, '0');
+  const snapshot =
+    change.op === 'r' ||
+    (source.snapshot !== undefined &&
+      source.snapshot !== 'false' &&
+      source.snapshot !== false &&
+      source.snapshot !== null);
+  if (snapshot && offset === undefined) return undefined;
+  return `L${hex(commit)}${hex(lsn)}:${snapshot ? offset!.padStart(20, '0') : ''}`;
 }
 
 function decodeEventRow(raw: Record<string, unknown>, fields: Map<string, FieldSchema>): EngagementEventRow {

@@ -21,6 +21,7 @@ export interface WireFormat {
   readonly name: 'native' | 'debezium';
   readonly eventsTopic: string;
   readonly contentTopic: string;
-  decodeEvent(key: Buffer | null, value: Buffer | null, timestampMs: string): WorkerRecord;
+  /** `offset`: the message's Kafka offset (a tiebreak for records that share a source position). */
+  decodeEvent(key: Buffer | null, value: Buffer | null, timestampMs: string, offset?: string): WorkerRecord;
   decodeContent(key: Buffer | null, value: Buffer | null): WorkerRecord;
 }

@@ -110,7 +110,7 @@ export class KafkaWorker {
     const startedAt = performance.now();
     const decoded = batch.messages.map((m) => ({
       m,
-      record: this.options.format.decodeEvent(m.key, m.value, m.timestamp),
+      record: this.options.format.decodeEvent(m.key, m.value, m.timestamp, m.offset),
     }));
     await this.ensureContent(decoded.map((d) => d.record));
 

@@ -82,7 +82,7 @@ export function captureLogs(): LogCapture {
 export const DEFAULT_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 export async function createFaultHarness(
-  options: { adminUrl?: string; redisUrl?: string; mockLatencyMs?: number } = {},
+  options: { adminUrl?: string; redisUrl?: string; redisPrefix?: string; mockLatencyMs?: number } = {},
 ): Promise<FaultHarness> {
   const adminUrl = options.adminUrl ?? process.env.TEST_PG_URL;
   if (!adminUrl) throw new Error('TEST_PG_URL is not set: run through `npm run test:faults`');
@@ -96,7 +96,7 @@ export async function createFaultHarness(
   const dir = mkdtempSync(path.join(tmpdir(), 'engagement-fault-'));
   const duckdbFile = path.join(dir, 'analytics.duckdb');
   const redisUrl = options.redisUrl ?? DEFAULT_REDIS_URL;
-  const redisPrefix = `fault:${randomBytes(4).toString('hex')}:`;
+  const redisPrefix = options.redisPrefix ?? `fault:${randomBytes(4).toString('hex')}:`;
   const mock = await startMockExternal({ port: 0, latencyMs: options.mockLatencyMs });
   const logs = captureLogs();
   const sql = <T extends Record<string, unknown>>(text: string, params?: unknown[]) =>
