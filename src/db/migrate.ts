@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { ErrorCodes, PipelineError } from '../errors.js';
+import { ContentHistory } from '../source/content-history.js';
 import { ident, withClient } from './postgres.js';
 import { SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_SCHEMA_SQL } from './schema.js';
 
@@ -29,6 +30,8 @@ export async function migrate(databaseUrl: string, options: MigrateOptions): Pro
     await client.query(STATE_SCHEMA_SQL);
     const publication = await ensurePublication(client, options.publicationName);
     const slot = await ensureSlot(client, options.slotName, options.recreateSlot ?? false);
+    // A new slot starts a new content history, as close to its starting point as we can read.
+    if (slot !== 'present') await restartContentHistory(client, options.slotName);
     const report: MigrateReport = {
       createdTables: SOURCE_TABLES.filter((t) => !before.has(t)),
       publication,
@@ -129,6 +132,19 @@ async function ensureSlot(
   );
   await recordSlot(client, name, rows[0].lsn);
   return slot.exists || (known.rowCount ?? 0) > 0 ? 'recreated' : 'created';
+}
+
+async function restartContentHistory(client: pg.Client, slotName: string): Promise<void> {
+  const history = new ContentHistory(client, slotName);
+  await client.query('BEGIN');
+  try {
+    await history.reset();
+    await history.seed();
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
 }
 
 async function recordSlot(client: pg.Client, name: string, lsn?: string): Promise<void> {

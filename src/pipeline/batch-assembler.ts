@@ -58,11 +58,10 @@ export class BatchAssembler {
       case 'event':
         return this.onEvent(change.row);
       case 'content-upsert':
-        this.options.dimension.upsert(change.content);
-        return;
       case 'content-delete':
-        this.options.dimension.delete(change.id);
-        return;
+        // Recorded with its commit position before the next change is read (the promise holds
+        // the stream), so a restart can rebuild the dimension as of the confirmed position.
+        return this.options.dimension.apply(change, this.tx.commitLsn);
       case 'ignored':
         this.options.metrics.ignoredChanges.inc({ kind: change.what });
         this.options.logger.debug(
@@ -115,7 +114,14 @@ export class BatchAssembler {
     this.options.metrics.eventsReceived.inc();
     const contentId = row.content_id;
     if (contentId !== null && this.options.dimension.peek(contentId) === undefined) {
-      return this.options.dimension.lookup([contentId]).then(() => this.add(row, position));
+      // The lookup retries while the stream waits; it gives up only when closed for shutdown,
+      // and then the event is replayed on the next start.
+      return this.options.dimension.lookup([contentId]).then(
+        () => (this.closed ? undefined : this.add(row, position)),
+        (err: unknown) => {
+          if (!this.closed) throw err;
+        },
+      );
     }
     return this.add(row, position);
   }
