@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { clientConfig } from '../../src/db/postgres.js';
 import { startRuntime, type Runtime } from '../../src/runtime.js';
+import { ContentHistory } from '../../src/source/content-history.js';
 import { captureLogs } from '../faults/support/harness.js';
 import { duckdbQuery } from '../helpers/duckdb.js';
 import { CONTENT_IDS, createHarness, seedContent, type Harness } from '../helpers/pipeline.js';
@@ -186,5 +187,34 @@ describe('point-in-time enrichment: every event carries the content as of its ow
       [VIDEO],
     );
     assert.equal(versions[0].n, '1', 'the change reached the history');
+  });
+
+  it('pruning keeps, per key, the latest version below the position and everything above it', async () => {
+    const pool = new pg.Pool(clientConfig(h.databaseUrl));
+    try {
+      const history = new ContentHistory(pool, 'engagement_pipeline');
+      const key = '00000000-0000-4000-8000-0000000000e1';
+      const row = (length: number) => ({
+        id: key,
+        slug: 'e1',
+        title: 'E1',
+        content_type: 'video',
+        length_seconds: length,
+      });
+      await history.record(key, '0/10', row(1));
+      await history.record(key, '0/20', row(2));
+      await history.record(key, '0/30', null);
+      await history.record(key, '0/40', row(4));
+      await history.record(key, '0/40', row(5)); // the same transaction again: the last one stays
+      assert.equal((await history.asOf('0/25')).get(key)?.length_seconds, 2);
+      assert.equal((await history.asOf('0/35')).get(key), null, 'deleted');
+      assert.equal((await history.asOf('0/41')).get(key)?.length_seconds, 5);
+      assert.equal(await history.prune('0/35'), 2);
+      assert.equal((await history.asOf('0/35')).get(key), null, 'the latest version below stays');
+      assert.equal((await history.asOf('0/41')).get(key)?.length_seconds, 5);
+      assert.equal(await history.prune('0/35'), 0, 'idempotent');
+    } finally {
+      await pool.end();
+    }
   });
 });
