@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { ErrorCodes, PipelineError } from '../errors.js';
+import { ContentHistory } from '../source/content-history.js';
 import { ident, withClient } from './postgres.js';
 import { SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_SCHEMA_SQL } from './schema.js';
 
@@ -27,8 +28,11 @@ export async function migrate(databaseUrl: string, options: MigrateOptions): Pro
     const before = await existingTables(client);
     await client.query(SOURCE_TABLES_SQL);
     await client.query(STATE_SCHEMA_SQL);
+    await stateTablesToSchemaOwner(client);
     const publication = await ensurePublication(client, options.publicationName);
     const slot = await ensureSlot(client, options.slotName, options.recreateSlot ?? false);
+    // A new slot starts a new content history, as close to its starting point as we can read.
+    if (slot !== 'present') await restartContentHistory(client, options.slotName);
     const report: MigrateReport = {
       createdTables: SOURCE_TABLES.filter((t) => !before.has(t)),
       publication,
@@ -129,6 +133,41 @@ async function ensureSlot(
   );
   await recordSlot(client, name, rows[0].lsn);
   return slot.exists || (known.rowCount ?? 0) > 0 ? 'recreated' : 'created';
+}
+
+/**
+ * A state table this migrate added (an upgrade) belongs to whoever ran it; when the state
+ * schema was handed to the pipeline's own role (`--create-role`), that role could not use it.
+ * Tables follow the schema's owner (their sequences move with them).
+ */
+async function stateTablesToSchemaOwner(client: pg.Client): Promise<void> {
+  const { rows } = await client.query<{ name: string; owner: string }>(
+    `SELECT c.relname AS name, pg_get_userbyid(n.nspowner) AS owner
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relowner <> n.nspowner`,
+    [STATE_SCHEMA],
+  );
+  for (const { name, owner } of rows) {
+    try {
+      await client.query(`ALTER TABLE ${STATE_SCHEMA}.${ident(name)} OWNER TO ${ident(owner)}`);
+    } catch (err) {
+      // Not allowed to (not a member of the owner role): `migrate --create-role` as a superuser fixes it.
+      if ((err as { code?: string }).code !== '42501') throw err;
+    }
+  }
+}
+
+async function restartContentHistory(client: pg.Client, slotName: string): Promise<void> {
+  const history = new ContentHistory(client, slotName);
+  await client.query('BEGIN');
+  try {
+    await history.reset();
+    await history.seed();
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
 }
 
 async function recordSlot(client: pg.Client, name: string, lsn?: string): Promise<void> {

@@ -14,8 +14,10 @@ export interface PipelineRole {
 /**
  * The least-privilege role the pipeline should run as (`engagement migrate --create-role`):
  * LOGIN + REPLICATION (stream the slot, emit heartbeats), SELECT on the two source tables
- * (content snapshot, lookups, backfill), and ownership of its own state schema — nothing
- * else: it cannot write the user's tables, read other tables, create databases or roles.
+ * (content snapshot, lookups, backfill), and ownership of its own state schema and every
+ * table in it (dead letters, progress, the content history; tables a later `migrate` adds
+ * are handed to the schema's owner there) — nothing else: it cannot write the user's tables,
+ * read other tables, create databases or roles.
  * Idempotent: an existing role is brought to exactly these grants (its password changes only
  * when one is given or it was just created).
  */

@@ -73,4 +73,21 @@ CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.slot_state (
   slot_name    TEXT PRIMARY KEY,
   created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
   created_lsn  PG_LSN
+);
+-- The content dimension's changes with the commit LSN of their transaction, per slot, so a
+-- restart rebuilds the dimension as of the slot's confirmed position (point-in-time enrichment).
+CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.content_versions (
+  stream          TEXT NOT NULL,
+  content_key     TEXT NOT NULL,
+  valid_from_lsn  PG_LSN NOT NULL,
+  row_data        JSONB,
+  deleted         BOOLEAN NOT NULL DEFAULT false,
+  recorded_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+  PRIMARY KEY (stream, content_key, valid_from_lsn)
+);
+-- One row per slot whose history exists: seeded from a snapshot of content, then kept by the stream.
+CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.content_history (
+  stream       TEXT PRIMARY KEY,
+  seeded_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+  seeded_rows  BIGINT NOT NULL
 );`;

@@ -61,14 +61,12 @@ export class BatchAssembler {
       case 'event':
         return this.onEvent(change.row);
       case 'content-upsert':
-        this.options.dimension.upsert(change.content);
-        return;
       case 'content-delete':
-        this.options.dimension.delete(change.id);
-        return;
+        // Recorded with its commit position before the next change is read (the promise holds
+        // the stream), so a restart can rebuild the dimension as of the confirmed position.
+        return this.options.dimension.apply(change, this.tx.commitLsn);
       case 'content-truncate':
-        for (const id of this.options.dimension.knownIds()) this.options.dimension.delete(id);
-        return;
+        return this.truncateContent();
       case 'halt':
         // Handled by the source, which stops taking changes there.
         return;
@@ -131,6 +129,13 @@ export class BatchAssembler {
     this.closed = true;
   }
 
+  /** TRUNCATE of the content table: every known row deleted at this transaction's position. */
+  private async truncateContent(): Promise<void> {
+    const { dimension } = this.options;
+    for (const id of dimension.knownIds())
+      await dimension.apply({ kind: 'content-delete', id }, this.tx.commitLsn);
+  }
+
   private onEvent(row: EngagementEventRow): void | Promise<void> {
     const position = eventPosition(this.tx.commitLsn, this.tx.index++);
     // After a reconnect the source replays from the last confirmed commit: skip what was already handed on.
@@ -138,7 +143,14 @@ export class BatchAssembler {
     this.options.metrics.eventsReceived.inc();
     const contentId = row.content_id;
     if (contentId !== null && this.options.dimension.peek(contentId) === undefined) {
-      return this.options.dimension.lookup([contentId]).then(() => this.add(row, position));
+      // The lookup retries while the stream waits; it gives up only when closed for shutdown,
+      // and then the event is replayed on the next start.
+      return this.options.dimension.lookup([contentId]).then(
+        () => (this.closed ? undefined : this.add(row, position)),
+        (err: unknown) => {
+          if (!this.closed) throw err;
+        },
+      );
     }
     return this.add(row, position);
   }

@@ -45,7 +45,7 @@ export class Pipeline {
 
   constructor(private readonly options: PipelineOptions) {
     const logger = options.logger;
-    this.dimension = new ContentDimension(options.pool);
+    this.dimension = new ContentDimension(options.pool, { logger, slotName: options.slotName, retry: true });
     this.source = new ReplicationSource({
       databaseUrl: options.databaseUrl,
       slotName: options.slotName,
@@ -98,8 +98,11 @@ export class Pipeline {
   }
 
   async start(): Promise<void> {
-    const loaded = await this.dimension.loadSnapshot();
-    this.options.logger.info({ content: loaded }, 'content dimension loaded');
+    const loaded = await this.dimension.loadAsOfSlot();
+    this.options.logger.info(
+      { content: loaded.rows, from: loaded.from, asOf: loaded.asOf },
+      'content dimension loaded',
+    );
     for (const sink of this.options.sinks) await sink.start();
     await this.source.start(this.assembler.handle);
     this.running = true;
@@ -108,6 +111,7 @@ export class Pipeline {
   /** Drains: stop taking changes, write what is open, confirm it, close everything. */
   async stop(): Promise<void> {
     this.assembler.close();
+    this.dimension.close();
     await this.assembler.flush().catch(() => undefined);
     const drained = Promise.allSettled([...this.inFlight]);
     const timeout = new Promise((resolve) => setTimeout(resolve, 15_000).unref());

@@ -1,26 +1,107 @@
 import type pg from 'pg';
 import type { ContentInfo } from '../domain/types.js';
+import { describeError } from '../errors.js';
+import { silentLogger, type Logger } from '../logger.js';
+import type { Change } from './changes.js';
+import { CONTENT_SELECT, ContentHistory } from './content-history.js';
+
+export interface ContentDimensionOptions {
+  logger?: Logger;
+  /**
+   * Direct mode: the slot whose stream keeps this dimension current. Every content change is
+   * then recorded with its commit position (content-history.ts), and `loadAsOfSlot()` rebuilds
+   * the dimension as of the slot's confirmed position, so a replayed event is enriched with
+   * the content row as it was at the event's commit, like on its first delivery.
+   */
+  slotName?: string;
+  /**
+   * Retry a failing lookup or history write with backoff until it succeeds or `close()`
+   * (the caller holds its stream meanwhile). Off: the error is thrown to the caller.
+   */
+  retry?: boolean;
+  /** First and longest pause between retries (tests shorten them). */
+  retryDelayMs?: { first: number; max: number };
+}
+
+/** Thrown by a retrying call that `close()` interrupted; the change is replayed on the next start. */
+export class DimensionClosedError extends Error {
+  constructor() {
+    super('content dimension closed');
+    this.name = 'DimensionClosedError';
+  }
+}
+
+/** Recorded versions between two prunes of the history while running. */
+const PRUNE_EVERY = 1_000;
 
 /**
- * The `content` table held in memory: loaded by snapshot at start, kept current by the
- * same change stream, with a direct lookup for ids it has never seen. A lookup that finds
- * nothing is remembered as absent; the stream will bring the row if it is inserted later.
+ * The `content` table held in memory: loaded at start (as of the slot's confirmed position
+ * when it has a history, else by snapshot), kept current by the same change stream, with a
+ * direct lookup for ids it has never seen. A lookup that finds nothing is remembered as
+ * absent; the stream will bring the row if it is inserted later.
+ *
+ * Changes apply in stream order, so an event sees the content as of its own position in the
+ * stream: an update earlier in the same transaction included, a later one not. The same
+ * holds on every replay.
  */
 export class ContentDimension {
   private readonly rows = new Map<string, ContentInfo | null>();
+  private readonly log: Logger;
+  private history: ContentHistory | null;
+  private closed = false;
+  private readonly sleepers = new Set<() => void>();
+  private recordedSincePrune = 0;
 
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly options: ContentDimensionOptions = {},
+  ) {
+    this.log = (options.logger ?? silentLogger()).child({ component: 'content-dimension' });
+    this.history = options.slotName ? new ContentHistory(pool, options.slotName) : null;
+  }
 
   get size(): number {
     return this.rows.size;
   }
 
   async loadSnapshot(): Promise<number> {
-    const { rows } = await this.pool.query<ContentInfo>(
-      'SELECT id::text, slug, title, content_type, length_seconds FROM content',
-    );
+    const { rows } = await this.pool.query<ContentInfo>(CONTENT_SELECT);
     for (const row of rows) this.rows.set(row.id, row);
     return rows.length;
+  }
+
+  /**
+   * Loads the dimension as of the slot's confirmed position (where the stream will resume),
+   * from the recorded history; a stream without history yet is seeded from a snapshot first.
+   * Without a usable history (no slot configured, the slot missing, the state table absent
+   * or not ours) it falls back to a snapshot of now, and says so.
+   */
+  async loadAsOfSlot(): Promise<{ rows: number; from: 'history' | 'snapshot'; asOf: string | null }> {
+    const history = this.history;
+    const slot = history ? await history.slotPositions() : null;
+    if (!history || !slot) return { rows: await this.loadSnapshot(), from: 'snapshot', asOf: null };
+    let versions: Map<string, ContentInfo | null>;
+    try {
+      if (!(await history.isSeeded())) {
+        const seeded = await history.seed();
+        this.log.info(
+          { content: seeded, slot: history.stream },
+          'content history started from a snapshot of the content table',
+        );
+      }
+      versions = await history.asOf(slot.confirmed);
+    } catch (err) {
+      if (!isSchemaProblem(err)) throw err;
+      this.history = null;
+      this.log.warn(
+        `content history unavailable (${describeError(err)}): the dimension is loaded as of now, so events replayed from before a content change get the changed row; run \`engagement migrate\``,
+      );
+      return { rows: await this.loadSnapshot(), from: 'snapshot', asOf: null };
+    }
+    this.rows.clear();
+    for (const [id, row] of versions) this.rows.set(id, row);
+    if (slot.restart) await this.pruneHistory(slot.restart);
+    return { rows: this.knownIds().length, from: 'history', asOf: slot.confirmed };
   }
 
   /** Ids of the content rows known to exist. */
@@ -33,9 +114,31 @@ export class ContentDimension {
     return this.rows.get(id);
   }
 
-  upsert(change: Partial<ContentInfo> & { id: string }): void {
+  /**
+   * A content change from the stream, in the transaction that commits at `commitLsn`: applied
+   * in memory at once, and with a history, recorded durably before the returned promise
+   * resolves. The stream waits for it, so no position past the change can be confirmed
+   * before the history has it.
+   */
+  apply(
+    change: Extract<Change, { kind: 'content-upsert' | 'content-delete' }>,
+    commitLsn: string,
+  ): void | Promise<void> {
+    const id = change.kind === 'content-upsert' ? change.content.id : change.id;
+    const row = change.kind === 'content-upsert' ? this.upsert(change.content) : this.delete(change.id);
+    const history = this.history;
+    if (!history) return;
+    return this.retrying(`recording the change of content ${id}`, () =>
+      history.record(id, commitLsn, row),
+    ).then(() => {
+      if (++this.recordedSincePrune >= PRUNE_EVERY) void this.pruneNow();
+    });
+  }
+
+  /** In memory only (Kafka feeds; the stream uses `apply`). Columns the change lacks (unchanged TOAST) are kept. */
+  upsert(change: Partial<ContentInfo> & { id: string }): ContentInfo {
     const previous = this.rows.get(change.id);
-    this.rows.set(change.id, {
+    const row: ContentInfo = {
       id: change.id,
       slug: change.slug !== undefined ? change.slug : (previous?.slug ?? null),
       title: change.title !== undefined ? change.title : (previous?.title ?? null),
@@ -43,22 +146,117 @@ export class ContentDimension {
         change.content_type !== undefined ? change.content_type : (previous?.content_type ?? null),
       length_seconds:
         change.length_seconds !== undefined ? change.length_seconds : (previous?.length_seconds ?? null),
-    });
+    };
+    this.rows.set(change.id, row);
+    return row;
   }
 
-  delete(id: string): void {
+  delete(id: string): null {
     this.rows.set(id, null);
+    return null;
   }
 
-  /** Fetches ids never seen before; remembers misses as absent. */
+  /**
+   * Fetches ids never seen before; remembers misses as absent. These rows are today's (the
+   * history holds only what the stream brought), which is all that can be known of content
+   * the stream never carried. With `retry`, a failing query (a lock_timeout while `content`
+   * is locked, a lost connection) is retried with backoff until it succeeds or `close()`.
+   */
   async lookup(ids: string[]): Promise<void> {
     const unseen = [...new Set(ids)].filter((id) => !this.rows.has(id));
     if (unseen.length === 0) return;
-    const { rows } = await this.pool.query<ContentInfo>(
-      'SELECT id::text, slug, title, content_type, length_seconds FROM content WHERE id = ANY($1::uuid[])',
-      [unseen],
-    );
+    const rows = await this.retrying('content lookup', () => this.fetch(unseen));
     for (const id of unseen) this.rows.set(id, null);
     for (const row of rows) this.rows.set(row.id, row);
   }
+
+  /** Stops retries in progress (they reject with DimensionClosedError). */
+  close(): void {
+    this.closed = true;
+    for (const wake of this.sleepers) wake();
+  }
+
+  private async fetch(ids: string[]): Promise<ContentInfo[]> {
+    try {
+      const { rows } = await this.pool.query<ContentInfo>(`${CONTENT_SELECT} WHERE id = ANY($1::uuid[])`, [
+        ids,
+      ]);
+      return rows;
+    } catch (err) {
+      // A data exception (an id the key type refuses) is about the ids, not the database:
+      // retrying cannot help. Such an id cannot name a row: look the others up one by one.
+      if (!isDataException(err)) throw err;
+      if (ids.length > 1) return (await Promise.all(ids.map((id) => this.fetch([id])))).flat();
+      this.log.warn(`content id ${JSON.stringify(ids[0])} cannot exist (${describeError(err)}): absent`);
+      return [];
+    }
+  }
+
+  private async retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    const { first, max } = this.options.retryDelayMs ?? { first: 100, max: 10_000 };
+    for (let attempt = 1; ; attempt++) {
+      if (this.closed && this.options.retry) throw new DimensionClosedError();
+      try {
+        const result = await fn();
+        if (attempt > 1) this.log.info({ attempts: attempt }, `${what} succeeded after retries`);
+        return result;
+      } catch (err) {
+        if (!this.options.retry) throw err;
+        const delay = Math.min(max, first * 2 ** Math.min(attempt - 1, 16)) * (0.5 + Math.random() / 2);
+        // One warning per failure streak; the repeats go to debug.
+        this.log[attempt === 1 ? 'warn' : 'debug'](
+          { attempt, retryInMs: Math.round(delay) },
+          `${what} failed, retrying while the stream waits: ${describeError(err)}`,
+        );
+        await this.sleep(delay);
+      }
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.sleepers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.sleepers.add(wake);
+    });
+  }
+
+  private async pruneNow(): Promise<void> {
+    this.recordedSincePrune = 0;
+    const slot = await this.history?.slotPositions().catch(() => null);
+    if (slot?.restart) await this.pruneHistory(slot.restart);
+  }
+
+  /**
+   * Below the slot's restart position, never its confirmed one: Postgres keeps the confirmed
+   * position in memory and may resume from an older one after a crash of its own, but never
+   * from before the restart position it has written to disk.
+   */
+  private async pruneHistory(below: string): Promise<void> {
+    try {
+      const pruned = (await this.history?.prune(below)) ?? 0;
+      if (pruned > 0) this.log.debug({ pruned, below }, 'content history pruned');
+    } catch (err) {
+      this.log.warn(`pruning the content history failed (retried later): ${describeError(err)}`);
+    }
+  }
+}
+
+function sqlState(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : '';
+}
+
+/** Class 22: the value, not the database, is the problem. */
+function isDataException(err: unknown): boolean {
+  return sqlState(err).startsWith('22');
+}
+
+/** The state table is missing (no migrate since this version) or not accessible to this role. */
+function isSchemaProblem(err: unknown): boolean {
+  return ['42P01', '42501', '3F000'].includes(sqlState(err));
 }

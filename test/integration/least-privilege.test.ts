@@ -68,6 +68,7 @@ describe('engagement migrate --create-role: the pipeline runs as a least-privile
     // What it may do.
     await query(roleUrl, 'SELECT count(*) FROM engagement_events');
     await query(roleUrl, 'SELECT count(*) FROM engagement_pipeline.dead_letters');
+    await query(roleUrl, 'SELECT count(*) FROM engagement_pipeline.content_versions');
 
     // Running it twice is harmless (the role is brought back to the same grants).
     const again = await runCli(['migrate', '--create-role', role], {
@@ -79,6 +80,23 @@ describe('engagement migrate --create-role: the pipeline runs as a least-privile
   });
 
   it('streams every event to the sinks when run as that role, and no secret reaches the logs', async () => {
+    // An upgrade adds state tables after the role exists: a plain `migrate` (as the admin)
+    // must leave them usable by the role.
+    await query(
+      db.url,
+      'DROP TABLE engagement_pipeline.content_versions, engagement_pipeline.content_history',
+    );
+    const upgrade = await runCli(['migrate'], { DATABASE_URL: db.url });
+    assert.equal(upgrade.code, 0, upgrade.output);
+    const owners = await query<{ owner: string }>(
+      db.url,
+      `SELECT DISTINCT pg_get_userbyid(relowner) AS owner FROM pg_class
+        WHERE relnamespace = 'engagement_pipeline'::regnamespace AND relkind = 'r'`,
+    );
+    assert.deepEqual(
+      owners.map((o) => o.owner),
+      [role],
+    );
     const dir = mkdtempSync(path.join(tmpdir(), 'engagement-role-'));
     // The external system knows another key: every request fails its signature check (401),
     // so the error paths log too.
@@ -123,6 +141,12 @@ describe('engagement migrate --create-role: the pipeline runs as a least-privile
     for (const [what, secret] of Object.entries({ password, externalSecret, apiToken })) {
       assert.ok(!output.includes(secret), `${what} reached the logs`);
     }
-    assert.doesNotMatch(pipeline.output(), /permission denied/);
+    assert.doesNotMatch(pipeline.output(), /permission denied|content history unavailable/);
+    // It recorded the content row it streamed (point-in-time enrichment after a restart).
+    const versions = await query(
+      db.url,
+      `SELECT 1 FROM engagement_pipeline.content_versions WHERE content_key = '00000000-0000-4000-8000-0000000000aa'`,
+    );
+    assert.equal(versions.length, 1);
   });
 });
