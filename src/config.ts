@@ -115,7 +115,8 @@ export const configSpec = {
   externalRedriveRate: {
     env: 'EXTERNAL_REDRIVE_RATE',
     flag: 'external-redrive-rate',
-    describe: 'dead letters re-sent automatically per second once the external system answers again (0 = off)',
+    describe:
+      'dead letters re-sent automatically per second once the external system answers again (0 = off)',
     schema: z.coerce.number().int().min(0).default(100),
   },
   kafkaBrokers: {

@@ -145,7 +145,8 @@ export class ExternalSink implements Sink {
             sink: SINK,
             metrics: options.metrics,
             logger: options.logger,
-            healthy: () => this.#pool !== undefined && this.#breaker.state === 'closed' && this.#failingSince === null,
+            healthy: () =>
+              this.#pool !== undefined && this.#breaker.state === 'closed' && this.#failingSince === null,
             send: (row, signal) => this.#redriveOne(row, signal),
           })
         : null;
@@ -259,7 +260,9 @@ export class ExternalSink implements Sink {
     for (let i = 0; i < batch.events.length; i += size) {
       const events = batch.events.slice(i, i + size);
       const key =
-        size === 1 ? String(events[0].event_id) : `${events[0].event_id}-${events[events.length - 1].event_id}`;
+        size === 1
+          ? String(events[0].event_id)
+          : `${events[0].event_id}-${events[events.length - 1].event_id}`;
       requests.push(this.#request(events, batch.positions.slice(i, i + size), key, size === 1));
     }
     return requests;
@@ -348,19 +351,19 @@ export class ExternalSink implements Sink {
 
   /**
    * One attempt for a re-driven dead letter: one event, under the key it was dead-lettered
-   * with. Sent only while the circuit is closed (the re-drive never probes for the live stream).
+   * with, through the same breaker as the live stream (while it is open, the re-drive's request
+   * may be the probe that finds the system back when no live traffic asks).
    */
   async #redriveOne(row: DeadLetterRow, signal: AbortSignal): Promise<RedriveOutcome> {
-    if (!this.#pool || signal.aborted) return { kind: 'aborted' };
-    if (this.#breaker.state !== 'closed' || !this.#breaker.allowRequest()) {
-      return { kind: 'retryable', error: `circuit ${this.#breaker.state}` };
-    }
+    if (!this.#pool || signal.aborted) return { kind: 'not-sent' };
+    if (!this.#breaker.allowRequest()) return { kind: 'not-sent' };
     const request = this.#request([row.event as EnrichedEvent], [`dlq:${row.id}`], row.idempotencyKey, true);
     let result: AttemptResult;
     try {
       result = await this.#attempt(request, signal);
     } catch {
-      return { kind: 'aborted' };
+      this.#breaker.releaseProbe();
+      return { kind: 'not-sent' };
     }
     if (result.kind === 'retryable') {
       this.#breaker.recordFailure();

@@ -9,8 +9,9 @@ import type { DeadLetterRow, DeadLetterStore } from '../dead-letter.js';
  * system needs no operator: once the system answers again the rows an outage dead-lettered
  * are re-sent in the background and marked replayed.
  *
- * - Only while the live stream is healthy (circuit closed, no failure streak): a re-drive
- *   never probes a failing system and never competes with the live stream's retries.
+ * - At full rate only while the live stream is healthy (circuit closed, no failure streak).
+ *   Otherwise one row per interval, through the breaker: it is the probe that finds the
+ *   system back when no live traffic would (an idle pipeline after an outage).
  * - Oldest first (by dead-letter id), at most `ratePerSecond` events a second, one event per
  *   request under the Idempotency-Key it was dead-lettered with (the first attempt's key), so
  *   a receiver that already got it (a reply lost in the outage) absorbs the re-send.
@@ -30,7 +31,8 @@ export type RedriveOutcome =
   | { kind: 'accepted' }
   | { kind: 'permanent'; error: string }
   | { kind: 'retryable'; error: string }
-  | { kind: 'aborted' };
+  /** Not sent: stopping, or the breaker refused (open, or another request is the probe). */
+  | { kind: 'not-sent' };
 
 export interface RedriverOptions {
   store: Pick<DeadLetterStore, 'listRedrivable' | 'markReplayed' | 'record' | 'summary'>;
@@ -87,7 +89,7 @@ export class Redriver {
       this.#wake = new AbortController();
       const wake = this.#wake.signal;
       try {
-        if (this.#o.healthy()) await this.#pass(stop);
+        await this.#pass(stop);
         await this.#refreshGauges();
       } catch (err) {
         const now = Date.now();
@@ -105,7 +107,10 @@ export class Redriver {
     }
   }
 
-  /** Re-sends pending rows, oldest first, until none is left, one fails, or the system is unhealthy. */
+  /**
+   * Re-sends pending rows, oldest first, until none is left or one fails. While the system is
+   * not known healthy a tick sends one row (a probe); its success makes it healthy again.
+   */
   async #pass(stop: AbortSignal): Promise<void> {
     const { store, sink, ratePerSecond, metrics } = this.#o;
     // Paced in ticks of a few events, so a burst never exceeds the rate by much.
@@ -118,10 +123,11 @@ export class Redriver {
       for (;;) {
         const rows = await store.listRedrivable(sink, READ_LIMIT);
         if (rows.length === 0) return;
-        for (let i = 0; i < rows.length; i += perTick) {
-          if (stop.aborted || !this.#o.healthy()) return;
+        for (let i = 0; i < rows.length;) {
+          if (stop.aborted) return;
           const tickStart = Date.now();
-          const slice = rows.slice(i, i + perTick);
+          const slice = rows.slice(i, i + (this.#o.healthy() ? perTick : 1));
+          i += slice.length;
           const outcomes = await Promise.all(slice.map((row) => this.#o.send(row, stop)));
           const accepted = slice.filter((_, j) => outcomes[j].kind === 'accepted');
           const n = await store.markReplayed(accepted.map((r) => r.id));
@@ -145,7 +151,7 @@ export class Redriver {
               })),
             );
           }
-          if (outcomes.some((o) => o.kind === 'retryable' || o.kind === 'aborted')) return;
+          if (outcomes.some((o) => o.kind !== 'accepted' && o.kind !== 'permanent')) return;
           const left = tickMs - (Date.now() - tickStart);
           if (left > 0) await sleep(left, undefined, { signal: stop }).catch(() => undefined);
         }
