@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { STATUS_CODES } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
@@ -113,6 +114,9 @@ export class ExternalSink implements Sink {
   // Failure-streak bookkeeping, so an outage logs one line when it starts and one when it ends.
   #failingSince: number | null = null;
   #streakFailures = 0;
+  // Aborted (and replaced) when the system answers again: requests sleeping in backoff or
+  // waiting for the probe retry at once instead of finishing a wait of up to backoffMaxMs.
+  #recovered = unlimitedListeners(new AbortController());
   #lastFailure = 'none';
   #deadLetterLoggedAt = 0;
   #deadLettersUnlogged = 0;
@@ -213,6 +217,7 @@ export class ExternalSink implements Sink {
     // A worker that fails (abort, or a bug) stops the others instead of leaving them running.
     const stopAll = new AbortController();
     const runSignal = AbortSignal.any([signal, stopAll.signal]);
+    setMaxListeners(0, runSignal); // every concurrent request and wait listens on it
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < requests.length) {
@@ -299,7 +304,7 @@ export class ExternalSink implements Sink {
         }
         // Wait for the breaker's probe time, spread out so waiters do not poll in step.
         const wait = this.#breaker.msUntilProbe() + Math.random() * Math.max(this.#backoff.baseMs, 10);
-        await sleep(this.#withinBudget(wait, startedAt), undefined, { signal }).catch(() => undefined);
+        await this.#wait(this.#withinBudget(wait, startedAt), signal);
         continue;
       }
       attempts += 1;
@@ -324,7 +329,8 @@ export class ExternalSink implements Sink {
       }
       const retryAfterMs = parseRetryAfter(result.retryAfter);
       const wait = retryDelay(attempts, retryAfterMs, this.#backoff);
-      await sleep(this.#withinBudget(wait, startedAt), undefined, { signal }).catch(() => undefined);
+      // A Retry-After is the server's own instruction: kept even if another request succeeds.
+      await this.#wait(this.#withinBudget(wait, startedAt), signal, retryAfterMs === undefined);
     }
   }
 
@@ -340,6 +346,12 @@ export class ExternalSink implements Sink {
     if (this.#o.policy !== 'best-effort') return false;
     if (!circuitOpen && attempts < this.#o.maxAttempts) return false;
     return Date.now() - Math.min(startedAt, this.#failingSince ?? startedAt) >= this.#retryForMs;
+  }
+
+  /** Sleeps until the wait is over, the system answered again, or the write aborts. */
+  async #wait(ms: number, signal: AbortSignal, wakeOnRecovery = true): Promise<void> {
+    const wake = wakeOnRecovery ? AbortSignal.any([signal, this.#recovered.signal]) : signal;
+    await sleep(ms, undefined, { signal: wake }).catch(() => undefined);
   }
 
   /** A wait shortened so a best-effort request wakes when its retry budget ends, not a backoff later. */
@@ -461,6 +473,8 @@ export class ExternalSink implements Sink {
     );
     this.#failingSince = null;
     this.#streakFailures = 0;
+    this.#recovered.abort();
+    this.#recovered = unlimitedListeners(new AbortController());
     // The system answers again: re-send what the outage dead-lettered now, not at the next tick.
     this.#redriver?.wake();
   }
@@ -477,6 +491,11 @@ export class ExternalSink implements Sink {
       );
     }
   }
+}
+
+function unlimitedListeners(controller: AbortController): AbortController {
+  setMaxListeners(0, controller.signal); // one listener per waiting request
+  return controller;
 }
 
 function abortError(signal: AbortSignal): PipelineError {

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
@@ -84,6 +85,7 @@ export class Redriver {
 
   async #run(): Promise<void> {
     const stop = this.#stop.signal;
+    setMaxListeners(0, stop); // every request of a tick listens on it
     while (!stop.aborted) {
       // Armed before the pass, so a recovery during the pass is not missed.
       this.#wake = new AbortController();
