@@ -101,6 +101,7 @@ type Verdict = { delivered: true } | { delivered: false; error: string; attempts
 
 const SINK = 'external';
 const DEAD_LETTER_LOG_INTERVAL_MS = 10_000;
+const RECOVERY_SPREAD_MS = 1_000;
 
 export class ExternalSink implements Sink {
   readonly name = SINK;
@@ -348,10 +349,23 @@ export class ExternalSink implements Sink {
     return Date.now() - Math.min(startedAt, this.#failingSince ?? startedAt) >= this.#retryForMs;
   }
 
-  /** Sleeps until the wait is over, the system answered again, or the write aborts. */
+  /**
+   * Sleeps until the wait is over, the system answered again, or the write aborts. Woken by a
+   * recovery, a waiter still sleeps a random part of a second: a recovering system gets the
+   * waiters spread out, not all at once (the reason for full jitter in the first place).
+   */
   async #wait(ms: number, signal: AbortSignal, wakeOnRecovery = true): Promise<void> {
-    const wake = wakeOnRecovery ? AbortSignal.any([signal, this.#recovered.signal]) : signal;
+    const started = Date.now();
+    const recovered = this.#recovered.signal;
+    const wake = wakeOnRecovery ? AbortSignal.any([signal, recovered]) : signal;
     await sleep(ms, undefined, { signal: wake }).catch(() => undefined);
+    if (signal.aborted || !recovered.aborted) return;
+    const left = ms - (Date.now() - started);
+    if (left > 0) {
+      await sleep(Math.random() * Math.min(left, RECOVERY_SPREAD_MS), undefined, { signal }).catch(
+        () => undefined,
+      );
+    }
   }
 
   /** A wait shortened so a best-effort request wakes when its retry budget ends, not a backoff later. */
