@@ -104,6 +104,24 @@ export const configSpec = {
     describe: 'per-request timeout',
     schema: positiveInt.default(5000),
   },
+  externalRetryFor: {
+    env: 'EXTERNAL_RETRY_FOR',
+    flag: 'external-retry-for',
+    describe:
+      'how long an outage is ridden out (retries, batches held) before best-effort dead-letters: 90s, 2m, 500ms (bare number = seconds; 0 = after EXTERNAL_MAX_ATTEMPTS only)',
+    schema: z.coerce
+      .string()
+      .regex(/^\d+(ms|s|m|h)?$/, 'must be a duration such as 90s, 2m or 500ms')
+      .default('2m')
+      .transform(durationToMs),
+  },
+  externalRedriveRate: {
+    env: 'EXTERNAL_REDRIVE_RATE',
+    flag: 'external-redrive-rate',
+    describe:
+      'dead letters re-sent automatically per second once the external system answers again (0 = off)',
+    schema: z.coerce.number().int().min(0).default(100),
+  },
   kafkaBrokers: {
     env: 'KAFKA_BROKERS',
     flag: 'kafka-brokers',
@@ -252,6 +270,13 @@ export function requireDatabaseUrl(config: Config): string {
   if (!config.databaseUrl)
     throw configError('DATABASE_URL is not set', 'export DATABASE_URL=postgres://user@host:5432/db');
   return config.databaseUrl;
+}
+
+/** `90s`, `2m`, `500ms`, `1h`; a bare number is seconds. */
+function durationToMs(text: string): number {
+  const match = /^(\d+)(ms|s|m|h)?$/.exec(text)!;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? 's']!;
+  return Number(match[1]) * unit;
 }
 
 function emptyToUndefined(value: string | undefined): string | undefined {

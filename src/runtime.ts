@@ -15,7 +15,7 @@ import { createRedis, RedisSink } from './sinks/redis/redis-sink.js';
 import { ThroughputMeter } from './pipeline/throughput.js';
 import { buildApp } from './server/app.js';
 import { startServer } from './server/listen.js';
-import { sinkStatsFromMetrics } from './server/stats.js';
+import { sinkStatsFromMetrics, type PipelineStats } from './server/stats.js';
 import type { Change } from './source/changes.js';
 import type { Sink } from './sinks/sink.js';
 import { SinkProgressWriter } from './pipeline/sink-progress.js';
@@ -55,7 +55,7 @@ export async function startHttpServer(
         runtime.metrics,
         runtime.sinks.map((s) => s.name),
       ),
-      deadLetters: await runtime.deadLetters.depth().catch(() => 0),
+      ...(await deadLetterStats(runtime.deadLetters)),
       replicationLagBytes: (await runtime.metrics.replicationLagBytes.get()).values[0]?.value ?? null,
       confirmedLsn: runtime.pipeline.source.confirmed,
       startedAt,
@@ -69,6 +69,18 @@ export async function startHttpServer(
       await server.close();
       redis.disconnect();
     },
+  };
+}
+
+/** deadLetters (pending, all sinks), the oldest pending one's age and rows replayed so far. */
+async function deadLetterStats(
+  store: DeadLetterStore,
+): Promise<Pick<PipelineStats, 'deadLetters' | 'deadLettersOldestSeconds' | 'deadLettersRedriven'>> {
+  const s = await store.summary().catch(() => null);
+  return {
+    deadLetters: s?.pending ?? 0,
+    deadLettersOldestSeconds: s?.oldestPendingSeconds ?? null,
+    deadLettersRedriven: s?.replayed ?? 0,
   };
 }
 
@@ -133,21 +145,13 @@ export function createSinks(
     logger: logger.child({ sink: 'redis' }),
   });
   const sinks: Sink[] = [analytics, redisSink];
-  if (config.externalUrl) {
-    sinks.push(
-      new ExternalSink({
-        url: config.externalUrl,
-        secret: config.externalSecret?.reveal(),
-        policy: config.externalPolicy,
-        batchSize: config.externalBatchSize,
-        concurrency: config.externalConcurrency,
-        maxAttempts: config.externalMaxAttempts,
-        timeoutMs: config.externalTimeoutMs,
-        deadLetters,
-        metrics,
-        logger: logger.child({ sink: 'external' }),
-      }),
-    );
+  const external = ExternalSink.fromConfig(config, {
+    deadLetters,
+    metrics,
+    logger: logger.child({ sink: 'external' }),
+  });
+  if (external) {
+    sinks.push(external);
   } else {
     logger.warn('EXTERNAL_URL is not set: the external sink is off');
   }

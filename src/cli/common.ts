@@ -14,6 +14,8 @@ export const SINK_CONFIG_KEYS = [
   'externalConcurrency',
   'externalMaxAttempts',
   'externalTimeoutMs',
+  'externalRetryFor',
+  'externalRedriveRate',
 ] as const satisfies readonly ConfigKey[];
 
 /** The Kafka connection settings: shared by `capture` and `work`. */

@@ -150,7 +150,9 @@ async function replay(
     },
   };
   const sink = ExternalSink.fromConfig(
-    { ...config, externalBatchSize: 1, externalPolicy: 'best-effort' },
+    // Manual replay reports what fails now instead of riding out an outage (EXTERNAL_RETRY_FOR),
+    // and does not start the pipeline's background re-drive (the recorder is not the table).
+    { ...config, externalBatchSize: 1, externalPolicy: 'best-effort', externalRetryFor: 0 },
     { deadLetters: recorder, metrics: createMetrics(), logger: logger.child({ sink: 'external' }) },
   )!;
   await sink.start();

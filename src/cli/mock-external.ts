@@ -27,7 +27,7 @@ export function registerMockExternal(program: Command): void {
     .option('--secret <s>', 'verify X-Signature with this HMAC key [env EXTERNAL_SECRET]')
     .addHelpText(
       'after',
-      '\nAt runtime: POST /_control {"mode":"ok|fail500|rate429|reject400","count":N,' +
+      '\nAt runtime: POST /_control {"mode":"ok|fail500|fail503|rate429|reject400","count":N,' +
         '"retryAfterSeconds":S,"failRate":R,"latencyMs":M}' +
         '\nInspect: GET /_stats, GET /_events?limit=N, GET /_requests?limit=N; POST /_reset',
     )

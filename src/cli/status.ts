@@ -11,12 +11,20 @@ import {
   type SlotStatus,
 } from '../db/status-queries.js';
 import { assertPostgresReachable } from '../runtime.js';
+import { DeadLetterStore } from '../sinks/dead-letter.js';
 import { action, configFrom, withConfigOptions } from './common.js';
 
 export interface StatusReport {
   slot: SlotStatus;
   sinks: SinkProgressRow[];
-  deadLetters: { total: number; bySink: Record<string, number> };
+  deadLetters: {
+    total: number;
+    bySink: Record<string, number>;
+    /** Age of the oldest pending one, seconds since its first failure (null when none). */
+    oldestPendingSeconds: number | null;
+    /** Replayed so far: re-driven automatically or by `engagement dlq replay`. */
+    replayed: number;
+  };
   backfills: BackfillRow[];
   warnings: string[];
 }
@@ -35,16 +43,22 @@ export function registerStatus(program: Command): void {
       await assertPostgresReachable(databaseUrl);
       const pool = createPool(databaseUrl, 1, 'engagement-status');
       try {
-        const [slot, sinks, bySink, backfills] = await Promise.all([
+        const [slot, sinks, bySink, backfills, dead] = await Promise.all([
           readSlotStatus(pool, config.slotName),
           readSinkProgress(pool, config.slotName),
           readDeadLetterDepth(pool),
           readBackfills(pool),
+          new DeadLetterStore(pool).summary(),
         ]);
         const report: StatusReport = {
           slot,
           sinks,
-          deadLetters: { total: Object.values(bySink).reduce((a, b) => a + b, 0), bySink },
+          deadLetters: {
+            total: Object.values(bySink).reduce((a, b) => a + b, 0),
+            bySink,
+            oldestPendingSeconds: dead.oldestPendingSeconds,
+            replayed: dead.replayed,
+          },
           backfills,
           warnings: warnings(slot, config.slotLagWarnBytes),
         };
@@ -109,7 +123,11 @@ function render(r: StatusReport): string {
   const bySink = Object.entries(r.deadLetters.bySink)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
-  lines.push(`dead letters: ${r.deadLetters.total} pending${bySink ? ` (${bySink})` : ''}`);
+  const oldest = r.deadLetters.oldestPendingSeconds;
+  lines.push(
+    `dead letters: ${r.deadLetters.total} pending${bySink ? ` (${bySink})` : ''}` +
+      `${oldest === null ? '' : `, oldest ${oldest} s`}, ${r.deadLetters.replayed} replayed (re-driven or dlq replay)`,
+  );
   lines.push(`backfills in progress: ${r.backfills.length}`);
   for (const b of r.backfills) {
     lines.push(

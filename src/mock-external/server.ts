@@ -12,7 +12,7 @@ import { SIGNATURE_HEADER, verifySignature } from '../sinks/external/signature.j
  * Endpoints:
  *   POST /<any path>  an event object or an array of events; needs an Idempotency-Key header.
  *                     2xx {accepted, duplicate}; 401 bad signature; 400 malformed; injected 5xx/429/400.
- *   POST /_control    {mode?: 'ok'|'fail500'|'rate429'|'reject400', count?,
+ *   POST /_control    {mode?: 'ok'|'fail500'|'fail503'|'rate429'|'reject400', count?,
  *                      retryAfterSeconds?, failRate?, latencyMs?}
  *                     `count` applies the mode to that many requests, then returns to 'ok'.
  *   GET  /_stats      counters (see MockStats)
@@ -22,7 +22,7 @@ import { SIGNATURE_HEADER, verifySignature } from '../sinks/external/signature.j
  *   GET  /healthz
  */
 
-export type MockMode = 'ok' | 'fail500' | 'rate429' | 'reject400';
+export type MockMode = 'ok' | 'fail500' | 'fail503' | 'rate429' | 'reject400';
 
 export interface MockExternalOptions {
   port?: number;
@@ -49,7 +49,7 @@ export interface MockStats {
   duplicateEvents: number;
   signatureFailures: number;
   malformed: number;
-  injected: { fail500: number; rate429: number; reject400: number; random503: number };
+  injected: { fail500: number; fail503: number; rate429: number; reject400: number; random503: number };
   mode: MockMode;
   modeRemaining: number | null;
   failRate: number;
@@ -69,7 +69,7 @@ interface RequestRecord {
 }
 
 const controlSchema = z.object({
-  mode: z.enum(['ok', 'fail500', 'rate429', 'reject400']).optional(),
+  mode: z.enum(['ok', 'fail500', 'fail503', 'rate429', 'reject400']).optional(),
   count: z.number().int().positive().optional(),
   retryAfterSeconds: z.number().int().min(0).optional(),
   failRate: z.number().min(0).max(1).optional(),
@@ -93,7 +93,7 @@ class MockState {
     signatureFailures: 0,
     malformed: 0,
   };
-  injected = { fail500: 0, rate429: 0, reject400: 0, random503: 0 };
+  injected = { fail500: 0, fail503: 0, rate429: 0, reject400: 0, random503: 0 };
   eventIds = new Set<number>();
   keys = new Set<string>();
   truncated = false;
@@ -104,8 +104,11 @@ class MockState {
     this.latencyMs = options.latencyMs ?? 0;
   }
 
+  /** Bumped by reset(): a request that arrived before a reset must not count after it. */
+  generation = 0;
+
   reset(): void {
-    Object.assign(this, new MockState(this.options));
+    Object.assign(this, new MockState(this.options), { generation: this.generation + 1 });
   }
 
   /** The scripted mode for this request (consuming one of `count`, if limited). */
@@ -219,7 +222,14 @@ async function ingest(
     state.remember(record);
     return reply.code(status).send(body);
   };
+  const generation = state.generation;
   if (state.latencyMs > 0) await sleep(state.latencyMs);
+  if (state.generation !== generation) {
+    // Reset while this request waited (a client that timed out long ago, usually): counting
+    // it would leak into the next test's figures. 503, so a client still waiting retries.
+    reply.header('retry-after', '0');
+    return reply.code(503).send({ error: 'mock reset while the request was in flight' });
+  }
 
   if (secret !== undefined) {
     record.signature = verifySignature(raw, secret, req.headers[SIGNATURE_HEADER]) ? 'ok' : 'bad';
@@ -233,6 +243,10 @@ async function ingest(
   if (mode === 'fail500') {
     state.injected.fail500 += 1;
     return answer(500, { error: 'injected failure' });
+  }
+  if (mode === 'fail503') {
+    state.injected.fail503 += 1;
+    return answer(503, { error: 'injected outage' });
   }
   if (mode === 'rate429') {
     state.injected.rate429 += 1;

@@ -146,6 +146,18 @@ export function createMetrics() {
       labelNames: sinkLabels,
       registers: [registry],
     }),
+    deadLettersOldestSeconds: new client.Gauge({
+      name: 'engagement_dead_letters_oldest_pending_seconds',
+      help: 'age of the oldest pending dead letter (since its first failure; 0 when none)',
+      labelNames: sinkLabels,
+      registers: [registry],
+    }),
+    deadLettersRedriven: new client.Counter({
+      name: 'engagement_dead_letters_redriven_total',
+      help: 'dead letters re-sent automatically and accepted (marked replayed)',
+      labelNames: sinkLabels,
+      registers: [registry],
+    }),
     backfillsInProgress: new client.Gauge({
       name: 'engagement_backfills_in_progress',
       help: 'backfills not finished (running or killed and resumable)',

@@ -18,7 +18,12 @@ export interface PipelineStats {
   eventsPerSecond: number;
   totalEvents: number;
   sinks: SinkStats[];
+  /** Pending dead letters, every sink. */
   deadLetters: number;
+  /** Age of the oldest pending dead letter in seconds (since its first failure); null when none. */
+  deadLettersOldestSeconds?: number | null;
+  /** Dead letters replayed so far (re-driven automatically or by `engagement dlq replay`). */
+  deadLettersRedriven?: number;
   replicationLagBytes: number | null;
   confirmedLsn: string | null;
   /** ISO-8601 UTC. */

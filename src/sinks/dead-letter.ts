@@ -49,10 +49,20 @@ export interface ListOptions {
   limit: number;
   /** Include rows already replayed (default: pending only). */
   includeReplayed?: boolean;
+  /** Leave out rows whose last error is permanent (see listRedrivable). */
+  redrivable?: boolean;
+}
+
+export interface DeadLetterSummary {
+  pending: number;
+  oldestPendingSeconds: number | null;
+  replayed: number;
 }
 
 const TABLE = `${STATE_SCHEMA}.dead_letters`;
 const MAX_ERROR_LENGTH = 2000;
+/** last_error is a permanent HTTP answer: `<3 digits> ` and not 408, 429 or 5xx. */
+const PERMANENT_ERROR_SQL = `(last_error ~ '^[0-9]{3} ' AND left(last_error, 3) NOT IN ('408', '429') AND left(last_error, 1) <> '5')`;
 
 export class DeadLetterStore {
   constructor(private readonly pool: pg.Pool) {}
@@ -105,9 +115,17 @@ export class DeadLetterStore {
           AND ($2::timestamptz IS NULL OR last_failed_at >= $2)
           AND ($3::text IS NULL OR strpos(lower(last_error), lower($3)) > 0)
           AND ($4::text IS NULL OR sink = $4)
+          AND NOT ($6::boolean AND ${PERMANENT_ERROR_SQL})
         ORDER BY id
         LIMIT $5`,
-      [options.includeReplayed ?? false, since, options.reason ?? null, options.sink ?? null, options.limit],
+      [
+        options.includeReplayed ?? false,
+        since,
+        options.reason ?? null,
+        options.sink ?? null,
+        options.limit,
+        options.redrivable ?? false,
+      ],
     );
     return rows.map((r) => ({
       id: r.id,
@@ -122,6 +140,37 @@ export class DeadLetterStore {
       lastFailedAt: r.last_failed_at,
       replayedAt: r.replayed_at,
     }));
+  }
+
+  /**
+   * Pending rows of a sink that a re-send may cure, oldest first: everything except rows whose
+   * last error is a permanent HTTP answer (a status other than 408, 429 and 5xx; the external
+   * sink records those as `<status> <reason>...`). Network errors, timeouts and "circuit open"
+   * rows qualify.
+   */
+  async listRedrivable(sink: string, limit: number): Promise<DeadLetterRow[]> {
+    return this.list({ sink, limit, redrivable: true });
+  }
+
+  /**
+   * For `engagement status`, /api/stats and the metrics: pending rows, the age of the oldest
+   * pending one (seconds since its first failure; null when none), and rows replayed so far
+   * (automatically re-driven or by `engagement dlq replay`).
+   */
+  async summary(sink?: string): Promise<DeadLetterSummary> {
+    const { rows } = await this.pool.query<{ pending: string; oldest: number | null; replayed: string }>(
+      `SELECT count(*) FILTER (WHERE replayed_at IS NULL) AS pending,
+              extract(epoch FROM now() - min(first_failed_at) FILTER (WHERE replayed_at IS NULL))::float8 AS oldest,
+              count(*) FILTER (WHERE replayed_at IS NOT NULL) AS replayed
+         FROM ${TABLE} WHERE ($1::text IS NULL OR sink = $1)`,
+      [sink ?? null],
+    );
+    const r = rows[0];
+    return {
+      pending: Number(r.pending),
+      oldestPendingSeconds: r.oldest === null ? null : Math.max(0, Math.round(Number(r.oldest))),
+      replayed: Number(r.replayed),
+    };
   }
 
   /** Marks pending rows replayed; returns how many changed (already-replayed ids are skipped). */

@@ -59,7 +59,14 @@ describe('fault: the external system failing (5xx storm, 429 with Retry-After, t
 
   it('5xx storm under best-effort: every event delivered or dead-lettered, never lost', async () => {
     const { h, r, recoveryMs, injected } = await runOutage(harnesses, {
-      overrides: { externalPolicy: 'best-effort', externalMaxAttempts: 3 },
+      // The old behaviour, still available: no riding out (EXTERNAL_RETRY_FOR=0), no automatic
+      // re-drive; test/faults/external-outage.test.ts covers the defaults.
+      overrides: {
+        externalPolicy: 'best-effort',
+        externalMaxAttempts: 3,
+        externalRetryFor: 0,
+        externalRedriveRate: 0,
+      },
       fault: { mode: 'fail500' },
       clear: { mode: 'ok' },
       durationMs: 6000,
@@ -72,7 +79,7 @@ describe('fault: the external system failing (5xx storm, 429 with Retry-After, t
     recordScenario({
       id: '07-external-5xx',
       scenario: 'external 5xx storm (best-effort)',
-      fault: `the mock answered 500 to every request for 6 s (${injected.fail500} answers); policy best-effort, 3 attempts`,
+      fault: `the mock answered 500 to every request for 6 s (${injected.fail500} answers); policy best-effort, 3 attempts, EXTERNAL_RETRY_FOR=0, re-drive off`,
       reconciliation: r,
       recoveryMs,
       logLines: lines,

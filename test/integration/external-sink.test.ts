@@ -16,6 +16,7 @@ import { createMetrics, type Metrics } from '../../src/server/metrics.js';
 import { DeadLetterStore } from '../../src/sinks/dead-letter.js';
 import { ExternalSink, type ExternalSinkOptions } from '../../src/sinks/external/external-sink.js';
 import { freshDatabase, query } from '../helpers/postgres.js';
+import { waitFor } from '../helpers/wait.js';
 
 const SECRET = 'test-secret-value';
 
@@ -329,6 +330,22 @@ describe('ExternalSink against the mock external system', () => {
     assert.equal(rows[0].attempts, 2);
   });
 
+  it('the mock does not count a request that was in flight across a reset', async () => {
+    // What made the next test flaky (6 !== 5 unique keys): the timeout test's last request,
+    // still sleeping in the mock, was counted after the next test's reset.
+    await control({ latencyMs: 300 });
+    const late = fetch(mock.url, {
+      method: 'POST',
+      headers: { 'idempotency-key': '1', 'content-type': 'application/json' },
+      body: JSON.stringify(event(1)),
+    });
+    await waitFor('request in flight', async () => (await stats()).requests === 1);
+    await fetch(`${mock.url}_reset`, { method: 'POST' });
+    assert.equal((await late).status, 503);
+    const s = await stats();
+    assert.deepEqual([s.requests, s.uniqueKeys, s.uniqueEventIds], [0, 0, 0]);
+  });
+
   it('a network error (nothing listening) is retried, then dead-lettered', async () => {
     const { sink } = await makeSink({ url: 'http://127.0.0.1:9/', maxAttempts: 2 });
     await sink.write(batch(1, 1), new AbortController().signal);
@@ -347,6 +364,143 @@ describe('ExternalSink against the mock external system', () => {
     assert.equal(s.duplicates, 5);
     assert.equal(s.uniqueEventIds, 20);
     assert.equal(s.duplicateEvents, 20);
+  });
+});
+
+describe('ExternalSink: riding out an outage (retryForMs) and re-driving dead letters', () => {
+  it('best-effort rides out a failure shorter than retryForMs: waits on the open circuit, dead-letters nothing', async () => {
+    await control({ mode: 'fail503' });
+    const { sink } = await makeSink({
+      maxAttempts: 2,
+      breakerThreshold: 3,
+      breakerOpenMs: 100,
+      retryForMs: 60_000,
+    });
+    let settled = false;
+    const write = sink.write(batch(1, 10), new AbortController().signal).finally(() => (settled = true));
+    await waitFor('the circuit opened', async () => sink.circuitState !== 'closed');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(settled, false, 'the write waits instead of dead-lettering');
+    assert.equal((await deadLetterRows()).length, 0);
+    await control({ mode: 'ok' });
+    await write;
+    assert.equal((await stats()).uniqueEventIds, 10);
+    assert.equal((await deadLetterRows()).length, 0);
+    assert.equal(sink.circuitState, 'closed');
+  });
+
+  it('best-effort dead-letters once the failure outlasts retryForMs, and not before', async () => {
+    await control({ mode: 'fail503' });
+    const { sink } = await makeSink({
+      maxAttempts: 2,
+      breakerThreshold: 3,
+      breakerOpenMs: 100,
+      retryForMs: 800,
+    });
+    const started = Date.now();
+    await sink.write(batch(1, 10), new AbortController().signal);
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed >= 800, `gave up after ${elapsed} ms`);
+    const rows = await deadLetterRows();
+    assert.equal(rows.length, 10);
+    // A write started during the same outage gives up at once: the outage already lasted retryForMs.
+    const again = Date.now();
+    await sink.write(batch(11, 5), new AbortController().signal);
+    assert.ok(Date.now() - again < 800, `second write took ${Date.now() - again} ms`);
+    assert.equal((await deadLetterRows()).length, 15);
+  });
+
+  it('re-drives retryable dead letters oldest first under their key, rate-limited; permanent ones stay', async () => {
+    const errors: [number, string][] = [
+      [1, '503 Service Unavailable'],
+      [2, '400 Bad Request: injected rejection'],
+      [3, 'circuit open (last failure: 500 Internal Server Error)'],
+      [4, '429 Too Many Requests'],
+      [5, '401 Unauthorized'],
+      [6, '408 Request Timeout'],
+      [7, 'network error: connect ECONNREFUSED'],
+      [8, 'timeout after 5000 ms'],
+      [9, '502 Bad Gateway'],
+      [10, '413 Payload Too Large'],
+    ];
+    for (const [id, error] of errors) {
+      await store.record([
+        {
+          sink: 'external',
+          eventId: id,
+          idempotencyKey: String(id),
+          event: event(id),
+          source: 's@1',
+          lastError: error,
+          attempts: 3,
+        },
+      ]);
+    }
+    // A dead letter of another sink is not the external sink's to re-send.
+    await store.record([
+      {
+        sink: 'source',
+        eventId: 99,
+        idempotencyKey: 'x:99',
+        event: {},
+        source: 'x',
+        lastError: 'bad row',
+        attempts: 1,
+      },
+    ]);
+    const metrics = createMetrics();
+    const started = Date.now();
+    const { sink } = await makeSink({ metrics, redrive: { store, ratePerSecond: 10, intervalMs: 50 } });
+    await waitFor('re-drive done', async () => (await store.depth('external')) === 3, 20_000);
+    const elapsed = Date.now() - started;
+    await sink.stop(); // its re-drive would otherwise pick up the next tests' rows
+    const sent = (await mockRequests()).map((r) => [r.idempotencyKey, r.status, r.signature]);
+    assert.deepEqual(
+      sent,
+      ['1', '3', '4', '6', '7', '8', '9'].map((k) => [k, 200, 'ok']),
+      'oldest first, one request each, under the dead letter key, signed',
+    );
+    // 10 a second: 7 events take at least 0.6 s.
+    assert.ok(elapsed >= 600, `re-drove 7 in ${elapsed} ms`);
+    assert.deepEqual(
+      (await deadLetterRows()).filter((r) => r.sink === 'external').map((r) => r.event_id),
+      ['2', '5', '10'],
+    );
+    assert.equal(await store.depth('source'), 1);
+    const replayed = await store.list({ sink: 'external', limit: 100, includeReplayed: true });
+    assert.equal(replayed.filter((r) => r.replayedAt !== null).length, 7);
+    const redriven = (await metrics.deadLettersRedriven.get()).values.find(
+      (v) => v.labels.sink === 'external',
+    );
+    assert.equal(redriven?.value, 7);
+    const summary = await store.summary('external');
+    assert.equal(summary.pending, 3);
+    assert.equal(summary.replayed, 7);
+    assert.ok(summary.oldestPendingSeconds !== null && summary.oldestPendingSeconds >= 0);
+  });
+
+  it('re-drive waits while the external system fails, and starts when it answers again', async () => {
+    await store.record(
+      [1, 2, 3].map((id) => ({
+        sink: 'external',
+        eventId: id,
+        idempotencyKey: String(id),
+        event: event(id),
+        source: 's@1',
+        lastError: '503 Service Unavailable',
+        attempts: 1,
+      })),
+    );
+    await control({ mode: 'fail503', count: 1 });
+    const { sink } = await makeSink({ redrive: { store, ratePerSecond: 1000, intervalMs: 100 } });
+    // The first re-sent row meets the failing system: the pass stops, the row stays pending with
+    // the new error; the next pass (the system answers again) delivers all three.
+    await waitFor('re-drive done', async () => (await store.depth('external')) === 0, 20_000);
+    await sink.stop();
+    const s = await stats();
+    assert.equal(s.injected.fail503, 1);
+    assert.equal(s.uniqueEventIds, 3);
+    assert.equal(s.duplicateEvents, 0);
   });
 });
 

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { STATUS_CODES } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
@@ -6,10 +7,11 @@ import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { describeError, ErrorCodes, PipelineError, redactSecrets } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Metrics } from '../../server/metrics.js';
-import type { DeadLetterEntry, DeadLetterStore } from '../dead-letter.js';
+import { DeadLetterStore, type DeadLetterEntry, type DeadLetterRow } from '../dead-letter.js';
 import type { Sink } from '../sink.js';
 import { DEFAULT_BACKOFF, parseRetryAfter, retryDelay } from './backoff.js';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker.js';
+import { Redriver, type RedriveOutcome, type RedriverOptions } from './redrive.js';
 import { SIGNATURE_HEADER, signBody } from './signature.js';
 
 /**
@@ -73,6 +75,13 @@ export interface ExternalSinkOptions {
   breakerThreshold?: number;
   /** Time the circuit stays open before one probe (default 2 s). */
   breakerOpenMs?: number;
+  /**
+   * best-effort: how long a failure is ridden out (retries; while the circuit is open, waiting
+   * for probes) before a request is dead-lettered; see #givesUp. 0 (default) = maxAttempts only.
+   */
+  retryForMs?: number;
+  /** Automatic re-drive of this sink's pending dead letters once the system answers (off when unset). */
+  redrive?: Omit<RedriverOptions, 'sink' | 'metrics' | 'logger' | 'healthy' | 'send'>;
 }
 
 interface OutgoingRequest {
@@ -92,6 +101,7 @@ type Verdict = { delivered: true } | { delivered: false; error: string; attempts
 
 const SINK = 'external';
 const DEAD_LETTER_LOG_INTERVAL_MS = 10_000;
+const RECOVERY_SPREAD_MS = 1_000;
 
 export class ExternalSink implements Sink {
   readonly name = SINK;
@@ -100,9 +110,14 @@ export class ExternalSink implements Sink {
   readonly #backoff: { baseMs: number; maxMs: number; retryAfterMaxMs: number };
   readonly #breaker: CircuitBreaker;
   #pool: Pool | undefined;
+  readonly #retryForMs: number;
+  readonly #redriver: Redriver | null;
   // Failure-streak bookkeeping, so an outage logs one line when it starts and one when it ends.
   #failingSince: number | null = null;
   #streakFailures = 0;
+  // Aborted (and replaced) when the system answers again: requests sleeping in backoff or
+  // waiting for the probe retry at once instead of finishing a wait of up to backoffMaxMs.
+  #recovered = unlimitedListeners(new AbortController());
   #lastFailure = 'none';
   #deadLetterLoggedAt = 0;
   #deadLettersUnlogged = 0;
@@ -127,6 +142,19 @@ export class ExternalSink implements Sink {
       openMs: options.breakerOpenMs ?? 2_000,
       onStateChange: (to, from) => this.#onCircuitChange(to, from),
     });
+    this.#retryForMs = options.retryForMs ?? 0;
+    this.#redriver =
+      options.redrive && options.redrive.ratePerSecond > 0
+        ? new Redriver({
+            ...options.redrive,
+            sink: SINK,
+            metrics: options.metrics,
+            logger: options.logger,
+            healthy: () =>
+              this.#pool !== undefined && this.#breaker.state === 'closed' && this.#failingSince === null,
+            send: (row, signal) => this.#redriveOne(row, signal),
+          })
+        : null;
   }
 
   /** The sink as configured by EXTERNAL_* settings, or null when EXTERNAL_URL is unset (sink off). */
@@ -135,6 +163,7 @@ export class ExternalSink implements Sink {
     deps: Pick<ExternalSinkOptions, 'deadLetters' | 'metrics' | 'logger'>,
   ): ExternalSink | null {
     if (!config.externalUrl) return null;
+    const store = deps.deadLetters;
     return new ExternalSink({
       url: config.externalUrl,
       secret: config.externalSecret?.reveal(),
@@ -143,6 +172,10 @@ export class ExternalSink implements Sink {
       concurrency: config.externalConcurrency,
       maxAttempts: config.externalMaxAttempts,
       timeoutMs: config.externalTimeoutMs,
+      retryForMs: config.externalRetryFor,
+      // Re-drive needs the table itself (the pipeline's store), not a record-only stand-in.
+      redrive:
+        store instanceof DeadLetterStore ? { store, ratePerSecond: config.externalRedriveRate } : undefined,
       ...deps,
     });
   }
@@ -165,6 +198,7 @@ export class ExternalSink implements Sink {
     });
     this.#o.metrics.sinkUp.set({ sink: SINK }, 1);
     this.#o.metrics.circuitOpen.set(0);
+    this.#redriver?.start();
     this.#o.logger.info(
       {
         sink: SINK,
@@ -184,6 +218,7 @@ export class ExternalSink implements Sink {
     // A worker that fails (abort, or a bug) stops the others instead of leaving them running.
     const stopAll = new AbortController();
     const runSignal = AbortSignal.any([signal, stopAll.signal]);
+    setMaxListeners(0, runSignal); // every concurrent request and wait listens on it
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < requests.length) {
@@ -219,6 +254,7 @@ export class ExternalSink implements Sink {
   }
 
   async stop(): Promise<void> {
+    await this.#redriver?.stop();
     const pool = this.#pool;
     this.#pool = undefined;
     await pool?.close();
@@ -229,41 +265,47 @@ export class ExternalSink implements Sink {
     const requests: OutgoingRequest[] = [];
     for (let i = 0; i < batch.events.length; i += size) {
       const events = batch.events.slice(i, i + size);
-      const single = size === 1;
-      const key = single
-        ? String(events[0].event_id)
-        : `${events[0].event_id}-${events[events.length - 1].event_id}`;
-      const body = Buffer.from(JSON.stringify(single ? events[0] : events));
-      const headers: Record<string, string> = {
-        'content-type': 'application/json',
-        'idempotency-key': key,
-        'user-agent': 'engagement-pipeline',
-      };
-      if (!single) headers['x-event-count'] = String(events.length);
-      if (this.#o.secret) headers[SIGNATURE_HEADER] = signBody(body, this.#o.secret);
-      if (this.#target.username || this.#target.password) {
-        const user = decodeURIComponent(this.#target.username);
-        const pass = decodeURIComponent(this.#target.password);
-        headers.authorization = `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
-      }
-      requests.push({ events, positions: batch.positions.slice(i, i + size), key, body, headers });
+      const key =
+        size === 1
+          ? String(events[0].event_id)
+          : `${events[0].event_id}-${events[events.length - 1].event_id}`;
+      requests.push(this.#request(events, batch.positions.slice(i, i + size), key, size === 1));
     }
     return requests;
   }
 
-  /** Sends one request until accepted, permanently rejected, or out of attempts (per policy). */
+  /** One POST: a single event object (`single`) or an array, with its key, signature and auth. */
+  #request(events: EnrichedEvent[], positions: string[], key: string, single: boolean): OutgoingRequest {
+    const body = Buffer.from(JSON.stringify(single ? events[0] : events));
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'idempotency-key': key,
+      'user-agent': 'engagement-pipeline',
+    };
+    if (!single) headers['x-event-count'] = String(events.length);
+    if (this.#o.secret) headers[SIGNATURE_HEADER] = signBody(body, this.#o.secret);
+    if (this.#target.username || this.#target.password) {
+      const user = decodeURIComponent(this.#target.username);
+      const pass = decodeURIComponent(this.#target.password);
+      headers.authorization = `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
+    }
+    return { events, positions, key, body, headers };
+  }
+
+  /** Sends one request until accepted, permanently rejected, or out of time and attempts (per policy). */
   async #deliver(request: OutgoingRequest, signal: AbortSignal): Promise<Verdict> {
     let attempts = 0;
+    const startedAt = Date.now();
     for (;;) {
       if (signal.aborted) throw abortError(signal);
       if (!this.#breaker.allowRequest()) {
         this.#o.metrics.externalRequests.inc({ outcome: 'circuit_open' });
-        if (this.#o.policy === 'best-effort') {
+        if (this.#givesUp(attempts, startedAt, true)) {
           return { delivered: false, error: `circuit open (last failure: ${this.#lastFailure})`, attempts };
         }
-        // block: wait for the breaker's probe time, spread out so waiters do not poll in step.
+        // Wait for the breaker's probe time, spread out so waiters do not poll in step.
         const wait = this.#breaker.msUntilProbe() + Math.random() * Math.max(this.#backoff.baseMs, 10);
-        await sleep(wait, undefined, { signal }).catch(() => undefined);
+        await this.#wait(this.#withinBudget(wait, startedAt), signal);
         continue;
       }
       attempts += 1;
@@ -283,14 +325,80 @@ export class ExternalSink implements Sink {
       }
       this.#breaker.recordFailure();
       this.#noteFailure(result.error);
-      if (attempts >= this.#o.maxAttempts && this.#o.policy === 'best-effort') {
+      if (this.#givesUp(attempts, startedAt, false)) {
         return { delivered: false, error: result.error, attempts };
       }
       const retryAfterMs = parseRetryAfter(result.retryAfter);
-      await sleep(retryDelay(attempts, retryAfterMs, this.#backoff), undefined, { signal }).catch(
+      const wait = retryDelay(attempts, retryAfterMs, this.#backoff);
+      // A Retry-After is the server's own instruction: kept even if another request succeeds.
+      await this.#wait(this.#withinBudget(wait, startedAt), signal, retryAfterMs === undefined);
+    }
+  }
+
+  /**
+   * best-effort gives a request up once it made maxAttempts (or the circuit is open) AND the
+   * failure has lasted retryForMs: counted from the start of the current failure streak (an
+   * outage that began before this request was sent counts) or from the request's first
+   * attempt, whichever is earlier — so one poisoned request cannot retry forever while others
+   * succeed, and a long outage does not make every later batch wait retryForMs again.
+   * block never gives a retryable failure up.
+   */
+  #givesUp(attempts: number, startedAt: number, circuitOpen: boolean): boolean {
+    if (this.#o.policy !== 'best-effort') return false;
+    if (!circuitOpen && attempts < this.#o.maxAttempts) return false;
+    return Date.now() - Math.min(startedAt, this.#failingSince ?? startedAt) >= this.#retryForMs;
+  }
+
+  /**
+   * Sleeps until the wait is over, the system answered again, or the write aborts. Woken by a
+   * recovery, a waiter still sleeps a random part of a second: a recovering system gets the
+   * waiters spread out, not all at once (the reason for full jitter in the first place).
+   */
+  async #wait(ms: number, signal: AbortSignal, wakeOnRecovery = true): Promise<void> {
+    const started = Date.now();
+    const recovered = this.#recovered.signal;
+    const wake = wakeOnRecovery ? AbortSignal.any([signal, recovered]) : signal;
+    await sleep(ms, undefined, { signal: wake }).catch(() => undefined);
+    if (signal.aborted || !recovered.aborted) return;
+    const left = ms - (Date.now() - started);
+    if (left > 0) {
+      await sleep(Math.random() * Math.min(left, RECOVERY_SPREAD_MS), undefined, { signal }).catch(
         () => undefined,
       );
     }
+  }
+
+  /** A wait shortened so a best-effort request wakes when its retry budget ends, not a backoff later. */
+  #withinBudget(waitMs: number, startedAt: number): number {
+    if (this.#o.policy !== 'best-effort' || this.#retryForMs === 0) return waitMs;
+    const left = Math.min(startedAt, this.#failingSince ?? startedAt) + this.#retryForMs - Date.now();
+    return left > 0 ? Math.min(waitMs, left) : waitMs;
+  }
+
+  /**
+   * One attempt for a re-driven dead letter: one event, under the key it was dead-lettered
+   * with, through the same breaker as the live stream (while it is open, the re-drive's request
+   * may be the probe that finds the system back when no live traffic asks).
+   */
+  async #redriveOne(row: DeadLetterRow, signal: AbortSignal): Promise<RedriveOutcome> {
+    if (!this.#pool || signal.aborted) return { kind: 'not-sent' };
+    if (!this.#breaker.allowRequest()) return { kind: 'not-sent' };
+    const request = this.#request([row.event as EnrichedEvent], [`dlq:${row.id}`], row.idempotencyKey, true);
+    let result: AttemptResult;
+    try {
+      result = await this.#attempt(request, signal);
+    } catch {
+      this.#breaker.releaseProbe();
+      return { kind: 'not-sent' };
+    }
+    if (result.kind === 'retryable') {
+      this.#breaker.recordFailure();
+      this.#noteFailure(result.error);
+      return { kind: 'retryable', error: result.error };
+    }
+    this.#breaker.recordSuccess();
+    this.#noteUp();
+    return result;
   }
 
   /** One HTTP exchange, classified. Throws only when the pipeline aborted. */
@@ -379,6 +487,10 @@ export class ExternalSink implements Sink {
     );
     this.#failingSince = null;
     this.#streakFailures = 0;
+    this.#recovered.abort();
+    this.#recovered = unlimitedListeners(new AbortController());
+    // The system answers again: re-send what the outage dead-lettered now, not at the next tick.
+    this.#redriver?.wake();
   }
 
   #onCircuitChange(to: CircuitState, from: CircuitState): void {
@@ -393,6 +505,11 @@ export class ExternalSink implements Sink {
       );
     }
   }
+}
+
+function unlimitedListeners(controller: AbortController): AbortController {
+  setMaxListeners(0, controller.signal); // one listener per waiting request
+  return controller;
 }
 
 function abortError(signal: AbortSignal): PipelineError {

@@ -1,0 +1,176 @@
+import { setMaxListeners } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describeError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import type { Metrics } from '../../server/metrics.js';
+import type { DeadLetterRow, DeadLetterStore } from '../dead-letter.js';
+
+/**
+ * Automatic re-drive of a sink's pending dead letters, so a short outage of the external
+ * system needs no operator: once the system answers again the rows an outage dead-lettered
+ * are re-sent in the background and marked replayed.
+ *
+ * - At full rate only while the live stream is healthy (circuit closed, no failure streak).
+ *   Otherwise one row per interval, through the breaker: it is the probe that finds the
+ *   system back when no live traffic would (an idle pipeline after an outage).
+ * - Oldest first (by dead-letter id), at most `ratePerSecond` events a second, one event per
+ *   request under the Idempotency-Key it was dead-lettered with (the first attempt's key), so
+ *   a receiver that already got it (a reply lost in the outage) absorbs the re-send.
+ * - Permanent failures (4xx other than 408/429, recorded as such) are never re-driven; a row
+ *   that fails permanently now is recorded with that error and left for `engagement dlq`.
+ * - A retryable failure ends the pass: the live stream's breaker takes over, the next pass
+ *   starts when the system answers again.
+ * - Ordering: the live stream promises no order across requests (concurrent requests), only
+ *   at-least-once by key; re-driven events are older than the live ones around them, and the
+ *   receiver orders by event_ts / event_id as it must anyway.
+ *
+ * Crash-safe by construction: a row is marked replayed only after the receiver accepted it;
+ * a crash in between re-sends it under the same key.
+ */
+
+export type RedriveOutcome =
+  | { kind: 'accepted' }
+  | { kind: 'permanent'; error: string }
+  | { kind: 'retryable'; error: string }
+  /** Not sent: stopping, or the breaker refused (open, or another request is the probe). */
+  | { kind: 'not-sent' };
+
+export interface RedriverOptions {
+  store: Pick<DeadLetterStore, 'listRedrivable' | 'markReplayed' | 'record' | 'summary'>;
+  /** Events re-sent per second at most (> 0). */
+  ratePerSecond: number;
+  /** How often pending rows are looked for (and the gauges refreshed) while nothing wakes it. */
+  intervalMs?: number;
+  sink: string;
+  metrics: Metrics;
+  logger: Logger;
+  /** May a re-drive run now? */
+  healthy: () => boolean;
+  /** One attempt for one row. */
+  send: (row: DeadLetterRow, signal: AbortSignal) => Promise<RedriveOutcome>;
+}
+
+const READ_LIMIT = 500;
+const ERROR_LOG_INTERVAL_MS = 60_000;
+
+export class Redriver {
+  readonly #o: RedriverOptions;
+  #stop = new AbortController();
+  #wake: AbortController | null = null;
+  #loop: Promise<void> | null = null;
+  #errorLoggedAt = 0;
+
+  constructor(options: RedriverOptions) {
+    if (!(options.ratePerSecond > 0)) throw new RangeError('redrive: ratePerSecond must be > 0');
+    this.#o = options;
+  }
+
+  start(): void {
+    if (this.#loop) return;
+    this.#stop = new AbortController();
+    this.#loop = this.#run();
+  }
+
+  /** Look now (the system just recovered) instead of at the next interval. */
+  wake(): void {
+    this.#wake?.abort();
+  }
+
+  async stop(): Promise<void> {
+    this.#stop.abort();
+    this.#wake?.abort();
+    await this.#loop;
+    this.#loop = null;
+  }
+
+  async #run(): Promise<void> {
+    const stop = this.#stop.signal;
+    setMaxListeners(0, stop); // every request of a tick listens on it
+    while (!stop.aborted) {
+      // Armed before the pass, so a recovery during the pass is not missed.
+      this.#wake = new AbortController();
+      const wake = this.#wake.signal;
+      try {
+        await this.#pass(stop);
+        await this.#refreshGauges();
+      } catch (err) {
+        const now = Date.now();
+        if (now - this.#errorLoggedAt >= ERROR_LOG_INTERVAL_MS) {
+          this.#errorLoggedAt = now;
+          this.#o.logger.warn(
+            { sink: this.#o.sink },
+            `${this.#o.sink}: dead-letter re-drive failed, will retry: ${describeError(err)}`,
+          );
+        }
+      }
+      await sleep(this.#o.intervalMs ?? 5_000, undefined, {
+        signal: AbortSignal.any([stop, wake]),
+      }).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Re-sends pending rows, oldest first, until none is left or one fails. While the system is
+   * not known healthy a tick sends one row (a probe); its success makes it healthy again.
+   */
+  async #pass(stop: AbortSignal): Promise<void> {
+    const { store, sink, ratePerSecond, metrics } = this.#o;
+    // Paced in ticks of a few events, so a burst never exceeds the rate by much.
+    const perTick = Math.max(1, Math.ceil(ratePerSecond / 10));
+    const tickMs = (perTick * 1000) / ratePerSecond;
+    let redriven = 0;
+    let permanent = 0;
+    const started = Date.now();
+    try {
+      for (;;) {
+        const rows = await store.listRedrivable(sink, READ_LIMIT);
+        if (rows.length === 0) return;
+        for (let i = 0; i < rows.length;) {
+          if (stop.aborted) return;
+          const tickStart = Date.now();
+          const slice = rows.slice(i, i + (this.#o.healthy() ? perTick : 1));
+          i += slice.length;
+          const outcomes = await Promise.all(slice.map((row) => this.#o.send(row, stop)));
+          const accepted = slice.filter((_, j) => outcomes[j].kind === 'accepted');
+          const n = await store.markReplayed(accepted.map((r) => r.id));
+          redriven += n;
+          metrics.deadLettersRedriven.inc({ sink }, n);
+          const failed = slice.flatMap((row, j) => {
+            const o = outcomes[j];
+            return o.kind === 'permanent' || o.kind === 'retryable' ? [{ row, error: o.error }] : [];
+          });
+          permanent += outcomes.filter((o) => o.kind === 'permanent').length;
+          if (failed.length > 0) {
+            await store.record(
+              failed.map(({ row, error }) => ({
+                sink,
+                eventId: row.eventId,
+                idempotencyKey: row.idempotencyKey,
+                event: row.event,
+                source: row.source,
+                lastError: error,
+                attempts: 1,
+              })),
+            );
+          }
+          if (outcomes.some((o) => o.kind !== 'accepted' && o.kind !== 'permanent')) return;
+          const left = tickMs - (Date.now() - tickStart);
+          if (left > 0) await sleep(left, undefined, { signal: stop }).catch(() => undefined);
+        }
+      }
+    } finally {
+      if (redriven > 0 || permanent > 0) {
+        this.#o.logger.info(
+          { sink, redriven, permanent },
+          `${sink}: re-drove ${redriven} dead letter(s) in ${((Date.now() - started) / 1000).toFixed(1)} s` +
+            (permanent > 0 ? `; ${permanent} rejected permanently, left pending (engagement dlq list)` : ''),
+        );
+      }
+    }
+  }
+
+  async #refreshGauges(): Promise<void> {
+    const summary = await this.#o.store.summary(this.#o.sink);
+    this.#o.metrics.deadLettersOldestSeconds.set({ sink: this.#o.sink }, summary.oldestPendingSeconds ?? 0);
+  }
+}
