@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { migrate } from '../../src/db/migrate.js';
 import { freePort } from '../../src/demo/ports.js';
-import { spawnCli } from '../helpers/cli.js';
+import { runCli, spawnCli } from '../helpers/cli.js';
+import { freshDatabase, query } from '../helpers/postgres.js';
 
 describe('the first commands a new user runs', () => {
   it('`top` with an unreachable Redis prints one line and exits 2 within 5 s', async () => {
@@ -22,5 +28,56 @@ describe('the first commands a new user runs', () => {
     assert.match(top.output(), /EP_ERR_CONFIG: cannot reach Redis at 127\.0\.0\.1:\d+/);
     // From the error line to exit: nothing may keep the process alive (ioredis reconnecting).
     assert.ok(Date.now() - errorAt < 5_000, `exited ${Date.now() - errorAt} ms after the error`);
+  });
+
+  describe('with a database', () => {
+    let db: Awaited<ReturnType<typeof freshDatabase>>;
+    before(async () => {
+      db = await freshDatabase('firsthour');
+      await migrate(db.url, { slotName: `s_${db.name}`, publicationName: `p_${db.name}` });
+    });
+    after(async () => {
+      await db?.drop();
+    });
+
+    it('`status` lists a failed backfill as failed (with its reason), not as in progress', async () => {
+      await query(
+        db.url,
+        `INSERT INTO engagement_pipeline.backfill_progress (from_ts, to_ts, sinks, rows_done, rows_total, status, error)
+         VALUES ('2026-01-01Z', '2026-01-02Z', 'analytics', 10, 100, 'failed', 'EP_ERR_ANALYTICS_LOCKED: DuckDB file x is in use')`,
+      );
+      const { code, output } = await runCli(['status'], { DATABASE_URL: db.url, SLOT_NAME: `s_${db.name}` });
+      assert.equal(code, 0, output);
+      assert.match(output, /backfills in progress: 0/);
+      assert.match(output, /backfills stopped before the end: 1/);
+      assert.match(output, /10\/100 rows, failed: EP_ERR_ANALYTICS_LOCKED/);
+    });
+
+    it('`backfill --dry-run` warns when the DuckDB file is locked by another process', async () => {
+      const dir = mkdtempSync(path.join(tmpdir(), 'engagement-dry-'));
+      const file = path.join(dir, 'a.duckdb');
+      const holder = await DuckDBInstance.create(file); // this process holds the write lock
+      try {
+        const { code, output } = await runCli(
+          ['backfill', '--dry-run', '--from', '2026-01-01T00:00:00Z', '--to', 'now'],
+          { DATABASE_URL: db.url, ANALYTICS_URL: `duckdb:${file}` },
+        );
+        assert.equal(code, 0, output);
+        assert.match(output, /warning: DuckDB file .*a\.duckdb is locked by another process/);
+        assert.match(output, /dry run: 0 rows/);
+      } finally {
+        holder.closeSync();
+        rmSync(dir, { recursive: true, force: true });
+      }
+      // Unlocked: no warning.
+      const { output } = await runCli(
+        ['backfill', '--dry-run', '--from', '2026-01-01T00:00:00Z', '--to', 'now'],
+        {
+          DATABASE_URL: db.url,
+          ANALYTICS_URL: `duckdb:${file}`,
+        },
+      );
+      assert.doesNotMatch(output, /warning/);
+    });
   });
 });
