@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,6 +9,8 @@ import { migrate } from '../../src/db/migrate.js';
 import { freePort } from '../../src/demo/ports.js';
 import { runCli, spawnCli } from '../helpers/cli.js';
 import { freshDatabase, query } from '../helpers/postgres.js';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 
 describe('the first commands a new user runs', () => {
   it('`top` with an unreachable Redis prints one line and exits 2 within 5 s', async () => {
@@ -29,6 +32,51 @@ describe('the first commands a new user runs', () => {
     // From the error line to exit: nothing may keep the process alive (ioredis reconnecting).
     assert.ok(Date.now() - errorAt < 5_000, `exited ${Date.now() - errorAt} ms after the error`);
   });
+
+  it(
+    '`demo` from a directory the postgres OS user cannot enter (as root): one clear line, exit 2',
+    {
+      skip: process.getuid?.() !== 0 ? 'only root runs Postgres as another user' : false,
+    },
+    async () => {
+      const home = mkdtempSync(path.join(tmpdir(), 'engagement-0700-')); // mode 0700, owned by root
+      try {
+        // Run from inside it, as a user who cloned into root's home would.
+        const demo = spawn(
+          process.execPath,
+          [
+            '--import',
+            import.meta.resolve('tsx'),
+            path.join(ROOT, 'src/cli/main.ts'),
+            'demo',
+            '--port',
+            '0',
+            '--pg-port',
+            '0',
+          ],
+          {
+            cwd: home,
+            env: { ...process.env, DATABASE_URL: '', REDIS_URL: '', LOG_LEVEL: '' },
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        );
+        let out = '';
+        demo.stdout.on('data', (d) => (out += d));
+        demo.stderr.on('data', (d) => (out += d));
+        const killer = setTimeout(() => demo.kill('SIGKILL'), 60_000);
+        const code = await new Promise<number | null>((resolve) => demo.on('exit', resolve));
+        clearTimeout(killer);
+        assert.equal(code, 2, out);
+        const errors = out.split('\n').filter((l) => l.startsWith('engagement:'));
+        assert.equal(errors.length, 1, out);
+        assert.match(errors[0]!, /'postgres' OS user .* cannot enter .*engagement-0700-\w+ \(mode 0700\)/);
+        assert.match(errors[0]!, /chmod o\+x/);
+        assert.doesNotMatch(out, /\n\s+at /, 'a stack trace');
+      } finally {
+        rmSync(home, { recursive: true, force: true });
+      }
+    },
+  );
 
   describe('with a database', () => {
     let db: Awaited<ReturnType<typeof freshDatabase>>;
