@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -9,6 +9,8 @@ import { duckdbQuery } from '../helpers/duckdb.js';
 import { testRedis } from '../helpers/redis.js';
 import { freePort } from '../../src/demo/ports.js';
 import { waitFor } from '../helpers/wait.js';
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 
 /** Processes whose command line mentions `needle` (the demo's data dir is unique to the test). */
 function processesMentioning(needle: string): string[] {
@@ -60,6 +62,25 @@ describe('engagement demo as a child process', () => {
           250,
         );
         topTotal = top!;
+
+        if (run === 1) {
+          // No REDIS_URL: a private redis-server, never whatever answers on 6379.
+          assert.match(demo.output(), /no REDIS_URL given: started redis-server \(pid \d+\)/);
+          // The printed DATABASE_URL works as is, and data/demo.env works for other commands.
+          assert.match(
+            demo.output(),
+            /postgres\s+postgres:\/\/postgres:postgres@127\.0\.0\.1:\d+\/engagement \(embedded\)/,
+          );
+          const envFile = path.join(dataDir, 'demo.env');
+          assert.equal(statSync(envFile).mode & 0o777, 0o600);
+          const status = spawnSync(
+            'sh',
+            ['-c', `. "$1" && "$2" --import tsx src/cli/main.ts status`, 'sh', envFile, process.execPath],
+            { cwd: ROOT, encoding: 'utf8', env: { ...process.env, DATABASE_URL: '', REDIS_URL: '' } },
+          );
+          assert.equal(status.status, 0, `${status.stdout}${status.stderr}`);
+          assert.match(status.stdout, /slot/);
+        }
 
         demo.child.kill('SIGINT');
         const { code } = await demo.exited;

@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { migrate } from '../../src/db/migrate.js';
 import { freePort } from '../../src/demo/ports.js';
+import { ensureRedis, SHARED_REDIS_PREFIX } from '../../src/demo/redis.js';
 import { runCli, spawnCli } from '../helpers/cli.js';
 import { freshDatabase, query } from '../helpers/postgres.js';
 
@@ -77,6 +78,26 @@ describe('the first commands a new user runs', () => {
       }
     },
   );
+
+  it("demo's Redis: a private redis-server without REDIS_URL; the shared one (under 'demo:') only without the binary", async () => {
+    const own = await ensureRedis(undefined);
+    try {
+      assert.equal(own.shared, false);
+      assert.ok(own.pid !== null && !own.url.endsWith(':6379'), own.url);
+    } finally {
+      await own.stop();
+    }
+    const savedPath = process.env.PATH;
+    process.env.PATH = '/nonexistent'; // no redis-server binary
+    try {
+      const shared = await ensureRedis(undefined);
+      assert.equal(shared.shared, true);
+      assert.equal(shared.pid, null);
+      assert.equal(SHARED_REDIS_PREFIX, 'demo:');
+    } finally {
+      process.env.PATH = savedPath;
+    }
+  });
 
   describe('with a database', () => {
     let db: Awaited<ReturnType<typeof freshDatabase>>;

@@ -73,6 +73,10 @@ export class DuckDbSink implements Sink {
   /** Appends into the temp staging table. */
   private staging: DuckDBAppender | null = null;
   private mergeSql = '';
+  /** For the dashboard's reads (analytics-queries): a connection of its own, opened on first use. */
+  readonly dialect = 'duckdb' as const;
+  tableName = ANALYTICS_TABLE;
+  private reader: DuckDBConnection | null = null;
 
   constructor(
     private readonly options: {
@@ -131,6 +135,7 @@ export class DuckDbSink implements Sink {
     const { schema, qualified } = analyticsTableIn(String(catalog));
     await this.connection.run(createTableSql(schema, qualified));
     this.mergeSql = mergeSql(qualified);
+    this.tableName = qualified;
     await this.connection.run(CREATE_STAGING_SQL);
     this.staging = await this.connection.createAppender('events_staging', 'main', 'temp');
   }
@@ -159,7 +164,20 @@ export class DuckDbSink implements Sink {
     }
   }
 
+  /**
+   * A read-only query on the same database (DuckDB admits one process; its other connections
+   * read a consistent snapshot while writes go on). Fails while the file is not open.
+   */
+  async query(sql: string): Promise<Record<string, unknown>[]> {
+    if (!this.instance) throw new Error('the DuckDB file is not open (locked by another process?)');
+    this.reader ??= await this.instance.connect();
+    const result = await this.reader.runAndReadAll(sql);
+    return result.getRowObjectsJson() as Record<string, unknown>[];
+  }
+
   async stop(): Promise<void> {
+    this.reader?.closeSync();
+    this.reader = null;
     this.staging?.closeSync();
     if (this.connection) {
       await this.connection.run('CHECKPOINT').catch(() => undefined);
