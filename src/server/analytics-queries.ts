@@ -90,17 +90,21 @@ export async function readTimeline(
   };
 }
 
-/** The latest `limit` enriched rows, newest event_id first. */
+/**
+ * The latest `limit` enriched rows, newest event_id first. event_id is selected as is (an
+ * alias of the same name would shadow the column in ORDER BY and sort it as text); both
+ * stores return 64-bit integers to JSON as strings.
+ */
 export async function readRecent(store: AnalyticsQueryable, limit: number): Promise<RecentEvent[]> {
   const t = store.tableName;
   const sql =
     store.dialect === 'duckdb'
-      ? `SELECT CAST(event_id AS VARCHAR) AS event_id, CAST(content_id AS VARCHAR) AS content_id, event_type,
+      ? `SELECT event_id, CAST(content_id AS VARCHAR) AS content_id, event_type,
                 epoch_ms(event_ts) AS event_ts_ms, device, content_type,
                 CAST(engagement_seconds AS DOUBLE) AS engagement_seconds,
                 CAST(engagement_pct AS DOUBLE) AS engagement_pct, epoch_ms(processed_at) AS processed_at_ms
            FROM ${t} ORDER BY event_id DESC LIMIT ${limit}`
-      : `SELECT toString(event_id) AS event_id, toString(content_id) AS content_id, event_type,
+      : `SELECT event_id, toString(content_id) AS content_id, event_type,
                 toUnixTimestamp64Milli(event_ts) AS event_ts_ms, device, content_type,
                 toFloat64OrNull(toString(engagement_seconds)) AS engagement_seconds,
                 toFloat64OrNull(toString(engagement_pct)) AS engagement_pct,
