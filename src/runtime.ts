@@ -60,6 +60,9 @@ export async function startHttpServer(
       totals: history.latest(),
       analyticsRows: analyticsRows ? await analyticsRows().catch(() => null) : null,
       backfills: await backfills().catch(() => []),
+      sinkLagSeconds: Object.fromEntries(
+        (await runtime.metrics.sinkLagSeconds.get()).values.map((v) => [String(v.labels.sink), v.value]),
+      ),
     }),
     ready: () => runtime.pipeline.isRunning,
     contentTitles: async (ids) => {

@@ -28,6 +28,8 @@ export interface TimelinePoint {
   engagement_seconds: number;
   /** Mean engagement_pct (a fraction: 0.25 = 25 %) of the minute's events that have one. */
   avg_engagement_pct: number | null;
+  /** How many of the minute's events have an engagement_pct (to weigh averages across minutes). */
+  pct_events: number;
 }
 
 export interface Timeline {
@@ -65,14 +67,16 @@ export async function readTimeline(
                 coalesce(content_type, 'unknown') AS content_type,
                 count(*) AS events,
                 CAST(coalesce(sum(engagement_seconds), 0) AS DOUBLE) AS engagement_seconds,
-                CAST(avg(engagement_pct) AS DOUBLE) AS avg_engagement_pct
+                CAST(avg(engagement_pct) AS DOUBLE) AS avg_engagement_pct,
+                count(engagement_pct) AS pct_events
            FROM ${t} WHERE event_ts >= to_timestamp(${since})
           GROUP BY 1, 2 ORDER BY 1, 2`
       : `SELECT toUnixTimestamp(toStartOfMinute(event_ts)) AS minute,
                 ifNull(content_type, 'unknown') AS content_type,
                 count() AS events,
                 toFloat64(ifNull(sum(engagement_seconds), 0)) AS engagement_seconds,
-                toFloat64OrNull(toString(avg(engagement_pct))) AS avg_engagement_pct
+                toFloat64OrNull(toString(avg(engagement_pct))) AS avg_engagement_pct,
+                count(engagement_pct) AS pct_events
            FROM ${t} FINAL WHERE event_ts >= toDateTime64(${since}, 6, 'UTC')
           GROUP BY minute, content_type ORDER BY minute, content_type`;
   const rows = await store.query(sql);
@@ -86,6 +90,7 @@ export async function readTimeline(
       events: Number(r.events),
       engagement_seconds: round3(Number(r.engagement_seconds)),
       avg_engagement_pct: numberOrNull(r.avg_engagement_pct, 4),
+      pct_events: Number(r.pct_events ?? 0),
     })),
   };
 }

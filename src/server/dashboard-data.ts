@@ -25,6 +25,8 @@ export interface DashboardExtras {
   analyticsRows: number | null;
   /** Backfills not finished (running, failed or interrupted). */
   backfills: BackfillRow[];
+  /** Per sink: seconds from the newest delivered event's commit to its delivery (the lag gauge). */
+  sinkLagSeconds: Record<string, number>;
 }
 
 /** Samples received/delivered totals every `intervalMs` and keeps `capacity` rates (default 10 min). */
