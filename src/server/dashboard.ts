@@ -104,7 +104,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       <h2>Engagement · last 60 minutes, per minute</h2>
       <span class="toggle" data-testid="timeline-toggle"><button type="button" data-measure="events" aria-pressed="true">events</button> <button type="button" data-measure="seconds" aria-pressed="false">time engaged</button></span>
     </div>
-    <svg class="chart" data-testid="timeline-chart" viewBox="0 0 720 190" role="img" aria-label="engagement per minute by content type"></svg>
+    <svg class="chart" data-testid="timeline-chart" viewBox="0 0 1000 200" role="img" aria-label="engagement per minute by content type"></svg>
     <div class="legend" data-testid="timeline-legend"></div>
   </section>
   <section class="grid2">
@@ -363,7 +363,7 @@ export const DASHBOARD_HTML = `<!doctype html>
     lastTimeline = t;
     var chart = $('[data-testid="timeline-chart"]');
     chart.replaceChildren();
-    var W = 720, H = 190, left = 44, bottom = 18, top = 8;
+    var W = 1000, H = 200, left = 48, bottom = 18, top = 8;
     var from = Date.parse(t.from);
     var slots = t.minutes;
     var byMinute = {};
