@@ -7,9 +7,9 @@ type Register = (program: Command) => void;
  * module that defines it. Only the command being run is imported: the modules pull in
  * DuckDB, Kafka, BigQuery, Fastify and friends (about 0.8 s on an idle machine, several
  * seconds on a busy one), which `engagement --help` or `engagement top` never need.
- * A unit test keeps each summary equal to the description its module registers.
+ * A unit test keeps each summary (and how help lists it) equal to what its module registers.
  */
-export const COMMANDS: Record<string, { summary: string; load: () => Promise<Register> }> = {
+export const COMMANDS: Record<string, { summary: string; term?: string; load: () => Promise<Register> }> = {
   migrate: {
     summary:
       'create the source tables (if absent), the publication, the replication slot and the state schema',
@@ -57,6 +57,7 @@ export const COMMANDS: Record<string, { summary: string; load: () => Promise<Reg
   },
   dlq: {
     summary: 'dead letters: events a sink gave up on',
+    term: 'dlq',
     load: async () => (await import('./dlq.js')).registerDlq,
   },
   status: {
@@ -64,6 +65,11 @@ export const COMMANDS: Record<string, { summary: string; load: () => Promise<Reg
     load: async () => (await import('./status.js')).registerStatus,
   },
 };
+
+/** How the top-level help lists a command: `name [options]` unless the table says otherwise. */
+export function commandTerm(name: string): string {
+  return COMMANDS[name]?.term ?? `${name} [options]`;
+}
 
 /** The command named on the command line (`help <name>` included), if it is one of ours. */
 export function commandNamed(argv: readonly string[]): string | null {

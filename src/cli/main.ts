@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { commandNamed, COMMANDS } from './commands.js';
+import { commandNamed, commandTerm, COMMANDS } from './commands.js';
 
 const program = new Command('engagement')
   .description('Real-time engagement pipeline: Postgres CDC -> enrichment -> analytics, Redis, external HTTP')
@@ -13,6 +13,9 @@ if (name) {
   // Top-level help, or an unknown command: the list is all commander needs.
   for (const [command, { summary }] of Object.entries(COMMANDS))
     program.command(command).description(summary).allowUnknownOption();
+  program.configureHelp({
+    subcommandTerm: (cmd) => (cmd.name() === 'help' ? 'help [command]' : commandTerm(cmd.name())),
+  });
 }
 for (const command of program.commands) command.exitOverride();
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Command } from 'commander';
-import { commandNamed, COMMANDS } from '../../src/cli/commands.js';
+import { Command, Help } from 'commander';
+import { commandNamed, commandTerm, COMMANDS } from '../../src/cli/commands.js';
 
 describe('the CLI command table (commands are imported only when run)', () => {
   it('lists each command with the description its module registers', async () => {
@@ -11,6 +11,7 @@ describe('the CLI command table (commands are imported only when run)', () => {
       const registered = program.commands.find((c) => c.name() === name);
       assert.ok(registered, `${name}: its module registers no such command`);
       assert.equal(summary, registered.description(), `${name}: summary differs from its module`);
+      assert.equal(commandTerm(name), new Help().subcommandTerm(registered), `${name}: listed differently`);
     }
   });
 
