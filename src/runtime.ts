@@ -21,6 +21,10 @@ import type { Sink } from './sinks/sink.js';
 import { SinkProgressWriter } from './pipeline/sink-progress.js';
 import { Heartbeat } from './source/heartbeat.js';
 import { StatusPoller } from './server/status-poller.js';
+import { asQueryable, readRowCount } from './server/analytics-queries.js';
+import { cached, RateHistory } from './server/dashboard-data.js';
+import { EnrichedEventStream } from './server/event-stream.js';
+import { readBackfills } from './db/status-queries.js';
 
 /** The HTTP server of `run` and `demo` over a running pipeline. */
 export async function startHttpServer(
@@ -33,12 +37,34 @@ export async function startHttpServer(
   const startedAt = new Date().toISOString();
   const meter = new ThroughputMeter(async () => sumCounter(await runtime.metrics.eventsReceived.get()));
   meter.start();
+  // Kept by the server, so the dashboard shows the last ten minutes however long it has been open.
+  const history = new RateHistory(async () => ({
+    received: sumCounter(await runtime.metrics.eventsReceived.get()),
+    delivered: Object.fromEntries(
+      (await runtime.metrics.eventsDelivered.get()).values.map((v) => [String(v.labels.sink), v.value]),
+    ),
+  }));
+  history.start();
+  const analytics = asQueryable(runtime.sinks.find((s) => s.name === 'analytics'));
+  const analyticsRows = analytics ? cached(() => readRowCount(analytics), 5_000) : null;
+  const backfills = cached(() => readBackfills(runtime.pool), 5_000);
   const app = buildApp({
     redis,
     redisPrefix: config.redisPrefix,
     metrics: runtime.metrics,
     logger,
     apiToken: config.apiToken?.reveal(),
+    analytics,
+    events: runtime.events,
+    dashboard: async () => ({
+      history: history.history(),
+      totals: history.latest(),
+      analyticsRows: analyticsRows ? await analyticsRows().catch(() => null) : null,
+      backfills: await backfills().catch(() => []),
+      sinkLagSeconds: Object.fromEntries(
+        (await runtime.metrics.sinkLagSeconds.get()).values.map((v) => [String(v.labels.sink), v.value]),
+      ),
+    }),
     ready: () => runtime.pipeline.isRunning,
     contentTitles: async (ids) => {
       const titles = new Map<string, string>();
@@ -66,6 +92,7 @@ export async function startHttpServer(
     url: server.url,
     close: async () => {
       meter.stop();
+      history.stop();
       await server.close();
       redis.disconnect();
     },
@@ -95,6 +122,8 @@ export interface Runtime {
   deadLetters: DeadLetterStore;
   redisSink: RedisSink;
   sinks: Sink[];
+  /** What the analytics store accepted, as it happens (GET /api/events). */
+  events: EnrichedEventStream;
   /**
    * Settles if streaming cannot go on: the slot is invalidated or dropped, or the stream
    * halted at a point it must not pass (TRUNCATE … RESTART IDENTITY).
@@ -198,6 +227,7 @@ export async function startRuntime(
   const progress = new SinkProgressWriter(pool, config.slotName, logger);
   let onSlotLost!: (err: PipelineError) => void;
   const slotLost = new Promise<PipelineError>((resolve) => (onSlotLost = resolve));
+  const events = new EnrichedEventStream();
   const pipeline = new Pipeline({
     databaseUrl,
     slotName: config.slotName,
@@ -210,7 +240,11 @@ export async function startRuntime(
     batchMaxWaitMs: config.batchMaxWaitMs,
     maxInFlightBatches: config.maxInFlightBatches,
     onBadRow: deadLetterBadRow(deadLetters),
-    onSinkSuccess: (sink, batch) => progress.record(sink, batch),
+    onSinkSuccess: (sink, batch) => {
+      progress.record(sink, batch);
+      // The live event stream carries what the analytics store durably accepted, in stream order.
+      if (sink === 'analytics') events.publish(batch.events, batch.positions);
+    },
     onHalt: (err) => onSlotLost(err),
   });
   try {
@@ -232,11 +266,13 @@ export async function startRuntime(
     deadLetters,
     redisSink,
     sinks,
+    events,
     slotLost,
     stop: async () => {
       heartbeat.stop();
       poller.stop();
       await pipeline.stop();
+      events.closeAll();
       await progress.stop();
       await pool.end().catch(() => undefined);
     },

@@ -1,3 +1,4 @@
+import type { CliStartup } from './cli-startup.js';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { MachineInfo } from './proc.js';
@@ -85,6 +86,8 @@ export interface BenchReport {
   catchup: CatchupResult | null;
   correctness: Correctness | null;
   notes: string[];
+  /** Absent in reports written before it was measured. */
+  cliStartup?: CliStartup;
 }
 
 /** Writes `<out>/<timestamp>-<mode>.json`, `<out>/latest.json` and `<out>/latest.md`. */
@@ -189,6 +192,15 @@ export function markdown(r: BenchReport): string {
       `Expected ${k.expectedEvents} events: DuckDB ${k.duckdbRows ?? '–'} rows (${k.duckdbDistinctEventIds ?? '–'} distinct), ` +
         `Redis counts sum ${k.redisCountSum}, external ${k.externalUniqueEventIds} unique ` +
         `(${k.externalDuplicateEvents} duplicate events), dead letters ${k.deadLetters}: **${k.ok ? 'OK' : 'MISMATCH'}**.`,
+    );
+  }
+  if (r.cliStartup) {
+    const s = r.cliStartup;
+    lines.push(
+      '',
+      '## CLI start-up',
+      '',
+      `\`engagement --help\` ${s.helpMs} ms, \`engagement top --help\` ${s.commandHelpMs} ms (median of ${s.runs}; spawn to exit).`,
     );
   }
   if (r.notes.length > 0) lines.push('', '## Notes', '', ...r.notes.map((n) => `- ${n}`));

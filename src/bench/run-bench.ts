@@ -13,6 +13,7 @@ import { buildCatalog, DEFAULT_CATALOG_SEED, DEFAULT_CATALOG_SIZE } from '../gen
 import { ensureCatalog, runGenerator } from '../generator/writer.js';
 import { redisKeys } from '../sinks/redis/keys.js';
 import { createRawSlot, measureRawDecode, PollingBaseline } from './baselines.js';
+import { measureCliStartup } from './cli-startup.js';
 import { CliChild, cliCommand, freePort, ROOT, waitForHttp } from './children.js';
 import { createMarkerContent, LatencyProbe, type MarkerResult } from './latency-probe.js';
 import { cpuSeconds, machineInfo, memory, round1, RssSampler } from './proc.js';
@@ -182,6 +183,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       catchup: null,
       correctness: null,
       notes: [],
+      cliStartup: measureCliStartup(cli),
     };
 
     o.log(`starting the pipeline (${cli.mode})`);

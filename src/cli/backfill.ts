@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { BACKFILL_SINKS, planBackfill, runBackfill, type BackfillSinkName } from '../backfill/backfill.js';
 import { requireDatabaseUrl, type Config, type ConfigKey } from '../config.js';
@@ -52,6 +53,8 @@ export function registerBackfill(program: Command): void {
         const resume = plan.resumable
           ? `; would resume backfill #${plan.resumable.id} after ${plan.resumable.rowsDone} rows (id > ${plan.resumable.lastId})`
           : '';
+        const locked = sinks.includes('analytics') ? await duckDbLockProblem(config.analyticsUrl) : null;
+        if (locked) process.stdout.write(`warning: ${locked}\n`);
         process.stdout.write(
           `dry run: ${plan.rowsTotal} rows with event_ts in [${fromTs}, ${toTs}) (ids <= ${plan.maxId}, event_ts ${plan.minTs ?? '-'} .. ${plan.maxTs ?? '-'}) -> ${sinks.join(', ')}${resume}; redis: content:count and content:last for all, minute buckets only inside retention; nothing written\n`,
         );
@@ -94,6 +97,30 @@ export function registerBackfill(program: Command): void {
       }
     }),
   );
+}
+
+/**
+ * A dry run writes nothing, but the real run would fail at once if another process (usually
+ * the running pipeline) holds the DuckDB file: say so now. Opens the file read-only and
+ * closes it; null when it is not a DuckDB file, does not exist yet, or opens fine.
+ */
+async function duckDbLockProblem(analyticsUrl: string): Promise<string | null> {
+  if (!analyticsUrl.startsWith('duckdb:')) return null;
+  const file = analyticsUrl.slice('duckdb:'.length).replace(/^\/\//, '') || './data/engagement.duckdb';
+  if (file === ':memory:' || !existsSync(file)) return null;
+  const { DuckDBInstance } = await import('@duckdb/node-api');
+  try {
+    const instance = await DuckDBInstance.create(file, { access_mode: 'READ_ONLY' });
+    instance.closeSync();
+    return null;
+  } catch (err) {
+    if (!/lock/i.test((err as Error).message ?? '')) return null;
+    return (
+      `DuckDB file ${file} is locked by another process (probably the running pipeline): the backfill ` +
+      'would fail with EP_ERR_ANALYTICS_LOCKED. Stop `engagement run` first, or backfill --sinks redis now ' +
+      'and analytics later'
+    );
+  }
 }
 
 function backfillSinks(

@@ -42,7 +42,9 @@ export function registerDemo(program: Command): void {
     .addHelpText(
       'after',
       '\nDATABASE_URL set: uses that Postgres instead of the embedded one (it needs wal_level=logical).' +
-        '\nREDIS_URL (default redis://127.0.0.1:6379) when it answers, else a private redis-server if installed.' +
+        '\nREDIS_URL set: that Redis (a private redis-server when it does not answer). Unset: a private redis-server' +
+        "\n  on a free port when installed, else the Redis at 127.0.0.1:6379 with keys under 'demo:'." +
+        '\nWrites <data-dir>/demo.env (DATABASE_URL, REDIS_URL, ...): `source data/demo.env` for other commands.' +
         '\nANALYTICS_URL set: used instead of <data-dir>/engagement.duckdb. EXTERNAL_URL set: used instead of the mock.' +
         '\nCtrl-C stops everything in order; the next run resumes where this one stopped.',
     )

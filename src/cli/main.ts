@@ -1,37 +1,21 @@
 import { Command, CommanderError } from 'commander';
-import { registerBackfill } from './backfill.js';
-import { registerBench } from './bench.js';
-import { registerCapture } from './capture.js';
-import { registerDemo } from './demo.js';
-import { registerDlq } from './dlq.js';
-import { registerGenerate } from './generate.js';
-import { registerMigrate } from './migrate.js';
-import { registerMockExternal } from './mock-external.js';
-import { registerRun } from './run.js';
-import { registerStatus } from './status.js';
-import { registerTop } from './top.js';
-import { registerWork } from './work.js';
+import { commandNamed, commandTerm, COMMANDS } from './commands.js';
 
 const program = new Command('engagement')
   .description('Real-time engagement pipeline: Postgres CDC -> enrichment -> analytics, Redis, external HTTP')
   .version('0.1.0')
   .exitOverride();
 
-for (const register of [
-  registerMigrate,
-  registerRun,
-  registerTop,
-  registerMockExternal,
-  registerGenerate,
-  registerDemo,
-  registerBench,
-  registerCapture,
-  registerWork,
-  registerBackfill,
-  registerDlq,
-  registerStatus,
-]) {
-  register(program);
+const name = commandNamed(process.argv.slice(2));
+if (name) {
+  (await COMMANDS[name].load())(program);
+} else {
+  // Top-level help, or an unknown command: the list is all commander needs.
+  for (const [command, { summary }] of Object.entries(COMMANDS))
+    program.command(command).description(summary).allowUnknownOption();
+  program.configureHelp({
+    subcommandTerm: (cmd) => (cmd.name() === 'help' ? 'help [command]' : commandTerm(cmd.name())),
+  });
 }
 for (const command of program.commands) command.exitOverride();
 

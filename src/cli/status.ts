@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { requireDatabaseUrl } from '../config.js';
 import { createPool } from '../db/postgres.js';
 import {
+  isBackfillRunning,
   readBackfills,
   readDeadLetterDepth,
   readSinkProgress,
@@ -128,11 +129,19 @@ function render(r: StatusReport): string {
     `dead letters: ${r.deadLetters.total} pending${bySink ? ` (${bySink})` : ''}` +
       `${oldest === null ? '' : `, oldest ${oldest} s`}, ${r.deadLetters.replayed} replayed (re-driven or dlq replay)`,
   );
-  lines.push(`backfills in progress: ${r.backfills.length}`);
-  for (const b of r.backfills) {
-    lines.push(
-      `  #${b.id} ${b.fromTs} .. ${b.toTs} -> ${b.sinks}: ${b.rowsDone}/${b.rowsTotal ?? '?'} rows, ${b.live ? 'running' : `${b.status}, not running (re-run the same command to resume)`}`,
-    );
+  const running = r.backfills.filter(isBackfillRunning);
+  const stopped = r.backfills.filter((b) => !isBackfillRunning(b));
+  const range = (b: BackfillRow) =>
+    `#${b.id} ${b.fromTs} .. ${b.toTs} -> ${b.sinks}: ${b.rowsDone}/${b.rowsTotal ?? '?'} rows`;
+  lines.push(`backfills in progress: ${running.length}`);
+  for (const b of running) lines.push(`  ${range(b)}, running`);
+  if (stopped.length > 0) {
+    lines.push(`backfills stopped before the end: ${stopped.length} (re-run the same command to resume)`);
+    for (const b of stopped) {
+      lines.push(
+        `  ${range(b)}, ${b.status === 'failed' ? `failed: ${b.error ?? 'no reason recorded'}` : 'interrupted (its process stopped)'}`,
+      );
+    }
   }
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   return `${lines.join('\n')}\n`;

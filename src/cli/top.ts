@@ -3,7 +3,7 @@ import { Option } from 'commander';
 import { parseWindow } from '../domain/windows.js';
 import { configError } from '../errors.js';
 import { readLeaderboard } from '../sinks/redis/leaderboard-reader.js';
-import { createRedis } from '../sinks/redis/redis-sink.js';
+import { Redis } from 'ioredis';
 import { action, configFrom, withConfigOptions } from './common.js';
 
 export function registerTop(program: Command): void {
@@ -34,10 +34,22 @@ export function registerTop(program: Command): void {
           throw configError(`--window: ${(err as Error).message}`);
         }
       })();
-      const redis = createRedis(config.redisUrl);
+      // One read and exit: no reconnecting (a client that retries keeps the process alive after
+      // the error is printed), and a bounded wait for a Redis that does not answer at all.
+      const redis = new Redis(config.redisUrl, {
+        lazyConnect: true,
+        connectTimeout: 3_000,
+        maxRetriesPerRequest: 0,
+        enableOfflineQueue: false,
+        retryStrategy: () => null,
+        // ioredis's disconnect waits this long for a 'close' that a refused socket already emitted.
+        disconnectTimeout: 200,
+      });
+      redis.on('error', () => undefined); // reported below, as one line
       try {
         await redis.connect();
       } catch {
+        redis.disconnect();
         throw configError(
           `cannot reach Redis at ${new URL(config.redisUrl).host}`,
           'start Redis or set REDIS_URL',

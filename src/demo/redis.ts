@@ -47,20 +47,45 @@ export function findOnPath(name: string): string | null {
   return null;
 }
 
+/** The key prefix the demo uses on a Redis it did not start (so it cannot clash with real keys). */
+export const SHARED_REDIS_PREFIX = 'demo:';
+
 /**
- * `url` when a Redis answers there; otherwise a private `redis-server` on a free loopback
- * port (no persistence, its own process group so a terminal Ctrl-C reaches only the demo,
- * which stops it last-but-one); otherwise one line saying how to get Redis.
+ * Where the demo's Redis is. `url` is REDIS_URL, or undefined when the user set none:
+ * - no REDIS_URL and `redis-server` installed: a private one on a free loopback port (no
+ *   persistence, its own process group so a terminal Ctrl-C reaches only the demo, which
+ *   stops it last-but-one), so the demo never writes into whatever Redis listens on 6379;
+ * - no REDIS_URL and no binary: the Redis at 127.0.0.1:6379, under the `demo:` key prefix
+ *   (`shared` is true; the caller says so);
+ * - REDIS_URL set: that Redis when it answers, else a private redis-server as above.
+ * Otherwise one line saying how to get Redis.
  */
-export async function ensureRedis(url: string): Promise<DemoRedis> {
-  if (await redisAnswers(url)) return { url, pid: null, stop: async () => undefined };
+export async function ensureRedis(
+  url: string | undefined,
+): Promise<DemoRedis & { shared: boolean; reason: string | null }> {
   const binary = findOnPath('redis-server');
+  if (url === undefined && binary) {
+    return { ...(await startRedisServer(binary)), shared: false, reason: 'no REDIS_URL given' };
+  }
+  const target = url ?? DEFAULT_REDIS_URL;
+  if (await redisAnswers(target))
+    return { url: target, pid: null, stop: async () => undefined, shared: url === undefined, reason: null };
   if (!binary) {
     throw configError(
-      `no Redis answers at ${redactSecrets(url)} and redis-server is not installed`,
+      `no Redis answers at ${redactSecrets(target)} and redis-server is not installed`,
       'install Redis (apt-get install redis-server, brew install redis) or set REDIS_URL',
     );
   }
+  return {
+    ...(await startRedisServer(binary)),
+    shared: false,
+    reason: `no Redis answered at ${redactSecrets(target)}`,
+  };
+}
+
+const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
+
+async function startRedisServer(binary: string): Promise<DemoRedis> {
   const port = await freePort();
   const child = spawn(
     binary,
@@ -92,7 +117,7 @@ export async function ensureRedis(url: string): Promise<DemoRedis> {
     if (failed || !alive || Date.now() > deadline) {
       await stop();
       throw configError(
-        `no Redis answers at ${redactSecrets(url)} and ${binary} did not start on port ${port}${failed ? `: ${failed.message}` : ''}`,
+        `the demo's own ${binary} did not start on port ${port}${failed ? `: ${failed.message}` : ''}`,
         'start Redis yourself and set REDIS_URL',
       );
     }

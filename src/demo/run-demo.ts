@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { chmod, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig, type Config, type ConfigKey } from '../config.js';
 import { migrate } from '../db/migrate.js';
@@ -11,7 +11,7 @@ import { startMockExternal, type RunningMockExternal } from '../mock-external/se
 import { startHttpServer, startRuntime, type Runtime } from '../runtime.js';
 import type { DemoPostgres } from './postgres.js';
 import { isPortFree } from './ports.js';
-import { ensureRedis, type DemoRedis } from './redis.js';
+import { ensureRedis, SHARED_REDIS_PREFIX, type DemoRedis } from './redis.js';
 import { formatStatus, StatusLine, StatusSampler } from './status.js';
 
 export interface DemoOptions {
@@ -29,9 +29,11 @@ export interface DemoOptions {
 }
 
 /** Entries `--fresh` may delete; anything else in the directory means it is not ours. */
-const DATA_DIR_ENTRIES = /^(postgres|(analytics|engagement)\.duckdb(\.wal|\.tmp)?|\.tmp)$/;
+const DATA_DIR_ENTRIES = /^(postgres|(analytics|engagement)\.duckdb(\.wal|\.tmp)?|\.tmp|demo\.env)$/;
 /** The demo's DuckDB file: the default ANALYTICS_URL's, under --data-dir. */
 const DUCKDB_FILE = 'engagement.duckdb';
+/** The demo's settings for other commands (`source data/demo.env`). */
+const DEMO_ENV_FILE = 'demo.env';
 
 class Interrupted extends Error {}
 
@@ -126,7 +128,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
             }),
           )
         : Promise.resolve(null),
-      ensureRedis(base.redisUrl),
+      ensureRedis(env.REDIS_URL || undefined),
       useMock ? startMockExternal({ port: 0, secret: externalSecret }) : Promise.resolve(null),
     ]);
     if (pgResult.status === 'fulfilled' && pgResult.value) {
@@ -138,7 +140,18 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     for (const r of [redisResult, pgResult, mockResult]) if (r.status === 'rejected') throw r.reason;
     if (redis && redis.pid !== null) {
       say(
-        `  no Redis answered at ${redactSecrets(base.redisUrl)}; started redis-server (pid ${redis.pid}) at ${redis.url}, in memory only`,
+        `  ${redisResult.status === 'fulfilled' ? redisResult.value.reason : ''}: started redis-server (pid ${redis.pid}) at ${redis.url}, in memory only`,
+      );
+    }
+    // On a Redis the demo did not start (no REDIS_URL, no redis-server binary), its keys get a
+    // prefix of their own unless the user chose one.
+    const sharedPrefix =
+      redisResult.status === 'fulfilled' && redisResult.value.shared && !env.REDIS_PREFIX
+        ? SHARED_REDIS_PREFIX
+        : null;
+    if (sharedPrefix) {
+      say(
+        `  redis-server is not installed: using the Redis at ${redactSecrets(redis!.url)} with keys under '${sharedPrefix}' (set REDIS_URL / REDIS_PREFIX to choose)`,
       );
     }
     checkpoint();
@@ -156,6 +169,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     const overrides: Partial<Record<ConfigKey, unknown>> = {
       databaseUrl,
       redisUrl: redis!.url,
+      ...(sharedPrefix ? { redisPrefix: sharedPrefix } : {}),
       port,
       logLevel: logger.level,
     };
@@ -180,6 +194,17 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
       }),
     };
 
+    const envFile = await writeDemoEnv(dataDir, http.url, {
+      DATABASE_URL: pg ? databaseUrl : null,
+      REDIS_URL: config.redisUrl,
+      REDIS_PREFIX: config.redisPrefix || null,
+      ANALYTICS_URL: config.analyticsUrl,
+      EXTERNAL_URL: mock ? config.externalUrl : null,
+      EXTERNAL_SECRET: mock ? (externalSecret ?? null) : null,
+      SLOT_NAME: config.slotName,
+      PUBLICATION_NAME: config.publicationName,
+    });
+
     const api = new URL('api/top?window=10m', http.url).toString();
     say(
       [
@@ -191,9 +216,11 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
         mock
           ? `  mock external  ${new URL('_stats', mock.url)}`
           : `  external       ${redactSecrets(config.externalUrl ?? '')}`,
-        `  postgres       ${redactSecrets(databaseUrl)}${pg ? ' (embedded)' : ''}`,
+        // The embedded cluster's URL is printed whole (a local demo password), so it works as is.
+        `  postgres       ${pg ? `${databaseUrl} (embedded)` : redactSecrets(databaseUrl)}`,
         `  redis          ${redactSecrets(redis!.url)}`,
         `  analytics      ${redactSecrets(config.analyticsUrl)}`,
+        `  settings       ${shortPath(envFile)}  (source it, then e.g. npx engagement status)`,
         `  started in ${since()} s`,
         '',
       ].join('\n'),
@@ -228,6 +255,33 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     if (interrupted) return 0;
     throw err;
   }
+}
+
+/**
+ * data/demo.env: the running demo's settings as shell exports, so `source data/demo.env &&
+ * npx engagement status` (or backfill, dlq, top) talks to this demo. Mode 0600: it holds the
+ * local Postgres password and the mock's HMAC secret. A DATABASE_URL the user gave is not
+ * copied into a file (it is in their environment already).
+ */
+async function writeDemoEnv(
+  dataDir: string,
+  dashboardUrl: string,
+  values: Record<string, string | null | undefined>,
+): Promise<string> {
+  const file = path.join(dataDir, DEMO_ENV_FILE);
+  const quote = (v: string) => `'${v.replaceAll("'", "'\\''")}'`;
+  const lines = [
+    `# Written by \`engagement demo\` at ${new Date().toISOString()}; valid while it runs.`,
+    '# source data/demo.env && npx engagement status',
+    `# dashboard ${dashboardUrl}`,
+    ...Object.entries(values)
+      .filter((entry): entry is [string, string] => typeof entry[1] === 'string' && entry[1] !== '')
+      .map(([k, v]) => `export ${k}=${quote(v)}`),
+  ];
+  if (!values.DATABASE_URL) lines.push('# DATABASE_URL: the one in your environment');
+  await writeFile(file, `${lines.join('\n')}\n`, { mode: 0o600 });
+  await chmod(file, 0o600);
+  return file;
 }
 
 function shortPath(p: string): string {

@@ -6,6 +6,16 @@ import { bearerChecker, isProtectedPath } from './auth.js';
 import { DASHBOARD_HTML } from './dashboard.js';
 import type { Metrics } from './metrics.js';
 import type { PipelineStats } from './stats.js';
+import {
+  parseBoundedInt,
+  readRecent,
+  readTimeline,
+  type AnalyticsQueryable,
+  type RecentEvent,
+  type Timeline,
+} from './analytics-queries.js';
+import { cached, type DashboardExtras } from './dashboard-data.js';
+import { parseEventFilter, type EnrichedEventStream } from './event-stream.js';
 import { createStreamHub } from './stream.js';
 import { parseTopQuery, readTop, type ContentTitles } from './top.js';
 
@@ -23,6 +33,12 @@ export interface AppDeps {
   contentTitles?: ContentTitles;
   /** SSE push interval (default 1000 ms). */
   streamIntervalMs?: number;
+  /** The analytics store, for /api/timeline and /api/recent (null: not queryable, e.g. BigQuery). */
+  analytics?: AnalyticsQueryable | null;
+  /** Enriched events for GET /api/events (absent: 404). */
+  events?: EnrichedEventStream;
+  /** The dashboard's extras (rate history, totals, analytics rows, backfills), sent with each frame. */
+  dashboard?: () => Promise<DashboardExtras>;
 }
 
 /**
@@ -89,15 +105,81 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     }
   });
 
+  // Analytics reads, memoized per parameter: N dashboards cost one query per interval.
+  const analyticsRead = <T>(ttlMs: number, read: (store: AnalyticsQueryable, n: number) => Promise<T>) => {
+    const byParam = new Map<number, () => Promise<T>>();
+    return (store: AnalyticsQueryable, n: number): Promise<T> => {
+      let fn = byParam.get(n);
+      if (!fn) {
+        if (byParam.size >= 32) byParam.clear();
+        fn = cached(() => read(store, n), ttlMs);
+        byParam.set(n, fn);
+      }
+      return fn();
+    };
+  };
+  const timeline = analyticsRead<Timeline>(2_000, (store, minutes) => readTimeline(store, minutes));
+  const recent = analyticsRead<RecentEvent[]>(1_000, async (store, limit) => {
+    const rows = await readRecent(store, limit);
+    const ids = [...new Set(rows.map((r) => r.content_id).filter((id): id is string => id !== null))];
+    const titles = deps.contentTitles && ids.length > 0 ? await deps.contentTitles(ids) : new Map();
+    return rows.map((r) => {
+      const title = r.content_id === null ? undefined : titles.get(r.content_id);
+      return title ? { ...r, title } : r;
+    });
+  });
+  const notQueryable = {
+    error: 'the analytics store cannot be queried from here (BigQuery: use its console)',
+  };
+
+  app.get('/api/timeline', async (request, reply) => {
+    const minutes = parseBoundedInt((request.query as Record<string, unknown>).minutes, 'minutes', 60, 1440);
+    if (!minutes.ok) return reply.code(400).send({ error: minutes.error });
+    if (!deps.analytics) return reply.code(501).send(notQueryable);
+    try {
+      return await timeline(deps.analytics, minutes.value);
+    } catch (err) {
+      return reply.code(503).send({ error: `analytics store unavailable: ${describeError(err)}` });
+    }
+  });
+
+  app.get('/api/recent', async (request, reply) => {
+    const limit = parseBoundedInt((request.query as Record<string, unknown>).limit, 'limit', 20, 200);
+    if (!limit.ok) return reply.code(400).send({ error: limit.error });
+    if (!deps.analytics) return reply.code(501).send(notQueryable);
+    try {
+      return { items: await recent(deps.analytics, limit.value) };
+    } catch (err) {
+      return reply.code(503).send({ error: `analytics store unavailable: ${describeError(err)}` });
+    }
+  });
+
+  const events = deps.events;
+  if (events) {
+    app.addHook('preClose', async () => events.closeAll());
+    app.get('/api/events', (request, reply) => {
+      const query = request.query as Record<string, unknown>;
+      const header = request.headers['last-event-id'];
+      const lastEventId = (Array.isArray(header) ? header[0] : header) ?? query.last_event_id;
+      reply.hijack();
+      events.open(reply.raw, {
+        lastEventId: typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : undefined,
+        filter: parseEventFilter(query),
+        onClose: (listener) => request.raw.on('close', listener),
+      });
+    });
+  }
+
   // What the dashboard needs each second, in one frame. A failing part is null plus an error,
   // so a Redis outage still shows the (now interesting) pipeline stats.
   const snapshot = async () => {
-    const [top, devices, stats] = await Promise.allSettled([
+    const [top, devices, stats, extras] = await Promise.allSettled([
       readTop(deps.redis, deps.redisPrefix, topQuery('content'), deps.contentTitles),
       readTop(deps.redis, deps.redisPrefix, topQuery('device')),
       deps.stats(),
+      deps.dashboard ? deps.dashboard() : Promise.resolve(null),
     ]);
-    const errors = [top, devices, stats]
+    const errors = [top, devices, stats, extras]
       .filter((r) => r.status === 'rejected')
       .map((r) => describeError(r.reason));
     return {
@@ -105,6 +187,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       top: top.status === 'fulfilled' ? top.value.items : null,
       devices: devices.status === 'fulfilled' ? devices.value.items : null,
       stats: stats.status === 'fulfilled' ? stats.value : null,
+      extras: extras.status === 'fulfilled' ? extras.value : null,
       errors,
     };
   };

@@ -1,5 +1,10 @@
 import type pg from 'pg';
-import { readBackfills, readDeadLetterDepth, readSlotStatus } from '../db/status-queries.js';
+import {
+  isBackfillRunning,
+  readBackfills,
+  readDeadLetterDepth,
+  readSlotStatus,
+} from '../db/status-queries.js';
 import { slotInvalidatedError } from '../db/migrate.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -55,7 +60,7 @@ export class StatusPoller {
       m.slotSafeWalSizeBytes.set(slot.safeWalSizeBytes ?? -1);
       m.deadLettersPending.reset();
       for (const [sink, n] of Object.entries(depth)) m.deadLettersPending.set({ sink }, n);
-      m.backfillsInProgress.set(backfills.length);
+      m.backfillsInProgress.set(backfills.filter(isBackfillRunning).length);
       if (lost && !this.reported) {
         this.reported = true;
         const err = slot.exists

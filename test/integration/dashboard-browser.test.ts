@@ -103,6 +103,45 @@ describe('the dashboard in headless Chromium', () => {
     const totalShown = await page.textContent('[data-testid="total-events"]');
     assert.equal(Number(totalShown?.replace(/[^0-9]/g, '')), EVENTS);
 
+    // Titles first: no id printed under them (it is in the tooltip).
+    assert.doesNotMatch(firstCell ?? '', /[0-9a-f]{8}-[0-9a-f]{4}-/);
+
+    // From the analytics store: every event in the 60-minute timeline, the latest 20 rows, the row count.
+    await waitFor('the timeline to count every event', async () => {
+      const counts = await page.$$eval('[data-testid="timeline-bar"]', (els) =>
+        els.map((e) => Number(e.getAttribute('data-events'))),
+      );
+      return counts.length === 60 && counts.reduce((a, b) => a + b, 0) === EVENTS;
+    });
+    const [{ max }] = await h.sql<{ max: string }>('SELECT max(id)::text AS max FROM engagement_events');
+    await waitFor('the newest event first in the recent table', async () => {
+      const ids = await page.$$eval('[data-testid="recent-row"]', (els) =>
+        els.map((e) => e.getAttribute('data-event-id')),
+      );
+      return ids.length === 20 && ids[0] === max;
+    });
+    const recentTitle = await page.textContent('[data-testid="recent-row"] td:nth-child(2)');
+    assert.doesNotMatch(recentTitle ?? '', /^[0-9a-f]{8}-/, 'recent events show titles');
+    await waitFor('the analytics row count', async () => {
+      const text = await page.textContent('[data-testid="analytics-rows"]');
+      return Number(text?.replace(/[^0-9]/g, '')) === EVENTS;
+    });
+    // Delivered per sink, from the server's counters.
+    await waitFor('every sink to show all events delivered', async () => {
+      const delivered = await page.$$eval('[data-testid="sink-delivered"]', (els) =>
+        els.map((e) => Number(e.textContent?.replace(/[^0-9]/g, ''))),
+      );
+      return delivered.length >= 2 && delivered.every((n) => n === EVENTS);
+    });
+    // Events/s history comes from the server: a page opened now already has it.
+    const fresh = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+    await fresh.goto(http.url);
+    await fresh.waitForSelector('[data-testid="connection-status"][data-state="live"]', { timeout: 15_000 });
+    const spark = await fresh.getAttribute('[data-testid="throughput-sparkline"] path.received', 'd');
+    assert.ok((spark ?? '').split('L').length > 5, `a new page shows no history: ${spark}`);
+    await fresh.close();
+    await waitFor('the timeline to be drawn', () => page.$('[data-testid="timeline-bar"] rect'));
+
     mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
   });

@@ -264,7 +264,7 @@ describe('HTTP server', () => {
     // The stream is still open; close must not wait for it.
     const started = Date.now();
     await server.close();
-    assert.ok(Date.now() - started < 2000, `close took ${Date.now() - started} ms`);
+    assert.ok(Date.now() - started < 10_000, `close took ${Date.now() - started} ms`);
   });
 
   it('requires the bearer token on /api/* and /metrics when set, and never logs it', async () => {

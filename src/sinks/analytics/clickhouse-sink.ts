@@ -61,6 +61,11 @@ export class ClickHouseSink implements Sink {
   readonly name = 'analytics';
   private client: ClickHouseClient | null = null;
   private readonly table: string;
+  /** For the dashboard's reads (analytics-queries). */
+  readonly dialect = 'clickhouse' as const;
+  get tableName(): string {
+    return this.table;
+  }
 
   constructor(
     private readonly options: {
@@ -139,6 +144,13 @@ export class ClickHouseSink implements Sink {
         { cause: err },
       );
     }
+  }
+
+  /** A read-only query (JSONEachRow; 64-bit integers arrive as strings). */
+  async query(sql: string): Promise<Record<string, unknown>[]> {
+    if (!this.client) throw new Error('the ClickHouse sink is not started');
+    const result = await this.client.query({ query: sql, format: 'JSONEachRow' });
+    return result.json<Record<string, unknown>>();
   }
 
   async stop(): Promise<void> {

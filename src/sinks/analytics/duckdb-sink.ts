@@ -83,6 +83,10 @@ export class DuckDbSink implements Sink {
   readonly name = 'analytics';
   private db: OpenDb | null = null;
   private sourceId: string | null = null;
+  /** For the dashboard's reads (analytics-queries): a connection of its own, opened on first use. */
+  readonly dialect = 'duckdb' as const;
+  tableName = ANALYTICS_TABLE;
+  private reader: DuckDBConnection | null = null;
 
   constructor(private readonly options: DuckDbSinkOptions) {}
 
@@ -117,7 +121,20 @@ export class DuckDbSink implements Sink {
     }
   }
 
+  /**
+   * A read-only query on the same database (DuckDB admits one process; its other connections
+   * read a consistent snapshot while writes go on). Fails while the file is not open.
+   */
+  async query(sql: string): Promise<Record<string, unknown>[]> {
+    if (!this.db) throw new Error('the DuckDB file is not open (locked by another process?)');
+    this.reader ??= await this.db.instance.connect();
+    const result = await this.reader.runAndReadAll(sql);
+    return result.getRowObjectsJson() as Record<string, unknown>[];
+  }
+
   async stop(): Promise<void> {
+    this.reader?.closeSync();
+    this.reader = null;
     const db = this.db;
     this.db = null;
     if (!db) return;
@@ -165,6 +182,8 @@ export class DuckDbSink implements Sink {
         // Unknown state (IO, a failed COMMIT, a broken Appender): reopen from the file, which
         // also reloads the positions, on the next write.
         this.db = null;
+        this.reader?.closeSync();
+        this.reader = null;
         close(db);
       }
       if (rowsRefused) throw err;
@@ -252,6 +271,7 @@ export class DuckDbSink implements Sink {
       );
       const appender = await connection.createAppender('events_enriched', schema, catalog);
       this.db = { instance, connection, appender, table: qualified, positionTable, positions };
+      this.tableName = qualified;
       return this.db;
     } catch (err) {
       connection?.closeSync();

@@ -1,0 +1,176 @@
+import type { ServerResponse } from 'node:http';
+import type { EnrichedEvent } from '../domain/types.js';
+
+/**
+ * `GET /api/events`: the enriched events as Server-Sent Events, for consumers other than the
+ * dashboard. Fed with each batch the analytics store accepted (so what is streamed is durable
+ * there), in stream order. Each event's SSE `id:` is its stream position (commit LSN and index
+ * in the transaction, a string that sorts in stream order), so a client that reconnects with
+ * `Last-Event-ID` gets exactly what came after it, from the last `capacity` events held in
+ * memory; older than that, it first gets an `event: gap` saying what it missed.
+ *
+ * The pipeline never waits for a client: publish() only appends to each socket's buffer, and a
+ * client whose unsent buffer passes `maxBufferedBytes` is disconnected (it can resume).
+ * After a pipeline restart, events not yet confirmed to Postgres are streamed again (same
+ * position and event_id): consumers that must not double-count dedupe by event_id.
+ */
+export interface EventFilter {
+  contentTypes: Set<string> | null;
+  eventTypes: Set<string> | null;
+}
+
+interface Held {
+  position: string;
+  contentType: string | null;
+  eventType: string | null;
+  frame: string;
+}
+
+interface Client {
+  res: ServerResponse;
+  filter: EventFilter;
+}
+
+export interface EventStreamOptions {
+  /** Events held for resumption (default 10,000). */
+  capacity?: number;
+  /** Unsent bytes after which a client is dropped (default 1 MiB). */
+  maxBufferedBytes?: number;
+  /** Open streams at most; more get 503 (default 100). */
+  maxClients?: number;
+  /** Comment line interval, so proxies keep idle streams open (default 15 s). */
+  keepAliveMs?: number;
+}
+
+export class EnrichedEventStream {
+  private readonly held: Held[] = [];
+  private start = 0; // ring start index into `held` once it is full
+  private readonly clients = new Set<Client>();
+  /** Position of the newest event evicted from the ring ('' when none yet). */
+  private evictedUpTo = '';
+  private readonly capacity: number;
+  private readonly maxBufferedBytes: number;
+  private readonly maxClients: number;
+  private readonly keepAlive: NodeJS.Timeout;
+  /** Clients dropped for being too slow (for tests and logs). */
+  dropped = 0;
+
+  constructor(options: EventStreamOptions = {}) {
+    this.capacity = options.capacity ?? 10_000;
+    this.maxBufferedBytes = options.maxBufferedBytes ?? 1024 * 1024;
+    this.maxClients = options.maxClients ?? 100;
+    this.keepAlive = setInterval(() => {
+      for (const c of this.clients) this.write(c, ': keep-alive\n\n');
+    }, options.keepAliveMs ?? 15_000);
+    this.keepAlive.unref();
+  }
+
+  get size(): number {
+    return this.clients.size;
+  }
+
+  /** Appends delivered events (positions[i] belongs to events[i]) and pushes them to clients. */
+  publish(events: readonly EnrichedEvent[], positions: readonly string[]): void {
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i]!;
+      const position = positions[i];
+      if (position === undefined) continue;
+      const held: Held = {
+        position,
+        contentType: e.content_type,
+        eventType: e.event_type,
+        frame: `id: ${position}\ndata: ${JSON.stringify(e)}\n\n`,
+      };
+      this.hold(held);
+      for (const c of this.clients) if (matches(c.filter, held)) this.write(c, held.frame);
+    }
+  }
+
+  /** Serves one client: what it missed after `lastEventId` (if given), then live events. */
+  open(
+    res: ServerResponse,
+    options: { lastEventId?: string; filter: EventFilter; onClose: (listener: () => void) => void },
+  ): void {
+    if (this.clients.size >= this.maxClients) {
+      res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5' });
+      res.end(JSON.stringify({ error: `too many event streams open (${this.maxClients})` }));
+      return;
+    }
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    const client: Client = { res, filter: options.filter };
+    res.write('retry: 2000\n\n');
+    const last = options.lastEventId;
+    if (last) {
+      if (this.evictedUpTo && last < this.evictedUpTo) {
+        res.write(
+          `event: gap\ndata: ${JSON.stringify({ lastEventId: last, missedUpTo: this.evictedUpTo, reason: 'older than the events held in memory' })}\n\n`,
+        );
+      }
+      for (const held of this.ordered()) {
+        if (held.position > last && matches(client.filter, held)) res.write(held.frame);
+      }
+    }
+    this.clients.add(client);
+    options.onClose(() => this.clients.delete(client));
+  }
+
+  closeAll(): void {
+    clearInterval(this.keepAlive);
+    for (const c of this.clients) c.res.end();
+    this.clients.clear();
+  }
+
+  private write(client: Client, frame: string): void {
+    const { res } = client;
+    if (res.destroyed || res.writableEnded) {
+      this.clients.delete(client);
+      return;
+    }
+    res.write(frame);
+    if (res.writableLength > this.maxBufferedBytes) {
+      // Too slow: let it go (and its buffer with it) rather than hold memory or the pipeline.
+      this.clients.delete(client);
+      this.dropped += 1;
+      res.destroy();
+    }
+  }
+
+  private hold(held: Held): void {
+    if (this.held.length < this.capacity) {
+      this.held.push(held);
+      return;
+    }
+    this.evictedUpTo = this.held[this.start]!.position;
+    this.held[this.start] = held;
+    this.start = (this.start + 1) % this.capacity;
+  }
+
+  private *ordered(): Iterable<Held> {
+    for (let i = 0; i < this.held.length; i++) yield this.held[(this.start + i) % this.held.length]!;
+  }
+}
+
+function matches(filter: EventFilter, held: Held): boolean {
+  if (filter.contentTypes && !filter.contentTypes.has(held.contentType ?? 'unknown')) return false;
+  if (filter.eventTypes && !filter.eventTypes.has(held.eventType ?? '')) return false;
+  return true;
+}
+
+/** `?content_type=video,podcast&event_type=play` -> a filter; absent or empty = everything. */
+export function parseEventFilter(query: unknown): EventFilter {
+  const q = (query ?? {}) as Record<string, unknown>;
+  const set = (v: unknown): Set<string> | null => {
+    const text = Array.isArray(v) ? v.join(',') : typeof v === 'string' ? v : '';
+    const items = text
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    return items.length > 0 ? new Set(items) : null;
+  };
+  return { contentTypes: set(q.content_type), eventTypes: set(q.event_type) };
+}
