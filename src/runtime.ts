@@ -18,6 +18,7 @@ import { sinkStatsFromMetrics } from './server/stats.js';
 import type { Change } from './source/changes.js';
 import type { Sink } from './sinks/sink.js';
 import { SinkProgressWriter } from './pipeline/sink-progress.js';
+import { withDeadline } from './pipeline/deadline.js';
 import { Heartbeat } from './source/heartbeat.js';
 import { StatusPoller } from './server/status-poller.js';
 
@@ -195,6 +196,9 @@ export async function startRuntime(
     batchMaxRows: config.batchMaxRows,
     batchMaxWaitMs: config.batchMaxWaitMs,
     maxInFlightBatches: config.maxInFlightBatches,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    lagWarnSeconds: config.lagWarnSeconds,
+    deadLetters,
     onBadRow: deadLetterBadRow(deadLetters),
     onSinkSuccess: (sink, batch) => progress.record(sink, batch),
   });
@@ -221,11 +225,14 @@ export async function startRuntime(
     sinks,
     slotLost,
     stop: async () => {
+      // Bounded by SHUTDOWN_TIMEOUT_MS (plus a little for the state connection): a Postgres
+      // that stopped answering must not hold the process.
+      const deadline = Date.now() + config.shutdownTimeoutMs + 2_000;
       heartbeat.stop();
       poller.stop();
       await pipeline.stop();
-      await progress.stop();
-      await pool.end().catch(() => undefined);
+      await withDeadline(progress.stop(), deadline);
+      await withDeadline(pool.end(), deadline);
     },
   };
 }
