@@ -3,7 +3,7 @@ import type { Config } from './config.js';
 import { requireDatabaseUrl } from './config.js';
 import { createPool, withClient } from './db/postgres.js';
 import { assertReplicationReady } from './db/migrate.js';
-import { describeError, ErrorCodes, PipelineError } from './errors.js';
+import { describeError, ErrorCodes, PipelineError, redactSecrets } from './errors.js';
 import type { Logger } from './logger.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { createMetrics, type Metrics } from './server/metrics.js';
@@ -31,7 +31,8 @@ export async function startHttpServer(
   const redis = createRedis(config.redisUrl);
   await redis.connect().catch(() => undefined); // /api/top answers 503 until Redis is back
   const startedAt = new Date().toISOString();
-  const meter = new ThroughputMeter(async () => sumCounter(await runtime.metrics.eventsReceived.get()));
+  // Counted on delivery (every sink accepted), not on receipt: a stuck sink shows as 0/s.
+  const meter = new ThroughputMeter(() => runtime.pipeline.deliveredEvents);
   meter.start();
   const app = buildApp({
     redis,
@@ -39,7 +40,19 @@ export async function startHttpServer(
     metrics: runtime.metrics,
     logger,
     apiToken: config.apiToken?.reveal(),
-    ready: () => runtime.pipeline.isRunning,
+    ready: () => {
+      const reasons: string[] = [];
+      if (!runtime.pipeline.isRunning) reasons.push('pipeline not running');
+      for (const h of runtime.pipeline.sinkHealth()) {
+        if (h.state === 'behind')
+          reasons.push(
+            `sink ${h.name} behind: lag ${h.lagSeconds.toFixed(1)} s > ${config.lagWarnSeconds} s`,
+          );
+        else if (h.state !== 'up') reasons.push(`sink ${h.name} ${h.state}: ${h.error ?? 'unknown error'}`);
+      }
+      if (redis.status !== 'ready') reasons.push(`Redis unreachable at ${redactSecrets(config.redisUrl)}`);
+      return { ready: reasons.length === 0, reasons };
+    },
     contentTitles: async (ids) => {
       const titles = new Map<string, string>();
       for (const id of ids) {
@@ -51,6 +64,7 @@ export async function startHttpServer(
     stats: async () => ({
       eventsPerSecond: Math.round(meter.perSecond),
       totalEvents: sumCounter(await runtime.metrics.eventsReceived.get()),
+      totalDelivered: runtime.pipeline.deliveredEvents,
       sinks: await sinkStatsFromMetrics(
         runtime.metrics,
         runtime.sinks.map((s) => s.name),
@@ -61,7 +75,13 @@ export async function startHttpServer(
       startedAt,
     }),
   });
-  const server = await startServer(app, { host: config.host, port: config.port });
+  const server = await startServer(app, { host: config.host, port: config.port }).catch(async (err) => {
+    // Nothing opened here may outlive a failed start (a busy PORT): the process must exit.
+    meter.stop();
+    redis.disconnect();
+    await app.close().catch(() => undefined);
+    throw err;
+  });
   return {
     url: server.url,
     close: async () => {
@@ -213,6 +233,7 @@ export async function startRuntime(
   let onSlotLost!: (err: PipelineError) => void;
   const slotLost = new Promise<PipelineError>((resolve) => (onSlotLost = resolve));
   const poller = new StatusPoller({ pool, slotName: config.slotName, metrics, logger, onSlotLost });
+  progress.trackHealth(() => pipeline.sinkHealth());
   progress.start();
   heartbeat.start();
   poller.start();

@@ -12,3 +12,25 @@ export function waitForShutdownSignal(): Promise<NodeJS.Signals> {
     process.on('SIGTERM', onSignal);
   });
 }
+
+/**
+ * The last guard of a bounded shutdown: every step already has its own deadline, but should
+ * anything still hang (a driver ignoring its timeout), the process exits anyway a little
+ * after SHUTDOWN_TIMEOUT_MS, saying so. The timer does not keep a finished process alive.
+ */
+export function exitIfStuck(shutdownTimeoutMs: number, graceMs = 5_000): void {
+  setTimeout(() => {
+    process.stderr.write(
+      `engagement: shutdown did not finish within ${Math.round((shutdownTimeoutMs + graceMs) / 1000)} s; exiting (unconfirmed changes replay on the next start)\n`,
+    );
+    process.exit(1);
+  }, shutdownTimeoutMs + graceMs).unref();
+}
+
+/**
+ * After a command finished (or failed), a library handle left open (a socket, a timer)
+ * must not keep the process alive: exit once the event loop had a moment to flush output.
+ */
+export function exitSoon(ms = 2_000): void {
+  setTimeout(() => process.exit(), ms).unref();
+}

@@ -145,16 +145,16 @@ export class Dispatcher<B extends DispatchUnit> {
 
   /**
    * Writes a batch built by the caller (the Kafka worker's chunks): waits for a slot first.
-   * Resolves with the promise of its acceptance by every destination.
+   * Resolves (once it is being written) with the promise of its acceptance by every destination.
    */
-  async submit(make: (seq: number) => B): Promise<Promise<void>> {
+  async submit(make: (seq: number) => B): Promise<{ accepted: Promise<void> }> {
     if (this.closed) throw new Stopped();
     if (!this.hasRoom || this.waiters.length > 0) {
       await this.waitForRoom();
       this.reserved -= 1;
       if (this.closed) throw new Stopped();
     }
-    return this.send(make(++this.seq));
+    return { accepted: this.send(make(++this.seq)) };
   }
 
   /**
@@ -225,13 +225,12 @@ export class Dispatcher<B extends DispatchUnit> {
 
   private settledOrDeadline(deadline: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(done, Math.max(0, deadline - Date.now()));
-      const self = this;
-      function done() {
+      const done = () => {
         clearTimeout(timer);
-        self.idleWaiters.delete(done);
+        this.idleWaiters.delete(done);
         resolve();
-      }
+      };
+      const timer = setTimeout(done, Math.max(0, deadline - Date.now()));
       this.idleWaiters.add(done);
     });
   }
