@@ -1,7 +1,12 @@
-/** Resolves on the first SIGINT/SIGTERM; a second one exits at once. */
+/**
+ * Resolves on the first SIGINT/SIGTERM (or, under `npx`, when the npx process is signalled:
+ * see onLauncherExit); a second signal exits at once.
+ */
 export function waitForShutdownSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
+    const stopWatching = onLauncherExit(() => onSignal('SIGTERM'));
     const onSignal = (signal: NodeJS.Signals) => {
+      stopWatching();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       process.once('SIGINT', () => process.exit(130));
@@ -33,4 +38,25 @@ export function exitIfStuck(shutdownTimeoutMs: number, graceMs = 5_000): void {
  */
 export function exitSoon(ms = 2_000): void {
   setTimeout(() => process.exit(), ms).unref();
+}
+
+/**
+ * `npx engagement ...` runs npm -> `sh -c engagement ...` -> node. npm forwards SIGINT and
+ * SIGTERM to that shell only, and dash neither passes them on nor execs the command: SIGTERM
+ * kills the shell and leaves this process running, orphaned; SIGINT is held by the shell
+ * until its child exits (so it does nothing). Under npm exec the shell going away is
+ * therefore taken as a SIGTERM. (The repository's .npmrc runs npm's scripts with bash, which
+ * execs the command, so both signals reach this process directly.) Outside npm nothing is
+ * watched: `nohup engagement run &` keeps running when its shell exits.
+ */
+export function onLauncherExit(callback: () => void, pollMs = 500): () => void {
+  if (process.env.npm_command !== 'exec') return () => undefined;
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    callback();
+  }, pollMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }

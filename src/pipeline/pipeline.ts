@@ -69,7 +69,8 @@ export class Pipeline {
       deadLetters: options.deadLetters,
       lagWarnSeconds: options.lagWarnSeconds,
       oldestUndispatched: () => {
-        const at = this.assembler.oldestCommittedAt;
+        // (Asked once while the fan-out is being built, before the assembler exists.)
+        const at = (this.assembler as BatchAssembler | undefined)?.oldestCommittedAt ?? null;
         return at === null ? null : isoToMillis(at);
       },
       onSuccess: options.onSinkSuccess,
