@@ -175,10 +175,15 @@ export class Pipeline {
     }
   }
 
+  /** The sinks still owing events, e.g. "external down, 770 events pending, lag 8 s: <error>". */
   private unhealthySinks(): string {
-    const behind = this.fanout.health().filter((h) => h.state !== 'up');
-    return behind.length === 0
-      ? 'slow sinks'
-      : behind.map((h) => `${h.name} ${h.state}${h.error ? `: ${h.error}` : ''}`).join('; ');
+    const owing = this.fanout
+      .health()
+      .filter((h) => h.received > h.delivered + h.deadLettered || h.state !== 'up')
+      .map(
+        (h) =>
+          `${h.name} ${h.state}, ${h.received - h.delivered - h.deadLettered} events pending, lag ${h.lagSeconds.toFixed(0)} s${h.error ? `: ${h.error}` : ''}`,
+      );
+    return owing.length === 0 ? 'waiting for a slot' : owing.join('; ');
   }
 }
