@@ -206,6 +206,19 @@ export const configSpec = {
     describe: 'batches being written at once (backpressure bound)',
     schema: positiveInt.default(4),
   },
+  shutdownTimeoutMs: {
+    env: 'SHUTDOWN_TIMEOUT_MS',
+    flag: 'shutdown-timeout-ms',
+    describe:
+      'SIGINT/SIGTERM: stop within this many ms; what the sinks did not confirm replays on the next start',
+    schema: positiveInt.default(20_000),
+  },
+  lagWarnSeconds: {
+    env: 'LAG_WARN_SECONDS',
+    flag: 'lag-warn-seconds',
+    describe: 'a sink whose oldest pending event is older than this is "behind" (/readyz 503)',
+    schema: z.coerce.number().positive().default(30),
+  },
   heartbeatIntervalMs: {
     env: 'HEARTBEAT_INTERVAL_MS',
     flag: 'heartbeat-interval-ms',

@@ -3,7 +3,7 @@ import type { Config } from './config.js';
 import { requireDatabaseUrl } from './config.js';
 import { createPool, withClient } from './db/postgres.js';
 import { assertReplicationReady } from './db/migrate.js';
-import { describeError, ErrorCodes, PipelineError } from './errors.js';
+import { describeError, ErrorCodes, PipelineError, redactSecrets } from './errors.js';
 import type { Logger } from './logger.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { createMetrics, type Metrics } from './server/metrics.js';
@@ -19,6 +19,7 @@ import { sinkStatsFromMetrics, type PipelineStats } from './server/stats.js';
 import type { Change } from './source/changes.js';
 import type { Sink } from './sinks/sink.js';
 import { SinkProgressWriter } from './pipeline/sink-progress.js';
+import { withDeadline } from './pipeline/deadline.js';
 import { Heartbeat } from './source/heartbeat.js';
 import { StatusPoller } from './server/status-poller.js';
 import { asQueryable, readRowCount } from './server/analytics-queries.js';
@@ -35,7 +36,8 @@ export async function startHttpServer(
   const redis = createRedis(config.redisUrl);
   await redis.connect().catch(() => undefined); // /api/top answers 503 until Redis is back
   const startedAt = new Date().toISOString();
-  const meter = new ThroughputMeter(async () => sumCounter(await runtime.metrics.eventsReceived.get()));
+  // Counted on delivery (every sink accepted), not on receipt: a stuck sink shows as 0/s.
+  const meter = new ThroughputMeter(() => runtime.pipeline.deliveredEvents);
   meter.start();
   // Kept by the server, so the dashboard shows the last ten minutes however long it has been open.
   const history = new RateHistory(async () => ({
@@ -65,7 +67,19 @@ export async function startHttpServer(
         (await runtime.metrics.sinkLagSeconds.get()).values.map((v) => [String(v.labels.sink), v.value]),
       ),
     }),
-    ready: () => runtime.pipeline.isRunning,
+    ready: () => {
+      const reasons: string[] = [];
+      if (!runtime.pipeline.isRunning) reasons.push('pipeline not running');
+      for (const h of runtime.pipeline.sinkHealth()) {
+        if (h.state === 'behind')
+          reasons.push(
+            `sink ${h.name} behind: lag ${h.lagSeconds.toFixed(1)} s > ${config.lagWarnSeconds} s`,
+          );
+        else if (h.state !== 'up') reasons.push(`sink ${h.name} ${h.state}: ${h.error ?? 'unknown error'}`);
+      }
+      if (redis.status !== 'ready') reasons.push(`Redis unreachable at ${redactSecrets(config.redisUrl)}`);
+      return { ready: reasons.length === 0, reasons };
+    },
     contentTitles: async (ids) => {
       const titles = new Map<string, string>();
       for (const id of ids) {
@@ -77,6 +91,7 @@ export async function startHttpServer(
     stats: async () => ({
       eventsPerSecond: Math.round(meter.perSecond),
       totalEvents: sumCounter(await runtime.metrics.eventsReceived.get()),
+      totalDelivered: runtime.pipeline.deliveredEvents,
       sinks: await sinkStatsFromMetrics(
         runtime.metrics,
         runtime.sinks.map((s) => s.name),
@@ -87,7 +102,13 @@ export async function startHttpServer(
       startedAt,
     }),
   });
-  const server = await startServer(app, { host: config.host, port: config.port });
+  const server = await startServer(app, { host: config.host, port: config.port }).catch(async (err) => {
+    // Nothing opened here may outlive a failed start (a busy PORT): the process must exit.
+    meter.stop();
+    redis.disconnect();
+    await app.close().catch(() => undefined);
+    throw err;
+  });
   return {
     url: server.url,
     close: async () => {
@@ -239,6 +260,9 @@ export async function startRuntime(
     batchMaxRows: config.batchMaxRows,
     batchMaxWaitMs: config.batchMaxWaitMs,
     maxInFlightBatches: config.maxInFlightBatches,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    lagWarnSeconds: config.lagWarnSeconds,
+    deadLetters,
     onBadRow: deadLetterBadRow(deadLetters),
     onSinkSuccess: (sink, batch) => {
       progress.record(sink, batch);
@@ -256,6 +280,7 @@ export async function startRuntime(
   }
   const heartbeat = new Heartbeat(pool, config.heartbeatIntervalMs, logger.child({ component: 'heartbeat' }));
   const poller = new StatusPoller({ pool, slotName: config.slotName, metrics, logger, onSlotLost });
+  progress.trackHealth(() => pipeline.sinkHealth());
   progress.start();
   heartbeat.start();
   poller.start();
@@ -269,12 +294,15 @@ export async function startRuntime(
     events,
     slotLost,
     stop: async () => {
+      // Bounded by SHUTDOWN_TIMEOUT_MS (plus a little for the state connection): a Postgres
+      // that stopped answering must not hold the process.
+      const deadline = Date.now() + config.shutdownTimeoutMs + 2_000;
       heartbeat.stop();
       poller.stop();
       await pipeline.stop();
       events.closeAll();
-      await progress.stop();
-      await pool.end().catch(() => undefined);
+      await withDeadline(progress.stop(), deadline);
+      await withDeadline(pool.end(), deadline);
     },
   };
 }

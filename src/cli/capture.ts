@@ -18,7 +18,8 @@ import {
   parseBrokers,
 } from '../source/kafka/client.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, withConfigOptions } from './common.js';
-import { waitForShutdownSignal } from './signals.js';
+import { withDeadline } from '../pipeline/deadline.js';
+import { exitIfStuck, waitForShutdownSignal } from './signals.js';
 
 const CAPTURE_CONFIG_KEYS = [
   'databaseUrl',
@@ -28,6 +29,7 @@ const CAPTURE_CONFIG_KEYS = [
   'batchMaxRows',
   'batchMaxWaitMs',
   'maxInFlightBatches',
+  'shutdownTimeoutMs',
   'logLevel',
 ] as const;
 
@@ -79,12 +81,14 @@ export function registerCapture(program: Command): void {
         maxRows: config.batchMaxRows,
         maxWaitMs: config.batchMaxWaitMs,
         maxInFlight: config.maxInFlightBatches,
+        shutdownTimeoutMs: config.shutdownTimeoutMs,
         onBadRow: deadLetterBadRow(new DeadLetterStore(pool)),
       });
       const shutdown = async () => {
         await capture.stop();
-        await producer.disconnect().catch(() => undefined);
-        await pool.end().catch(() => undefined);
+        const deadline = Date.now() + 3_000;
+        await withDeadline(producer.disconnect(), deadline);
+        await withDeadline(pool.end(), deadline);
       };
       try {
         await capture.start();
@@ -95,8 +99,15 @@ export function registerCapture(program: Command): void {
       process.stdout.write(
         `engagement capture running: slot ${config.slotName} -> Kafka ${brokers.join(',')}\n`,
       );
-      const signal = await waitForShutdownSignal();
-      logger.info({ signal }, 'draining');
+      const outcome = await Promise.race([waitForShutdownSignal(), capture.halted]);
+      if (typeof outcome !== 'string') {
+        // The stream reached a point it must not pass: stop and say how to recover.
+        exitIfStuck(config.shutdownTimeoutMs);
+        await shutdown();
+        throw outcome;
+      }
+      logger.info({ signal: outcome }, 'draining');
+      exitIfStuck(config.shutdownTimeoutMs);
       await shutdown();
       logger.info({ published: capture.published }, 'stopped cleanly');
     }),

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { runDemo } from '../demo/run-demo.js';
 import { action } from './common.js';
+import { onLauncherExit } from './signals.js';
 
 /** Set in the environment of the demo's worker process (see below). */
 const WORKER_ENV = 'ENGAGEMENT_DEMO_WORKER';
@@ -99,9 +100,12 @@ function supervise(): Promise<number> {
   };
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   for (const s of signals) process.on(s, forward);
+  // Under npx a signal to the npx pid only reaches this process as its launcher's exit.
+  const stopWatching = onLauncherExit(() => forward('SIGTERM'));
   return new Promise<number>((resolve, reject) => {
     child.once('error', reject);
     child.once('exit', (code, signal) => {
+      stopWatching();
       for (const s of signals) process.off(s, forward);
       resolve(code ?? (signal === 'SIGKILL' ? 137 : 130));
     });

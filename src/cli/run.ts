@@ -2,7 +2,10 @@ import type { Command } from 'commander';
 import { createLogger } from '../logger.js';
 import { startHttpServer, startRuntime } from '../runtime.js';
 import { action, configFrom, SINK_CONFIG_KEYS, withConfigOptions } from './common.js';
-import { waitForShutdownSignal } from './signals.js';
+import { exitIfStuck, exitSoon, waitForShutdownSignal } from './signals.js';
+import { configError } from '../errors.js';
+import { isLoopback } from '../config.js';
+import { isPortFree } from '../demo/ports.js';
 
 export const RUN_CONFIG_KEYS = [
   'databaseUrl',
@@ -15,6 +18,8 @@ export const RUN_CONFIG_KEYS = [
   'batchMaxRows',
   'batchMaxWaitMs',
   'maxInFlightBatches',
+  'shutdownTimeoutMs',
+  'lagWarnSeconds',
   'heartbeatIntervalMs',
   'logLevel',
 ] as const;
@@ -27,24 +32,39 @@ export function registerRun(program: Command): void {
     action(async (options: Record<string, unknown>) => {
       const config = configFrom(options);
       const logger = createLogger(config.logLevel);
-      const runtime = await startRuntime(config, logger);
-      const http = await startHttpServer(runtime, config, logger).catch(async (err) => {
-        await runtime.stop();
-        throw err;
-      });
-      logger.info({ url: http.url }, 'pipeline running; Ctrl-C drains and stops');
-      process.stdout.write(`engagement pipeline running; dashboard and API at ${http.url}\n`);
-      const outcome = await Promise.race([waitForShutdownSignal(), runtime.slotLost]);
-      if (typeof outcome !== 'string') {
-        // The slot is gone or invalidated: nothing more can stream; say how to recover.
+      // A busy PORT is found before anything is opened: one line, exit 2, nothing left running.
+      if (isLoopback(config.host) && !(await isPortFree(config.port))) {
+        throw configError(
+          `port ${config.port} on ${config.host} is already in use`,
+          'set PORT / --port (0 = any free port)',
+        );
+      }
+      try {
+        const runtime = await startRuntime(config, logger);
+        const http = await startHttpServer(runtime, config, logger).catch(async (err) => {
+          exitIfStuck(config.shutdownTimeoutMs);
+          await runtime.stop();
+          throw err;
+        });
+        logger.info({ url: http.url }, 'pipeline running; Ctrl-C drains and stops');
+        process.stdout.write(`engagement pipeline running; dashboard and API at ${http.url}\n`);
+        const outcome = await Promise.race([waitForShutdownSignal(), runtime.slotLost]);
+        // Every step below has its own deadline; this is the backstop.
+        exitIfStuck(config.shutdownTimeoutMs);
+        if (typeof outcome !== 'string') {
+          // The slot is gone or invalidated: nothing more can stream; say how to recover.
+          await http.close();
+          await runtime.stop();
+          throw outcome;
+        }
+        logger.info({ signal: outcome }, 'draining');
         await http.close();
         await runtime.stop();
-        throw outcome;
+        logger.info('stopped cleanly');
+      } finally {
+        // A handle some library left open must not keep a stopped pipeline alive.
+        exitSoon();
       }
-      logger.info({ signal: outcome }, 'draining');
-      await http.close();
-      await runtime.stop();
-      logger.info('stopped cleanly');
     }),
   );
 }

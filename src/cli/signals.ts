@@ -1,7 +1,12 @@
-/** Resolves on the first SIGINT/SIGTERM; a second one exits at once. */
+/**
+ * Resolves on the first SIGINT/SIGTERM (or, under `npx`, when the npx process is signalled:
+ * see onLauncherExit); a second signal exits at once.
+ */
 export function waitForShutdownSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
+    const stopWatching = onLauncherExit(() => onSignal('SIGTERM'));
     const onSignal = (signal: NodeJS.Signals) => {
+      stopWatching();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       process.once('SIGINT', () => process.exit(130));
@@ -11,4 +16,47 @@ export function waitForShutdownSignal(): Promise<NodeJS.Signals> {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
+}
+
+/**
+ * The last guard of a bounded shutdown: every step already has its own deadline, but should
+ * anything still hang (a driver ignoring its timeout), the process exits anyway a little
+ * after SHUTDOWN_TIMEOUT_MS, saying so. The timer does not keep a finished process alive.
+ */
+export function exitIfStuck(shutdownTimeoutMs: number, graceMs = 5_000): void {
+  setTimeout(() => {
+    process.stderr.write(
+      `engagement: shutdown did not finish within ${Math.round((shutdownTimeoutMs + graceMs) / 1000)} s; exiting (unconfirmed changes replay on the next start)\n`,
+    );
+    process.exit(1);
+  }, shutdownTimeoutMs + graceMs).unref();
+}
+
+/**
+ * After a command finished (or failed), a library handle left open (a socket, a timer)
+ * must not keep the process alive: exit once the event loop had a moment to flush output.
+ */
+export function exitSoon(ms = 2_000): void {
+  setTimeout(() => process.exit(), ms).unref();
+}
+
+/**
+ * `npx engagement ...` runs npm -> `sh -c engagement ...` -> node. npm forwards SIGINT and
+ * SIGTERM to that shell only, and dash neither passes them on nor execs the command: SIGTERM
+ * kills the shell and leaves this process running, orphaned; SIGINT is held by the shell
+ * until its child exits (so it does nothing). Under npm exec the shell going away is
+ * therefore taken as a SIGTERM. (The repository's .npmrc runs npm's scripts with bash, which
+ * execs the command, so both signals reach this process directly.) Outside npm nothing is
+ * watched: `nohup engagement run &` keeps running when its shell exits.
+ */
+export function onLauncherExit(callback: () => void, pollMs = 500): () => void {
+  if (process.env.npm_command !== 'exec') return () => undefined;
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    callback();
+  }, pollMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }

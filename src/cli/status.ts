@@ -36,7 +36,7 @@ export function registerStatus(program: Command): void {
       .command('status')
       .description('slot, confirmed LSN, lag, WAL retained, per-sink progress, dead letters, backfills')
       .option('--json', 'machine-readable output'),
-    ['databaseUrl', 'slotName', 'slotLagWarnBytes'],
+    ['databaseUrl', 'slotName', 'slotLagWarnBytes', 'lagWarnSeconds'],
   ).action(
     action(async (options: Record<string, unknown>) => {
       const config = configFrom(options);
@@ -61,7 +61,10 @@ export function registerStatus(program: Command): void {
             replayed: dead.replayed,
           },
           backfills,
-          warnings: warnings(slot, config.slotLagWarnBytes),
+          warnings: [
+            ...warnings(slot, config.slotLagWarnBytes),
+            ...sinkWarnings(sinks, config.lagWarnSeconds),
+          ],
         };
         if (options.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         else process.stdout.write(render(report));
@@ -101,6 +104,27 @@ export function warnings(slot: SlotStatus, warnBytes: number): string[] {
   return out;
 }
 
+/** The running pipeline rewrites each sink's row every second; an older row means it is not running. */
+function isLive(k: SinkProgressRow, now = Date.now()): boolean {
+  return now - Date.parse(k.updatedAt) < 15_000;
+}
+
+/** A sink failing, down or behind, while the pipeline runs. */
+export function sinkWarnings(sinks: SinkProgressRow[], lagWarnSeconds: number): string[] {
+  const out: string[] = [];
+  for (const k of sinks) {
+    if (!isLive(k) || k.state === null) continue;
+    if (k.state === 'failed')
+      out.push(`sink ${k.sink} FAILED and needs attention (its position is held): ${k.lastError ?? ''}`);
+    else if (k.state === 'down') out.push(`sink ${k.sink} is down, retrying: ${k.lastError ?? ''}`);
+    else if (k.state === 'behind' || (k.lagSeconds ?? 0) > lagWarnSeconds)
+      out.push(
+        `sink ${k.sink} is behind: lag ${(k.lagSeconds ?? 0).toFixed(1)} s > LAG_WARN_SECONDS ${lagWarnSeconds}`,
+      );
+  }
+  return out;
+}
+
 function render(r: StatusReport): string {
   const s = r.slot;
   const lines: string[] = [];
@@ -117,8 +141,11 @@ function render(r: StatusReport): string {
   lines.push('sinks:');
   if (r.sinks.length === 0) lines.push('  (no deliveries recorded yet)');
   for (const k of r.sinks) {
+    const live = isLive(k);
+    const state = k.state === null ? '' : live ? k.state.padEnd(7) : 'stopped';
+    const lastSuccess = Date.parse(k.lastSuccessAt) <= 0 ? 'never' : k.lastSuccessAt;
     lines.push(
-      `  ${k.sink.padEnd(10)} last success ${k.lastSuccessAt}  lag ${k.lagSeconds === null ? '-' : `${k.lagSeconds.toFixed(3)} s`}  last committed ${k.lastCommittedAt ?? '-'}  events ${k.eventsTotal}`,
+      `  ${k.sink.padEnd(10)} ${state}  lag ${k.lagSeconds === null ? '-' : `${k.lagSeconds.toFixed(1)} s`}  last success ${lastSuccess}  last committed ${k.lastCommittedAt ?? '-'}  events ${k.eventsTotal}${live && k.lastError ? `\n             error: ${k.lastError}` : ''}`,
     );
   }
   const bySink = Object.entries(r.deadLetters.bySink)

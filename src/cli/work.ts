@@ -16,13 +16,17 @@ import { debeziumFormat } from '../source/kafka/debezium-format.js';
 import { nativeFormat } from '../source/kafka/native-wire.js';
 import { KafkaWorker } from '../source/kafka/worker.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, SINK_CONFIG_KEYS, withConfigOptions } from './common.js';
-import { waitForShutdownSignal } from './signals.js';
+import { withDeadline } from '../pipeline/deadline.js';
+import { exitIfStuck, waitForShutdownSignal } from './signals.js';
 
 const WORK_CONFIG_KEYS = [
   'databaseUrl',
   ...KAFKA_CONFIG_KEYS,
   ...SINK_CONFIG_KEYS,
   'batchMaxRows',
+  'maxInFlightBatches',
+  'shutdownTimeoutMs',
+  'lagWarnSeconds',
   'logLevel',
 ] as const;
 
@@ -81,7 +85,14 @@ export function registerWork(program: Command): void {
       const wire = format === 'native' ? nativeFormat : debeziumFormat(prefix as string);
       const dimension = new ContentDimension(pool);
       const feed = new ContentFeed(kafka, wire, dimension, logger, group);
-      const fanout = new Fanout({ sinks, metrics, logger });
+      const fanout = new Fanout({
+        sinks,
+        metrics,
+        logger,
+        deadLetters,
+        lagWarnSeconds: config.lagWarnSeconds,
+      });
+      fanout.startHealthTimer();
       let fatal!: (err: PipelineError) => void;
       const fatalError = new Promise<PipelineError>((resolve) => (fatal = resolve));
       const worker = new KafkaWorker({
@@ -95,6 +106,8 @@ export function registerWork(program: Command): void {
         metrics,
         logger,
         batchMaxRows: config.batchMaxRows,
+        maxInFlightBatches: config.maxInFlightBatches,
+        shutdownTimeoutMs: config.shutdownTimeoutMs,
         partitionsConcurrently: concurrently,
         exclusive: config.analyticsUrl.startsWith('duckdb:'),
         onFatal: fatal,
@@ -102,11 +115,15 @@ export function registerWork(program: Command): void {
       const started: Sink[] = [];
       const shutdown = async () => {
         await worker.stop();
-        await feed.stop();
+        const deadline = Date.now() + 3_000;
+        await withDeadline(feed.stop(), deadline);
         for (const sink of started) {
-          await sink.stop().catch((err) => logger.warn(`stopping sink ${sink.name}: ${describeError(err)}`));
+          await withDeadline(
+            sink.stop().catch((err) => logger.warn(`stopping sink ${sink.name}: ${describeError(err)}`)),
+            deadline,
+          );
         }
-        await pool.end().catch(() => undefined);
+        await withDeadline(pool.end(), deadline);
       };
       try {
         // Sinks first: a second DuckDB writer on this machine fails here (EP_ERR_ANALYTICS_LOCKED).
@@ -129,6 +146,7 @@ export function registerWork(program: Command): void {
       );
       const outcome = await Promise.race([waitForShutdownSignal(), fatalError]);
       logger.info(typeof outcome === 'string' ? { signal: outcome } : {}, 'draining');
+      exitIfStuck(config.shutdownTimeoutMs);
       await shutdown();
       if (typeof outcome !== 'string') throw outcome;
       logger.info({ delivered: worker.delivered }, 'stopped cleanly');

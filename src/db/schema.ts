@@ -68,6 +68,10 @@ CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.sink_progress (
   updated_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
   PRIMARY KEY (slot_name, sink)
 );
+-- The sink's health as the running pipeline sees it (up|behind|down|failed) and its current failure.
+ALTER TABLE ${STATE_SCHEMA}.sink_progress
+  ADD COLUMN IF NOT EXISTS state      TEXT,
+  ADD COLUMN IF NOT EXISTS last_error TEXT;
 -- Which slots migrate created, so a slot that disappears later is recognised as lost, not new.
 CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.slot_state (
   slot_name    TEXT PRIMARY KEY,

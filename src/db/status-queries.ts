@@ -36,6 +36,9 @@ export interface SinkProgressRow {
   lagSeconds: number | null;
   eventsTotal: number;
   updatedAt: string;
+  /** up | behind | down | failed, as the running pipeline last wrote it (null: older pipeline). */
+  state: string | null;
+  lastError: string | null;
 }
 
 export interface BackfillRow {
@@ -103,8 +106,9 @@ export async function readSinkProgress(db: Queryable, slotName: string): Promise
   const { rows } = await db.query(
     `SELECT sink, to_json(last_success_at) #>> '{}' AS last_success_at,
             to_json(last_committed_at) #>> '{}' AS last_committed_at, lag_seconds, events_total::text,
-            to_json(updated_at) #>> '{}' AS updated_at
-       FROM ${STATE_SCHEMA}.sink_progress WHERE slot_name = $1 ORDER BY sink`,
+            to_json(updated_at) #>> '{}' AS updated_at,
+            to_jsonb(p) ->> 'state' AS state, to_jsonb(p) ->> 'last_error' AS last_error
+       FROM ${STATE_SCHEMA}.sink_progress p WHERE slot_name = $1 ORDER BY sink`,
     [slotName],
   );
   return rows.map((r) => ({
@@ -114,6 +118,8 @@ export async function readSinkProgress(db: Queryable, slotName: string): Promise
     lagSeconds: r.lag_seconds,
     eventsTotal: Number(r.events_total),
     updatedAt: r.updated_at,
+    state: r.state ?? null,
+    lastError: r.last_error ?? null,
   }));
 }
 

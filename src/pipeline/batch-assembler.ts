@@ -5,51 +5,77 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../server/metrics.js';
 import type { Change } from '../source/changes.js';
 import type { ContentDimension } from '../source/content-dimension.js';
+import type { Dispatcher, OpenBatch } from './dispatcher.js';
 import { enrichCounted } from './enrich-counted.js';
 
 export interface BatchAssemblerOptions {
   /** Watermark scope for sinks (the slot name in direct mode). */
   stream: string;
-  maxRows: number;
-  maxWaitMs: number;
   dimension: ContentDimension;
   metrics: Metrics;
   logger: Logger;
-  /** Hands a closed batch on; resolves once it was accepted for writing (may wait for room). */
-  dispatch: (batch: Batch) => Promise<void>;
-  /**
-   * True when nothing is being written: then a batch closes at the next commit instead of
-   * waiting for `maxWaitMs` (low latency when idle; batches grow by themselves under load,
-   * while earlier ones are in flight).
-   */
-  sinksIdle?: () => boolean;
+  /** Closes the batches this assembler fills (bounded window, see Dispatcher). */
+  dispatcher: Dispatcher<Batch>;
   /** A source row that cannot be decoded: recorded (dead letter), never a crash. */
   onBadRow: (change: Extract<Change, { kind: 'bad-row' }>) => Promise<void>;
 }
 
 /**
  * Turns the ordered change stream into batches: keeps the content dimension current,
- * enriches each inserted event, closes a batch at `maxRows` events, `maxWaitMs` after it
- * opened, or at a commit when the sinks are idle, and marks the latest complete transaction
- * in it as the position to confirm.
- * Returning a promise from `handle` pauses the source: that is how backpressure from slow
- * sinks reaches the replication stream.
+ * enriches each inserted event, and marks the latest complete transaction in the open batch
+ * as the position to confirm (`ackLsn`). When a batch closes is the Dispatcher's decision
+ * (a free write slot, or `maxRows`); returning its promise from `handle` pauses the source:
+ * that is how backpressure from slow sinks reaches the replication stream.
  */
-export class BatchAssembler {
+export class BatchAssembler implements OpenBatch<Batch> {
   private events: EnrichedEvent[] = [];
   private positions: string[] = [];
   private ackLsn: string | null = null;
-  private timer: NodeJS.Timeout | null = null;
-  private seq = 0;
-  private dispatchChain: Promise<void> = Promise.resolve();
   private tx = { commitLsn: '0/0', committedAt: '', index: 0 };
+  /** Between a begin and its commit. */
+  private inTransaction = false;
   /** Highest position handed on; a reconnect replays from the last confirmed commit. */
   private lastPosition = '';
   private closed = false;
-  private inTransaction = false;
-  private dispatching = 0;
 
-  constructor(private readonly options: BatchAssemblerOptions) {}
+  constructor(private readonly options: BatchAssemblerOptions) {
+    options.dispatcher.bind(this);
+  }
+
+  get rows(): number {
+    return this.events.length;
+  }
+
+  get pending(): boolean {
+    return this.events.length > 0 || this.ackLsn !== null;
+  }
+
+  /** Commit time of the oldest event not yet handed on (null when none). */
+  get oldestCommittedAt(): string | null {
+    return this.events[0]?.committed_at ?? null;
+  }
+
+  take(seq: number): Batch {
+    const batch: Batch = {
+      seq,
+      stream: this.options.stream,
+      events: this.events,
+      positions: this.positions,
+      ackLsn: this.ackLsn,
+    };
+    this.events = [];
+    this.positions = [];
+    this.ackLsn = null;
+    return batch;
+  }
+
+  /**
+   * True exactly when no transaction is open here, nothing is buffered, no batch waits for
+   * room, and nothing is in flight or unconfirmed.
+   */
+  isDrained(): boolean {
+    return !this.inTransaction && this.options.dispatcher.isDrained();
+  }
 
   handle = (change: Change): void | Promise<void> => {
     if (this.closed) return;
@@ -82,41 +108,15 @@ export class BatchAssembler {
         this.options.logger.error({ table: change.table }, `bad source row dead-lettered: ${change.reason}`);
         return this.options.onBadRow(change);
       case 'commit':
-        this.inTransaction = false;
         this.ackLsn = change.ackLsn;
-        if (this.events.length > 0 && this.options.sinksIdle?.()) return this.flush();
-        this.armTimer();
-        return;
+        this.inTransaction = false;
+        return this.options.dispatcher.offer(true);
     }
   };
 
-  /** Closes the open batch (if any) and hands it on; resolves when dispatched. */
-  flush(): Promise<void> {
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
-    if (this.events.length === 0 && this.ackLsn === null) return this.dispatchChain;
-    const batch: Batch = {
-      seq: ++this.seq,
-      stream: this.options.stream,
-      events: this.events,
-      positions: this.positions,
-      ackLsn: this.ackLsn,
-    };
-    this.events = [];
-    this.positions = [];
-    this.ackLsn = null;
-    this.dispatching += 1;
-    this.dispatchChain = this.dispatchChain
-      .then(() => this.options.dispatch(batch))
-      .finally(() => (this.dispatching -= 1));
-    return this.dispatchChain;
-  }
-
-  /** True when no transaction is open and nothing is buffered or on its way to dispatch. */
-  get isIdle(): boolean {
-    return !this.inTransaction && this.events.length === 0 && this.ackLsn === null && this.dispatching === 0;
+  /** Hands the open batch on when a write slot is free (the source disconnected); never waits. */
+  kick(): void {
+    this.options.dispatcher.kick();
   }
 
   /** The source reconnects and replays from the last confirmed commit: a half-read transaction is gone. */
@@ -156,20 +156,12 @@ export class BatchAssembler {
   }
 
   private add(row: EngagementEventRow, position: string): void | Promise<void> {
+    if (this.closed) return;
     const { dimension, metrics, logger } = this.options;
     const event = enrichCounted(row, dimension, this.tx.committedAt, dateToIso(new Date()), metrics, logger);
     this.events.push(event);
     this.positions.push(position);
     this.lastPosition = position;
-    if (this.events.length >= this.options.maxRows) return this.flush();
-    this.armTimer();
-  }
-
-  private armTimer(): void {
-    if (this.timer) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      void this.flush();
-    }, this.options.maxWaitMs);
+    return this.options.dispatcher.offer(false);
   }
 }

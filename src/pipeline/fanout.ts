@@ -1,52 +1,121 @@
 import { setMaxListeners } from 'node:events';
-import type { Batch } from '../domain/types.js';
+import type { Batch, EnrichedEvent } from '../domain/types.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../server/metrics.js';
+import type { DeadLetterEntry, DeadLetterStore } from '../sinks/dead-letter.js';
+import { backoffDelay, type BackoffOptions } from '../sinks/external/backoff.js';
 import type { Sink } from '../sinks/sink.js';
 import { isoToMillis } from '../domain/timestamps.js';
+import { policyFor, type ErrorPolicy } from './error-policy.js';
+
+export type SinkState = 'up' | 'behind' | 'down' | 'failed';
+
+/** One sink's health as /api/stats, /readyz and `status` show it. */
+export interface SinkHealth {
+  name: string;
+  state: SinkState;
+  /** now - commit time of the oldest event not yet accepted by this sink; 0 when none is pending. */
+  lagSeconds: number;
+  /** Events handed to the sink / accepted by it / dead-lettered for it (this process). */
+  received: number;
+  delivered: number;
+  deadLettered: number;
+  /** The current failure, while failing. */
+  error: string | null;
+}
 
 export interface FanoutOptions {
   sinks: Sink[];
   metrics: Metrics;
   logger: Logger;
-  /** Backoff bounds for retrying a failed sink write. */
+  /** Rows a sink rejects deterministically are recorded here (with the sink's name). */
+  deadLetters?: Pick<DeadLetterStore, 'record'>;
+  /** Backoff for transient failures. */
   retryBaseMs?: number;
   retryMaxMs?: number;
+  /** Backoff for a sink that failed permanently (auth, schema): slow, until an operator fixes it. */
+  failedRetryBaseMs?: number;
+  failedRetryMaxMs?: number;
+  /** Lag past which a sink counts as behind (LAG_WARN_SECONDS). */
+  lagWarnSeconds?: number;
+  /**
+   * Commit time (epoch ms) of the oldest event received but not yet handed to the sinks (the
+   * open batch): it is pending for every sink too, so a stuck pipeline shows a growing lag.
+   */
+  oldestUndispatched?: () => number | null;
   /** Told about every accepted batch (sink progress for `engagement status`). */
   onSuccess?: (sink: string, batch: Batch) => void;
 }
 
+interface Tracked {
+  sink: Sink;
+  tail: Promise<void>;
+  /** Oldest commit time (ms) of each batch handed to the sink and not yet accepted, in order. */
+  pending: number[];
+  received: number;
+  delivered: number;
+  deadLettered: number;
+  failing: { policy: Exclude<ErrorPolicy, 'rows'>; since: number; error: string } | null;
+}
+
+/** Bisecting found every row bad: that is the sink failing, not the rows. */
+class AllRowsRejected extends Error {}
+
 /**
  * Writes each batch to every sink concurrently. Per sink, writes are serial and in order
- * (sinks rely on it for their replay watermarks). A failed write is retried with
- * exponential backoff until it succeeds or the fan-out is aborted: the source position
- * stays held meanwhile, so an outage loses nothing.
+ * (sinks rely on it for their replay watermarks). A failed write is handled by its policy
+ * (see error-policy.ts): transient -> retried with backoff; permanent for the sink -> marked
+ * failed and retried slowly; permanent for some rows -> the batch is split to find them,
+ * they are dead-lettered for that sink, the rest is delivered. Until a sink accepted a batch
+ * the source position stays held, so an outage loses nothing.
  */
 export class Fanout {
-  private readonly tails = new Map<Sink, Promise<void>>();
+  private readonly tracked: Tracked[];
   private readonly abort = new AbortController();
-  private readonly failingSince = new Map<string, number>();
+  private readonly transientBackoff: BackoffOptions;
+  private readonly failedBackoff: BackoffOptions;
+  private timer: NodeJS.Timeout | null = null;
 
   constructor(private readonly options: FanoutOptions) {
     // Every in-flight request of every sink listens on this one signal.
     setMaxListeners(0, this.abort.signal);
-    for (const sink of options.sinks) {
-      this.tails.set(sink, Promise.resolve());
-      options.metrics.sinkUp.set({ sink: sink.name }, 1);
-    }
+    this.tracked = options.sinks.map((sink) => ({
+      sink,
+      tail: Promise.resolve(),
+      pending: [],
+      received: 0,
+      delivered: 0,
+      deadLettered: 0,
+      failing: null,
+    }));
+    this.transientBackoff = { baseMs: options.retryBaseMs ?? 100, maxMs: options.retryMaxMs ?? 5_000 };
+    this.failedBackoff = {
+      baseMs: options.failedRetryBaseMs ?? 5_000,
+      maxMs: options.failedRetryMaxMs ?? 60_000,
+    };
+    for (const sink of options.sinks) options.metrics.sinkUp.set({ sink: sink.name }, 1);
+    this.updateGauges();
   }
 
-  /** Resolves when every sink accepted the batch; rejects only when aborted. */
+  /** Refreshes lag and state gauges every second, so a stuck sink's lag keeps growing. */
+  startHealthTimer(intervalMs = 1_000): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => this.updateGauges(), intervalMs);
+    this.timer.unref();
+  }
+
+  /** Resolves when every sink accepted the batch; rejects only when cancelled. */
   write(batch: Batch): Promise<void> {
     // A batch with only a position to confirm has nothing to write; the checkpoint keeps its order.
     if (batch.events.length === 0) return Promise.resolve();
-    const writes = this.options.sinks.map((sink) => {
-      const next = this.tails.get(sink)!.then(() => this.writeWithRetry(sink, batch));
-      this.tails.set(
-        sink,
-        next.catch(() => undefined),
-      );
+    const oldest = isoToMillis(batch.events[0].committed_at);
+    const writes = this.tracked.map((t) => {
+      t.received += batch.events.length;
+      this.options.metrics.sinkEventsReceived.inc({ sink: t.sink.name }, batch.events.length);
+      t.pending.push(oldest);
+      const next = t.tail.then(() => this.writeWithPolicy(t, batch));
+      t.tail = next.catch(() => undefined);
       return next;
     });
     return Promise.all(writes).then(() => undefined);
@@ -55,71 +124,189 @@ export class Fanout {
   /** Stops retrying; pending writes reject. */
   cancel(): void {
     this.abort.abort();
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
   }
 
-  private async writeWithRetry(sink: Sink, batch: Batch): Promise<void> {
+  health(now = Date.now()): SinkHealth[] {
+    const undispatched = this.options.oldestUndispatched?.() ?? null;
+    const warn = this.options.lagWarnSeconds ?? 30;
+    return this.tracked.map((t) => {
+      const oldest = t.pending[0] ?? undispatched;
+      const lagSeconds = oldest === null ? 0 : Math.max(0, now - oldest) / 1000;
+      const state: SinkState = t.failing
+        ? t.failing.policy === 'sink'
+          ? 'failed'
+          : 'down'
+        : lagSeconds > warn
+          ? 'behind'
+          : 'up';
+      return {
+        name: t.sink.name,
+        state,
+        lagSeconds: Math.round(lagSeconds * 1000) / 1000,
+        received: t.received,
+        delivered: t.delivered,
+        deadLettered: t.deadLettered,
+        error: t.failing?.error ?? null,
+      };
+    });
+  }
+
+  private updateGauges(): void {
     const { metrics } = this.options;
-    const labels = { sink: sink.name };
-    for (let attempt = 0; ; attempt++) {
-      if (this.abort.signal.aborted) throw new Error('fan-out aborted');
-      const started = performance.now();
-      try {
-        await sink.write(batch, this.abort.signal);
-        this.recordSuccess(sink.name, batch, (performance.now() - started) / 1000);
-        return;
-      } catch (err) {
-        if (this.abort.signal.aborted) throw err;
-        metrics.sinkErrors.inc(labels);
-        metrics.sinkUp.set(labels, 0);
-        if (!this.failingSince.has(sink.name)) {
-          this.failingSince.set(sink.name, Date.now());
-          this.options.logger.error(
-            { sink: sink.name },
-            `sink ${sink.name} write failed, retrying (source position held): ${describeError(err)}`,
-          );
-        }
-        const base = this.options.retryBaseMs ?? 100;
-        const max = this.options.retryMaxMs ?? 5_000;
-        await sleep(Math.random() * Math.min(max, base * 2 ** Math.min(attempt, 10)), this.abort.signal);
+    for (const h of this.health()) {
+      metrics.sinkLagSeconds.set({ sink: h.name }, h.lagSeconds);
+      for (const state of ['up', 'behind', 'down', 'failed'] as const) {
+        metrics.sinkState.set({ sink: h.name, state }, h.state === state ? 1 : 0);
       }
     }
   }
 
-  private recordSuccess(sinkName: string, batch: Batch, seconds: number): void {
+  private async writeWithPolicy(t: Tracked, batch: Batch): Promise<void> {
+    const signal = this.abort.signal;
+    for (let attempt = 1; ; attempt++) {
+      if (signal.aborted) throw new Error('fan-out aborted');
+      const started = performance.now();
+      let error: unknown;
+      try {
+        await t.sink.write(batch, signal);
+        this.recordSuccess(t, batch, batch.events.length, (performance.now() - started) / 1000);
+        return;
+      } catch (err) {
+        error = err;
+      }
+      if (signal.aborted) throw error;
+      let policy = policyFor(error);
+      if (policy === 'rows') {
+        try {
+          const bad = await this.isolateBadRows(t, batch, error);
+          this.recordSuccess(t, batch, batch.events.length - bad, (performance.now() - started) / 1000);
+          return;
+        } catch (err) {
+          if (signal.aborted) throw err;
+          error = err instanceof AllRowsRejected ? (err.cause ?? err) : err;
+          policy = err instanceof AllRowsRejected ? 'sink' : policyFor(err) === 'sink' ? 'sink' : 'transient';
+        }
+      }
+      this.recordFailure(t, policy === 'sink' ? 'sink' : 'transient', error);
+      const backoff = policy === 'sink' ? this.failedBackoff : this.transientBackoff;
+      await sleep(backoffDelay(attempt, backoff), signal);
+    }
+  }
+
+  /**
+   * The sink rejected the batch for its contents: splits it (bisection, in stream order) to
+   * find the rows it refuses, writes every other row, and dead-letters the refused ones for
+   * this sink. Returns how many were dead-lettered. Throws on any other kind of failure (the
+   * whole batch is then retried; sinks are idempotent, so rows already written are no-ops).
+   */
+  private async isolateBadRows(t: Tracked, batch: Batch, firstError: unknown): Promise<number> {
+    const deadLetters = this.options.deadLetters;
+    if (!deadLetters) throw firstError;
+    const bad: { event: EnrichedEvent; position: string; reason: string }[] = [];
+    const visit = async (from: number, to: number, error: unknown): Promise<void> => {
+      if (to - from === 1) {
+        bad.push({
+          event: batch.events[from],
+          position: batch.positions[from],
+          reason: describeError(error),
+        });
+        return;
+      }
+      const mid = from + Math.ceil((to - from) / 2);
+      for (const [a, b] of [
+        [from, mid],
+        [mid, to],
+      ]) {
+        const part: Batch = {
+          ...batch,
+          events: batch.events.slice(a, b),
+          positions: batch.positions.slice(a, b),
+        };
+        try {
+          await t.sink.write(part, this.abort.signal);
+        } catch (err) {
+          if (policyFor(err) !== 'rows') throw err;
+          await visit(a, b, err);
+        }
+      }
+    };
+    await visit(0, batch.events.length, firstError);
+    if (bad.length === batch.events.length && bad.length > 1) {
+      throw new AllRowsRejected('every row of the batch was rejected', { cause: firstError });
+    }
+    const entries: DeadLetterEntry[] = bad.map((b) => ({
+      sink: t.sink.name,
+      eventId: b.event.event_id,
+      idempotencyKey: String(b.event.event_id),
+      event: b.event,
+      source: `${batch.stream}@${b.position}`,
+      lastError: b.reason,
+      attempts: 1,
+    }));
+    await deadLetters.record(entries);
+    t.deadLettered += bad.length;
+    this.options.metrics.deadLetters.inc({ sink: t.sink.name }, bad.length);
+    this.options.logger.error(
+      { sink: t.sink.name, events: bad.map((b) => b.event.event_id).slice(0, 20) },
+      `sink ${t.sink.name} refused ${bad.length} of ${batch.events.length} events; dead-lettered for ${t.sink.name} (engagement dlq list --sink ${t.sink.name}): ${bad[0]?.reason ?? ''}`,
+    );
+    return bad.length;
+  }
+
+  private recordFailure(t: Tracked, policy: 'transient' | 'sink', err: unknown): void {
+    const { metrics, logger } = this.options;
+    const labels = { sink: t.sink.name };
+    metrics.sinkErrors.inc(labels);
+    metrics.sinkUp.set(labels, 0);
+    const error = describeError(err);
+    const previous = t.failing;
+    t.failing = { policy, since: previous?.since ?? Date.now(), error };
+    // One line when a failure starts, and one when it turns out to need an operator.
+    if (previous === null || (policy === 'sink' && previous.policy !== 'sink')) {
+      logger.error(
+        { sink: t.sink.name, policy },
+        policy === 'sink'
+          ? `sink ${t.sink.name} failed and needs attention (source position held, retrying slowly): ${error}`
+          : `sink ${t.sink.name} write failed, retrying (source position held): ${error}`,
+      );
+    }
+    this.updateGauges();
+  }
+
+  private recordSuccess(t: Tracked, batch: Batch, delivered: number, seconds: number): void {
     const { metrics } = this.options;
-    const labels = { sink: sinkName };
+    const labels = { sink: t.sink.name };
+    t.pending.shift();
+    t.delivered += delivered;
     metrics.sinkWriteSeconds.observe(labels, seconds);
-    metrics.eventsDelivered.inc(labels, batch.events.length);
+    metrics.eventsDelivered.inc(labels, delivered);
     metrics.batchesDelivered.inc(labels);
     metrics.sinkUp.set(labels, 1);
     const now = Date.now();
     metrics.sinkLastSuccess.set(labels, now / 1000);
-    this.options.onSuccess?.(sinkName, batch);
-    if (batch.events.length > 0) {
-      // One sample per batch: the oldest commit in it is the worst-case event latency.
-      metrics.commitToSinkSeconds.observe(
-        labels,
-        Math.max(0, now - isoToMillis(batch.events[0].committed_at)) / 1000,
-      );
-      // The newest event's commit -> this sink: how far behind the source the sink is.
-      metrics.sinkLagSeconds.set(
-        labels,
-        Math.max(0, now - isoToMillis(batch.events[batch.events.length - 1].committed_at)) / 1000,
-      );
-    }
-    const since = this.failingSince.get(sinkName);
+    this.options.onSuccess?.(t.sink.name, batch);
+    // One sample per batch: the oldest commit in it is the worst-case event latency.
+    metrics.commitToSinkSeconds.observe(
+      labels,
+      Math.max(0, now - isoToMillis(batch.events[0].committed_at)) / 1000,
+    );
+    const since = t.failing?.since;
+    t.failing = null;
     if (since !== undefined) {
-      this.failingSince.delete(sinkName);
       this.options.logger.info(
-        { sink: sinkName },
-        `sink ${sinkName} recovered after ${((now - since) / 1000).toFixed(1)} s`,
+        { sink: t.sink.name },
+        `sink ${t.sink.name} recovered after ${((now - since) / 1000).toFixed(1)} s`,
       );
     }
+    this.updateGauges();
   }
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
     const timer = setTimeout(done, ms);
     function done() {
       clearTimeout(timer);

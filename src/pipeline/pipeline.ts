@@ -7,9 +7,12 @@ import type { Sink } from '../sinks/sink.js';
 import type { Change } from '../source/changes.js';
 import { ContentDimension } from '../source/content-dimension.js';
 import { ReplicationSource } from '../source/replication-source.js';
+import { isoToMillis } from '../domain/timestamps.js';
+import type { DeadLetterStore } from '../sinks/dead-letter.js';
 import { BatchAssembler } from './batch-assembler.js';
-import { Checkpoint } from './checkpoint.js';
-import { Fanout } from './fanout.js';
+import { withDeadline } from './deadline.js';
+import { Dispatcher } from './dispatcher.js';
+import { Fanout, type SinkHealth } from './fanout.js';
 
 export interface PipelineOptions {
   databaseUrl: string;
@@ -22,6 +25,12 @@ export interface PipelineOptions {
   batchMaxRows: number;
   batchMaxWaitMs: number;
   maxInFlightBatches: number;
+  /** stop() returns within this (SHUTDOWN_TIMEOUT_MS); default 20 s. */
+  shutdownTimeoutMs?: number;
+  /** A sink whose oldest pending event is older than this is "behind" (LAG_WARN_SECONDS). */
+  lagWarnSeconds?: number;
+  /** Rows a sink refuses deterministically are dead-lettered here for that sink. */
+  deadLetters?: Pick<DeadLetterStore, 'record'>;
   onBadRow?: (change: Extract<Change, { kind: 'bad-row' }>) => Promise<void>;
   onSinkSuccess?: (sink: string, batch: Batch) => void;
   /** The stream stopped at a point it must not pass (the process should stop with this error). */
@@ -30,18 +39,19 @@ export interface PipelineOptions {
 
 /**
  * Direct mode: replication slot -> batches -> every sink -> checkpoint -> confirm.
- * At most `maxInFlightBatches` batches are being written at once; beyond that the
- * assembler waits, the source pauses, and Postgres holds the rest in the slot.
+ * At most `maxInFlightBatches` batches are being written at once, plus the one being filled
+ * (at most `batchMaxRows` events each); beyond that the source pauses and Postgres holds the
+ * rest in the slot (see Dispatcher).
  */
 export class Pipeline {
   readonly source: ReplicationSource;
+  readonly fanout: Fanout;
   private readonly assembler: BatchAssembler;
-  private readonly fanout: Fanout;
-  private readonly checkpoint: Checkpoint;
+  private readonly dispatcher: Dispatcher<Batch>;
   private readonly dimension: ContentDimension;
-  private readonly inFlight = new Set<Promise<void>>();
-  private slotWaiters: (() => void)[] = [];
   private running = false;
+  /** Events accepted by every sink (events/s is counted on delivery). */
+  deliveredEvents = 0;
 
   constructor(private readonly options: PipelineOptions) {
     const logger = options.logger;
@@ -53,32 +63,51 @@ export class Pipeline {
       logger,
       metrics: options.metrics,
       onDisconnect: async () => {
+        // The source replays from the confirmed commit: a half-read transaction starts over.
         this.assembler.resetTransaction();
-        await this.assembler.flush();
+        this.assembler.kick();
       },
       isDrained: () => this.isDrained(),
       onHalt: (error) => {
         // Hand on the complete transactions before the halt point; nothing after it.
-        void this.assembler.flush().catch(() => undefined);
+        this.assembler.kick();
         options.onHalt?.(error);
       },
     });
-    this.checkpoint = new Checkpoint((lsn) => this.source.acknowledge(lsn));
     this.fanout = new Fanout({
       sinks: options.sinks,
       metrics: options.metrics,
       logger,
+      deadLetters: options.deadLetters,
+      lagWarnSeconds: options.lagWarnSeconds,
+      oldestUndispatched: () => {
+        // (Asked once while the fan-out is being built, before the assembler exists.)
+        const at = (this.assembler as BatchAssembler | undefined)?.oldestCommittedAt ?? null;
+        return at === null ? null : isoToMillis(at);
+      },
       onSuccess: options.onSinkSuccess,
+    });
+    this.dispatcher = new Dispatcher<Batch>({
+      maxRows: options.batchMaxRows,
+      maxWaitMs: options.batchMaxWaitMs,
+      maxInFlight: options.maxInFlightBatches,
+      rowsOf: (batch) => batch.events.length,
+      write: (batch) => {
+        options.metrics.inFlightBatches.set(this.dispatcher.inFlightBatches);
+        return this.fanout.write(batch);
+      },
+      confirm: (lsn) => this.source.acknowledge(lsn),
+      onAccepted: (batch) => {
+        this.deliveredEvents += batch.events.length;
+        options.metrics.inFlightBatches.set(this.dispatcher.inFlightBatches);
+      },
     });
     this.assembler = new BatchAssembler({
       stream: options.slotName,
-      maxRows: options.batchMaxRows,
-      maxWaitMs: options.batchMaxWaitMs,
       dimension: this.dimension,
       metrics: options.metrics,
       logger,
-      dispatch: (batch) => this.dispatch(batch),
-      sinksIdle: () => this.inFlight.size === 0,
+      dispatcher: this.dispatcher,
       onBadRow: options.onBadRow ?? (async () => undefined),
     });
   }
@@ -88,13 +117,26 @@ export class Pipeline {
     return this.dimension.peek(id)?.title ?? null;
   }
 
-  /** Everything received is delivered and confirmed: nothing open, buffered or in flight. */
-  isDrained(): boolean {
-    return this.assembler.isIdle && this.inFlight.size === 0 && this.checkpoint.inFlight === 0;
-  }
-
   get isRunning(): boolean {
     return this.running;
+  }
+
+  /** Per sink: state, lag, received/delivered (for /api/stats, /readyz, status). */
+  sinkHealth(): SinkHealth[] {
+    return this.fanout.health();
+  }
+
+  /**
+   * True exactly when no transaction is open in the assembler, no events are buffered, no
+   * batch is waiting for room, and nothing is in flight or unconfirmed.
+   */
+  isDrained(): boolean {
+    return this.assembler.isDrained();
+  }
+
+  /** Largest number of events held at once (open batch + in flight) since start. */
+  get peakBufferedEvents(): number {
+    return this.dispatcher.peakRows;
   }
 
   async start(): Promise<void> {
@@ -105,46 +147,59 @@ export class Pipeline {
     );
     for (const sink of this.options.sinks) await sink.start();
     await this.source.start(this.assembler.handle);
+    this.fanout.startHealthTimer();
     this.running = true;
   }
 
-  /** Drains: stop taking changes, write what is open, confirm it, close everything. */
+  /**
+   * Stops within `shutdownTimeoutMs` in every state (a sink down, the window full, a slow
+   * sink): stops taking changes, hands on what is open, waits for the sinks while time
+   * remains, then cancels what is left and closes everything. One line says what was left
+   * unconfirmed; the slot replays it on the next start.
+   */
   async stop(): Promise<void> {
+    const { logger } = this.options;
+    const timeoutMs = this.options.shutdownTimeoutMs ?? 20_000;
+    const started = Date.now();
+    const deadline = started + timeoutMs;
+    // Keep time to close the source and the sinks after draining.
+    const drainDeadline = started + Math.max(timeoutMs / 2, timeoutMs - 5_000);
     this.assembler.close();
     this.dimension.close();
-    await this.assembler.flush().catch(() => undefined);
-    const drained = Promise.allSettled([...this.inFlight]);
-    const timeout = new Promise((resolve) => setTimeout(resolve, 15_000).unref());
-    if ((await Promise.race([drained.then(() => 'drained'), timeout])) !== 'drained') {
-      this.options.logger.warn(
-        'shutdown: sinks did not drain within 15 s; unconfirmed events will be replayed',
-      );
-      this.fanout.cancel();
-    }
-    await this.source.stop();
+    const report = await this.dispatcher.stop(drainDeadline);
+    if (!report.drained) this.fanout.cancel();
+    await withDeadline(this.source.stop(), deadline, () =>
+      logger.warn('shutdown: replication stream did not close in time'),
+    );
     this.running = false;
+    this.fanout.cancel();
     for (const sink of this.options.sinks) {
-      await sink
-        .stop()
-        .catch((err) => this.options.logger.warn(`stopping sink ${sink.name}: ${describeError(err)}`));
+      await withDeadline(
+        sink.stop().catch((err) => logger.warn(`stopping sink ${sink.name}: ${describeError(err)}`)),
+        deadline,
+        () => logger.warn(`shutdown: sink ${sink.name} did not stop in time`),
+      );
+    }
+    const confirmed = this.source.confirmed;
+    if (report.drained) {
+      logger.info({ confirmedLsn: confirmed }, `stopped: every sink confirmed everything up to ${confirmed}`);
+    } else {
+      logger.warn(
+        { confirmedLsn: confirmed, batches: report.batches, events: report.rows },
+        `shutdown after ${((Date.now() - started) / 1000).toFixed(1)} s: ${report.rows} events in ${report.batches} batches were not confirmed by every sink (${this.unhealthySinks()}); they replay from ${confirmed} on the next start`,
+      );
     }
   }
 
-  private async dispatch(batch: Batch): Promise<void> {
-    while (this.inFlight.size >= this.options.maxInFlightBatches) {
-      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
-    }
-    this.checkpoint.register(batch.seq, batch.ackLsn);
-    this.options.metrics.inFlightBatches.set(this.inFlight.size + 1);
-    const work: Promise<void> = this.fanout
-      .write(batch)
-      .then(() => this.checkpoint.complete(batch.seq))
-      .finally(() => {
-        this.inFlight.delete(work);
-        this.options.metrics.inFlightBatches.set(this.inFlight.size);
-        this.slotWaiters.shift()?.();
-      });
-    work.catch(() => undefined);
-    this.inFlight.add(work);
+  /** The sinks still owing events, e.g. "external down, 770 events pending, lag 8 s: <error>". */
+  private unhealthySinks(): string {
+    const owing = this.fanout
+      .health()
+      .filter((h) => h.received > h.delivered + h.deadLettered || h.state !== 'up')
+      .map(
+        (h) =>
+          `${h.name} ${h.state}, ${h.received - h.delivered - h.deadLettered} events pending, lag ${h.lagSeconds.toFixed(0)} s${h.error ? `: ${h.error}` : ''}`,
+      );
+    return owing.length === 0 ? 'waiting for a slot' : owing.join('; ');
   }
 }

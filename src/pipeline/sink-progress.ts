@@ -4,6 +4,7 @@ import { isoToMillis } from '../domain/timestamps.js';
 import type { Batch } from '../domain/types.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { SinkHealth } from './fanout.js';
 
 interface Progress {
   lastSuccessAt: number;
@@ -24,6 +25,10 @@ export class SinkProgressWriter {
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> | null = null;
   private failing = false;
+  /** The running pipeline's per-sink health, written every interval (state, live lag). */
+  private health: (() => SinkHealth[]) | null = null;
+  /** The state columns are missing (a state schema from before they existed): skip them. */
+  private noHealthColumns = false;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -31,6 +36,11 @@ export class SinkProgressWriter {
     private readonly logger: Logger,
     private readonly intervalMs = 1_000,
   ) {}
+
+  /** Also writes each sink's state and live lag every interval, so `status` tells the truth. */
+  trackHealth(health: () => SinkHealth[]): void {
+    this.health = health;
+  }
 
   /** Called by the fan-out when a sink accepted a batch. */
   record(sink: string, batch: Batch, at = Date.now()): void {
@@ -59,7 +69,7 @@ export class SinkProgressWriter {
 
   flush(): Promise<void> {
     if (this.flushing) return this.flushing;
-    if (!this.dirty) return Promise.resolve();
+    if (!this.dirty) return this.writeHealth();
     this.dirty = false;
     const entries = [...this.progress.entries()];
     const deltas = entries.map(([, p]) => p.events);
@@ -91,6 +101,7 @@ export class SinkProgressWriter {
         });
         if (this.failing) this.logger.info('sink progress recorded again');
         this.failing = false;
+        return this.writeHealth();
       })
       .catch((err) => {
         this.dirty = true;
@@ -99,5 +110,39 @@ export class SinkProgressWriter {
       })
       .finally(() => (this.flushing = null));
     return this.flushing;
+  }
+
+  private writeHealth(): Promise<void> {
+    if (!this.health || this.noHealthColumns) return Promise.resolve();
+    const health = this.health();
+    if (health.length === 0) return Promise.resolve();
+    return this.pool
+      .query(
+        // A sink that never succeeded still gets a row (last_success_at = epoch: "never").
+        `INSERT INTO ${STATE_SCHEMA}.sink_progress AS s
+           (slot_name, sink, last_success_at, lag_seconds, state, last_error, updated_at)
+         SELECT $1, u.sink, to_timestamp(0), u.lag, u.state, u.error, now()
+           FROM unnest($2::text[], $3::float8[], $4::text[], $5::text[]) AS u(sink, lag, state, error)
+         ON CONFLICT (slot_name, sink) DO UPDATE SET
+           lag_seconds = EXCLUDED.lag_seconds, state = EXCLUDED.state, last_error = EXCLUDED.last_error,
+           updated_at = now()`,
+        [
+          this.slotName,
+          health.map((h) => h.name),
+          health.map((h) => h.lagSeconds),
+          health.map((h) => h.state),
+          health.map((h) => h.error),
+        ],
+      )
+      .then(() => undefined)
+      .catch((err: { code?: string }) => {
+        if (err.code === '42703') {
+          this.noHealthColumns = true;
+          this.logger.warn(
+            'sink_progress has no state column: run `engagement migrate` to show sink health in `status`',
+          );
+        }
+        // Other failures: logged by the progress write above, retried next interval.
+      });
   }
 }

@@ -14,6 +14,9 @@ export interface AnalyticsQueryable {
 
 /** A sink that can answer dashboard queries, or null (BigQuery, or a sink that is not analytics). */
 export function asQueryable(sink: unknown): AnalyticsQueryable | null {
+  // A sink behind a wrapper (the row check) is queried through the wrapped one.
+  const inner = (sink as { inner?: unknown } | null)?.inner;
+  if (inner) return asQueryable(inner);
   const s = sink as Partial<AnalyticsQueryable> | null;
   return s && typeof s.query === 'function' && (s.dialect === 'duckdb' || s.dialect === 'clickhouse')
     ? (s as AnalyticsQueryable)

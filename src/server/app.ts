@@ -19,6 +19,12 @@ import { parseEventFilter, type EnrichedEventStream } from './event-stream.js';
 import { createStreamHub } from './stream.js';
 import { parseTopQuery, readTop, type ContentTitles } from './top.js';
 
+export interface Readiness {
+  ready: boolean;
+  /** Why not, one line each (empty when ready). */
+  reasons: string[];
+}
+
 export interface AppDeps {
   /** A plain ioredis client (no keyPrefix); keys are built with `redisPrefix`. */
   redis: Redis;
@@ -28,7 +34,8 @@ export interface AppDeps {
   /** When set, /api/* and /metrics require `Authorization: Bearer <token>`. */
   apiToken?: string;
   stats: () => Promise<PipelineStats>;
-  ready: () => boolean | Promise<boolean>;
+  /** Readiness; with reasons when not ready (a sink failing or behind, Redis unreachable). */
+  ready: () => Readiness | boolean | Promise<Readiness | boolean>;
   /** Titles for content ids (e.g. from the pipeline's in-memory content dimension). */
   contentTitles?: ContentTitles;
   /** SSE push interval (default 1000 ms). */
@@ -73,13 +80,14 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.get('/healthz', async () => ({ status: 'ok' }));
 
   app.get('/readyz', async (_request, reply) => {
-    let ready = false;
+    let readiness: Readiness;
     try {
-      ready = await deps.ready();
-    } catch {
-      ready = false;
+      const answer = await deps.ready();
+      readiness = typeof answer === 'boolean' ? { ready: answer, reasons: [] } : answer;
+    } catch (err) {
+      readiness = { ready: false, reasons: [describeError(err)] };
     }
-    return reply.code(ready ? 200 : 503).send({ ready });
+    return reply.code(readiness.ready ? 200 : 503).send(readiness);
   });
 
   app.get('/metrics', async (_request, reply) => {

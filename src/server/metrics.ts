@@ -31,14 +31,17 @@ export function createMetrics() {
       name: 'engagement_sink_write_seconds',
       help: 'time for a sink to accept one batch',
       labelNames: sinkLabels,
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
       registers: [registry],
     }),
     commitToSinkSeconds: new client.Histogram({
       name: 'engagement_commit_to_sink_seconds',
       help: 'source commit -> sink acknowledgement, per event (batch max)',
       labelNames: sinkLabels,
-      buckets: [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30],
+      // Up to hours: a sink that was down for an hour must not show as "30 s".
+      buckets: [
+        0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400,
+      ],
       registers: [registry],
     }),
     sinkErrors: new client.Counter({
@@ -136,8 +139,20 @@ export function createMetrics() {
     }),
     sinkLagSeconds: new client.Gauge({
       name: 'engagement_sink_lag_seconds',
-      help: 'source commit -> sink acceptance of the newest event of the last accepted batch',
+      help: 'now minus the commit time of the oldest event not yet accepted by the sink (0 when none pending), every second',
       labelNames: sinkLabels,
+      registers: [registry],
+    }),
+    sinkEventsReceived: new client.Counter({
+      name: 'engagement_sink_events_received_total',
+      help: 'events handed to a sink (accepted ones: engagement_events_delivered_total)',
+      labelNames: sinkLabels,
+      registers: [registry],
+    }),
+    sinkState: new client.Gauge({
+      name: 'engagement_sink_state',
+      help: "1 for the sink's current state: up, behind (lag past LAG_WARN_SECONDS), down (retrying), failed (needs an operator)",
+      labelNames: ['sink', 'state'] as const,
       registers: [registry],
     }),
     deadLettersPending: new client.Gauge({

@@ -12,11 +12,22 @@ export interface SinkStats {
   /** ISO-8601 UTC of the last accepted batch. */
   lastSuccessAt: string | null;
   up: boolean;
+  /** up | behind (lag past LAG_WARN_SECONDS) | down (failing, retried) | failed (needs an operator). */
+  state: 'up' | 'behind' | 'down' | 'failed';
+  /** now - commit time of the oldest event this sink has not accepted yet; 0 when none is pending. */
+  lagSeconds: number;
+  /** Events handed to this sink / accepted by it, since the process started. */
+  received: number;
+  delivered: number;
 }
 
 export interface PipelineStats {
+  /** Events accepted by every sink per second (counted on delivery, not on receipt). */
   eventsPerSecond: number;
+  /** Events read from the source. */
   totalEvents: number;
+  /** Events accepted by every sink. */
+  totalDelivered?: number;
   sinks: SinkStats[];
   /** Pending dead letters, every sink. */
   deadLetters: number;
@@ -95,15 +106,25 @@ export async function sinkStatsFromMetrics(
   metrics: Metrics,
   names: readonly string[] = [],
 ): Promise<SinkStats[]> {
-  const [latency, up, last] = await Promise.all([
+  const [latency, up, last, lag, received, delivered, states] = await Promise.all([
     sinkLatencyFromMetrics(metrics),
     metrics.sinkUp.get(),
     metrics.sinkLastSuccess.get(),
+    metrics.sinkLagSeconds.get(),
+    metrics.sinkEventsReceived.get(),
+    metrics.eventsDelivered.get(),
+    metrics.sinkState.get(),
   ]);
   const gauge = (values: typeof up.values) =>
     new Map(values.map((v) => [String(v.labels.sink ?? ''), v.value]));
   const upBySink = gauge(up.values);
   const lastBySink = gauge(last.values);
+  const lagBySink = gauge(lag.values);
+  const receivedBySink = gauge(received.values);
+  const deliveredBySink = gauge(delivered.values);
+  const stateBySink = new Map(
+    states.values.filter((v) => v.value === 1).map((v) => [String(v.labels.sink ?? ''), v.labels.state]),
+  );
   const latencyBySink = new Map(latency.map((l) => [l.name, l]));
   const all = [...new Set([...names, ...latencyBySink.keys(), ...upBySink.keys()])];
   return all.map((name) => {
@@ -114,8 +135,20 @@ export async function sinkStatsFromMetrics(
       p99Ms: latencyBySink.get(name)?.p99Ms ?? null,
       lastSuccessAt: lastSeconds ? new Date(lastSeconds * 1000).toISOString() : null,
       up: upBySink.get(name) === 1,
+      state: toState(stateBySink.get(name), upBySink.get(name) === 1),
+      lagSeconds: lagBySink.get(name) ?? 0,
+      received: receivedBySink.get(name) ?? 0,
+      delivered: deliveredBySink.get(name) ?? 0,
     };
   });
+}
+
+function toState(value: unknown, up: boolean): SinkStats['state'] {
+  return value === 'up' || value === 'behind' || value === 'down' || value === 'failed'
+    ? value
+    : up
+      ? 'up'
+      : 'down';
 }
 
 function round(ms: number): number {

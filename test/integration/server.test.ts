@@ -204,6 +204,11 @@ describe('HTTP server', () => {
       p99Ms: null,
       lastSuccessAt: null,
       up: false,
+      // Never written: shown down, nothing handed to it, no lag.
+      state: 'down',
+      lagSeconds: 0,
+      received: 0,
+      delivered: 0,
     });
   });
 

@@ -1,8 +1,10 @@
 import type { Message, Producer } from 'kafkajs';
 import type pg from 'pg';
-import { describeError } from '../../errors.js';
+import { describeError, type PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
-import { Checkpoint } from '../../pipeline/checkpoint.js';
+import { withDeadline } from '../../pipeline/deadline.js';
+import { Dispatcher, type OpenBatch } from '../../pipeline/dispatcher.js';
+import { backoffDelay } from '../../sinks/external/backoff.js';
 import type { Metrics } from '../../server/metrics.js';
 import type { Change } from '../changes.js';
 import { ContentDimension } from '../content-dimension.js';
@@ -21,8 +23,10 @@ export interface KafkaCaptureOptions {
   /** Messages per produce request at most, and how long a request may wait to fill. */
   maxRows: number;
   maxWaitMs: number;
-  /** Produce requests queued at most before the replication stream is paused. */
+  /** Produce requests queued at most (plus the one being filled) before the replication stream is paused. */
   maxInFlight: number;
+  /** stop() returns within this (SHUTDOWN_TIMEOUT_MS); default 20 s. */
+  shutdownTimeoutMs?: number;
   onBadRow: (change: Extract<Change, { kind: 'bad-row' }>) => Promise<void>;
 }
 
@@ -37,22 +41,24 @@ interface Unit {
  * `capture --to-kafka`: the replication slot -> engagement.events (+ engagement.content).
  * Kafka is this process's only "sink": a commit LSN is confirmed to Postgres (through the
  * same Checkpoint as direct mode) only after Kafka acknowledged (acks=all) every message up
- * to that commit. Produce requests go out one at a time, in stream order, on an idempotent
+ * to that commit. Batches close as the shared Dispatcher decides (bounded: at most
+ * maxInFlight produce requests queued plus the one filling). Produce requests go out one at a time, in stream order, on an idempotent
  * producer, so each partition holds a gap-free prefix of the stream; after a crash the slot
  * replays from the last confirmed commit and workers drop the copies by source position.
  */
-export class KafkaCapture {
+export class KafkaCapture implements OpenBatch<Unit> {
   readonly source: ReplicationSource;
   private readonly dimension: ContentDimension;
-  private readonly checkpoint: Checkpoint;
+  private readonly dispatcher: Dispatcher<Unit>;
   private readonly log: Logger;
   private open: Unit = { seq: 0, events: [], content: [], ackLsn: null };
-  private seq = 0;
   private tx = { lsn: '0/0', committedAt: '', index: 0 };
-  private timer: NodeJS.Timeout | null = null;
+  private inTransaction = false;
+  private resolveHalted!: (error: PipelineError) => void;
+  /** Settles when the stream stopped at a point it must not pass (e.g. TRUNCATE … RESTART IDENTITY). */
+  readonly halted = new Promise<PipelineError>((resolve) => (this.resolveHalted = resolve));
+  /** Produce requests go out one at a time, in stream order. */
   private sendChain: Promise<void> = Promise.resolve();
-  private queued = 0;
-  private roomWaiters: (() => void)[] = [];
   private closed = false;
   private stopping = false;
   /** Events acknowledged by Kafka (for logs and the benchmark). */
@@ -67,9 +73,49 @@ export class KafkaCapture {
       publicationName: options.publicationName,
       logger: options.logger,
       metrics: options.metrics,
-      onDisconnect: () => this.flush(),
+      onDisconnect: async () => {
+        // The source replays from the confirmed commit: a half-read transaction starts over.
+        this.inTransaction = false;
+        this.dispatcher.kick();
+      },
+      isDrained: () => this.isDrained(),
+      onHalt: (error) => {
+        this.dispatcher.kick();
+        this.resolveHalted(error);
+      },
     });
-    this.checkpoint = new Checkpoint((lsn) => this.source.acknowledge(lsn));
+    this.dispatcher = new Dispatcher<Unit>({
+      maxRows: options.maxRows,
+      maxWaitMs: options.maxWaitMs,
+      maxInFlight: options.maxInFlight,
+      rowsOf: (unit) => unit.events.length + unit.content.length,
+      write: (unit) => {
+        const sent = this.sendChain.then(() => this.sendUntilAcked(unit));
+        this.sendChain = sent.catch(() => undefined);
+        return sent;
+      },
+      confirm: (lsn) => this.source.acknowledge(lsn),
+    });
+    this.dispatcher.bind(this);
+  }
+
+  get rows(): number {
+    return this.open.events.length + this.open.content.length;
+  }
+
+  get pending(): boolean {
+    return this.rows > 0 || this.open.ackLsn !== null;
+  }
+
+  take(seq: number): Unit {
+    const unit = { ...this.open, seq };
+    this.open = { seq: 0, events: [], content: [], ackLsn: null };
+    return unit;
+  }
+
+  /** No transaction open, nothing buffered, waiting, in flight or unconfirmed. */
+  isDrained(): boolean {
+    return !this.inTransaction && this.dispatcher.isDrained();
   }
 
   async start(): Promise<void> {
@@ -85,17 +131,30 @@ export class KafkaCapture {
     await this.source.start(this.handle);
   }
 
-  /** Drains: stop taking changes, send what is open, confirm it, stop streaming. */
+  /**
+   * Stops within `shutdownTimeoutMs` whatever Kafka does: stop taking changes, send what is
+   * open, wait for Kafka's acknowledgements while time remains, stop streaming. One line
+   * says what was left unconfirmed (the slot replays it on the next start).
+   */
   async stop(): Promise<void> {
+    const timeoutMs = this.options.shutdownTimeoutMs ?? 20_000;
+    const started = Date.now();
+    const deadline = started + timeoutMs;
     this.closed = true;
-    await this.flush().catch(() => undefined);
-    const drained = this.sendChain.then(() => 'drained');
-    const timeout = new Promise((resolve) => setTimeout(resolve, 15_000).unref());
-    if ((await Promise.race([drained, timeout])) !== 'drained') {
-      this.log.warn('shutdown: Kafka did not acknowledge within 15 s; unconfirmed changes will be replayed');
-    }
+    const report = await this.dispatcher.stop(started + Math.max(timeoutMs / 2, timeoutMs - 5_000));
     this.stopping = true;
-    await this.source.stop();
+    await withDeadline(this.source.stop(), deadline, () =>
+      this.log.warn('shutdown: replication stream did not close in time'),
+    );
+    const confirmed = this.source.confirmed;
+    if (report.drained) {
+      this.log.info({ confirmedLsn: confirmed }, `stopped: Kafka acknowledged everything up to ${confirmed}`);
+    } else {
+      this.log.warn(
+        { confirmedLsn: confirmed, batches: report.batches, messages: report.rows },
+        `shutdown after ${((Date.now() - started) / 1000).toFixed(1)} s: ${report.rows} messages in ${report.batches} produce requests were not acknowledged by Kafka; they replay from ${confirmed} on the next start`,
+      );
+    }
   }
 
   private handle = (change: Change): void | Promise<void> => {
@@ -103,22 +162,30 @@ export class KafkaCapture {
     switch (change.kind) {
       case 'begin':
         this.tx = { lsn: change.commitLsn, committedAt: change.committedAt, index: 0 };
+        this.inTransaction = true;
         return;
       case 'event': {
         const value = encodeEvent(change.row, this.tx.lsn, this.tx.index++, this.tx.committedAt);
         this.open.events.push({ key: change.row.content_id, value });
         this.options.metrics.eventsReceived.inc();
-        if (this.open.events.length + this.open.content.length >= this.options.maxRows) return this.flush();
-        return;
+        return this.dispatcher.offer(false);
       }
       case 'content-upsert':
         this.dimension.upsert(change.content);
         this.open.content.push(this.contentMessage(change.content.id));
-        return;
+        return this.dispatcher.offer(false);
       case 'content-delete':
         this.dimension.delete(change.id);
         this.open.content.push({ key: change.id, value: null });
-        return;
+        return this.dispatcher.offer(false);
+      case 'content-truncate':
+        for (const id of this.dimension.knownIds()) {
+          this.dimension.delete(id);
+          this.open.content.push({ key: id, value: null });
+        }
+        return this.dispatcher.offer(false);
+      case 'halt':
+        return; // the source stops there and reports it (halted)
       case 'ignored':
         this.options.metrics.ignoredChanges.inc({ kind: change.what });
         return;
@@ -128,32 +195,14 @@ export class KafkaCapture {
         return this.options.onBadRow(change);
       case 'commit':
         this.open.ackLsn = change.ackLsn;
-        this.armTimer();
-        return;
+        this.inTransaction = false;
+        return this.dispatcher.offer(true);
     }
   };
 
   private contentMessage(id: string): Message {
     const row = this.dimension.peek(id);
     return { key: id, value: row ? encodeContent(row) : null };
-  }
-
-  /** Closes the open unit and queues it for sending; waits while too many are queued. */
-  private async flush(): Promise<void> {
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
-    const unit = this.open;
-    if (unit.events.length === 0 && unit.content.length === 0 && unit.ackLsn === null) return;
-    unit.seq = ++this.seq;
-    this.open = { seq: 0, events: [], content: [], ackLsn: null };
-    this.checkpoint.register(unit.seq, unit.ackLsn);
-    this.queued += 1;
-    this.sendChain = this.sendChain.then(() => this.sendUntilAcked(unit));
-    while (this.queued > this.options.maxInFlight) {
-      await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
-    }
   }
 
   private async sendUntilAcked(unit: Unit): Promise<void> {
@@ -163,20 +212,19 @@ export class KafkaCapture {
         await this.send(unit.events, unit.content);
         break;
       } catch (err) {
-        if (this.stopping) return;
+        // Shutting down: the unit stays unconfirmed and replays on the next start.
+        if (this.stopping) throw err;
         if (failingSince === null) {
           failingSince = Date.now();
           this.log.error(`Kafka produce failed, retrying (LSN held): ${describeError(err)}`);
         }
-        await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** Math.min(attempt, 6))));
+        await new Promise((r) => setTimeout(r, backoffDelay(attempt + 1, { baseMs: 100, maxMs: 5_000 })));
+        if (this.stopping) throw new Error('capture stopped');
       }
     }
     if (failingSince !== null) this.log.info(`Kafka produce recovered after ${Date.now() - failingSince} ms`);
     this.published += unit.events.length;
     this.options.metrics.eventsDelivered.inc({ sink: 'kafka' }, unit.events.length);
-    this.queued -= 1;
-    this.roomWaiters.shift()?.();
-    this.checkpoint.complete(unit.seq);
   }
 
   /** Content before events: a worker that sees an event can then find its content row. */
@@ -187,13 +235,5 @@ export class KafkaCapture {
     if (events.length > 0) {
       await this.options.producer.send({ topic: EVENTS_TOPIC, acks: -1, messages: events });
     }
-  }
-
-  private armTimer(): void {
-    if (this.timer) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      void this.flush();
-    }, this.options.maxWaitMs);
   }
 }

@@ -6,6 +6,8 @@ import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Fanout } from '../../pipeline/fanout.js';
+import { withDeadline } from '../../pipeline/deadline.js';
+import { Dispatcher } from '../../pipeline/dispatcher.js';
 import type { Metrics } from '../../server/metrics.js';
 import type { DeadLetterEntry, DeadLetterStore } from '../../sinks/dead-letter.js';
 import type { ContentDimension } from '../content-dimension.js';
@@ -23,6 +25,10 @@ export interface KafkaWorkerOptions {
   metrics: Metrics;
   logger: Logger;
   batchMaxRows: number;
+  /** Batches being written at once across this worker's partitions (MAX_IN_FLIGHT_BATCHES). */
+  maxInFlightBatches?: number;
+  /** stop() returns within this (SHUTDOWN_TIMEOUT_MS); default 20 s. */
+  shutdownTimeoutMs?: number;
   /** Partitions processed at once by this worker. */
   partitionsConcurrently: number;
   /**
@@ -44,7 +50,8 @@ export interface KafkaWorkerOptions {
 export class KafkaWorker {
   private readonly consumer: Consumer;
   private readonly log: Logger;
-  private seq = 0;
+  /** The same bounded window as direct mode: chunks wait for a write slot. */
+  private readonly dispatcher: Dispatcher<Batch>;
   private refused = false;
   /** Events handed to sinks and accepted (this process). */
   delivered = 0;
@@ -56,6 +63,15 @@ export class KafkaWorker {
       sessionTimeout: 10_000,
       heartbeatInterval: 1_000,
       maxWaitTimeInMs: 100,
+    });
+    this.dispatcher = new Dispatcher<Batch>({
+      maxRows: options.batchMaxRows,
+      maxWaitMs: 0,
+      maxInFlight: options.maxInFlightBatches ?? 4,
+      rowsOf: (batch) => batch.events.length,
+      write: (batch) => options.fanout.write(batch),
+      // Offsets are committed per partition batch once its chunks were accepted (eachBatch).
+      confirm: () => undefined,
     });
   }
 
@@ -91,11 +107,29 @@ export class KafkaWorker {
     });
   }
 
+  /**
+   * Stops within `shutdownTimeoutMs`: waits for the sinks while time remains, then cancels
+   * what is left (its offsets are not committed: the group re-reads it, sinks dedupe) and
+   * leaves the group.
+   */
   async stop(): Promise<void> {
+    const timeoutMs = this.options.shutdownTimeoutMs ?? 20_000;
+    const started = Date.now();
+    const deadline = started + timeoutMs;
+    const report = await this.dispatcher.stop(started + Math.max(timeoutMs / 2, timeoutMs - 5_000));
+    if (!report.drained) {
+      this.options.fanout.cancel();
+      this.log.warn(
+        { batches: report.batches, events: report.rows },
+        `shutdown: ${report.rows} events in ${report.batches} batches were not accepted by every sink; their offsets stay uncommitted and the group re-reads them`,
+      );
+    }
     // disconnect() waits for the running eachBatch calls, then leaves the group.
-    await this.consumer
-      .disconnect()
-      .catch((err) => this.log.warn(`leaving the group: ${describeError(err)}`));
+    await withDeadline(
+      this.consumer.disconnect().catch((err) => this.log.warn(`leaving the group: ${describeError(err)}`)),
+      deadline,
+      () => this.log.warn('shutdown: leaving the consumer group did not finish in time'),
+    );
   }
 
   private async eachBatch({
@@ -139,21 +173,23 @@ export class KafkaWorker {
       }
     }
 
-    const writes: Promise<void>[] = [];
-    for (let i = 0; i < events.length; i += this.options.batchMaxRows) {
-      const chunk: Batch = {
-        seq: ++this.seq,
-        stream: `kafka:${topic}:${partition}`,
-        events: events.slice(i, i + this.options.batchMaxRows),
-        positions: positions.slice(i, i + this.options.batchMaxRows),
-        ackLsn: null,
-      };
-      writes.push(this.options.fanout.write(chunk));
-    }
-    if (bad.length > 0) writes.push(this.recordBadMessages(bad));
     // Sinks may retry for a long time (an outage): keep the group membership alive meanwhile.
     const beat = setInterval(() => void heartbeat().catch(() => undefined), 2_000);
     try {
+      const writes: Promise<void>[] = [];
+      for (let i = 0; i < events.length; i += this.options.batchMaxRows) {
+        const max = this.options.batchMaxRows;
+        // Waits for a write slot: at most maxInFlightBatches chunks are being written at once.
+        const { accepted } = await this.dispatcher.submit((seq) => ({
+          seq,
+          stream: `kafka:${topic}:${partition}`,
+          events: events.slice(i, i + max),
+          positions: positions.slice(i, i + max),
+          ackLsn: null,
+        }));
+        writes.push(accepted);
+      }
+      if (bad.length > 0) writes.push(this.recordBadMessages(bad));
       await Promise.all(writes);
     } finally {
       clearInterval(beat);

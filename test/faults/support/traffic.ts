@@ -11,13 +11,18 @@ export interface Traffic {
 }
 
 /**
- * Small INSERT transactions (10-60 rows, event_ts spread over the last 5 minutes) every
+ * Small INSERT transactions (10-60 rows by default, event_ts spread over the last 5 minutes) every
  * `everyMs` until stopped, from its own connection straight to the database. Survives the
  * database going away: a failed transaction is counted and retried on a new connection.
  * The source table, not this counter, is the truth the reconciliation compares against
  * (a COMMIT cut by a restart may have happened or not).
  */
-export function startTraffic(databaseUrl: string, everyMs = 20): Traffic {
+export function startTraffic(
+  databaseUrl: string,
+  everyMs = 20,
+  /** Rows per transaction, [min, max] (default 10-60; OLTP-shaped traffic: [1, 5]). */
+  rows: [number, number] = [10, 60],
+): Traffic {
   let running = true;
   let failures = 0;
   let committed = 0;
@@ -30,7 +35,7 @@ export function startTraffic(databaseUrl: string, everyMs = 20): Traffic {
           client.on('error', () => undefined);
           await client.connect();
         }
-        const n = 10 + Math.floor(Math.random() * 50);
+        const n = rows[0] + Math.floor(Math.random() * (rows[1] - rows[0] + 1));
         await client.query(
           `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device, raw_payload)
            SELECT ($1::uuid[])[1 + floor(random() * 3)::int], gen_random_uuid(),

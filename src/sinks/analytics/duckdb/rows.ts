@@ -169,7 +169,12 @@ function micros(
     try {
       value = new DuckDBTimestampTZValue(isoToMicros(text));
     } catch {
-      throw new RowConversionError(e.event_id, column, text, 'not an ISO-8601 UTC timestamp DuckDB can store');
+      throw new RowConversionError(
+        e.event_id,
+        column,
+        text,
+        'not an ISO-8601 UTC timestamp DuckDB can store',
+      );
     }
   }
   if (cache !== null) {

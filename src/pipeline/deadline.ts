@@ -1,0 +1,24 @@
+/**
+ * Waits for `work` until `deadline` (epoch ms); past it, calls `late` and returns without
+ * waiting further (shutdown must be bounded even when a connection hangs). Never throws.
+ */
+export async function withDeadline(
+  work: Promise<unknown>,
+  deadline: number,
+  late: () => void = () => undefined,
+): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), Math.max(0, deadline - Date.now()));
+  });
+  const outcome = await Promise.race([
+    work.then(
+      () => 'done' as const,
+      () => 'done' as const,
+    ),
+    timeout,
+  ]);
+  clearTimeout(timer);
+  if (outcome === 'late') late();
+  return outcome === 'done';
+}

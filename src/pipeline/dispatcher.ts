@@ -1,0 +1,257 @@
+import { Checkpoint } from './checkpoint.js';
+
+/** What the dispatcher needs of a batch: its order and the source position it may confirm. */
+export interface DispatchUnit {
+  seq: number;
+  /** Confirmed once this batch and every earlier one were accepted; null: nothing to confirm. */
+  ackLsn: string | null;
+}
+
+/** The batch being filled, owned by the component that assembles it (assembler, capture). */
+export interface OpenBatch<B extends DispatchUnit> {
+  /** Rows in it: what `maxRows` bounds. */
+  readonly rows: number;
+  /** True when it holds anything to hand on (rows, or a position to confirm). */
+  readonly pending: boolean;
+  /** Closes it and returns it numbered `seq`; the owner starts a new, empty one. */
+  take(seq: number): B;
+}
+
+export interface DispatcherOptions<B extends DispatchUnit> {
+  maxRows: number;
+  /** How long an open batch may wait to fill while there is room to write it. */
+  maxWaitMs: number;
+  /** Batches being written at once. */
+  maxInFlight: number;
+  /** Writes a batch to every destination; resolves once all accepted it, rejects only when cancelled. */
+  write: (batch: B) => Promise<void>;
+  /** Told the source position that may be confirmed (in order, never moving backwards). */
+  confirm: (lsn: string) => void;
+  rowsOf: (batch: B) => number;
+  /** Told each batch all destinations accepted (counters of delivered events). */
+  onAccepted?: (batch: B) => void;
+}
+
+export interface DispatcherStopReport {
+  /** True when everything handed on was accepted before the deadline. */
+  drained: boolean;
+  /** Batches and rows not accepted by every destination (they replay on the next start). */
+  batches: number;
+  rows: number;
+}
+
+class Stopped extends Error {
+  constructor() {
+    super('dispatcher stopped');
+  }
+}
+
+/**
+ * The one bounded, ordered hand-off between a source and its destinations (direct mode,
+ * `capture` and `work`). At most `maxInFlight` batches are written at once; a batch closes
+ * when a write slot is free (at once when nothing is being written, else after `maxWaitMs`)
+ * or when it reaches `maxRows`. A closed batch is never queued: while the window is full the
+ * open batch keeps growing, and once it holds `maxRows` the caller gets a promise that settles
+ * when a slot frees (the source pauses meanwhile). So memory holds at most
+ * (maxInFlight + 1) x maxRows rows, whatever the transaction sizes, and batches grow by
+ * themselves when the destinations are slow. Positions are confirmed through the Checkpoint:
+ * in order, and only once every earlier batch was accepted too.
+ */
+export class Dispatcher<B extends DispatchUnit> {
+  private readonly checkpoint: Checkpoint;
+  private readonly inFlight = new Map<number, { batch: B; rows: number }>();
+  private readonly waiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
+  private readonly idleWaiters = new Set<() => void>();
+  private open: OpenBatch<B> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  /** The open batch's wait ran out while the window was full: it closes when a slot frees. */
+  private due = false;
+  /** Slots handed to a waiter that has not used them yet. */
+  private reserved = 0;
+  private seq = 0;
+  private closed = false;
+  /** Largest number of rows held at once (in flight + open), for tests and the bound. */
+  peakRows = 0;
+
+  constructor(private readonly options: DispatcherOptions<B>) {
+    this.checkpoint = new Checkpoint(options.confirm);
+  }
+
+  /** The batch this dispatcher closes (set once by its owner). */
+  bind(open: OpenBatch<B>): void {
+    this.open = open;
+  }
+
+  get hasRoom(): boolean {
+    return this.inFlight.size + this.reserved < this.options.maxInFlight;
+  }
+
+  get inFlightBatches(): number {
+    return this.inFlight.size;
+  }
+
+  /** Rows handed to destinations and not yet accepted by all of them. */
+  get inFlightRows(): number {
+    let rows = 0;
+    for (const f of this.inFlight.values()) rows += f.rows;
+    return rows;
+  }
+
+  /** The in-flight batches, oldest first. */
+  get inFlightList(): B[] {
+    return [...this.inFlight.values()].map((f) => f.batch);
+  }
+
+  /** Nothing open, waiting, in flight or unconfirmed. */
+  isDrained(): boolean {
+    return (
+      !(this.open?.pending ?? false) &&
+      this.waiters.length === 0 &&
+      this.inFlight.size === 0 &&
+      this.checkpoint.inFlight === 0
+    );
+  }
+
+  /**
+   * Called by the owner after the open batch changed; `atCommit` when a source transaction
+   * just ended in it. Returns a promise only when the open batch is full and the window is
+   * too: the caller (the source) waits for it.
+   */
+  offer(atCommit: boolean): void | Promise<void> {
+    const open = this.open;
+    if (this.closed || !open) return;
+    this.track();
+    if (open.rows >= this.options.maxRows) {
+      if (this.hasRoom && this.waiters.length === 0) return this.sendOpen();
+      this.clearTimer();
+      return this.waitForRoom().then(
+        () => {
+          this.reserved -= 1;
+          if (!this.closed) this.sendOpen();
+        },
+        () => undefined, // stopped: what is open replays on the next start
+      );
+    }
+    if (!open.pending) return;
+    // Idle destinations: write at the transaction's end (lowest latency); batches grow under load.
+    if (atCommit && open.rows > 0 && this.inFlight.size === 0 && this.hasRoom) return this.sendOpen();
+    this.armTimer();
+  }
+
+  /** Hands the open batch on now when a slot is free (e.g. the source disconnected); never waits. */
+  kick(): void {
+    if (!this.closed && this.hasRoom && this.waiters.length === 0) this.sendOpen();
+  }
+
+  /**
+   * Writes a batch built by the caller (the Kafka worker's chunks): waits for a slot first.
+   * Resolves (once it is being written) with the promise of its acceptance by every destination.
+   */
+  async submit(make: (seq: number) => B): Promise<{ accepted: Promise<void> }> {
+    if (this.closed) throw new Stopped();
+    if (!this.hasRoom || this.waiters.length > 0) {
+      await this.waitForRoom();
+      this.reserved -= 1;
+      if (this.closed) throw new Stopped();
+    }
+    return { accepted: this.send(make(++this.seq)) };
+  }
+
+  /**
+   * Stops closing batches; hands on what is open when a slot frees, then waits for the
+   * destinations until `deadline` (epoch ms). Whatever is left is reported, not waited for.
+   */
+  async stop(deadline: number): Promise<DispatcherStopReport> {
+    this.closed = true;
+    this.clearTimer();
+    for (const waiter of this.waiters.splice(0)) waiter.reject(new Stopped());
+    this.reserved = 0;
+    while (this.open?.pending && !this.hasRoom && Date.now() < deadline) {
+      await this.settledOrDeadline(deadline);
+    }
+    if (this.open?.pending && this.hasRoom) this.sendOpen();
+    while (this.inFlight.size > 0 && Date.now() < deadline) {
+      await this.settledOrDeadline(deadline);
+    }
+    const openRows = this.open?.rows ?? 0;
+    return {
+      drained: this.inFlight.size === 0 && this.checkpoint.inFlight === 0 && !this.open?.pending,
+      batches: this.inFlight.size + (this.open?.pending ? 1 : 0),
+      rows: this.inFlightRows + openRows,
+    };
+  }
+
+  private send(batch: B): Promise<void> {
+    const rows = this.options.rowsOf(batch);
+    this.checkpoint.register(batch.seq, batch.ackLsn);
+    this.inFlight.set(batch.seq, { batch, rows });
+    this.track();
+    const done = this.options.write(batch).then(() => {
+      this.inFlight.delete(batch.seq);
+      this.checkpoint.complete(batch.seq);
+      this.options.onAccepted?.(batch);
+      this.slotFreed();
+    });
+    // Rejected only when cancelled at shutdown: the batch stays unconfirmed and replays.
+    done.catch(() => undefined);
+    return done;
+  }
+
+  private sendOpen(): void {
+    this.clearTimer();
+    this.due = false;
+    const open = this.open;
+    if (!open?.pending) return;
+    void this.send(open.take(++this.seq));
+  }
+
+  private slotFreed(): void {
+    for (const resolve of this.idleWaiters) resolve();
+    this.idleWaiters.clear();
+    const waiter = this.waiters.shift();
+    if (waiter) {
+      this.reserved += 1;
+      waiter.resolve();
+      return;
+    }
+    if (this.closed || !this.open?.pending) return;
+    // A batch that waited for room, or everything written: close it now.
+    if (this.due || this.inFlight.size === 0) this.sendOpen();
+  }
+
+  private waitForRoom(): Promise<void> {
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  private settledOrDeadline(deadline: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.idleWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, deadline - Date.now()));
+      this.idleWaiters.add(done);
+    });
+  }
+
+  private armTimer(): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (this.closed) return;
+      if (this.hasRoom && this.waiters.length === 0) this.sendOpen();
+      else this.due = true;
+    }, this.options.maxWaitMs);
+  }
+
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private track(): void {
+    const rows = this.inFlightRows + (this.open?.rows ?? 0);
+    if (rows > this.peakRows) this.peakRows = rows;
+  }
+}

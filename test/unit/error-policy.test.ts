@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ErrorCodes, PipelineError } from '../../src/errors.js';
+import { policyFor } from '../../src/pipeline/error-policy.js';
+
+const withCode = (message: string, code: unknown) => Object.assign(new Error(message), { code });
+const wrapped = (cause: unknown) =>
+  new PipelineError(ErrorCodes.SINK_WRITE, 'insert failed', 'transient', undefined, { cause });
+
+describe('policyFor', () => {
+  it('network errors, 5xx, 429, timeouts and locks are transient', () => {
+    assert.equal(policyFor(withCode('refused', 'ECONNREFUSED')), 'transient');
+    assert.equal(policyFor(withCode('x', 'UND_ERR_SOCKET')), 'transient');
+    assert.equal(policyFor(Object.assign(new Error('x'), { status: 503 })), 'transient');
+    assert.equal(policyFor(Object.assign(new Error('x'), { statusCode: 429 })), 'transient');
+    assert.equal(policyFor(withCode('deadlock', '40P01')), 'transient');
+    assert.equal(policyFor(withCode('lock not available', '55P03')), 'transient');
+    assert.equal(policyFor(new Error('IO Error: Could not set lock on file')), 'transient');
+    assert.equal(policyFor(new PipelineError(ErrorCodes.ANALYTICS_LOCKED, 'locked', 'config')), 'transient');
+    assert.equal(policyFor(new Error('something unknown')), 'transient', 'unknown: held and retried');
+  });
+
+  it('authentication, permission and unknown tables are permanent for the sink', () => {
+    assert.equal(policyFor(wrapped(Object.assign(new Error('x'), { code: 401 }))), 'sink');
+    assert.equal(policyFor(wrapped(Object.assign(new Error('x'), { code: 403 }))), 'sink');
+    assert.equal(
+      policyFor(wrapped(Object.assign(new Error('x'), { code: '60', type: 'UNKNOWN_TABLE' }))),
+      'sink',
+    );
+    assert.equal(
+      policyFor(wrapped(Object.assign(new Error('x'), { code: '516', type: 'AUTHENTICATION_FAILED' }))),
+      'sink',
+    );
+    assert.equal(policyFor(withCode('password authentication failed', '28P01')), 'sink');
+    assert.equal(policyFor(withCode('permission denied', '42501')), 'sink');
+    assert.equal(policyFor(withCode('relation does not exist', '42P01')), 'sink');
+    assert.equal(policyFor(new Error('NOAUTH Authentication required.')), 'sink');
+    assert.equal(policyFor(new Error('Catalog Error: Table with name x does not exist!')), 'sink');
+  });
+
+  it('a deterministic rejection of the data is permanent for rows', () => {
+    assert.equal(
+      policyFor(
+        wrapped(Object.assign(new Error('x'), { code: '27', type: 'CANNOT_PARSE_INPUT_ASSERTION_FAILED' })),
+      ),
+      'rows',
+    );
+    assert.equal(policyFor(Object.assign(new Error('x'), { status: 400 })), 'rows');
+    assert.equal(policyFor(withCode('invalid input syntax', '22P02')), 'rows');
+    assert.equal(policyFor(new Error('Conversion Error: Could not convert string to UUID')), 'rows');
+    assert.equal(policyFor(wrapped(new Error('Invalid Input Error: bad json'))), 'rows');
+  });
+});
