@@ -80,6 +80,71 @@ describe('fault: Redis restarted, and Redis flushed in the middle', () => {
     assert.equal(lostState, 0, 'a restart that kept its data is not a state loss');
   });
 
+  it('a content:count key turned into a hash mid-stream: one error naming it, nothing half-applied, exact once fixed', async () => {
+    const h = await createFaultHarness({ redisUrl: server!.url });
+    harnesses.push(h);
+    runtime = await h.start();
+    const traffic = startTraffic(h.databaseUrl, 15);
+    // The second content's counter: in a batch its INCRBY follows the first content's.
+    const key = `${h.redisPrefix}content:count:${CONTENT_IDS[1]}`;
+    const admin = new Redis(server!.url);
+    let cleared = 0;
+    let held = false;
+    try {
+      await sleep(2000);
+      // Another application overwrites the key (kept aside here, so the truth stays checkable).
+      const saved = (await admin.eval(
+        "local v = redis.call('GET', KEYS[1]); redis.call('DEL', KEYS[1]); redis.call('HSET', KEYS[1], 'owner', 'someone else'); return v",
+        1,
+        key,
+      )) as string | null;
+      await sleep(3000);
+      const slot = await h.sql<{ lsn: string }>(
+        'SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1',
+        [h.slotName],
+      );
+      await sleep(1500);
+      const later = await h.sql<{ lsn: string }>(
+        'SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1',
+        [h.slotName],
+      );
+      held = slot[0].lsn === later[0].lsn;
+      // The operator fixes the key.
+      await admin
+        .multi()
+        .del(key)
+        .set(key, saved ?? '0')
+        .exec();
+      cleared = Date.now();
+      await sleep(1500);
+    } finally {
+      await traffic.stop();
+      admin.disconnect();
+    }
+    const recoveryMs = await drainAndStop(h, runtime, cleared);
+    runtime = null;
+    const r = await reconcile(h);
+    const lines = h.logs.lines.filter((l) => /EP_ERR_REDIS_KEY_TYPE/.test(l.msg));
+    recordScenario({
+      id: '05c-redis-wrong-type',
+      scenario: 'Redis key of the wrong type mid-stream',
+      fault:
+        'content:count of one content replaced by a hash while events stream (3 s), then restored; every batch touching it is refused whole',
+      reconciliation: r,
+      recoveryMs,
+      logLines: { EP_ERR_REDIS_KEY_TYPE: lines.length },
+      notes: `position held while refused: ${held}; content:count exact after the fix (no increment kept from a refused batch)`,
+    });
+    assertExact(r);
+    // One line when the sink starts failing (another only if a batch without the key got through).
+    assert.ok(lines.length >= 1, h.logs.problems());
+    assert.ok(
+      lines.every((l) => l.msg.includes(key)),
+      lines.map((l) => l.msg).join('\n'),
+    );
+    assert.ok(held, 'the slot position did not advance while batches were refused');
+  });
+
   it('stream + overlapping backfills twice, then FLUSHALL mid-stream: detected, the command it prints rebuilds Redis exactly', async () => {
     const h = await createFaultHarness({ redisUrl: server!.url });
     harnesses.push(h);
