@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { microsToIso } from '../../src/domain/timestamps.js';
 import type { EnrichedEvent } from '../../src/domain/types.js';
+import { startBigQueryFake, type BigQueryFake } from '../helpers/bigquery-fake.js';
 import { startChdbHttp, type ChdbHttp } from '../helpers/chdb-http.js';
 import { duckdbQuery } from '../helpers/duckdb.js';
 import { closeServer, listen, readBody } from '../helpers/http-server.js';
@@ -21,21 +22,21 @@ const ORDINARY = CONTENT_IDS[0];
 const EDGE = CONTENT_IDS[1];
 
 /** Edge timestamps as Postgres input text; which analytics destination can hold each. */
-const EDGES: { ts: string; duckdb: boolean; clickhouse: boolean }[] = [
-  { ts: '4714-11-24 00:00:00+00 BC', duckdb: true, clickhouse: false },
-  { ts: '0044-03-15 12:00:00.000001+00 BC', duckdb: true, clickhouse: false },
-  { ts: '0001-12-31 23:59:59.999999+00 BC', duckdb: true, clickhouse: false },
-  { ts: '0001-01-01 00:00:00+00', duckdb: true, clickhouse: false },
-  { ts: '0099-12-31 23:59:59.999999+00', duckdb: true, clickhouse: false },
-  { ts: '1899-12-31 23:59:59.999999+00', duckdb: true, clickhouse: false },
-  { ts: '1900-01-01 00:00:00+00', duckdb: true, clickhouse: true },
-  { ts: '1969-12-31 23:59:59.999999+00', duckdb: true, clickhouse: true },
-  { ts: '2299-12-31 23:59:59.999999+00', duckdb: true, clickhouse: true },
-  { ts: '9999-12-31 23:59:59.999999+00', duckdb: true, clickhouse: false },
-  { ts: '10000-01-01 00:00:00+00', duckdb: true, clickhouse: false },
-  { ts: '294247-01-10 04:00:54.775806+00', duckdb: true, clickhouse: false },
-  { ts: '294247-01-10 04:00:54.775807+00', duckdb: false, clickhouse: false },
-  { ts: '294276-12-31 23:59:59.999999+00', duckdb: false, clickhouse: false },
+const EDGES: { ts: string; duckdb: boolean; clickhouse: boolean; bigquery: boolean }[] = [
+  { ts: '4714-11-24 00:00:00+00 BC', duckdb: true, clickhouse: false, bigquery: false },
+  { ts: '0044-03-15 12:00:00.000001+00 BC', duckdb: true, clickhouse: false, bigquery: false },
+  { ts: '0001-12-31 23:59:59.999999+00 BC', duckdb: true, clickhouse: false, bigquery: false },
+  { ts: '0001-01-01 00:00:00+00', duckdb: true, clickhouse: false, bigquery: true },
+  { ts: '0099-12-31 23:59:59.999999+00', duckdb: true, clickhouse: false, bigquery: true },
+  { ts: '1899-12-31 23:59:59.999999+00', duckdb: true, clickhouse: false, bigquery: true },
+  { ts: '1900-01-01 00:00:00+00', duckdb: true, clickhouse: true, bigquery: true },
+  { ts: '1969-12-31 23:59:59.999999+00', duckdb: true, clickhouse: true, bigquery: true },
+  { ts: '2299-12-31 23:59:59.999999+00', duckdb: true, clickhouse: true, bigquery: true },
+  { ts: '9999-12-31 23:59:59.999999+00', duckdb: true, clickhouse: false, bigquery: true },
+  { ts: '10000-01-01 00:00:00+00', duckdb: true, clickhouse: false, bigquery: false },
+  { ts: '294247-01-10 04:00:54.775806+00', duckdb: true, clickhouse: false, bigquery: false },
+  { ts: '294247-01-10 04:00:54.775807+00', duckdb: false, clickhouse: false, bigquery: false },
+  { ts: '294276-12-31 23:59:59.999999+00', duckdb: false, clickhouse: false, bigquery: false },
 ];
 const NO_INSTANT = ['infinity', '-infinity'];
 /**
@@ -282,6 +283,78 @@ describe('Postgres timestamp range end to end (ClickHouse)', () => {
       );
       for (const r of rows)
         assert.equal(BigInt(r.us), run.micros.get(r.id), `ClickHouse event ${r.id}: exact µs`);
+    } finally {
+      await runtime.stop();
+    }
+  });
+});
+
+describe('Postgres timestamp range end to end (BigQuery)', () => {
+  let h: Harness;
+  let fake: BigQueryFake;
+  let recorder: Awaited<ReturnType<typeof startRecorder>>;
+  before(async () => {
+    h = await createHarness();
+    await seedContent(h);
+    fake = await startBigQueryFake();
+    recorder = await startRecorder();
+    // createAnalyticsSink reads these from the environment, as `engagement run` does.
+    process.env.BIGQUERY_API_ENDPOINT = fake.url;
+    process.env.BIGQUERY_ACCESS_TOKEN = fake.token;
+  });
+  after(async () => {
+    delete process.env.BIGQUERY_API_ENDPOINT;
+    delete process.env.BIGQUERY_ACCESS_TOKEN;
+    await recorder.close();
+    await fake.close();
+    await h.cleanup();
+  });
+
+  it('keeps TIMESTAMP rows to 0001..9999 and dead-letters the rest for BigQuery only', async () => {
+    const runtime = await h.start({ externalUrl: recorder.url, analyticsUrl: 'bigquery://acme-edges/edges' });
+    let run: Run;
+    try {
+      run = await insertMix(h);
+      const refused = [...run.rows].filter(
+        ([, ts]) => ts !== null && !NO_INSTANT.includes(ts) && !EDGES.find((e) => e.ts === ts)!.bigquery,
+      );
+      await waitFor(
+        'every row delivered or dead-lettered',
+        async () => {
+          const analytics = await deadLetters(h, 'analytics');
+          const count = await h.redis.client.get(`${h.redis.prefix}content:count:${ORDINARY}`);
+          return (
+            analytics.size === refused.length &&
+            count === String(run.ordinary) &&
+            recorder.events.length >= run.rows.size - 2
+          );
+        },
+        60_000,
+      );
+      const analytics = await deadLetters(h, 'analytics');
+      assert.deepEqual([...analytics.keys()].sort(), refused.map(([id]) => id).sort());
+      for (const reason of analytics.values())
+        assert.match(
+          reason,
+          /^BigQuery cannot hold this row: event_ts .* is outside BigQuery TIMESTAMP's range/,
+        );
+      await assertOtherSinks(h, run, recorder.events);
+      const rows = fake.table('acme-edges', 'edges', 'events_enriched')!.rows as {
+        event_id: string;
+        event_ts: string;
+      }[];
+      const want = expectedIn(run, (ts) => EDGES.find((e) => e.ts === ts)!.bigquery);
+      assert.deepEqual(
+        rows.map((r) => r.event_id).sort(),
+        want.sort(),
+        'BigQuery: one row per representable event',
+      );
+      for (const r of rows)
+        assert.equal(
+          r.event_ts,
+          microsToIso(run.micros.get(r.event_id)!),
+          `BigQuery event ${r.event_id}: exact`,
+        );
     } finally {
       await runtime.stop();
     }
