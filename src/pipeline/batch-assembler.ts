@@ -59,8 +59,8 @@ export class BatchAssembler {
         return this.onEvent(change.row);
       case 'content-upsert':
       case 'content-delete':
-        // Recorded with its commit position before the next change is read (the promise holds
-        // the stream), so a restart can rebuild the dimension as of the confirmed position.
+        // Kept with its commit position, so a restart rebuilds the dimension as of the
+        // confirmed position (written by the commit below at the latest).
         return this.options.dimension.apply(change, this.tx.commitLsn);
       case 'ignored':
         this.options.metrics.ignoredChanges.inc({ kind: change.what });
@@ -74,6 +74,8 @@ export class BatchAssembler {
         this.options.logger.error({ table: change.table }, `bad source row dead-lettered: ${change.reason}`);
         return this.options.onBadRow(change);
       case 'commit':
+        // The transaction's content changes reach the history before its commit can be confirmed.
+        if (this.options.dimension.recording) return this.afterRecorded(change);
         this.ackLsn = change.ackLsn;
         if (this.events.length > 0 && this.options.sinksIdle?.()) return this.flush();
         this.armTimer();
@@ -116,15 +118,24 @@ export class BatchAssembler {
     if (contentId !== null && this.options.dimension.peek(contentId) === undefined) {
       // The lookup retries while the stream waits; it gives up only when closed for shutdown,
       // and then the event is replayed on the next start.
-      return this.options.dimension.lookup([contentId]).then(
-        () => (this.closed ? undefined : this.add(row, position)),
-        (err: unknown) => {
-          if (!this.closed) throw err;
-        },
-      );
+      return this.options.dimension
+        .lookup([contentId])
+        .then(() => (this.closed ? undefined : this.add(row, position)), this.ignoreAfterClose);
     }
     return this.add(row, position);
   }
+
+  private afterRecorded(change: Change): Promise<void> {
+    return Promise.resolve(this.options.dimension.recorded()).then(
+      () => this.handle(change),
+      this.ignoreAfterClose,
+    );
+  }
+
+  /** A dimension call interrupted by shutdown: what it held is replayed on the next start. */
+  private ignoreAfterClose = (err: unknown): void => {
+    if (!this.closed) throw err;
+  };
 
   private add(row: EngagementEventRow, position: string): void | Promise<void> {
     const { dimension, metrics, logger } = this.options;

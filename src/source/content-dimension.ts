@@ -3,7 +3,7 @@ import type { ContentInfo } from '../domain/types.js';
 import { describeError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import type { Change } from './changes.js';
-import { CONTENT_SELECT, ContentHistory } from './content-history.js';
+import { CONTENT_SELECT, ContentHistory, type ContentVersion } from './content-history.js';
 
 export interface ContentDimensionOptions {
   logger?: Logger;
@@ -33,6 +33,8 @@ export class DimensionClosedError extends Error {
 
 /** Recorded versions between two prunes of the history while running. */
 const PRUNE_EVERY = 1_000;
+/** Changes held in memory at most before they are written (and the stream waits for it). */
+const RECORD_AT = 1_000;
 
 /**
  * The `content` table held in memory: loaded at start (as of the slot's confirmed position
@@ -51,6 +53,10 @@ export class ContentDimension {
   private closed = false;
   private readonly sleepers = new Set<() => void>();
   private recordedSincePrune = 0;
+  /** Applied changes not yet handed to the history. */
+  private unrecorded: ContentVersion[] = [];
+  /** The history writes in progress (one at a time, in stream order). */
+  private writing: Promise<void> | null = null;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -116,23 +122,50 @@ export class ContentDimension {
 
   /**
    * A content change from the stream, in the transaction that commits at `commitLsn`: applied
-   * in memory at once, and with a history, recorded durably before the returned promise
-   * resolves. The stream waits for it, so no position past the change can be confirmed
-   * before the history has it.
+   * in memory at once; with a history, queued for it. The queue is written when the
+   * transaction's commit arrives (`recorded()`), or when it holds RECORD_AT changes: then the
+   * returned promise makes the stream wait, so memory stays bounded in a huge transaction.
    */
   apply(
     change: Extract<Change, { kind: 'content-upsert' | 'content-delete' }>,
     commitLsn: string,
   ): void | Promise<void> {
-    const id = change.kind === 'content-upsert' ? change.content.id : change.id;
+    const key = change.kind === 'content-upsert' ? change.content.id : change.id;
     const row = change.kind === 'content-upsert' ? this.upsert(change.content) : this.delete(change.id);
+    if (!this.history) return;
+    this.unrecorded.push({ key, commitLsn, row });
+    if (this.unrecorded.length >= RECORD_AT) return this.recorded();
+  }
+
+  /** True while applied changes are not yet known to be in the history. */
+  get recording(): boolean {
+    return this.unrecorded.length > 0 || this.writing !== null;
+  }
+
+  /**
+   * Resolves once every change applied so far is in the history (`undefined`: nothing to wait
+   * for). The stream calls it at each commit and waits, so no position past a content change
+   * can be confirmed before the history has it. A failing write is retried with backoff.
+   */
+  recorded(): Promise<void> | undefined {
     const history = this.history;
-    if (!history) return;
-    return this.retrying(`recording the change of content ${id}`, () =>
-      history.record(id, commitLsn, row),
-    ).then(() => {
-      if (++this.recordedSincePrune >= PRUNE_EVERY) void this.pruneNow();
-    });
+    if (!history || this.unrecorded.length === 0) return this.writing ?? undefined;
+    const versions = this.unrecorded;
+    this.unrecorded = [];
+    const previous = this.writing ?? Promise.resolve();
+    const run: Promise<void> = previous
+      .then(() =>
+        this.retrying(`recording ${versions.length} content change(s)`, () => history.recordMany(versions)),
+      )
+      .then(() => {
+        this.recordedSincePrune += versions.length;
+        if (this.recordedSincePrune >= PRUNE_EVERY) void this.pruneNow();
+      })
+      .finally(() => {
+        if (this.writing === run) this.writing = null;
+      });
+    this.writing = run;
+    return run;
   }
 
   /** In memory only (Kafka feeds; the stream uses `apply`). Columns the change lacks (unchanged TOAST) are kept. */
