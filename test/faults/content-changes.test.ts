@@ -14,14 +14,15 @@ const CYCLES = Number(process.env.FAULT_CONTENT_CYCLES ?? 4);
 const [VIDEO, PODCAST] = CONTENT_IDS;
 
 /**
- * One session, serially: a content change, then events that state in their payload what the
- * content was when they committed (length and type, or absent after a delete). Nothing runs
- * between a change and its events, so the payload is the truth for "as of the event's commit".
- * Changes and events share a transaction or not, alternately.
+ * One session, serially: a steady trickle of events for a video and a podcast, each stating
+ * in its payload what its content was when it committed; every few rounds the video's length
+ * changes, and the podcast is deleted or re-inserted. Nothing else writes, so the payload is
+ * the truth for "as of the event's commit". Events written after a restart's confirmed
+ * position but before the next change are the ones a dimension loaded "now" gets wrong.
  */
 function startContentChurn(databaseUrl: string): { stop(): Promise<number> } {
   let running = true;
-  let version = 0;
+  let changes = 0;
   const events = (client: pg.Client, id: string, length: number | null, type: string | null) =>
     client.query(
       `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device, raw_payload)
@@ -33,25 +34,32 @@ function startContentChurn(databaseUrl: string): { stop(): Promise<number> } {
   const loop = (async () => {
     const client = new pg.Client(clientConfig(databaseUrl, 'fault-content-churn'));
     await client.connect();
+    let video = 300;
+    let podcast: number | null = 0;
     try {
-      while (running) {
-        version += 1;
-        const together = version % 2 === 0;
-        if (together) await client.query('BEGIN');
-        await client.query('UPDATE content SET length_seconds = $2 WHERE id = $1', [VIDEO, version]);
-        await events(client, VIDEO, version, 'video');
-        if (version % 3 === 0) {
-          await client.query('DELETE FROM content WHERE id = $1', [PODCAST]);
-          await events(client, PODCAST, null, null);
-          await client.query(
-            `INSERT INTO content (id, slug, title, content_type, length_seconds, publish_ts)
-             VALUES ($1, 'podcast-1', 'Podcast 1', 'podcast', $2, now())`,
-            [PODCAST, version],
-          );
-          await events(client, PODCAST, version, 'podcast');
+      for (let round = 1; running; round++) {
+        if (round % 6 === 0) {
+          video = round;
+          await client.query('UPDATE content SET length_seconds = $2 WHERE id = $1', [VIDEO, video]);
+          changes += 1;
         }
-        if (together) await client.query('COMMIT');
-        await sleep(120);
+        if (round % 10 === 0) {
+          if (podcast === null) {
+            podcast = round;
+            await client.query(
+              `INSERT INTO content (id, slug, title, content_type, length_seconds, publish_ts)
+               VALUES ($1, 'podcast-1', 'Podcast 1', 'podcast', $2, now())`,
+              [PODCAST, podcast],
+            );
+          } else {
+            podcast = null;
+            await client.query('DELETE FROM content WHERE id = $1', [PODCAST]);
+          }
+          changes += 1;
+        }
+        await events(client, VIDEO, video, 'video');
+        await events(client, PODCAST, podcast, podcast === null ? null : 'podcast');
+        await sleep(60);
       }
     } finally {
       await client.end();
@@ -61,7 +69,7 @@ function startContentChurn(databaseUrl: string): { stop(): Promise<number> } {
     stop: async () => {
       running = false;
       await loop;
-      return version;
+      return changes;
     },
   };
 }
@@ -136,7 +144,7 @@ describe('fault: content updated and deleted while the pipeline is killed and re
     recordScenario({
       id: '16-content-changes',
       scenario: `content updated and deleted around kill -9 ×${CYCLES}`,
-      fault: `\`engagement run\` SIGKILLed ${CYCLES} times while one session updates a video's length and deletes/re-inserts a podcast between the events it writes (${versions} content versions); events replayed after each restart`,
+      fault: `\`engagement run\` SIGKILLed ${CYCLES} times while one session updates a video's length and deletes/re-inserts a podcast between the events it writes (${versions} content changes); events replayed after each restart`,
       reconciliation: r,
       recoveryMs,
       notes: `every DuckDB row's content_type and length_seconds compared with the content at its commit: ${wrong.length} of ${rows.length} differ`,
