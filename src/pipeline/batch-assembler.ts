@@ -88,11 +88,10 @@ export class BatchAssembler implements OpenBatch<Batch> {
         return this.onEvent(change.row);
       case 'content-upsert':
       case 'content-delete':
-        // Recorded with its commit position before the next change is read (the promise holds
-        // the stream), so a restart can rebuild the dimension as of the confirmed position.
-        return this.options.dimension.apply(change, this.tx.commitLsn);
       case 'content-truncate':
-        return this.truncateContent();
+        // Kept with its commit position, so a restart rebuilds the dimension as of the
+        // confirmed position (written by the commit below at the latest).
+        return this.options.dimension.apply(change, this.tx.commitLsn);
       case 'halt':
         // Handled by the source, which stops taking changes there.
         return;
@@ -108,6 +107,8 @@ export class BatchAssembler implements OpenBatch<Batch> {
         this.options.logger.error({ table: change.table }, `bad source row dead-lettered: ${change.reason}`);
         return this.options.onBadRow(change);
       case 'commit':
+        // The transaction's content changes reach the history before its commit can be confirmed.
+        if (this.options.dimension.recording) return this.afterRecorded(change);
         this.ackLsn = change.ackLsn;
         this.inTransaction = false;
         return this.options.dispatcher.offer(true);
@@ -129,13 +130,6 @@ export class BatchAssembler implements OpenBatch<Batch> {
     this.closed = true;
   }
 
-  /** TRUNCATE of the content table: every known row deleted at this transaction's position. */
-  private async truncateContent(): Promise<void> {
-    const { dimension } = this.options;
-    for (const id of dimension.knownIds())
-      await dimension.apply({ kind: 'content-delete', id }, this.tx.commitLsn);
-  }
-
   private onEvent(row: EngagementEventRow): void | Promise<void> {
     const position = eventPosition(this.tx.commitLsn, this.tx.index++);
     // After a reconnect the source replays from the last confirmed commit: skip what was already handed on.
@@ -145,15 +139,24 @@ export class BatchAssembler implements OpenBatch<Batch> {
     if (contentId !== null && this.options.dimension.peek(contentId) === undefined) {
       // The lookup retries while the stream waits; it gives up only when closed for shutdown,
       // and then the event is replayed on the next start.
-      return this.options.dimension.lookup([contentId]).then(
-        () => (this.closed ? undefined : this.add(row, position)),
-        (err: unknown) => {
-          if (!this.closed) throw err;
-        },
-      );
+      return this.options.dimension
+        .lookup([contentId])
+        .then(() => (this.closed ? undefined : this.add(row, position)), this.ignoreAfterClose);
     }
     return this.add(row, position);
   }
+
+  private afterRecorded(change: Change): Promise<void> {
+    return Promise.resolve(this.options.dimension.recorded()).then(
+      () => this.handle(change),
+      this.ignoreAfterClose,
+    );
+  }
+
+  /** A dimension call interrupted by shutdown: what it held is replayed on the next start. */
+  private ignoreAfterClose = (err: unknown): void => {
+    if (!this.closed) throw err;
+  };
 
   private add(row: EngagementEventRow, position: string): void | Promise<void> {
     if (this.closed) return;

@@ -2,8 +2,7 @@ import type pg from 'pg';
 import type { ContentInfo } from '../domain/types.js';
 import { describeError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
-import type { Change } from './changes.js';
-import { CONTENT_SELECT, ContentHistory } from './content-history.js';
+import { CONTENT_SELECT, ContentHistory, type ContentVersion } from './content-history.js';
 
 export interface ContentDimensionOptions {
   logger?: Logger;
@@ -23,6 +22,13 @@ export interface ContentDimensionOptions {
   retryDelayMs?: { first: number; max: number };
 }
 
+/** A change of the content table, as the stream carries it. */
+export type ContentChange =
+  | { kind: 'content-upsert'; content: Partial<ContentInfo> & { id: string } }
+  | { kind: 'content-delete'; id: string }
+  /** TRUNCATE of the content table: every row is gone at this point of the stream. */
+  | { kind: 'content-truncate' };
+
 /** Thrown by a retrying call that `close()` interrupted; the change is replayed on the next start. */
 export class DimensionClosedError extends Error {
   constructor() {
@@ -33,6 +39,8 @@ export class DimensionClosedError extends Error {
 
 /** Recorded versions between two prunes of the history while running. */
 const PRUNE_EVERY = 1_000;
+/** Changes held in memory at most before they are written (and the stream waits for it). */
+const RECORD_AT = 1_000;
 
 /**
  * The `content` table held in memory: loaded at start (as of the slot's confirmed position
@@ -46,11 +54,17 @@ const PRUNE_EVERY = 1_000;
  */
 export class ContentDimension {
   private readonly rows = new Map<string, ContentInfo | null>();
+  /** Rows read by a lookup (today's, never recorded): their next change is recorded even if equal. */
+  private readonly lookedUp = new Set<string>();
   private readonly log: Logger;
   private history: ContentHistory | null;
   private closed = false;
   private readonly sleepers = new Set<() => void>();
   private recordedSincePrune = 0;
+  /** Applied changes not yet handed to the history. */
+  private unrecorded: ContentVersion[] = [];
+  /** The history writes in progress (one at a time, in stream order). */
+  private writing: Promise<void> | null = null;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -116,29 +130,72 @@ export class ContentDimension {
 
   /**
    * A content change from the stream, in the transaction that commits at `commitLsn`: applied
-   * in memory at once, and with a history, recorded durably before the returned promise
-   * resolves. The stream waits for it, so no position past the change can be confirmed
-   * before the history has it.
+   * in memory at once; with a history, queued for it. The queue is written when the
+   * transaction's commit arrives (`recorded()`), or when it holds RECORD_AT changes: then the
+   * returned promise makes the stream wait, so memory stays bounded in a huge transaction.
    */
-  apply(
-    change: Extract<Change, { kind: 'content-upsert' | 'content-delete' }>,
-    commitLsn: string,
-  ): void | Promise<void> {
-    const id = change.kind === 'content-upsert' ? change.content.id : change.id;
-    const row = change.kind === 'content-upsert' ? this.upsert(change.content) : this.delete(change.id);
-    const history = this.history;
-    if (!history) return;
-    return this.retrying(`recording the change of content ${id}`, () =>
-      history.record(id, commitLsn, row),
-    ).then(() => {
-      if (++this.recordedSincePrune >= PRUNE_EVERY) void this.pruneNow();
-    });
+  apply(change: ContentChange, commitLsn: string): void | Promise<void> {
+    const changed: ContentVersion[] = [];
+    const set = (key: string, row: ContentInfo | null) => {
+      const previous = this.rows.get(key);
+      this.rows.set(key, row);
+      // A change that leaves the row as it was (an update of columns the dimension does not
+      // hold, a delete of an absent row) adds no version: the row as of its commit is unchanged.
+      const known = previous !== undefined && !this.lookedUp.delete(key);
+      if (!known || !sameRow(previous, row)) changed.push({ key, commitLsn, row });
+    };
+    if (change.kind === 'content-upsert') set(change.content.id, this.merged(change.content));
+    else if (change.kind === 'content-delete') set(change.id, null);
+    else for (const key of this.knownIds()) set(key, null);
+    if (!this.history || changed.length === 0) return;
+    this.unrecorded.push(...changed);
+    if (this.unrecorded.length >= RECORD_AT) return this.recorded();
   }
 
-  /** In memory only (Kafka feeds; the stream uses `apply`). Columns the change lacks (unchanged TOAST) are kept. */
-  upsert(change: Partial<ContentInfo> & { id: string }): ContentInfo {
+  /** True while applied changes are not yet known to be in the history. */
+  get recording(): boolean {
+    return this.unrecorded.length > 0 || this.writing !== null;
+  }
+
+  /**
+   * Resolves once every change applied so far is in the history (`undefined`: nothing to wait
+   * for). The stream calls it at each commit and waits, so no position past a content change
+   * can be confirmed before the history has it. A failing write is retried with backoff.
+   */
+  recorded(): Promise<void> | undefined {
+    const history = this.history;
+    if (!history || this.unrecorded.length === 0) return this.writing ?? undefined;
+    const versions = this.unrecorded;
+    this.unrecorded = [];
+    const previous = this.writing ?? Promise.resolve();
+    const run: Promise<void> = previous
+      .then(() =>
+        this.retrying(`recording ${versions.length} content change(s)`, () => history.recordMany(versions)),
+      )
+      .then(() => {
+        this.recordedSincePrune += versions.length;
+        if (this.recordedSincePrune >= PRUNE_EVERY) void this.pruneNow();
+      })
+      .finally(() => {
+        if (this.writing === run) this.writing = null;
+      });
+    this.writing = run;
+    return run;
+  }
+
+  /** In memory only (Kafka feeds; the stream uses `apply`). */
+  upsert(change: Partial<ContentInfo> & { id: string }): void {
+    this.rows.set(change.id, this.merged(change));
+  }
+
+  delete(id: string): void {
+    this.rows.set(id, null);
+  }
+
+  /** The row after a change; columns the change lacks (unchanged TOAST values) are kept. */
+  private merged(change: Partial<ContentInfo> & { id: string }): ContentInfo {
     const previous = this.rows.get(change.id);
-    const row: ContentInfo = {
+    return {
       id: change.id,
       slug: change.slug !== undefined ? change.slug : (previous?.slug ?? null),
       title: change.title !== undefined ? change.title : (previous?.title ?? null),
@@ -147,13 +204,6 @@ export class ContentDimension {
       length_seconds:
         change.length_seconds !== undefined ? change.length_seconds : (previous?.length_seconds ?? null),
     };
-    this.rows.set(change.id, row);
-    return row;
-  }
-
-  delete(id: string): null {
-    this.rows.set(id, null);
-    return null;
   }
 
   /**
@@ -166,7 +216,10 @@ export class ContentDimension {
     const unseen = [...new Set(ids)].filter((id) => !this.rows.has(id));
     if (unseen.length === 0) return;
     const rows = await this.retrying('content lookup', () => this.fetch(unseen));
-    for (const id of unseen) this.rows.set(id, null);
+    for (const id of unseen) {
+      this.rows.set(id, null);
+      this.lookedUp.add(id);
+    }
     for (const row of rows) this.rows.set(row.id, row);
   }
 
@@ -244,6 +297,17 @@ export class ContentDimension {
       this.log.warn(`pruning the content history failed (retried later): ${describeError(err)}`);
     }
   }
+}
+
+function sameRow(a: ContentInfo | null, b: ContentInfo | null): boolean {
+  if (a === null || b === null) return a === b;
+  return (
+    a.id === b.id &&
+    a.slug === b.slug &&
+    a.title === b.title &&
+    a.content_type === b.content_type &&
+    a.length_seconds === b.length_seconds
+  );
 }
 
 function sqlState(err: unknown): string {

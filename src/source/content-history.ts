@@ -8,6 +8,13 @@ export const CONTENT_SELECT = 'SELECT id::text AS id, slug, title, content_type,
 const VERSIONS = `${STATE_SCHEMA}.content_versions`;
 const ORIGIN = `${STATE_SCHEMA}.content_history`;
 
+/** One change: the row after it (`null`: deleted) in the transaction committing at `commitLsn`. */
+export interface ContentVersion {
+  key: string;
+  commitLsn: string;
+  row: ContentInfo | null;
+}
+
 type Queryable = Pick<pg.Pool, 'query'> | Pick<pg.Client, 'query'>;
 
 /**
@@ -79,17 +86,33 @@ export class ContentHistory {
     return new Map(rows.map((r) => [r.key, r.deleted ? null : r.row_data]));
   }
 
-  /**
-   * Stores one change. Idempotent: a replayed transaction writes the same key and LSN again;
-   * several changes of one key in one transaction keep the last (the state at its commit).
-   */
+  /** Stores one change (see `recordMany`). */
   async record(key: string, commitLsn: string, row: ContentInfo | null): Promise<void> {
+    await this.recordMany([{ key, commitLsn, row }]);
+  }
+
+  /**
+   * Stores changes in one statement. Idempotent: a replayed transaction writes the same keys
+   * and LSNs again. Several changes of one key in one transaction keep the last (the state at
+   * its commit; one statement cannot update a row twice, so they are reduced here first).
+   */
+  async recordMany(versions: ContentVersion[]): Promise<void> {
+    const last = new Map<string, ContentVersion>();
+    for (const v of versions) last.set(`${v.key}\u0000${v.commitLsn}`, v);
+    const rows = [...last.values()];
+    if (rows.length === 0) return;
     await this.db.query(
       `INSERT INTO ${VERSIONS} (stream, content_key, valid_from_lsn, row_data, deleted)
-       VALUES ($1, $2, $3::pg_lsn, $4::jsonb, $5)
+       SELECT $1, v.key, v.lsn::pg_lsn, v.row_data, v.row_data IS NULL
+         FROM unnest($2::text[], $3::text[], $4::jsonb[]) AS v(key, lsn, row_data)
        ON CONFLICT (stream, content_key, valid_from_lsn)
        DO UPDATE SET row_data = EXCLUDED.row_data, deleted = EXCLUDED.deleted, recorded_at = now()`,
-      [this.stream, key, commitLsn, row === null ? null : JSON.stringify(row), row === null],
+      [
+        this.stream,
+        rows.map((v) => v.key),
+        rows.map((v) => v.commitLsn),
+        rows.map((v) => (v.row === null ? null : JSON.stringify(v.row))),
+      ],
     );
   }
 

@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { clientConfig } from '../../src/db/postgres.js';
 import { startRuntime, type Runtime } from '../../src/runtime.js';
+import { ContentDimension } from '../../src/source/content-dimension.js';
 import { ContentHistory } from '../../src/source/content-history.js';
 import { captureLogs } from '../faults/support/harness.js';
 import { duckdbQuery } from '../helpers/duckdb.js';
@@ -168,7 +169,7 @@ describe('point-in-time enrichment: every event carries the content as of its ow
       e1 = await insertEvent(h, VIDEO, 'after the update');
       await waitFor(
         'the history write to fail and be retried',
-        () => logs.count(/recording the change of content .* failed, retrying/) > 0,
+        () => logs.count(/recording \d+ content change\(s\) failed, retrying/) > 0,
         30_000,
       );
     } finally {
@@ -187,6 +188,46 @@ describe('point-in-time enrichment: every event carries the content as of its ow
       [VIDEO],
     );
     assert.equal(versions[0].n, '1', 'the change reached the history');
+  });
+
+  it('records a change only when the row changes; a truncate records every known row as deleted', async () => {
+    const pool = new pg.Pool(clientConfig(h.databaseUrl));
+    try {
+      const stream = 'direct_api_test';
+      const dimension = new ContentDimension(pool, { slotName: stream, retry: true });
+      const history = new ContentHistory(pool, stream);
+      const row = { id: VIDEO, slug: 's', title: 'T', content_type: 'video', length_seconds: 10 };
+      dimension.apply({ kind: 'content-upsert', content: row }, '1/10');
+      dimension.apply({ kind: 'content-upsert', content: { ...row } }, '1/20'); // same values
+      dimension.apply({ kind: 'content-upsert', content: { id: VIDEO, title: 'T2' } }, '1/30');
+      dimension.apply({ kind: 'content-delete', id: PODCAST }, '1/40'); // never seen: recorded
+      dimension.apply({ kind: 'content-delete', id: PODCAST }, '1/50'); // absent already
+      assert.equal(dimension.recording, true);
+      await dimension.recorded();
+      assert.equal(dimension.recording, false);
+      const lsns = await h.sql<{ key: string; lsn: string }>(
+        `SELECT content_key AS key, valid_from_lsn::text AS lsn FROM engagement_pipeline.content_versions
+          WHERE stream = $1 ORDER BY valid_from_lsn`,
+        [stream],
+      );
+      assert.deepEqual(
+        lsns.map((r) => `${r.key === VIDEO ? 'video' : 'podcast'}@${r.lsn}`),
+        ['video@1/10', 'video@1/30', 'podcast@1/40'],
+      );
+      assert.equal(
+        (await history.asOf('1/31')).get(VIDEO)?.title,
+        'T2',
+        'a partial change keeps the other columns',
+      );
+      assert.equal((await history.asOf('1/31')).get(VIDEO)?.length_seconds, 10);
+      dimension.apply({ kind: 'content-truncate' }, '1/60');
+      await dimension.recorded();
+      assert.deepEqual([...(await history.asOf('1/61')).values()], [null, null]);
+      assert.equal(dimension.peek(VIDEO), null);
+      dimension.close();
+    } finally {
+      await pool.end();
+    }
   });
 
   it('pruning keeps, per key, the latest version below the position and everything above it', async () => {
