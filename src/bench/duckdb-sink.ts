@@ -5,14 +5,16 @@
  *  - `id-check`: the sink for streams without trusted positions (backfill, Kafka);
  *  - `keyed-merge`: the previous path, kept here as the baseline (Appender into a temp staging
  *    table, then INSERT ... SELECT DISTINCT ON (event_id) ... ON CONFLICT DO NOTHING).
- * Each mode runs in its own child process (its own RSS), one after the other.
+ * Each mode runs in its own child process (its own file and RSS); the modes take turns
+ * segment by segment, so each segment of each mode meets about the same machine load.
  *
  *   node --import tsx src/bench/duckdb-sink.ts [--rows 400000] [--batch 2000] [--modes a,b,c]
  * Writes bench/results/duckdb-sink.json.
  */
-import { execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DuckDBInstance, type DuckDBAppender, type DuckDBConnection } from '@duckdb/node-api';
@@ -47,36 +49,38 @@ const rows = Number(values.rows);
 const batchSize = Number(values.batch);
 const segment = Number(values.segment);
 
-async function runMode(mode: Mode): Promise<Segment[]> {
+/** A child: one DuckDB file, one segment of rows per line read from stdin, each reported as a JSON line. */
+async function runMode(mode: Mode): Promise<void> {
   const dir = mkdtempSync(path.join(tmpdir(), 'bench-duckdb-sink-'));
   const file = path.join(dir, 'analytics.duckdb');
   const write = await writer(mode, file);
-  const segments: Segment[] = [];
-  let wall = performance.now();
-  let cpu = process.cpuUsage();
   let seq = 0;
+  let next = 1;
   try {
-    for (let from = 1; from <= rows; from += batchSize) {
-      await write.write(batch(++seq, from, Math.min(batchSize, rows - from + 1)));
-      const done = from + batchSize - 1;
-      if (done % segment === 0 || done >= rows) {
-        const used = process.cpuUsage(cpu);
-        const n = done % segment === 0 ? segment : done % segment;
-        segments.push({
-          rowsInTable: Math.min(done, rows),
-          rowsPerSecond: Math.round(n / ((performance.now() - wall) / 1000)),
-          cpuMicrosPerRow: Math.round(((used.user + used.system) / n) * 10) / 10,
-          rssMb: Math.round(process.memoryUsage().rss / 1e6),
-        });
-        wall = performance.now();
-        cpu = process.cpuUsage();
+    process.stdout.write('ready\n');
+    for await (const _line of createInterface({ input: process.stdin })) {
+      const wall = performance.now();
+      const cpu = process.cpuUsage();
+      const end = Math.min(rows, next + segment - 1);
+      const n = end - next + 1;
+      for (; next <= end; next += batchSize) {
+        await write.write(batch(++seq, next, Math.min(batchSize, end - next + 1)));
       }
+      next = end + 1;
+      const used = process.cpuUsage(cpu);
+      const result: Segment = {
+        rowsInTable: end,
+        rowsPerSecond: Math.round(n / ((performance.now() - wall) / 1000)),
+        cpuMicrosPerRow: Math.round(((used.user + used.system) / n) * 10) / 10,
+        rssMb: Math.round(process.memoryUsage().rss / 1e6),
+      };
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+      if (end >= rows) break;
     }
   } finally {
     await write.stop();
     rmSync(dir, { recursive: true, force: true });
   }
-  return segments;
 }
 
 function batch(seq: number, from: number, n: number): Batch {
@@ -183,12 +187,12 @@ class KeyedMerge {
 
 // Last, so that the classes above are initialised before the top-level await uses them.
 if (values.child) {
-  const segments = await runMode(values.child as Mode);
-  process.stdout.write(`${JSON.stringify(segments)}\n`);
+  await runMode(values.child as Mode);
 } else {
-  const results: Record<string, Segment[]> = {};
-  for (const mode of values.modes!.split(',') as Mode[]) {
-    const out = execFileSync(
+  const modes = values.modes!.split(',') as Mode[];
+  const children = new Map<Mode, { send(): Promise<Segment>; lines: AsyncIterator<string> }>();
+  for (const mode of modes) {
+    const child = spawn(
       process.execPath,
       [
         '--import',
@@ -198,20 +202,38 @@ if (values.child) {
         '--child',
         mode,
       ],
-      { cwd: ROOT, encoding: 'utf8', maxBuffer: 1 << 24 },
+      { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] },
     );
-    results[mode] = JSON.parse(out.trim().split('\n').pop()!) as Segment[];
-    for (const s of results[mode])
+    const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+    if ((await lines.next()).value !== 'ready') throw new Error(`${mode} did not start`);
+    children.set(mode, {
+      lines,
+      send: async () => {
+        child.stdin!.write('next\n');
+        const line = await lines.next();
+        if (line.done) throw new Error(`${mode} ended early`);
+        return JSON.parse(line.value) as Segment;
+      },
+    });
+  }
+  // Segment by segment, the modes in turn: each segment of each mode meets about the same load.
+  const results: Record<string, Segment[]> = Object.fromEntries(modes.map((m) => [m, []]));
+  for (let done = 0; done < rows; done += segment) {
+    for (const mode of modes) {
+      const s = await children.get(mode)!.send();
+      results[mode].push(s);
       process.stdout.write(
         `${mode.padEnd(12)} ${String(s.rowsInTable).padStart(8)} rows: ${s.rowsPerSecond} rows/s, ${s.cpuMicrosPerRow} µs CPU/row, RSS ${s.rssMb} MB\n`,
       );
+    }
   }
   const report = {
     schema: 'engagement-bench-duckdb-sink/1',
     at: new Date().toISOString(),
     command: `node --import tsx src/bench/duckdb-sink.ts ${process.argv.slice(2).join(' ')}`.trim(),
+    machine: { nproc: cpus().length, loadAverage: loadavg() },
     settings: { rows, batchSize, segment, memoryLimit: values['memory-limit'] },
-    note: 'CPU is the whole process (JS + DuckDB threads) from process.cpuUsage(); rows/s is wall time on a shared machine',
+    note: 'each mode in its own process with its own file, segments interleaved mode by mode; CPU is the whole process (JS + DuckDB threads, process.cpuUsage()); rows/s is wall time on a shared machine',
     results,
   };
   const file = path.join(ROOT, 'bench', 'results', 'duckdb-sink.json');
