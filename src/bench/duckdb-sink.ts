@@ -1,0 +1,250 @@
+/**
+ * The DuckDB sink alone, without Postgres or the other sinks: rows/s, CPU µs per row (the
+ * whole process: JS and DuckDB's threads) and RSS per segment as the table grows, for
+ *  - `position`: the sink as the direct pipeline runs it (replays recognised by position);
+ *  - `id-check`: the sink for streams without trusted positions (backfill, Kafka);
+ *  - `keyed-merge`: the previous path, kept here as the baseline (Appender into a temp staging
+ *    table, then INSERT ... SELECT DISTINCT ON (event_id) ... ON CONFLICT DO NOTHING).
+ * Each mode runs in its own child process (its own file and RSS); the modes take turns
+ * segment by segment, so each segment of each mode meets about the same machine load.
+ *
+ *   node --import tsx src/bench/duckdb-sink.ts [--rows 400000] [--batch 2000] [--modes a,b,c]
+ * Writes bench/results/duckdb-sink.json.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { createInterface } from 'node:readline';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { DuckDBInstance, type DuckDBAppender, type DuckDBConnection } from '@duckdb/node-api';
+import { eventPosition } from '../domain/position.js';
+import type { Batch, EnrichedEvent } from '../domain/types.js';
+import { silentLogger } from '../logger.js';
+import { DuckDbSink } from '../sinks/analytics/duckdb-sink.js';
+import { createEventsTableSql } from '../sinks/analytics/duckdb/schema.js';
+import { ROOT } from './children.js';
+
+const MODES = ['position', 'id-check', 'keyed-merge'] as const;
+type Mode = (typeof MODES)[number];
+
+interface Segment {
+  rowsInTable: number;
+  rowsPerSecond: number;
+  cpuMicrosPerRow: number;
+  rssMb: number;
+}
+
+const { values } = parseArgs({
+  options: {
+    rows: { type: 'string', default: '400000' },
+    batch: { type: 'string', default: '2000' },
+    segment: { type: 'string', default: '100000' },
+    modes: { type: 'string', default: MODES.join(',') },
+    child: { type: 'string' },
+    'memory-limit': { type: 'string', default: '64MB' },
+    /** The previous path's shipped default; at 64MB its merge failed near 800k rows here. */
+    'baseline-memory-limit': { type: 'string', default: '256MB' },
+  },
+});
+const rows = Number(values.rows);
+const batchSize = Number(values.batch);
+const segment = Number(values.segment);
+
+/** A child: one DuckDB file, one segment of rows per line read from stdin, each reported as a JSON line. */
+async function runMode(mode: Mode): Promise<void> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'bench-duckdb-sink-'));
+  const file = path.join(dir, 'analytics.duckdb');
+  const write = await writer(mode, file);
+  let seq = 0;
+  let next = 1;
+  try {
+    process.stdout.write('ready\n');
+    for await (const _line of createInterface({ input: process.stdin })) {
+      const wall = performance.now();
+      const cpu = process.cpuUsage();
+      const end = Math.min(rows, next + segment - 1);
+      const n = end - next + 1;
+      for (; next <= end; next += batchSize) {
+        await write.write(batch(++seq, next, Math.min(batchSize, end - next + 1)));
+      }
+      next = end + 1;
+      const used = process.cpuUsage(cpu);
+      const result: Segment = {
+        rowsInTable: end,
+        rowsPerSecond: Math.round(n / ((performance.now() - wall) / 1000)),
+        cpuMicrosPerRow: Math.round(((used.user + used.system) / n) * 10) / 10,
+        rssMb: Math.round(process.memoryUsage().rss / 1e6),
+      };
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+      if (end >= rows) break;
+    }
+  } finally {
+    await write.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function batch(seq: number, from: number, n: number): Batch {
+  const events: EnrichedEvent[] = [];
+  const positions: string[] = [];
+  const committed = new Date(Date.UTC(2026, 11, 1, 8) + seq * 1000).toISOString().replace('Z', '000Z');
+  for (let id = from; id < from + n; id++) {
+    events.push({
+      event_id: id,
+      content_id: `00000000-0000-4000-8000-${String(id % 500).padStart(12, '0')}`,
+      user_id: `10000000-0000-4000-8000-${String(id % 100_000).padStart(12, '0')}`,
+      event_type: ['play', 'pause', 'finish', 'click'][id % 4],
+      event_ts: new Date(Date.UTC(2026, 11, 1, 8) + id).toISOString().replace('Z', '123Z'),
+      duration_ms: id % 600_000,
+      device: ['ios', 'android', 'web'][id % 3],
+      raw_payload: { session: id % 977, referrer: 'newsletter' },
+      content_type: 'video',
+      length_seconds: 300,
+      engagement_seconds: (id % 600_000) / 1000,
+      engagement_pct: Math.round(((id % 600_000) / 1000 / 300) * 100) / 100,
+      committed_at: committed,
+      processed_at: committed,
+    });
+    positions.push(eventPosition(`0/${(0x10000 + Math.floor(id / 10)).toString(16)}`, id % 10));
+  }
+  return { seq, stream: 'slot', events, positions, ackLsn: null };
+}
+
+async function writer(
+  mode: Mode,
+  file: string,
+): Promise<{ write(b: Batch): Promise<void>; stop(): Promise<void> }> {
+  if (mode === 'keyed-merge') return KeyedMerge.open(file, values['baseline-memory-limit']!);
+  const sink = new DuckDbSink({
+    path: file,
+    logger: silentLogger(),
+    memoryLimit: values['memory-limit'],
+    positionedStream: mode === 'position' ? { stream: 'slot', sourceId: async () => 'bench' } : undefined,
+  });
+  await sink.start();
+  return { write: (b) => sink.write(b), stop: () => sink.stop() };
+}
+
+/** The previous write path, for comparison only. */
+class KeyedMerge {
+  private constructor(
+    private readonly instance: DuckDBInstance,
+    private readonly connection: DuckDBConnection,
+    private readonly staging: DuckDBAppender,
+  ) {}
+
+  static async open(file: string, memoryLimit: string): Promise<KeyedMerge> {
+    const instance = await DuckDBInstance.create(file, { memory_limit: memoryLimit });
+    const connection = await instance.connect();
+    await connection.run(createEventsTableSql('engagement', 'engagement.events_enriched'));
+    await connection.run(`CREATE TEMP TABLE events_staging (
+      event_id BIGINT, content_id VARCHAR, user_id VARCHAR, event_type VARCHAR, event_ts VARCHAR,
+      duration_ms INTEGER, device VARCHAR, raw_payload VARCHAR, content_type VARCHAR,
+      length_seconds INTEGER, engagement_seconds VARCHAR, engagement_pct VARCHAR,
+      committed_at VARCHAR, processed_at VARCHAR)`);
+    const staging = await connection.createAppender('events_staging', 'main', 'temp');
+    return new KeyedMerge(instance, connection, staging);
+  }
+
+  async write(b: Batch): Promise<void> {
+    const a = this.staging;
+    const text = (v: string | null) => (v === null ? a.appendNull() : a.appendVarchar(v));
+    const int = (v: number | null) => (v === null ? a.appendNull() : a.appendInteger(v));
+    for (const e of b.events) {
+      a.appendBigInt(BigInt(e.event_id));
+      text(e.content_id);
+      text(e.user_id);
+      text(e.event_type);
+      a.appendVarchar(e.event_ts);
+      int(e.duration_ms);
+      text(e.device);
+      text(e.raw_payload === null ? null : JSON.stringify(e.raw_payload));
+      text(e.content_type);
+      int(e.length_seconds);
+      text(e.engagement_seconds === null ? null : String(e.engagement_seconds));
+      text(e.engagement_pct === null ? null : String(e.engagement_pct));
+      a.appendVarchar(e.committed_at);
+      a.appendVarchar(e.processed_at);
+      a.endRow();
+    }
+    a.flushSync();
+    await this.connection.run('BEGIN TRANSACTION');
+    await this.connection.run(`INSERT INTO engagement.events_enriched
+      SELECT DISTINCT ON (event_id) event_id, content_id::UUID, user_id::UUID, event_type, event_ts::TIMESTAMPTZ,
+        duration_ms, device, raw_payload::JSON, content_type, length_seconds, engagement_seconds::DECIMAL(12,3),
+        engagement_pct::DECIMAL(12,2), committed_at::TIMESTAMPTZ, processed_at::TIMESTAMPTZ
+      FROM temp.main.events_staging ON CONFLICT DO NOTHING`);
+    await this.connection.run('COMMIT');
+    await this.connection.run('DELETE FROM temp.main.events_staging');
+  }
+
+  async stop(): Promise<void> {
+    this.staging.closeSync();
+    await this.connection.run('CHECKPOINT');
+    this.connection.closeSync();
+    this.instance.closeSync();
+  }
+}
+
+// Last, so that the classes above are initialised before the top-level await uses them.
+if (values.child) {
+  await runMode(values.child as Mode);
+} else {
+  const modes = values.modes!.split(',') as Mode[];
+  const children = new Map<Mode, { send(): Promise<Segment>; lines: AsyncIterator<string> }>();
+  for (const mode of modes) {
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        path.join(ROOT, 'src', 'bench', 'duckdb-sink.ts'),
+        ...process.argv.slice(2),
+        '--child',
+        mode,
+      ],
+      { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] },
+    );
+    const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+    if ((await lines.next()).value !== 'ready') throw new Error(`${mode} did not start`);
+    children.set(mode, {
+      lines,
+      send: async () => {
+        child.stdin!.write('next\n');
+        const line = await lines.next();
+        if (line.done) throw new Error(`${mode} ended early`);
+        return JSON.parse(line.value) as Segment;
+      },
+    });
+  }
+  // Segment by segment, the modes in turn: each segment of each mode meets about the same load.
+  const results: Record<string, Segment[]> = Object.fromEntries(modes.map((m) => [m, []]));
+  for (let done = 0; done < rows; done += segment) {
+    for (const mode of modes) {
+      const s = await children.get(mode)!.send();
+      results[mode].push(s);
+      process.stdout.write(
+        `${mode.padEnd(12)} ${String(s.rowsInTable).padStart(8)} rows: ${s.rowsPerSecond} rows/s, ${s.cpuMicrosPerRow} µs CPU/row, RSS ${s.rssMb} MB\n`,
+      );
+    }
+  }
+  const report = {
+    schema: 'engagement-bench-duckdb-sink/1',
+    at: new Date().toISOString(),
+    command: `node --import tsx src/bench/duckdb-sink.ts ${process.argv.slice(2).join(' ')}`.trim(),
+    machine: { nproc: cpus().length, loadAverage: loadavg() },
+    settings: {
+      rows,
+      batchSize,
+      segment,
+      memoryLimit: values['memory-limit'],
+      baselineMemoryLimit: values['baseline-memory-limit'],
+    },
+    note: 'each mode in its own process with its own file, segments interleaved mode by mode; CPU is the whole process (JS + DuckDB threads, process.cpuUsage()); rows/s is wall time on a shared machine',
+    results,
+  };
+  const file = path.join(ROOT, 'bench', 'results', 'duckdb-sink.json');
+  writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`wrote ${path.relative(process.cwd(), file)}\n`);
+}
