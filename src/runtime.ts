@@ -16,6 +16,7 @@ import { buildApp } from './server/app.js';
 import { startServer } from './server/listen.js';
 import { sinkStatsFromMetrics } from './server/stats.js';
 import type { Change } from './source/changes.js';
+import { createKafkaEnrichedSink } from './sinks/kafka/kafka-sink.js';
 import type { Sink } from './sinks/sink.js';
 import { SinkProgressWriter } from './pipeline/sink-progress.js';
 import { Heartbeat } from './source/heartbeat.js';
@@ -145,6 +146,7 @@ export function createSinks(
   } else {
     logger.warn('EXTERNAL_URL is not set: the external sink is off');
   }
+  if (config.kafkaEnrichedTopic) sinks.push(createKafkaEnrichedSink(config, logger));
   return { sinks, redisSink };
 }
 

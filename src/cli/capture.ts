@@ -3,7 +3,7 @@ import { Partitioners } from 'kafkajs';
 import { requireDatabaseUrl } from '../config.js';
 import { assertReplicationReady } from '../db/migrate.js';
 import { createPool, withClient } from '../db/postgres.js';
-import { configError, describeError } from '../errors.js';
+import { configError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { assertPostgresReachable, deadLetterBadRow } from '../runtime.js';
 import { createMetrics } from '../server/metrics.js';
@@ -17,8 +17,9 @@ import {
   kafkaUnreachable,
   parseBrokers,
 } from '../source/kafka/client.js';
+import { ensureTopics } from '../source/kafka/topics.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, withConfigOptions } from './common.js';
-import { waitForShutdownSignal } from './signals.js';
+import { exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
 
 const CAPTURE_CONFIG_KEYS = [
   'databaseUrl',
@@ -65,7 +66,16 @@ export function registerCapture(program: Command): void {
       } catch (err) {
         throw kafkaUnreachable(brokers, err);
       }
-      await ensureTopics(kafka, logger);
+      // engagement.content is compacted: the latest row per content id, read by every worker on start.
+      await ensureTopics(
+        kafka,
+        [{ topic: EVENTS_TOPIC }, { topic: CONTENT_TOPIC, compacted: true }],
+        {
+          partitions: config.kafkaTopicPartitions,
+          replicationFactor: config.kafkaReplicationFactor,
+        },
+        logger,
+      );
       const pool = createPool(databaseUrl, 2, 'engagement-capture');
       const metrics = createMetrics();
       const capture = new KafkaCapture({
@@ -99,30 +109,7 @@ export function registerCapture(program: Command): void {
       logger.info({ signal }, 'draining');
       await shutdown();
       logger.info({ published: capture.published }, 'stopped cleanly');
+      exitSoonIfHeld(logger);
     }),
   );
-}
-
-/**
- * engagement.content must be compacted (latest row per content id). Created here when the
- * cluster allows it; otherwise (no rights, or a broker that refuses CreateTopics like
- * librdkafka's mock cluster) topics auto-create and the operator sets cleanup.policy.
- */
-async function ensureTopics(kafka: ReturnType<typeof createKafka>, logger: ReturnType<typeof createLogger>) {
-  const admin = kafka.admin();
-  try {
-    await admin.connect();
-    const existing = new Set(await admin.listTopics());
-    const wanted = [
-      { topic: EVENTS_TOPIC },
-      { topic: CONTENT_TOPIC, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] },
-    ].filter((t) => !existing.has(t.topic));
-    if (wanted.length > 0) await admin.createTopics({ topics: wanted, waitForLeaders: true });
-  } catch (err) {
-    logger.warn(
-      `could not create ${EVENTS_TOPIC}/${CONTENT_TOPIC} (${describeError(err)}); relying on auto-creation — make ${CONTENT_TOPIC} compacted (cleanup.policy=compact)`,
-    );
-  } finally {
-    await admin.disconnect().catch(() => undefined);
-  }
 }

@@ -16,7 +16,7 @@ import { debeziumFormat } from '../source/kafka/debezium-format.js';
 import { nativeFormat } from '../source/kafka/native-wire.js';
 import { KafkaWorker } from '../source/kafka/worker.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, SINK_CONFIG_KEYS, withConfigOptions } from './common.js';
-import { waitForShutdownSignal } from './signals.js';
+import { exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
 
 const WORK_CONFIG_KEYS = [
   'databaseUrl',
@@ -130,8 +130,12 @@ export function registerWork(program: Command): void {
       const outcome = await Promise.race([waitForShutdownSignal(), fatalError]);
       logger.info(typeof outcome === 'string' ? { signal: outcome } : {}, 'draining');
       await shutdown();
-      if (typeof outcome !== 'string') throw outcome;
+      if (typeof outcome !== 'string') {
+        exitSoonIfHeld(logger);
+        throw outcome;
+      }
       logger.info({ delivered: worker.delivered }, 'stopped cleanly');
+      exitSoonIfHeld(logger);
     }),
   );
 }
