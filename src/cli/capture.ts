@@ -17,6 +17,7 @@ import {
   kafkaUnreachable,
   parseBrokers,
 } from '../source/kafka/client.js';
+import { ResilientProducer } from '../source/kafka/resilient-producer.js';
 import { ensureTopics } from '../source/kafka/topics.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, withConfigOptions } from './common.js';
 import { exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
@@ -52,15 +53,20 @@ export function registerCapture(program: Command): void {
       await withClient(databaseUrl, assertReplicationReady);
 
       const kafka = createKafka(brokers, 'engagement-capture', logger, kafkaSecurity(config));
-      // Idempotent + acks=all + one request in flight: retries never duplicate or reorder
-      // within a partition, so each partition is a gap-free prefix of the stream.
+      // Idempotent + acks=all + one request in flight: kafkajs's retries never duplicate or
+      // reorder within a partition, so each partition is a gap-free prefix of the stream (a
+      // replaced producer's resend can add copies, which workers drop by source position).
       // The Java client's murmur2 partitioner, so keys land where other Kafka tools expect them.
-      const producer = kafka.producer({
-        idempotent: true,
-        maxInFlightRequests: 1,
-        createPartitioner: Partitioners.DefaultPartitioner,
-        retry: { retries: Number.MAX_SAFE_INTEGER, maxRetryTime: 30_000 },
-      });
+      const producer = new ResilientProducer(
+        () =>
+          kafka.producer({
+            idempotent: true,
+            maxInFlightRequests: 1,
+            createPartitioner: Partitioners.DefaultPartitioner,
+            retry: { retries: Number.MAX_SAFE_INTEGER, maxRetryTime: 30_000 },
+          }),
+        logger.child({ component: 'capture' }),
+      );
       try {
         await producer.connect();
       } catch (err) {

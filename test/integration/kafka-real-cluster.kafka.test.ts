@@ -27,6 +27,7 @@ import { waitFor } from '../helpers/wait.js';
 
 const skip = realKafkaUnavailable();
 const PARTITIONS = 6;
+const ENRICHED_TOPIC = 'engagement.enriched';
 
 /**
  * The scale-out proof on a real Kafka (3 KRaft brokers): topic settings as created by capture
@@ -56,6 +57,7 @@ describe('scale-out on a real Kafka cluster (3 brokers): capture -> 2 workers', 
       ANALYTICS_URL: `clickhouse://pipeline:secret@127.0.0.1:${clickhouse.port}/engagement`,
       EXTERNAL_URL: external.url,
       BATCH_MAX_ROWS: '200',
+      KAFKA_ENRICHED_TOPIC: ENRICHED_TOPIC,
     };
   });
   after(async () => {
@@ -171,6 +173,19 @@ describe('scale-out on a real Kafka cluster (3 brokers): capture -> 2 workers', 
       'SELECT count() AS n, uniqExact(event_id) AS d FROM engagement.events_enriched FINAL',
     );
     assert.deepEqual([Number(ch.n), Number(ch.d)], [n, n], 'ClickHouse: one row per event');
+    // The enriched topic, written by the workers (one killed -9): every event once.
+    const enriched = await consumeAll(cluster.brokers, ENRICHED_TOPIC, n);
+    const ids = new Set(enriched.map((e) => e.event_id));
+    const topicInfo = await describeTopic(cluster.brokers, ENRICHED_TOPIC);
+    process.stdout.write(
+      `# ${ENRICHED_TOPIC}: ${JSON.stringify({ partitions: topicInfo.partitions, replicationFactor: topicInfo.replicationFactor, configs: topicInfo.configs })}; records ${enriched.length}, distinct event_id ${ids.size}\n`,
+    );
+    assert.equal(ids.size, n, 'enriched topic: every event');
+    assert.equal(enriched.length, n, 'enriched topic: no duplicates across the worker kill -9');
+    assert.ok(
+      enriched.every((e) => e.key === e.content_id),
+      'keyed by content_id',
+    );
     process.stdout.write(
       `# real cluster: ${n} events, 2 workers (one kill -9), capture kill -9, leader broker kill -9 + restart; ` +
         `Redis ${n}, ClickHouse ${ch.d}, external unique ${stats.uniqueEventIds} (redelivered with the same key: ${stats.duplicates})\n`,
@@ -199,6 +214,37 @@ async function diagnostics(h: Harness, brokers: string): Promise<unknown> {
   } finally {
     await admin.disconnect();
   }
+}
+
+/** Every record of a topic from the beginning (a fresh group), until `atLeast` arrived and 2 s passed quietly. */
+async function consumeAll(
+  brokers: string,
+  topic: string,
+  atLeast: number,
+): Promise<{ key: string | undefined; event_id: number; content_id: string | null }[]> {
+  const kafka = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({ groupId: `verify-${Date.now()}` });
+  const out: { key: string | undefined; event_id: number; content_id: string | null }[] = [];
+  let lastAt = Date.now();
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await consumer.run({
+    eachBatch: async ({ batch }) => {
+      for (const m of batch.messages) {
+        const v = JSON.parse(m.value!.toString()) as { event_id: number; content_id: string | null };
+        out.push({ key: m.key?.toString(), event_id: v.event_id, content_id: v.content_id });
+      }
+      lastAt = Date.now();
+    },
+  });
+  await waitFor(
+    `${atLeast} records in ${topic}`,
+    () => out.length >= atLeast && Date.now() - lastAt > 2_000,
+    90_000,
+    200,
+  );
+  await consumer.disconnect();
+  return out;
 }
 
 /** The events-topic partition holding the most records. */

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Kafka, KafkaMessage } from 'kafkajs';
 
 /**
- * The last record of every non-empty partition of `topic` (partition -> message).
+ * The last record of every non-empty partition of `topic` (or of those in `only`) (partition -> message).
  * kafkajs has no assign(): a throw-away consumer group (never commits, so the broker drops it)
  * subscribes and seeks each partition to its high watermark - 1. With a non-transactional
  * producer the record before the high watermark is always a data record.
@@ -10,6 +10,7 @@ import type { Kafka, KafkaMessage } from 'kafkajs';
 export async function readLastRecords(
   kafka: Kafka,
   topic: string,
+  only?: Set<number>,
   timeoutMs = 60_000,
 ): Promise<Map<number, KafkaMessage>> {
   const admin = kafka.admin();
@@ -22,7 +23,7 @@ export async function readLastRecords(
   }
   const wanted = new Map(
     offsets
-      .filter((o) => BigInt(o.high) > BigInt(o.low))
+      .filter((o) => BigInt(o.high) > BigInt(o.low) && (!only || only.has(o.partition)))
       .map((o) => [o.partition, (BigInt(o.high) - 1n).toString()] as const),
   );
   const found = new Map<number, KafkaMessage>();
