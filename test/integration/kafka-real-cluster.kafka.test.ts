@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { Kafka, logLevel } from 'kafkajs';
 import { startMockExternal, type RunningMockExternal } from '../../src/mock-external/server.js';
 import { CONTENT_TOPIC, EVENTS_TOPIC } from '../../src/source/kafka/client.js';
+import { nativeFormat } from '../../src/source/kafka/native-wire.js';
 import { startChdbHttp, type ChdbHttp } from '../helpers/chdb-http.js';
 import type { CliProcess } from '../helpers/cli.js';
 import {
@@ -141,6 +142,15 @@ describe('scale-out on a real Kafka cluster (3 brokers): capture -> 2 workers', 
     await waitFor('every event in Redis', async () => (await redisTotal(h)) >= n, 120_000, 250).catch(
       async (err) => {
         process.stdout.write(`# diagnostics: ${JSON.stringify(await diagnostics(h, cluster.brokers))}\n`);
+        const [row] = await clickhouse.rows<{ n: string }>(
+          'SELECT uniqExact(event_id) AS n FROM engagement.events_enriched',
+        );
+        const inTopic = await consumeEvents(cluster.brokers);
+        const missing = [];
+        for (let id = 1; id <= 9000; id++) if (!inTopic.has(id)) missing.push(id);
+        process.stdout.write(
+          `# clickhouse distinct ${row.n}; events topic distinct ids ${inTopic.size}, missing ${missing.slice(0, 40).join(',')}\n`,
+        );
         throw err;
       },
     );
@@ -245,6 +255,28 @@ async function consumeAll(
   );
   await consumer.disconnect();
   return out;
+}
+
+/** Distinct event ids in engagement.events (native format). */
+async function consumeEvents(brokers: string): Promise<Set<number>> {
+  const kafka = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({ groupId: `diag-${Date.now()}` });
+  const ids = new Set<number>();
+  let lastAt = Date.now();
+  await consumer.connect();
+  await consumer.subscribe({ topic: EVENTS_TOPIC, fromBeginning: true });
+  await consumer.run({
+    eachBatch: async ({ batch }) => {
+      for (const m of batch.messages) {
+        const r = nativeFormat.decodeEvent(m.key, m.value, m.timestamp);
+        if (r.kind === 'event') ids.add(Number(r.row.id));
+      }
+      lastAt = Date.now();
+    },
+  });
+  await waitFor('events topic read', () => Date.now() - lastAt > 3_000, 60_000, 200).catch(() => undefined);
+  await consumer.disconnect();
+  return ids;
 }
 
 /** The events-topic partition holding the most records. */
