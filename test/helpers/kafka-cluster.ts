@@ -200,6 +200,9 @@ export async function startKafkaCluster(size = 3, extra: Record<string, string> 
     n.exited = new Promise((resolve) => child.once('exit', () => resolve()));
   };
   nodes.forEach(launch);
+  // A test process that dies (or is force-exited) must not leave brokers behind.
+  const killAll = () => nodes.forEach((n) => n.child?.exitCode === null && n.child.kill('SIGKILL'));
+  process.once('exit', killAll);
 
   const bootstrap = nodes.map((n) => `127.0.0.1:${n.port}`);
   const admin = new Kafka({ brokers: bootstrap, logLevel: logLevel.NOTHING, retry: { retries: 0 } }).admin();

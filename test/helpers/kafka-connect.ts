@@ -2,8 +2,19 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { existsSync } from 'node:fs';
 import { freePort, jvmArgs, KAFKA_LIBS } from './kafka-cluster.js';
 import { waitFor } from './wait.js';
+
+/** Kafka Connect 4.3 + Debezium jars (test/kafka/connect/pom.xml). */
+export const CONNECT_LIBS = path.join(KAFKA_LIBS, '..', 'connect', 'libs');
+
+/** Why the real-Debezium test cannot run here, or false when it can. */
+export function connectUnavailable(): string | false {
+  return existsSync(path.join(CONNECT_LIBS))
+    ? false
+    : 'Kafka Connect jars missing: (cd test/kafka/connect && mvn -q dependency:copy-dependencies -DoutputDirectory=libs)';
+}
 
 export interface KafkaConnect {
   /** REST base URL of the worker. */
@@ -79,7 +90,7 @@ export async function startKafkaConnect(
         ...jvmArgs('384m'),
         `-Dlog4j2.configurationFile=${log4j}`,
         '-cp',
-        `${KAFKA_LIBS}/*`,
+        `${CONNECT_LIBS}/*`,
         'org.apache.kafka.connect.cli.ConnectStandalone',
         worker,
         ...files,
@@ -109,6 +120,7 @@ export async function startKafkaConnect(
       500,
     );
   };
+  process.once('exit', () => child?.kill('SIGKILL'));
   await launch();
   return {
     url,

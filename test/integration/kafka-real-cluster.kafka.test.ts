@@ -62,8 +62,8 @@ describe('scale-out on a real Kafka cluster (3 brokers): capture -> 2 workers', 
     };
   });
   after(async () => {
-    saveOutputs('kafka-real-cluster', procs);
     for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    saveOutputs('kafka-real-cluster', procs);
     await external?.close();
     await clickhouse?.close();
     await h?.cleanup();

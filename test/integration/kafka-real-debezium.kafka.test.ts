@@ -12,12 +12,12 @@ import {
   startKafkaCluster,
   type KafkaCluster,
 } from '../helpers/kafka-cluster.js';
-import { startKafkaConnect, type KafkaConnect } from '../helpers/kafka-connect.js';
+import { connectUnavailable, startKafkaConnect, type KafkaConnect } from '../helpers/kafka-connect.js';
 import { externalStats, insertTraffic, startWorker, stopCli } from '../helpers/kafka-pipeline.js';
 import { CONTENT_IDS, createHarness, seedContent, type Harness } from '../helpers/pipeline.js';
 import { waitFor } from '../helpers/wait.js';
 
-const skip = realKafkaUnavailable();
+const skip = realKafkaUnavailable() || connectUnavailable();
 
 /** The three shapes a Debezium Postgres connector's JsonConverter output takes. */
 const SHAPES = {
@@ -95,8 +95,8 @@ describe(
       connect = await startKafkaConnect(cluster.brokers, connectors);
     });
     after(async () => {
-      saveOutputs('kafka-real-debezium', procs);
       for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+      saveOutputs('kafka-real-debezium', procs);
       await connect?.stop();
       await external?.close();
       await clickhouse?.close();
