@@ -58,6 +58,7 @@ export function registerCapture(program: Command): void {
       // replaced producer's resend can add copies, which workers drop by source position).
       // The Java client's murmur2 partitioner, so keys land where other Kafka tools expect them.
       const producer = new ResilientProducer(
+        kafka,
         () =>
           kafka.producer({
             idempotent: true,

@@ -142,9 +142,20 @@ describe(
     const redisCounts = {} as Record<Shape, number>;
 
     it("delivers the connector's own messages (all three shapes) exactly once through a Connect kill -9 + restart and a worker kill -9", async () => {
-      const topic = await describeTopic(cluster.brokers, `${prefixes.dbzs}.public.engagement_events`);
+      // The connector creates a topic with its first record: traffic first, then the workers.
+      await insertTraffic(h, 1000, 100);
+      const eventsTopic = `${prefixes.dbzs}.public.engagement_events`;
+      const topic = await waitFor(
+        `${eventsTopic} created by Connect`,
+        async () => {
+          const t = await describeTopic(cluster.brokers, eventsTopic);
+          return t.partitions > 0 ? t : null;
+        },
+        120_000,
+        500,
+      );
       process.stdout.write(
-        `# ${prefixes.dbzs}.public.engagement_events (created by Connect): ${JSON.stringify({ partitions: topic.partitions, replicationFactor: topic.replicationFactor })}\n`,
+        `# ${eventsTopic} (created by Connect): ${JSON.stringify({ partitions: topic!.partitions, replicationFactor: topic!.replicationFactor })}\n`,
       );
       const a = await work('dbzs');
       procs.push(a);
@@ -154,8 +165,6 @@ describe(
       procs.push(plain);
       const flat = await work('dbzf');
       procs.push(flat);
-
-      await insertTraffic(h, 1000, 100);
       await waitFor('first part in Redis', async () => (await redisTotal('dbzs')) >= 1000, 120_000, 250);
 
       // kill -9 Kafka Connect while traffic flows; restarted, the connectors re-send what they

@@ -65,6 +65,7 @@ export class KafkaEnrichedSink implements Sink {
     this.log = options.logger;
     this.admin = options.kafka.admin();
     this.producer = new ResilientProducer(
+      options.kafka,
       () =>
         options.kafka.producer({
           idempotent: true,
