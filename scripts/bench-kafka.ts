@@ -1,9 +1,11 @@
 /**
- * Scale-out throughput: a backlog of N events in Postgres -> `capture --to-kafka` -> the mock
- * Kafka cluster (kcat) -> 1 worker, then -> 2 workers; events/s until Redis counted all N
- * (Redis + ClickHouse through the test's chdb front as sinks). Run:
- *   node --import tsx scripts/bench-kafka.ts [N]
- * Writes bench/results/kafka.json. Everything runs on this one machine (2 cores shared by
+ * Scale-out throughput: a backlog of N events in Postgres -> `capture --to-kafka` -> Kafka
+ * -> 1 worker, then -> 2 workers; events/s until Redis counted all N (Redis + ClickHouse
+ * through the test's chdb front as sinks); with --real, then commit -> Redis latency of
+ * single-row transactions while 2 workers run. Run:
+ *   node --import tsx scripts/bench-kafka.ts [N]          # librdkafka's mock cluster (kcat)
+ *   node --import tsx scripts/bench-kafka.ts --real [N]   # a real 3-broker KRaft cluster (test/kafka jars)
+ * Writes bench/results/kafka.json (mock) or bench/results/kafka-real.json. Everything runs on this one machine (2 cores shared by
  * Postgres, capture, the mock brokers, the workers and chdb), so this is a floor, not a ceiling.
  */
 import { writeFileSync } from 'node:fs';
@@ -15,11 +17,15 @@ import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { migrate } from '../src/db/migrate.js';
 import { startChdbHttp } from '../test/helpers/chdb-http.js';
 import { spawnCli, type CliProcess } from '../test/helpers/cli.js';
+import { startKafkaCluster } from '../test/helpers/kafka-cluster.js';
 import { startKafkaMock } from '../test/helpers/kafka-mock.js';
 import { query } from '../test/helpers/postgres.js';
 import { waitFor } from '../test/helpers/wait.js';
 
-const N = Number(process.argv[2] ?? 20_000);
+const REAL = process.argv.includes('--real');
+const N = Number(process.argv.filter((a) => a !== '--real')[2] ?? 20_000);
+// Brokers with the full JIT (the tests cap it at C1 to start faster).
+if (REAL) process.env.KAFKA_TEST_FULL_JIT = '1';
 const CONTENT = [
   '00000000-0000-4000-8000-000000000001',
   '00000000-0000-4000-8000-000000000002',
@@ -40,20 +46,49 @@ async function redisTotal(redis: Redis, prefix: string): Promise<number> {
   return v.reduce((s, x) => s + Number(x ?? 0), 0);
 }
 
+/** 100 single-row transactions, one every 100 ms: commit (client-side) -> Redis count moved. */
+async function commitToRedisLatency(db: string, redis: Redis, prefix: string) {
+  const samples: number[] = [];
+  for (let i = 0; i < 100; i++) {
+    const before = await redisTotal(redis, prefix);
+    await query(
+      db,
+      `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device)
+       VALUES ($1, gen_random_uuid(), 'play', now(), 1000, 'ios')`,
+      [CONTENT[i % 3]],
+    );
+    const t = performance.now();
+    await waitFor('live event in Redis', async () => (await redisTotal(redis, prefix)) > before, 30_000, 2);
+    samples.push(performance.now() - t);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  samples.sort((a, b) => a - b);
+  const q = (p: number) => Math.round(samples[Math.min(samples.length - 1, Math.floor(p * samples.length))]);
+  return {
+    samples: samples.length,
+    p50: q(0.5),
+    p95: q(0.95),
+    p99: q(0.99),
+    max: Math.round(samples.at(-1)!),
+  };
+}
+
 const port = await freePort();
 const pg = await startEmbeddedPostgres({
   dataDir: path.join(tmpdir(), `engagement-kbench-${process.pid}`),
   port,
   fresh: true,
 });
-const kafka = await startKafkaMock(3);
+const kafka = REAL ? await startKafkaCluster(3) : await startKafkaMock(3);
 const chdb = await startChdbHttp({ user: 'b', password: 'b' });
 const redis = new Redis('redis://127.0.0.1:6379');
 const procs: CliProcess[] = [];
 const results: Record<string, unknown> = {
   events: N,
   machine: '2 cores, Debian 12, Node 20',
-  kafka: 'librdkafka mock cluster (kcat), 3 brokers, 4 partitions',
+  kafka: REAL
+    ? 'Apache Kafka 4.4.0, 3 KRaft nodes (broker+controller) on loopback, -Xmx256m each; topics 6 partitions, RF 3, min.insync.replicas 2, acks=all'
+    : 'librdkafka mock cluster (kcat), 3 brokers, 4 partitions',
 };
 try {
   const db = pg.url;
@@ -121,6 +156,7 @@ try {
       seconds: Number(seconds.toFixed(1)),
       note: 'from worker start (includes group join + content load) until Redis counted all N',
     };
+    if (REAL && workers === 2) results.commitToRedisMs = await commitToRedisLatency(db, redis, prefix);
     for (const p of procs.splice(1)) {
       p.child.kill('SIGINT');
       await p.exited;
@@ -129,7 +165,10 @@ try {
     if (keys.length) await redis.del(...keys);
   }
   results.at = new Date().toISOString();
-  writeFileSync('bench/results/kafka.json', `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(
+    REAL ? 'bench/results/kafka-real.json' : 'bench/results/kafka.json',
+    `${JSON.stringify(results, null, 2)}\n`,
+  );
   process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
 } finally {
   for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');

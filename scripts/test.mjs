@@ -2,7 +2,7 @@
 // Test entry point (`npm test`): starts one embedded Postgres 18 with wal_level=logical for
 // the whole run (each test file then creates its own database), checks Redis, and runs
 // node's test runner over the TypeScript tests through tsx.
-// Usage: node scripts/test.mjs [unit|integration|faults|FILE...]
+// Usage: node scripts/test.mjs [unit|integration|faults|kafka|FILE...]
 // The fault-injection suite (test/faults, `npm run test:faults`) is slow and runs only when
 // asked for: `faults` mode, or its files named explicitly. It ends by regenerating RELIABILITY.md.
 import { spawn } from 'node:child_process';
@@ -26,6 +26,9 @@ let files;
 const faultsDir = path.join(root, 'test', 'faults');
 if (args.length === 0)
   files = listTests(path.join(root, 'test')).filter((f) => !f.startsWith(faultsDir + path.sep));
+// `kafka`: only the real-Kafka files (*.kafka.test.ts: a 3-broker cluster, Kafka Connect + Debezium).
+else if (args[0] === 'kafka')
+  files = listTests(path.join(root, 'test')).filter((f) => f.endsWith('.kafka.test.ts'));
 else if (args[0] === 'unit' || args[0] === 'integration' || args[0] === 'faults')
   files = listTests(path.join(root, 'test', args[0]));
 else files = args.map((f) => path.resolve(f));

@@ -156,6 +156,29 @@ export const configSpec = {
     schema: z.string().min(1).optional(),
     secret: true,
   },
+  kafkaTopicPartitions: {
+    env: 'KAFKA_TOPIC_PARTITIONS',
+    flag: 'kafka-topic-partitions',
+    describe:
+      'partitions of the topics this process creates (events, enriched); bounds the useful number of workers',
+    schema: positiveInt.default(6),
+  },
+  kafkaReplicationFactor: {
+    env: 'KAFKA_REPLICATION_FACTOR',
+    flag: 'kafka-replication-factor',
+    describe:
+      'replication factor of created topics (min.insync.replicas = factor - 1, at least 1); capped by the broker count',
+    schema: positiveInt.default(3),
+  },
+  kafkaEnrichedTopic: {
+    env: 'KAFKA_ENRICHED_TOPIC',
+    flag: 'kafka-enriched-topic',
+    describe: 'publish enriched events (JSON, keyed by content_id) to this Kafka topic too (unset: off)',
+    schema: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,249}$/, 'letters, digits, . _ -')
+      .optional(),
+  },
   slotName: {
     env: 'SLOT_NAME',
     flag: 'slot-name',

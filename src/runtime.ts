@@ -17,6 +17,7 @@ import { buildApp } from './server/app.js';
 import { startServer } from './server/listen.js';
 import { sinkStatsFromMetrics, type PipelineStats } from './server/stats.js';
 import type { Change } from './source/changes.js';
+import { createKafkaEnrichedSink } from './sinks/kafka/kafka-sink.js';
 import type { Sink } from './sinks/sink.js';
 import { SinkProgressWriter } from './pipeline/sink-progress.js';
 import { withDeadline } from './pipeline/deadline.js';
@@ -205,6 +206,7 @@ export function createSinks(
   } else {
     logger.warn('EXTERNAL_URL is not set: the external sink is off');
   }
+  if (config.kafkaEnrichedTopic) sinks.push(createKafkaEnrichedSink(config, logger));
   return { sinks, redisSink };
 }
 

@@ -3,7 +3,7 @@ import { Partitioners } from 'kafkajs';
 import { requireDatabaseUrl } from '../config.js';
 import { assertReplicationReady } from '../db/migrate.js';
 import { createPool, withClient } from '../db/postgres.js';
-import { configError, describeError } from '../errors.js';
+import { configError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { assertPostgresReachable, deadLetterBadRow } from '../runtime.js';
 import { createMetrics } from '../server/metrics.js';
@@ -17,9 +17,11 @@ import {
   kafkaUnreachable,
   parseBrokers,
 } from '../source/kafka/client.js';
+import { ResilientProducer } from '../source/kafka/resilient-producer.js';
+import { ensureTopics } from '../source/kafka/topics.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, withConfigOptions } from './common.js';
 import { withDeadline } from '../pipeline/deadline.js';
-import { exitIfStuck, waitForShutdownSignal } from './signals.js';
+import { exitIfStuck, exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
 
 const CAPTURE_CONFIG_KEYS = [
   'databaseUrl',
@@ -53,21 +55,36 @@ export function registerCapture(program: Command): void {
       await withClient(databaseUrl, assertReplicationReady);
 
       const kafka = createKafka(brokers, 'engagement-capture', logger, kafkaSecurity(config));
-      // Idempotent + acks=all + one request in flight: retries never duplicate or reorder
-      // within a partition, so each partition is a gap-free prefix of the stream.
+      // Idempotent + acks=all + one request in flight: kafkajs's retries never duplicate or
+      // reorder within a partition, so each partition is a gap-free prefix of the stream (a
+      // replaced producer's resend can add copies, which workers drop by source position).
       // The Java client's murmur2 partitioner, so keys land where other Kafka tools expect them.
-      const producer = kafka.producer({
-        idempotent: true,
-        maxInFlightRequests: 1,
-        createPartitioner: Partitioners.DefaultPartitioner,
-        retry: { retries: Number.MAX_SAFE_INTEGER, maxRetryTime: 30_000 },
-      });
+      const producer = new ResilientProducer(
+        kafka,
+        () =>
+          kafka.producer({
+            idempotent: true,
+            maxInFlightRequests: 1,
+            createPartitioner: Partitioners.DefaultPartitioner,
+            retry: { retries: Number.MAX_SAFE_INTEGER, maxRetryTime: 30_000 },
+          }),
+        logger.child({ component: 'capture' }),
+      );
       try {
         await producer.connect();
       } catch (err) {
         throw kafkaUnreachable(brokers, err);
       }
-      await ensureTopics(kafka, logger);
+      // engagement.content is compacted: the latest row per content id, read by every worker on start.
+      await ensureTopics(
+        kafka,
+        [{ topic: EVENTS_TOPIC }, { topic: CONTENT_TOPIC, compacted: true }],
+        {
+          partitions: config.kafkaTopicPartitions,
+          replicationFactor: config.kafkaReplicationFactor,
+        },
+        logger,
+      );
       const pool = createPool(databaseUrl, 2, 'engagement-capture');
       const metrics = createMetrics();
       const capture = new KafkaCapture({
@@ -110,30 +127,7 @@ export function registerCapture(program: Command): void {
       exitIfStuck(config.shutdownTimeoutMs);
       await shutdown();
       logger.info({ published: capture.published }, 'stopped cleanly');
+      exitSoonIfHeld(logger);
     }),
   );
-}
-
-/**
- * engagement.content must be compacted (latest row per content id). Created here when the
- * cluster allows it; otherwise (no rights, or a broker that refuses CreateTopics like
- * librdkafka's mock cluster) topics auto-create and the operator sets cleanup.policy.
- */
-async function ensureTopics(kafka: ReturnType<typeof createKafka>, logger: ReturnType<typeof createLogger>) {
-  const admin = kafka.admin();
-  try {
-    await admin.connect();
-    const existing = new Set(await admin.listTopics());
-    const wanted = [
-      { topic: EVENTS_TOPIC },
-      { topic: CONTENT_TOPIC, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] },
-    ].filter((t) => !existing.has(t.topic));
-    if (wanted.length > 0) await admin.createTopics({ topics: wanted, waitForLeaders: true });
-  } catch (err) {
-    logger.warn(
-      `could not create ${EVENTS_TOPIC}/${CONTENT_TOPIC} (${describeError(err)}); relying on auto-creation — make ${CONTENT_TOPIC} compacted (cleanup.policy=compact)`,
-    );
-  } finally {
-    await admin.disconnect().catch(() => undefined);
-  }
 }

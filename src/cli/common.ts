@@ -16,6 +16,7 @@ export const SINK_CONFIG_KEYS = [
   'externalTimeoutMs',
   'externalRetryFor',
   'externalRedriveRate',
+  'kafkaEnrichedTopic',
 ] as const satisfies readonly ConfigKey[];
 
 /** The Kafka connection settings: shared by `capture` and `work`. */
@@ -25,6 +26,8 @@ export const KAFKA_CONFIG_KEYS = [
   'kafkaSaslMechanism',
   'kafkaSaslUsername',
   'kafkaSaslPassword',
+  'kafkaTopicPartitions',
+  'kafkaReplicationFactor',
 ] as const satisfies readonly ConfigKey[];
 
 /** Adds the flags of the named config keys to a command; help text comes from configSpec. */

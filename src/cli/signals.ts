@@ -60,3 +60,16 @@ export function onLauncherExit(callback: () => void, pollMs = 500): () => void {
   timer.unref();
   return () => clearInterval(timer);
 }
+
+/**
+ * After a clean drain everything durable is done; a Kafka client still re-joining a group or
+ * reconnecting to a broker that died (kafkajs keeps such timers) must not keep the process
+ * alive past the shutdown budget. Exits 2 s later with the exit code already set, only if
+ * something still holds the event loop (the timer itself does not).
+ */
+export function exitSoonIfHeld(logger: { warn(msg: string): void }): void {
+  setTimeout(() => {
+    logger.warn('shutdown: open handles left after draining; exiting');
+    process.exit();
+  }, 2_000).unref();
+}

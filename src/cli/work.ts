@@ -17,7 +17,7 @@ import { nativeFormat } from '../source/kafka/native-wire.js';
 import { KafkaWorker } from '../source/kafka/worker.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, SINK_CONFIG_KEYS, withConfigOptions } from './common.js';
 import { withDeadline } from '../pipeline/deadline.js';
-import { exitIfStuck, waitForShutdownSignal } from './signals.js';
+import { exitIfStuck, exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
 
 const WORK_CONFIG_KEYS = [
   'databaseUrl',
@@ -148,8 +148,12 @@ export function registerWork(program: Command): void {
       logger.info(typeof outcome === 'string' ? { signal: outcome } : {}, 'draining');
       exitIfStuck(config.shutdownTimeoutMs);
       await shutdown();
-      if (typeof outcome !== 'string') throw outcome;
+      if (typeof outcome !== 'string') {
+        exitSoonIfHeld(logger);
+        throw outcome;
+      }
       logger.info({ delivered: worker.delivered }, 'stopped cleanly');
+      exitSoonIfHeld(logger);
     }),
   );
 }

@@ -8,7 +8,7 @@ export async function startCapture(env: Record<string, string>): Promise<CliProc
   await waitFor(
     'capture streaming',
     () => /replication streaming/.test(p.output()) || p.child.exitCode !== null,
-    30_000,
+    90_000,
   );
   if (p.child.exitCode !== null) throw new Error(`capture exited: ${p.output()}`);
   return p;
@@ -17,7 +17,7 @@ export async function startCapture(env: Record<string, string>): Promise<CliProc
 /** Starts one `engagement work --from-kafka` and waits until it joined its group. */
 export async function startWorker(env: Record<string, string>, args: string[] = []): Promise<CliProcess> {
   const p = spawnCli(['work', '--from-kafka', ...args], env);
-  await waitFor('worker joined', () => /joined group/.test(p.output()) || p.child.exitCode !== null, 60_000);
+  await waitFor('worker joined', () => /joined group/.test(p.output()) || p.child.exitCode !== null, 120_000);
   if (p.child.exitCode !== null) throw new Error(`worker exited: ${p.output()}`);
   return p;
 }

@@ -1,4 +1,4 @@
-import type { Message, Producer } from 'kafkajs';
+import type { Message, ProducerRecord } from 'kafkajs';
 import type pg from 'pg';
 import { describeError, type PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
@@ -17,7 +17,8 @@ export interface KafkaCaptureOptions {
   slotName: string;
   publicationName: string;
   pool: pg.Pool;
-  producer: Producer;
+  /** acks=all sends; see ResilientProducer. */
+  producer: { send(record: ProducerRecord): Promise<unknown> };
   logger: Logger;
   metrics: Metrics;
   /** Messages per produce request at most, and how long a request may wait to fill. */
