@@ -13,28 +13,19 @@ import { startTraffic } from './support/traffic.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
- * Immediate shutdown (SIGQUIT to the postmaster): every backend killed at once, crash
- * recovery on the next start, as after a power cut or an OOM kill. (The fast shutdown, SIGINT, has its own scenario below.)
+ * Signals the postmaster and waits for it to exit; returns how long that took. SIGQUIT is an
+ * immediate shutdown: every backend killed at once, crash recovery on the next start, as after
+ * a power cut or an OOM kill. SIGINT is the fast shutdown `pg_ctl stop` sends, which waits for
+ * each walsender to see its client confirm the sent position.
  */
-async function crash(dataDir: string): Promise<void> {
-  const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  process.kill(pid, 'SIGQUIT');
-  for (let i = 0; i < 200; i++) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
-    await sleep(50);
-  }
-  throw new Error(`postmaster ${pid} did not exit`);
-}
-
-/** Fast shutdown (SIGINT to the postmaster), as `pg_ctl stop` does; returns how long it took. */
-async function fastShutdown(dataDir: string, limitMs: number): Promise<number> {
+async function stopPostmaster(
+  dataDir: string,
+  signal: 'SIGQUIT' | 'SIGINT',
+  limitMs: number,
+): Promise<number> {
   const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
   const started = Date.now();
-  process.kill(pid, 'SIGINT');
+  process.kill(pid, signal);
   while (Date.now() - started < limitMs) {
     try {
       process.kill(pid, 0);
@@ -44,8 +35,11 @@ async function fastShutdown(dataDir: string, limitMs: number): Promise<number> {
     await sleep(50);
   }
   process.kill(pid, 'SIGQUIT'); // leave no hung cluster behind
-  throw new Error(`fast shutdown did not complete within ${limitMs} ms while the pipeline was connected`);
+  throw new Error(`postmaster ${pid} did not exit within ${limitMs} ms of ${signal} (pipeline connected)`);
 }
+
+const crash = (dataDir: string) => stopPostmaster(dataDir, 'SIGQUIT', 10_000);
+const fastShutdown = (dataDir: string, limitMs: number) => stopPostmaster(dataDir, 'SIGINT', limitMs);
 
 /**
  * Postgres itself goes away mid-stream: a second embedded cluster this file owns (the shared
