@@ -59,7 +59,7 @@ describe('fault: a CPU hog on one core while traffic flows', () => {
       .map(([sink, lag]) => `${sink} max ${lag.toFixed(1)} s / at end ${lagAtEnd.get(sink)?.toFixed(1)} s`)
       .join('; ');
     recordScenario({
-      id: '15-cpu-hog',
+      id: '17-cpu-hog',
       scenario: 'a CPU hog on one core under traffic',
       fault: `\`python3 -c 'while True: pass'\` on one of the two cores for ${SECONDS} s while ${rate} events/s of 1–20-row transactions flowed`,
       reconciliation: r,

@@ -72,7 +72,7 @@ describe('fault: kill -9 of the DuckDB sink between the appended rows and COMMIT
       const lost = TOTAL - end.distinct;
       const duplicated = end.rows - end.distinct;
       recordScenario({
-        id: mode === 'positions' ? '12-duckdb-crash-positions' : '13-duckdb-crash-id-check',
+        id: mode === 'positions' ? '18-duckdb-crash-positions' : '19-duckdb-crash-id-check',
         scenario: `kill -9 of the DuckDB sink between append and COMMIT ×${CYCLES} (${mode})`,
         fault: `a process writing ${TOTAL} events into DuckDB SIGKILLs itself after the Appender flush and the position upsert, before COMMIT; restarted ${CYCLES} times from up to three batches behind what was committed, with a different batch size each run`,
         reconciliation: {
