@@ -133,7 +133,12 @@ describe('the dashboard in headless Chromium', () => {
       );
       return delivered.length >= 2 && delivered.every((n) => n === EVENTS);
     });
-    // Events/s history comes from the server: a page opened now already has it.
+    // Events/s history comes from the server: a page opened now already has it. (First let
+    // the server collect a few seconds of samples: on a fast machine the test gets here sooner.)
+    await waitFor('a few seconds of throughput history', async () => {
+      const d = await page.getAttribute('[data-testid="throughput-sparkline"] path.received', 'd');
+      return (d ?? '').split('L').length > 7;
+    });
     const fresh = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
     await fresh.goto(http.url);
     await fresh.waitForSelector('[data-testid="connection-status"][data-state="live"]', { timeout: 15_000 });
