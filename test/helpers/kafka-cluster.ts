@@ -155,7 +155,9 @@ export async function startKafkaCluster(size = 3, extra: Record<string, string> 
   }
 
   // Format node 1, then give the others the same bootstrap metadata with their own identity.
-  const clusterId = randomBytes(16).toString('base64url');
+  // A base64url id may start with '-' (1 in 64), which the tool's argument parser takes for an option.
+  let clusterId = randomBytes(16).toString('base64url');
+  while (clusterId.startsWith('-')) clusterId = randomBytes(16).toString('base64url');
   const format = spawnSync(
     'java',
     [
