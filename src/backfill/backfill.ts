@@ -8,7 +8,7 @@ import { configError, describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Sink } from '../sinks/sink.js';
 import type { RedisSink } from '../sinks/redis/redis-sink.js';
-import { ContentDimension } from '../source/content-dimension.js';
+import { ContentDimension } from '../enrichment/content-dimension.js';
 import { BackfillProgressStore, type BackfillRun } from './progress-store.js';
 import { HistoryReader } from './reader.js';
 

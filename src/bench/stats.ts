@@ -1,4 +1,4 @@
-import { quantileMs } from '../server/stats.js';
+import { quantileMs } from '../observability/stats.js';
 
 /** Latency summary of exact samples (milliseconds). */
 export interface LatencySummary {

@@ -6,9 +6,9 @@ import { createPool, withClient } from '../db/postgres.js';
 import { configError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { assertPostgresReachable, deadLetterBadRow } from '../runtime.js';
-import { createMetrics } from '../server/metrics.js';
-import { DeadLetterStore } from '../sinks/dead-letter.js';
-import { KafkaCapture } from '../source/kafka/capture.js';
+import { createMetrics } from '../observability/metrics.js';
+import { DeadLetterStore } from '../state/dead-letter.js';
+import { KafkaCapture } from '../pipeline/capture.js';
 import {
   CONTENT_TOPIC,
   EVENTS_TOPIC,
@@ -16,9 +16,9 @@ import {
   kafkaSecurity,
   kafkaUnreachable,
   parseBrokers,
-} from '../source/kafka/client.js';
-import { ResilientProducer } from '../source/kafka/resilient-producer.js';
-import { ensureTopics } from '../source/kafka/topics.js';
+} from '../kafka/client.js';
+import { ResilientProducer } from '../sinks/kafka/resilient-producer.js';
+import { ensureTopics } from '../kafka/topics.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, withConfigOptions } from './common.js';
 import { withDeadline } from '../pipeline/deadline.js';
 import { exitIfStuck, exitSoonIfHeld, waitForShutdownSignal } from './signals.js';

@@ -6,8 +6,8 @@ import type { EnrichedEvent } from '../domain/types.js';
 import { configError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { assertPostgresReachable } from '../runtime.js';
-import { createMetrics } from '../server/metrics.js';
-import { DeadLetterStore, type DeadLetterEntry, type DeadLetterRow } from '../sinks/dead-letter.js';
+import { createMetrics } from '../observability/metrics.js';
+import { DeadLetterStore, type DeadLetterEntry, type DeadLetterRow } from '../state/dead-letter.js';
 import { ExternalSink } from '../sinks/external/external-sink.js';
 import { action, configFrom, parseInstant, withConfigOptions } from './common.js';
 

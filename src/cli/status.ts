@@ -12,7 +12,7 @@ import {
   type SlotStatus,
 } from '../db/status-queries.js';
 import { assertPostgresReachable } from '../runtime.js';
-import { DeadLetterStore } from '../sinks/dead-letter.js';
+import { DeadLetterStore } from '../state/dead-letter.js';
 import { action, configFrom, withConfigOptions } from './common.js';
 
 export interface StatusReport {

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { ErrorCodes, PipelineError } from '../errors.js';
-import { ContentHistory } from '../source/content-history.js';
+import { ContentHistory } from '../enrichment/content-history.js';
 import { ident, withClient } from './postgres.js';
 import { SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_SCHEMA_SQL } from './schema.js';
 

@@ -1,5 +1,5 @@
-import type { Metrics } from '../server/metrics.js';
-import { quantileMs } from '../server/stats.js';
+import type { Metrics } from '../observability/metrics.js';
+import { quantileMs } from '../observability/stats.js';
 
 /**
  * The demo's one-line live status: events/s, commit -> Redis p99 over the last 10 s, slot

@@ -2,11 +2,11 @@ import { eventPosition } from '../domain/position.js';
 import { dateToIso } from '../domain/timestamps.js';
 import type { Batch, EngagementEventRow, EnrichedEvent } from '../domain/types.js';
 import type { Logger } from '../logger.js';
-import type { Metrics } from '../server/metrics.js';
+import type { Metrics } from '../observability/metrics.js';
 import type { Change } from '../source/changes.js';
-import type { ContentDimension } from '../source/content-dimension.js';
+import type { ContentDimension } from '../enrichment/content-dimension.js';
 import type { Dispatcher, OpenBatch } from './dispatcher.js';
-import { enrichCounted } from './enrich-counted.js';
+import { enrichCounted } from '../enrichment/enrich-counted.js';
 
 export interface BatchAssemblerOptions {
   /** Watermark scope for sinks (the slot name in direct mode). */

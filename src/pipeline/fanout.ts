@@ -2,28 +2,13 @@ import { setMaxListeners } from 'node:events';
 import type { Batch, EnrichedEvent } from '../domain/types.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Metrics } from '../server/metrics.js';
-import type { DeadLetterEntry, DeadLetterStore } from '../sinks/dead-letter.js';
-import { backoffDelay, type BackoffOptions } from '../sinks/external/backoff.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { SinkHealth, SinkState } from '../observability/stats.js';
+import type { DeadLetterEntry, DeadLetterStore } from '../state/dead-letter.js';
+import { backoffDelay, type BackoffOptions } from '../retry/backoff.js';
 import type { Sink } from '../sinks/sink.js';
 import { isoToMillis } from '../domain/timestamps.js';
-import { policyFor, type ErrorPolicy } from './error-policy.js';
-
-export type SinkState = 'up' | 'behind' | 'down' | 'failed';
-
-/** One sink's health as /api/stats, /readyz and `status` show it. */
-export interface SinkHealth {
-  name: string;
-  state: SinkState;
-  /** now - commit time of the oldest event not yet accepted by this sink; 0 when none is pending. */
-  lagSeconds: number;
-  /** Events handed to the sink / accepted by it / dead-lettered for it (this process). */
-  received: number;
-  delivered: number;
-  deadLettered: number;
-  /** The current failure, while failing. */
-  error: string | null;
-}
+import { policyFor, type ErrorPolicy } from '../retry/error-policy.js';
 
 export interface FanoutOptions {
   sinks: Sink[];

@@ -4,8 +4,8 @@ import { describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { bearerChecker, isProtectedPath } from './auth.js';
 import { DASHBOARD_HTML } from './dashboard.js';
-import type { Metrics } from './metrics.js';
-import type { PipelineStats } from './stats.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { PipelineStats } from '../observability/stats.js';
 import {
   parseBoundedInt,
   readRecent,

@@ -1,7 +1,7 @@
 import type { Batch, EnrichedEvent } from '../domain/types.js';
 import type { Logger } from '../logger.js';
-import type { Metrics } from '../server/metrics.js';
-import type { DeadLetterEntry, DeadLetterStore } from './dead-letter.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { DeadLetterEntry, DeadLetterStore } from '../state/dead-letter.js';
 import type { Sink } from './sink.js';
 
 /** Why a destination cannot hold an event (e.g. a timestamp outside its column's range), or null. */

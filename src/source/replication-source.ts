@@ -5,7 +5,7 @@ import { readSlot, slotInvalidatedError } from '../db/migrate.js';
 import { bigIntToLsn, compareLsn, lsnToBigInt } from '../domain/position.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Metrics } from '../server/metrics.js';
+import type { Metrics } from '../observability/metrics.js';
 import type { ChangeHandler } from './changes.js';
 import { decodePgoutput } from './pgoutput-decoder.js';
 

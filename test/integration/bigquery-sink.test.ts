@@ -9,7 +9,7 @@ import { silentLogger } from '../../src/logger.js';
 import { BIGQUERY_FIELDS } from '../../src/sinks/analytics/bigquery-schema.js';
 import { BigQuerySink, parseBigQueryUrl } from '../../src/sinks/analytics/bigquery-sink.js';
 import { createAnalyticsSink } from '../../src/sinks/analytics/create-analytics-sink.js';
-import { DeadLetterStore } from '../../src/sinks/dead-letter.js';
+import { DeadLetterStore } from '../../src/state/dead-letter.js';
 import { startBigQueryFake, type BigQueryFake } from '../helpers/bigquery-fake.js';
 import { freshDatabase } from '../helpers/postgres.js';
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { compareLsn } from '../../src/domain/position.js';
 import { silentLogger } from '../../src/logger.js';
-import { createMetrics } from '../../src/server/metrics.js';
+import { createMetrics } from '../../src/observability/metrics.js';
 import type { Change } from '../../src/source/changes.js';
 import { ReplicationSource } from '../../src/source/replication-source.js';
 import { spawnCli, type CliProcess } from '../helpers/cli.js';

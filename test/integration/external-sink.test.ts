@@ -12,8 +12,8 @@ import {
   type MockStats,
   type RunningMockExternal,
 } from '../../src/mock-external/server.js';
-import { createMetrics, type Metrics } from '../../src/server/metrics.js';
-import { DeadLetterStore } from '../../src/sinks/dead-letter.js';
+import { createMetrics, type Metrics } from '../../src/observability/metrics.js';
+import { DeadLetterStore } from '../../src/state/dead-letter.js';
 import { ExternalSink, type ExternalSinkOptions } from '../../src/sinks/external/external-sink.js';
 import { freshDatabase, query } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/wait.js';

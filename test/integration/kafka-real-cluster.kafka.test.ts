@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Kafka, logLevel } from 'kafkajs';
 import { startMockExternal, type RunningMockExternal } from '../../src/mock-external/server.js';
-import { CONTENT_TOPIC, EVENTS_TOPIC } from '../../src/source/kafka/client.js';
-import { nativeFormat } from '../../src/source/kafka/native-wire.js';
+import { CONTENT_TOPIC, EVENTS_TOPIC } from '../../src/kafka/client.js';
+import { nativeFormat } from '../../src/kafka/native-wire.js';
 import { startChdbHttp, type ChdbHttp } from '../helpers/chdb-http.js';
 import type { CliProcess } from '../helpers/cli.js';
 import {

@@ -9,8 +9,8 @@ import { silentLogger } from '../../src/logger.js';
 import { buildApp, type AppDeps } from '../../src/server/app.js';
 import { DASHBOARD_HTML } from '../../src/server/dashboard.js';
 import { startServer } from '../../src/server/listen.js';
-import { createMetrics } from '../../src/server/metrics.js';
-import { sinkStatsFromMetrics, type PipelineStats } from '../../src/server/stats.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import { sinkStatsFromMetrics, type PipelineStats } from '../../src/observability/stats.js';
 import { testRedis } from '../helpers/redis.js';
 
 // Five content ids: alpha..echo as the last hex digit.

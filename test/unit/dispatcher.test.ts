@@ -7,10 +7,10 @@ import { silentLogger } from '../../src/logger.js';
 import { BatchAssembler } from '../../src/pipeline/batch-assembler.js';
 import { Dispatcher } from '../../src/pipeline/dispatcher.js';
 import { Fanout } from '../../src/pipeline/fanout.js';
-import { createMetrics } from '../../src/server/metrics.js';
+import { createMetrics } from '../../src/observability/metrics.js';
 import type { Sink } from '../../src/sinks/sink.js';
 import type { Change } from '../../src/source/changes.js';
-import { ContentDimension } from '../../src/source/content-dimension.js';
+import { ContentDimension } from '../../src/enrichment/content-dimension.js';
 
 /** mulberry32: a small seeded PRNG, so a failing seed can be replayed. */
 function prng(seed: number): () => number {

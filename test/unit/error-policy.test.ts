@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ErrorCodes, PipelineError } from '../../src/errors.js';
-import { policyFor } from '../../src/pipeline/error-policy.js';
+import { policyFor } from '../../src/retry/error-policy.js';
 
 const withCode = (message: string, code: unknown) => Object.assign(new Error(message), { code });
 const wrapped = (cause: unknown) =>

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { backoffDelay, parseRetryAfter, retryDelay } from '../../src/sinks/external/backoff.js';
+import { backoffDelay, parseRetryAfter, retryDelay } from '../../src/retry/backoff.js';
 import { CircuitBreaker, type CircuitState } from '../../src/sinks/external/circuit-breaker.js';
 import { signBody, verifySignature } from '../../src/sinks/external/signature.js';
 

@@ -3,8 +3,8 @@ import { describe, it } from 'node:test';
 import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
 import { pino } from 'pino';
 import { Fanout } from '../../src/pipeline/fanout.js';
-import { createMetrics } from '../../src/server/metrics.js';
-import type { DeadLetterEntry } from '../../src/sinks/dead-letter.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import type { DeadLetterEntry } from '../../src/state/dead-letter.js';
 import type { Sink } from '../../src/sinks/sink.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

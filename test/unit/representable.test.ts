@@ -7,7 +7,7 @@ import { silentLogger } from '../../src/logger.js';
 import { BIGQUERY_MAX_ROW_BYTES, bigQueryRowProblem } from '../../src/sinks/analytics/bigquery-schema.js';
 import { clickHouseRowProblem } from '../../src/sinks/analytics/clickhouse-schema.js';
 import { duckDbRowProblem, duckDbTimestampText } from '../../src/sinks/analytics/representable.js';
-import type { DeadLetterEntry } from '../../src/sinks/dead-letter.js';
+import type { DeadLetterEntry } from '../../src/state/dead-letter.js';
 import { redisKeys } from '../../src/sinks/redis/keys.js';
 import { leaderboardOps } from '../../src/sinks/redis/leaderboard-ops.js';
 import { RowCheckedSink, splitBatch } from '../../src/sinks/row-check.js';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { createMetrics } from '../../src/server/metrics.js';
-import { quantileMs, sinkLatencyFromMetrics } from '../../src/server/stats.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import { quantileMs, sinkLatencyFromMetrics } from '../../src/observability/stats.js';
 
 describe('latency quantiles from histogram buckets', () => {
   const buckets = (pairs: [number, number][]) => pairs.map(([le, count]) => ({ le, count }));

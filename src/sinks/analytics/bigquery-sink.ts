@@ -3,7 +3,7 @@ import { OAuth2Client } from 'google-auth-library';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
-import type { DeadLetterEntry, DeadLetterStore } from '../dead-letter.js';
+import type { DeadLetterEntry, DeadLetterStore } from '../../state/dead-letter.js';
 import type { Sink } from '../sink.js';
 import {
   BIGQUERY_FIELDS,

@@ -1,7 +1,7 @@
 import { configError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
-import type { Metrics } from '../../server/metrics.js';
-import type { DeadLetterStore } from '../dead-letter.js';
+import type { Metrics } from '../../observability/metrics.js';
+import type { DeadLetterStore } from '../../state/dead-letter.js';
 import { RowCheckedSink, type RowProblem } from '../row-check.js';
 import type { Sink } from '../sink.js';
 import { bigQueryRowProblem } from './bigquery-schema.js';

@@ -2,8 +2,8 @@ import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
-import type { Metrics } from '../../server/metrics.js';
-import type { DeadLetterRow, DeadLetterStore } from '../dead-letter.js';
+import type { Metrics } from '../../observability/metrics.js';
+import type { DeadLetterRow, DeadLetterStore } from '../../state/dead-letter.js';
 
 /**
  * Automatic re-drive of a sink's pending dead letters, so a short outage of the external

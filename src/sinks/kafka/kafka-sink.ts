@@ -3,9 +3,9 @@ import type { Config } from '../../config.js';
 import type { Batch } from '../../domain/types.js';
 import { ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
-import { createKafka, kafkaSecurity, parseBrokers } from '../../source/kafka/client.js';
-import { ResilientProducer } from '../../source/kafka/resilient-producer.js';
-import { ensureTopics } from '../../source/kafka/topics.js';
+import { createKafka, kafkaSecurity, parseBrokers } from '../../kafka/client.js';
+import { ResilientProducer } from './resilient-producer.js';
+import { ensureTopics } from '../../kafka/topics.js';
 import type { Sink } from '../sink.js';
 import { readLastRecords } from './last-records.js';
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Admin, Consumer, Kafka } from 'kafkajs';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
-import type { ContentDimension } from '../content-dimension.js';
+import type { ContentDimension } from '../../enrichment/content-dimension.js';
 import type { WireFormat } from './records.js';
 
 /**

@@ -154,3 +154,19 @@ function toState(value: unknown, up: boolean): SinkStats['state'] {
 function round(ms: number): number {
   return Math.round(ms * 100) / 100;
 }
+
+export type SinkState = 'up' | 'behind' | 'down' | 'failed';
+
+/** One sink's health as /api/stats, /readyz and `status` show it. */
+export interface SinkHealth {
+  name: string;
+  state: SinkState;
+  /** now - commit time of the oldest event not yet accepted by this sink; 0 when none is pending. */
+  lagSeconds: number;
+  /** Events handed to the sink / accepted by it / dead-lettered for it (this process). */
+  received: number;
+  delivered: number;
+  deadLettered: number;
+  /** The current failure, while failing. */
+  error: string | null;
+}

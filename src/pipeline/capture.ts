@@ -1,16 +1,16 @@
 import type { Message, ProducerRecord } from 'kafkajs';
 import type pg from 'pg';
-import { describeError, type PipelineError } from '../../errors.js';
-import type { Logger } from '../../logger.js';
-import { withDeadline } from '../../pipeline/deadline.js';
-import { Dispatcher, type OpenBatch } from '../../pipeline/dispatcher.js';
-import { backoffDelay } from '../../sinks/external/backoff.js';
-import type { Metrics } from '../../server/metrics.js';
-import type { Change } from '../changes.js';
-import { ContentDimension } from '../content-dimension.js';
-import { ReplicationSource } from '../replication-source.js';
-import { CONTENT_TOPIC, EVENTS_TOPIC } from './client.js';
-import { encodeContent, encodeEvent } from './native-format.js';
+import { describeError, type PipelineError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { withDeadline } from './deadline.js';
+import { Dispatcher, type OpenBatch } from './dispatcher.js';
+import { backoffDelay } from '../retry/backoff.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { Change } from '../source/changes.js';
+import { ContentDimension } from '../enrichment/content-dimension.js';
+import { ReplicationSource } from '../source/replication-source.js';
+import { CONTENT_TOPIC, EVENTS_TOPIC } from '../kafka/client.js';
+import { encodeContent, encodeEvent } from '../source/kafka/native-format.js';
 
 export interface KafkaCaptureOptions {
   databaseUrl: string;

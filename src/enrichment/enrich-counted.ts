@@ -1,8 +1,8 @@
 import { enrich } from '../domain/enrich.js';
 import type { EngagementEventRow, EnrichedEvent } from '../domain/types.js';
 import type { Logger } from '../logger.js';
-import type { Metrics } from '../server/metrics.js';
-import type { ContentDimension } from '../source/content-dimension.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { ContentDimension } from './content-dimension.js';
 
 /**
  * enrich() against the content dimension, with its issues counted (metric) and a negative

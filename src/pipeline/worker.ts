@@ -1,18 +1,18 @@
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
-import { enrichCounted } from '../../pipeline/enrich-counted.js';
-import { offsetPosition } from '../../domain/position.js';
-import { dateToIso } from '../../domain/timestamps.js';
-import type { Batch, EnrichedEvent } from '../../domain/types.js';
-import { describeError, ErrorCodes, PipelineError } from '../../errors.js';
-import type { Logger } from '../../logger.js';
-import type { Fanout } from '../../pipeline/fanout.js';
-import { withDeadline } from '../../pipeline/deadline.js';
-import { Dispatcher } from '../../pipeline/dispatcher.js';
-import type { Metrics } from '../../server/metrics.js';
-import type { DeadLetterEntry, DeadLetterStore } from '../../sinks/dead-letter.js';
-import type { ContentDimension } from '../content-dimension.js';
-import type { ContentFeed } from './content-feed.js';
-import type { WireFormat, WorkerRecord } from './records.js';
+import { enrichCounted } from '../enrichment/enrich-counted.js';
+import { offsetPosition } from '../domain/position.js';
+import { dateToIso } from '../domain/timestamps.js';
+import type { Batch, EnrichedEvent } from '../domain/types.js';
+import { describeError, ErrorCodes, PipelineError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Fanout } from './fanout.js';
+import { withDeadline } from './deadline.js';
+import { Dispatcher } from './dispatcher.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { DeadLetterEntry, DeadLetterStore } from '../state/dead-letter.js';
+import type { ContentDimension } from '../enrichment/content-dimension.js';
+import type { ContentFeed } from '../source/kafka/content-feed.js';
+import type { WireFormat, WorkerRecord } from '../source/kafka/records.js';
 
 export interface KafkaWorkerOptions {
   kafka: Kafka;

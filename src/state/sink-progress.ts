@@ -4,7 +4,7 @@ import { isoToMillis } from '../domain/timestamps.js';
 import type { Batch } from '../domain/types.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { SinkHealth } from './fanout.js';
+import type { SinkHealth } from '../observability/stats.js';
 
 interface Progress {
   lastSuccessAt: number;

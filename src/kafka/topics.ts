@@ -1,6 +1,6 @@
 import type { Kafka } from 'kafkajs';
-import { describeError } from '../../errors.js';
-import type { Logger } from '../../logger.js';
+import { describeError } from '../errors.js';
+import type { Logger } from '../logger.js';
 
 export interface TopicSpec {
   topic: string;

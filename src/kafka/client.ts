@@ -1,8 +1,8 @@
 import { createRequire } from 'node:module';
 import { Kafka, logLevel as KafkaLogLevel, type logCreator, type SASLOptions } from 'kafkajs';
-import type { Config } from '../../config.js';
-import { configError, ErrorCodes, PipelineError } from '../../errors.js';
-import type { Logger } from '../../logger.js';
+import type { Config } from '../config.js';
+import { configError, ErrorCodes, PipelineError } from '../errors.js';
+import type { Logger } from '../logger.js';
 
 /** Topics of the native format (capture -> workers). */
 export const EVENTS_TOPIC = 'engagement.events';

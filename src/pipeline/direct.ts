@@ -2,17 +2,18 @@ import type pg from 'pg';
 import type { Batch } from '../domain/types.js';
 import { describeError, type PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Metrics } from '../server/metrics.js';
+import type { Metrics } from '../observability/metrics.js';
 import type { Sink } from '../sinks/sink.js';
 import type { Change } from '../source/changes.js';
-import { ContentDimension } from '../source/content-dimension.js';
+import { ContentDimension } from '../enrichment/content-dimension.js';
 import { ReplicationSource } from '../source/replication-source.js';
 import { isoToMillis } from '../domain/timestamps.js';
-import type { DeadLetterStore } from '../sinks/dead-letter.js';
+import type { DeadLetterStore } from '../state/dead-letter.js';
 import { BatchAssembler } from './batch-assembler.js';
 import { withDeadline } from './deadline.js';
 import { Dispatcher } from './dispatcher.js';
-import { Fanout, type SinkHealth } from './fanout.js';
+import { Fanout } from './fanout.js';
+import type { SinkHealth } from '../observability/stats.js';
 
 export interface PipelineOptions {
   databaseUrl: string;
