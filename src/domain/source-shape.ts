@@ -1,0 +1,45 @@
+/**
+ * The shape of the user's source tables, discovered from the Postgres catalog at start
+ * (not assumed): which tables, which column joins events to content, and the SQL types of
+ * the keys the pipeline carries through to every destination. Two shapes are common: UUID
+ * keys with `content.id` (the default tables `engagement migrate` creates) and integer keys
+ * with `content.content_id`. Every destination types its key columns from `keyTypes`, so a
+ * key is never cast to a type it does not have.
+ *
+ * In memory a key is always its text form (`EnrichedEvent.content_id` is a string); each
+ * destination's serializer converts it to its own type.
+ */
+
+/** The key types accepted for `content_id` and `user_id` (Postgres names, lower case). */
+export type KeyType = 'uuid' | 'bigint' | 'integer' | 'text';
+
+/** A table name as the user wrote it: `schema.name` or `name` (search_path: public). */
+export interface TableName {
+  schema: string;
+  name: string;
+}
+
+/** What a destination needs to type its columns; equal shapes give equal DDL. */
+export interface KeyTypes {
+  content_id: KeyType;
+  user_id: KeyType;
+}
+
+export interface SourceShape {
+  events: TableName;
+  content: TableName;
+  /** The events table's primary key column (an integer: it orders and dedupes events). */
+  eventIdColumn: string;
+  /** The content table's primary-key column that `events.content_id` refers to (CONTENT_KEY overrides). */
+  contentKey: string;
+  keyTypes: KeyTypes;
+}
+
+/** The default tables (`engagement migrate` creates them when none exist). */
+export const DEFAULT_SHAPE: SourceShape = {
+  events: { schema: 'public', name: 'engagement_events' },
+  content: { schema: 'public', name: 'content' },
+  eventIdColumn: 'id',
+  contentKey: 'id',
+  keyTypes: { content_id: 'uuid', user_id: 'uuid' },
+};
