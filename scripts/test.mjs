@@ -1,10 +1,20 @@
 #!/usr/bin/env node
 // Test entry point (`npm test`): starts one embedded Postgres 18 with wal_level=logical for
-// the whole run (each test file then creates its own database), checks Redis, and runs
-// node's test runner over the TypeScript tests through tsx.
-// Usage: node scripts/test.mjs [unit|integration|faults|kafka|FILE...]
-// The fault-injection suite (test/faults, `npm run test:faults`) is slow and runs only when
-// asked for: `faults` mode, or its files named explicitly. It ends by regenerating RELIABILITY.md.
+// the whole run (each test file then creates its own database), and runs node's test runner
+// over the TypeScript tests through tsx.
+// Usage: node scripts/test.mjs [--list] [TIER|FILE...]
+// Tests live in one folder per tier, named by the infrastructure the files need:
+//   unit      no I/O at all (no Postgres is started)
+//   postgres  the embedded Postgres at most (plus in-process DuckDB, local HTTP fakes, the CLI)
+//   redis     Postgres + Redis (127.0.0.1:6379, or a redis-server the test starts)
+//   chdb      the ClickHouse engine in-process (chdb), usually with Postgres + Redis
+//   kafka     test/kafka-tier: librdkafka's mock cluster via kcat, and the real KRaft cluster
+//             (*.kafka.test.ts; `kafka-cluster` runs only those)
+//   browser   Chromium (playwright-core)
+//   faults    test/faults, the fault-injection suite
+// No argument runs every tier but faults. The fault suite (`npm run test:faults`) is slow and
+// runs only when asked for: `faults` mode, or its files named explicitly. It ends by
+// regenerating RELIABILITY.md. `--list` prints the files a run would take and exits.
 import { spawn } from 'node:child_process';
 import { readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -22,22 +32,47 @@ function listTests(dir) {
   });
 }
 
+const TIERS = {
+  unit: 'unit',
+  postgres: 'postgres',
+  redis: 'redis',
+  chdb: 'chdb',
+  // test/kafka holds the Maven poms and jars of the real cluster, so the tier has its own folder.
+  kafka: 'kafka-tier',
+  browser: 'browser',
+  faults: 'faults',
+};
+const testDir = path.join(root, 'test');
+const faultsDir = path.join(testDir, 'faults');
+const list = args[0] === '--list';
+if (list) args.shift();
+
 let files;
-const faultsDir = path.join(root, 'test', 'faults');
-if (args.length === 0)
-  files = listTests(path.join(root, 'test')).filter((f) => !f.startsWith(faultsDir + path.sep));
-// `kafka`: only the real-Kafka files (*.kafka.test.ts: a 3-broker cluster, Kafka Connect + Debezium).
-else if (args[0] === 'kafka')
-  files = listTests(path.join(root, 'test')).filter((f) => f.endsWith('.kafka.test.ts'));
-else if (args[0] === 'unit' || args[0] === 'integration' || args[0] === 'faults')
-  files = listTests(path.join(root, 'test', args[0]));
+if (args.length === 0) {
+  files = listTests(testDir).filter((f) => !f.startsWith(faultsDir + path.sep));
+  // A file outside every tier folder still runs here, but no tier command would pick it up.
+  const tierDirs = Object.values(TIERS).map((d) => path.join(testDir, d) + path.sep);
+  for (const f of files)
+    if (!tierDirs.some((d) => f.startsWith(d)))
+      process.stdout.write(
+        `# warning: ${path.relative(root, f)} is in no tier folder (${Object.values(TIERS).join(', ')})\n`,
+      );
+}
+// `kafka-cluster`: only the real-Kafka files (*.kafka.test.ts: a 3-broker cluster, Kafka Connect + Debezium).
+else if (args[0] === 'kafka-cluster')
+  files = listTests(path.join(testDir, TIERS.kafka)).filter((f) => f.endsWith('.kafka.test.ts'));
+else if (Object.hasOwn(TIERS, args[0])) files = listTests(path.join(testDir, TIERS[args[0]]));
 else files = args.map((f) => path.resolve(f));
 files.sort();
+if (list) {
+  for (const f of files) process.stdout.write(`${path.relative(root, f)}\n`);
+  process.exit(0);
+}
 // A full fault run starts a fresh table: rows of scenarios that no longer run must not linger.
 if (args[0] === 'faults')
   rmSync(path.join(root, 'test-results', 'reliability'), { recursive: true, force: true });
 
-const needsPostgres = files.some((f) => !f.includes(`${path.sep}unit${path.sep}`));
+const needsPostgres = files.some((f) => !f.startsWith(path.join(testDir, TIERS.unit) + path.sep));
 
 function freePort() {
   return new Promise((resolve, reject) => {
