@@ -6,6 +6,7 @@ import { Fanout } from '../../src/pipeline/fanout.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import type { DeadLetterEntry } from '../../src/state/dead-letter.js';
 import type { Sink } from '../../src/sinks/sink.js';
+import { intBetween, prng, seeds } from '../helpers/prng.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -187,4 +188,281 @@ describe('Fanout', () => {
     await write;
     fanout.cancel();
   });
+
+  it('a batch with only a position to confirm writes to no sink', async () => {
+    const sink = new PickySink('analytics', new Set());
+    const fanout = new Fanout({ sinks: [sink], metrics: createMetrics(), logger: logCapture().logger });
+    await fanout.write({ seq: 1, stream: 's', events: [], positions: [], ackLsn: '0/10' });
+    assert.equal(sink.writes, 0);
+    assert.deepEqual(fanout.health()[0], {
+      name: 'analytics',
+      state: 'up',
+      lagSeconds: 0,
+      received: 0,
+      delivered: 0,
+      deadLettered: 0,
+      error: null,
+    });
+    fanout.cancel();
+  });
+
+  it('a sink down with transient errors holds only itself: the others deliver meanwhile, it catches up in order', async () => {
+    let down = true;
+    const order: number[] = [];
+    const flaky: Sink = {
+      name: 'external',
+      start: async () => undefined,
+      stop: async () => undefined,
+      write: async (b) => {
+        if (down)
+          throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
+        order.push(...b.events.map((e) => e.event_id));
+      },
+    };
+    const fine = new PickySink('redis', new Set());
+    const accepted: [string, number][] = [];
+    const { logger, lines } = logCapture();
+    const metrics = createMetrics();
+    const fanout = new Fanout({
+      sinks: [flaky, fine],
+      metrics,
+      logger,
+      retryBaseMs: 2,
+      retryMaxMs: 10,
+      onSuccess: (sink, b) => void accepted.push([sink, b.seq]),
+    });
+    const writes = [
+      fanout.write(batch(1, [1, 2])),
+      fanout.write(batch(2, [3])),
+      fanout.write(batch(3, [4, 5])),
+    ];
+    let settled = 0;
+    for (const w of writes) void w.then(() => (settled += 1));
+    const until = Date.now() + 10_000;
+    while (fine.applied.length < 5 && Date.now() < until) await sleep(5);
+    assert.deepEqual(fine.applied, [1, 2, 3, 4, 5], 'the healthy sink got everything');
+    await sleep(50);
+    assert.equal(settled, 0, 'no batch is accepted while one sink lacks it');
+    const [health, healthy] = fanout.health();
+    assert.equal(health.state, 'down');
+    assert.match(health.error ?? '', /ECONNREFUSED/);
+    assert.equal(health.delivered, 0);
+    assert.equal(healthy.state, 'up');
+    assert.equal(healthy.delivered, 5);
+    assert.equal(
+      lines.filter((l) => /external write failed, retrying/.test(l.msg)).length,
+      1,
+      'one line per outage',
+    );
+    down = false;
+    await Promise.all(writes);
+    assert.deepEqual(order, [1, 2, 3, 4, 5], 'the recovered sink got every batch, in order');
+    assert.deepEqual(
+      accepted.filter(([sink]) => sink === 'external').map(([, seq]) => seq),
+      [1, 2, 3],
+    );
+    assert.equal(fanout.health()[0].state, 'up');
+    assert.equal(lines.filter((l) => /external recovered/.test(l.msg)).length, 1);
+    const errors = (await metrics.sinkErrors.get()).values.find((v) => v.labels.sink === 'external');
+    assert.ok((errors?.value ?? 0) >= 1);
+    fanout.cancel();
+  });
+
+  it('without a dead-letter store a refused row holds the position (retried), it is never dropped', async () => {
+    const refused = new Set([2]);
+    const sink = new PickySink('analytics', refused);
+    const fanout = new Fanout({
+      sinks: [sink],
+      metrics: createMetrics(),
+      logger: logCapture().logger,
+      retryBaseMs: 2,
+      retryMaxMs: 10,
+    });
+    let done = false;
+    const write = fanout.write(batch(1, [1, 2, 3])).then(() => (done = true));
+    await sleep(100);
+    assert.equal(done, false, 'held');
+    assert.ok(sink.writes >= 2, 'retried');
+    assert.equal(fanout.health()[0].state, 'down');
+    assert.equal(fanout.health()[0].deadLettered, 0);
+    // The operator fixes the destination (e.g. widens the column): the held batch goes through whole.
+    refused.clear();
+    await write;
+    assert.deepEqual(sink.applied, [1, 2, 3]);
+    assert.equal(fanout.health()[0].delivered, 3);
+    fanout.cancel();
+  });
+
+  it('a transient error while bisecting retries the whole batch; an idempotent sink ends with each row once', async () => {
+    const recorded: DeadLetterEntry[] = [];
+    const applied = new Map<number, number>();
+    let calls = 0;
+    const sink: Sink = {
+      name: 'analytics',
+      start: async () => undefined,
+      stop: async () => undefined,
+      write: async (b) => {
+        calls += 1;
+        // The 3rd call (inside the first bisection) times out; then the sink behaves.
+        if (calls === 3) throw Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' });
+        if (b.events.some((e) => e.event_id === 6)) throw new Error('Conversion Error: bad value');
+        for (const e of b.events) applied.set(e.event_id, 1);
+      },
+    };
+    const fanout = new Fanout({
+      sinks: [sink],
+      metrics: createMetrics(),
+      logger: logCapture().logger,
+      deadLetters: { record: async (entries) => void recorded.push(...entries) },
+      retryBaseMs: 1,
+      retryMaxMs: 2,
+    });
+    await fanout.write(batch(1, [1, 2, 3, 4, 5, 6, 7, 8]));
+    assert.deepEqual(
+      [...applied.keys()].sort((a, b) => a - b),
+      [1, 2, 3, 4, 5, 7, 8],
+    );
+    assert.deepEqual(
+      recorded.map((r) => r.eventId),
+      [6],
+      'dead-lettered once, by the retry that completed',
+    );
+    assert.equal(fanout.health()[0].deadLettered, 1);
+    assert.equal(fanout.health()[0].delivered, 7);
+    fanout.cancel();
+  });
+
+  it('cancel() rejects the writes waiting on a failing sink, and any write after it', async () => {
+    const sink = new PickySink('external', new Set(), () => Object.assign(new Error('503'), { status: 503 }));
+    sink.write = async () => {
+      sink.writes += 1;
+      throw Object.assign(new Error('Service Unavailable'), { status: 503 });
+    };
+    const fanout = new Fanout({ sinks: [sink], metrics: createMetrics(), logger: logCapture().logger });
+    const first = fanout.write(batch(1, [1]));
+    const second = fanout.write(batch(2, [2]));
+    await sleep(20);
+    fanout.cancel();
+    await assert.rejects(first);
+    await assert.rejects(second);
+    await assert.rejects(fanout.write(batch(3, [3])), /aborted/);
+  });
+
+  it('with nothing pending, lag is the age of the oldest event not yet handed to the sinks', () => {
+    const sink = new PickySink('redis', new Set());
+    let undispatched: number | null = Date.now() - 40_000;
+    const fanout = new Fanout({
+      sinks: [sink],
+      metrics: createMetrics(),
+      logger: logCapture().logger,
+      lagWarnSeconds: 30,
+      oldestUndispatched: () => undispatched,
+    });
+    const h = fanout.health()[0];
+    assert.ok(h.lagSeconds >= 40, `lag ${h.lagSeconds}`);
+    assert.equal(h.state, 'behind');
+    undispatched = null;
+    assert.equal(fanout.health()[0].lagSeconds, 0);
+    assert.equal(fanout.health()[0].state, 'up');
+    fanout.cancel();
+  });
+
+  // Property: several sinks, each failing at random (transient errors, a permanent sink error
+  // that later clears, rows it refuses), batches of 0..n rows written with several in flight.
+  // In the end every sink has every event applied exactly once or dead-lettered for it (never
+  // both, never for another sink), first applications come in stream order, and its health
+  // adds up: delivered + dead-lettered = received.
+  for (const seed of seeds(12)) {
+    it(`random failures per sink (seed ${seed}): each event applied once or dead-lettered for that sink`, async () => {
+      const random = prng(seed);
+      const batches: Batch[] = [];
+      let nextId = 1;
+      for (let seq = 1, n = intBetween(random, 1, 25); seq <= n; seq++) {
+        const ids = Array.from({ length: random() < 0.15 ? 0 : intBetween(random, 1, 12) }, () => nextId++);
+        batches.push(batch(seq, ids));
+      }
+      const total = nextId - 1;
+      const recorded: DeadLetterEntry[] = [];
+      const sinks = [0, 1, 2].map((i) => {
+        // Rows this sink refuses; never every row of a batch of 2 or more (that is the sink failing).
+        const bad = new Set<number>();
+        const badRate = random() * 0.3;
+        for (const b of batches) {
+          const ids = b.events.map((e) => e.event_id);
+          const marked = ids.filter(() => random() < badRate);
+          if (marked.length < ids.length || ids.length === 1) for (const id of marked) bad.add(id);
+        }
+        const transientRate = random() * 0.3;
+        let permanentFailures = random() < 0.3 ? intBetween(random, 1, 3) : 0;
+        const own = prng(seed * 31 + i);
+        const applied = new Map<number, number>();
+        const firstApplied: number[] = [];
+        const sink: Sink & { bad: Set<number>; applied: Map<number, number>; firstApplied: number[] } = {
+          name: `sink${i}`,
+          bad,
+          applied,
+          firstApplied,
+          start: async () => undefined,
+          stop: async () => undefined,
+          write: async (b) => {
+            await sleep(Math.floor(own() * 3));
+            if (permanentFailures > 0 && own() < 0.5) {
+              permanentFailures -= 1;
+              throw Object.assign(new Error('Unauthorized'), { status: 401 });
+            }
+            if (own() < transientRate)
+              throw Object.assign(new Error('connection reset'), { code: 'ECONNRESET' });
+            const refused = b.events.find((e) => bad.has(e.event_id));
+            if (refused) throw Object.assign(new Error(`bad value in ${refused.event_id}`), { status: 400 });
+            for (const e of b.events) {
+              if (!applied.has(e.event_id)) firstApplied.push(e.event_id);
+              applied.set(e.event_id, 1); // idempotent: a replayed row is a no-op
+            }
+          },
+        };
+        return sink;
+      });
+      const fanout = new Fanout({
+        sinks,
+        metrics: createMetrics(),
+        logger: logCapture().logger,
+        deadLetters: { record: async (entries) => void recorded.push(...entries) },
+        retryBaseMs: 1,
+        retryMaxMs: 4,
+        failedRetryBaseMs: 2,
+        failedRetryMaxMs: 8,
+      });
+      // Up to 4 batches in flight, like the dispatcher's window.
+      const inFlight: Promise<void>[] = [];
+      for (const b of batches) {
+        inFlight.push(fanout.write(b));
+        if (inFlight.length >= 4) await inFlight.shift();
+      }
+      await Promise.all(inFlight);
+      fanout.cancel();
+      const health = fanout.health();
+      for (const [i, sink] of sinks.entries()) {
+        const dead = recorded.filter((r) => r.sink === sink.name).map((r) => r.eventId);
+        const expectedDead = [...sink.bad].sort((a, b) => a - b);
+        assert.deepEqual(
+          [...dead].sort((a, b) => a - b),
+          expectedDead,
+          `${sink.name}: dead letters are exactly its refused rows`,
+        );
+        assert.equal(new Set(dead).size, dead.length, `${sink.name}: each dead letter once`);
+        for (const id of dead)
+          assert.equal(sink.applied.has(id), false, `${sink.name}: ${id} both applied and dead`);
+        assert.equal(sink.applied.size + dead.length, total, `${sink.name}: every event accounted for`);
+        assert.deepEqual(
+          sink.firstApplied,
+          [...sink.firstApplied].sort((a, b) => a - b),
+          `${sink.name}: stream order`,
+        );
+        assert.deepEqual(
+          [health[i].state, health[i].received, health[i].delivered, health[i].deadLettered],
+          ['up', total, total - dead.length, dead.length],
+        );
+      }
+    });
+  }
 });
