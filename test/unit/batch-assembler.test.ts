@@ -345,9 +345,9 @@ describe('BatchAssembler', () => {
     const gate = new Promise<void>((r) => (answer = r));
     const { pool } = fakePool([VIDEO]);
     const slowPool = {
-      query: async (text: string, params: unknown[]) => {
+      query: async (text: string, params: unknown[]): Promise<unknown> => {
         await gate;
-        return (pool as unknown as { query: typeof slowPool.query }).query(text, params);
+        return pool.query(text, params);
       },
     };
     const dispatcher = new FakeDispatcher();

@@ -442,7 +442,7 @@ describe('Fanout', () => {
       fanout.cancel();
       const health = fanout.health();
       for (const [i, sink] of sinks.entries()) {
-        const dead = recorded.filter((r) => r.sink === sink.name).map((r) => r.eventId);
+        const dead = recorded.filter((r) => r.sink === sink.name).map((r) => Number(r.eventId));
         const expectedDead = [...sink.bad].sort((a, b) => a - b);
         assert.deepEqual(
           [...dead].sort((a, b) => a - b),

@@ -1,0 +1,295 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { microsToIso, pgTimestampToMicros } from '../../src/domain/timestamps.js';
+import type { EnrichedEvent } from '../../src/domain/types.js';
+import { minuteBucketOfIso } from '../../src/domain/windows.js';
+import {
+  BUCKET_TTL_SECONDS,
+  redisKeys,
+  SEEN_CHUNK_BITS,
+  UNKNOWN_DEVICE,
+} from '../../src/sinks/redis/keys.js';
+import { lastOrder, leaderboardOps, seenArgs } from '../../src/sinks/redis/leaderboard-ops.js';
+import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
+
+const keys = redisKeys('t:');
+const CONTENT = ['c1', 'c2', 'c3', 'c4'];
+const BASE_MICROS = pgTimestampToMicros('2026-12-01 10:00:00+00');
+
+function event(id: number, overrides: Partial<EnrichedEvent> = {}): EnrichedEvent {
+  return {
+    event_id: id,
+    content_id: 'c1',
+    user_id: null,
+    event_type: 'play',
+    event_ts: '2026-12-01T10:00:30.000000Z',
+    duration_ms: 2000,
+    device: 'tv',
+    raw_payload: null,
+    content_type: 'video',
+    length_seconds: 100,
+    engagement_seconds: 2,
+    engagement_pct: 0.02,
+    committed_at: '2026-12-01T10:00:31.000000Z',
+    processed_at: '2026-12-01T10:00:31.000000Z',
+    ...overrides,
+  };
+}
+
+/** What apply-batch.lua does with the ops (past its guards), on an in-memory Redis. */
+interface State {
+  strings: Map<string, string>;
+  lastOrders: Map<string, string>;
+  zsets: Map<string, Map<string, number>>;
+  ttls: Map<string, number>;
+}
+const emptyState = (): State => ({
+  strings: new Map(),
+  lastOrders: new Map(),
+  zsets: new Map(),
+  ttls: new Map(),
+});
+
+function apply(state: State, ops: { keys: string[]; args: string[] }): State {
+  assert.equal(ops.args.length, ops.keys.length * 3, 'three ARGV per key');
+  ops.keys.forEach((key, i) => {
+    const [op, a, b] = ops.args.slice(i * 3, i * 3 + 3);
+    if (op === 'i') state.strings.set(key, String(Number(state.strings.get(key) ?? 0) + Number(a)));
+    else if (op === 'l') {
+      const held = state.lastOrders.get(key);
+      if (held === undefined || held < b) {
+        state.strings.set(key, a);
+        state.lastOrders.set(key, b);
+      }
+    } else if (op === 'z') {
+      let members = state.zsets.get(key);
+      if (!members) state.zsets.set(key, (members = new Map()));
+      members.set(a, (members.get(a) ?? 0) + Number(b));
+    } else if (op === 'e') state.ttls.set(key, Number(a));
+    else assert.fail(`unknown op ${op}`);
+  });
+  return state;
+}
+
+/** The state computed directly from the events, without the ops (the specification). */
+function expected(events: EnrichedEvent[]): State {
+  const state = emptyState();
+  const latest = new Map<string, EnrichedEvent>();
+  const later = (a: EnrichedEvent, b: EnrichedEvent) => {
+    const ta = pgTimestampToMicros(a.event_ts);
+    const tb = pgTimestampToMicros(b.event_ts);
+    return ta !== tb ? ta > tb : a.event_id > b.event_id;
+  };
+  const bump = (key: string, member: string, by: number) => {
+    let members = state.zsets.get(key);
+    if (!members) state.zsets.set(key, (members = new Map()));
+    members.set(member, (members.get(member) ?? 0) + by);
+    state.ttls.set(key, BUCKET_TTL_SECONDS);
+  };
+  for (const e of events) {
+    const minute = minuteBucketOfIso(e.event_ts);
+    bump(keys.deviceBucket(minute), e.device ?? UNKNOWN_DEVICE, 1);
+    if (e.content_id === null) continue;
+    const countKey = keys.contentCount(e.content_id);
+    state.strings.set(countKey, String(Number(state.strings.get(countKey) ?? 0) + 1));
+    const held = latest.get(e.content_id);
+    if (!held || later(e, held)) latest.set(e.content_id, e);
+    bump(keys.contentBucket(minute), e.content_id, 1);
+    if (e.engagement_seconds) bump(keys.secondsBucket(minute), e.content_id, e.engagement_seconds);
+  }
+  for (const [id, e] of latest) {
+    state.strings.set(keys.contentLast(id), JSON.stringify(e));
+    state.lastOrders.set(keys.contentLast(id), lastOrder(e));
+  }
+  return state;
+}
+
+/** Equal states; sums of engagement seconds compared to a tolerance (float addition order). */
+function assertSameState(actual: State, wanted: State, what: string): void {
+  assert.deepEqual(
+    new Map([...actual.strings].sort()),
+    new Map([...wanted.strings].sort()),
+    `${what}: strings`,
+  );
+  assert.deepEqual(new Map([...actual.ttls].sort()), new Map([...wanted.ttls].sort()), `${what}: TTLs`);
+  assert.deepEqual([...actual.zsets.keys()].sort(), [...wanted.zsets.keys()].sort(), `${what}: sorted sets`);
+  for (const [key, members] of wanted.zsets) {
+    const got = actual.zsets.get(key)!;
+    assert.deepEqual([...got.keys()].sort(), [...members.keys()].sort(), `${what}: members of ${key}`);
+    for (const [member, score] of members)
+      assert.ok(
+        Math.abs(got.get(member)! - score) < 1e-6,
+        `${what}: ${key} ${member} ${got.get(member)} != ${score}`,
+      );
+  }
+}
+
+function randomEvents(random: () => number, count: number, firstId = 1): EnrichedEvent[] {
+  return Array.from({ length: count }, (_, i) => {
+    // Mostly a few minutes of today (buckets shared, some at the same instant), sometimes a
+    // far year of Postgres's range (4713 BC .. 294276 AD): before year 0 and after 9999 the
+    // ISO text is spelled with a sign, which the order of content:last must still follow.
+    const farYear = pick(random, [
+      () => intBetween(random, -4_700, -1),
+      () => intBetween(random, 0, 9_999),
+      () => intBetween(random, 10_000, 294_000),
+    ])();
+    const micros =
+      random() < 0.15
+        ? BigInt(Math.round((farYear - 1970) * 365.2425 * 86_400)) * 1_000_000n
+        : BASE_MICROS + BigInt(intBetween(random, 0, 5 * 60)) * 1_000_000n * (random() < 0.3 ? 0n : 1n);
+    const seconds = pick(random, [null, 0, 1.5, 2.001, 300]);
+    return event(firstId + i, {
+      content_id: random() < 0.15 ? null : pick(random, CONTENT),
+      device: pick(random, ['tv', 'ios', null]),
+      event_ts: microsToIso(micros),
+      engagement_seconds: seconds,
+    });
+  });
+}
+
+describe('leaderboard ops', () => {
+  it('an empty batch, or one whose events are all skipped, has no ops', () => {
+    assert.deepEqual(leaderboardOps([], keys), { keys: [], args: [] });
+    assert.deepEqual(leaderboardOps([event(1), event(2)], keys, { skip: new Set([1, 2]) }), {
+      keys: [],
+      args: [],
+    });
+  });
+
+  it('one INCRBY and one conditional SET per content, one ZINCRBY per (minute, member), one EXPIRE per bucket', () => {
+    const events = [
+      event(1),
+      event(2),
+      event(3, { content_id: 'c2', device: null, engagement_seconds: null }),
+      event(4, { event_ts: '2026-12-01T10:01:00.000000Z', engagement_seconds: 0 }),
+      event(5, { content_id: null }),
+    ];
+    const ops = leaderboardOps(events, keys);
+    const triples = ops.keys.map((k, i) => [k, ...ops.args.slice(i * 3, i * 3 + 3)]);
+    const m0 = '202612011000';
+    const m1 = '202612011001';
+    assert.deepEqual(triples, [
+      ['t:content:count:c1', 'i', '3', ''],
+      ['t:content:count:c2', 'i', '1', ''],
+      ['t:content:last:c1', 'l', JSON.stringify(events[3]), lastOrder(events[3])],
+      ['t:content:last:c2', 'l', JSON.stringify(events[2]), lastOrder(events[2])],
+      [`t:top:device:bucket:${m0}`, 'z', 'tv', '3'],
+      [`t:top:device:bucket:${m0}`, 'z', UNKNOWN_DEVICE, '1'],
+      [`t:top:device:bucket:${m0}`, 'e', String(BUCKET_TTL_SECONDS), ''],
+      [`t:top:content:bucket:${m0}`, 'z', 'c1', '2'],
+      [`t:top:content:bucket:${m0}`, 'z', 'c2', '1'],
+      [`t:top:content:bucket:${m0}`, 'e', String(BUCKET_TTL_SECONDS), ''],
+      [`t:top:content:seconds:bucket:${m0}`, 'z', 'c1', '4'],
+      [`t:top:content:seconds:bucket:${m0}`, 'e', String(BUCKET_TTL_SECONDS), ''],
+      [`t:top:device:bucket:${m1}`, 'z', 'tv', '1'],
+      [`t:top:device:bucket:${m1}`, 'e', String(BUCKET_TTL_SECONDS), ''],
+      [`t:top:content:bucket:${m1}`, 'z', 'c1', '1'],
+      [`t:top:content:bucket:${m1}`, 'e', String(BUCKET_TTL_SECONDS), ''],
+    ]);
+  });
+
+  it('the latest event per content: highest event_ts, ties broken by the highest event_id', () => {
+    const same = '2026-12-01T10:00:00.000000Z';
+    const events = [
+      event(9, { event_ts: same }),
+      event(12, { event_ts: same }),
+      event(10, { event_ts: same }),
+    ];
+    const ops = leaderboardOps(events, keys);
+    const i = ops.keys.indexOf(keys.contentLast('c1'));
+    assert.equal(JSON.parse(ops.args[i * 3 + 1]).event_id, 12);
+    const older = leaderboardOps([event(99, { event_ts: '2026-12-01T09:59:59.999999Z' }), event(1)], keys);
+    const j = older.keys.indexOf(keys.contentLast('c1'));
+    assert.equal(JSON.parse(older.args[j * 3 + 1]).event_id, 1, 'a later timestamp beats a higher id');
+  });
+
+  it('a backfill (bucketsFrom) counts old events in content:count and content:last but writes no expired bucket', () => {
+    const events = [
+      event(1, { event_ts: '2026-12-01T09:00:00.000000Z' }),
+      event(2, { event_ts: '2026-12-01T10:00:00.000000Z' }),
+    ];
+    const state = apply(emptyState(), leaderboardOps(events, keys, { bucketsFrom: '202612011000' }));
+    assert.equal(state.strings.get(keys.contentCount('c1')), '2');
+    assert.equal(JSON.parse(state.strings.get(keys.contentLast('c1'))!).event_id, 2);
+    assert.deepEqual(
+      [...state.zsets.keys()].sort(),
+      [
+        keys.contentBucket('202612011000'),
+        keys.deviceBucket('202612011000'),
+        keys.secondsBucket('202612011000'),
+      ].sort(),
+    );
+  });
+
+  it('seen bitmaps: ids grouped by chunk, offsets within it, skipped ids left out', () => {
+    const ids = [5, SEEN_CHUNK_BITS - 1, SEEN_CHUNK_BITS, 3 * SEEN_CHUNK_BITS + 7, 6];
+    const seen = seenArgs(
+      ids.map((id) => event(id)),
+      keys,
+      new Set([6]),
+    );
+    assert.deepEqual(seen.keys, [keys.seen(0), keys.seen(1), keys.seen(3)]);
+    assert.deepEqual(seen.args, ['2', '5', String(SEEN_CHUNK_BITS - 1), '1', '0', '1', '7']);
+    assert.deepEqual(seen.ids, [[5, SEEN_CHUNK_BITS - 1], [SEEN_CHUNK_BITS], [3 * SEEN_CHUNK_BITS + 7]]);
+  });
+
+  // Properties: the ops of a batch, applied as apply-batch.lua does, give the state the
+  // events specify (counts, latest event, bucket scores, TTLs), and the same state whatever
+  // the order and the batching of the events (a replay in other batches, a backfill
+  // interleaved with the stream). Skipping an event is exactly leaving it out.
+  for (const seed of seeds(20)) {
+    it(`random events (seed ${seed}): ops give the specified state, whatever the order and batching`, () => {
+      const random = prng(seed);
+      const events = randomEvents(random, intBetween(random, 1, 120));
+      const whole = apply(emptyState(), leaderboardOps(events, keys));
+      assertSameState(whole, expected(events), 'one batch');
+
+      const shuffled = [...events];
+      for (let i = shuffled.length - 1; i > 0; i--) {
+        const j = intBetween(random, 0, i);
+        [shuffled[i], shuffled[j]] = [shuffled[j], shuffled[i]];
+      }
+      const chunked = emptyState();
+      for (let from = 0; from < shuffled.length;) {
+        const to = from + intBetween(random, 1, 10);
+        apply(chunked, leaderboardOps(shuffled.slice(from, to), keys));
+        from = to;
+      }
+      assertSameState(chunked, whole, 'shuffled, in random batches');
+
+      const skip = new Set(events.filter(() => random() < 0.3).map((e) => e.event_id));
+      assert.deepEqual(
+        leaderboardOps(events, keys, { skip }),
+        leaderboardOps(
+          events.filter((e) => !skip.has(e.event_id)),
+          keys,
+        ),
+      );
+
+      const ops = leaderboardOps(events, keys);
+      assert.ok(
+        ops.keys.every((k) => k.startsWith('t:')),
+        'every key carries the prefix',
+      );
+      // Each bucket is expired once, after its increments; each (key, member) incremented once.
+      const seen = new Set<string>();
+      const expiredAt = new Map<string, number>();
+      ops.keys.forEach((k, i) => {
+        const [op, a] = ops.args.slice(i * 3, i * 3 + 2);
+        if (op === 'z') {
+          assert.ok(!expiredAt.has(k), `${k} incremented after its EXPIRE`);
+          assert.ok(!seen.has(`${k} ${a}`), `${k} ${a} incremented twice`);
+          seen.add(`${k} ${a}`);
+        } else if (op === 'e') {
+          assert.ok(!expiredAt.has(k), `${k} expired twice`);
+          expiredAt.set(k, i);
+        } else {
+          assert.ok(!seen.has(`${op} ${k}`), `${op} ${k} twice`);
+          seen.add(`${op} ${k}`);
+        }
+      });
+      assert.deepEqual([...expiredAt.keys()].sort(), [...whole.zsets.keys()].sort());
+    });
+  }
+});
