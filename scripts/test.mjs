@@ -104,6 +104,8 @@ const child = spawn(
   [
     '--import',
     'tsx',
+    // The unit tier does no I/O: connections, listening and child processes fail there.
+    ...(args[0] === 'unit' ? ['--import', path.join(root, 'test', 'helpers', 'no-io.ts')] : []),
     '--test',
     '--test-concurrency=1',
     '--test-reporter=spec',

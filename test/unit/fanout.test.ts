@@ -372,7 +372,7 @@ describe('Fanout', () => {
   // In the end every sink has every event applied exactly once or dead-lettered for it (never
   // both, never for another sink), first applications come in stream order, and its health
   // adds up: delivered + dead-lettered = received.
-  for (const seed of seeds(12)) {
+  for (const seed of seeds(10)) {
     it(`random failures per sink (seed ${seed}): each event applied once or dead-lettered for that sink`, async () => {
       const random = prng(seed);
       const batches: Batch[] = [];
@@ -392,7 +392,7 @@ describe('Fanout', () => {
           const marked = ids.filter(() => random() < badRate);
           if (marked.length < ids.length || ids.length === 1) for (const id of marked) bad.add(id);
         }
-        const transientRate = random() * 0.3;
+        const transientRate = random() * 0.15;
         let permanentFailures = random() < 0.3 ? intBetween(random, 1, 3) : 0;
         const own = prng(seed * 31 + i);
         const applied = new Map<number, number>();
@@ -405,7 +405,8 @@ describe('Fanout', () => {
           start: async () => undefined,
           stop: async () => undefined,
           write: async (b) => {
-            await sleep(Math.floor(own() * 3));
+            // Yield (sometimes for a timer tick), so the sinks' writes interleave.
+            await (own() < 0.2 ? sleep(1) : new Promise((r) => setImmediate(r)));
             if (permanentFailures > 0 && own() < 0.5) {
               permanentFailures -= 1;
               throw Object.assign(new Error('Unauthorized'), { status: 401 });
