@@ -104,8 +104,9 @@ const child = spawn(
   [
     '--import',
     'tsx',
-    // The unit tier does no I/O: connections, listening and child processes fail there.
-    ...(args[0] === 'unit' ? ['--import', path.join(root, 'test', 'helpers', 'no-io.ts')] : []),
+    // Unit tests do no I/O: run alone (the unit tier, or unit files named), connections,
+    // listening and child processes fail there.
+    ...(needsPostgres ? [] : ['--import', path.join(root, 'test', 'helpers', 'no-io.ts')]),
     '--test',
     '--test-concurrency=1',
     '--test-reporter=spec',
