@@ -24,7 +24,7 @@ export function engagementPct(durationMs: number | null, lengthSeconds: number |
 }
 
 /**
- * The one enrichment rule (DESIGN.md §3), shared by the stream, the backfill and the
+ * The one enrichment rule (docs/architecture.md, "Enrichment"), shared by the stream, the backfill and the
  * Kafka workers. Pure: the caller supplies the content row (or undefined when it is
  * unknown), the commit time and the processing time.
  */

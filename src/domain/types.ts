@@ -20,7 +20,7 @@ export interface EngagementEventRow {
   raw_payload: unknown;
 }
 
-/** What every destination receives (DESIGN.md §3). */
+/** What every destination receives: the enriched event (docs/architecture.md, "Enrichment"). */
 export interface EnrichedEvent {
   event_id: number;
   content_id: string | null;

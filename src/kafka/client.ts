@@ -88,8 +88,8 @@ let fallbackInstalled = false;
 /**
  * kafkajs asks the *controller* for an idempotent producer's id, although (as its own
  * comment says) any broker may answer InitProducerId. Some Kafka-protocol servers report a
- * controller id that is not in the broker list (librdkafka's mock cluster reports 0, see
- * PITFALLS.md), and kafkajs then fails with "Broker 0 not found". Where the controller is
+ * controller id that is not in the broker list (librdkafka's mock cluster reports 0), and
+ * kafkajs then fails with "Broker 0 not found". Where the controller is
  * unknown we ask the first known broker instead; against a normal cluster nothing changes.
  * Patched on kafkajs's own Cluster class (the same CommonJS module instance it uses).
  */

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { SIGNATURE_HEADER, verifySignature } from '../sinks/external/signature.js';
 
 /**
- * The stand-in external system (DESIGN.md §9): accepts POSTed events on any path, checks the
+ * The stand-in external system (README, "The external system contract"): accepts POSTed events on any path, checks the
  * signature, and counts what reached it (requests, unique event ids and Idempotency-Keys,
  * duplicates), so tests and the demo can prove delivery. Failures can be injected: a random
  * 5xx rate, latency, and scripted modes switched at runtime through POST /_control.

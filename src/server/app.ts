@@ -49,7 +49,7 @@ export interface AppDeps {
 }
 
 /**
- * The HTTP server of `run` and `demo` (DESIGN.md §8): dashboard, leaderboard and stats API,
+ * The HTTP server of `run` and `demo` (routes: README, "HTTP server"): dashboard, leaderboard and stats API,
  * Prometheus metrics, liveness and readiness. It reads only: Redis for the leaderboards,
  * the metrics registry, and the pipeline's stats() callback.
  */

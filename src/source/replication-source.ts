@@ -40,7 +40,8 @@ interface FlowControlState {
 /**
  * Streams the slot with pgoutput. The only place that talks to Postgres's replication
  * protocol. Confirms nothing by itself: `acknowledge()` is called by the checkpoint once
- * every sink has the data (PITFALLS.md: no auto-ack, no timer ack of received LSNs).
+ * every sink has the data (no auto-ack, and no timer ack: the library's would confirm the
+ * last LSN *received*, not what the sinks hold; see docs/architecture.md, "Positions").
  */
 export class ReplicationSource {
   private service: LogicalReplicationService | null = null;
@@ -117,13 +118,15 @@ export class ReplicationSource {
 
   /**
    * Confirms `lsn` (a commit's end LSN, or a position past which nothing is pending) as
-   * durably processed. Never moves backwards.
+   * durably processed. Never moves backwards. Returns true when it advanced (and so sent a
+   * standby status update on the current connection).
    */
-  acknowledge(lsn: string): void {
-    if (compareLsn(lsn, this.confirmedLsn) <= 0) return;
+  acknowledge(lsn: string): boolean {
+    if (compareLsn(lsn, this.confirmedLsn) <= 0) return false;
     this.confirmedLsn = lsn;
     this.options.metrics.confirmedLsnBytes.set(Number(lsnToBigInt(lsn)));
-    this.sendStatus();
+    void this.sendStatus();
+    return true;
   }
 
   async stop(): Promise<void> {
@@ -160,7 +163,7 @@ export class ReplicationSource {
 
   private connect(handler: ChangeHandler): { started: Promise<void>; done: Promise<void> } {
     // A new service per connection: subscribe() on a used one resumes from its last
-    // *received* LSN and would skip unconfirmed transactions (PITFALLS.md).
+    // *received* LSN and would skip unconfirmed transactions.
     const service = new LogicalReplicationService(
       clientConfig(this.options.databaseUrl, 'engagement-replication'),
       {
@@ -201,11 +204,17 @@ export class ReplicationSource {
       // is delivered and confirmed, nothing before that position is pending, so it is
       // confirmed exactly: an idle slot advances, and a fast shutdown completes (the
       // walsender waits for flush == sent).
-      if (!this.libraryBusy && !this.stopping && (this.options.isDrained?.() ?? false)) this.acknowledge(lsn);
+      const advanced =
+        !this.libraryBusy &&
+        !this.stopping &&
+        (this.options.isDrained?.() ?? false) &&
+        this.acknowledge(lsn) &&
+        this.service === service;
       const lag = lsnToBigInt(lsn) - lsnToBigInt(this.confirmedLsn);
       this.options.metrics.replicationLagBytes.set(Number(lag > 0n ? lag : 0n));
-      // Otherwise answer with our own durable position, never the received one.
-      if (shouldRespond) void this.sendStatus(service);
+      // Otherwise answer with our own durable position, never the received one (once:
+      // advancing above already sent the update the server asked for).
+      if (shouldRespond && !advanced) void this.sendStatus(service);
     });
     service.on('error', () => undefined); // surfaced through subscribe()'s rejection below
     let resolveStarted!: () => void;

@@ -25,7 +25,7 @@ import { freshDatabase } from '../helpers/postgres.js';
 import { startRedisServer } from '../helpers/redis-server.js';
 
 /**
- * The one suite every sink passes (STYLE.md): idempotent re-writes, replays split at other
+ * The one suite every sink passes, a new one included: idempotent re-writes, replays split at other
  * boundaries, a clean stop, and a destination that restarts under it.
  */
 interface SinkUnderTest {

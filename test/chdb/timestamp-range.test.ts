@@ -106,11 +106,52 @@ async function deadLetters(h: Harness, sink: string): Promise<Map<string, string
   return new Map(rows.map((r) => [r.id, r.last_error]));
 }
 
-/** Ids of the rows an analytics destination must hold (`can` says which edges fit). */
-function expectedIn(run: Run, can: (ts: string) => boolean): string[] {
+type Analytics = 'duckdb' | 'clickhouse' | 'bigquery';
+
+/** Whether the analytics destination can hold a row with this edge timestamp. */
+const fits = (ts: string, analytics: Analytics) => EDGES.find((e) => e.ts === ts)![analytics];
+
+/** Ids of the rows an analytics destination must hold. */
+function expectedIn(run: Run, analytics: Analytics): string[] {
   return [...run.rows]
-    .filter(([, ts]) => ts === null || (!NO_INSTANT.includes(ts) && can(ts)))
+    .filter(([, ts]) => ts === null || (!NO_INSTANT.includes(ts) && fits(ts, analytics)))
     .map(([id]) => id);
+}
+
+/** Ids of the rows with an instant that an analytics destination must refuse (its dead letters). */
+function refusedBy(run: Run, analytics: Analytics): string[] {
+  return [...run.rows]
+    .filter(([, ts]) => ts !== null && !NO_INSTANT.includes(ts) && !fits(ts, analytics))
+    .map(([id]) => id);
+}
+
+/** Waits until the analytics store dead-lettered `refused` and Redis and the external system have the rest. */
+async function waitSettled(
+  h: Harness,
+  run: Run,
+  refused: string[],
+  external: EnrichedEvent[],
+): Promise<void> {
+  await waitFor(
+    'every row delivered or dead-lettered',
+    async () => {
+      const analytics = await deadLetters(h, 'analytics');
+      const count = await h.redis.client.get(`${h.redis.prefix}content:count:${ORDINARY}`);
+      return (
+        analytics.size === refused.length &&
+        count === String(run.ordinary) &&
+        external.length >= run.rows.size - 2
+      );
+    },
+    60_000,
+  );
+}
+
+/** The analytics store's dead letters are exactly `refused`, each with a reason matching `reason`. */
+async function assertRefused(h: Harness, refused: string[], reason: RegExp): Promise<void> {
+  const analytics = await deadLetters(h, 'analytics');
+  assert.deepEqual([...analytics.keys()].sort(), [...refused].sort());
+  for (const text of analytics.values()) assert.match(text, reason);
 }
 
 /** Everything but the analytics store: Redis counts and windows, the external system, the source's dead letters. */
@@ -163,21 +204,8 @@ describe('Postgres timestamp range end to end', () => {
     let run: Run;
     try {
       run = await insertMix(h);
-      const edges = new Map(EDGES.map((e) => [e.ts, e]));
-      const refused = [...run.rows].filter(([, ts]) => ts !== null && edges.get(ts)?.duckdb === false);
-      await waitFor(
-        'every row delivered or dead-lettered',
-        async () => {
-          const analytics = await deadLetters(h, 'analytics');
-          const count = await h.redis.client.get(`${h.redis.prefix}content:count:${ORDINARY}`);
-          return (
-            analytics.size === refused.length &&
-            count === String(run.ordinary) &&
-            recorder.events.length >= run.rows.size - 2
-          );
-        },
-        60_000,
-      );
+      const refused = refusedBy(run, 'duckdb');
+      await waitSettled(h, run, refused, recorder.events);
       // The stream still flows after them (the last event: jsonb written with \u escapes).
       await h.sql(
         `INSERT INTO engagement_events (content_id, event_type, event_ts, duration_ms, device, raw_payload)
@@ -198,13 +226,11 @@ describe('Postgres timestamp range end to end', () => {
       });
       const escaped = recorder.events.find((e) => e.raw_payload !== null && 'u' in (e.raw_payload as object));
       assert.deepEqual(escaped?.raw_payload, { u: 'é🎧\u2028\u001b"\\' });
-      const analytics = await deadLetters(h, 'analytics');
-      assert.deepEqual([...analytics.keys()].sort(), refused.map(([id]) => id).sort());
-      for (const reason of analytics.values())
-        assert.match(
-          reason,
-          /^DuckDB cannot hold this row: event_ts \+2942\d\d-.* is outside DuckDB TIMESTAMPTZ's range/,
-        );
+      await assertRefused(
+        h,
+        refused,
+        /^DuckDB cannot hold this row: event_ts \+2942\d\d-.* is outside DuckDB TIMESTAMPTZ's range/,
+      );
       await assertOtherSinks(h, run, recorder.events);
     } finally {
       await runtime.stop();
@@ -213,7 +239,7 @@ describe('Postgres timestamp range end to end', () => {
       h.duckdbFile,
       'SELECT event_id::VARCHAR AS id, epoch_us(event_ts)::VARCHAR AS us FROM engagement.events_enriched',
     );
-    const want = expectedIn(run, (ts) => EDGES.find((e) => e.ts === ts)!.duckdb);
+    const want = expectedIn(run, 'duckdb');
     assert.deepEqual(
       duck.map((r) => String(r.id)).sort(),
       want.sort(),
@@ -248,34 +274,18 @@ describe('Postgres timestamp range end to end (ClickHouse)', () => {
     let run: Run;
     try {
       run = await insertMix(h);
-      const refused = [...run.rows].filter(
-        ([, ts]) => ts !== null && !NO_INSTANT.includes(ts) && !EDGES.find((e) => e.ts === ts)!.clickhouse,
+      const refused = refusedBy(run, 'clickhouse');
+      await waitSettled(h, run, refused, recorder.events);
+      await assertRefused(
+        h,
+        refused,
+        /^ClickHouse cannot hold this row: event_ts .* is outside ClickHouse DateTime64\(6, 'UTC'\)'s range/,
       );
-      await waitFor(
-        'every row delivered or dead-lettered',
-        async () => {
-          const analytics = await deadLetters(h, 'analytics');
-          const count = await h.redis.client.get(`${h.redis.prefix}content:count:${ORDINARY}`);
-          return (
-            analytics.size === refused.length &&
-            count === String(run.ordinary) &&
-            recorder.events.length >= run.rows.size - 2
-          );
-        },
-        60_000,
-      );
-      const analytics = await deadLetters(h, 'analytics');
-      assert.deepEqual([...analytics.keys()].sort(), refused.map(([id]) => id).sort());
-      for (const reason of analytics.values())
-        assert.match(
-          reason,
-          /^ClickHouse cannot hold this row: event_ts .* is outside ClickHouse DateTime64\(6, 'UTC'\)'s range/,
-        );
       await assertOtherSinks(h, run, recorder.events);
       const rows = await front.rows<{ id: string; us: string }>(
         'SELECT toString(event_id) AS id, toString(toUnixTimestamp64Micro(event_ts)) AS us FROM edges.events_enriched FINAL',
       );
-      const want = expectedIn(run, (ts) => EDGES.find((e) => e.ts === ts)!.clickhouse);
+      const want = expectedIn(run, 'clickhouse');
       assert.deepEqual(
         rows.map((r) => r.id).sort(),
         want.sort(),
@@ -315,35 +325,19 @@ describe('Postgres timestamp range end to end (BigQuery)', () => {
     let run: Run;
     try {
       run = await insertMix(h);
-      const refused = [...run.rows].filter(
-        ([, ts]) => ts !== null && !NO_INSTANT.includes(ts) && !EDGES.find((e) => e.ts === ts)!.bigquery,
+      const refused = refusedBy(run, 'bigquery');
+      await waitSettled(h, run, refused, recorder.events);
+      await assertRefused(
+        h,
+        refused,
+        /^BigQuery cannot hold this row: event_ts .* is outside BigQuery TIMESTAMP's range/,
       );
-      await waitFor(
-        'every row delivered or dead-lettered',
-        async () => {
-          const analytics = await deadLetters(h, 'analytics');
-          const count = await h.redis.client.get(`${h.redis.prefix}content:count:${ORDINARY}`);
-          return (
-            analytics.size === refused.length &&
-            count === String(run.ordinary) &&
-            recorder.events.length >= run.rows.size - 2
-          );
-        },
-        60_000,
-      );
-      const analytics = await deadLetters(h, 'analytics');
-      assert.deepEqual([...analytics.keys()].sort(), refused.map(([id]) => id).sort());
-      for (const reason of analytics.values())
-        assert.match(
-          reason,
-          /^BigQuery cannot hold this row: event_ts .* is outside BigQuery TIMESTAMP's range/,
-        );
       await assertOtherSinks(h, run, recorder.events);
       const rows = fake.table('acme-edges', 'edges', 'events_enriched')!.rows as {
         event_id: string;
         event_ts: string;
       }[];
-      const want = expectedIn(run, (ts) => EDGES.find((e) => e.ts === ts)!.bigquery);
+      const want = expectedIn(run, 'bigquery');
       assert.deepEqual(
         rows.map((r) => r.event_id).sort(),
         want.sort(),

@@ -35,6 +35,32 @@ async function deadLetterCounts(h: FaultHarness): Promise<{ pending: number; rep
   return { pending: Number(row.pending), replayed: Number(row.replayed) };
 }
 
+/**
+ * The mock answers 503 to every request for `ms`, then accepts again. `sample` is given the
+ * dead-letter counts (and the ms since the outage began) every 500 ms meanwhile. Returns when
+ * the outage ended (epoch ms).
+ */
+async function outage(
+  h: FaultHarness,
+  ms: number,
+  sample: (counts: { pending: number; replayed: number }, sinceStartMs: number) => void,
+): Promise<number> {
+  await mockControl(h, { mode: 'fail503' });
+  const started = Date.now();
+  while (Date.now() < started + ms) {
+    const counts = await deadLetterCounts(h);
+    sample(counts, Date.now() - started);
+    await sleep(500);
+  }
+  await mockControl(h, { mode: 'ok' });
+  return Date.now();
+}
+
+/** What the receiver saw, the dead-letter table and the reconciliation, once the run is over. */
+async function outcome(h: FaultHarness) {
+  return { stats: await mockStats(h), dead: await deadLetterCounts(h), r: await reconcile(h) };
+}
+
 /** Source event ids the mock never accepted (the receiver's view, not the dead-letter table's). */
 async function notReceived(h: FaultHarness): Promise<string[]> {
   const got = new Set(
@@ -63,14 +89,9 @@ describe('fault: the external system down for a while (ridden out, then re-drive
     let peakDeadLetters = 0;
     try {
       await sleep(1500);
-      await mockControl(h, { mode: 'fail503' });
-      const outageEnds = Date.now() + 8000;
-      while (Date.now() < outageEnds) {
-        peakDeadLetters = Math.max(peakDeadLetters, (await deadLetterCounts(h)).pending);
-        await sleep(500);
-      }
-      await mockControl(h, { mode: 'ok' });
-      cleared = Date.now();
+      cleared = await outage(h, 8000, (counts) => {
+        peakDeadLetters = Math.max(peakDeadLetters, counts.pending);
+      });
       await sleep(1500);
       await traffic.stop();
       const r0 = runtime;
@@ -80,9 +101,7 @@ describe('fault: the external system down for a while (ridden out, then re-drive
       await traffic.stop();
       await runtime?.stop();
     }
-    const stats = await mockStats(h);
-    const dead = await deadLetterCounts(h);
-    const r = await reconcile(h);
+    const { stats, dead, r } = await outcome(h);
     const lines = {
       'external system failing': h.logs.count(/external system failing/),
       'external circuit open': h.logs.count(/external circuit open/),
@@ -127,17 +146,10 @@ describe('fault: the external system down for a while (ridden out, then re-drive
       // Three requests rejected for good before the outage: dead-lettered, never re-driven.
       await mockControl(h, { mode: 'reject400', count: 3 });
       await waitFor('3 permanent rejections', async () => (await mockStats(h)).injected.reject400 === 3);
-      await mockControl(h, { mode: 'fail503' });
-      const outageStarted = Date.now();
-      const outageEnds = outageStarted + 45_000;
-      while (Date.now() < outageEnds) {
-        duringOutage = await deadLetterCounts(h);
-        if (firstDeadLetterAfterMs === null && duringOutage.pending > 3)
-          firstDeadLetterAfterMs = Date.now() - outageStarted;
-        await sleep(500);
-      }
-      await mockControl(h, { mode: 'ok' });
-      cleared = Date.now();
+      cleared = await outage(h, 45_000, (counts, sinceStartMs) => {
+        duringOutage = counts;
+        if (firstDeadLetterAfterMs === null && counts.pending > 3) firstDeadLetterAfterMs = sinceStartMs;
+      });
       await sleep(1500);
       await traffic.stop();
       await waitFor(
@@ -154,9 +166,7 @@ describe('fault: the external system down for a while (ridden out, then re-drive
       await traffic.stop();
       await runtime?.stop();
     }
-    const stats = await mockStats(h);
-    const dead = await deadLetterCounts(h);
-    const r = await reconcile(h);
+    const { stats, dead, r } = await outcome(h);
     const permanent = await h.sql<{ id: string; last_error: string; attempts: number }>(
       `SELECT event_id::text AS id, last_error, attempts FROM engagement_pipeline.dead_letters
         WHERE sink = 'external' AND replayed_at IS NULL ORDER BY id`,

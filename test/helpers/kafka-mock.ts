@@ -14,7 +14,7 @@ export function kcatAvailable(): boolean {
 /**
  * Starts librdkafka's mock cluster through kcat: a Kafka-protocol endpoint with `brokers`
  * brokers, topics auto-created with 4 partitions on first use. It serves until stopped.
- * (It rejects CreateTopics and DescribeGroups; see PITFALLS.md.)
+ * (It rejects CreateTopics and DescribeGroups: code that creates topics must tolerate that.)
  */
 export async function startKafkaMock(brokers = 3): Promise<KafkaMock> {
   const child: ChildProcess = spawn(

@@ -15,7 +15,7 @@ import { Redriver, type RedriveOutcome, type RedriverOptions } from './redrive.j
 import { SIGNATURE_HEADER, signBody } from './signature.js';
 
 /**
- * The external HTTP system (DESIGN.md §9): at-least-once POSTs with an Idempotency-Key,
+ * The external HTTP system (README, "The external system contract"): at-least-once POSTs with an Idempotency-Key,
  * retries with jittered backoff, a circuit breaker, and a policy for what happens when
  * retries run out.
  *

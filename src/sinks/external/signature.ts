@@ -1,7 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 /**
- * Request signing for the external system (DESIGN.md §9): `X-Signature: sha256=<hex>` where
+ * Request signing for the external system (README, "The external system contract"): `X-Signature: sha256=<hex>` where
  * hex is HMAC-SHA256(secret, exact body bytes). The receiver must hash the raw bytes it got,
  * not a re-serialization of the parsed JSON (key order and number formatting would differ).
  */

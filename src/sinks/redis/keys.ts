@@ -1,4 +1,4 @@
-/** The Redis key layout (DESIGN.md §5). Every key goes through here so the prefix is never missed. */
+/** The Redis key layout (README, "Redis layout"). Every key goes through here so the prefix is never missed. */
 export function redisKeys(prefix: string) {
   return {
     contentLast: (id: string) => `${prefix}content:last:${id}`,

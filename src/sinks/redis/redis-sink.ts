@@ -98,7 +98,7 @@ export function assertClusterPrefix(url: string, prefix: string): void {
 }
 
 /**
- * The real-time leaderboards (DESIGN.md §5). Each batch is one Lua call, all or nothing:
+ * The real-time leaderboards (README, "Redis layout"). Each batch is one Lua call, all or nothing:
  * every key is checked before the first write, then all effects plus the stream's watermark.
  * Every effect of an event (content:count, content:last, minute buckets) is guarded by its
  * bit in the seen bitmaps, so the stream, replays and backfills count each event once,

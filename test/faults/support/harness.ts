@@ -10,6 +10,7 @@ import { lsnToBigInt } from '../../../src/domain/position.js';
 import { startMockExternal, type RunningMockExternal } from '../../../src/mock-external/server.js';
 import { startRuntime, type Runtime } from '../../../src/runtime.js';
 import { query } from '../../helpers/postgres.js';
+import { spawnCli, type CliProcess } from '../../helpers/cli.js';
 import { CONTENT_IDS } from '../../helpers/pipeline.js';
 import { waitFor } from '../../helpers/wait.js';
 
@@ -207,4 +208,33 @@ export async function drainAndStop(
   assert.equal(runtime.pipeline.isRunning, true, options.runningMessage);
   await runtime.stop();
   return elapsedMs;
+}
+
+/**
+ * Spawns `engagement run` with `env` and waits until it streams from the slot. A process that
+ * exits first fails at once with its output (no crash loop goes unnoticed); one that does not
+ * stream within `timeoutMs` is killed and fails the wait.
+ */
+export async function startRun(
+  env: Record<string, string>,
+  label: string,
+  timeoutMs = 30_000,
+): Promise<CliProcess> {
+  const p = spawnCli(['run'], env);
+  const streaming = () => /replication streaming/.test(p.output());
+  try {
+    await waitFor(`${label}: streaming`, () => streaming() || p.child.exitCode !== null, timeoutMs);
+  } catch (err) {
+    p.child.kill('SIGKILL');
+    throw err;
+  }
+  if (!streaming()) throw new Error(`${label}: \`engagement run\` exited ${p.child.exitCode}: ${p.output()}`);
+  return p;
+}
+
+/** Stops a `run` started by startRun with SIGINT and asserts a clean exit (code 0). */
+export async function stopRun(p: CliProcess): Promise<void> {
+  p.child.kill('SIGINT');
+  const exit = await p.exited;
+  assert.equal(exit.code, 0, p.output());
 }
