@@ -101,8 +101,9 @@ function clickHouseEncoder(column: Column, keyTypes: KeyTypes): Encode {
       return (v: number | null) => v;
     case 'key':
       // Int64 travels as text (exact beyond 2^53; ClickHouse parses quoted integers); Int32 as a number.
+      // Text that is not an integer stays text, so the server refuses it loudly (NaN would be NULL).
       return keyTypes[t.key] === 'integer'
-        ? (v: string | null) => (v === null ? null : Number(v))
+        ? (v: string | null) => (v !== null && /^-?\d{1,10}$/.test(v) ? Number(v) : v)
         : (v: string | null) => v;
     case 'category':
     case 'timestamp':
