@@ -13,13 +13,16 @@ import { createMetrics } from '../../src/observability/metrics.js';
 import { BigQuerySink, parseBigQueryUrl } from '../../src/sinks/analytics/bigquery-sink.js';
 import { ClickHouseSink, parseClickHouseUrl } from '../../src/sinks/analytics/clickhouse-sink.js';
 import { createAnalyticsSink } from '../../src/sinks/analytics/create-analytics-sink.js';
+import { DuckDbSink } from '../../src/sinks/analytics/duckdb-sink.js';
 import { ExternalSink } from '../../src/sinks/external/external-sink.js';
 import { RedisSink } from '../../src/sinks/redis/redis-sink.js';
 import type { Sink } from '../../src/sinks/sink.js';
 import { startBigQueryFake, type BigQueryFake } from '../helpers/bigquery-fake.js';
 import { startChdbHttp, type ChdbHttp } from '../helpers/chdb-http.js';
 import { duckdbQuery } from '../helpers/duckdb.js';
+import { runCli } from '../helpers/cli.js';
 import { closeServer, listen, readBody } from '../helpers/http-server.js';
+import { cliEnv, createHarness } from '../helpers/pipeline.js';
 import { testRedis } from '../helpers/redis.js';
 
 /**
@@ -373,5 +376,30 @@ describe('integer keys in Redis and the external payload', () => {
     );
     assert.equal(byId.get(2)!.content_id, '9007199254740993');
     assert.equal(byId.get(2)!.user_id, null);
+  });
+});
+
+describe('engagement run on an analytics table of other key types', () => {
+  it('exits 2 with the one line, before streaming anything', async () => {
+    // The default (UUID-keyed) source, and a DuckDB file whose table was made for BIGINT keys.
+    const h = await createHarness();
+    try {
+      const other = new DuckDbSink({ path: h.duckdbFile, logger: silentLogger(), keyTypes: BIGINTS });
+      await other.start();
+      await other.stop();
+      const { code, output } = await runCli(['run'], cliEnv(h, { PORT: '0' }));
+      assert.equal(code, 2, output);
+      const lines = output.split('\n').filter((l) => l.includes('EP_ERR_DESTINATION_SHAPE'));
+      assert.equal(lines.length, 1, output);
+      assert.match(
+        lines[0],
+        /content_id is BIGINT, expected UUID; user_id is BIGINT, expected UUID; nothing was written \(fix: .*ANALYTICS_URL/,
+      );
+      assert.doesNotMatch(output, /replication streaming/);
+      const [{ n }] = await duckdbQuery(h.duckdbFile, 'SELECT count(*) AS n FROM engagement.events_enriched');
+      assert.equal(Number(n), 0);
+    } finally {
+      await h.cleanup();
+    }
   });
 });
