@@ -23,6 +23,8 @@ export const ErrorCodes = {
   KAFKA_UNREACHABLE: 'EP_ERR_KAFKA_UNREACHABLE',
   DUCKDB_SHARED_GROUP: 'EP_ERR_DUCKDB_SHARED_GROUP',
   TRUNCATE_RESTART_IDENTITY: 'EP_ERR_TRUNCATE_RESTART_IDENTITY',
+  /** An analytics table created earlier for other key types than the source's (never cast). */
+  DESTINATION_SHAPE: 'EP_ERR_DESTINATION_SHAPE',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
