@@ -26,7 +26,7 @@ let files;
 const faultsDir = path.join(root, 'test', 'faults');
 if (args.length === 0)
   files = listTests(path.join(root, 'test')).filter((f) => !f.startsWith(faultsDir + path.sep));
-// `kafka`: only the real-Kafka files (*.kafka.test.ts: a 3-broker cluster, Kafka Connect + Debezium).
+// `kafka`: only the real-Kafka files (*.kafka.test.ts: KRaft clusters of 1 or 3 brokers, Kafka Connect + Debezium).
 else if (args[0] === 'kafka')
   files = listTests(path.join(root, 'test')).filter((f) => f.endsWith('.kafka.test.ts'));
 else if (args[0] === 'unit' || args[0] === 'integration' || args[0] === 'faults')
