@@ -89,4 +89,21 @@ describe('one consumer group, two workers, on a real Kafka broker', { skip }, ()
     assert.equal(String(rows[0].n), '0', 'the refusing worker wrote nothing');
     assert.equal(await stopCli(first), 0, first.output().slice(-2000));
   });
+
+  it('a DuckDB worker restarted right after kill -9 takes its group back: its dead member is not another worker', async () => {
+    const args = ['--group', 'dbz-3', '--format', 'debezium', '--topic-prefix', fx.PREFIX];
+    const crashed = await startWorker(env, args);
+    procs.push(crashed);
+    crashed.child.kill('SIGKILL');
+    await crashed.exited;
+    // The broker still counts the dead member until its session times out; the restarted
+    // worker must wait for that, then lead the group alone (not refuse as if shared).
+    const restarted = await startWorker(env, args);
+    procs.push(restarted);
+    assert.doesNotMatch(restarted.output(), /EP_ERR_DUCKDB_SHARED_GROUP/, restarted.output().slice(-2000));
+    // The leader flag decides the refusal, synchronously, in the same group-join event.
+    assert.match(restarted.output(), /"leader":true,"msg":"joined group dbz-3: partitions 0,1,2,3"/);
+    assert.equal(restarted.child.exitCode, null, 'the restarted worker keeps running');
+    assert.equal(await stopCli(restarted), 0, restarted.output().slice(-2000));
+  });
 });
