@@ -58,7 +58,7 @@ if (args.length === 0) {
         `# warning: ${path.relative(root, f)} is in no tier folder (${Object.values(TIERS).join(', ')})\n`,
       );
 }
-// `kafka-cluster`: only the real-Kafka files (*.kafka.test.ts: a 3-broker cluster, Kafka Connect + Debezium).
+// `kafka-cluster`: only the real-Kafka files (*.kafka.test.ts: KRaft clusters of 1 or 3 brokers, Kafka Connect + Debezium).
 else if (args[0] === 'kafka-cluster')
   files = listTests(path.join(testDir, TIERS.kafka)).filter((f) => f.endsWith('.kafka.test.ts'));
 else if (Object.hasOwn(TIERS, args[0])) files = listTests(path.join(testDir, TIERS[args[0]]));

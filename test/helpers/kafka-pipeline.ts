@@ -4,22 +4,46 @@ import { waitFor } from './wait.js';
 
 /** Starts `engagement capture --to-kafka` and waits until it streams the slot. */
 export async function startCapture(env: Record<string, string>): Promise<CliProcess> {
-  const p = spawnCli(['capture', '--to-kafka'], env);
-  await waitFor(
-    'capture streaming',
-    () => /replication streaming/.test(p.output()) || p.child.exitCode !== null,
-    90_000,
-  );
-  if (p.child.exitCode !== null) throw new Error(`capture exited: ${p.output()}`);
-  return p;
+  return startAndWait(['capture', '--to-kafka'], env, 'capture streaming', /replication streaming/, 90_000);
 }
 
 /** Starts one `engagement work --from-kafka` and waits until it joined its group. */
 export async function startWorker(env: Record<string, string>, args: string[] = []): Promise<CliProcess> {
-  const p = spawnCli(['work', '--from-kafka', ...args], env);
-  await waitFor('worker joined', () => /joined group/.test(p.output()) || p.child.exitCode !== null, 120_000);
-  if (p.child.exitCode !== null) throw new Error(`worker exited: ${p.output()}`);
+  return startAndWait(['work', '--from-kafka', ...args], env, 'worker joined', /joined group/, 120_000);
+}
+
+/**
+ * Spawns the CLI and waits for `ready` in its output. A process that never gets there is
+ * killed -9 (and waited for) before the error is thrown, with its output: a failed start
+ * must not leave a process behind that holds a DuckDB file or a group membership.
+ */
+async function startAndWait(
+  args: string[],
+  env: Record<string, string>,
+  what: string,
+  ready: RegExp,
+  timeoutMs: number,
+): Promise<CliProcess> {
+  const p = spawnCli(args, env);
+  try {
+    await waitFor(what, () => ready.test(p.output()) || p.child.exitCode !== null, timeoutMs);
+  } catch (err) {
+    await killAll([p]);
+    throw new Error(`${(err as Error).message}; output:\n${p.output().slice(-4000)}`);
+  }
+  if (!ready.test(p.output())) throw new Error(`${args[0]} exited: ${p.output()}`);
   return p;
+}
+
+/** kill -9 every process still running and wait until each is gone (its locks released). */
+export async function killAll(procs: CliProcess[]): Promise<void> {
+  await Promise.all(
+    procs.map(async (p) => {
+      if (p.child.exitCode !== null || p.child.signalCode !== null) return;
+      p.child.kill('SIGKILL');
+      await p.exited;
+    }),
+  );
 }
 
 /** Partitions a worker was given in its latest group generation. */

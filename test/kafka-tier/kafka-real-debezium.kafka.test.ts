@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { startMockExternal, type RunningMockExternal } from '../../src/mock-external/server.js';
 import { startChdbHttp, type ChdbHttp } from '../helpers/chdb-http.js';
 import type { CliProcess } from '../helpers/cli.js';
@@ -13,7 +13,7 @@ import {
   type KafkaCluster,
 } from '../helpers/kafka-cluster.js';
 import { connectUnavailable, startKafkaConnect, type KafkaConnect } from '../helpers/kafka-connect.js';
-import { externalStats, insertTraffic, startWorker, stopCli } from '../helpers/kafka-pipeline.js';
+import { externalStats, insertTraffic, killAll, startWorker, stopCli } from '../helpers/kafka-pipeline.js';
 import { CONTENT_IDS, createHarness, seedContent, type Harness } from '../helpers/pipeline.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -94,8 +94,9 @@ describe(
       }
       connect = await startKafkaConnect(cluster.brokers, connectors);
     });
+    afterEach(() => killAll(procs));
     after(async () => {
-      for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+      await killAll(procs);
       saveOutputs('kafka-real-debezium', procs);
       await connect?.stop();
       await external?.close();
