@@ -13,7 +13,7 @@ import { ContentDimension } from '../enrichment/content-dimension.js';
 import { createKafka, kafkaSecurity, kafkaUnreachable, parseBrokers } from '../kafka/client.js';
 import { ContentFeed } from '../source/kafka/content-feed.js';
 import { debeziumFormat } from '../source/kafka/debezium-format.js';
-import { nativeFormat } from '../kafka/native-wire.js';
+import { nativeFormat } from '../source/kafka/native-wire.js';
 import { KafkaWorker } from '../pipeline/worker.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, SINK_CONFIG_KEYS, withConfigOptions } from './common.js';
 import { withDeadline } from '../pipeline/deadline.js';

@@ -3,7 +3,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { Kafka, logLevel } from 'kafkajs';
 import { startMockExternal, type RunningMockExternal } from '../../src/mock-external/server.js';
 import { CONTENT_TOPIC, EVENTS_TOPIC } from '../../src/kafka/client.js';
-import { nativeFormat } from '../../src/kafka/native-wire.js';
+import { nativeFormat } from '../../src/source/kafka/native-wire.js';
 import { startChdbHttp, type ChdbHttp } from '../helpers/chdb-http.js';
 import type { CliProcess } from '../helpers/cli.js';
 import {

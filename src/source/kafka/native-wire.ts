@@ -1,6 +1,6 @@
-import { CONTENT_TOPIC, EVENTS_TOPIC } from './client.js';
-import { decodeNativeContent, decodeNativeEvent } from '../source/kafka/native-format.js';
-import type { WireFormat } from '../source/kafka/records.js';
+import { CONTENT_TOPIC, EVENTS_TOPIC } from '../../kafka/client.js';
+import { decodeNativeContent, decodeNativeEvent } from './native-format.js';
+import type { WireFormat } from './records.js';
 
 /** The topics `capture --to-kafka` writes. */
 export const nativeFormat: WireFormat = {
