@@ -5,7 +5,8 @@ import { STATE_SCHEMA_SQL } from '../db/schema.js';
 import { configError, describeError, type PipelineError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { Fanout } from '../pipeline/fanout.js';
-import { assertPostgresReachable, createSinks } from '../runtime.js';
+import { assertPostgresReachable } from '../runtime.js';
+import { createSinks } from '../sinks/factory.js';
 import { createMetrics } from '../observability/metrics.js';
 import { DeadLetterStore } from '../state/dead-letter.js';
 import type { Sink } from '../sinks/sink.js';
@@ -80,7 +81,7 @@ export function registerWork(program: Command): void {
       await pool.query(STATE_SCHEMA_SQL); // idempotent: Debezium users may never have run `migrate`
       const metrics = createMetrics();
       const deadLetters = new DeadLetterStore(pool);
-      const { sinks } = createSinks(config, logger, metrics, deadLetters);
+      const sinks = createSinks(config, { logger, metrics, deadLetters }).all;
       const kafka = createKafka(brokers, `engagement-worker-${group}`, logger, kafkaSecurity(config));
       const wire = format === 'native' ? nativeFormat : debeziumFormat(prefix as string);
       const dimension = new ContentDimension(pool);
