@@ -4,7 +4,7 @@ import { describeError, type PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { withDeadline } from './deadline.js';
 import { Dispatcher, type OpenBatch } from './dispatcher.js';
-import { backoffDelay } from '../retry/backoff.js';
+import { retry, TRANSIENT_BACKOFF } from '../retry/retry.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Change } from '../source/changes.js';
 import { ContentDimension } from '../enrichment/content-dimension.js';
@@ -61,7 +61,8 @@ export class KafkaCapture implements OpenBatch<Unit> {
   /** Produce requests go out one at a time, in stream order. */
   private sendChain: Promise<void> = Promise.resolve();
   private closed = false;
-  private stopping = false;
+  /** Aborted once the drain is over: a produce still retrying gives up (its unit replays). */
+  private readonly stopping = new AbortController();
   /** Events acknowledged by Kafka (for logs and the benchmark). */
   published = 0;
 
@@ -143,7 +144,7 @@ export class KafkaCapture implements OpenBatch<Unit> {
     const deadline = started + timeoutMs;
     this.closed = true;
     const report = await this.dispatcher.stop(started + Math.max(timeoutMs / 2, timeoutMs - 5_000));
-    this.stopping = true;
+    this.stopping.abort();
     await withDeadline(this.source.stop(), deadline, () =>
       this.log.warn('shutdown: replication stream did not close in time'),
     );
@@ -207,23 +208,16 @@ export class KafkaCapture implements OpenBatch<Unit> {
   }
 
   private async sendUntilAcked(unit: Unit): Promise<void> {
-    let failingSince: number | null = null;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.send(unit.events, unit.content);
-        break;
-      } catch (err) {
-        // Shutting down: the unit stays unconfirmed and replays on the next start.
-        if (this.stopping) throw err;
-        if (failingSince === null) {
-          failingSince = Date.now();
-          this.log.error(`Kafka produce failed, retrying (LSN held): ${describeError(err)}`);
-        }
-        await new Promise((r) => setTimeout(r, backoffDelay(attempt + 1, { baseMs: 100, maxMs: 5_000 })));
-        if (this.stopping) throw new Error('capture stopped');
-      }
-    }
-    if (failingSince !== null) this.log.info(`Kafka produce recovered after ${Date.now() - failingSince} ms`);
+    await retry(() => this.send(unit.events, unit.content), {
+      backoff: TRANSIENT_BACKOFF,
+      // Shutting down: the unit stays unconfirmed and replays on the next start.
+      signal: this.stopping.signal,
+      aborted: () => new Error('capture stopped'),
+      onFailure: (err, { attempt }) => {
+        if (attempt === 1) this.log.error(`Kafka produce failed, retrying (LSN held): ${describeError(err)}`);
+      },
+      onRecovered: (_attempts, ms) => this.log.info(`Kafka produce recovered after ${ms} ms`),
+    });
     this.published += unit.events.length;
     this.options.metrics.eventsDelivered.inc({ sink: 'kafka' }, unit.events.length);
   }

@@ -8,6 +8,7 @@ import type { Logger } from '../logger.js';
 import type { Fanout } from './fanout.js';
 import { withDeadline } from './deadline.js';
 import { Dispatcher } from './dispatcher.js';
+import { retry, TRANSIENT_BACKOFF } from '../retry/retry.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { DeadLetterEntry, DeadLetterStore } from '../state/dead-letter.js';
 import type { ContentDimension } from '../enrichment/content-dimension.js';
@@ -235,18 +236,13 @@ export class KafkaWorker {
     await this.options.feed.catchUp();
     const missing = unknown();
     if (missing.length === 0) return;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.options.dimension.lookup(missing);
-        return;
-      } catch (err) {
-        if (attempt >= 5) {
-          this.log.error(`content lookup failed, enriching without content: ${describeError(err)}`);
-          return;
-        }
-        await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
-      }
-    }
+    // Six attempts over about 6 s on average, then the events go on without content.
+    await retry(() => this.options.dimension.lookup(missing), {
+      backoff: { baseMs: 400, maxMs: 6_400 },
+      attempts: 6,
+    }).catch((err: unknown) =>
+      this.log.error(`content lookup failed, enriching without content: ${describeError(err)}`),
+    );
   }
 
   private deadLetter(topic: string, partition: number, m: KafkaMessage, reason: string): DeadLetterEntry {
@@ -272,14 +268,11 @@ export class KafkaWorker {
 
   /** Dead letters must be durable before the offset moves past them; retried like a sink. */
   private async recordBadMessages(entries: DeadLetterEntry[]): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.options.deadLetters.record(entries);
-        return;
-      } catch (err) {
-        if (attempt === 0) this.log.error(`dead-letter write failed, retrying: ${describeError(err)}`);
-        await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** Math.min(attempt, 6))));
-      }
-    }
+    await retry(() => this.options.deadLetters.record(entries), {
+      backoff: TRANSIENT_BACKOFF,
+      onFailure: (err, { attempt }) => {
+        if (attempt === 1) this.log.error(`dead-letter write failed, retrying: ${describeError(err)}`);
+      },
+    });
   }
 }
