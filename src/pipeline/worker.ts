@@ -6,7 +6,7 @@ import type { Batch, EnrichedEvent } from '../domain/types.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Fanout } from './fanout.js';
-import { withDeadline } from './deadline.js';
+import { shutdownTimes, withDeadline } from './deadline.js';
 import { Dispatcher } from './dispatcher.js';
 import { retry, TRANSIENT_BACKOFF } from '../retry/retry.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -114,10 +114,8 @@ export class KafkaWorker {
    * leaves the group.
    */
   async stop(): Promise<void> {
-    const timeoutMs = this.options.shutdownTimeoutMs ?? 20_000;
-    const started = Date.now();
-    const deadline = started + timeoutMs;
-    const report = await this.dispatcher.stop(started + Math.max(timeoutMs / 2, timeoutMs - 5_000));
+    const { drainBy, deadline } = shutdownTimes(this.options.shutdownTimeoutMs);
+    const report = await this.dispatcher.stop(drainBy);
     if (!report.drained) {
       this.options.fanout.cancel();
       this.log.warn(
