@@ -96,7 +96,8 @@ export async function startHttpServer(
         runtime.sinks.map((s) => s.name),
       ),
       ...(await deadLetterStats(runtime.deadLetters)),
-      replicationLagBytes: (await runtime.metrics.replicationLagBytes.get()).values[0]?.value ?? null,
+      // The slot's lag as `engagement status` computes it (polled by the StatusPoller).
+      replicationLagBytes: (await runtime.metrics.slotLagBytes.get()).values[0]?.value ?? null,
       confirmedLsn: runtime.pipeline.source.confirmed,
       startedAt,
     }),

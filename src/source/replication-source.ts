@@ -207,8 +207,6 @@ export class ReplicationSource {
       // confirmed exactly: an idle slot advances, and a fast shutdown completes (the
       // walsender waits for flush == sent).
       if (!this.libraryBusy && !this.stopping && (this.options.isDrained?.() ?? false)) this.acknowledge(lsn);
-      const lag = lsnToBigInt(lsn) - lsnToBigInt(this.confirmedLsn);
-      this.options.metrics.replicationLagBytes.set(Number(lag > 0n ? lag : 0n));
       // Otherwise answer with our own durable position, never the received one.
       if (shouldRespond) void this.sendStatus(service);
     });
