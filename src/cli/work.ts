@@ -4,7 +4,6 @@ import { createPool } from '../db/postgres.js';
 import { STATE_SCHEMA_SQL } from '../db/schema.js';
 import { configError, describeError, type PipelineError } from '../errors.js';
 import { createLogger } from '../logger.js';
-import { Fanout } from '../pipeline/fanout.js';
 import { assertPostgresReachable } from '../runtime.js';
 import { createSinks } from '../sinks/factory.js';
 import { createMetrics } from '../observability/metrics.js';
@@ -86,21 +85,14 @@ export function registerWork(program: Command): void {
       const wire = format === 'native' ? nativeFormat : debeziumFormat(prefix as string);
       const dimension = new ContentDimension(pool);
       const feed = new ContentFeed(kafka, wire, dimension, logger, group);
-      const fanout = new Fanout({
-        sinks,
-        metrics,
-        logger,
-        deadLetters,
-        lagWarnSeconds: config.lagWarnSeconds,
-      });
-      fanout.startHealthTimer();
       let fatal!: (err: PipelineError) => void;
       const fatalError = new Promise<PipelineError>((resolve) => (fatal = resolve));
       const worker = new KafkaWorker({
         kafka,
         group,
         format: wire,
-        fanout,
+        sinks,
+        lagWarnSeconds: config.lagWarnSeconds,
         dimension,
         feed,
         deadLetters,

@@ -5,7 +5,8 @@ import { dateToIso } from '../domain/timestamps.js';
 import type { Batch, EnrichedEvent } from '../domain/types.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Fanout } from './fanout.js';
+import { Fanout } from './fanout.js';
+import type { Sink } from '../sinks/sink.js';
 import { shutdownTimes, withDeadline } from './deadline.js';
 import { Dispatcher } from './dispatcher.js';
 import { retry, TRANSIENT_BACKOFF } from '../retry/retry.js';
@@ -19,7 +20,10 @@ export interface KafkaWorkerOptions {
   kafka: Kafka;
   group: string;
   format: WireFormat;
-  fanout: Fanout;
+  /** The destinations; written through a Fanout, as in direct mode. */
+  sinks: Sink[];
+  /** A sink whose oldest pending event is older than this is "behind" (LAG_WARN_SECONDS). */
+  lagWarnSeconds?: number;
   dimension: ContentDimension;
   feed: ContentFeed;
   deadLetters: DeadLetterStore;
@@ -50,6 +54,7 @@ export interface KafkaWorkerOptions {
  */
 export class KafkaWorker {
   private readonly consumer: Consumer;
+  private readonly fanout: Fanout;
   private readonly log: Logger;
   /** The same bounded window as direct mode: chunks wait for a write slot. */
   private readonly dispatcher: Dispatcher<Batch>;
@@ -65,12 +70,19 @@ export class KafkaWorker {
       heartbeatInterval: 1_000,
       maxWaitTimeInMs: 100,
     });
+    this.fanout = new Fanout({
+      sinks: options.sinks,
+      metrics: options.metrics,
+      logger: options.logger,
+      deadLetters: options.deadLetters,
+      lagWarnSeconds: options.lagWarnSeconds,
+    });
     this.dispatcher = new Dispatcher<Batch>({
       maxRows: options.batchMaxRows,
       maxWaitMs: 0,
       maxInFlight: options.maxInFlightBatches ?? 4,
       rowsOf: (batch) => batch.events.length,
-      write: (batch) => options.fanout.write(batch),
+      write: (batch) => this.fanout.write(batch),
       // Offsets are committed per partition batch once its chunks were accepted (eachBatch).
       confirm: () => undefined,
     });
@@ -78,6 +90,7 @@ export class KafkaWorker {
 
   async start(): Promise<void> {
     const { consumer, options } = this;
+    this.fanout.startHealthTimer();
     consumer.on(consumer.events.GROUP_JOIN, (event) => {
       const assigned = event.payload.memberAssignment[options.format.eventsTopic] ?? [];
       this.log.info(
@@ -117,7 +130,7 @@ export class KafkaWorker {
     const { drainBy, deadline } = shutdownTimes(this.options.shutdownTimeoutMs);
     const report = await this.dispatcher.stop(drainBy);
     if (!report.drained) {
-      this.options.fanout.cancel();
+      this.fanout.cancel();
       this.log.warn(
         { batches: report.batches, events: report.rows },
         `shutdown: ${report.rows} events in ${report.batches} batches were not accepted by every sink; their offsets stay uncommitted and the group re-reads them`,
