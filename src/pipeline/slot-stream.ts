@@ -1,7 +1,5 @@
-import type { PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Metrics } from '../observability/metrics.js';
-import { ReplicationSource } from '../source/replication-source.js';
+import { ReplicationSource, type ReplicationSourceOptions } from '../source/replication-source.js';
 import { withDeadline, type ShutdownTimes } from './deadline.js';
 import type { Dispatcher, DispatcherStopReport, DispatchUnit } from './dispatcher.js';
 import type { TransactionAssembler } from './transaction-assembler.js';
@@ -12,15 +10,11 @@ import type { TransactionAssembler } from './transaction-assembler.js';
  * positions the Dispatcher's Checkpoint confirms back to the source.
  */
 
-export interface SlotSourceOptions {
-  databaseUrl: string;
-  slotName: string;
-  publicationName: string;
-  logger: Logger;
-  metrics: Metrics;
-  /** The stream stopped at a point it must not pass (the process should stop with this error). */
-  onHalt?: (error: PipelineError) => void;
-}
+/** What the source needs besides the assembler; `onHalt` is told after the open batch was handed on. */
+export type SlotSourceOptions = Pick<
+  ReplicationSourceOptions,
+  'databaseUrl' | 'slotName' | 'publicationName' | 'logger' | 'metrics' | 'onHalt'
+>;
 
 /** The replication source wired to the assembler it feeds. */
 export function slotSource<B extends DispatchUnit>(
