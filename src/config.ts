@@ -61,6 +61,27 @@ export const configSpec = {
     describe: 'duckdb:PATH | clickhouse://user:pass@host:8123/db | bigquery://project/dataset',
     schema: analyticsUrl.default('duckdb:./data/engagement.duckdb'),
   },
+  // Env-only settings (no flag, so no line in --help): read by the analytics sink factory.
+  // 64MB: the buffer pool spills and evicts instead of growing (RSS stayed flat up to 3M rows).
+  duckdbMemoryLimit: {
+    env: 'DUCKDB_MEMORY_LIMIT',
+    describe: "DuckDB's buffer pool (memory_limit): it spills and evicts past this instead of growing",
+    schema: z
+      .string()
+      .regex(/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i, 'expected a size like 256MB or 1GiB')
+      .default('64MB'),
+  },
+  bigqueryApiEndpoint: {
+    env: 'BIGQUERY_API_ENDPOINT',
+    describe: 'BigQuery API endpoint (an emulator or test server; unset: Google)',
+    schema: z.string().optional(),
+  },
+  bigqueryAccessToken: {
+    env: 'BIGQUERY_ACCESS_TOKEN',
+    describe: 'static OAuth access token for BigQuery (unset: Application Default Credentials)',
+    schema: z.string().optional(),
+    secret: true,
+  },
   externalUrl: {
     env: 'EXTERNAL_URL',
     flag: 'external-url',
@@ -197,6 +218,12 @@ export const configSpec = {
       .regex(/^[a-z0-9_]{1,63}$/, 'lower-case letters, digits and _ only')
       .default('engagement_pipeline'),
   },
+  pipelineRolePassword: {
+    env: 'PIPELINE_ROLE_PASSWORD',
+    describe: 'migrate --create-role: the password of the role (unset: generated and shown once)',
+    schema: z.string().optional(),
+    secret: true,
+  },
   port: {
     env: 'PORT',
     flag: 'port',
@@ -264,6 +291,8 @@ export const configSpec = {
 
 type Spec = typeof configSpec;
 export type ConfigKey = keyof Spec;
+/** The settings that also have a command-line flag (the others are env-only). */
+export type FlagConfigKey = { [K in ConfigKey]: Spec[K] extends { flag: string } ? K : never }[ConfigKey];
 type Plain = { [K in ConfigKey]: z.output<Spec[K]['schema']> };
 /** Validated, frozen configuration; secret values are wrapped in Secret. */
 export type Config = Readonly<{
@@ -285,9 +314,8 @@ export function loadConfig(
     const parsed = spec.schema.safeParse(raw);
     if (!parsed.success) {
       const shown = 'secret' in spec ? '' : ` (got ${JSON.stringify(redactSecrets(String(raw)))})`;
-      throw configError(
-        `${spec.env} / --${spec.flag}: ${parsed.error.issues[0]?.message ?? 'invalid'}${shown}`,
-      );
+      const name = 'flag' in spec ? `${spec.env} / --${spec.flag}` : spec.env;
+      throw configError(`${name}: ${parsed.error.issues[0]?.message ?? 'invalid'}${shown}`);
     }
     out[key] = 'secret' in spec && parsed.data !== undefined ? new Secret(String(parsed.data)) : parsed.data;
   }

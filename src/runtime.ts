@@ -7,17 +7,15 @@ import { describeError, ErrorCodes, PipelineError, redactSecrets } from './error
 import type { Logger } from './logger.js';
 import { Pipeline } from './pipeline/direct.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
-import { createAnalyticsSink, type AnalyticsSinkDeps } from './sinks/analytics/create-analytics-sink.js';
 import { postgresSystemIdentifier } from './sinks/analytics/duckdb/source-identity.js';
 import { DeadLetterStore } from './state/dead-letter.js';
-import { ExternalSink } from './sinks/external/external-sink.js';
-import { createRedis, RedisSink } from './sinks/redis/redis-sink.js';
+import { createRedis, type RedisSink } from './sinks/redis/redis-sink.js';
+import { createSinks } from './sinks/factory.js';
 import { ThroughputMeter } from './observability/throughput.js';
 import { buildApp } from './server/app.js';
 import { startServer } from './server/listen.js';
 import { sinkStatsFromMetrics, type PipelineStats } from './observability/stats.js';
 import type { Change } from './source/changes.js';
-import { createKafkaEnrichedSink } from './sinks/kafka/kafka-sink.js';
 import type { Sink } from './sinks/sink.js';
 import { SinkProgressWriter } from './state/sink-progress.js';
 import { withDeadline } from './pipeline/deadline.js';
@@ -98,7 +96,8 @@ export async function startHttpServer(
         runtime.sinks.map((s) => s.name),
       ),
       ...(await deadLetterStats(runtime.deadLetters)),
-      replicationLagBytes: (await runtime.metrics.replicationLagBytes.get()).values[0]?.value ?? null,
+      // The slot's lag as `engagement status` computes it (polled by the StatusPoller).
+      replicationLagBytes: (await runtime.metrics.slotLagBytes.get()).values[0]?.value ?? null,
       confirmedLsn: runtime.pipeline.source.confirmed,
       startedAt,
     }),
@@ -176,40 +175,6 @@ export async function assertPostgresReachable(databaseUrl: string): Promise<void
   }
 }
 
-/** Builds the sinks named by the configuration (analytics, Redis, and external when EXTERNAL_URL is set). */
-export function createSinks(
-  config: Config,
-  logger: Logger,
-  metrics: Metrics,
-  deadLetters: DeadLetterStore,
-  options: { waitForAnalyticsLock?: boolean; positionedStream?: AnalyticsSinkDeps['positionedStream'] } = {},
-): { sinks: Sink[]; redisSink: RedisSink } {
-  const analytics = createAnalyticsSink(config.analyticsUrl, logger, {
-    deadLetters,
-    metrics,
-    waitWhileLocked: options.waitForAnalyticsLock,
-    positionedStream: options.positionedStream,
-  });
-  const redisSink = new RedisSink({
-    url: config.redisUrl,
-    prefix: config.redisPrefix,
-    logger: logger.child({ sink: 'redis' }),
-  });
-  const sinks: Sink[] = [analytics, redisSink];
-  const external = ExternalSink.fromConfig(config, {
-    deadLetters,
-    metrics,
-    logger: logger.child({ sink: 'external' }),
-  });
-  if (external) {
-    sinks.push(external);
-  } else {
-    logger.warn('EXTERNAL_URL is not set: the external sink is off');
-  }
-  if (config.kafkaEnrichedTopic) sinks.push(createKafkaEnrichedSink(config, logger));
-  return { sinks, redisSink };
-}
-
 /** A source row that cannot be decoded goes to the dead-letter table (sink 'source'), never stops the stream. */
 export function deadLetterBadRow(deadLetters: DeadLetterStore) {
   return async (change: Extract<Change, { kind: 'bad-row' }>): Promise<void> => {
@@ -243,10 +208,18 @@ export async function startRuntime(
   // Direct mode: a DuckDB file locked by another process holds the position and retries
   // (the fan-out's write retry) instead of exiting into a restart loop.
   // The slot's positions recognise replays in DuckDB, tied to this cluster's identity.
-  const { sinks, redisSink } = createSinks(config, logger, metrics, deadLetters, {
-    waitForAnalyticsLock: true,
-    positionedStream: { stream: config.slotName, sourceId: () => postgresSystemIdentifier(databaseUrl) },
-  });
+  const built = createSinks(
+    config,
+    { logger, metrics, deadLetters },
+    {
+      analytics: {
+        waitWhileLocked: true,
+        positionedStream: { stream: config.slotName, sourceId: () => postgresSystemIdentifier(databaseUrl) },
+      },
+    },
+  );
+  const sinks = built.all;
+  const redisSink = built.redis!;
   const progress = new SinkProgressWriter(pool, config.slotName, logger);
   let onSlotLost!: (err: PipelineError) => void;
   const slotLost = new Promise<PipelineError>((resolve) => (onSlotLost = resolve));

@@ -1,15 +1,13 @@
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { BACKFILL_SINKS, planBackfill, runBackfill, type BackfillSinkName } from '../backfill/backfill.js';
-import { requireDatabaseUrl, type Config, type ConfigKey } from '../config.js';
+import { requireDatabaseUrl, type Config, type FlagConfigKey } from '../config.js';
 import { configError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { assertPostgresReachable } from '../runtime.js';
 import { createMetrics } from '../observability/metrics.js';
-import { createAnalyticsSink } from '../sinks/analytics/create-analytics-sink.js';
 import { DeadLetterStore } from '../state/dead-letter.js';
-import { ExternalSink } from '../sinks/external/external-sink.js';
-import { RedisSink } from '../sinks/redis/redis-sink.js';
+import { createSinks } from '../sinks/factory.js';
 import { createPool } from '../db/postgres.js';
 import { action, configFrom, parseInstant, SINK_CONFIG_KEYS, withConfigOptions } from './common.js';
 import { ProgressReporter } from './progress-bar.js';
@@ -19,7 +17,7 @@ const KEYS = [
   'databaseUrl',
   ...SINK_CONFIG_KEYS.filter((key) => key !== 'externalPolicy'),
   'logLevel',
-] as const satisfies readonly ConfigKey[];
+] as const satisfies readonly FlagConfigKey[];
 
 export function registerBackfill(program: Command): void {
   withConfigOptions(
@@ -123,37 +121,21 @@ async function duckDbLockProblem(analyticsUrl: string): Promise<string | null> {
   }
 }
 
+/** The sinks a backfill writes to, built as `run` builds them (see createSinks). */
 function backfillSinks(
   config: Config,
   sinks: BackfillSinkName[],
   logger: ReturnType<typeof createLogger>,
   pool: ReturnType<typeof createPool>,
 ) {
-  return {
-    analytics: sinks.includes('analytics')
-      ? // A locked DuckDB file fails at once (EP_ERR_ANALYTICS_LOCKED) rather than waiting on `run`.
-        createAnalyticsSink(config.analyticsUrl, logger, { deadLetters: new DeadLetterStore(pool) })
-      : undefined,
-    redis: sinks.includes('redis')
-      ? new RedisSink({
-          url: config.redisUrl,
-          prefix: config.redisPrefix,
-          logger: logger.child({ sink: 'redis' }),
-        })
-      : undefined,
-    external: sinks.includes('external')
-      ? (ExternalSink.fromConfig(
-          // Best-effort: an event the external system refuses goes to the dead-letter table
-          // (same Idempotency-Key for `engagement dlq replay`) instead of stalling the backfill.
-          { ...config, externalPolicy: 'best-effort' },
-          {
-            deadLetters: new DeadLetterStore(pool),
-            metrics: createMetrics(),
-            logger: logger.child({ sink: 'external' }),
-          },
-        ) ?? undefined)
-      : undefined,
-  };
+  // Best-effort: an event the external system refuses goes to the dead-letter table (same
+  // Idempotency-Key for `engagement dlq replay`) instead of stalling the backfill. A locked
+  // DuckDB file fails at once (EP_ERR_ANALYTICS_LOCKED) rather than waiting on `run`.
+  return createSinks(
+    { ...config, externalPolicy: 'best-effort' },
+    { logger, metrics: createMetrics(), deadLetters: new DeadLetterStore(pool) },
+    { only: sinks },
+  );
 }
 
 function parseSinks(text: string): BackfillSinkName[] {

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
-import { configSpec, loadConfig, type Config, type ConfigKey } from '../config.js';
+import { configSpec, loadConfig, type Config, type ConfigKey, type FlagConfigKey } from '../config.js';
 import { configError, describeError, PipelineError } from '../errors.js';
 
-/** The settings of the sinks (createSinks reads them): shared by `run` and `work`. */
+/** The settings of the sinks (the sink factory reads them): shared by `run` and `work`. */
 export const SINK_CONFIG_KEYS = [
   'redisUrl',
   'redisPrefix',
@@ -17,7 +17,7 @@ export const SINK_CONFIG_KEYS = [
   'externalRetryFor',
   'externalRedriveRate',
   'kafkaEnrichedTopic',
-] as const satisfies readonly ConfigKey[];
+] as const satisfies readonly FlagConfigKey[];
 
 /** The Kafka connection settings: shared by `capture` and `work`. */
 export const KAFKA_CONFIG_KEYS = [
@@ -28,10 +28,10 @@ export const KAFKA_CONFIG_KEYS = [
   'kafkaSaslPassword',
   'kafkaTopicPartitions',
   'kafkaReplicationFactor',
-] as const satisfies readonly ConfigKey[];
+] as const satisfies readonly FlagConfigKey[];
 
 /** Adds the flags of the named config keys to a command; help text comes from configSpec. */
-export function withConfigOptions(command: Command, keys: readonly ConfigKey[]): Command {
+export function withConfigOptions(command: Command, keys: readonly FlagConfigKey[]): Command {
   for (const key of keys) {
     const spec = configSpec[key];
     command.option(`--${spec.flag} <value>`, `${spec.describe} [env ${spec.env}]`);

@@ -8,7 +8,7 @@ import { createLogger } from '../logger.js';
 import { assertPostgresReachable } from '../runtime.js';
 import { createMetrics } from '../observability/metrics.js';
 import { DeadLetterStore, type DeadLetterEntry, type DeadLetterRow } from '../state/dead-letter.js';
-import { ExternalSink } from '../sinks/external/external-sink.js';
+import { externalSinkFromConfig } from '../sinks/factory.js';
 import { action, configFrom, parseInstant, withConfigOptions } from './common.js';
 
 const EXTERNAL_KEYS = [
@@ -149,7 +149,7 @@ async function replay(
       await store.record(entries);
     },
   };
-  const sink = ExternalSink.fromConfig(
+  const sink = externalSinkFromConfig(
     // Manual replay reports what fails now instead of riding out an outage (EXTERNAL_RETRY_FOR),
     // and does not start the pipeline's background re-drive (the recorder is not the table).
     { ...config, externalBatchSize: 1, externalPolicy: 'best-effort', externalRetryFor: 0 },

@@ -40,7 +40,8 @@ export function registerMigrate(program: Command): void {
         process.stdout.write(
           `migrated: ${tables}; publication ${config.publicationName} ${report.publication}; slot ${config.slotName} ${report.slot}; state schema engagement_pipeline ready\n`,
         );
-        if (options.createRole !== undefined) await createRole(databaseUrl, options.createRole);
+        if (options.createRole !== undefined)
+          await createRole(databaseUrl, options.createRole, config.pipelineRolePassword?.reveal());
         if (report.slot === 'recreated') {
           const from = report.lastDeliveredAt ?? '<the time of the last event your sinks received>';
           process.stdout.write(
@@ -51,11 +52,9 @@ export function registerMigrate(program: Command): void {
     );
 }
 
-async function createRole(databaseUrl: string, flag: unknown): Promise<void> {
+async function createRole(databaseUrl: string, flag: unknown, password: string | undefined): Promise<void> {
   const name = typeof flag === 'string' ? flag : 'engagement_pipeline';
-  const role = await withClient(databaseUrl, (client) =>
-    ensurePipelineRole(client, { name, password: process.env.PIPELINE_ROLE_PASSWORD || undefined }),
-  );
+  const role = await withClient(databaseUrl, (client) => ensurePipelineRole(client, { name, password }));
   const url = new URL(databaseUrl);
   url.username = role.name;
   url.password = role.generatedPassword ?? 'PASSWORD';

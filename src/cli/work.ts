@@ -4,8 +4,8 @@ import { createPool } from '../db/postgres.js';
 import { STATE_SCHEMA_SQL } from '../db/schema.js';
 import { configError, describeError, type PipelineError } from '../errors.js';
 import { createLogger } from '../logger.js';
-import { Fanout } from '../pipeline/fanout.js';
-import { assertPostgresReachable, createSinks } from '../runtime.js';
+import { assertPostgresReachable } from '../runtime.js';
+import { createSinks } from '../sinks/factory.js';
 import { createMetrics } from '../observability/metrics.js';
 import { DeadLetterStore } from '../state/dead-letter.js';
 import type { Sink } from '../sinks/sink.js';
@@ -80,26 +80,19 @@ export function registerWork(program: Command): void {
       await pool.query(STATE_SCHEMA_SQL); // idempotent: Debezium users may never have run `migrate`
       const metrics = createMetrics();
       const deadLetters = new DeadLetterStore(pool);
-      const { sinks } = createSinks(config, logger, metrics, deadLetters);
+      const sinks = createSinks(config, { logger, metrics, deadLetters }).all;
       const kafka = createKafka(brokers, `engagement-worker-${group}`, logger, kafkaSecurity(config));
       const wire = format === 'native' ? nativeFormat : debeziumFormat(prefix as string);
       const dimension = new ContentDimension(pool);
       const feed = new ContentFeed(kafka, wire, dimension, logger, group);
-      const fanout = new Fanout({
-        sinks,
-        metrics,
-        logger,
-        deadLetters,
-        lagWarnSeconds: config.lagWarnSeconds,
-      });
-      fanout.startHealthTimer();
       let fatal!: (err: PipelineError) => void;
       const fatalError = new Promise<PipelineError>((resolve) => (fatal = resolve));
       const worker = new KafkaWorker({
         kafka,
         group,
         format: wire,
-        fanout,
+        sinks,
+        lagWarnSeconds: config.lagWarnSeconds,
         dimension,
         feed,
         deadLetters,

@@ -13,6 +13,7 @@ import type { DemoPostgres } from './postgres.js';
 import { isPortFree } from './ports.js';
 import { ensureRedis, SHARED_REDIS_PREFIX, type DemoRedis } from './redis.js';
 import { formatStatus, StatusLine, StatusSampler } from './status.js';
+import { pause } from '../retry/retry.js';
 
 export interface DemoOptions {
   dataDir: string;
@@ -229,7 +230,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     const sampler = new StatusSampler(runtime.metrics, () => runtime!.deadLetters.depth());
     let firstContentShown = false;
     while (!options.signal.aborted) {
-      await sleep(1000, options.signal);
+      await pause(1000, options.signal);
       if (options.signal.aborted) break;
       const sample = await sampler.sample();
       if (!firstContentShown && sample.redisDelivered > 0) {
@@ -300,17 +301,4 @@ async function wipeDataDir(dataDir: string): Promise<void> {
     );
   }
   await rm(dataDir, { recursive: true, force: true });
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

@@ -45,7 +45,7 @@ export class StatusSampler {
     const recent = difference(buckets, this.history[0]);
     const redisP99Ms = quantileMs(recent, 0.99);
 
-    const lag = (await this.metrics.replicationLagBytes.get()).values[0]?.value ?? null;
+    const lag = (await this.metrics.slotLagBytes.get()).values[0]?.value ?? null;
     const delivered = (await this.metrics.eventsDelivered.get()).values
       .filter((v) => v.labels.sink === 'redis')
       .reduce((s, v) => s + v.value, 0);

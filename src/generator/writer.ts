@@ -3,6 +3,7 @@ import { createPool } from '../db/postgres.js';
 import { configError, describeError, ErrorCodes, PipelineError } from '../errors.js';
 import { buildCatalog, DEFAULT_CATALOG_SEED, DEFAULT_CATALOG_SIZE, type CatalogItem } from './catalog.js';
 import { createTraffic, type GeneratedEvent } from './traffic.js';
+import { pause } from '../retry/retry.js';
 
 /**
  * Writes synthetic traffic into Postgres at a target rate. A tick every TICK_MS inserts
@@ -113,7 +114,7 @@ export async function runGenerator(options: GeneratorOptions): Promise<Generator
       const sinceStart = performance.now() - startPerf;
       const toTick = TICK_MS - (sinceStart % TICK_MS);
       const toFinish = finishAtMs === null ? Infinity : finishAtMs - sinceStart + 1;
-      await sleep(Math.max(1, Math.min(toTick, toFinish)), signal);
+      await pause(Math.max(1, Math.min(toTick, toFinish)), signal);
     }
     const { elapsedSeconds, achievedRate } = progress();
     return { inserted, seconds: elapsedSeconds, achievedRate };
@@ -196,17 +197,4 @@ async function insertEvents(pool: pg.Pool, rows: GeneratedEvent[]): Promise<void
       rows.map((r) => JSON.stringify(r.raw_payload)),
     ],
   );
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }

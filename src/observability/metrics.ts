@@ -101,11 +101,6 @@ export function createMetrics() {
       help: 'LSN confirmed to Postgres, as a byte position',
       registers: [registry],
     }),
-    replicationLagBytes: new client.Gauge({
-      name: 'engagement_replication_lag_bytes',
-      help: 'server WAL end minus confirmed LSN, from the last keepalive',
-      registers: [registry],
-    }),
     // The figures of `engagement status`, polled from Postgres by the running pipeline.
     slotActive: new client.Gauge({
       name: 'engagement_slot_active',

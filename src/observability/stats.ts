@@ -35,6 +35,7 @@ export interface PipelineStats {
   deadLettersOldestSeconds?: number | null;
   /** Dead letters replayed so far (re-driven automatically or by `engagement dlq replay`). */
   deadLettersRedriven?: number;
+  /** The slot's lag in bytes (engagement_slot_lag_bytes, as `engagement status` shows it); null before the first poll. */
   replicationLagBytes: number | null;
   confirmedLsn: string | null;
   /** ISO-8601 UTC. */

@@ -1,53 +1,34 @@
 import { eventPosition } from '../domain/position.js';
 import { dateToIso } from '../domain/timestamps.js';
 import type { Batch, EngagementEventRow, EnrichedEvent } from '../domain/types.js';
-import type { Logger } from '../logger.js';
-import type { Metrics } from '../observability/metrics.js';
 import type { Change } from '../source/changes.js';
 import type { ContentDimension } from '../enrichment/content-dimension.js';
-import type { Dispatcher, OpenBatch } from './dispatcher.js';
 import { enrichCounted } from '../enrichment/enrich-counted.js';
+import { TransactionAssembler, type TransactionAssemblerOptions } from './transaction-assembler.js';
 
-export interface BatchAssemblerOptions {
+export interface BatchAssemblerOptions extends TransactionAssemblerOptions<Batch> {
   /** Watermark scope for sinks (the slot name in direct mode). */
   stream: string;
   dimension: ContentDimension;
-  metrics: Metrics;
-  logger: Logger;
-  /** Closes the batches this assembler fills (bounded window, see Dispatcher). */
-  dispatcher: Dispatcher<Batch>;
-  /** A source row that cannot be decoded: recorded (dead letter), never a crash. */
-  onBadRow: (change: Extract<Change, { kind: 'bad-row' }>) => Promise<void>;
 }
 
 /**
- * Turns the ordered change stream into batches: keeps the content dimension current,
- * enriches each inserted event, and marks the latest complete transaction in the open batch
- * as the position to confirm (`ackLsn`). When a batch closes is the Dispatcher's decision
- * (a free write slot, or `maxRows`); returning its promise from `handle` pauses the source:
- * that is how backpressure from slow sinks reaches the replication stream.
+ * Direct mode's assembler: turns the ordered change stream into batches of enriched events,
+ * keeping the content dimension current and enriching each inserted event (transactions,
+ * confirm positions and backpressure: see TransactionAssembler).
  */
-export class BatchAssembler implements OpenBatch<Batch> {
+export class BatchAssembler extends TransactionAssembler<Batch> {
   private events: EnrichedEvent[] = [];
   private positions: string[] = [];
-  private ackLsn: string | null = null;
-  private tx = { commitLsn: '0/0', committedAt: '', index: 0 };
-  /** Between a begin and its commit. */
-  private inTransaction = false;
   /** Highest position handed on; a reconnect replays from the last confirmed commit. */
   private lastPosition = '';
-  private closed = false;
 
   constructor(private readonly options: BatchAssemblerOptions) {
-    options.dispatcher.bind(this);
+    super(options);
   }
 
   get rows(): number {
     return this.events.length;
-  }
-
-  get pending(): boolean {
-    return this.events.length > 0 || this.ackLsn !== null;
   }
 
   /** Commit time of the oldest event not yet handed on (null when none). */
@@ -55,83 +36,35 @@ export class BatchAssembler implements OpenBatch<Batch> {
     return this.events[0]?.committed_at ?? null;
   }
 
-  take(seq: number): Batch {
+  protected takeOpen(seq: number, ackLsn: string | null): Batch {
     const batch: Batch = {
       seq,
       stream: this.options.stream,
       events: this.events,
       positions: this.positions,
-      ackLsn: this.ackLsn,
+      ackLsn,
     };
     this.events = [];
     this.positions = [];
-    this.ackLsn = null;
     return batch;
   }
 
-  /**
-   * True exactly when no transaction is open here, nothing is buffered, no batch waits for
-   * room, and nothing is in flight or unconfirmed.
-   */
-  isDrained(): boolean {
-    return !this.inTransaction && this.options.dispatcher.isDrained();
+  protected onContent(
+    change: Extract<Change, { kind: 'content-upsert' | 'content-delete' | 'content-truncate' }>,
+  ): void | Promise<void> {
+    // Kept with its commit position, so a restart rebuilds the dimension as of the
+    // confirmed position (written by the commit below at the latest).
+    return this.options.dimension.apply(change, this.tx.commitLsn);
   }
 
-  handle = (change: Change): void | Promise<void> => {
-    if (this.closed) return;
-    switch (change.kind) {
-      case 'begin':
-        this.tx = { commitLsn: change.commitLsn, committedAt: change.committedAt, index: 0 };
-        this.inTransaction = true;
-        return;
-      case 'event':
-        return this.onEvent(change.row);
-      case 'content-upsert':
-      case 'content-delete':
-      case 'content-truncate':
-        // Kept with its commit position, so a restart rebuilds the dimension as of the
-        // confirmed position (written by the commit below at the latest).
-        return this.options.dimension.apply(change, this.tx.commitLsn);
-      case 'halt':
-        // Handled by the source, which stops taking changes there.
-        return;
-      case 'ignored':
-        this.options.metrics.ignoredChanges.inc({ kind: change.what });
-        this.options.logger.debug(
-          { kind: change.what },
-          'engagement_events change ignored (events are immutable facts)',
-        );
-        return;
-      case 'bad-row':
-        this.options.metrics.badRows.inc();
-        this.options.logger.error({ table: change.table }, `bad source row dead-lettered: ${change.reason}`);
-        return this.options.onBadRow(change);
-      case 'commit':
-        // The transaction's content changes reach the history before its commit can be confirmed.
-        if (this.options.dimension.recording) return this.afterRecorded(change);
-        this.ackLsn = change.ackLsn;
-        this.inTransaction = false;
-        return this.options.dispatcher.offer(true);
-    }
-  };
-
-  /** Hands the open batch on when a write slot is free (the source disconnected); never waits. */
-  kick(): void {
-    this.options.dispatcher.kick();
+  protected override onCommit(change: Extract<Change, { kind: 'commit' }>): void | Promise<void> {
+    // The transaction's content changes reach the history before its commit can be confirmed.
+    if (this.options.dimension.recording) return this.afterRecorded(change);
+    return super.onCommit(change);
   }
 
-  /** The source reconnects and replays from the last confirmed commit: a half-read transaction is gone. */
-  resetTransaction(): void {
-    this.inTransaction = false;
-  }
-
-  /** Stops taking changes (shutdown); what arrives later is replayed on the next start. */
-  close(): void {
-    this.closed = true;
-  }
-
-  private onEvent(row: EngagementEventRow): void | Promise<void> {
-    const position = eventPosition(this.tx.commitLsn, this.tx.index++);
+  protected onEvent(row: EngagementEventRow, index: number): void | Promise<void> {
+    const position = eventPosition(this.tx.commitLsn, index);
     // After a reconnect the source replays from the last confirmed commit: skip what was already handed on.
     if (position <= this.lastPosition) return;
     this.options.metrics.eventsReceived.inc();

@@ -1,14 +1,17 @@
 import type { Message, ProducerRecord } from 'kafkajs';
 import type pg from 'pg';
 import { describeError, type PipelineError } from '../errors.js';
+import type { EngagementEventRow } from '../domain/types.js';
 import type { Logger } from '../logger.js';
-import { withDeadline } from './deadline.js';
-import { Dispatcher, type OpenBatch } from './dispatcher.js';
-import { backoffDelay } from '../retry/backoff.js';
+import { Dispatcher } from './dispatcher.js';
+import { drainSlotStream, slotSource } from './slot-stream.js';
+import { shutdownTimes } from './deadline.js';
+import { TransactionAssembler, type TransactionAssemblerOptions } from './transaction-assembler.js';
+import { retry, TRANSIENT_BACKOFF } from '../retry/retry.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Change } from '../source/changes.js';
 import { ContentDimension } from '../enrichment/content-dimension.js';
-import { ReplicationSource } from '../source/replication-source.js';
+import type { ReplicationSource } from '../source/replication-source.js';
 import { CONTENT_TOPIC, EVENTS_TOPIC } from '../kafka/client.js';
 import { encodeContent, encodeEvent } from '../source/kafka/native-format.js';
 
@@ -38,53 +41,92 @@ interface Unit {
   ackLsn: string | null;
 }
 
+/** Capture's assembler: events and content changes become Kafka messages (see TransactionAssembler). */
+class MessageAssembler extends TransactionAssembler<Unit> {
+  private events: Message[] = [];
+  private content: Message[] = [];
+
+  constructor(
+    options: TransactionAssemblerOptions<Unit>,
+    private readonly dimension: ContentDimension,
+  ) {
+    super(options);
+  }
+
+  get rows(): number {
+    return this.events.length + this.content.length;
+  }
+
+  protected takeOpen(seq: number, ackLsn: string | null): Unit {
+    const unit = { seq, events: this.events, content: this.content, ackLsn };
+    this.events = [];
+    this.content = [];
+    return unit;
+  }
+
+  protected onEvent(row: EngagementEventRow, index: number): void | Promise<void> {
+    const value = encodeEvent(row, this.tx.commitLsn, index, this.tx.committedAt);
+    this.events.push({ key: row.content_id, value });
+    this.base.metrics.eventsReceived.inc();
+    return this.base.dispatcher.offer(false);
+  }
+
+  protected onContent(
+    change: Extract<Change, { kind: 'content-upsert' | 'content-delete' | 'content-truncate' }>,
+  ): void | Promise<void> {
+    switch (change.kind) {
+      case 'content-upsert':
+        this.dimension.upsert(change.content);
+        this.content.push(contentMessage(this.dimension, change.content.id));
+        break;
+      case 'content-delete':
+        this.dimension.delete(change.id);
+        this.content.push({ key: change.id, value: null });
+        break;
+      case 'content-truncate':
+        for (const id of this.dimension.knownIds()) {
+          this.dimension.delete(id);
+          this.content.push({ key: id, value: null });
+        }
+        break;
+    }
+    return this.base.dispatcher.offer(false);
+  }
+}
+
+function contentMessage(dimension: ContentDimension, id: string): Message {
+  const row = dimension.peek(id);
+  return { key: id, value: row ? encodeContent(row) : null };
+}
+
 /**
  * `capture --to-kafka`: the replication slot -> engagement.events (+ engagement.content).
- * Kafka is this process's only "sink": a commit LSN is confirmed to Postgres (through the
- * same Checkpoint as direct mode) only after Kafka acknowledged (acks=all) every message up
- * to that commit. Batches close as the shared Dispatcher decides (bounded: at most
- * maxInFlight produce requests queued plus the one filling). Produce requests go out one at a time, in stream order, on an idempotent
- * producer, so each partition holds a gap-free prefix of the stream; after a crash the slot
- * replays from the last confirmed commit and workers drop the copies by source position.
+ * The same parts as direct mode (source -> assembler -> Dispatcher -> destination ->
+ * Checkpoint), with Kafka as the only destination: a commit LSN is confirmed to Postgres only
+ * after Kafka acknowledged (acks=all) every message up to that commit. Produce requests go
+ * out one at a time, in stream order, on an idempotent producer, so each partition holds a
+ * gap-free prefix of the stream; after a crash the slot replays from the last confirmed
+ * commit and workers drop the copies by source position.
  */
-export class KafkaCapture implements OpenBatch<Unit> {
+export class KafkaCapture {
   readonly source: ReplicationSource;
   private readonly dimension: ContentDimension;
+  private readonly assembler: MessageAssembler;
   private readonly dispatcher: Dispatcher<Unit>;
   private readonly log: Logger;
-  private open: Unit = { seq: 0, events: [], content: [], ackLsn: null };
-  private tx = { lsn: '0/0', committedAt: '', index: 0 };
-  private inTransaction = false;
   private resolveHalted!: (error: PipelineError) => void;
   /** Settles when the stream stopped at a point it must not pass (e.g. TRUNCATE … RESTART IDENTITY). */
   readonly halted = new Promise<PipelineError>((resolve) => (this.resolveHalted = resolve));
   /** Produce requests go out one at a time, in stream order. */
   private sendChain: Promise<void> = Promise.resolve();
-  private closed = false;
-  private stopping = false;
+  /** Aborted once the drain is over: a produce still retrying gives up (its unit replays). */
+  private readonly stopping = new AbortController();
   /** Events acknowledged by Kafka (for logs and the benchmark). */
   published = 0;
 
   constructor(private readonly options: KafkaCaptureOptions) {
     this.log = options.logger.child({ component: 'capture' });
     this.dimension = new ContentDimension(options.pool);
-    this.source = new ReplicationSource({
-      databaseUrl: options.databaseUrl,
-      slotName: options.slotName,
-      publicationName: options.publicationName,
-      logger: options.logger,
-      metrics: options.metrics,
-      onDisconnect: async () => {
-        // The source replays from the confirmed commit: a half-read transaction starts over.
-        this.inTransaction = false;
-        this.dispatcher.kick();
-      },
-      isDrained: () => this.isDrained(),
-      onHalt: (error) => {
-        this.dispatcher.kick();
-        this.resolveHalted(error);
-      },
-    });
     this.dispatcher = new Dispatcher<Unit>({
       maxRows: options.maxRows,
       maxWaitMs: options.maxWaitMs,
@@ -97,26 +139,16 @@ export class KafkaCapture implements OpenBatch<Unit> {
       },
       confirm: (lsn) => this.source.acknowledge(lsn),
     });
-    this.dispatcher.bind(this);
-  }
-
-  get rows(): number {
-    return this.open.events.length + this.open.content.length;
-  }
-
-  get pending(): boolean {
-    return this.rows > 0 || this.open.ackLsn !== null;
-  }
-
-  take(seq: number): Unit {
-    const unit = { ...this.open, seq };
-    this.open = { seq: 0, events: [], content: [], ackLsn: null };
-    return unit;
+    this.assembler = new MessageAssembler(
+      { metrics: options.metrics, logger: this.log, dispatcher: this.dispatcher, onBadRow: options.onBadRow },
+      this.dimension,
+    );
+    this.source = slotSource({ ...options, onHalt: (error) => this.resolveHalted(error) }, this.assembler);
   }
 
   /** No transaction open, nothing buffered, waiting, in flight or unconfirmed. */
   isDrained(): boolean {
-    return !this.inTransaction && this.dispatcher.isDrained();
+    return this.assembler.isDrained();
   }
 
   async start(): Promise<void> {
@@ -124,12 +156,12 @@ export class KafkaCapture implements OpenBatch<Unit> {
     // existed before capture started (it is idempotent: same key, same value).
     const loaded = await this.dimension.loadSnapshot();
     // From the snapshot itself: a second read could see a row the dimension lacks (a tombstone).
-    const snapshot = this.dimension.knownIds().map((id) => this.contentMessage(id));
+    const snapshot = this.dimension.knownIds().map((id) => contentMessage(this.dimension, id));
     for (let i = 0; i < snapshot.length; i += this.options.maxRows) {
       await this.send([], snapshot.slice(i, i + this.options.maxRows));
     }
     this.log.info({ content: loaded }, 'content snapshot published to engagement.content');
-    await this.source.start(this.handle);
+    await this.source.start(this.assembler.handle);
   }
 
   /**
@@ -138,14 +170,10 @@ export class KafkaCapture implements OpenBatch<Unit> {
    * says what was left unconfirmed (the slot replays it on the next start).
    */
   async stop(): Promise<void> {
-    const timeoutMs = this.options.shutdownTimeoutMs ?? 20_000;
-    const started = Date.now();
-    const deadline = started + timeoutMs;
-    this.closed = true;
-    const report = await this.dispatcher.stop(started + Math.max(timeoutMs / 2, timeoutMs - 5_000));
-    this.stopping = true;
-    await withDeadline(this.source.stop(), deadline, () =>
-      this.log.warn('shutdown: replication stream did not close in time'),
+    const times = shutdownTimes(this.options.shutdownTimeoutMs);
+    const { assembler, dispatcher, source } = this;
+    const report = await drainSlotStream({ assembler, dispatcher, source, logger: this.log }, times, () =>
+      this.stopping.abort(),
     );
     const confirmed = this.source.confirmed;
     if (report.drained) {
@@ -153,77 +181,22 @@ export class KafkaCapture implements OpenBatch<Unit> {
     } else {
       this.log.warn(
         { confirmedLsn: confirmed, batches: report.batches, messages: report.rows },
-        `shutdown after ${((Date.now() - started) / 1000).toFixed(1)} s: ${report.rows} messages in ${report.batches} produce requests were not acknowledged by Kafka; they replay from ${confirmed} on the next start`,
+        `shutdown after ${((Date.now() - times.started) / 1000).toFixed(1)} s: ${report.rows} messages in ${report.batches} produce requests were not acknowledged by Kafka; they replay from ${confirmed} on the next start`,
       );
     }
   }
 
-  private handle = (change: Change): void | Promise<void> => {
-    if (this.closed) return;
-    switch (change.kind) {
-      case 'begin':
-        this.tx = { lsn: change.commitLsn, committedAt: change.committedAt, index: 0 };
-        this.inTransaction = true;
-        return;
-      case 'event': {
-        const value = encodeEvent(change.row, this.tx.lsn, this.tx.index++, this.tx.committedAt);
-        this.open.events.push({ key: change.row.content_id, value });
-        this.options.metrics.eventsReceived.inc();
-        return this.dispatcher.offer(false);
-      }
-      case 'content-upsert':
-        this.dimension.upsert(change.content);
-        this.open.content.push(this.contentMessage(change.content.id));
-        return this.dispatcher.offer(false);
-      case 'content-delete':
-        this.dimension.delete(change.id);
-        this.open.content.push({ key: change.id, value: null });
-        return this.dispatcher.offer(false);
-      case 'content-truncate':
-        for (const id of this.dimension.knownIds()) {
-          this.dimension.delete(id);
-          this.open.content.push({ key: id, value: null });
-        }
-        return this.dispatcher.offer(false);
-      case 'halt':
-        return; // the source stops there and reports it (halted)
-      case 'ignored':
-        this.options.metrics.ignoredChanges.inc({ kind: change.what });
-        return;
-      case 'bad-row':
-        this.options.metrics.badRows.inc();
-        this.log.error({ table: change.table }, `bad source row dead-lettered: ${change.reason}`);
-        return this.options.onBadRow(change);
-      case 'commit':
-        this.open.ackLsn = change.ackLsn;
-        this.inTransaction = false;
-        return this.dispatcher.offer(true);
-    }
-  };
-
-  private contentMessage(id: string): Message {
-    const row = this.dimension.peek(id);
-    return { key: id, value: row ? encodeContent(row) : null };
-  }
-
   private async sendUntilAcked(unit: Unit): Promise<void> {
-    let failingSince: number | null = null;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.send(unit.events, unit.content);
-        break;
-      } catch (err) {
-        // Shutting down: the unit stays unconfirmed and replays on the next start.
-        if (this.stopping) throw err;
-        if (failingSince === null) {
-          failingSince = Date.now();
-          this.log.error(`Kafka produce failed, retrying (LSN held): ${describeError(err)}`);
-        }
-        await new Promise((r) => setTimeout(r, backoffDelay(attempt + 1, { baseMs: 100, maxMs: 5_000 })));
-        if (this.stopping) throw new Error('capture stopped');
-      }
-    }
-    if (failingSince !== null) this.log.info(`Kafka produce recovered after ${Date.now() - failingSince} ms`);
+    await retry(() => this.send(unit.events, unit.content), {
+      backoff: TRANSIENT_BACKOFF,
+      // Shutting down: the unit stays unconfirmed and replays on the next start.
+      signal: this.stopping.signal,
+      aborted: () => new Error('capture stopped'),
+      onFailure: (err, { attempt }) => {
+        if (attempt === 1) this.log.error(`Kafka produce failed, retrying (LSN held): ${describeError(err)}`);
+      },
+      onRecovered: (_attempts, ms) => this.log.info(`Kafka produce recovered after ${ms} ms`),
+    });
     this.published += unit.events.length;
     this.options.metrics.eventsDelivered.inc({ sink: 'kafka' }, unit.events.length);
   }

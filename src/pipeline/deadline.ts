@@ -22,3 +22,20 @@ export async function withDeadline(
   if (outcome === 'late') late();
   return outcome === 'done';
 }
+
+/** The times a stop() works to: waiting for the destinations ends at `drainBy`, everything at `deadline`. */
+export interface ShutdownTimes {
+  started: number;
+  drainBy: number;
+  deadline: number;
+}
+
+/** Keeps time after draining to close the source and the destinations (SHUTDOWN_TIMEOUT_MS in all). */
+export function shutdownTimes(timeoutMs = 20_000): ShutdownTimes {
+  const started = Date.now();
+  return {
+    started,
+    drainBy: started + Math.max(timeoutMs / 2, timeoutMs - 5_000),
+    deadline: started + timeoutMs,
+  };
+}

@@ -6,13 +6,14 @@ import type { Metrics } from '../observability/metrics.js';
 import type { Sink } from '../sinks/sink.js';
 import type { Change } from '../source/changes.js';
 import { ContentDimension } from '../enrichment/content-dimension.js';
-import { ReplicationSource } from '../source/replication-source.js';
+import type { ReplicationSource } from '../source/replication-source.js';
 import { isoToMillis } from '../domain/timestamps.js';
 import type { DeadLetterStore } from '../state/dead-letter.js';
 import { BatchAssembler } from './batch-assembler.js';
-import { withDeadline } from './deadline.js';
+import { shutdownTimes, withDeadline } from './deadline.js';
 import { Dispatcher } from './dispatcher.js';
 import { Fanout } from './fanout.js';
+import { drainSlotStream, slotSource } from './slot-stream.js';
 import type { SinkHealth } from '../observability/stats.js';
 
 export interface PipelineOptions {
@@ -57,24 +58,6 @@ export class Pipeline {
   constructor(private readonly options: PipelineOptions) {
     const logger = options.logger;
     this.dimension = new ContentDimension(options.pool, { logger, slotName: options.slotName, retry: true });
-    this.source = new ReplicationSource({
-      databaseUrl: options.databaseUrl,
-      slotName: options.slotName,
-      publicationName: options.publicationName,
-      logger,
-      metrics: options.metrics,
-      onDisconnect: async () => {
-        // The source replays from the confirmed commit: a half-read transaction starts over.
-        this.assembler.resetTransaction();
-        this.assembler.kick();
-      },
-      isDrained: () => this.isDrained(),
-      onHalt: (error) => {
-        // Hand on the complete transactions before the halt point; nothing after it.
-        this.assembler.kick();
-        options.onHalt?.(error);
-      },
-    });
     this.fanout = new Fanout({
       sinks: options.sinks,
       metrics: options.metrics,
@@ -111,6 +94,7 @@ export class Pipeline {
       dispatcher: this.dispatcher,
       onBadRow: options.onBadRow ?? (async () => undefined),
     });
+    this.source = slotSource(options, this.assembler);
   }
 
   /** Title of a known content id (for the dashboard). */
@@ -160,18 +144,14 @@ export class Pipeline {
    */
   async stop(): Promise<void> {
     const { logger } = this.options;
-    const timeoutMs = this.options.shutdownTimeoutMs ?? 20_000;
-    const started = Date.now();
-    const deadline = started + timeoutMs;
-    // Keep time to close the source and the sinks after draining.
-    const drainDeadline = started + Math.max(timeoutMs / 2, timeoutMs - 5_000);
+    const times = shutdownTimes(this.options.shutdownTimeoutMs);
+    const { started, deadline } = times;
     this.assembler.close();
     this.dimension.close();
-    const report = await this.dispatcher.stop(drainDeadline);
-    if (!report.drained) this.fanout.cancel();
-    await withDeadline(this.source.stop(), deadline, () =>
-      logger.warn('shutdown: replication stream did not close in time'),
-    );
+    const { assembler, dispatcher, source } = this;
+    const report = await drainSlotStream({ assembler, dispatcher, source, logger }, times, (r) => {
+      if (!r.drained) this.fanout.cancel();
+    });
     this.running = false;
     this.fanout.cancel();
     for (const sink of this.options.sinks) {

@@ -5,7 +5,8 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { SinkHealth, SinkState } from '../observability/stats.js';
 import type { DeadLetterEntry, DeadLetterStore } from '../state/dead-letter.js';
-import { backoffDelay, type BackoffOptions } from '../retry/backoff.js';
+import type { BackoffOptions } from '../retry/backoff.js';
+import { OPERATOR_BACKOFF, retry, TRANSIENT_BACKOFF } from '../retry/retry.js';
 import type { Sink } from '../sinks/sink.js';
 import { isoToMillis } from '../domain/timestamps.js';
 import { policyFor, type ErrorPolicy } from '../retry/error-policy.js';
@@ -74,10 +75,13 @@ export class Fanout {
       deadLettered: 0,
       failing: null,
     }));
-    this.transientBackoff = { baseMs: options.retryBaseMs ?? 100, maxMs: options.retryMaxMs ?? 5_000 };
+    this.transientBackoff = {
+      baseMs: options.retryBaseMs ?? TRANSIENT_BACKOFF.baseMs,
+      maxMs: options.retryMaxMs ?? TRANSIENT_BACKOFF.maxMs,
+    };
     this.failedBackoff = {
-      baseMs: options.failedRetryBaseMs ?? 5_000,
-      maxMs: options.failedRetryMaxMs ?? 60_000,
+      baseMs: options.failedRetryBaseMs ?? OPERATOR_BACKOFF.baseMs,
+      maxMs: options.failedRetryMaxMs ?? OPERATOR_BACKOFF.maxMs,
     };
     for (const sink of options.sinks) options.metrics.sinkUp.set({ sink: sink.name }, 1);
     this.updateGauges();
@@ -148,36 +152,31 @@ export class Fanout {
     }
   }
 
-  private async writeWithPolicy(t: Tracked, batch: Batch): Promise<void> {
+  private writeWithPolicy(t: Tracked, batch: Batch): Promise<void> {
     const signal = this.abort.signal;
-    for (let attempt = 1; ; attempt++) {
-      if (signal.aborted) throw new Error('fan-out aborted');
-      const started = performance.now();
-      let error: unknown;
-      try {
-        await t.sink.write(batch, signal);
-        this.recordSuccess(t, batch, batch.events.length, (performance.now() - started) / 1000);
-        return;
-      } catch (err) {
-        error = err;
-      }
-      if (signal.aborted) throw error;
-      let policy = policyFor(error);
-      if (policy === 'rows') {
+    return retry(
+      async () => {
+        const started = performance.now();
         try {
+          await t.sink.write(batch, signal);
+          this.recordSuccess(t, batch, batch.events.length, (performance.now() - started) / 1000);
+        } catch (error) {
+          if (signal.aborted || policyFor(error) !== 'rows') throw error;
           const bad = await this.isolateBadRows(t, batch, error);
           this.recordSuccess(t, batch, batch.events.length - bad, (performance.now() - started) / 1000);
-          return;
-        } catch (err) {
-          if (signal.aborted) throw err;
-          error = err instanceof AllRowsRejected ? (err.cause ?? err) : err;
-          policy = err instanceof AllRowsRejected ? 'sink' : policyFor(err) === 'sink' ? 'sink' : 'transient';
         }
-      }
-      this.recordFailure(t, policy === 'sink' ? 'sink' : 'transient', error);
-      const backoff = policy === 'sink' ? this.failedBackoff : this.transientBackoff;
-      await sleep(backoffDelay(attempt, backoff), signal);
-    }
+      },
+      {
+        signal,
+        aborted: () => new Error('fan-out aborted'),
+        backoff: { transient: this.transientBackoff, sink: this.failedBackoff },
+        // Every row refused: that is the sink failing, not the rows. A rows failure while
+        // isolating is retried as transient (the whole batch again; sinks are idempotent).
+        policyOf: (err) => (err instanceof AllRowsRejected ? 'sink' : policyFor(err)),
+        onFailure: (err, { policy }) =>
+          this.recordFailure(t, policy, err instanceof AllRowsRejected ? (err.cause ?? err) : err),
+      },
+    );
   }
 
   /**
@@ -287,17 +286,4 @@ export class Fanout {
     }
     this.updateGauges();
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }

@@ -5,9 +5,11 @@ import { dateToIso } from '../domain/timestamps.js';
 import type { Batch, EnrichedEvent } from '../domain/types.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Fanout } from './fanout.js';
-import { withDeadline } from './deadline.js';
+import { Fanout } from './fanout.js';
+import type { Sink } from '../sinks/sink.js';
+import { shutdownTimes, withDeadline } from './deadline.js';
 import { Dispatcher } from './dispatcher.js';
+import { retry, TRANSIENT_BACKOFF } from '../retry/retry.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { DeadLetterEntry, DeadLetterStore } from '../state/dead-letter.js';
 import type { ContentDimension } from '../enrichment/content-dimension.js';
@@ -18,7 +20,10 @@ export interface KafkaWorkerOptions {
   kafka: Kafka;
   group: string;
   format: WireFormat;
-  fanout: Fanout;
+  /** The destinations; written through a Fanout, as in direct mode. */
+  sinks: Sink[];
+  /** A sink whose oldest pending event is older than this is "behind" (LAG_WARN_SECONDS). */
+  lagWarnSeconds?: number;
   dimension: ContentDimension;
   feed: ContentFeed;
   deadLetters: DeadLetterStore;
@@ -49,6 +54,7 @@ export interface KafkaWorkerOptions {
  */
 export class KafkaWorker {
   private readonly consumer: Consumer;
+  private readonly fanout: Fanout;
   private readonly log: Logger;
   /** The same bounded window as direct mode: chunks wait for a write slot. */
   private readonly dispatcher: Dispatcher<Batch>;
@@ -64,12 +70,19 @@ export class KafkaWorker {
       heartbeatInterval: 1_000,
       maxWaitTimeInMs: 100,
     });
+    this.fanout = new Fanout({
+      sinks: options.sinks,
+      metrics: options.metrics,
+      logger: options.logger,
+      deadLetters: options.deadLetters,
+      lagWarnSeconds: options.lagWarnSeconds,
+    });
     this.dispatcher = new Dispatcher<Batch>({
       maxRows: options.batchMaxRows,
       maxWaitMs: 0,
       maxInFlight: options.maxInFlightBatches ?? 4,
       rowsOf: (batch) => batch.events.length,
-      write: (batch) => options.fanout.write(batch),
+      write: (batch) => this.fanout.write(batch),
       // Offsets are committed per partition batch once its chunks were accepted (eachBatch).
       confirm: () => undefined,
     });
@@ -77,6 +90,7 @@ export class KafkaWorker {
 
   async start(): Promise<void> {
     const { consumer, options } = this;
+    this.fanout.startHealthTimer();
     consumer.on(consumer.events.GROUP_JOIN, (event) => {
       const assigned = event.payload.memberAssignment[options.format.eventsTopic] ?? [];
       this.log.info(
@@ -113,12 +127,10 @@ export class KafkaWorker {
    * leaves the group.
    */
   async stop(): Promise<void> {
-    const timeoutMs = this.options.shutdownTimeoutMs ?? 20_000;
-    const started = Date.now();
-    const deadline = started + timeoutMs;
-    const report = await this.dispatcher.stop(started + Math.max(timeoutMs / 2, timeoutMs - 5_000));
+    const { drainBy, deadline } = shutdownTimes(this.options.shutdownTimeoutMs);
+    const report = await this.dispatcher.stop(drainBy);
     if (!report.drained) {
-      this.options.fanout.cancel();
+      this.fanout.cancel();
       this.log.warn(
         { batches: report.batches, events: report.rows },
         `shutdown: ${report.rows} events in ${report.batches} batches were not accepted by every sink; their offsets stay uncommitted and the group re-reads them`,
@@ -235,18 +247,13 @@ export class KafkaWorker {
     await this.options.feed.catchUp();
     const missing = unknown();
     if (missing.length === 0) return;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.options.dimension.lookup(missing);
-        return;
-      } catch (err) {
-        if (attempt >= 5) {
-          this.log.error(`content lookup failed, enriching without content: ${describeError(err)}`);
-          return;
-        }
-        await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
-      }
-    }
+    // Six attempts over about 6 s on average, then the events go on without content.
+    await retry(() => this.options.dimension.lookup(missing), {
+      backoff: { baseMs: 400, maxMs: 6_400 },
+      attempts: 6,
+    }).catch((err: unknown) =>
+      this.log.error(`content lookup failed, enriching without content: ${describeError(err)}`),
+    );
   }
 
   private deadLetter(topic: string, partition: number, m: KafkaMessage, reason: string): DeadLetterEntry {
@@ -272,14 +279,11 @@ export class KafkaWorker {
 
   /** Dead letters must be durable before the offset moves past them; retried like a sink. */
   private async recordBadMessages(entries: DeadLetterEntry[]): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.options.deadLetters.record(entries);
-        return;
-      } catch (err) {
-        if (attempt === 0) this.log.error(`dead-letter write failed, retrying: ${describeError(err)}`);
-        await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** Math.min(attempt, 6))));
-      }
-    }
+    await retry(() => this.options.deadLetters.record(entries), {
+      backoff: TRANSIENT_BACKOFF,
+      onFailure: (err, { attempt }) => {
+        if (attempt === 1) this.log.error(`dead-letter write failed, retrying: ${describeError(err)}`);
+      },
+    });
   }
 }

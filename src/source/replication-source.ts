@@ -8,6 +8,11 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ChangeHandler } from './changes.js';
 import { decodePgoutput } from './pgoutput-decoder.js';
+import { backoffDelay } from '../retry/backoff.js';
+import { pause } from '../retry/retry.js';
+
+/** Reconnects after a lost stream: full jitter up to 0.5 s, 1 s, 2 s, … 10 s. */
+const RECONNECT_BACKOFF = { baseMs: 500, maxMs: 10_000 };
 
 export interface ReplicationSourceOptions {
   databaseUrl: string;
@@ -210,8 +215,6 @@ export class ReplicationSource {
         (this.options.isDrained?.() ?? false) &&
         this.acknowledge(lsn) &&
         this.service === service;
-      const lag = lsnToBigInt(lsn) - lsnToBigInt(this.confirmedLsn);
-      this.options.metrics.replicationLagBytes.set(Number(lag > 0n ? lag : 0n));
       // Otherwise answer with our own durable position, never the received one (once:
       // advancing above already sent the update the server asked for).
       if (shouldRespond && !advanced) void this.sendStatus(service);
@@ -260,7 +263,7 @@ export class ReplicationSource {
       await this.service?.destroy().catch(() => undefined);
       await this.options.onDisconnect?.();
       attempt += 1;
-      const delay = Math.min(10_000, 250 * 2 ** Math.min(attempt, 6));
+      const delay = backoffDelay(attempt, RECONNECT_BACKOFF);
       // One warning per outage, not one per reconnect attempt (an outage of a minute would
       // otherwise log a dozen lines for one problem); the retries go to debug.
       this.log[attempt === 1 ? 'warn' : 'debug'](
@@ -268,7 +271,7 @@ export class ReplicationSource {
         `replication stream lost: ${failure ? describeError(failure) : 'connection closed'}`,
       );
       if (attempt === 1) lostAt = Date.now();
-      await sleep(delay);
+      await pause(delay);
       if (this.stopping) return;
       current = this.connect(handler);
       try {
@@ -316,8 +319,4 @@ async function readSenderTimeoutMs(client: pg.Client): Promise<number> {
        FROM pg_settings WHERE name = 'wal_sender_timeout'`,
   );
   return Number(rows[0]?.ms ?? 60_000);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { eventPosition } from '../../src/domain/position.js';
 import type { KeyTypes } from '../../src/domain/source-shape.js';
 import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
+import { loadConfig } from '../../src/config.js';
 import { ErrorCodes, PipelineError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
@@ -24,6 +25,9 @@ import { runCli } from '../helpers/cli.js';
 import { closeServer, listen, readBody } from '../helpers/http-server.js';
 import { cliEnv, createHarness } from '../helpers/pipeline.js';
 import { testRedis } from '../helpers/redis.js';
+
+/** The analytics settings as `engagement run` reads them (defaults). */
+const SETTINGS = loadConfig({}, {});
 
 /**
  * Integer keys (seed 003's shape: content.content_id BIGINT, user_id BIGINT) reach every
@@ -93,7 +97,7 @@ describe('integer keys in DuckDB', () => {
     it(`stores ${keyTypes.content_id} keys in ${column} columns, with the seed's values`, async () => {
       const file = path.join(dir, `${keyTypes.content_id}.duckdb`);
       // Built as `engagement run` builds it, with the shape's key types.
-      const sink = createAnalyticsSink(`duckdb:${file}`, silentLogger(), { keyTypes });
+      const sink = createAnalyticsSink(`duckdb:${file}`, silentLogger(), { keyTypes, settings: SETTINGS });
       await sink.start();
       const events = keyTypes === INTEGERS ? [seedEvent(1), seedEvent(2, { user_id: null })] : EVENTS();
       await sink.write(batch(events), signal());
@@ -137,7 +141,7 @@ describe('integer keys in DuckDB', () => {
 
   it('refuses, at start, a table created earlier with UUID keys: one line, nothing written', async () => {
     const file = path.join(dir, 'uuid-first.duckdb');
-    const uuidSink = createAnalyticsSink(`duckdb:${file}`, silentLogger());
+    const uuidSink = createAnalyticsSink(`duckdb:${file}`, silentLogger(), { settings: SETTINGS });
     await uuidSink.start();
     await uuidSink.write(
       batch([seedEvent(1, { content_id: '00000000-0000-4000-8000-00000000000a', user_id: null })]),
@@ -145,7 +149,10 @@ describe('integer keys in DuckDB', () => {
     );
     await uuidSink.stop();
 
-    const sink = createAnalyticsSink(`duckdb:${file}`, silentLogger(), { keyTypes: BIGINTS });
+    const sink = createAnalyticsSink(`duckdb:${file}`, silentLogger(), {
+      keyTypes: BIGINTS,
+      settings: SETTINGS,
+    });
     await rejectsWithShapeLine(
       sink.start(),
       /^EP_ERR_DESTINATION_SHAPE: DuckDB table "uuid-first"\.engagement\.events_enriched in .*uuid-first\.duckdb was created for other key types than the source's \(content_id bigint, user_id bigint\): content_id is UUID, expected BIGINT; user_id is UUID, expected BIGINT; nothing was written \(fix: .*ANALYTICS_URL.*RENAME TO events_enriched_old.*\)$/,

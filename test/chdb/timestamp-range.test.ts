@@ -308,20 +308,21 @@ describe('Postgres timestamp range end to end (BigQuery)', () => {
     await seedContent(h);
     fake = await startBigQueryFake();
     recorder = await startRecorder();
-    // createAnalyticsSink reads these from the environment, as `engagement run` does.
-    process.env.BIGQUERY_API_ENDPOINT = fake.url;
-    process.env.BIGQUERY_ACCESS_TOKEN = fake.token;
   });
   after(async () => {
-    delete process.env.BIGQUERY_API_ENDPOINT;
-    delete process.env.BIGQUERY_ACCESS_TOKEN;
     await recorder.close();
     await fake.close();
     await h.cleanup();
   });
 
   it('keeps TIMESTAMP rows to 0001..9999 and dead-letters the rest for BigQuery only', async () => {
-    const runtime = await h.start({ externalUrl: recorder.url, analyticsUrl: 'bigquery://acme-edges/edges' });
+    // BIGQUERY_API_ENDPOINT and BIGQUERY_ACCESS_TOKEN, as `engagement run` reads them.
+    const runtime = await h.start({
+      externalUrl: recorder.url,
+      analyticsUrl: 'bigquery://acme-edges/edges',
+      bigqueryApiEndpoint: fake.url,
+      bigqueryAccessToken: fake.token,
+    });
     let run: Run;
     try {
       run = await insertMix(h);

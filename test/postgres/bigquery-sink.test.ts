@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type pg from 'pg';
+import { loadConfig } from '../../src/config.js';
 import { createPool } from '../../src/db/postgres.js';
 import { STATE_SCHEMA_SQL } from '../../src/db/schema.js';
 import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
@@ -66,7 +67,7 @@ describe('BigQuery sink (REST shapes checked by a local server)', () => {
     // Built the way `engagement run` builds it: from ANALYTICS_URL and the environment.
     sink = createAnalyticsSink('bigquery://acme-analytics/media?location=EU', silentLogger(), {
       deadLetters,
-      env: { BIGQUERY_API_ENDPOINT: fake.url, BIGQUERY_ACCESS_TOKEN: fake.token },
+      settings: loadConfig({}, { BIGQUERY_API_ENDPOINT: fake.url, BIGQUERY_ACCESS_TOKEN: fake.token }),
     }) as BigQuerySink;
     await sink.start();
   });

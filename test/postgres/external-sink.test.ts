@@ -15,6 +15,7 @@ import {
 import { createMetrics, type Metrics } from '../../src/observability/metrics.js';
 import { DeadLetterStore } from '../../src/state/dead-letter.js';
 import { ExternalSink, type ExternalSinkOptions } from '../../src/sinks/external/external-sink.js';
+import { externalSinkFromConfig } from '../../src/sinks/factory.js';
 import { freshDatabase, query } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -504,12 +505,12 @@ describe('ExternalSink: riding out an outage (retryForMs) and re-driving dead le
   });
 });
 
-describe('ExternalSink.fromConfig', () => {
+describe('externalSinkFromConfig', () => {
   it('maps the EXTERNAL_* settings, and is off without EXTERNAL_URL', async () => {
     const deps = { deadLetters: store, metrics: createMetrics(), logger: pino({ level: 'silent' }) };
-    assert.equal(ExternalSink.fromConfig(loadConfig({}, {}), deps), null);
+    assert.equal(externalSinkFromConfig(loadConfig({}, {}), deps), null);
     const env = { EXTERNAL_URL: mock.url, EXTERNAL_SECRET: 'wrong', EXTERNAL_BATCH_SIZE: '2' };
-    const sink = ExternalSink.fromConfig(loadConfig({}, env), deps);
+    const sink = externalSinkFromConfig(loadConfig({}, env), deps);
     assert.ok(sink);
     await sink.start();
     sinks.push(sink);

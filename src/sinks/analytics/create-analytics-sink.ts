@@ -1,3 +1,4 @@
+import type { Config } from '../../config.js';
 import type { KeyTypes } from '../../domain/source-shape.js';
 import { configError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
@@ -13,6 +14,12 @@ import { DuckDbSink } from './duckdb-sink.js';
 import { DEFAULT_KEY_TYPES } from './columns.js';
 import { duckDbRowProblem } from './representable.js';
 
+/** The analytics settings of the configuration (env-only, validated by configSpec). */
+export type AnalyticsSettings = Pick<
+  Config,
+  'duckdbMemoryLimit' | 'bigqueryApiEndpoint' | 'bigqueryAccessToken'
+>;
+
 export interface AnalyticsSinkDeps {
   /**
    * Where rows the destination cannot hold go (values outside its ranges, checked before it
@@ -22,8 +29,8 @@ export interface AnalyticsSinkDeps {
   deadLetters?: DeadLetterStore;
   /** Counts the rows the row check dead-letters (engagement_dead_letters_total). */
   metrics?: Pick<Metrics, 'deadLetters'>;
-  /** BIGQUERY_API_ENDPOINT (emulator/test server) and BIGQUERY_ACCESS_TOKEN are read from here. */
-  env?: NodeJS.ProcessEnv;
+  /** DUCKDB_MEMORY_LIMIT, BIGQUERY_API_ENDPOINT (emulator/test server) and BIGQUERY_ACCESS_TOKEN. */
+  settings: AnalyticsSettings;
   /** DuckDB: wait for another writer's lock instead of failing start() (see DuckDbSink). */
   waitWhileLocked?: boolean;
   /** DuckDB: the stream whose positions recognise replays, and its source's identity (see DuckDbSink). */
@@ -36,7 +43,7 @@ export interface AnalyticsSinkDeps {
 }
 
 /** Picks the analytics destination from ANALYTICS_URL, behind its row check (see RowCheckedSink). */
-export function createAnalyticsSink(url: string, logger: Logger, deps: AnalyticsSinkDeps = {}): Sink {
+export function createAnalyticsSink(url: string, logger: Logger, deps: AnalyticsSinkDeps): Sink {
   const child = logger.child({ sink: 'analytics' });
   const keyTypes = deps.keyTypes ?? DEFAULT_KEY_TYPES;
   const checked = (sink: Sink, problem: RowProblem, destination: string): Sink =>
@@ -50,17 +57,12 @@ export function createAnalyticsSink(url: string, logger: Logger, deps: Analytics
       : sink;
   if (url.startsWith('duckdb:')) {
     const file = url.slice('duckdb:'.length).replace(/^\/\//, '') || './data/engagement.duckdb';
-    // 64MB: the buffer pool spills and evicts instead of growing (RSS stayed flat up to 3M rows).
-    const memoryLimit = (deps.env ?? process.env).DUCKDB_MEMORY_LIMIT || '64MB';
-    if (!/^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i.test(memoryLimit)) {
-      throw configError(`DUCKDB_MEMORY_LIMIT: expected a size like 256MB or 1GiB (got "${memoryLimit}")`);
-    }
     return checked(
       new DuckDbSink({
         path: file,
         logger: child,
         waitWhileLocked: deps.waitWhileLocked,
-        memoryLimit,
+        memoryLimit: deps.settings.duckdbMemoryLimit,
         positionedStream: deps.positionedStream,
         keyTypes,
       }),
@@ -77,13 +79,12 @@ export function createAnalyticsSink(url: string, logger: Logger, deps: Analytics
   }
   if (url.startsWith('bigquery://')) {
     if (!deps.deadLetters) throw configError('the BigQuery sink needs the dead-letter table (DATABASE_URL)');
-    const env = deps.env ?? process.env;
     const sink = new BigQuerySink({
       target: parseBigQueryUrl(url),
       deadLetters: deps.deadLetters,
       logger: child,
-      apiEndpoint: env.BIGQUERY_API_ENDPOINT || undefined,
-      accessToken: env.BIGQUERY_ACCESS_TOKEN || undefined,
+      apiEndpoint: deps.settings.bigqueryApiEndpoint,
+      accessToken: deps.settings.bigqueryAccessToken?.reveal(),
       keyTypes,
     });
     return checked(sink, (e) => bigQueryRowProblem(e, keyTypes), 'BigQuery');

@@ -2,13 +2,12 @@ import { setMaxListeners } from 'node:events';
 import { STATUS_CODES } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
-import type { Config } from '../../config.js';
 import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { describeError, ErrorCodes, PipelineError, redactSecrets } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Metrics } from '../../observability/metrics.js';
-import { DeadLetterStore, type DeadLetterEntry, type DeadLetterRow } from '../../state/dead-letter.js';
+import type { DeadLetterEntry, DeadLetterRow, DeadLetterStore } from '../../state/dead-letter.js';
 import { eventDocument } from '../event-json.js';
 import type { Sink } from '../sink.js';
 import { DEFAULT_BACKOFF, parseRetryAfter, retryDelay } from '../../retry/backoff.js';
@@ -163,29 +162,6 @@ export class ExternalSink implements Sink {
             send: (row, signal) => this.#redriveOne(row, signal),
           })
         : null;
-  }
-
-  /** The sink as configured by EXTERNAL_* settings, or null when EXTERNAL_URL is unset (sink off). */
-  static fromConfig(
-    config: Config,
-    deps: Pick<ExternalSinkOptions, 'deadLetters' | 'metrics' | 'logger' | 'keyTypes'>,
-  ): ExternalSink | null {
-    if (!config.externalUrl) return null;
-    const store = deps.deadLetters;
-    return new ExternalSink({
-      url: config.externalUrl,
-      secret: config.externalSecret?.reveal(),
-      policy: config.externalPolicy,
-      batchSize: config.externalBatchSize,
-      concurrency: config.externalConcurrency,
-      maxAttempts: config.externalMaxAttempts,
-      timeoutMs: config.externalTimeoutMs,
-      retryForMs: config.externalRetryFor,
-      // Re-drive needs the table itself (the pipeline's store), not a record-only stand-in.
-      redrive:
-        store instanceof DeadLetterStore ? { store, ratePerSecond: config.externalRedriveRate } : undefined,
-      ...deps,
-    });
   }
 
   /** For logs: no userinfo and no query string (either may carry a token). */

@@ -1,0 +1,52 @@
+import assert from 'node:assert/strict';
+import { inspect } from 'node:util';
+import { describe, it } from 'node:test';
+import { loadConfig } from '../../src/config.js';
+import { PipelineError } from '../../src/errors.js';
+
+describe('env-only settings in configSpec', () => {
+  it('keep their env names and defaults', () => {
+    const config = loadConfig({}, {});
+    assert.equal(config.duckdbMemoryLimit, '64MB');
+    assert.equal(config.bigqueryApiEndpoint, undefined);
+    assert.equal(config.bigqueryAccessToken, undefined);
+    assert.equal(config.pipelineRolePassword, undefined);
+    const set = loadConfig(
+      {},
+      {
+        DUCKDB_MEMORY_LIMIT: '1GiB',
+        BIGQUERY_API_ENDPOINT: 'http://127.0.0.1:9050',
+        BIGQUERY_ACCESS_TOKEN: 'ya29.token-value',
+        PIPELINE_ROLE_PASSWORD: 'role-password-value',
+      },
+    );
+    assert.equal(set.duckdbMemoryLimit, '1GiB');
+    assert.equal(set.bigqueryApiEndpoint, 'http://127.0.0.1:9050');
+    assert.equal(set.bigqueryAccessToken?.reveal(), 'ya29.token-value');
+    assert.equal(set.pipelineRolePassword?.reveal(), 'role-password-value');
+  });
+
+  it('wraps the BigQuery token and the role password so they never print', () => {
+    const config = loadConfig(
+      {},
+      { BIGQUERY_ACCESS_TOKEN: 'ya29.token-value', PIPELINE_ROLE_PASSWORD: 'role-password-value' },
+    );
+    for (const shown of [
+      JSON.stringify(config),
+      inspect(config, { depth: 5 }),
+      `${config.bigqueryAccessToken}`,
+    ]) {
+      assert.doesNotMatch(shown, /token-value|role-password-value/);
+    }
+  });
+
+  it('refuses a bad DUCKDB_MEMORY_LIMIT with one line naming the variable', () => {
+    assert.throws(
+      () => loadConfig({}, { DUCKDB_MEMORY_LIMIT: 'lots' }),
+      (err: unknown) =>
+        err instanceof PipelineError &&
+        err.kind === 'config' &&
+        /^DUCKDB_MEMORY_LIMIT: expected a size like 256MB or 1GiB \(got "lots"\)$/.test(err.message),
+    );
+  });
+});
