@@ -10,13 +10,22 @@ import { createAnalyticsSink } from '../sinks/analytics/create-analytics-sink.js
 import { DeadLetterStore } from '../state/dead-letter.js';
 import { ExternalSink } from '../sinks/external/external-sink.js';
 import { RedisSink } from '../sinks/redis/redis-sink.js';
-import { createPool } from '../db/postgres.js';
-import { action, configFrom, parseInstant, SINK_CONFIG_KEYS, withConfigOptions } from './common.js';
+import { createPool, withClient } from '../db/postgres.js';
+import {
+  action,
+  configFrom,
+  parseInstant,
+  SINK_CONFIG_KEYS,
+  SOURCE_CONFIG_KEYS,
+  withConfigOptions,
+} from './common.js';
+import { discoverShape } from '../db/catalog.js';
 import { ProgressReporter } from './progress-bar.js';
 
 // The sinks' settings but the external policy: a backfill always dead-letters (best-effort).
 const KEYS = [
   'databaseUrl',
+  ...SOURCE_CONFIG_KEYS,
   ...SINK_CONFIG_KEYS.filter((key) => key !== 'externalPolicy'),
   'logLevel',
 ] as const satisfies readonly ConfigKey[];
@@ -48,8 +57,9 @@ export function registerBackfill(program: Command): void {
         throw configError('--sinks external needs EXTERNAL_URL', 'export EXTERNAL_URL=https://…');
       const databaseUrl = requireDatabaseUrl(config);
       await assertPostgresReachable(databaseUrl);
+      const shape = await withClient(databaseUrl, (client) => discoverShape(client, config));
       if (options.dryRun) {
-        const plan = await planBackfill({ databaseUrl, fromTs, toTs, sinks });
+        const plan = await planBackfill({ databaseUrl, fromTs, toTs, sinks, shape });
         const resume = plan.resumable
           ? `; would resume backfill #${plan.resumable.id} after ${plan.resumable.rowsDone} rows (id > ${plan.resumable.lastId})`
           : '';
@@ -73,6 +83,7 @@ export function registerBackfill(program: Command): void {
           fromTs,
           toTs,
           sinks,
+          shape,
           chunkSize,
           rate,
           logger,

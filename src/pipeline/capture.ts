@@ -2,6 +2,7 @@ import type { Message, ProducerRecord } from 'kafkajs';
 import type pg from 'pg';
 import { describeError, type PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { SourceShape } from '../domain/source-shape.js';
 import { withDeadline } from './deadline.js';
 import { Dispatcher, type OpenBatch } from './dispatcher.js';
 import { backoffDelay } from '../retry/backoff.js';
@@ -16,6 +17,8 @@ export interface KafkaCaptureOptions {
   databaseUrl: string;
   slotName: string;
   publicationName: string;
+  /** The user's tables (discovered at start); default: the tables `engagement migrate` creates. */
+  shape?: SourceShape;
   pool: pg.Pool;
   /** acks=all sends; see ResilientProducer. */
   producer: { send(record: ProducerRecord): Promise<unknown> };
@@ -67,11 +70,12 @@ export class KafkaCapture implements OpenBatch<Unit> {
 
   constructor(private readonly options: KafkaCaptureOptions) {
     this.log = options.logger.child({ component: 'capture' });
-    this.dimension = new ContentDimension(options.pool);
+    this.dimension = new ContentDimension(options.pool, { shape: options.shape });
     this.source = new ReplicationSource({
       databaseUrl: options.databaseUrl,
       slotName: options.slotName,
       publicationName: options.publicationName,
+      shape: options.shape,
       logger: options.logger,
       metrics: options.metrics,
       onDisconnect: async () => {

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { SourceShape } from '../domain/source-shape.js';
 import type { Batch } from '../domain/types.js';
 import { describeError, type PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -19,6 +20,8 @@ export interface PipelineOptions {
   databaseUrl: string;
   slotName: string;
   publicationName: string;
+  /** The user's tables (discovered at start); default: the tables `engagement migrate` creates. */
+  shape?: SourceShape;
   pool: pg.Pool;
   sinks: Sink[];
   metrics: Metrics;
@@ -56,11 +59,17 @@ export class Pipeline {
 
   constructor(private readonly options: PipelineOptions) {
     const logger = options.logger;
-    this.dimension = new ContentDimension(options.pool, { logger, slotName: options.slotName, retry: true });
+    this.dimension = new ContentDimension(options.pool, {
+      logger,
+      slotName: options.slotName,
+      retry: true,
+      shape: options.shape,
+    });
     this.source = new ReplicationSource({
       databaseUrl: options.databaseUrl,
       slotName: options.slotName,
       publicationName: options.publicationName,
+      shape: options.shape,
       logger,
       metrics: options.metrics,
       onDisconnect: async () => {
