@@ -1,5 +1,7 @@
 import { civilToMicros, type TimestampRange } from '../../domain/timestamps.js';
 import type { EnrichedEvent } from '../../domain/types.js';
+import type { KeyType, KeyTypes } from '../../domain/source-shape.js';
+import { DEFAULT_KEY_TYPES, EVENT_COLUMNS, keysProblem, type Column, type ColumnName } from './columns.js';
 import { timestampsProblem } from './representable.js';
 
 /**
@@ -21,22 +23,57 @@ export const BIGQUERY_TABLE = 'events_enriched';
 /** A view with one row per event_id; insertId dedup is best-effort, this view is exact. */
 export const BIGQUERY_UNIQUE_VIEW = 'events_enriched_unique';
 
-export const BIGQUERY_FIELDS: BigQueryField[] = [
-  { name: 'event_id', type: 'INT64', mode: 'REQUIRED', description: 'engagement_events.id' },
-  { name: 'content_id', type: 'STRING', mode: 'NULLABLE' },
-  { name: 'user_id', type: 'STRING', mode: 'NULLABLE' },
-  { name: 'event_type', type: 'STRING', mode: 'NULLABLE' },
-  { name: 'event_ts', type: 'TIMESTAMP', mode: 'REQUIRED' },
-  { name: 'duration_ms', type: 'INT64', mode: 'NULLABLE' },
-  { name: 'device', type: 'STRING', mode: 'NULLABLE' },
-  { name: 'raw_payload', type: 'JSON', mode: 'NULLABLE' },
-  { name: 'content_type', type: 'STRING', mode: 'NULLABLE' },
-  { name: 'length_seconds', type: 'INT64', mode: 'NULLABLE' },
-  { name: 'engagement_seconds', type: 'NUMERIC', mode: 'NULLABLE', precision: '12', scale: '3' },
-  { name: 'engagement_pct', type: 'NUMERIC', mode: 'NULLABLE', precision: '12', scale: '2' },
-  { name: 'committed_at', type: 'TIMESTAMP', mode: 'REQUIRED', description: 'source commit time' },
-  { name: 'processed_at', type: 'TIMESTAMP', mode: 'REQUIRED' },
-];
+/** BigQuery's type for a key of the source's type: INT64 holds both integer widths. */
+export const BIGQUERY_KEY_TYPES: Record<KeyType, 'STRING' | 'INT64'> = {
+  uuid: 'STRING',
+  bigint: 'INT64',
+  integer: 'INT64',
+  text: 'STRING',
+};
+
+const DESCRIPTIONS: Partial<Record<ColumnName, string>> = {
+  event_id: 'engagement_events.id',
+  committed_at: 'source commit time',
+};
+
+/** A column as a BigQuery schema field. */
+export function bigQueryField(column: Column, keyTypes: KeyTypes = DEFAULT_KEY_TYPES): BigQueryField {
+  const t = column.type;
+  const field = (type: BigQueryField['type'], extra: Partial<BigQueryField> = {}): BigQueryField => {
+    const f: BigQueryField = {
+      name: column.name,
+      type,
+      mode: column.nullable ? 'NULLABLE' : 'REQUIRED',
+      ...extra,
+    };
+    const description = DESCRIPTIONS[column.name];
+    if (description) f.description = description;
+    return f;
+  };
+  switch (t.kind) {
+    case 'event_id':
+    case 'int32':
+      return field('INT64');
+    case 'key':
+      return field(BIGQUERY_KEY_TYPES[keyTypes[t.key]]);
+    case 'category':
+      return field('STRING');
+    case 'timestamp':
+      return field('TIMESTAMP');
+    case 'decimal':
+      return field('NUMERIC', { precision: String(t.precision), scale: String(t.scale) });
+    case 'json':
+      return field('JSON');
+  }
+}
+
+/** The table's schema for the source's key types. */
+export function bigQueryFields(keyTypes: KeyTypes = DEFAULT_KEY_TYPES): BigQueryField[] {
+  return EVENT_COLUMNS.map((c) => bigQueryField(c, keyTypes));
+}
+
+/** The schema with UUID keys (the default shape). */
+export const BIGQUERY_FIELDS: BigQueryField[] = bigQueryFields();
 
 /**
  * Partitioned by DATE(event_ts): queries over a time range scan (and bill) only those days, and
@@ -59,32 +96,40 @@ export interface InsertAllRow {
   json: Record<string, string | number | null>;
 }
 
+type Encode = (value: never) => string | number | null;
+
+/** How one column's value goes into insertAll's `json`. */
+function bigQueryEncoder(column: Column): Encode {
+  switch (column.type.kind) {
+    case 'event_id':
+      return (v: number) => String(v);
+    case 'key': // INT64 keys travel as their exact text, like event_id; STRING keys as they are
+    case 'category':
+    case 'timestamp':
+      return (v: string | null) => v;
+    case 'int32':
+      return (v: number | null) => v;
+    case 'decimal':
+      return (v: number | null) => (v === null ? null : String(v));
+    case 'json':
+      return (v: unknown) => (v === null || v === undefined ? null : JSON.stringify(v));
+  }
+}
+
+const ENCODERS = EVENT_COLUMNS.map(
+  (c) => [c.name, bigQueryEncoder(c) as (v: unknown) => string | number | null] as const,
+);
+
 /**
  * insertAll's raw row. insertId = event_id, so BigQuery drops a re-sent row (best-effort, about
- * a minute). INT64 and NUMERIC travel as strings: JSON numbers are doubles, and BigQuery
- * parses the text exactly. JSON columns take the document as a string.
+ * a minute). INT64 (event_id, integer keys) and NUMERIC travel as strings: JSON numbers are
+ * doubles, and BigQuery parses the text exactly. JSON columns take the document as a string.
+ * Every key type travels as its text form, so one serializer serves every source shape.
  */
 export function toInsertAllRow(e: EnrichedEvent): InsertAllRow {
-  return {
-    insertId: String(e.event_id),
-    json: {
-      event_id: String(e.event_id),
-      content_id: e.content_id,
-      user_id: e.user_id,
-      event_type: e.event_type,
-      event_ts: e.event_ts,
-      duration_ms: e.duration_ms,
-      device: e.device,
-      raw_payload:
-        e.raw_payload === null || e.raw_payload === undefined ? null : JSON.stringify(e.raw_payload),
-      content_type: e.content_type,
-      length_seconds: e.length_seconds,
-      engagement_seconds: e.engagement_seconds === null ? null : String(e.engagement_seconds),
-      engagement_pct: e.engagement_pct === null ? null : String(e.engagement_pct),
-      committed_at: e.committed_at,
-      processed_at: e.processed_at,
-    },
-  };
+  const json: InsertAllRow['json'] = {};
+  for (const [name, encode] of ENCODERS) json[name] = encode(e[name]);
+  return { insertId: String(e.event_id), json };
 }
 
 /** BigQuery TIMESTAMP: 0001-01-01 00:00:00 .. 9999-12-31 23:59:59.999999 UTC. */
@@ -101,8 +146,8 @@ export const BIGQUERY_TIMESTAMP_RANGE: TimestampRange = {
 export const BIGQUERY_MAX_ROW_BYTES = 9 * 1024 * 1024;
 
 /** Why BigQuery cannot take the row (null when it can). */
-export function bigQueryRowProblem(e: EnrichedEvent): string | null {
-  const problem = timestampsProblem(e, BIGQUERY_TIMESTAMP_RANGE);
+export function bigQueryRowProblem(e: EnrichedEvent, keyTypes: KeyTypes = DEFAULT_KEY_TYPES): string | null {
+  const problem = timestampsProblem(e, BIGQUERY_TIMESTAMP_RANGE) ?? keysProblem(e, keyTypes);
   if (problem) return problem;
   const bytes = Buffer.byteLength(JSON.stringify(toInsertAllRow(e)));
   return bytes > BIGQUERY_MAX_ROW_BYTES

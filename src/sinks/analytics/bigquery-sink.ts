@@ -1,19 +1,22 @@
 import { BigQuery, type Dataset, type Table } from '@google-cloud/bigquery';
 import { OAuth2Client } from 'google-auth-library';
+import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { DeadLetterEntry, DeadLetterStore } from '../../state/dead-letter.js';
 import type { Sink } from '../sink.js';
 import {
-  BIGQUERY_FIELDS,
   BIGQUERY_TABLE,
   BIGQUERY_TABLE_OPTIONS,
   BIGQUERY_UNIQUE_VIEW,
+  bigQueryFields,
   toInsertAllRow,
   uniqueViewQuery,
+  type BigQueryField,
   type InsertAllRow,
 } from './bigquery-schema.js';
+import { DEFAULT_KEY_TYPES, destinationShapeError, keyColumnDifferences } from './columns.js';
 
 export interface BigQueryTarget {
   projectId: string;
@@ -62,6 +65,8 @@ export class BigQuerySink implements Sink {
   private readonly dataset: Dataset;
   private readonly table: Table;
   private readonly where: string;
+  private readonly keyTypes: KeyTypes;
+  private readonly fields: BigQueryField[];
 
   constructor(
     private readonly options: {
@@ -73,9 +78,13 @@ export class BigQuerySink implements Sink {
       /** A static OAuth access token instead of Application Default Credentials. */
       accessToken?: string;
       requestTimeoutMs?: number;
+      /** The source's key types: content_id/user_id are typed from them (default: UUID keys). */
+      keyTypes?: KeyTypes;
     },
   ) {
     const { target } = options;
+    this.keyTypes = options.keyTypes ?? DEFAULT_KEY_TYPES;
+    this.fields = bigQueryFields(this.keyTypes);
     let authClient: OAuth2Client | undefined;
     if (options.accessToken) {
       authClient = new OAuth2Client();
@@ -99,15 +108,19 @@ export class BigQuerySink implements Sink {
     try {
       if (!(await this.dataset.exists())[0])
         await ignoreConflict(this.dataset.create({ location: target.location }));
-      if (!(await this.table.exists())[0]) {
+      let existing: { name?: string; type?: string }[] | null = null;
+      if ((await this.table.exists())[0]) {
+        existing = ((await this.table.getMetadata())[0] as { schema?: { fields?: [] } }).schema?.fields ?? [];
+      } else {
         await ignoreConflict(
           this.table.create({
-            schema: { fields: BIGQUERY_FIELDS },
+            schema: { fields: this.fields },
             ...BIGQUERY_TABLE_OPTIONS,
             description: 'engagement-pipeline: enriched engagement events (one insertId per event_id)',
           }),
         );
       }
+      if (existing) this.checkKeyColumns(existing);
       const view = this.dataset.table(BIGQUERY_UNIQUE_VIEW);
       if (!(await view.exists())[0]) {
         await ignoreConflict(
@@ -117,6 +130,7 @@ export class BigQuerySink implements Sink {
         );
       }
     } catch (err) {
+      if (err instanceof PipelineError) throw err;
       const code = httpStatus(err);
       throw new PipelineError(
         ErrorCodes.ANALYTICS_UNAVAILABLE,
@@ -163,6 +177,25 @@ export class BigQuerySink implements Sink {
 
   async stop(): Promise<void> {
     // The client keeps no connection state worth flushing; insertAll is synchronous per request.
+  }
+
+  /** A table created earlier for other key types is refused with one line, never cast into. */
+  private checkKeyColumns(existingFields: readonly { name?: string; type?: string }[]): void {
+    const existing = new Map(existingFields.map((f) => [String(f.name), String(f.type)]));
+    const expected = new Map(this.fields.map((f) => [f.name, f.type as string]));
+    // tables.get answers the legacy names (INTEGER for INT64).
+    const normalize = (type: string) => (type === 'INTEGER' ? 'INT64' : type);
+    const differences = keyColumnDifferences(existing, expected, normalize);
+    if (differences.length === 0) return;
+    throw destinationShapeError(
+      'BigQuery',
+      this.where,
+      differences,
+      this.keyTypes,
+      `point ANALYTICS_URL at another dataset (bigquery://${this.options.target.projectId}/other_dataset), ` +
+        `or rename the table (ALTER TABLE \`${this.where}\` RENAME TO ${BIGQUERY_TABLE}_old) or drop it ` +
+        'and re-run `engagement backfill`',
+    );
   }
 
   /** One insertAll request; resolves with the per-row errors, rejects when the whole request failed. */

@@ -1,6 +1,15 @@
 import { createHash } from 'node:crypto';
 import { civilToMicros, type TimestampRange } from '../../domain/timestamps.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
+import type { KeyType, KeyTypes } from '../../domain/source-shape.js';
+import {
+  DEFAULT_KEY_TYPES,
+  EVENT_COLUMN_NAMES,
+  EVENT_COLUMNS,
+  keysProblem,
+  type Column,
+  type ColumnName,
+} from './columns.js';
 import { timestampsProblem } from './representable.js';
 
 /**
@@ -34,29 +43,18 @@ export const DEDUP_WINDOW = 10_000;
  * - It only dedups within a partition: partitioning by toYYYYMM(event_ts) keeps every copy of an
  *   event_id in the same partition. Month partitions keep the part count low at our row sizes.
  * - Leading the key with the day serves the typical queries (per hour/day over a time range).
+ * - Key columns take the source's key types (UUID, Int64, Int32 or String; see columns.ts).
  * - DateTime64(6): the source is TIMESTAMPTZ (microseconds) and DateTime64(3) and (6) are both
  *   Int64 on disk, so nothing is gained by truncating. Decimals match Postgres' exact values.
  * - raw_payload is kept as JSON text: String is stable across server versions and
  *   JSONExtract*() reads it; the JSON column type would make inserts fail on older servers.
  */
-export function clickHouseDdl(database: string): string[] {
+export function clickHouseDdl(database: string, keyTypes: KeyTypes = DEFAULT_KEY_TYPES): string[] {
+  const columns = EVENT_COLUMNS.map((c) => `  ${c.name.padEnd(18)} ${clickHouseColumnType(c, keyTypes)}`);
   return [
     `CREATE DATABASE IF NOT EXISTS ${quoteClickHouseIdent(database)}`,
     `CREATE TABLE IF NOT EXISTS ${clickHouseTable(database)} (
-  event_id           UInt64,
-  content_id         Nullable(UUID),
-  user_id            Nullable(UUID),
-  event_type         LowCardinality(Nullable(String)),
-  event_ts           DateTime64(6, 'UTC'),
-  duration_ms        Nullable(Int32),
-  device             LowCardinality(Nullable(String)),
-  raw_payload        Nullable(String),
-  content_type       LowCardinality(Nullable(String)),
-  length_seconds     Nullable(Int32),
-  engagement_seconds Nullable(Decimal(12, 3)),
-  engagement_pct     Nullable(Decimal(12, 2)),
-  committed_at       DateTime64(6, 'UTC'),
-  processed_at       DateTime64(6, 'UTC')
+${columns.join(',\n')}
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(event_ts)
@@ -65,48 +63,88 @@ SETTINGS non_replicated_deduplication_window = ${DEDUP_WINDOW}`,
   ];
 }
 
-export const CLICKHOUSE_COLUMNS = [
-  'event_id',
-  'content_id',
-  'user_id',
-  'event_type',
-  'event_ts',
-  'duration_ms',
-  'device',
-  'raw_payload',
-  'content_type',
-  'length_seconds',
-  'engagement_seconds',
-  'engagement_pct',
-  'committed_at',
-  'processed_at',
-] as const;
+/** ClickHouse's type for a key of the source's type (wrapped in Nullable: keys may be NULL). */
+export const CLICKHOUSE_KEY_TYPES: Record<KeyType, string> = {
+  uuid: 'UUID',
+  bigint: 'Int64',
+  integer: 'Int32',
+  text: 'String',
+};
 
-export type ClickHouseRow = Record<(typeof CLICKHOUSE_COLUMNS)[number], string | number | null>;
+/** A column's ClickHouse type, as `system.columns.type` spells it. */
+export function clickHouseColumnType(column: Column, keyTypes: KeyTypes = DEFAULT_KEY_TYPES): string {
+  const t = column.type;
+  const nullable = (type: string) => (column.nullable ? `Nullable(${type})` : type);
+  switch (t.kind) {
+    case 'event_id':
+      return 'UInt64';
+    case 'key':
+      return nullable(CLICKHOUSE_KEY_TYPES[keyTypes[t.key]]);
+    case 'category':
+      return `LowCardinality(${nullable('String')})`;
+    case 'int32':
+      return nullable('Int32');
+    case 'timestamp':
+      return nullable("DateTime64(6, 'UTC')");
+    case 'decimal':
+      return nullable(`Decimal(${t.precision}, ${t.scale})`);
+    case 'json':
+      return nullable('String');
+  }
+}
+
+export const CLICKHOUSE_COLUMNS: [ColumnName, ...ColumnName[]] = [
+  EVENT_COLUMN_NAMES[0],
+  ...EVENT_COLUMN_NAMES.slice(1),
+];
+
+export type ClickHouseRow = Record<ColumnName, string | number | null>;
+
+type Encode = (value: never) => string | number | null;
+
+/** How one column's value goes into a JSONEachRow object. */
+function clickHouseEncoder(column: Column, keyTypes: KeyTypes): Encode {
+  const t = column.type;
+  switch (t.kind) {
+    case 'event_id':
+    case 'int32':
+      return (v: number | null) => v;
+    case 'key':
+      // Int64 travels as text (exact beyond 2^53; ClickHouse parses quoted integers); Int32 as a number.
+      return keyTypes[t.key] === 'integer'
+        ? (v: string | null) => (v === null ? null : Number(v))
+        : (v: string | null) => v;
+    case 'category':
+    case 'timestamp':
+      return (v: string | null) => v;
+    case 'decimal':
+      return (v: number | null) => (v === null ? null : String(v));
+    case 'json':
+      return (v: unknown) => (v === null || v === undefined ? null : JSON.stringify(v));
+  }
+}
 
 /**
- * One JSONEachRow object. Decimals go as strings so the server parses their exact text
- * (never a binary float); timestamps stay ISO-8601 and the insert sets
- * date_time_input_format=best_effort to read them with their zone and microseconds.
+ * The row serializer for the source's key types: one JSONEachRow object per event. Decimals go
+ * as strings so the server parses their exact text (never a binary float); timestamps stay
+ * ISO-8601 and the insert sets date_time_input_format=best_effort to read them with their zone
+ * and microseconds.
  */
-export function toClickHouseRow(e: EnrichedEvent): ClickHouseRow {
-  return {
-    event_id: e.event_id,
-    content_id: e.content_id,
-    user_id: e.user_id,
-    event_type: e.event_type,
-    event_ts: e.event_ts,
-    duration_ms: e.duration_ms,
-    device: e.device,
-    raw_payload: e.raw_payload === null || e.raw_payload === undefined ? null : JSON.stringify(e.raw_payload),
-    content_type: e.content_type,
-    length_seconds: e.length_seconds,
-    engagement_seconds: e.engagement_seconds === null ? null : String(e.engagement_seconds),
-    engagement_pct: e.engagement_pct === null ? null : String(e.engagement_pct),
-    committed_at: e.committed_at,
-    processed_at: e.processed_at,
+export function clickHouseRowSerializer(
+  keyTypes: KeyTypes = DEFAULT_KEY_TYPES,
+): (e: EnrichedEvent) => ClickHouseRow {
+  const encoders = EVENT_COLUMNS.map(
+    (c) => [c.name, clickHouseEncoder(c, keyTypes) as (v: unknown) => string | number | null] as const,
+  );
+  return (e) => {
+    const row = {} as ClickHouseRow;
+    for (const [name, encode] of encoders) row[name] = encode(e[name]);
+    return row;
   };
 }
+
+/** One row with UUID keys (the default shape). */
+export const toClickHouseRow = clickHouseRowSerializer();
 
 /**
  * The insert_deduplication_token of a batch: a function of its event_ids only. A replay after a
@@ -134,6 +172,9 @@ export const CLICKHOUSE_DATETIME64_RANGE: TimestampRange = {
 };
 
 /** Why ClickHouse cannot hold the row (null when it can). */
-export function clickHouseRowProblem(e: EnrichedEvent): string | null {
-  return timestampsProblem(e, CLICKHOUSE_DATETIME64_RANGE);
+export function clickHouseRowProblem(
+  e: EnrichedEvent,
+  keyTypes: KeyTypes = DEFAULT_KEY_TYPES,
+): string | null {
+  return timestampsProblem(e, CLICKHOUSE_DATETIME64_RANGE) ?? keysProblem(e, keyTypes);
 }

@@ -1,15 +1,19 @@
 import { ClickHouseError, ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
-import type { Batch } from '../../domain/types.js';
+import type { KeyTypes } from '../../domain/source-shape.js';
+import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
 import {
   CLICKHOUSE_COLUMNS,
+  clickHouseColumnType,
   clickHouseDdl,
+  clickHouseRowSerializer,
   clickHouseTable,
   deduplicationToken,
-  toClickHouseRow,
+  type ClickHouseRow,
 } from './clickhouse-schema.js';
+import { DEFAULT_KEY_TYPES, destinationShapeError, EVENT_COLUMNS, keyColumnDifferences } from './columns.js';
 
 export interface ClickHouseTarget {
   /** http(s)://host:port of the HTTP interface. */
@@ -61,6 +65,8 @@ export class ClickHouseSink implements Sink {
   readonly name = 'analytics';
   private client: ClickHouseClient | null = null;
   private readonly table: string;
+  private readonly keyTypes: KeyTypes;
+  private readonly toRow: (e: EnrichedEvent) => ClickHouseRow;
   /** For the dashboard's reads (analytics-queries). */
   readonly dialect = 'clickhouse' as const;
   get tableName(): string {
@@ -73,9 +79,13 @@ export class ClickHouseSink implements Sink {
       logger: Logger;
       /** Per-request timeout; a batch insert of 10k rows takes well under this on a healthy server. */
       requestTimeoutMs?: number;
+      /** The source's key types: content_id/user_id are typed from them (default: UUID keys). */
+      keyTypes?: KeyTypes;
     },
   ) {
     this.table = clickHouseTable(options.target.database);
+    this.keyTypes = options.keyTypes ?? DEFAULT_KEY_TYPES;
+    this.toRow = clickHouseRowSerializer(this.keyTypes);
   }
 
   /** Where the sink writes, without credentials (for logs and errors). */
@@ -97,10 +107,16 @@ export class ClickHouseSink implements Sink {
     });
     try {
       // DDL without a session database: the database may not exist yet.
-      for (const statement of clickHouseDdl(target.database)) {
+      for (const statement of clickHouseDdl(target.database, this.keyTypes)) {
         await this.client.command({ query: statement });
       }
+      await this.checkKeyColumns(this.client);
     } catch (err) {
+      if (err instanceof PipelineError) {
+        await this.client.close().catch(() => undefined);
+        this.client = null;
+        throw err;
+      }
       await this.client.close().catch(() => undefined);
       this.client = null;
       throw new PipelineError(
@@ -123,9 +139,9 @@ export class ClickHouseSink implements Sink {
     try {
       await client.insert({
         table: this.table,
-        columns: [...CLICKHOUSE_COLUMNS],
+        columns: CLICKHOUSE_COLUMNS,
         format: 'JSONEachRow',
-        values: batch.events.map(toClickHouseRow),
+        values: batch.events.map(this.toRow),
         abort_signal: signal,
         clickhouse_settings: {
           insert_deduplicate: 1,
@@ -157,6 +173,29 @@ export class ClickHouseSink implements Sink {
     const client = this.client;
     this.client = null;
     await client?.close();
+  }
+
+  /** A table created earlier for other key types is refused with one line, never cast into. */
+  private async checkKeyColumns(client: ClickHouseClient): Promise<void> {
+    const result = await client.query({
+      query:
+        "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = 'events_enriched'",
+      query_params: { db: this.options.target.database },
+      format: 'JSONEachRow',
+    });
+    const rows = await result.json<{ name: string; type: string }>();
+    const existing = new Map(rows.map((r) => [r.name, r.type]));
+    const expected = new Map(EVENT_COLUMNS.map((c) => [c.name, clickHouseColumnType(c, this.keyTypes)]));
+    const differences = keyColumnDifferences(existing, expected);
+    if (differences.length === 0) return;
+    throw destinationShapeError(
+      'ClickHouse',
+      `${this.table} at ${this.where}`,
+      differences,
+      this.keyTypes,
+      `rename it (RENAME TABLE ${this.table} TO ${this.table}_old) or drop it and re-run \`engagement backfill\`, ` +
+        'or point ANALYTICS_URL at another database (clickhouse://…/other_db)',
+    );
   }
 }
 

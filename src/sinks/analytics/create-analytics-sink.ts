@@ -1,3 +1,4 @@
+import type { KeyTypes } from '../../domain/source-shape.js';
 import { configError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Metrics } from '../../observability/metrics.js';
@@ -9,6 +10,7 @@ import { BigQuerySink, parseBigQueryUrl } from './bigquery-sink.js';
 import { clickHouseRowProblem } from './clickhouse-schema.js';
 import { ClickHouseSink, parseClickHouseUrl } from './clickhouse-sink.js';
 import { DuckDbSink } from './duckdb-sink.js';
+import { DEFAULT_KEY_TYPES } from './columns.js';
 import { duckDbRowProblem } from './representable.js';
 
 export interface AnalyticsSinkDeps {
@@ -26,11 +28,17 @@ export interface AnalyticsSinkDeps {
   waitWhileLocked?: boolean;
   /** DuckDB: the stream whose positions recognise replays, and its source's identity (see DuckDbSink). */
   positionedStream?: { stream: string; sourceId: () => Promise<string> };
+  /**
+   * The source's key types (SourceShape.keyTypes): content_id/user_id columns are typed from
+   * them, and a table created earlier for other key types is refused at start. Default: UUID keys.
+   */
+  keyTypes?: KeyTypes;
 }
 
 /** Picks the analytics destination from ANALYTICS_URL, behind its row check (see RowCheckedSink). */
 export function createAnalyticsSink(url: string, logger: Logger, deps: AnalyticsSinkDeps = {}): Sink {
   const child = logger.child({ sink: 'analytics' });
+  const keyTypes = deps.keyTypes ?? DEFAULT_KEY_TYPES;
   const checked = (sink: Sink, problem: RowProblem, destination: string): Sink =>
     deps.deadLetters
       ? new RowCheckedSink(sink, problem, {
@@ -54,15 +62,16 @@ export function createAnalyticsSink(url: string, logger: Logger, deps: Analytics
         waitWhileLocked: deps.waitWhileLocked,
         memoryLimit,
         positionedStream: deps.positionedStream,
+        keyTypes,
       }),
-      duckDbRowProblem,
+      (e) => duckDbRowProblem(e, keyTypes),
       'DuckDB',
     );
   }
   if (url.startsWith('clickhouse://') || url.startsWith('clickhouses://')) {
     return checked(
-      new ClickHouseSink({ target: parseClickHouseUrl(url), logger: child }),
-      clickHouseRowProblem,
+      new ClickHouseSink({ target: parseClickHouseUrl(url), logger: child, keyTypes }),
+      (e) => clickHouseRowProblem(e, keyTypes),
       'ClickHouse',
     );
   }
@@ -75,8 +84,9 @@ export function createAnalyticsSink(url: string, logger: Logger, deps: Analytics
       logger: child,
       apiEndpoint: env.BIGQUERY_API_ENDPOINT || undefined,
       accessToken: env.BIGQUERY_ACCESS_TOKEN || undefined,
+      keyTypes,
     });
-    return checked(sink, bigQueryRowProblem, 'BigQuery');
+    return checked(sink, (e) => bigQueryRowProblem(e, keyTypes), 'BigQuery');
   }
   throw configError(
     `ANALYTICS_URL has an unknown scheme (${url.split(':')[0]})`,

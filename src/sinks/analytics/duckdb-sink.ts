@@ -6,19 +6,22 @@ import {
   type DuckDBConnection,
   type DuckDBDataChunk,
 } from '@duckdb/node-api';
+import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
 import { invalidatesDatabase, isDuplicateKey, isLockConflict, transientWriteError } from './duckdb/errors.js';
 import { PositionMemory, type WritePlan } from './duckdb/positions.js';
-import { buildChunks } from './duckdb/rows.js';
+import { buildChunks, chunkLayout, type ChunkLayout } from './duckdb/rows.js';
 import {
   analyticsTableIn,
   createEventsTableSql,
   createPositionTableSql,
+  duckDbColumnType,
   positionTableIn,
 } from './duckdb/schema.js';
+import { DEFAULT_KEY_TYPES, destinationShapeError, EVENT_COLUMNS, keyColumnDifferences } from './columns.js';
 
 export { analyticsTableIn } from './duckdb/schema.js';
 export { RowConversionError, DuckDbTransientError } from './duckdb/errors.js';
@@ -46,6 +49,8 @@ export interface DuckDbSinkOptions {
    * streams, and all batches when this is unset, are checked by event_id instead.
    */
   positionedStream?: { stream: string; sourceId: () => Promise<string> };
+  /** The source's key types: content_id/user_id are typed from them (default: UUID keys). */
+  keyTypes?: KeyTypes;
   /** Tests only: called between the appended rows' flush and COMMIT (e.g. to die there). */
   beforeCommit?: (plan: WritePlan) => void;
 }
@@ -87,8 +92,13 @@ export class DuckDbSink implements Sink {
   readonly dialect = 'duckdb' as const;
   tableName = ANALYTICS_TABLE;
   private reader: DuckDBConnection | null = null;
+  private readonly keyTypes: KeyTypes;
+  private readonly layout: ChunkLayout;
 
-  constructor(private readonly options: DuckDbSinkOptions) {}
+  constructor(private readonly options: DuckDbSinkOptions) {
+    this.keyTypes = options.keyTypes ?? DEFAULT_KEY_TYPES;
+    this.layout = chunkLayout(this.keyTypes);
+  }
 
   async start(): Promise<void> {
     const file = this.options.path;
@@ -148,7 +158,7 @@ export class DuckDbSink implements Sink {
    * Value-range checks belong here too.
    */
   private prepareRows(events: readonly EnrichedEvent[]): DuckDBDataChunk[] {
-    return buildChunks(events);
+    return buildChunks(events, this.layout);
   }
 
   /** One transaction; on any error nothing of it stays (see the class comment). */
@@ -256,7 +266,8 @@ export class DuckDbSink implements Sink {
       const catalog = String((await connection.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
       const { schema, qualified } = analyticsTableIn(catalog);
       const positionTable = positionTableIn(catalog);
-      await connection.run(createEventsTableSql(schema, qualified));
+      await connection.run(createEventsTableSql(schema, qualified, this.keyTypes));
+      await this.checkKeyColumns(connection, catalog, schema, qualified);
       await connection.run(createPositionTableSql(positionTable));
       const positions = new PositionMemory();
       const rows = (
@@ -278,6 +289,36 @@ export class DuckDbSink implements Sink {
       instance.closeSync();
       throw transientWriteError(err, `open of ${file}`);
     }
+  }
+
+  /**
+   * A table created earlier for other key types (another source, or the same one before its
+   * keys changed type) is refused with one line, never written to with cast keys.
+   */
+  private async checkKeyColumns(
+    connection: DuckDBConnection,
+    catalog: string,
+    schema: string,
+    qualified: string,
+  ): Promise<void> {
+    const reader = await connection.runAndReadAll(
+      `SELECT column_name, data_type FROM information_schema.columns
+        WHERE table_catalog = $1 AND table_schema = $2 AND table_name = 'events_enriched'`,
+      [catalog, schema],
+    );
+    const existing = new Map(reader.getRows().map(([name, type]) => [String(name), String(type)]));
+    const expected = new Map(EVENT_COLUMNS.map((c) => [c.name, duckDbColumnType(c, this.keyTypes)]));
+    const differences = keyColumnDifferences(existing, expected);
+    if (differences.length === 0) return;
+    throw destinationShapeError(
+      'DuckDB',
+      `${qualified} in ${this.options.path}`,
+      differences,
+      this.keyTypes,
+      `keep that table for its old source and point ANALYTICS_URL at another file (duckdb:./data/other.duckdb), ` +
+        `or rename it (ALTER TABLE ${qualified} RENAME TO events_enriched_old) or drop it and re-run ` +
+        '`engagement backfill` to fill the new one',
+    );
   }
 }
 

@@ -1,5 +1,7 @@
 import { civilToMicros, timestampRangeProblem, type TimestampRange } from '../../domain/timestamps.js';
+import type { KeyTypes } from '../../domain/source-shape.js';
 import type { EnrichedEvent } from '../../domain/types.js';
+import { DEFAULT_KEY_TYPES, keysProblem } from './columns.js';
 
 /**
  * What an analytics destination can hold, checked before the destination sees a row: a value
@@ -31,8 +33,8 @@ export const DUCKDB_TIMESTAMPTZ_RANGE: TimestampRange = {
 };
 
 /** Why DuckDB cannot hold the row (null when it can). */
-export function duckDbRowProblem(e: EnrichedEvent): string | null {
-  return timestampsProblem(e, DUCKDB_TIMESTAMPTZ_RANGE);
+export function duckDbRowProblem(e: EnrichedEvent, keyTypes: KeyTypes = DEFAULT_KEY_TYPES): string | null {
+  return timestampsProblem(e, DUCKDB_TIMESTAMPTZ_RANGE) ?? keysProblem(e, keyTypes);
 }
 
 /**

@@ -3,11 +3,13 @@ import { STATUS_CODES } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
 import type { Config } from '../../config.js';
+import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { describeError, ErrorCodes, PipelineError, redactSecrets } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import { DeadLetterStore, type DeadLetterEntry, type DeadLetterRow } from '../../state/dead-letter.js';
+import { eventDocument } from '../event-json.js';
 import type { Sink } from '../sink.js';
 import { DEFAULT_BACKOFF, parseRetryAfter, retryDelay } from '../../retry/backoff.js';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker.js';
@@ -20,7 +22,8 @@ import { SIGNATURE_HEADER, signBody } from './signature.js';
  * retries run out.
  *
  * Request shape:
- * - batchSize 1: the body is one enriched event; `Idempotency-Key: <event_id>`.
+ * - batchSize 1: the body is one enriched event; `Idempotency-Key: <event_id>`. Keys are typed
+ *   as in the source (integer keys as JSON numbers, see event-json.ts).
  * - batchSize > 1: the body is a JSON array of up to batchSize events (a contiguous slice of
  *   the stream, in stream order); `Idempotency-Key: <first event_id>-<last event_id>` and
  *   `X-Event-Count`. Same key => same slice => same contents. A replay may slice a stream
@@ -80,6 +83,11 @@ export interface ExternalSinkOptions {
    * for probes) before a request is dead-lettered; see #givesUp. 0 (default) = maxAttempts only.
    */
   retryForMs?: number;
+  /**
+   * The source's key types: integer keys go out as JSON numbers (when safe integers), UUID and
+   * text keys as strings (see event-json.ts). Default: UUID keys.
+   */
+  keyTypes?: KeyTypes;
   /** Automatic re-drive of this sink's pending dead letters once the system answers (off when unset). */
   redrive?: Omit<RedriverOptions, 'sink' | 'metrics' | 'logger' | 'healthy' | 'send'>;
 }
@@ -160,7 +168,7 @@ export class ExternalSink implements Sink {
   /** The sink as configured by EXTERNAL_* settings, or null when EXTERNAL_URL is unset (sink off). */
   static fromConfig(
     config: Config,
-    deps: Pick<ExternalSinkOptions, 'deadLetters' | 'metrics' | 'logger'>,
+    deps: Pick<ExternalSinkOptions, 'deadLetters' | 'metrics' | 'logger' | 'keyTypes'>,
   ): ExternalSink | null {
     if (!config.externalUrl) return null;
     const store = deps.deadLetters;
@@ -276,7 +284,8 @@ export class ExternalSink implements Sink {
 
   /** One POST: a single event object (`single`) or an array, with its key, signature and auth. */
   #request(events: EnrichedEvent[], positions: string[], key: string, single: boolean): OutgoingRequest {
-    const body = Buffer.from(JSON.stringify(single ? events[0] : events));
+    const document = (e: EnrichedEvent) => eventDocument(e, this.#o.keyTypes);
+    const body = Buffer.from(JSON.stringify(single ? document(events[0]) : events.map(document)));
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       'idempotency-key': key,

@@ -1,11 +1,13 @@
 import { Partitioners, type Admin, type Kafka, type Message } from 'kafkajs';
 import type { Config } from '../../config.js';
+import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch } from '../../domain/types.js';
 import { ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { createKafka, kafkaSecurity, parseBrokers } from '../../kafka/client.js';
 import { ResilientProducer } from './resilient-producer.js';
 import { ensureTopics } from '../../kafka/topics.js';
+import { eventJson } from '../event-json.js';
 import type { Sink } from '../sink.js';
 import { readLastRecords } from './last-records.js';
 
@@ -20,6 +22,8 @@ export interface KafkaEnrichedSinkOptions {
   partitions: number;
   replicationFactor: number;
   logger: Logger;
+  /** The source's key types: the value's keys are typed from them (see event-json.ts); default UUID. */
+  keyTypes?: KeyTypes;
 }
 
 interface PartitionState {
@@ -31,8 +35,9 @@ interface PartitionState {
 }
 
 /**
- * Publishes enriched events to a Kafka topic (`KAFKA_ENRICHED_TOPIC`): key `content_id`,
- * value the enriched event as JSON, headers with the source stream and position.
+ * Publishes enriched events to a Kafka topic (`KAFKA_ENRICHED_TOPIC`): key `content_id` (its
+ * text form), value the enriched event as JSON with keys typed as in the source (integer keys
+ * as numbers), headers with the source stream and position.
  *
  * No duplicates in the topic across a crash of the writer: each partition of the topic has
  * one writer at a time, which appends in stream order, so the partition's last record says
@@ -123,7 +128,7 @@ export class KafkaEnrichedSink implements Sink {
       messages.push({
         key: event.content_id ?? String(event.event_id),
         partition,
-        value: JSON.stringify(event),
+        value: eventJson(event, this.options.keyTypes),
         headers: { [STREAM_HEADER]: batch.stream, [POSITION_HEADER]: position },
       });
     });
@@ -185,7 +190,11 @@ export class KafkaEnrichedSink implements Sink {
 }
 
 /** The sink from the validated config (KAFKA_ENRICHED_TOPIC set); KAFKA_BROKERS is then required. */
-export function createKafkaEnrichedSink(config: Config, logger: Logger): KafkaEnrichedSink {
+export function createKafkaEnrichedSink(
+  config: Config,
+  logger: Logger,
+  keyTypes?: KeyTypes,
+): KafkaEnrichedSink {
   const brokers = parseBrokers(config.kafkaBrokers);
   const log = logger.child({ sink: 'kafka' });
   return new KafkaEnrichedSink({
@@ -194,5 +203,6 @@ export function createKafkaEnrichedSink(config: Config, logger: Logger): KafkaEn
     partitions: config.kafkaTopicPartitions,
     replicationFactor: config.kafkaReplicationFactor,
     logger: log,
+    keyTypes,
   });
 }

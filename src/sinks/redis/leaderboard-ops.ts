@@ -1,5 +1,7 @@
 import { minuteBucketOfIso } from '../../domain/windows.js';
+import type { KeyTypes } from '../../domain/source-shape.js';
 import type { EnrichedEvent } from '../../domain/types.js';
+import { eventJson } from '../event-json.js';
 import { BUCKET_TTL_SECONDS, SEEN_CHUNK_BITS, UNKNOWN_DEVICE, type RedisKeys } from './keys.js';
 
 export interface LeaderboardOpsOptions {
@@ -11,6 +13,8 @@ export interface LeaderboardOpsOptions {
    * Their content:count and content:last still count.
    */
   bucketsFrom?: string;
+  /** The source's key types: `content:last` holds the event with keys typed as in the source. */
+  keyTypes?: KeyTypes;
 }
 
 /**
@@ -56,7 +60,8 @@ export function leaderboardOps(
     args.push(code, a, b);
   };
   for (const [id, n] of counts) op(keys.contentCount(id), 'i', String(n));
-  for (const [id, { event, order }] of latest) op(keys.contentLast(id), 'l', JSON.stringify(event), order);
+  for (const [id, { event, order }] of latest)
+    op(keys.contentLast(id), 'l', eventJson(event, options.keyTypes), order);
   for (const [key, members] of buckets) {
     for (const [member, by] of members) op(key, 'z', member, String(by));
     op(key, 'e', String(BUCKET_TTL_SECONDS));

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { minuteBucketOfIso, windowBuckets } from '../../domain/windows.js';
 import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
@@ -28,6 +29,11 @@ export interface RedisSinkOptions {
   logger: Logger;
   /** How often the 10-minute ZSETs may be rebuilt while events flow (ms). */
   refreshMinIntervalMs?: number;
+  /**
+   * The source's key types: keys are always their text form (`content:count:777`); the JSON in
+   * `content:last` types them as in the source (see event-json.ts). Default: UUID keys.
+   */
+  keyTypes?: KeyTypes;
 }
 
 /**
@@ -191,7 +197,7 @@ export class RedisSink implements Sink {
     const skip = new Set<number>();
     for (;;) {
       const seen = seenArgs(events, this.keys, skip);
-      const ops = leaderboardOps(events, this.keys, { skip, bucketsFrom });
+      const ops = leaderboardOps(events, this.keys, { skip, bucketsFrom, keyTypes: this.options.keyTypes });
       if (seen.keys.length === 0 && mode === 'b') return { applied: 0, noWatermark: false };
       let result: ApplyResult;
       try {

@@ -11,97 +11,138 @@ import {
   type DuckDBValue,
 } from '@duckdb/node-api';
 import { isoToMicros } from '../../../domain/timestamps.js';
+import type { KeyType, KeyTypes } from '../../../domain/source-shape.js';
 import type { EnrichedEvent } from '../../../domain/types.js';
+import {
+  DEFAULT_KEY_TYPES,
+  EVENT_COLUMN_NAMES,
+  EVENT_COLUMNS,
+  keyValueProblem,
+  type Column,
+  type ColumnName,
+} from '../columns.js';
 import { RowConversionError } from './errors.js';
 
 /**
- * Enriched events -> DuckDB DataChunks, built column by column in JS and handed to the
- * Appender whole. Every value is converted (and refused, naming the event, column and
- * value) before anything reaches DuckDB, so a bad value can never leave half a row in an
- * Appender. UUID and JSON columns travel as text and are cast by DuckDB (the text was
- * validated here); integers, timestamps and decimals are written in their storage form.
+ * Enriched events -> DuckDB DataChunks, built column by column in JS from the column
+ * description (../columns.ts) and handed to the Appender whole. Every value is converted (and
+ * refused, naming the event, column and value) before anything reaches DuckDB, so a bad value
+ * can never leave half a row in an Appender. UUID and JSON columns travel as text and are cast
+ * by DuckDB (the text was validated here); integers (integer keys too), timestamps and
+ * decimals are written in their storage form.
  */
 
 /** Column order of engagement.events_enriched. */
-export const COLUMNS = [
-  'event_id',
-  'content_id',
-  'user_id',
-  'event_type',
-  'event_ts',
-  'duration_ms',
-  'device',
-  'raw_payload',
-  'content_type',
-  'length_seconds',
-  'engagement_seconds',
-  'engagement_pct',
-  'committed_at',
-  'processed_at',
-] as const;
-
-const SECONDS = DECIMAL(12, 3);
-const PCT = DECIMAL(12, 2);
-const CHUNK_TYPES: DuckDBType[] = [
-  BIGINT,
-  VARCHAR, // UUID, cast by DuckDB
-  VARCHAR, // UUID, cast by DuckDB
-  VARCHAR,
-  TIMESTAMPTZ,
-  INTEGER,
-  VARCHAR,
-  VARCHAR, // JSON, cast by DuckDB
-  VARCHAR,
-  INTEGER,
-  SECONDS,
-  PCT,
-  TIMESTAMPTZ,
-  TIMESTAMPTZ,
-];
+export const COLUMNS = EVENT_COLUMN_NAMES;
 
 /** DuckDB's vector size: the most rows one DataChunk holds. */
 export const CHUNK_ROWS = 2048;
 
-const UUID_TEXT = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const ISO_UTC = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z$/;
 const INT32_MAX = 2 ** 31 - 1;
 /** |micros| below this fits a double exactly (about 285 years either side of 1970). */
 const SAFE_MICROS_MS = Math.floor(Number.MAX_SAFE_INTEGER / 1000);
 
+type Convert = (e: EnrichedEvent, value: never) => DuckDBValue;
+interface ChunkColumn {
+  name: ColumnName;
+  type: DuckDBType;
+  /** A fresh converter per chunk (timestamp converters cache their last value). */
+  converter: () => Convert;
+}
+
+/** How one column goes into a DataChunk: its vector type and its value converter. */
+function chunkColumn(column: Column, keyTypes: KeyTypes): ChunkColumn {
+  const name = column.name;
+  const t = column.type;
+  const fixed = (type: DuckDBType, convert: Convert): ChunkColumn => ({
+    name,
+    type,
+    converter: () => convert,
+  });
+  switch (t.kind) {
+    case 'event_id':
+      return fixed(BIGINT, eventId);
+    case 'key':
+      return fixed(...keyColumn(name, keyTypes[t.key]));
+    case 'category':
+      return fixed(VARCHAR, (_e, v: string | null) => v);
+    case 'int32':
+      return fixed(INTEGER, (e, v: number | null) => int32(e, name, v));
+    case 'json':
+      return fixed(VARCHAR, json); // cast to JSON by DuckDB
+    case 'decimal': {
+      const type = DECIMAL(t.precision, t.scale);
+      const factor = 10 ** t.scale;
+      return fixed(type, (e, v: number | null) => {
+        const n = scaled(e, name, v, factor);
+        return n === null ? null : new DuckDBDecimalValue(n, type.width, type.scale);
+      });
+    }
+    case 'timestamp':
+      // committed_at repeats per transaction and processed_at per batch: each converted once.
+      return {
+        name,
+        type: TIMESTAMPTZ,
+        converter: () => {
+          const cache = { text: '', value: null as DuckDBTimestampTZValue | null };
+          return (e, v: string) => micros(e, name, v, cache);
+        },
+      };
+  }
+}
+
+function keyColumn(name: string, keyType: KeyType): [DuckDBType, Convert] {
+  const check = (e: EnrichedEvent, v: string | null): void => {
+    const problem = keyValueProblem(keyType, v);
+    if (problem) throw new RowConversionError(e.event_id, name, v, problem);
+  };
+  switch (keyType) {
+    case 'uuid': // cast by DuckDB
+    case 'text':
+      return [VARCHAR, (e, v: string | null) => (check(e, v), v)];
+    case 'bigint':
+      return [BIGINT, (e, v: string | null) => (check(e, v), v === null ? null : BigInt(v))];
+    case 'integer':
+      return [INTEGER, (e, v: string | null) => (check(e, v), v === null ? null : Number(v))];
+  }
+}
+
+/** The chunk layout for the source's key types (one per sink; the columns never change). */
+export interface ChunkLayout {
+  columns: ChunkColumn[];
+  types: DuckDBType[];
+}
+
+export function chunkLayout(keyTypes: KeyTypes = DEFAULT_KEY_TYPES): ChunkLayout {
+  const columns = EVENT_COLUMNS.map((c) => chunkColumn(c, keyTypes));
+  return { columns, types: columns.map((c) => c.type) };
+}
+
+const DEFAULT_LAYOUT = chunkLayout();
+
 /** The events as DataChunks of at most CHUNK_ROWS rows; the caller owns (and drops) them. */
-export function buildChunks(events: readonly EnrichedEvent[]): DuckDBDataChunk[] {
+export function buildChunks(
+  events: readonly EnrichedEvent[],
+  layout: ChunkLayout = DEFAULT_LAYOUT,
+): DuckDBDataChunk[] {
   const chunks: DuckDBDataChunk[] = [];
   for (let from = 0; from < events.length; from += CHUNK_ROWS) {
-    chunks.push(buildChunk(events.slice(from, from + CHUNK_ROWS)));
+    chunks.push(buildChunk(events.slice(from, from + CHUNK_ROWS), layout));
   }
   return chunks;
 }
 
-function buildChunk(events: readonly EnrichedEvent[]): DuckDBDataChunk {
+function buildChunk(events: readonly EnrichedEvent[], layout: ChunkLayout): DuckDBDataChunk {
   const n = events.length;
-  const cols: DuckDBValue[][] = CHUNK_TYPES.map(() => new Array<DuckDBValue>(n));
-  // committed_at repeats per transaction and processed_at per batch: convert each once.
-  const cache = { text: '', value: null as DuckDBTimestampTZValue | null };
-  for (let i = 0; i < n; i++) {
-    const e = events[i];
-    cols[0][i] = eventId(e);
-    cols[1][i] = uuid(e, 'content_id', e.content_id);
-    cols[2][i] = uuid(e, 'user_id', e.user_id);
-    cols[3][i] = e.event_type;
-    cols[4][i] = micros(e, 'event_ts', e.event_ts, null);
-    cols[5][i] = int32(e, 'duration_ms', e.duration_ms);
-    cols[6][i] = e.device;
-    cols[7][i] = json(e);
-    cols[8][i] = e.content_type;
-    cols[9][i] = int32(e, 'length_seconds', e.length_seconds);
-    const seconds = scaled(e, 'engagement_seconds', e.engagement_seconds, 1000);
-    cols[10][i] = seconds === null ? null : new DuckDBDecimalValue(seconds, SECONDS.width, SECONDS.scale);
-    const pct = scaled(e, 'engagement_pct', e.engagement_pct, 100);
-    cols[11][i] = pct === null ? null : new DuckDBDecimalValue(pct, PCT.width, PCT.scale);
-    cols[12][i] = micros(e, 'committed_at', e.committed_at, cache);
-    cols[13][i] = micros(e, 'processed_at', e.processed_at, cache);
-  }
-  const chunk = DuckDBDataChunk.create(CHUNK_TYPES, n);
+  const cols = layout.columns.map((column) => {
+    const convert = column.converter() as (e: EnrichedEvent, v: unknown) => DuckDBValue;
+    const name = column.name;
+    const values = new Array<DuckDBValue>(n);
+    for (let i = 0; i < n; i++) values[i] = convert(events[i], events[i][name]);
+    return values;
+  });
+  const chunk = DuckDBDataChunk.create(layout.types, n);
   for (let c = 0; c < cols.length; c++) chunk.setColumnValues(c, cols[c]);
   return chunk;
 }
@@ -119,13 +160,6 @@ function eventId(e: EnrichedEvent): bigint {
   const id = e.event_id;
   if (!Number.isSafeInteger(id)) throw new RowConversionError(e.event_id, 'event_id', id, 'not an integer');
   return BigInt(id);
-}
-
-function uuid(e: EnrichedEvent, column: string, value: string | null): string | null {
-  if (value === null) return null;
-  if (typeof value !== 'string' || !UUID_TEXT.test(value))
-    throw new RowConversionError(e.event_id, column, value, 'not a UUID');
-  return value;
 }
 
 function int32(e: EnrichedEvent, column: string, value: number | null): number | null {

@@ -1,3 +1,6 @@
+import type { KeyType, KeyTypes } from '../../../domain/source-shape.js';
+import { DEFAULT_KEY_TYPES, EVENT_COLUMNS, type Column } from '../columns.js';
+
 /**
  * Where the DuckDB sink keeps its rows and its positions. DDL only, no I/O.
  */
@@ -24,29 +27,54 @@ export function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
 }
 
+/** DuckDB's type for a key of the source's type (UUID keys stay UUID: 16 bytes, not text). */
+export const DUCKDB_KEY_TYPES: Record<KeyType, string> = {
+  uuid: 'UUID',
+  bigint: 'BIGINT',
+  integer: 'INTEGER',
+  text: 'VARCHAR',
+};
+
+/** A column's DuckDB type, as `information_schema.columns.data_type` spells it. */
+export function duckDbColumnType(column: Column, keyTypes: KeyTypes = DEFAULT_KEY_TYPES): string {
+  const t = column.type;
+  switch (t.kind) {
+    case 'event_id':
+      return 'BIGINT';
+    case 'key':
+      return DUCKDB_KEY_TYPES[keyTypes[t.key]];
+    case 'category':
+      return 'VARCHAR';
+    case 'int32':
+      return 'INTEGER';
+    case 'timestamp':
+      return 'TIMESTAMPTZ';
+    case 'decimal':
+      return `DECIMAL(${t.precision},${t.scale})`;
+    case 'json':
+      return 'JSON';
+  }
+}
+
 /**
- * The events table. The primary key stays: it is not what made the old path slow (the keyed
- * merge statement was), and it turns any duplicate that slipped past the position and range
- * checks into an error the sink handles instead of a second row.
+ * The events table, from the column description. The primary key stays: it is not what made
+ * the old path slow (the keyed merge statement was), and it turns any duplicate that slipped
+ * past the position and range checks into an error the sink handles instead of a second row.
  */
-export const createEventsTableSql = (schema: string, table: string) => `
+export const createEventsTableSql = (
+  schema: string,
+  table: string,
+  keyTypes: KeyTypes = DEFAULT_KEY_TYPES,
+) => `
 CREATE SCHEMA IF NOT EXISTS ${schema};
 CREATE TABLE IF NOT EXISTS ${table} (
-  event_id           BIGINT PRIMARY KEY,
-  content_id         UUID,
-  user_id            UUID,
-  event_type         VARCHAR,
-  event_ts           TIMESTAMPTZ NOT NULL,
-  duration_ms        INTEGER,
-  device             VARCHAR,
-  raw_payload        JSON,
-  content_type       VARCHAR,
-  length_seconds     INTEGER,
-  engagement_seconds DECIMAL(12,3),
-  engagement_pct     DECIMAL(12,2),
-  committed_at       TIMESTAMPTZ NOT NULL,
-  processed_at       TIMESTAMPTZ NOT NULL
+${EVENT_COLUMNS.map((c) => `  ${c.name.padEnd(18)} ${duckDbColumnType(c, keyTypes)}${constraint(c)}`).join(',\n')}
 );`;
+
+function constraint(c: Column): string {
+  if (c.type.kind === 'event_id') return ' PRIMARY KEY';
+  return c.nullable ? '' : ' NOT NULL';
+}
 
 /**
  * One row per stream: the position of the last event the sink committed for it, written in
