@@ -4,7 +4,7 @@ import { requireDatabaseUrl } from './config.js';
 import { createPool, withClient } from './db/postgres.js';
 import { assertReplicationReady } from './db/migrate.js';
 import { describeShape, discoverShape } from './db/catalog.js';
-import type { SourceShape } from './domain/source-shape.js';
+import type { KeyTypes, SourceShape } from './domain/source-shape.js';
 import { describeError, ErrorCodes, PipelineError, redactSecrets } from './errors.js';
 import type { Logger } from './logger.js';
 import { Pipeline } from './pipeline/direct.js';
@@ -186,31 +186,40 @@ export function createSinks(
   logger: Logger,
   metrics: Metrics,
   deadLetters: DeadLetterStore,
-  options: { waitForAnalyticsLock?: boolean; positionedStream?: AnalyticsSinkDeps['positionedStream'] } = {},
+  options: {
+    waitForAnalyticsLock?: boolean;
+    positionedStream?: AnalyticsSinkDeps['positionedStream'];
+    /** The source's key types (SourceShape.keyTypes): every destination types its keys from them. */
+    keyTypes?: KeyTypes;
+  } = {},
 ): { sinks: Sink[]; redisSink: RedisSink } {
+  const { keyTypes } = options;
   const analytics = createAnalyticsSink(config.analyticsUrl, logger, {
     deadLetters,
     metrics,
     waitWhileLocked: options.waitForAnalyticsLock,
     positionedStream: options.positionedStream,
+    keyTypes,
   });
   const redisSink = new RedisSink({
     url: config.redisUrl,
     prefix: config.redisPrefix,
     logger: logger.child({ sink: 'redis' }),
+    keyTypes,
   });
   const sinks: Sink[] = [analytics, redisSink];
   const external = ExternalSink.fromConfig(config, {
     deadLetters,
     metrics,
     logger: logger.child({ sink: 'external' }),
+    keyTypes,
   });
   if (external) {
     sinks.push(external);
   } else {
     logger.warn('EXTERNAL_URL is not set: the external sink is off');
   }
-  if (config.kafkaEnrichedTopic) sinks.push(createKafkaEnrichedSink(config, logger));
+  if (config.kafkaEnrichedTopic) sinks.push(createKafkaEnrichedSink(config, logger, keyTypes));
   return { sinks, redisSink };
 }
 
@@ -254,6 +263,7 @@ export async function startRuntime(
   const { sinks, redisSink } = createSinks(config, logger, metrics, deadLetters, {
     waitForAnalyticsLock: true,
     positionedStream: { stream: config.slotName, sourceId: () => postgresSystemIdentifier(databaseUrl) },
+    keyTypes: shape.keyTypes,
   });
   const progress = new SinkProgressWriter(pool, config.slotName, logger);
   let onSlotLost!: (err: PipelineError) => void;

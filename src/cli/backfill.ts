@@ -20,6 +20,7 @@ import {
   withConfigOptions,
 } from './common.js';
 import { discoverShape } from '../db/catalog.js';
+import type { KeyTypes } from '../domain/source-shape.js';
 import { ProgressReporter } from './progress-bar.js';
 
 // The sinks' settings but the external policy: a backfill always dead-letters (best-effort).
@@ -88,7 +89,7 @@ export function registerBackfill(program: Command): void {
           rate,
           logger,
           signal: abort.signal,
-          createSinks: () => backfillSinks(config, sinks, logger, pool),
+          createSinks: () => backfillSinks(config, sinks, logger, pool, shape.keyTypes),
           onProgress: (p) => reporter.update(p),
         });
         const seconds = result.elapsedMs / 1000;
@@ -139,17 +140,19 @@ function backfillSinks(
   sinks: BackfillSinkName[],
   logger: ReturnType<typeof createLogger>,
   pool: ReturnType<typeof createPool>,
+  keyTypes: KeyTypes,
 ) {
   return {
     analytics: sinks.includes('analytics')
       ? // A locked DuckDB file fails at once (EP_ERR_ANALYTICS_LOCKED) rather than waiting on `run`.
-        createAnalyticsSink(config.analyticsUrl, logger, { deadLetters: new DeadLetterStore(pool) })
+        createAnalyticsSink(config.analyticsUrl, logger, { deadLetters: new DeadLetterStore(pool), keyTypes })
       : undefined,
     redis: sinks.includes('redis')
       ? new RedisSink({
           url: config.redisUrl,
           prefix: config.redisPrefix,
           logger: logger.child({ sink: 'redis' }),
+          keyTypes,
         })
       : undefined,
     external: sinks.includes('external')
@@ -161,6 +164,7 @@ function backfillSinks(
             deadLetters: new DeadLetterStore(pool),
             metrics: createMetrics(),
             logger: logger.child({ sink: 'external' }),
+            keyTypes,
           },
         ) ?? undefined)
       : undefined,

@@ -95,7 +95,7 @@ export function registerWork(program: Command): void {
       logger.info({ shape }, describeShape(shape));
       const metrics = createMetrics();
       const deadLetters = new DeadLetterStore(pool);
-      const { sinks } = createSinks(config, logger, metrics, deadLetters);
+      const { sinks } = createSinks(config, logger, metrics, deadLetters, { keyTypes: shape.keyTypes });
       const kafka = createKafka(brokers, `engagement-worker-${group}`, logger, kafkaSecurity(config));
       const wire = format === 'native' ? nativeFormat : debeziumFormat(prefix as string, shape);
       const dimension = new ContentDimension(pool, { shape });
