@@ -1,10 +1,10 @@
 import type pg from 'pg';
 import { ErrorCodes, PipelineError } from '../errors.js';
-import { parseTableName, qualifiedName, quoteIdent, type SourceShape } from '../domain/source-shape.js';
+import { qualifiedName, type SourceShape } from '../domain/source-shape.js';
 import { ContentHistory } from '../enrichment/content-history.js';
 import { discoverShape, sourceTablesExist, type ShapeSettings } from './catalog.js';
 import { ident, withClient } from './postgres.js';
-import { sourceTablesSql, STATE_SCHEMA, STATE_SCHEMA_SQL } from './schema.js';
+import { SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_SCHEMA_SQL } from './schema.js';
 
 export interface MigrateOptions extends ShapeSettings {
   slotName: string;
@@ -33,11 +33,12 @@ export async function migrate(databaseUrl: string, options: MigrateOptions): Pro
     await assertReplicationReady(client);
     const existing = await sourceTablesExist(client, options);
     const createdTables: string[] = [];
-    if (!existing.events && !existing.content) {
-      const events = options.eventsTable ?? 'engagement_events';
-      const content = options.contentTable ?? 'content';
-      await client.query(sourceTablesSql(sqlName(events), sqlName(content)));
-      createdTables.push(content, events);
+    // Only the default names: tables named by EVENTS_TABLE / CONTENT_TABLE are the user's, and
+    // when they are missing (a typo, another database) that is said, not papered over with new tables.
+    const named = options.eventsTable !== undefined || options.contentTable !== undefined;
+    if (!existing.events && !existing.content && !named) {
+      await client.query(SOURCE_TABLES_SQL);
+      createdTables.push('content', 'engagement_events');
     }
     // A table that does not fit (a needed column missing, an unsupported key type) stops here, in one line.
     const shape = await discoverShape(client, options);
@@ -81,12 +82,6 @@ export async function assertReplicationReady(client: pg.Client): Promise<void> {
       `ALTER ROLE ${ident(row.rolname)} WITH REPLICATION; (as a superuser)`,
     );
   }
-}
-
-/** EVENTS_TABLE / CONTENT_TABLE text as a quoted SQL name (unqualified: the search_path decides). */
-function sqlName(text: string): string {
-  const { schema, name } = parseTableName(text);
-  return schema === null ? quoteIdent(name) : `${quoteIdent(schema)}.${quoteIdent(name)}`;
 }
 
 /** The publication covers the shape's two tables (others it already covers stay). */

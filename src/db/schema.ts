@@ -1,12 +1,7 @@
 /** DDL owned by `engagement migrate`. Source tables are created only when absent, never altered. */
 
-/**
- * The default source tables (DESIGN.md §2) under the given SQL names (EVENTS_TABLE /
- * CONTENT_TABLE, quoted): `engagement migrate` creates them only when neither table exists.
- */
-export function sourceTablesSql(events = 'engagement_events', content = 'content'): string {
-  return `
-CREATE TABLE IF NOT EXISTS ${content} (
+export const SOURCE_TABLES_SQL = `
+CREATE TABLE IF NOT EXISTS content (
   id             UUID PRIMARY KEY,
   slug           TEXT UNIQUE NOT NULL,
   title          TEXT NOT NULL,
@@ -14,9 +9,9 @@ CREATE TABLE IF NOT EXISTS ${content} (
   length_seconds INTEGER,
   publish_ts     TIMESTAMPTZ NOT NULL
 );
-CREATE TABLE IF NOT EXISTS ${events} (
+CREATE TABLE IF NOT EXISTS engagement_events (
   id          BIGSERIAL PRIMARY KEY,
-  content_id  UUID REFERENCES ${content}(id),
+  content_id  UUID REFERENCES content(id),
   user_id     UUID,
   event_type  TEXT CHECK (event_type IN ('play','pause','finish','click')),
   event_ts    TIMESTAMPTZ NOT NULL,
@@ -24,9 +19,6 @@ CREATE TABLE IF NOT EXISTS ${events} (
   device      TEXT,
   raw_payload JSONB
 );`;
-}
-
-export const SOURCE_TABLES_SQL = sourceTablesSql();
 
 export const STATE_SCHEMA = 'engagement_pipeline';
 
