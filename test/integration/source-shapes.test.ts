@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import { loadConfig } from '../../src/config.js';
+import { PipelineError } from '../../src/errors.js';
+import { silentLogger } from '../../src/logger.js';
+import { startRuntime } from '../../src/runtime.js';
 import { SHAPES } from '../fixtures/source-shapes.js';
 import { startChdbHttp, type ChdbHttp } from '../helpers/chdb-http.js';
 import { runCli } from '../helpers/cli.js';
@@ -130,11 +134,22 @@ for (const shape of SHAPES) {
 }
 
 describe('source shape problems: one clear line at start', () => {
+  /** `engagement migrate` as a user runs it, and `run`'s start (in process) on the same tables. */
   async function startWith(tables: string, env: Record<string, string> = {}) {
     const db = await freshDatabase('shape');
     try {
       await query(db.url, tables);
-      return await runCli(['migrate'], { DATABASE_URL: db.url, LOG_LEVEL: 'warn', ...env });
+      const migrated = await runCli(['migrate'], { DATABASE_URL: db.url, LOG_LEVEL: 'warn', ...env });
+      const run = await startRuntime(loadConfig({ databaseUrl: db.url }, env), silentLogger()).then(
+        async (runtime) => {
+          await runtime.stop();
+          return null;
+        },
+        (err: unknown) => err,
+      );
+      assert.ok(run instanceof PipelineError, `run started: ${String(run)}`);
+      assert.equal(run.code, /EP_ERR_[A-Z_]+/.exec(migrated.output)?.[0], 'run and migrate say the same');
+      return migrated;
     } finally {
       await db.drop();
     }
