@@ -221,6 +221,25 @@ describe('BigQuery schema and rows per key type', () => {
 
   it('keeps the UUID schema (the default)', () => {
     assert.deepEqual(bigQueryFields(UUIDS), BIGQUERY_FIELDS);
+    assert.deepEqual(
+      BIGQUERY_FIELDS.map((f) => [f.name, f.type, f.mode, f.precision ?? null, f.scale ?? null]),
+      [
+        ['event_id', 'INT64', 'REQUIRED', null, null],
+        ['content_id', 'STRING', 'NULLABLE', null, null],
+        ['user_id', 'STRING', 'NULLABLE', null, null],
+        ['event_type', 'STRING', 'NULLABLE', null, null],
+        ['event_ts', 'TIMESTAMP', 'REQUIRED', null, null],
+        ['duration_ms', 'INT64', 'NULLABLE', null, null],
+        ['device', 'STRING', 'NULLABLE', null, null],
+        ['raw_payload', 'JSON', 'NULLABLE', null, null],
+        ['content_type', 'STRING', 'NULLABLE', null, null],
+        ['length_seconds', 'INT64', 'NULLABLE', null, null],
+        ['engagement_seconds', 'NUMERIC', 'NULLABLE', '12', '3'],
+        ['engagement_pct', 'NUMERIC', 'NULLABLE', '12', '2'],
+        ['committed_at', 'TIMESTAMP', 'REQUIRED', null, null],
+        ['processed_at', 'TIMESTAMP', 'REQUIRED', null, null],
+      ],
+    );
     assert.deepEqual(keyFields(UUIDS), ['content_id STRING NULLABLE', 'user_id STRING NULLABLE']);
     assert.deepEqual(keyFields(TEXTS), ['content_id STRING NULLABLE', 'user_id STRING NULLABLE']);
   });

@@ -1,7 +1,15 @@
 import { civilToMicros, type TimestampRange } from '../../domain/timestamps.js';
 import type { EnrichedEvent } from '../../domain/types.js';
-import type { KeyType, KeyTypes } from '../../domain/source-shape.js';
-import { DEFAULT_KEY_TYPES, EVENT_COLUMNS, keysProblem, type Column, type ColumnName } from './columns.js';
+import type { KeyTypes } from '../../domain/source-shape.js';
+import {
+  DEFAULT_KEY_TYPES,
+  EVENT_COLUMNS,
+  keysProblem,
+  typeName,
+  type Column,
+  type ColumnName,
+  type TypeNames,
+} from './columns.js';
 import { timestampsProblem } from './representable.js';
 
 /**
@@ -23,12 +31,15 @@ export const BIGQUERY_TABLE = 'events_enriched';
 /** A view with one row per event_id; insertId dedup is best-effort, this view is exact. */
 export const BIGQUERY_UNIQUE_VIEW = 'events_enriched_unique';
 
-/** BigQuery's type for a key of the source's type: INT64 holds both integer widths. */
-export const BIGQUERY_KEY_TYPES: Record<KeyType, 'STRING' | 'INT64'> = {
-  uuid: 'STRING',
-  bigint: 'INT64',
-  integer: 'INT64',
-  text: 'STRING',
+/** BigQuery's names for the logical types: INT64 holds both integer key widths. */
+export const BIGQUERY_TYPES: TypeNames = {
+  event_id: 'INT64',
+  key: { uuid: 'STRING', bigint: 'INT64', integer: 'INT64', text: 'STRING' },
+  category: 'STRING',
+  int32: 'INT64',
+  timestamp: 'TIMESTAMP',
+  decimal: () => 'NUMERIC', // precision and scale are the field's own properties
+  json: 'JSON',
 };
 
 const DESCRIPTIONS: Partial<Record<ColumnName, string>> = {
@@ -39,32 +50,15 @@ const DESCRIPTIONS: Partial<Record<ColumnName, string>> = {
 /** A column as a BigQuery schema field. */
 export function bigQueryField(column: Column, keyTypes: KeyTypes = DEFAULT_KEY_TYPES): BigQueryField {
   const t = column.type;
-  const field = (type: BigQueryField['type'], extra: Partial<BigQueryField> = {}): BigQueryField => {
-    const f: BigQueryField = {
-      name: column.name,
-      type,
-      mode: column.nullable ? 'NULLABLE' : 'REQUIRED',
-      ...extra,
-    };
-    const description = DESCRIPTIONS[column.name];
-    if (description) f.description = description;
-    return f;
+  const f: BigQueryField = {
+    name: column.name,
+    type: typeName(column, keyTypes, BIGQUERY_TYPES) as BigQueryField['type'],
+    mode: column.nullable ? 'NULLABLE' : 'REQUIRED',
   };
-  switch (t.kind) {
-    case 'event_id':
-    case 'int32':
-      return field('INT64');
-    case 'key':
-      return field(BIGQUERY_KEY_TYPES[keyTypes[t.key]]);
-    case 'category':
-      return field('STRING');
-    case 'timestamp':
-      return field('TIMESTAMP');
-    case 'decimal':
-      return field('NUMERIC', { precision: String(t.precision), scale: String(t.scale) });
-    case 'json':
-      return field('JSON');
-  }
+  if (t.kind === 'decimal') Object.assign(f, { precision: String(t.precision), scale: String(t.scale) });
+  const description = DESCRIPTIONS[column.name];
+  if (description) f.description = description;
+  return f;
 }
 
 /** The table's schema for the source's key types. */

@@ -1,14 +1,16 @@
 import { createHash } from 'node:crypto';
 import { civilToMicros, type TimestampRange } from '../../domain/timestamps.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
-import type { KeyType, KeyTypes } from '../../domain/source-shape.js';
+import type { KeyTypes } from '../../domain/source-shape.js';
 import {
   DEFAULT_KEY_TYPES,
   EVENT_COLUMN_NAMES,
   EVENT_COLUMNS,
   keysProblem,
+  typeName,
   type Column,
   type ColumnName,
+  type TypeNames,
 } from './columns.js';
 import { timestampsProblem } from './representable.js';
 
@@ -63,34 +65,22 @@ SETTINGS non_replicated_deduplication_window = ${DEDUP_WINDOW}`,
   ];
 }
 
-/** ClickHouse's type for a key of the source's type (wrapped in Nullable: keys may be NULL). */
-export const CLICKHOUSE_KEY_TYPES: Record<KeyType, string> = {
-  uuid: 'UUID',
-  bigint: 'Int64',
-  integer: 'Int32',
-  text: 'String',
+/** ClickHouse's names for the logical types, before Nullable/LowCardinality wrapping. */
+export const CLICKHOUSE_TYPES: TypeNames = {
+  event_id: 'UInt64',
+  key: { uuid: 'UUID', bigint: 'Int64', integer: 'Int32', text: 'String' },
+  category: 'String',
+  int32: 'Int32',
+  timestamp: "DateTime64(6, 'UTC')",
+  decimal: (precision, scale) => `Decimal(${precision}, ${scale})`,
+  json: 'String',
 };
 
 /** A column's ClickHouse type, as `system.columns.type` spells it. */
 export function clickHouseColumnType(column: Column, keyTypes: KeyTypes = DEFAULT_KEY_TYPES): string {
-  const t = column.type;
-  const nullable = (type: string) => (column.nullable ? `Nullable(${type})` : type);
-  switch (t.kind) {
-    case 'event_id':
-      return 'UInt64';
-    case 'key':
-      return nullable(CLICKHOUSE_KEY_TYPES[keyTypes[t.key]]);
-    case 'category':
-      return `LowCardinality(${nullable('String')})`;
-    case 'int32':
-      return nullable('Int32');
-    case 'timestamp':
-      return nullable("DateTime64(6, 'UTC')");
-    case 'decimal':
-      return nullable(`Decimal(${t.precision}, ${t.scale})`);
-    case 'json':
-      return nullable('String');
-  }
+  const base = typeName(column, keyTypes, CLICKHOUSE_TYPES);
+  const type = column.nullable ? `Nullable(${base})` : base;
+  return column.type.kind === 'category' ? `LowCardinality(${type})` : type;
 }
 
 export const CLICKHOUSE_COLUMNS: [ColumnName, ...ColumnName[]] = [
@@ -111,8 +101,9 @@ function clickHouseEncoder(column: Column, keyTypes: KeyTypes): Encode {
       return (v: number | null) => v;
     case 'key':
       // Int64 travels as text (exact beyond 2^53; ClickHouse parses quoted integers); Int32 as a number.
+      // Text that is not an integer stays text, so the server refuses it loudly (NaN would be NULL).
       return keyTypes[t.key] === 'integer'
-        ? (v: string | null) => (v === null ? null : Number(v))
+        ? (v: string | null) => (v !== null && /^-?\d{1,10}$/.test(v) ? Number(v) : v)
         : (v: string | null) => v;
     case 'category':
     case 'timestamp':

@@ -61,6 +61,25 @@ export const KEY_COLUMNS: readonly (keyof KeyTypes)[] = ['content_id', 'user_id'
 
 export const DEFAULT_KEY_TYPES: KeyTypes = DEFAULT_SHAPE.keyTypes;
 
+/** A destination family's names for the logical types (its DDL spelling). */
+export interface TypeNames {
+  event_id: string;
+  key: Record<KeyType, string>;
+  category: string;
+  int32: string;
+  timestamp: string;
+  decimal: (precision: number, scale: number) => string;
+  json: string;
+}
+
+/** The column's type in a family's spelling, keys typed from the source's key types. */
+export function typeName(column: Column, keyTypes: KeyTypes, names: TypeNames): string {
+  const t = column.type;
+  if (t.kind === 'key') return names.key[keyTypes[t.key]];
+  if (t.kind === 'decimal') return names.decimal(t.precision, t.scale);
+  return names[t.kind];
+}
+
 const UUID_TEXT = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const INTEGER_TEXT = /^-?(0|[1-9]\d*)$/;
 const INT64_MIN = -(2n ** 63n);

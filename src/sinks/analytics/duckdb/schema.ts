@@ -1,5 +1,5 @@
-import type { KeyType, KeyTypes } from '../../../domain/source-shape.js';
-import { DEFAULT_KEY_TYPES, EVENT_COLUMNS, type Column } from '../columns.js';
+import type { KeyTypes } from '../../../domain/source-shape.js';
+import { DEFAULT_KEY_TYPES, EVENT_COLUMNS, typeName, type Column, type TypeNames } from '../columns.js';
 
 /**
  * Where the DuckDB sink keeps its rows and its positions. DDL only, no I/O.
@@ -27,33 +27,20 @@ export function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
 }
 
-/** DuckDB's type for a key of the source's type (UUID keys stay UUID: 16 bytes, not text). */
-export const DUCKDB_KEY_TYPES: Record<KeyType, string> = {
-  uuid: 'UUID',
-  bigint: 'BIGINT',
-  integer: 'INTEGER',
-  text: 'VARCHAR',
+/** DuckDB's names for the logical types (UUID keys stay UUID: 16 bytes, not text). */
+export const DUCKDB_TYPES: TypeNames = {
+  event_id: 'BIGINT',
+  key: { uuid: 'UUID', bigint: 'BIGINT', integer: 'INTEGER', text: 'VARCHAR' },
+  category: 'VARCHAR',
+  int32: 'INTEGER',
+  timestamp: 'TIMESTAMPTZ',
+  decimal: (precision, scale) => `DECIMAL(${precision},${scale})`,
+  json: 'JSON',
 };
 
 /** A column's DuckDB type, as `information_schema.columns.data_type` spells it. */
 export function duckDbColumnType(column: Column, keyTypes: KeyTypes = DEFAULT_KEY_TYPES): string {
-  const t = column.type;
-  switch (t.kind) {
-    case 'event_id':
-      return 'BIGINT';
-    case 'key':
-      return DUCKDB_KEY_TYPES[keyTypes[t.key]];
-    case 'category':
-      return 'VARCHAR';
-    case 'int32':
-      return 'INTEGER';
-    case 'timestamp':
-      return 'TIMESTAMPTZ';
-    case 'decimal':
-      return `DECIMAL(${t.precision},${t.scale})`;
-    case 'json':
-      return 'JSON';
-  }
+  return typeName(column, keyTypes, DUCKDB_TYPES);
 }
 
 /**
