@@ -24,6 +24,13 @@ export class Secret {
 }
 
 const positiveInt = z.coerce.number().int().positive();
+/** A table as Postgres names it, exactly (case included): `name` or `schema.name`. */
+const tableName = z
+  .string()
+  .regex(
+    /^([A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}$/,
+    'must be name or schema.name (letters, digits, _ and $)',
+  );
 const analyticsUrl = z
   .string()
   .refine((url) => /^(duckdb:|clickhouse:\/\/|clickhouses:\/\/|bigquery:\/\/)/.test(url), {
@@ -212,7 +219,7 @@ export const configSpec = {
   publicationName: {
     env: 'PUBLICATION_NAME',
     flag: 'publication-name',
-    describe: 'publication of content and engagement_events',
+    describe: 'publication of the content and events tables',
     schema: z
       .string()
       .regex(/^[a-z0-9_]{1,63}$/, 'lower-case letters, digits and _ only')
@@ -223,6 +230,27 @@ export const configSpec = {
     describe: 'migrate --create-role: the password of the role (unset: generated and shown once)',
     schema: z.string().optional(),
     secret: true,
+  },
+  eventsTable: {
+    env: 'EVENTS_TABLE',
+    flag: 'events-table',
+    describe: 'the events table, schema.name or name (default engagement_events)',
+    schema: tableName.optional(),
+  },
+  contentTable: {
+    env: 'CONTENT_TABLE',
+    flag: 'content-table',
+    describe: 'the content table, schema.name or name (default content)',
+    schema: tableName.optional(),
+  },
+  contentKey: {
+    env: 'CONTENT_KEY',
+    flag: 'content-key',
+    describe: "the content column events.content_id refers to (default: the content table's primary key)",
+    schema: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_$]{0,62}$/, 'a column name: letters, digits, _ and $')
+      .optional(),
   },
   port: {
     env: 'PORT',

@@ -23,6 +23,10 @@ export const ErrorCodes = {
   KAFKA_UNREACHABLE: 'EP_ERR_KAFKA_UNREACHABLE',
   DUCKDB_SHARED_GROUP: 'EP_ERR_DUCKDB_SHARED_GROUP',
   TRUNCATE_RESTART_IDENTITY: 'EP_ERR_TRUNCATE_RESTART_IDENTITY',
+  /** A source table is missing (EVENTS_TABLE / CONTENT_TABLE). */
+  SOURCE_TABLE_MISSING: 'EP_ERR_SOURCE_TABLE_MISSING',
+  /** A source table lacks a column the pipeline needs, or has a key of an unsupported type. */
+  SOURCE_SHAPE: 'EP_ERR_SOURCE_SHAPE',
   /** An analytics table created earlier for other key types than the source's (never cast). */
   DESTINATION_SHAPE: 'EP_ERR_DESTINATION_SHAPE',
 } as const;

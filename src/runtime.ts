@@ -3,6 +3,8 @@ import type { Config } from './config.js';
 import { requireDatabaseUrl } from './config.js';
 import { createPool, withClient } from './db/postgres.js';
 import { assertReplicationReady } from './db/migrate.js';
+import { describeShape, discoverShape } from './db/catalog.js';
+import type { SourceShape } from './domain/source-shape.js';
 import { describeError, ErrorCodes, PipelineError, redactSecrets } from './errors.js';
 import type { Logger } from './logger.js';
 import { Pipeline } from './pipeline/direct.js';
@@ -138,6 +140,8 @@ function sumCounter(metric: { values: { value: number }[] }): number {
 
 export interface Runtime {
   pipeline: Pipeline;
+  /** The user's tables as discovered at start. */
+  shape: SourceShape;
   metrics: Metrics;
   pool: pg.Pool;
   deadLetters: DeadLetterStore;
@@ -202,7 +206,11 @@ export async function startRuntime(
 ): Promise<Runtime> {
   const databaseUrl = requireDatabaseUrl(config);
   await assertPostgresReachable(databaseUrl);
-  await withClient(databaseUrl, assertReplicationReady);
+  const shape = await withClient(databaseUrl, async (client) => {
+    await assertReplicationReady(client);
+    return discoverShape(client, config);
+  });
+  logger.info({ shape }, describeShape(shape));
   const pool = createPool(databaseUrl, 4, 'engagement-pipeline');
   const deadLetters = new DeadLetterStore(pool);
   // Direct mode: a DuckDB file locked by another process holds the position and retries
@@ -216,6 +224,7 @@ export async function startRuntime(
         waitWhileLocked: true,
         positionedStream: { stream: config.slotName, sourceId: () => postgresSystemIdentifier(databaseUrl) },
       },
+      keyTypes: shape.keyTypes,
     },
   );
   const sinks = built.all;
@@ -228,6 +237,7 @@ export async function startRuntime(
     databaseUrl,
     slotName: config.slotName,
     publicationName: config.publicationName,
+    shape,
     pool,
     sinks,
     metrics,
@@ -261,6 +271,7 @@ export async function startRuntime(
   poller.start();
   return {
     pipeline,
+    shape,
     metrics,
     pool,
     deadLetters,

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { clientConfig, createPool } from '../db/postgres.js';
 import { enrich } from '../domain/enrich.js';
+import type { SourceShape } from '../domain/source-shape.js';
 import { dateToIso } from '../domain/timestamps.js';
 import type { Batch, EnrichedEvent } from '../domain/types.js';
 import { configError, describeError } from '../errors.js';
@@ -20,6 +21,8 @@ export interface BackfillOptions {
   fromTs: string;
   toTs: string;
   sinks: BackfillSinkName[];
+  /** The user's tables (discovered at start); default: the tables `engagement migrate` creates. */
+  shape?: SourceShape;
   chunkSize: number;
   /** Rows per second at most (0 = unthrottled). */
   rate: number;
@@ -54,11 +57,11 @@ export interface BackfillResult extends BackfillProgress {
 
 /** What a run would do (`--dry-run`): rows in range and any stored progress it would resume. */
 export async function planBackfill(
-  options: Pick<BackfillOptions, 'databaseUrl' | 'fromTs' | 'toTs' | 'sinks'>,
+  options: Pick<BackfillOptions, 'databaseUrl' | 'fromTs' | 'toTs' | 'sinks' | 'shape'>,
 ): Promise<BackfillPlan> {
   const client = await connect(options.databaseUrl);
   try {
-    const plan = await HistoryReader.plan(client, options.fromTs, options.toTs);
+    const plan = await HistoryReader.plan(client, options.fromTs, options.toTs, options.shape);
     const run = await new BackfillProgressStore(client).findResumable(
       options.fromTs,
       options.toTs,
@@ -104,7 +107,7 @@ export async function runBackfill(options: BackfillOptions): Promise<BackfillRes
     const sinksKey = options.sinks.join(',');
     let run = await store.findResumable(options.fromTs, options.toTs, sinksKey);
     if (!run) {
-      const plan = await HistoryReader.plan(client, options.fromTs, options.toTs);
+      const plan = await HistoryReader.plan(client, options.fromTs, options.toTs, options.shape);
       run = await store.create(options.fromTs, options.toTs, sinksKey, plan.maxId, plan.total);
     }
     if (!(await store.lock(run.id))) {
@@ -119,9 +122,9 @@ export async function runBackfill(options: BackfillOptions): Promise<BackfillRes
       await sink.start();
       started.push(sink);
     }
-    const dimension = new ContentDimension(pool);
+    const dimension = new ContentDimension(pool, { shape: options.shape });
     await dimension.loadSnapshot();
-    const reader = new HistoryReader(readClient, options.fromTs, options.toTs, run.maxId);
+    const reader = new HistoryReader(readClient, options.fromTs, options.toTs, run.maxId, options.shape);
     const result = await loop(run, reader, dimension, store, sinkSet, options);
     await store.finish(run, 'done');
     return result;

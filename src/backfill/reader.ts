@@ -1,4 +1,11 @@
 import type pg from 'pg';
+import {
+  columnOrNull,
+  DEFAULT_SHAPE,
+  qualifiedName,
+  quoteIdent,
+  type SourceShape,
+} from '../domain/source-shape.js';
 import type { EngagementEventRow } from '../domain/types.js';
 import { decodeEventRow } from '../source/decode-rows.js';
 
@@ -13,7 +20,7 @@ export interface HistoryChunk {
 }
 
 /**
- * Reads `engagement_events` history by keyset on the primary key (id), filtered to the
+ * Reads the events table's history by keyset on its primary key (the shape's event id), filtered to the
  * event_ts range. The id index is the only one we can count on (user tables are never
  * altered, so no index on event_ts is added): each chunk is one index range scan, and the
  * whole backfill reads the table once, however narrow the time range.
@@ -26,6 +33,7 @@ export class HistoryReader {
     private readonly fromTs: string,
     private readonly toTs: string,
     private readonly maxId: string,
+    private readonly shape: SourceShape = DEFAULT_SHAPE,
   ) {}
 
   /** Rows in range and the highest id now: the run's fixed upper bound. */
@@ -33,11 +41,13 @@ export class HistoryReader {
     client: pg.Client,
     fromTs: string,
     toTs: string,
+    shape: SourceShape = DEFAULT_SHAPE,
   ): Promise<{ total: number; maxId: string; minTs: string | null; maxTs: string | null }> {
+    const table = qualifiedName(shape.events);
     const { rows } = await client.query(
-      `SELECT (SELECT coalesce(max(id), 0) FROM engagement_events)::text AS max_id, count(*)::text AS n,
+      `SELECT (SELECT coalesce(max(${quoteIdent(shape.eventIdColumn)}), 0) FROM ${table})::text AS max_id, count(*)::text AS n,
               to_json(min(event_ts)) #>> '{}' AS min_ts, to_json(max(event_ts)) #>> '{}' AS max_ts
-         FROM engagement_events WHERE event_ts >= $1 AND event_ts < $2`,
+         FROM ${table} WHERE event_ts >= $1 AND event_ts < $2`,
       [fromTs, toTs],
     );
     return { total: Number(rows[0].n), maxId: rows[0].max_id, minTs: rows[0].min_ts, maxTs: rows[0].max_ts };
@@ -52,15 +62,19 @@ export class HistoryReader {
     }
     // One JSON document per chunk, parsed by V8's native JSON.parse: ~1.4x faster than pg's
     // per-field row parsing, which otherwise bounds the whole backfill (measured, 1M rows).
-    // event_ts as text keeps its microseconds; ids as text stay exact.
+    // event_ts as text keeps its microseconds; ids and keys as text stay exact (an int8 key
+    // would pass through a JS number otherwise). Optional columns the table lacks read as NULL.
+    const id = quoteIdent(this.shape.eventIdColumn);
+    const col = (column: string) => columnOrNull(this.shape, 'events', column, 'e.');
     const { rows: result } = await this.client.query({
       text: `SELECT coalesce(json_agg(json_build_array(
-                      e.id::text, e.content_id, e.user_id, e.event_type, e.event_ts::text, e.duration_ms,
-                      e.device, e.raw_payload, ${this.commitTimes ? 'pg_xact_commit_timestamp(e.xmin)' : 'NULL'})
-                    ORDER BY e.id), '[]')::text AS chunk
-               FROM (SELECT *, xmin FROM engagement_events
-                      WHERE id > $1 AND id <= $2 AND event_ts >= $3 AND event_ts < $4
-                      ORDER BY id LIMIT $5) AS e`,
+                      e.${id}::text, e.content_id::text, ${col('user_id')}::text, ${col('event_type')}::text,
+                      e.event_ts::text, e.duration_ms, ${col('device')}::text, ${col('raw_payload')},
+                      ${this.commitTimes ? 'pg_xact_commit_timestamp(e.xmin)' : 'NULL'})
+                    ORDER BY e.${id}), '[]')::text AS chunk
+               FROM (SELECT *, xmin FROM ${qualifiedName(this.shape.events)}
+                      WHERE ${id} > $1 AND ${id} <= $2 AND event_ts >= $3 AND event_ts < $4
+                      ORDER BY ${id} LIMIT $5) AS e`,
       values: [afterId, this.maxId, this.fromTs, this.toTs, limit],
     });
     const rows = JSON.parse(result[0].chunk as string) as unknown[][];

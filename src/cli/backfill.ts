@@ -8,13 +8,23 @@ import { assertPostgresReachable } from '../runtime.js';
 import { createMetrics } from '../observability/metrics.js';
 import { DeadLetterStore } from '../state/dead-letter.js';
 import { createSinks } from '../sinks/factory.js';
-import { createPool } from '../db/postgres.js';
-import { action, configFrom, parseInstant, SINK_CONFIG_KEYS, withConfigOptions } from './common.js';
+import { createPool, withClient } from '../db/postgres.js';
+import {
+  action,
+  configFrom,
+  parseInstant,
+  SINK_CONFIG_KEYS,
+  SOURCE_CONFIG_KEYS,
+  withConfigOptions,
+} from './common.js';
+import { discoverShape } from '../db/catalog.js';
+import type { KeyTypes } from '../domain/source-shape.js';
 import { ProgressReporter } from './progress-bar.js';
 
 // The sinks' settings but the external policy: a backfill always dead-letters (best-effort).
 const KEYS = [
   'databaseUrl',
+  ...SOURCE_CONFIG_KEYS,
   ...SINK_CONFIG_KEYS.filter((key) => key !== 'externalPolicy'),
   'logLevel',
 ] as const satisfies readonly FlagConfigKey[];
@@ -46,8 +56,9 @@ export function registerBackfill(program: Command): void {
         throw configError('--sinks external needs EXTERNAL_URL', 'export EXTERNAL_URL=https://…');
       const databaseUrl = requireDatabaseUrl(config);
       await assertPostgresReachable(databaseUrl);
+      const shape = await withClient(databaseUrl, (client) => discoverShape(client, config));
       if (options.dryRun) {
-        const plan = await planBackfill({ databaseUrl, fromTs, toTs, sinks });
+        const plan = await planBackfill({ databaseUrl, fromTs, toTs, sinks, shape });
         const resume = plan.resumable
           ? `; would resume backfill #${plan.resumable.id} after ${plan.resumable.rowsDone} rows (id > ${plan.resumable.lastId})`
           : '';
@@ -71,11 +82,12 @@ export function registerBackfill(program: Command): void {
           fromTs,
           toTs,
           sinks,
+          shape,
           chunkSize,
           rate,
           logger,
           signal: abort.signal,
-          createSinks: () => backfillSinks(config, sinks, logger, pool),
+          createSinks: () => backfillSinks(config, sinks, logger, pool, shape.keyTypes),
           onProgress: (p) => reporter.update(p),
         });
         const seconds = result.elapsedMs / 1000;
@@ -127,6 +139,7 @@ function backfillSinks(
   sinks: BackfillSinkName[],
   logger: ReturnType<typeof createLogger>,
   pool: ReturnType<typeof createPool>,
+  keyTypes: KeyTypes,
 ) {
   // Best-effort: an event the external system refuses goes to the dead-letter table (same
   // Idempotency-Key for `engagement dlq replay`) instead of stalling the backfill. A locked
@@ -134,7 +147,7 @@ function backfillSinks(
   return createSinks(
     { ...config, externalPolicy: 'best-effort' },
     { logger, metrics: createMetrics(), deadLetters: new DeadLetterStore(pool) },
-    { only: sinks },
+    { only: sinks, keyTypes },
   );
 }
 

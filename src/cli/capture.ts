@@ -19,12 +19,14 @@ import {
 } from '../kafka/client.js';
 import { ResilientProducer } from '../sinks/kafka/resilient-producer.js';
 import { ensureTopics } from '../kafka/topics.js';
-import { action, configFrom, KAFKA_CONFIG_KEYS, withConfigOptions } from './common.js';
+import { action, configFrom, KAFKA_CONFIG_KEYS, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
+import { describeShape, discoverShape } from '../db/catalog.js';
 import { withDeadline } from '../pipeline/deadline.js';
 import { exitIfStuck, exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
 
 const CAPTURE_CONFIG_KEYS = [
   'databaseUrl',
+  ...SOURCE_CONFIG_KEYS,
   ...KAFKA_CONFIG_KEYS,
   'slotName',
   'publicationName',
@@ -52,7 +54,11 @@ export function registerCapture(program: Command): void {
       const databaseUrl = requireDatabaseUrl(config);
       const logger = createLogger(config.logLevel);
       await assertPostgresReachable(databaseUrl);
-      await withClient(databaseUrl, assertReplicationReady);
+      const shape = await withClient(databaseUrl, async (client) => {
+        await assertReplicationReady(client);
+        return discoverShape(client, config);
+      });
+      logger.info({ shape }, describeShape(shape));
 
       const kafka = createKafka(brokers, 'engagement-capture', logger, kafkaSecurity(config));
       // Idempotent + acks=all + one request in flight: kafkajs's retries never duplicate or
@@ -91,6 +97,7 @@ export function registerCapture(program: Command): void {
         databaseUrl,
         slotName: config.slotName,
         publicationName: config.publicationName,
+        shape,
         pool,
         producer,
         logger,

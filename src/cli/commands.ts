@@ -12,7 +12,7 @@ type Register = (program: Command) => void;
 export const COMMANDS: Record<string, { summary: string; term?: string; load: () => Promise<Register> }> = {
   migrate: {
     summary:
-      'create the source tables (if absent), the publication, the replication slot and the state schema',
+      'create the default source tables (when neither exists; never alters yours), the publication, the replication slot and the state schema',
     load: async () => (await import('./migrate.js')).registerMigrate,
   },
   run: {

@@ -19,6 +19,13 @@ export const SINK_CONFIG_KEYS = [
   'kafkaEnrichedTopic',
 ] as const satisfies readonly FlagConfigKey[];
 
+/** Which of the user's tables to read (discovered from the catalog when unset): every source command. */
+export const SOURCE_CONFIG_KEYS = [
+  'eventsTable',
+  'contentTable',
+  'contentKey',
+] as const satisfies readonly ConfigKey[];
+
 /** The Kafka connection settings: shared by `capture` and `work`. */
 export const KAFKA_CONFIG_KEYS = [
   'kafkaBrokers',

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { requireDatabaseUrl } from '../config.js';
 import { createPool } from '../db/postgres.js';
 import { STATE_SCHEMA } from '../db/schema.js';
+import type { KeyTypes } from '../domain/source-shape.js';
 import type { EnrichedEvent } from '../domain/types.js';
 import { configError } from '../errors.js';
 import { createLogger } from '../logger.js';
@@ -9,10 +10,12 @@ import { assertPostgresReachable } from '../runtime.js';
 import { createMetrics } from '../observability/metrics.js';
 import { DeadLetterStore, type DeadLetterEntry, type DeadLetterRow } from '../state/dead-letter.js';
 import { externalSinkFromConfig } from '../sinks/factory.js';
-import { action, configFrom, parseInstant, withConfigOptions } from './common.js';
+import { action, configFrom, parseInstant, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
+import { discoverShape } from '../db/catalog.js';
 
 const EXTERNAL_KEYS = [
   'databaseUrl',
+  ...SOURCE_CONFIG_KEYS,
   'externalUrl',
   'externalSecret',
   'externalConcurrency',
@@ -78,7 +81,7 @@ export function registerDlq(program: Command): void {
       if (ids?.some((id) => !/^\d+$/.test(id)))
         throw configError(`--id must be numeric ids, got ${String(options.id)}`);
       const logger = createLogger(config.logLevel);
-      await withStore(requireDatabaseUrl(config), async (store) => {
+      await withStore(requireDatabaseUrl(config), async (store, pool) => {
         const pending = (await store.list({ sink: 'external', limit: 1_000_000 })).filter(
           (r) => ids === null || ids.includes(r.id),
         );
@@ -89,7 +92,9 @@ export function registerDlq(program: Command): void {
               `engagement: skipped ${missing.join(', ')}: not a pending external dead letter\n`,
             );
         }
-        const result = await replay(pending, store, config, logger);
+        // Keys go out typed as in the source, like the first attempt (integer keys as numbers).
+        const { keyTypes } = await discoverShape(pool, config);
+        const result = await replay(pending, store, config, logger, keyTypes);
         process.stdout.write(
           `replayed ${result.delivered} of ${pending.length} dead letter(s)` +
             (result.failed > 0
@@ -140,6 +145,7 @@ async function replay(
   store: DeadLetterStore,
   config: ReturnType<typeof configFrom>,
   logger: ReturnType<typeof createLogger>,
+  keyTypes: KeyTypes,
 ): Promise<{ delivered: number; failed: number }> {
   if (rows.length === 0) return { delivered: 0, failed: 0 };
   const failedKeys = new Set<string>();
@@ -153,7 +159,7 @@ async function replay(
     // Manual replay reports what fails now instead of riding out an outage (EXTERNAL_RETRY_FOR),
     // and does not start the pipeline's background re-drive (the recorder is not the table).
     { ...config, externalBatchSize: 1, externalPolicy: 'best-effort', externalRetryFor: 0 },
-    { deadLetters: recorder, metrics: createMetrics(), logger: logger.child({ sink: 'external' }) },
+    { deadLetters: recorder, metrics: createMetrics(), logger: logger.child({ sink: 'external' }), keyTypes },
   )!;
   await sink.start();
   try {

@@ -3,17 +3,19 @@ import { requireDatabaseUrl } from '../config.js';
 import { migrate } from '../db/migrate.js';
 import { withClient } from '../db/postgres.js';
 import { ensurePipelineRole } from '../db/role.js';
+import { describeShape } from '../db/catalog.js';
+import type { SourceShape } from '../domain/source-shape.js';
 import { assertPostgresReachable } from '../runtime.js';
-import { action, configFrom, withConfigOptions } from './common.js';
+import { action, configFrom, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
 
 export function registerMigrate(program: Command): void {
   withConfigOptions(
     program
       .command('migrate')
       .description(
-        'create the source tables (if absent), the publication, the replication slot and the state schema',
+        'create the default source tables (when neither exists; never alters yours), the publication, the replication slot and the state schema',
       ),
-    ['databaseUrl', 'slotName', 'publicationName'],
+    ['databaseUrl', ...SOURCE_CONFIG_KEYS, 'slotName', 'publicationName'],
   )
     .option(
       '--recreate-slot',
@@ -32,16 +34,24 @@ export function registerMigrate(program: Command): void {
           slotName: config.slotName,
           publicationName: config.publicationName,
           recreateSlot: options.recreateSlot === true,
+          eventsTable: config.eventsTable,
+          contentTable: config.contentTable,
+          contentKey: config.contentKey,
         });
         const tables =
           report.createdTables.length > 0
             ? `created tables ${report.createdTables.join(', ')}`
             : 'source tables present';
         process.stdout.write(
-          `migrated: ${tables}; publication ${config.publicationName} ${report.publication}; slot ${config.slotName} ${report.slot}; state schema engagement_pipeline ready\n`,
+          `migrated: ${tables}; publication ${config.publicationName} ${report.publication}; slot ${config.slotName} ${report.slot}; state schema engagement_pipeline ready\n${describeShape(report.shape)}\n`,
         );
         if (options.createRole !== undefined)
-          await createRole(databaseUrl, options.createRole, config.pipelineRolePassword?.reveal());
+          await createRole(
+            databaseUrl,
+            options.createRole,
+            config.pipelineRolePassword?.reveal(),
+            report.shape,
+          );
         if (report.slot === 'recreated') {
           const from = report.lastDeliveredAt ?? '<the time of the last event your sinks received>';
           process.stdout.write(
@@ -52,14 +62,21 @@ export function registerMigrate(program: Command): void {
     );
 }
 
-async function createRole(databaseUrl: string, flag: unknown, password: string | undefined): Promise<void> {
+async function createRole(
+  databaseUrl: string,
+  flag: unknown,
+  password: string | undefined,
+  shape: SourceShape,
+): Promise<void> {
   const name = typeof flag === 'string' ? flag : 'engagement_pipeline';
-  const role = await withClient(databaseUrl, (client) => ensurePipelineRole(client, { name, password }));
+  const role = await withClient(databaseUrl, (client) =>
+    ensurePipelineRole(client, { name, password, shape }),
+  );
   const url = new URL(databaseUrl);
   url.username = role.name;
   url.password = role.generatedPassword ?? 'PASSWORD';
   process.stdout.write(
-    `role ${role.name} ${role.created ? 'created' : 'updated'}: LOGIN REPLICATION, SELECT on content and engagement_events, owner of schema engagement_pipeline, nothing else\n` +
+    `role ${role.name} ${role.created ? 'created' : 'updated'}: LOGIN REPLICATION, SELECT on ${shape.content.schema}.${shape.content.name} and ${shape.events.schema}.${shape.events.name}, owner of schema engagement_pipeline, nothing else\n` +
       (role.generatedPassword
         ? `its generated password is shown this once; run the pipeline with\n  DATABASE_URL=${url.toString()}\n`
         : `run the pipeline with DATABASE_URL=${url.toString().replace(':PASSWORD@', ':<its password>@')}\n`),

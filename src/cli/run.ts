@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { createLogger } from '../logger.js';
 import { startHttpServer, startRuntime } from '../runtime.js';
-import { action, configFrom, SINK_CONFIG_KEYS, withConfigOptions } from './common.js';
+import { action, configFrom, SINK_CONFIG_KEYS, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
 import { exitIfStuck, exitSoon, waitForShutdownSignal } from './signals.js';
 import { configError } from '../errors.js';
 import { isLoopback } from '../config.js';
@@ -9,6 +9,7 @@ import { isPortFree } from '../demo/ports.js';
 
 export const RUN_CONFIG_KEYS = [
   'databaseUrl',
+  ...SOURCE_CONFIG_KEYS,
   ...SINK_CONFIG_KEYS,
   'slotName',
   'publicationName',

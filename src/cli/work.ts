@@ -15,12 +15,21 @@ import { ContentFeed } from '../source/kafka/content-feed.js';
 import { debeziumFormat } from '../source/kafka/debezium-format.js';
 import { nativeFormat } from '../source/kafka/native-wire.js';
 import { KafkaWorker } from '../pipeline/worker.js';
-import { action, configFrom, KAFKA_CONFIG_KEYS, SINK_CONFIG_KEYS, withConfigOptions } from './common.js';
+import {
+  action,
+  configFrom,
+  KAFKA_CONFIG_KEYS,
+  SINK_CONFIG_KEYS,
+  SOURCE_CONFIG_KEYS,
+  withConfigOptions,
+} from './common.js';
+import { describeShape, discoverShape } from '../db/catalog.js';
 import { withDeadline } from '../pipeline/deadline.js';
 import { exitIfStuck, exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
 
 const WORK_CONFIG_KEYS = [
   'databaseUrl',
+  ...SOURCE_CONFIG_KEYS,
   ...KAFKA_CONFIG_KEYS,
   ...SINK_CONFIG_KEYS,
   'batchMaxRows',
@@ -46,7 +55,7 @@ export function registerWork(program: Command): void {
       )
       .option(
         '--topic-prefix <prefix>',
-        'Debezium topic.prefix (topics <prefix>.public.engagement_events, <prefix>.public.content)',
+        'Debezium topic.prefix (topics <prefix>.<schema>.<table> of the events and content tables, e.g. <prefix>.public.engagement_events)',
       )
       .option('--partitions-concurrently <n>', 'partitions this worker processes at once', '4'),
     WORK_CONFIG_KEYS,
@@ -78,12 +87,18 @@ export function registerWork(program: Command): void {
 
       const pool = createPool(databaseUrl, 4, 'engagement-worker');
       await pool.query(STATE_SCHEMA_SQL); // idempotent: Debezium users may never have run `migrate`
+      // The tables the events come from: their keys type the destinations' columns; lookups read content.
+      const shape = await discoverShape(pool, config).catch(async (err) => {
+        await pool.end().catch(() => undefined);
+        throw err;
+      });
+      logger.info({ shape }, describeShape(shape));
       const metrics = createMetrics();
       const deadLetters = new DeadLetterStore(pool);
-      const sinks = createSinks(config, { logger, metrics, deadLetters }).all;
+      const sinks = createSinks(config, { logger, metrics, deadLetters }, { keyTypes: shape.keyTypes }).all;
       const kafka = createKafka(brokers, `engagement-worker-${group}`, logger, kafkaSecurity(config));
-      const wire = format === 'native' ? nativeFormat : debeziumFormat(prefix as string);
-      const dimension = new ContentDimension(pool);
+      const wire = format === 'native' ? nativeFormat : debeziumFormat(prefix as string, shape);
+      const dimension = new ContentDimension(pool, { shape });
       const feed = new ContentFeed(kafka, wire, dimension, logger, group);
       let fatal!: (err: PipelineError) => void;
       const fatalError = new Promise<PipelineError>((resolve) => (fatal = resolve));

@@ -1,10 +1,12 @@
 import type pg from 'pg';
 import { ErrorCodes, PipelineError } from '../errors.js';
+import { qualifiedName, type SourceShape } from '../domain/source-shape.js';
 import { ContentHistory } from '../enrichment/content-history.js';
+import { discoverShape, sourceTablesExist, type ShapeSettings } from './catalog.js';
 import { ident, withClient } from './postgres.js';
 import { SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_SCHEMA_SQL } from './schema.js';
 
-export interface MigrateOptions {
+export interface MigrateOptions extends ShapeSettings {
   slotName: string;
   publicationName: string;
   /** Drop and recreate an invalidated slot, or recreate one that disappeared (data since then is lost). */
@@ -13,31 +15,40 @@ export interface MigrateOptions {
 
 export interface MigrateReport {
   createdTables: string[];
+  /** The source tables as discovered after migrating. */
+  shape: SourceShape;
   publication: 'created' | 'updated' | 'present';
   slot: 'created' | 'present' | 'recreated';
   /** When the slot was recreated: the last commit time the pipeline delivered (backfill from here). */
   lastDeliveredAt?: string | null;
 }
 
-const SOURCE_TABLES = ['content', 'engagement_events'];
-
-/** Idempotent: tables if absent, publication, state schema, then the slot (last, so it starts after all DDL). */
+/**
+ * Idempotent: the default tables when neither source table exists (a user's table is never
+ * created next to, or altered), the shape check, publication, state schema, then the slot
+ * (last, so it starts after all DDL).
+ */
 export async function migrate(databaseUrl: string, options: MigrateOptions): Promise<MigrateReport> {
   return withClient(databaseUrl, async (client) => {
     await assertReplicationReady(client);
-    const before = await existingTables(client);
-    await client.query(SOURCE_TABLES_SQL);
+    const existing = await sourceTablesExist(client, options);
+    const createdTables: string[] = [];
+    // Only the default names: tables named by EVENTS_TABLE / CONTENT_TABLE are the user's, and
+    // when they are missing (a typo, another database) that is said, not papered over with new tables.
+    const named = options.eventsTable !== undefined || options.contentTable !== undefined;
+    if (!existing.events && !existing.content && !named) {
+      await client.query(SOURCE_TABLES_SQL);
+      createdTables.push('content', 'engagement_events');
+    }
+    // A table that does not fit (a needed column missing, an unsupported key type) stops here, in one line.
+    const shape = await discoverShape(client, options);
     await client.query(STATE_SCHEMA_SQL);
     await stateTablesToSchemaOwner(client);
-    const publication = await ensurePublication(client, options.publicationName);
+    const publication = await ensurePublication(client, options.publicationName, shape);
     const slot = await ensureSlot(client, options.slotName, options.recreateSlot ?? false);
     // A new slot starts a new content history, as close to its starting point as we can read.
-    if (slot !== 'present') await restartContentHistory(client, options.slotName);
-    const report: MigrateReport = {
-      createdTables: SOURCE_TABLES.filter((t) => !before.has(t)),
-      publication,
-      slot,
-    };
+    if (slot !== 'present') await restartContentHistory(client, options.slotName, shape);
+    const report: MigrateReport = { createdTables, shape, publication, slot };
     if (slot === 'recreated') report.lastDeliveredAt = await lastDeliveredAt(client, options.slotName);
     return report;
   });
@@ -73,27 +84,27 @@ export async function assertReplicationReady(client: pg.Client): Promise<void> {
   }
 }
 
-async function existingTables(client: pg.Client): Promise<Set<string>> {
-  const { rows } = await client.query<{ table_name: string }>(
-    `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ANY($1)`,
-    [SOURCE_TABLES],
-  );
-  return new Set(rows.map((r) => r.table_name));
-}
-
-async function ensurePublication(client: pg.Client, name: string): Promise<MigrateReport['publication']> {
+/** The publication covers the shape's two tables (others it already covers stay). */
+async function ensurePublication(
+  client: pg.Client,
+  name: string,
+  shape: SourceShape,
+): Promise<MigrateReport['publication']> {
+  const tables = [shape.content, shape.events];
   const exists = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [name]);
   if (exists.rowCount === 0) {
-    await client.query(`CREATE PUBLICATION ${ident(name)} FOR TABLE content, engagement_events`);
+    await client.query(`CREATE PUBLICATION ${ident(name)} FOR TABLE ${tables.map(qualifiedName).join(', ')}`);
     return 'created';
   }
-  const { rows } = await client.query<{ tablename: string }>(
-    `SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = current_schema()`,
+  const { rows } = await client.query<{ schemaname: string; tablename: string }>(
+    `SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1`,
     [name],
   );
-  const missing = SOURCE_TABLES.filter((t) => !rows.some((r) => r.tablename === t));
+  const missing = tables.filter(
+    (t) => !rows.some((r) => r.schemaname === t.schema && r.tablename === t.name),
+  );
   if (missing.length === 0) return 'present';
-  await client.query(`ALTER PUBLICATION ${ident(name)} ADD TABLE ${missing.join(', ')}`);
+  await client.query(`ALTER PUBLICATION ${ident(name)} ADD TABLE ${missing.map(qualifiedName).join(', ')}`);
   return 'updated';
 }
 
@@ -157,8 +168,8 @@ async function stateTablesToSchemaOwner(client: pg.Client): Promise<void> {
   }
 }
 
-async function restartContentHistory(client: pg.Client, slotName: string): Promise<void> {
-  const history = new ContentHistory(client, slotName);
+async function restartContentHistory(client: pg.Client, slotName: string, shape: SourceShape): Promise<void> {
+  const history = new ContentHistory(client, slotName, shape);
   await client.query('BEGIN');
   try {
     await history.reset();

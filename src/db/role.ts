@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
+import { DEFAULT_SHAPE, qualifiedName, quoteIdent, type SourceShape } from '../domain/source-shape.js';
 import { configError } from '../errors.js';
 import { ident } from './postgres.js';
 import { STATE_SCHEMA } from './schema.js';
@@ -23,7 +24,7 @@ export interface PipelineRole {
  */
 export async function ensurePipelineRole(
   client: pg.Client,
-  options: { name: string; password?: string },
+  options: { name: string; password?: string; shape?: SourceShape },
 ): Promise<PipelineRole> {
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(options.name)) {
     throw configError(
@@ -50,8 +51,10 @@ export async function ensurePipelineRole(
       await client.query(`ALTER ROLE ${role} PASSWORD ${lit[0]!.q}`);
     }
     await client.query(`GRANT CONNECT ON DATABASE ${database} TO ${role}`);
-    await client.query(`GRANT USAGE ON SCHEMA public TO ${role}`);
-    await client.query(`GRANT SELECT ON public.content, public.engagement_events TO ${role}`);
+    const { content, events } = options.shape ?? DEFAULT_SHAPE;
+    for (const schema of new Set([content.schema, events.schema]))
+      await client.query(`GRANT USAGE ON SCHEMA ${quoteIdent(schema)} TO ${role}`);
+    await client.query(`GRANT SELECT ON ${qualifiedName(content)}, ${qualifiedName(events)} TO ${role}`);
     // Its own state schema: owner of the schema and of everything in it.
     await client.query(`ALTER SCHEMA ${STATE_SCHEMA} OWNER TO ${role}`);
     const owned = await client.query<{ kind: string; name: string }>(

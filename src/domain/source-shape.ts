@@ -33,6 +33,13 @@ export interface SourceShape {
   /** The content table's primary-key column that `events.content_id` refers to (CONTENT_KEY overrides). */
   contentKey: string;
   keyTypes: KeyTypes;
+  /** The SQL type of `contentKey` (lookups bind ids as this type); absent: `keyTypes.content_id`. */
+  contentKeyType?: KeyType;
+  /**
+   * Optional columns the tables lack (read as NULL): e.g. `device`, `raw_payload`, `slug`.
+   * Absent: the tables have every column.
+   */
+  absent?: { events: readonly string[]; content: readonly string[] };
 }
 
 /** The default tables (`engagement migrate` creates them when none exist). */
@@ -43,3 +50,30 @@ export const DEFAULT_SHAPE: SourceShape = {
   contentKey: 'id',
   keyTypes: { content_id: 'uuid', user_id: 'uuid' },
 };
+
+/** `"schema"."name"`, quoted for SQL. */
+export function qualifiedName(table: TableName): string {
+  return `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
+}
+
+/** A Postgres identifier, quoted (names are taken exactly as written, case included). */
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** The SQL for one column of a shape's table: the column, or NULL when the table lacks it. */
+export function columnOrNull(
+  shape: SourceShape,
+  table: 'events' | 'content',
+  column: string,
+  alias = '',
+): string {
+  const absent = shape.absent?.[table] ?? [];
+  return absent.includes(column) ? 'NULL' : `${alias}${quoteIdent(column)}`;
+}
+
+/** `EVENTS_TABLE` / `CONTENT_TABLE` text (`schema.name` or `name`) -> parts; null: unqualified schema. */
+export function parseTableName(text: string): { schema: string | null; name: string } {
+  const dot = text.indexOf('.');
+  return dot < 0 ? { schema: null, name: text } : { schema: text.slice(0, dot), name: text.slice(dot + 1) };
+}

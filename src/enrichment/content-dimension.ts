@@ -1,11 +1,14 @@
 import type pg from 'pg';
+import { DEFAULT_SHAPE, quoteIdent, type SourceShape } from '../domain/source-shape.js';
 import type { ContentInfo } from '../domain/types.js';
 import { describeError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
-import { CONTENT_SELECT, ContentHistory, type ContentVersion } from './content-history.js';
+import { contentSelect, ContentHistory, type ContentVersion } from './content-history.js';
 
 export interface ContentDimensionOptions {
   logger?: Logger;
+  /** The user's tables (discovered at start); default: the tables `engagement migrate` creates. */
+  shape?: SourceShape;
   /**
    * Direct mode: the slot whose stream keeps this dimension current. Every content change is
    * then recorded with its commit position (content-history.ts), and `loadAsOfSlot()` rebuilds
@@ -57,6 +60,7 @@ export class ContentDimension {
   /** Rows read by a lookup (today's, never recorded): their next change is recorded even if equal. */
   private readonly lookedUp = new Set<string>();
   private readonly log: Logger;
+  private readonly shape: SourceShape;
   private history: ContentHistory | null;
   private closed = false;
   private readonly sleepers = new Set<() => void>();
@@ -71,7 +75,8 @@ export class ContentDimension {
     private readonly options: ContentDimensionOptions = {},
   ) {
     this.log = (options.logger ?? silentLogger()).child({ component: 'content-dimension' });
-    this.history = options.slotName ? new ContentHistory(pool, options.slotName) : null;
+    this.shape = options.shape ?? DEFAULT_SHAPE;
+    this.history = options.slotName ? new ContentHistory(pool, options.slotName, this.shape) : null;
   }
 
   get size(): number {
@@ -79,7 +84,7 @@ export class ContentDimension {
   }
 
   async loadSnapshot(): Promise<number> {
-    const { rows } = await this.pool.query<ContentInfo>(CONTENT_SELECT);
+    const { rows } = await this.pool.query<ContentInfo>(contentSelect(this.shape));
     for (const row of rows) this.rows.set(row.id, row);
     return rows.length;
   }
@@ -231,9 +236,12 @@ export class ContentDimension {
 
   private async fetch(ids: string[]): Promise<ContentInfo[]> {
     try {
-      const { rows } = await this.pool.query<ContentInfo>(`${CONTENT_SELECT} WHERE id = ANY($1::uuid[])`, [
-        ids,
-      ]);
+      // Bound as the key's own type, so the lookup uses the key's index.
+      const { contentKey, contentKeyType, keyTypes } = this.shape;
+      const { rows } = await this.pool.query<ContentInfo>(
+        `${contentSelect(this.shape)} WHERE ${quoteIdent(contentKey)} = ANY($1::${contentKeyType ?? keyTypes.content_id}[])`,
+        [ids],
+      );
       return rows;
     } catch (err) {
       // A data exception (an id the key type refuses) is about the ids, not the database:

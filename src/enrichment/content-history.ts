@@ -1,9 +1,28 @@
 import type pg from 'pg';
 import { STATE_SCHEMA } from '../db/schema.js';
+import {
+  columnOrNull,
+  DEFAULT_SHAPE,
+  qualifiedName,
+  quoteIdent,
+  type SourceShape,
+} from '../domain/source-shape.js';
 import type { ContentInfo } from '../domain/types.js';
 
-/** The content columns the dimension holds, as text/JSON-friendly values (one list for every read). */
-export const CONTENT_SELECT = 'SELECT id::text AS id, slug, title, content_type, length_seconds FROM content';
+/**
+ * The content columns the dimension holds, as text/JSON-friendly values (one list for every
+ * read): the shape's key column as `id` (text, whatever its type), optional columns the table
+ * lacks as NULL.
+ */
+export function contentSelect(shape: SourceShape = DEFAULT_SHAPE): string {
+  const optional = (column: string) => `${columnOrNull(shape, 'content', column)}::text AS ${column}`;
+  return `SELECT ${quoteIdent(shape.contentKey)}::text AS id, ${optional('slug')}, ${optional('title')},
+            content_type::text AS content_type, length_seconds::int AS length_seconds
+       FROM ${qualifiedName(shape.content)}`;
+}
+
+/** The default tables' content select (see contentSelect). */
+export const CONTENT_SELECT = contentSelect(DEFAULT_SHAPE);
 
 const VERSIONS = `${STATE_SCHEMA}.content_versions`;
 const ORIGIN = `${STATE_SCHEMA}.content_history`;
@@ -31,6 +50,7 @@ export class ContentHistory {
   constructor(
     private readonly db: Queryable,
     readonly stream: string,
+    private readonly shape: SourceShape = DEFAULT_SHAPE,
   ) {}
 
   /** The slot's confirmed position (replay starts here) and restart position (safe to prune below). */
@@ -57,7 +77,7 @@ export class ContentHistory {
     const { rows } = await this.db.query<{ n: string }>(
       `WITH seeded AS (
          INSERT INTO ${VERSIONS} (stream, content_key, valid_from_lsn, row_data, deleted)
-         SELECT $1, c.id, '0/0', to_jsonb(c), false FROM (${CONTENT_SELECT}) c
+         SELECT $1, c.id, '0/0', to_jsonb(c), false FROM (${contentSelect(this.shape)}) c
          WHERE NOT EXISTS (SELECT 1 FROM ${ORIGIN} WHERE stream = $1)
          ON CONFLICT DO NOTHING
          RETURNING 1)

@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { describeError, type PipelineError } from '../errors.js';
 import type { EngagementEventRow } from '../domain/types.js';
 import type { Logger } from '../logger.js';
+import type { SourceShape } from '../domain/source-shape.js';
 import { Dispatcher } from './dispatcher.js';
 import { drainSlotStream, slotSource } from './slot-stream.js';
 import { shutdownTimes } from './deadline.js';
@@ -19,6 +20,8 @@ export interface KafkaCaptureOptions {
   databaseUrl: string;
   slotName: string;
   publicationName: string;
+  /** The user's tables (discovered at start); default: the tables `engagement migrate` creates. */
+  shape?: SourceShape;
   pool: pg.Pool;
   /** acks=all sends; see ResilientProducer. */
   producer: { send(record: ProducerRecord): Promise<unknown> };
@@ -126,7 +129,7 @@ export class KafkaCapture {
 
   constructor(private readonly options: KafkaCaptureOptions) {
     this.log = options.logger.child({ component: 'capture' });
-    this.dimension = new ContentDimension(options.pool);
+    this.dimension = new ContentDimension(options.pool, { shape: options.shape });
     this.dispatcher = new Dispatcher<Unit>({
       maxRows: options.maxRows,
       maxWaitMs: options.maxWaitMs,

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { Batch } from '../domain/types.js';
 import { describeError, type PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { SourceShape } from '../domain/source-shape.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Sink } from '../sinks/sink.js';
 import type { Change } from '../source/changes.js';
@@ -17,6 +18,8 @@ import { drainSlotStream, slotSource } from './slot-stream.js';
 import type { SinkHealth } from '../observability/stats.js';
 
 export interface PipelineOptions {
+  /** The user's tables (discovered at start); default: the tables `engagement migrate` creates. */
+  shape?: SourceShape;
   databaseUrl: string;
   slotName: string;
   publicationName: string;
@@ -57,7 +60,12 @@ export class Pipeline {
 
   constructor(private readonly options: PipelineOptions) {
     const logger = options.logger;
-    this.dimension = new ContentDimension(options.pool, { logger, slotName: options.slotName, retry: true });
+    this.dimension = new ContentDimension(options.pool, {
+      logger,
+      slotName: options.slotName,
+      retry: true,
+      shape: options.shape,
+    });
     this.fanout = new Fanout({
       sinks: options.sinks,
       metrics: options.metrics,

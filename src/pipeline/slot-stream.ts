@@ -13,7 +13,7 @@ import type { TransactionAssembler } from './transaction-assembler.js';
 /** What the source needs besides the assembler; `onHalt` is told after the open batch was handed on. */
 export type SlotSourceOptions = Pick<
   ReplicationSourceOptions,
-  'databaseUrl' | 'slotName' | 'publicationName' | 'logger' | 'metrics' | 'onHalt'
+  'databaseUrl' | 'slotName' | 'publicationName' | 'shape' | 'logger' | 'metrics' | 'onHalt'
 >;
 
 /** The replication source wired to the assembler it feeds. */
@@ -25,6 +25,7 @@ export function slotSource<B extends DispatchUnit>(
     databaseUrl: options.databaseUrl,
     slotName: options.slotName,
     publicationName: options.publicationName,
+    shape: options.shape,
     logger: options.logger,
     metrics: options.metrics,
     onDisconnect: async () => {

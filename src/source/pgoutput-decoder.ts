@@ -1,16 +1,18 @@
 import type { Pgoutput } from 'pg-logical-replication';
+import { DEFAULT_SHAPE, type SourceShape, type TableName } from '../domain/source-shape.js';
 import { microsToIso } from '../domain/timestamps.js';
 import { ErrorCodes, PipelineError } from '../errors.js';
 import type { Change } from './changes.js';
 import { decodeContentRow, decodeEventRow } from './decode-rows.js';
 
-export const EVENTS_TABLE = 'engagement_events';
-export const CONTENT_TABLE = 'content';
 /** Prefix of the pipeline's pg_logical_emit_message heartbeats. */
 export const HEARTBEAT_PREFIX = 'engagement_pipeline.heartbeat';
 
-/** Turns one pgoutput message into the pipeline's Change (null for messages it does not need). Pure. */
-export function decodePgoutput(message: Pgoutput.Message): Change | null {
+/**
+ * Turns one pgoutput message into the pipeline's Change (null for messages it does not need).
+ * Tables are recognised by the relation message's schema and name, as the shape names them. Pure.
+ */
+export function decodePgoutput(message: Pgoutput.Message, shape: SourceShape = DEFAULT_SHAPE): Change | null {
   switch (message.tag) {
     case 'begin':
       return {
@@ -24,16 +26,16 @@ export function decodePgoutput(message: Pgoutput.Message): Change | null {
       return { kind: 'commit', ackLsn: message.commitEndLsn ?? message.commitLsn ?? '0/0' };
     case 'insert':
     case 'update':
-      return decodeRowChange(message.tag, message.relation.name, message.new);
+      return decodeRowChange(message.tag, message.relation, message.new, shape);
     case 'delete': {
-      if (message.relation.name === EVENTS_TABLE) return { kind: 'ignored', what: 'event-delete' };
-      const id = (message.key ?? message.old)?.id;
-      return message.relation.name === CONTENT_TABLE && typeof id === 'string'
-        ? { kind: 'content-delete', id }
+      if (is(message.relation, shape.events)) return { kind: 'ignored', what: 'event-delete' };
+      const id = (message.key ?? message.old)?.[shape.contentKey];
+      return is(message.relation, shape.content) && (typeof id === 'string' || typeof id === 'number')
+        ? { kind: 'content-delete', id: String(id) }
         : null;
     }
     case 'truncate':
-      return decodeTruncate(message);
+      return decodeTruncate(message, shape);
     case 'message':
       // A non-transactional heartbeat is a position with nothing before it left to deliver:
       // treated like an empty commit, it lets the checkpoint confirm past WAL of other tables.
@@ -46,35 +48,42 @@ export function decodePgoutput(message: Pgoutput.Message): Change | null {
   }
 }
 
-function decodeTruncate(message: Pgoutput.MessageTruncate): Change | null {
-  const names = message.relations.map((r) => r.name);
-  if (names.includes(EVENTS_TABLE) && message.restartIdentity) {
+function is(relation: { schema: string; name: string }, table: TableName): boolean {
+  return relation.name === table.name && relation.schema === table.schema;
+}
+
+function decodeTruncate(message: Pgoutput.MessageTruncate, shape: SourceShape): Change | null {
+  const events = message.relations.some((r) => is(r, shape.events));
+  const content = message.relations.some((r) => is(r, shape.content));
+  if (events && message.restartIdentity) {
     return {
       kind: 'halt',
       error: new PipelineError(
         ErrorCodes.TRUNCATE_RESTART_IDENTITY,
-        `${EVENTS_TABLE} was truncated with RESTART IDENTITY: new events would reuse event_ids that were already delivered, and every destination would drop them as duplicates; the pipeline stops before that point and confirms nothing past it`,
+        `${shape.events.name} was truncated with RESTART IDENTITY: new events would reuse event_ids that were already delivered, and every destination would drop them as duplicates; the pipeline stops before that point and confirms nothing past it`,
         'fatal',
         'the README section "TRUNCATE … RESTART IDENTITY" gives the four recovery steps (move the sequence past the delivered ids, renumber rows written since, advance the slot, backfill)',
       ),
     };
   }
-  if (names.includes(CONTENT_TABLE)) return { kind: 'content-truncate' };
-  return names.includes(EVENTS_TABLE) ? { kind: 'ignored', what: 'truncate' } : null;
+  if (content) return { kind: 'content-truncate' };
+  return events ? { kind: 'ignored', what: 'truncate' } : null;
 }
 
 function decodeRowChange(
   tag: 'insert' | 'update',
-  table: string,
+  relation: { schema: string; name: string },
   raw: Record<string, unknown>,
+  shape: SourceShape,
 ): Change | null {
-  if (table === EVENTS_TABLE) {
+  const table = relation.name;
+  if (is(relation, shape.events)) {
     if (tag === 'update') return { kind: 'ignored', what: 'event-update' };
-    const row = decodeEventRow(raw);
+    const row = decodeEventRow(raw, shape.eventIdColumn);
     return typeof row === 'string' ? { kind: 'bad-row', table, reason: row, raw } : { kind: 'event', row };
   }
-  if (table === CONTENT_TABLE) {
-    const content = decodeContentRow(raw);
+  if (is(relation, shape.content)) {
+    const content = decodeContentRow(raw, shape.contentKey);
     return typeof content === 'string'
       ? { kind: 'bad-row', table, reason: content, raw }
       : { kind: 'content-upsert', content };

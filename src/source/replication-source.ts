@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { clientConfig, withClient } from '../db/postgres.js';
 import { readSlot, slotInvalidatedError } from '../db/migrate.js';
+import type { SourceShape } from '../domain/source-shape.js';
 import { bigIntToLsn, compareLsn, lsnToBigInt } from '../domain/position.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -18,6 +19,8 @@ export interface ReplicationSourceOptions {
   databaseUrl: string;
   slotName: string;
   publicationName: string;
+  /** The user's tables (discovered at start); default: the tables `engagement migrate` creates. */
+  shape?: SourceShape;
   logger: Logger;
   metrics: Metrics;
   /** Called when the stream broke and will be resumed from the last confirmed position. */
@@ -184,7 +187,7 @@ export class ReplicationSource {
       this.lastReceiveAt = Date.now();
       if (this.stopping || this.halted || broken) return;
       try {
-        const change = decodePgoutput(message);
+        const change = decodePgoutput(message, this.options.shape);
         if (change?.kind === 'halt') {
           this.halt(change.error);
           return;

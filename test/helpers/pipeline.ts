@@ -21,10 +21,24 @@ export interface Harness {
   cleanup(): Promise<void>;
 }
 
-/** A fresh database (migrated), a random Redis prefix and a DuckDB file in a temp dir. */
-export async function createHarness(): Promise<Harness> {
+/**
+ * A fresh database (migrated), a random Redis prefix and a DuckDB file in a temp dir.
+ * `tables`: SQL run before migrate (the user's own tables); `settings`: config every start
+ * and migrate use (EVENTS_TABLE, CONTENT_TABLE, CONTENT_KEY).
+ */
+export async function createHarness(
+  options: { tables?: string; settings?: Partial<Record<ConfigKey, unknown>> } = {},
+): Promise<Harness> {
   const db = await freshDatabase('pipe');
-  await migrate(db.url, { slotName: 'engagement_pipeline', publicationName: 'engagement_pipeline' });
+  if (options.tables) await query(db.url, options.tables);
+  const settings = options.settings ?? {};
+  await migrate(db.url, {
+    slotName: 'engagement_pipeline',
+    publicationName: 'engagement_pipeline',
+    eventsTable: settings.eventsTable as string | undefined,
+    contentTable: settings.contentTable as string | undefined,
+    contentKey: settings.contentKey as string | undefined,
+  });
   const redis = testRedis();
   const dir = mkdtempSync(path.join(tmpdir(), 'engagement-test-'));
   const duckdbFile = path.join(dir, 'analytics.duckdb');
@@ -36,6 +50,7 @@ export async function createHarness(): Promise<Harness> {
         redisPrefix: redis.prefix,
         analyticsUrl: `duckdb:${duckdbFile}`,
         port: 0,
+        ...settings,
         ...overrides,
       },
       {},

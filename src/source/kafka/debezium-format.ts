@@ -1,18 +1,20 @@
+import { DEFAULT_SHAPE, type SourceShape } from '../../domain/source-shape.js';
 import { microsToIso } from '../../domain/timestamps.js';
-import type { ContentInfo, EngagementEventRow } from '../../domain/types.js';
+import type { EngagementEventRow } from '../../domain/types.js';
+import { decodeContentRow, decodeEventRow, textOrNull } from '../decode-rows.js';
 import {
   decodeInteger,
   decodeJson,
   decodeTimestamp,
-  textOrNull,
   ValueError,
   type FieldSchema,
 } from './debezium-values.js';
 import type { WireFormat, WorkerRecord } from './records.js';
 
 /**
- * A Debezium PostgreSQL connector's topics (`<prefix>.public.engagement_events`,
- * `<prefix>.public.content`) with the JsonConverter, in any of its three shapes:
+ * A Debezium PostgreSQL connector's topics (`<prefix>.<schema>.<table>` of the shape's events
+ * and content tables, e.g. `<prefix>.public.engagement_events`) with the JsonConverter, in any
+ * of its three shapes:
  *  1. schema envelope: {"schema": {...}, "payload": {"before","after","source","op","ts_ms"}}
  *  2. schemaless envelope (schemas.enable=false): {"before","after","source","op","ts_ms"}
  *  3. ExtractNewRecordState ("unwrap"): the row itself, optionally with `__op`, `__deleted`,
@@ -23,14 +25,14 @@ import type { WireFormat, WorkerRecord } from './records.js';
  * events topic are skipped; on the content topic a tombstone with a key is a delete
  * (that is all a flattened delete leaves behind with the default delete.handling.mode).
  */
-export function debeziumFormat(prefix: string): WireFormat {
+export function debeziumFormat(prefix: string, shape: SourceShape = DEFAULT_SHAPE): WireFormat {
   return {
     name: 'debezium',
-    eventsTopic: `${prefix}.public.engagement_events`,
-    contentTopic: `${prefix}.public.content`,
+    eventsTopic: `${prefix}.${shape.events.schema}.${shape.events.name}`,
+    contentTopic: `${prefix}.${shape.content.schema}.${shape.content.name}`,
     decodeEvent: (_key, value, timestampMs, offset) =>
-      guard(() => decodeEventValue(value, timestampMs, offset)),
-    decodeContent: (key, value) => guard(() => decodeContentValue(key, value)),
+      guard(() => decodeEventValue(value, timestampMs, shape, offset)),
+    decodeContent: (key, value) => guard(() => decodeContentValue(key, value, shape)),
   };
 }
 
@@ -130,7 +132,12 @@ function micros(us: unknown, ms: unknown): bigint | null {
   return null;
 }
 
-function decodeEventValue(value: Buffer | null, timestampMs: string, offset?: string): WorkerRecord {
+function decodeEventValue(
+  value: Buffer | null,
+  timestampMs: string,
+  shape: SourceShape,
+  offset?: string,
+): WorkerRecord {
   if (value === null) return { kind: 'skip', why: 'tombstone' };
   const change = readChange(value);
   switch (change.op) {
@@ -151,7 +158,7 @@ function decodeEventValue(value: Buffer | null, timestampMs: string, offset?: st
       throw new ValueError(`unknown op '${change.op}'`);
   }
   if (!change.row) throw new ValueError(`op ${change.op} without an after row`);
-  const row = decodeEventRow(change.row, change.fields);
+  const row = decodeDebeziumEvent(change.row, change.fields, shape.eventIdColumn);
   // source.ts_ms is the commit time for the Postgres connector; without it (a flattened
   // message without add.fields) the Kafka record timestamp is the best approximation.
   const committedAt = microsToIso(change.commitMicros ?? BigInt(timestampMs) * 1000n);
@@ -194,35 +201,44 @@ function sourcePosition(change: Change, offset: string | undefined): string | un
   return `L${hex(commit)}${hex(lsn)}:${snapshot ? offset!.padStart(20, '0') : ''}`;
 }
 
-function decodeEventRow(raw: Record<string, unknown>, fields: Map<string, FieldSchema>): EngagementEventRow {
-  const id = decodeInteger(raw.id, fields.get('id'));
-  if (id === null || id <= 0) throw new ValueError(`id ${JSON.stringify(raw.id)} is not a positive integer`);
+/**
+ * Debezium's encodings (numbers with a schema, ZonedTimestamp text, JSON as text) back to the
+ * column values the stream sees, then the stream's own decoding.
+ */
+function decodeDebeziumEvent(
+  raw: Record<string, unknown>,
+  fields: Map<string, FieldSchema>,
+  idColumn: string,
+): EngagementEventRow {
   if (raw.event_ts === null || raw.event_ts === undefined) throw new ValueError('event_ts is NULL');
-  return {
-    id,
-    content_id: textOrNull(raw.content_id),
-    user_id: textOrNull(raw.user_id),
-    event_type: textOrNull(raw.event_type),
-    event_ts: decodeTimestamp(raw.event_ts, fields.get('event_ts')),
-    duration_ms: decodeInteger(raw.duration_ms, fields.get('duration_ms')),
-    device: textOrNull(raw.device),
-    raw_payload: decodeJson(raw.raw_payload),
-  };
+  const row = decodeEventRow(
+    {
+      ...raw,
+      [idColumn]: decodeInteger(raw[idColumn], fields.get(idColumn)),
+      event_ts: decodeTimestamp(raw.event_ts, fields.get('event_ts')),
+      duration_ms: decodeInteger(raw.duration_ms, fields.get('duration_ms')),
+      raw_payload: decodeJson(raw.raw_payload),
+    },
+    idColumn,
+  );
+  if (typeof row === 'string') throw new ValueError(row);
+  return row;
 }
 
-function decodeContentValue(key: Buffer | null, value: Buffer | null): WorkerRecord {
+function decodeContentValue(key: Buffer | null, value: Buffer | null, shape: SourceShape): WorkerRecord {
+  const keyColumn = shape.contentKey;
   if (value === null) {
-    const id = key ? keyId(key) : null;
+    const id = key ? keyId(key, keyColumn) : null;
     return id ? { kind: 'content-delete', id } : { kind: 'skip', why: 'tombstone' };
   }
   const change = readChange(value);
   if (change.op === 'tombstone') {
-    const id = key ? keyId(key) : null;
+    const id = key ? keyId(key, keyColumn) : null;
     return id ? { kind: 'content-delete', id } : { kind: 'skip', why: 'tombstone' };
   }
   if (change.op === 'd') {
-    const id = textOrNull((change.before ?? change.row)?.id) ?? (key ? keyId(key) : null);
-    if (!id) throw new ValueError('content delete without an id (REPLICA IDENTITY?)');
+    const id = textOrNull((change.before ?? change.row)?.[keyColumn]) ?? (key ? keyId(key, keyColumn) : null);
+    if (!id) throw new ValueError(`content delete without ${keyColumn} (REPLICA IDENTITY?)`);
     return { kind: 'content-delete', id };
   }
   if (change.op === 't')
@@ -230,26 +246,26 @@ function decodeContentValue(key: Buffer | null, value: Buffer | null): WorkerRec
   if (!['c', 'r', 'u'].includes(change.op)) throw new ValueError(`unknown op '${change.op}'`);
   if (!change.row) throw new ValueError(`op ${change.op} without an after row`);
   const raw = change.row;
-  if (typeof raw.id !== 'string') throw new ValueError('content.id is missing');
-  const content: Partial<ContentInfo> & { id: string } = { id: raw.id };
   // A column absent from the message (e.g. an unchanged TOASTed value) keeps its old value.
-  if ('slug' in raw) content.slug = textOrNull(raw.slug);
-  if ('title' in raw) content.title = textOrNull(raw.title);
-  if ('content_type' in raw) content.content_type = textOrNull(raw.content_type);
-  if ('length_seconds' in raw)
-    content.length_seconds = decodeInteger(raw.length_seconds, change.fields.get('length_seconds'));
+  const content = decodeContentRow(
+    'length_seconds' in raw
+      ? { ...raw, length_seconds: decodeInteger(raw.length_seconds, change.fields.get('length_seconds')) }
+      : raw,
+    keyColumn,
+  );
+  if (typeof content === 'string') throw new ValueError(content);
   return { kind: 'content-upsert', content };
 }
 
-/** The content id from a Debezium key: {"id":…} with or without the schema envelope, or a bare string. */
-function keyId(key: Buffer): string | null {
+/** The content id from a Debezium key: {"<key>":…} with or without the schema envelope, or a bare value. */
+function keyId(key: Buffer, keyColumn: string): string | null {
   const text = key.toString('utf8');
   try {
     const json = JSON.parse(text) as unknown;
-    if (typeof json === 'string') return json;
-    const obj = json as { payload?: { id?: unknown }; id?: unknown } | null;
-    const id = obj?.payload?.id ?? obj?.id;
-    return typeof id === 'string' ? id : null;
+    if (typeof json === 'string' || typeof json === 'number') return String(json);
+    const obj = json as { payload?: Record<string, unknown> | null } & Record<string, unknown>;
+    const id = obj?.payload?.[keyColumn] ?? obj?.[keyColumn];
+    return typeof id === 'string' || typeof id === 'number' ? String(id) : null;
   } catch {
     return text || null;
   }

@@ -96,7 +96,3 @@ export function decodeJson(value: unknown): unknown {
     return value;
   }
 }
-
-export function textOrNull(value: unknown): string | null {
-  return value === null || value === undefined ? null : String(value);
-}

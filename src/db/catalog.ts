@@ -1,0 +1,241 @@
+import type pg from 'pg';
+import {
+  DEFAULT_SHAPE,
+  parseTableName,
+  quoteIdent,
+  type KeyType,
+  type SourceShape,
+  type TableName,
+} from '../domain/source-shape.js';
+import { ErrorCodes, PipelineError } from '../errors.js';
+
+export interface ShapeSettings {
+  /** EVENTS_TABLE: `schema.name` or `name` (resolved through the search_path). */
+  eventsTable?: string;
+  /** CONTENT_TABLE, likewise. */
+  contentTable?: string;
+  /** CONTENT_KEY: the content column `events.content_id` refers to (default: the content table's primary key). */
+  contentKey?: string;
+}
+
+/** Columns the pipeline reads; the others are ignored. Optional ones are read as NULL when absent. */
+const EVENT_COLUMNS = {
+  required: ['content_id', 'event_ts', 'duration_ms'],
+  optional: ['user_id', 'event_type', 'device', 'raw_payload'],
+} as const;
+const CONTENT_COLUMNS = {
+  required: ['content_type', 'length_seconds'],
+  optional: ['slug', 'title'],
+} as const;
+
+const KEY_TYPES: Record<string, KeyType> = {
+  uuid: 'uuid',
+  int8: 'bigint',
+  int4: 'integer',
+  int2: 'integer',
+  text: 'text',
+  varchar: 'text',
+  bpchar: 'text',
+};
+const INTEGER_TYPES = ['int2', 'int4', 'int8'];
+const TIMESTAMP_TYPES = ['timestamptz', 'timestamp'];
+
+type Queryable = Pick<pg.Pool, 'query'> | Pick<pg.Client, 'query'>;
+
+interface Column {
+  name: string;
+  /** The base type's name (domains resolved), e.g. int8, uuid, timestamptz. */
+  type: string;
+  /** As the catalog spells it, for messages (e.g. `numeric(10,2)`). */
+  display: string;
+  pk: boolean;
+}
+
+interface Table {
+  name: TableName;
+  columns: Map<string, Column>;
+  primaryKey: string[];
+}
+
+/** Whether `EVENTS_TABLE` / `CONTENT_TABLE` exist (migrate creates the default tables only when neither does). */
+export async function sourceTablesExist(
+  db: Queryable,
+  settings: ShapeSettings = {},
+): Promise<{ events: boolean; content: boolean }> {
+  const [events, content] = await Promise.all([
+    readTable(db, settings.eventsTable ?? DEFAULT_SHAPE.events.name),
+    readTable(db, settings.contentTable ?? DEFAULT_SHAPE.content.name),
+  ]);
+  return { events: events !== null, content: content !== null };
+}
+
+/**
+ * Reads the shape of the user's tables from the catalog (see SourceShape). What does not fit
+ * is one line naming the table, the column and what is accepted (EP_ERR_SOURCE_SHAPE); a
+ * missing table is EP_ERR_SOURCE_TABLE_MISSING. Columns the pipeline does not read are ignored.
+ */
+export async function discoverShape(db: Queryable, settings: ShapeSettings = {}): Promise<SourceShape> {
+  const eventsText = settings.eventsTable ?? DEFAULT_SHAPE.events.name;
+  const contentText = settings.contentTable ?? DEFAULT_SHAPE.content.name;
+  const [events, content] = await Promise.all([readTable(db, eventsText), readTable(db, contentText)]);
+  if (!events || !content) {
+    const missing = [!events && `events table ${eventsText}`, !content && `content table ${contentText}`]
+      .filter(Boolean)
+      .join(' and ');
+    throw new PipelineError(
+      ErrorCodes.SOURCE_TABLE_MISSING,
+      `${missing} not found (or not visible to this role)`,
+      'config',
+      'set EVENTS_TABLE / CONTENT_TABLE (schema.name allowed) to your tables, or run `engagement migrate` to create the default ones',
+    );
+  }
+  const e = display(events.name);
+  const c = display(content.name);
+
+  for (const column of EVENT_COLUMNS.required) need(events, column, e);
+  for (const column of CONTENT_COLUMNS.required) need(content, column, c);
+
+  const eventIdColumn =
+    events.primaryKey.length === 1 ? events.primaryKey[0] : events.columns.has('id') ? 'id' : null;
+  if (eventIdColumn === null) {
+    throw shapeError(
+      `${e} has no single-column primary key (and no id column): the pipeline needs one integer id per event (it orders and dedupes events)`,
+      `add one, e.g. ALTER TABLE ${e} ADD COLUMN id BIGSERIAL PRIMARY KEY`,
+    );
+  }
+  expectType(events, eventIdColumn, INTEGER_TYPES, 'an integer (smallint, integer or bigint)', e);
+
+  const contentKey = settings.contentKey ?? (content.primaryKey.length === 1 ? content.primaryKey[0] : null);
+  if (contentKey === null) {
+    throw shapeError(
+      `${c} has no single-column primary key, so the column events.content_id joins is unknown`,
+      'set CONTENT_KEY to that column',
+    );
+  }
+  if (!content.columns.has(contentKey)) {
+    throw shapeError(
+      `CONTENT_KEY ${contentKey}: ${c} has no column ${contentKey}`,
+      `set CONTENT_KEY to one of ${[...content.columns.keys()].join(', ')}`,
+    );
+  }
+
+  const contentKeyType = keyType(content, contentKey, c);
+  const eventsContentType = keyType(events, 'content_id', e);
+  const userType = events.columns.has('user_id') ? keyType(events, 'user_id', e) : 'text';
+  expectType(events, 'event_ts', TIMESTAMP_TYPES, 'timestamptz or timestamp', e);
+  expectType(events, 'duration_ms', INTEGER_TYPES, 'an integer (milliseconds)', e);
+  expectType(content, 'length_seconds', INTEGER_TYPES, 'an integer (seconds)', c);
+
+  return {
+    events: events.name,
+    content: content.name,
+    eventIdColumn,
+    contentKey,
+    keyTypes: { content_id: joinedKeyType(eventsContentType, contentKeyType), user_id: userType },
+    contentKeyType,
+    absent: {
+      events: EVENT_COLUMNS.optional.filter((col) => !events.columns.has(col)),
+      content: CONTENT_COLUMNS.optional.filter((col) => !content.columns.has(col)),
+    },
+  };
+}
+
+/**
+ * The type destinations give content_id: the two sides' type when they agree, bigint for two
+ * integer types, else text (every value of either side is exact as text).
+ */
+function joinedKeyType(events: KeyType, content: KeyType): KeyType {
+  if (events === content) return events;
+  const integers: KeyType[] = ['bigint', 'integer'];
+  if (integers.includes(events) && integers.includes(content)) return 'bigint';
+  return 'text';
+}
+
+async function readTable(db: Queryable, text: string): Promise<Table | null> {
+  const { schema, name } = parseTableName(text);
+  const regclass = schema === null ? quoteIdent(name) : `${quoteIdent(schema)}.${quoteIdent(name)}`;
+  const { rows } = await db.query<{
+    schema: string;
+    table: string;
+    column: string | null;
+    type: string | null;
+    display: string | null;
+    pk: boolean | null;
+    pk_size: number | null;
+  }>(
+    `SELECT n.nspname AS schema, c.relname AS table, a.attname AS column,
+            coalesce(b.typname, t.typname) AS type, format_type(a.atttypid, a.atttypmod) AS display,
+            a.attnum = ANY(i.indkey) AS pk, i.indnatts::int AS pk_size
+       FROM pg_class c
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+       LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+       LEFT JOIN pg_type t ON t.oid = a.atttypid
+       LEFT JOIN pg_type b ON b.oid = t.typbasetype AND t.typtype = 'd'
+       LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+      WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')
+      ORDER BY a.attnum`,
+    [regclass],
+  );
+  if (rows.length === 0) return null;
+  const columns = new Map<string, Column>();
+  for (const r of rows) {
+    if (r.column === null) continue;
+    columns.set(r.column, {
+      name: r.column,
+      type: r.type ?? '',
+      display: r.display ?? '',
+      pk: r.pk === true,
+    });
+  }
+  const primaryKey = [...columns.values()].filter((col) => col.pk).map((col) => col.name);
+  return {
+    name: { schema: rows[0].schema, name: rows[0].table },
+    columns,
+    primaryKey: rows[0].pk_size === primaryKey.length ? primaryKey : [],
+  };
+}
+
+function display(table: TableName): string {
+  return `${table.schema}.${table.name}`;
+}
+
+function need(table: Table, column: string, name: string): void {
+  if (table.columns.has(column)) return;
+  throw shapeError(
+    `${name} has no ${column} column, which the pipeline needs`,
+    'add the column, or set EVENTS_TABLE / CONTENT_TABLE to tables that have it (other columns are ignored)',
+  );
+}
+
+function keyType(table: Table, column: string, name: string): KeyType {
+  const col = table.columns.get(column)!;
+  const type = KEY_TYPES[col.type];
+  if (type) return type;
+  throw shapeError(
+    `${name}.${column} is ${col.display}; key columns must be uuid, bigint, integer or text`,
+    `use one of those types for ${name}.${column}`,
+  );
+}
+
+function expectType(table: Table, column: string, accepted: string[], what: string, name: string): void {
+  const col = table.columns.get(column)!;
+  if (accepted.includes(col.type)) return;
+  throw shapeError(
+    `${name}.${column} is ${col.display}, the pipeline needs ${what}`,
+    `change ${column}'s type`,
+  );
+}
+
+function shapeError(message: string, hint: string): PipelineError {
+  return new PipelineError(ErrorCodes.SOURCE_SHAPE, message, 'config', hint);
+}
+
+/** One line for the start-up log: which tables, join and key types were found. */
+export function describeShape(shape: SourceShape): string {
+  const absent = [...(shape.absent?.events ?? []), ...(shape.absent?.content ?? [])];
+  return (
+    `source tables ${display(shape.events)} (event id ${shape.eventIdColumn}) and ${display(shape.content)} ` +
+    `(joined on content_id = ${shape.contentKey}); keys: content_id ${shape.keyTypes.content_id}, user_id ${shape.keyTypes.user_id}` +
+    (absent.length > 0 ? `; absent, read as NULL: ${absent.join(', ')}` : '')
+  );
+}
