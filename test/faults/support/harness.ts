@@ -162,9 +162,11 @@ export async function createFaultHarness(
 /**
  * Waits until the slot's confirmed position passes everything written so far: the pipeline
  * confirms a position only after every sink durably accepted everything before it, so this
- * is "all sinks caught up". Returns the milliseconds waited.
+ * is "all sinks caught up". Returns the milliseconds waited (the report records it). The
+ * bound is for liveness, not speed: on a loaded 2-core machine a 20-cycle kill -9 backlog
+ * took 116 s to clear where an idle one takes 13 s.
  */
-export async function waitCaughtUp(h: FaultHarness, timeoutMs = 120_000): Promise<number> {
+export async function waitCaughtUp(h: FaultHarness, timeoutMs = 300_000): Promise<number> {
   const started = Date.now();
   const target = (await h.sql<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn'))[0].lsn;
   await waitFor(
