@@ -29,6 +29,8 @@ export async function measureRawDecode(
   pool: pg.Pool,
   publication: string,
   expected: number,
+  /** Called the moment the last event is decoded (before the connection closes). */
+  onDone?: () => void,
 ): Promise<{ events: number; seconds: number; eventsPerSecond: number }> {
   const service = new LogicalReplicationService(clientConfig(databaseUrl, 'engagement-bench-raw'), {
     acknowledge: { auto: false, timeoutSeconds: 0 },
@@ -43,6 +45,7 @@ export async function measureRawDecode(
       count += 1;
       if (count >= expected) {
         last = performance.now();
+        onDone?.();
         resolve();
       }
     });
