@@ -154,6 +154,8 @@ export interface BenchReport {
   sustained: SustainedResult | null;
   components: ComponentCpu[];
   correctness: Correctness | null;
+  /** A phase failed: the report holds the phases before it (see notes). */
+  incomplete?: boolean;
   notes: string[];
   /** Absent in reports written before it was measured. */
   cliStartup?: CliStartup;

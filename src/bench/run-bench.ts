@@ -326,354 +326,376 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       cliStartup: measureCliStartup(cli),
     };
 
+    let failure: Error | null = null;
     const waitReady = async (child: CliChild) => waitForHttp(`http://127.0.0.1:${httpPort}/readyz`, child);
-    o.log(`starting the pipeline (${cli.mode})`);
-    childBase = expected;
-    await waitReady(await startPipeline());
+    // A phase that fails ends the run, but the phases done so far are still reported.
+    try {
+      o.log(`starting the pipeline (${cli.mode})`);
+      childBase = expected;
+      await waitReady(await startPipeline());
 
-    // --- steady latency, one rate at a time (then again with a CPU hog on one core) ---
-    const phases = [
-      ...o.rates.map((rate) => ({ rate, hog: false })),
-      ...(o.hog ? o.rates.map((rate) => ({ rate, hog: true })) : []),
-    ];
-    for (const { rate, hog } of phases) {
-      checkAborted();
-      const name = `${rate}/s${hog ? ' + CPU hog' : ''}`;
-      const markerIds = await createMarkerContent(
-        pool,
-        Math.ceil(o.markersPerSecond * o.windowSeconds * 1.2) + 10,
-      );
-      countedIds.push(...markerIds);
-      const hogProcess = hog ? startHog() : null;
-      try {
-        o.log(`${name}: warm-up ${o.warmupSeconds} s`);
-        const warm = await runGenerator({
-          databaseUrl,
-          rate,
-          durationSeconds: o.warmupSeconds,
-          signal: o.signal,
-        });
-        expected += warm.inserted;
+      // --- steady latency, one rate at a time (then again with a CPU hog on one core) ---
+      const phases = [
+        ...o.rates.map((rate) => ({ rate, hog: false })),
+        ...(o.hog ? o.rates.map((rate) => ({ rate, hog: true })) : []),
+      ];
+      for (const { rate, hog } of phases) {
         checkAborted();
+        const name = `${rate}/s${hog ? ' + CPU hog' : ''}`;
+        const markerIds = await createMarkerContent(
+          pool,
+          Math.ceil(o.markersPerSecond * o.windowSeconds * 1.2) + 10,
+        );
+        countedIds.push(...markerIds);
+        const hogProcess = hog ? startHog() : null;
+        try {
+          o.log(`${name}: warm-up ${o.warmupSeconds} s`);
+          const warm = await runGenerator({
+            databaseUrl,
+            rate,
+            durationSeconds: o.warmupSeconds,
+            signal: o.signal,
+          });
+          expected += warm.inserted;
+          checkAborted();
 
-        o.log(`${name}: measuring ${o.windowSeconds} s`);
-        const before = await scrape();
+          o.log(`${name}: measuring ${o.windowSeconds} s`);
+          const before = await scrape();
+          const walsender = await walsenderPid('engagement-replication');
+          const s0 = snap(walsender);
+          rss.take();
+          const probe = new LatencyProbe(redis, prefix, o.pollMs);
+          probe.start();
+          const poller = new PollingBaseline(markerPool);
+          await poller.start();
+          const stopMarkers = new AbortController();
+          let markersInserted = 0;
+          const markerLoop = (async () => {
+            const every = 1000 / o.markersPerSecond;
+            const t0 = performance.now();
+            for (let i = 0; i < markerIds.length && !stopMarkers.signal.aborted; i++) {
+              const wait = t0 + i * every - performance.now();
+              if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+              if (stopMarkers.signal.aborted) break;
+              poller.watch(markerIds[i], await probe.mark(markerPool, markerIds[i]));
+              markersInserted += 1;
+            }
+          })();
+          const gen = await runGenerator({
+            databaseUrl,
+            rate,
+            durationSeconds: o.windowSeconds,
+            signal: o.signal,
+          });
+          stopMarkers.abort();
+          await markerLoop;
+          expected += gen.inserted + markersInserted;
+          const genDone = performance.now();
+          const markers = await probe.finish(30_000);
+          await new Promise((r) => setTimeout(r, 1100)); // one more poll for the last markers
+          await poller.stop();
+          await waitUntil(allDelivered, 120_000).catch((err: Error) => {
+            throw new Error(`${err.message}: ${lastProgress}`);
+          });
+          const drainSeconds = (performance.now() - genDone) / 1000;
+          const after = await scrape();
+          const s1 = snap(walsender);
+          const windowSeconds = gen.seconds + drainSeconds;
+          const events = counterBy(after, RECEIVED, '')[''] - (counterBy(before, RECEIVED, '')[''] ?? 0);
+          const result: SteadyResult = {
+            targetRate: rate,
+            cpuHog: hog,
+            warmupSeconds: o.warmupSeconds,
+            generated: {
+              events: gen.inserted,
+              seconds: round3(gen.seconds),
+              achievedRate: round1(gen.achievedRate),
+            },
+            markers: {
+              inserted: markersInserted,
+              seen: markers.filter((m) => m.seenAt !== null).length,
+              unseen: markers.filter((m) => m.seenAt === null).length,
+              perSecond: o.markersPerSecond,
+            },
+            commitToRedisVisible: summarize(latencies(markers, 'committedAt')),
+            ackToRedisVisible: summarize(latencies(markers, 'ackedAt')),
+            commitToSinkAck: summarizeHistogram(histDelta(after, before)),
+            drainSeconds: round3(drainSeconds),
+            keptUp: gen.achievedRate >= rate * 0.98 && drainSeconds < 2,
+            pipelineCpu: cpuSummary(s1.total - s0.total, events, windowSeconds),
+            pipelinePeakRssMb: rss.take(),
+            pollingBaselineAckToSeen: poller.latenciesMs.length > 0 ? summarize(poller.latenciesMs) : null,
+          };
+          report.steady.push(result);
+          report.components.push(componentRow(`steady ${name}`, s0, s1, events));
+          const v = result.commitToRedisVisible;
+          o.log(
+            `${name}: achieved ${result.generated.achievedRate}/s; commit->Redis-visible p50 ${v.p50Ms} ms, ` +
+              `p99 ${v.p99Ms} ms (${v.samples} markers); drain ${result.drainSeconds} s; ` +
+              `${result.pipelineCpu.microsPerEvent} µs CPU/event; peak RSS ${result.pipelinePeakRssMb} MB`,
+          );
+        } finally {
+          hogProcess?.kill('SIGKILL');
+        }
+      }
+
+      // --- the long run: RSS over time at the first rate ---
+      if (o.durationSeconds > 0) {
+        checkAborted();
+        const rate = o.rates[0];
+        o.log(`long run: ${o.durationSeconds} s at ${rate}/s, RSS sampled`);
         const walsender = await walsenderPid('engagement-replication');
+        const delivered0 = await minDelivered();
         const s0 = snap(walsender);
-        rss.take();
-        const probe = new LatencyProbe(redis, prefix, o.pollMs);
-        probe.start();
-        const poller = new PollingBaseline(markerPool);
-        await poller.start();
-        const stopMarkers = new AbortController();
-        let markersInserted = 0;
-        const markerLoop = (async () => {
-          const every = 1000 / o.markersPerSecond;
-          const t0 = performance.now();
-          for (let i = 0; i < markerIds.length && !stopMarkers.signal.aborted; i++) {
-            const wait = t0 + i * every - performance.now();
-            if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-            if (stopMarkers.signal.aborted) break;
-            poller.watch(markerIds[i], await probe.mark(markerPool, markerIds[i]));
-            markersInserted += 1;
-          }
-        })();
-        const gen = await runGenerator({
-          databaseUrl,
-          rate,
-          durationSeconds: o.windowSeconds,
-          signal: o.signal,
-        });
-        stopMarkers.abort();
-        await markerLoop;
-        expected += gen.inserted + markersInserted;
-        const genDone = performance.now();
-        const markers = await probe.finish(30_000);
-        await new Promise((r) => setTimeout(r, 1100)); // one more poll for the last markers
-        await poller.stop();
+        const t0 = performance.now();
+        const samples: { seconds: number; rssMb: number }[] = [];
+        const sampleEveryMs = Math.max(1000, Math.min(10_000, (o.durationSeconds * 1000) / 60));
+        const sampler = setInterval(() => {
+          const pid = pipelinePid();
+          const m = pid === null ? null : memory(pid);
+          if (m) samples.push({ seconds: round1((performance.now() - t0) / 1000), rssMb: m.rssMb });
+        }, sampleEveryMs);
+        let gen;
+        try {
+          gen = await runGenerator({
+            databaseUrl,
+            rate,
+            durationSeconds: o.durationSeconds,
+            signal: o.signal,
+          });
+        } finally {
+          clearInterval(sampler);
+        }
+        expected += gen.inserted;
         await waitUntil(allDelivered, 120_000).catch((err: Error) => {
           throw new Error(`${err.message}: ${lastProgress}`);
         });
-        const drainSeconds = (performance.now() - genDone) / 1000;
-        const after = await scrape();
         const s1 = snap(walsender);
-        const windowSeconds = gen.seconds + drainSeconds;
-        const events = counterBy(after, RECEIVED, '')[''] - (counterBy(before, RECEIVED, '')[''] ?? 0);
-        const result: SteadyResult = {
-          targetRate: rate,
-          cpuHog: hog,
-          warmupSeconds: o.warmupSeconds,
-          generated: {
-            events: gen.inserted,
-            seconds: round3(gen.seconds),
-            achievedRate: round1(gen.achievedRate),
+        const events = (await minDelivered()) - delivered0;
+        const pid = pipelinePid();
+        const mem = pid === null ? null : memory(pid);
+        const half = samples.filter((x) => x.seconds >= o.durationSeconds / 2);
+        const rssValues = samples.map((x) => x.rssMb);
+        const soak: SoakResult = {
+          rate,
+          seconds: round3(gen.seconds),
+          events,
+          rssMb: {
+            first: rssValues[0] ?? null,
+            last: rssValues[rssValues.length - 1] ?? null,
+            min: rssValues.length > 0 ? Math.min(...rssValues) : null,
+            max: rssValues.length > 0 ? Math.max(...rssValues) : null,
+            hwm: mem?.hwmMb ?? null,
+            secondHalfSlopeMbPerMinute: half.length >= 2 ? round2(slope(half) * 60) : null,
           },
-          markers: {
-            inserted: markersInserted,
-            seen: markers.filter((m) => m.seenAt !== null).length,
-            unseen: markers.filter((m) => m.seenAt === null).length,
-            perSecond: o.markersPerSecond,
-          },
-          commitToRedisVisible: summarize(latencies(markers, 'committedAt')),
-          ackToRedisVisible: summarize(latencies(markers, 'ackedAt')),
-          commitToSinkAck: summarizeHistogram(histDelta(after, before)),
-          drainSeconds: round3(drainSeconds),
-          keptUp: gen.achievedRate >= rate * 0.98 && drainSeconds < 2,
-          pipelineCpu: cpuSummary(s1.total - s0.total, events, windowSeconds),
-          pipelinePeakRssMb: rss.take(),
-          pollingBaselineAckToSeen: poller.latenciesMs.length > 0 ? summarize(poller.latenciesMs) : null,
+          samples,
         };
-        report.steady.push(result);
-        report.components.push(componentRow(`steady ${name}`, s0, s1, events));
-        const v = result.commitToRedisVisible;
+        report.soak = soak;
+        report.components.push(componentRow(`long run ${rate}/s`, s0, s1, events));
         o.log(
-          `${name}: achieved ${result.generated.achievedRate}/s; commit->Redis-visible p50 ${v.p50Ms} ms, ` +
-            `p99 ${v.p99Ms} ms (${v.samples} markers); drain ${result.drainSeconds} s; ` +
+          `long run: RSS first ${soak.rssMb.first} MB, last ${soak.rssMb.last} MB, max ${soak.rssMb.max} MB; ` +
+            `second-half slope ${soak.rssMb.secondHalfSlopeMbPerMinute} MB/min`,
+        );
+      }
+      await stopPipeline();
+
+      // --- catch-up: a backlog in the slot, then the pipeline starts (each size in turn) ---
+      for (const size of o.catchupEvents) {
+        if (size <= 0) continue;
+        checkAborted();
+        await createRawSlot(pool);
+        o.log(`catch-up ${size}: inserting ${size} events while the pipeline is stopped`);
+        const ins = await runGenerator({ databaseUrl, rate: 1e9, count: size, signal: o.signal });
+        expected += ins.inserted;
+        checkAborted();
+        o.log(`catch-up ${size}: a bare pgoutput consumer decodes the same backlog (its own slot)`);
+        let rawWalsender: number | null = null;
+        let rawWal0: number | null = null;
+        const rawCpu0 = process.cpuUsage();
+        const findRaw = setInterval(() => {
+          if (rawWalsender !== null) return;
+          void walsenderPid('engagement-bench-raw').then((pid) => {
+            if (pid !== null && rawWalsender === null) {
+              rawWalsender = pid;
+              rawWal0 = cpuSeconds(pid);
+            }
+          });
+        }, 20);
+        let rawDecode;
+        let rawWalSeconds: number | null = null;
+        try {
+          rawDecode = await measureRawDecode(databaseUrl, pool, SLOT, ins.inserted, () => {
+            if (rawWalsender !== null && rawWal0 !== null) {
+              const end = cpuSeconds(rawWalsender);
+              rawWalSeconds = end === null ? null : end - rawWal0;
+            }
+          });
+        } finally {
+          clearInterval(findRaw);
+        }
+        const rawCpu = process.cpuUsage(rawCpu0);
+        const rawMicros = round1((rawCpu.user + rawCpu.system) / ins.inserted);
+        o.log(
+          `catch-up ${size}: raw decode ${rawDecode.eventsPerSecond} events/s, ${rawMicros} µs CPU/event`,
+        );
+        checkAborted();
+        const base = await redisCountSum();
+        o.log(`catch-up ${size}: starting the pipeline`);
+        rss.take();
+        childBase = expected - ins.inserted;
+        const spawnedAt = performance.now();
+        const child = await startPipeline();
+        // Poll the sinks themselves (Redis counts, the mock's unique ids); DuckDB via the pipeline's ack counter.
+        let firstAt: number | null = null;
+        let firstProgress = 0;
+        let s0: Snap | null = null;
+        let walsender: number | null = null;
+        let metricsUp = false;
+        const deadline = Date.now() + Math.max(120_000, size * 2);
+        for (;;) {
+          checkAborted();
+          if (!child.running)
+            throw new Error(`pipeline exited during catch-up:\n${child.output().slice(-2000)}`);
+          if (Date.now() > deadline) throw new Error('catch-up did not finish in time');
+          const redisNow = (await redisCountSum()) - base;
+          const extNow = (await mockStats()).uniqueEventIds - childBase;
+          if (firstAt === null && (redisNow > 0 || extNow > 0)) {
+            firstAt = performance.now();
+            firstProgress = Math.max(0, Math.min(redisNow, extNow));
+            walsender = await walsenderPid('engagement-replication');
+            s0 = snap(walsender);
+          }
+          if (redisNow >= ins.inserted && extNow >= ins.inserted) {
+            const delivered = await scrape()
+              .then((s) => counterBy(s, DELIVERED, 'sink').analytics ?? 0)
+              .catch(() => 0);
+            metricsUp = true;
+            if (delivered >= ins.inserted) break;
+          }
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        const doneAt = performance.now();
+        const s1 = snap(walsender);
+        const mem = memory(child.pid!);
+        const seconds = (doneAt - (firstAt ?? spawnedAt)) / 1000;
+        const fromSpawn = (doneAt - spawnedAt) / 1000;
+        const events = ins.inserted - firstProgress;
+        const rate = events / seconds;
+        const insertRate = ins.inserted / ins.seconds;
+        const start = s0 ?? s1;
+        const result: CatchupResult = {
+          events: ins.inserted,
+          insert: { seconds: round3(ins.seconds), eventsPerSecond: Math.round(insertRate) },
+          pipeline: {
+            seconds: round3(seconds),
+            eventsPerSecond: Math.round(rate),
+            secondsFromSpawn: round3(fromSpawn),
+            eventsPerSecondFromSpawn: Math.round(ins.inserted / fromSpawn),
+          },
+          ratioToInsertRate: round2(rate / insertRate),
+          rawDecode: {
+            seconds: rawDecode.seconds,
+            eventsPerSecond: rawDecode.eventsPerSecond,
+            consumerMicrosPerEvent: rawMicros,
+            walsenderMicrosPerEvent:
+              rawWalSeconds === null ? null : round1((rawWalSeconds * 1e6) / ins.inserted),
+          },
+          ratioToRawDecode: round2(rate / rawDecode.eventsPerSecond),
+          pipelineCpu: (({ seconds: s, microsPerEvent, coresUsed }) => ({
+            seconds: s,
+            microsPerEvent,
+            coresUsed,
+          }))(cpuSummary(s1.total - start.total, events, seconds)),
+          pipelinePeakRssMb: rss.take(),
+          pipelineHwmMb: mem?.hwmMb ?? null,
+          commitToSinkAckIncludingBacklogWait: metricsUp
+            ? summarizeHistogram(histDelta(await scrape(), null))
+            : {},
+          cpuProfile: o.cpuProfileDir
+            ? path.relative(process.cwd(), o.cpuProfileDir) || o.cpuProfileDir
+            : null,
+        };
+        report.catchups.push(result);
+        report.components.push(componentRow(`catch-up ${size.toLocaleString('en-US')}`, start, s1, events));
+        o.log(
+          `catch-up ${size}: ${result.pipeline.eventsPerSecond} events/s through all sinks (${result.pipeline.seconds} s; ` +
+            `${result.pipeline.secondsFromSpawn} s from spawn) = ${result.ratioToRawDecode}x the bare consumer; ` +
             `${result.pipelineCpu.microsPerEvent} µs CPU/event; peak RSS ${result.pipelinePeakRssMb} MB`,
         );
-      } finally {
-        hogProcess?.kill('SIGKILL');
+        // The last child stays up for the sustained run (one start-up less).
+        if (size !== o.catchupEvents[o.catchupEvents.length - 1] || !(o.sustainedRate > 0))
+          await stopPipeline();
       }
-    }
 
-    // --- the long run: RSS over time at the first rate ---
-    if (o.durationSeconds > 0) {
-      checkAborted();
-      const rate = o.rates[0];
-      o.log(`long run: ${o.durationSeconds} s at ${rate}/s, RSS sampled`);
-      const walsender = await walsenderPid('engagement-replication');
-      const delivered0 = await minDelivered();
-      const s0 = snap(walsender);
-      const t0 = performance.now();
-      const samples: { seconds: number; rssMb: number }[] = [];
-      const sampleEveryMs = Math.max(1000, Math.min(10_000, (o.durationSeconds * 1000) / 60));
-      const sampler = setInterval(() => {
-        const pid = pipelinePid();
-        const m = pid === null ? null : memory(pid);
-        if (m) samples.push({ seconds: round1((performance.now() - t0) / 1000), rssMb: m.rssMb });
-      }, sampleEveryMs);
-      let gen;
-      try {
-        gen = await runGenerator({ databaseUrl, rate, durationSeconds: o.durationSeconds, signal: o.signal });
-      } finally {
-        clearInterval(sampler);
-      }
-      expected += gen.inserted;
-      await waitUntil(allDelivered, 120_000).catch((err: Error) => {
-        throw new Error(`${err.message}: ${lastProgress}`);
-      });
-      const s1 = snap(walsender);
-      const events = (await minDelivered()) - delivered0;
-      const pid = pipelinePid();
-      const mem = pid === null ? null : memory(pid);
-      const half = samples.filter((x) => x.seconds >= o.durationSeconds / 2);
-      const rssValues = samples.map((x) => x.rssMb);
-      const soak: SoakResult = {
-        rate,
-        seconds: round3(gen.seconds),
-        events,
-        rssMb: {
-          first: rssValues[0] ?? null,
-          last: rssValues[rssValues.length - 1] ?? null,
-          min: rssValues.length > 0 ? Math.min(...rssValues) : null,
-          max: rssValues.length > 0 ? Math.max(...rssValues) : null,
-          hwm: mem?.hwmMb ?? null,
-          secondHalfSlopeMbPerMinute: half.length >= 2 ? round2(slope(half) * 60) : null,
-        },
-        samples,
-      };
-      report.soak = soak;
-      report.components.push(componentRow(`long run ${rate}/s`, s0, s1, events));
-      o.log(
-        `long run: RSS first ${soak.rssMb.first} MB, last ${soak.rssMb.last} MB, max ${soak.rssMb.max} MB; ` +
-          `second-half slope ${soak.rssMb.secondHalfSlopeMbPerMinute} MB/min`,
-      );
-    }
-    await stopPipeline();
-
-    // --- catch-up: a backlog in the slot, then the pipeline starts (each size in turn) ---
-    for (const size of o.catchupEvents) {
-      if (size <= 0) continue;
-      checkAborted();
-      await createRawSlot(pool);
-      o.log(`catch-up ${size}: inserting ${size} events while the pipeline is stopped`);
-      const ins = await runGenerator({ databaseUrl, rate: 1e9, count: size, signal: o.signal });
-      expected += ins.inserted;
-      checkAborted();
-      o.log(`catch-up ${size}: a bare pgoutput consumer decodes the same backlog (its own slot)`);
-      let rawWalsender: number | null = null;
-      let rawWal0: number | null = null;
-      const rawCpu0 = process.cpuUsage();
-      const findRaw = setInterval(() => {
-        if (rawWalsender !== null) return;
-        void walsenderPid('engagement-bench-raw').then((pid) => {
-          if (pid !== null && rawWalsender === null) {
-            rawWalsender = pid;
-            rawWal0 = cpuSeconds(pid);
-          }
-        });
-      }, 20);
-      let rawDecode;
-      let rawWalSeconds: number | null = null;
-      try {
-        rawDecode = await measureRawDecode(databaseUrl, pool, SLOT, ins.inserted, () => {
-          if (rawWalsender !== null && rawWal0 !== null) {
-            const end = cpuSeconds(rawWalsender);
-            rawWalSeconds = end === null ? null : end - rawWal0;
-          }
-        });
-      } finally {
-        clearInterval(findRaw);
-      }
-      const rawCpu = process.cpuUsage(rawCpu0);
-      const rawMicros = round1((rawCpu.user + rawCpu.system) / ins.inserted);
-      o.log(`catch-up ${size}: raw decode ${rawDecode.eventsPerSecond} events/s, ${rawMicros} µs CPU/event`);
-      checkAborted();
-      const base = await redisCountSum();
-      o.log(`catch-up ${size}: starting the pipeline`);
-      rss.take();
-      childBase = expected - ins.inserted;
-      const spawnedAt = performance.now();
-      const child = await startPipeline();
-      // Poll the sinks themselves (Redis counts, the mock's unique ids); DuckDB via the pipeline's ack counter.
-      let firstAt: number | null = null;
-      let firstProgress = 0;
-      let s0: Snap | null = null;
-      let walsender: number | null = null;
-      let metricsUp = false;
-      const deadline = Date.now() + Math.max(120_000, size * 2);
-      for (;;) {
+      // --- sustained: all three sinks live while the generator offers a high rate ---
+      if (o.sustainedRate > 0 && o.sustainedSeconds > 0) {
         checkAborted();
-        if (!child.running)
-          throw new Error(`pipeline exited during catch-up:\n${child.output().slice(-2000)}`);
-        if (Date.now() > deadline) throw new Error('catch-up did not finish in time');
-        const redisNow = (await redisCountSum()) - base;
-        const extNow = (await mockStats()).uniqueEventIds - childBase;
-        if (firstAt === null && (redisNow > 0 || extNow > 0)) {
-          firstAt = performance.now();
-          firstProgress = Math.max(0, Math.min(redisNow, extNow));
-          walsender = await walsenderPid('engagement-replication');
-          s0 = snap(walsender);
+        if (pipeline === null) {
+          childBase = expected;
+          await waitReady(await startPipeline());
         }
-        if (redisNow >= ins.inserted && extNow >= ins.inserted) {
-          const delivered = await scrape()
-            .then((s) => counterBy(s, DELIVERED, 'sink').analytics ?? 0)
-            .catch(() => 0);
-          metricsUp = true;
-          if (delivered >= ins.inserted) break;
-        }
-        await new Promise((r) => setTimeout(r, 20));
+        o.log(`sustained: offering ${o.sustainedRate}/s for ${o.sustainedSeconds} s`);
+        const walsender = await walsenderPid('engagement-replication');
+        const d0 = await minDelivered();
+        const s0 = snap(walsender);
+        rss.take();
+        const gen = await runGenerator({
+          databaseUrl,
+          rate: o.sustainedRate,
+          durationSeconds: o.sustainedSeconds,
+          signal: o.signal,
+        });
+        const genDone = performance.now();
+        const dAtGenEnd = await minDelivered();
+        const s1 = snap(walsender);
+        expected += gen.inserted;
+        await waitUntil(allDelivered, 600_000).catch((err: Error) => {
+          throw new Error(`${err.message}: ${lastProgress}`);
+        });
+        const drainSeconds = (performance.now() - genDone) / 1000;
+        const result: SustainedResult = {
+          offeredRate: o.sustainedRate,
+          inserted: gen.inserted,
+          insertSeconds: round3(gen.seconds),
+          achievedInsertRate: Math.round(gen.achievedRate),
+          deliveredDuringInsert: dAtGenEnd - d0,
+          deliveredRateDuringInsert: Math.round((dAtGenEnd - d0) / gen.seconds),
+          drainSeconds: round3(drainSeconds),
+          deliveredRateIncludingDrain: Math.round(gen.inserted / (gen.seconds + drainSeconds)),
+          keptUp: drainSeconds < 2,
+          pipelinePeakRssMb: rss.take(),
+        };
+        report.sustained = result;
+        report.components.push(
+          componentRow(`sustained (offered ${o.sustainedRate}/s)`, s0, s1, dAtGenEnd - d0),
+        );
+        o.log(
+          `sustained: inserted ${result.achievedInsertRate}/s, delivered ${result.deliveredRateDuringInsert}/s ` +
+            `while inserting; drain ${result.drainSeconds} s`,
+        );
       }
-      const doneAt = performance.now();
-      const s1 = snap(walsender);
-      const mem = memory(child.pid!);
-      const seconds = (doneAt - (firstAt ?? spawnedAt)) / 1000;
-      const fromSpawn = (doneAt - spawnedAt) / 1000;
-      const events = ins.inserted - firstProgress;
-      const rate = events / seconds;
-      const insertRate = ins.inserted / ins.seconds;
-      const start = s0 ?? s1;
-      const result: CatchupResult = {
-        events: ins.inserted,
-        insert: { seconds: round3(ins.seconds), eventsPerSecond: Math.round(insertRate) },
-        pipeline: {
-          seconds: round3(seconds),
-          eventsPerSecond: Math.round(rate),
-          secondsFromSpawn: round3(fromSpawn),
-          eventsPerSecondFromSpawn: Math.round(ins.inserted / fromSpawn),
-        },
-        ratioToInsertRate: round2(rate / insertRate),
-        rawDecode: {
-          seconds: rawDecode.seconds,
-          eventsPerSecond: rawDecode.eventsPerSecond,
-          consumerMicrosPerEvent: rawMicros,
-          walsenderMicrosPerEvent:
-            rawWalSeconds === null ? null : round1((rawWalSeconds * 1e6) / ins.inserted),
-        },
-        ratioToRawDecode: round2(rate / rawDecode.eventsPerSecond),
-        pipelineCpu: (({ seconds: s, microsPerEvent, coresUsed }) => ({
-          seconds: s,
-          microsPerEvent,
-          coresUsed,
-        }))(cpuSummary(s1.total - start.total, events, seconds)),
-        pipelinePeakRssMb: rss.take(),
-        pipelineHwmMb: mem?.hwmMb ?? null,
-        commitToSinkAckIncludingBacklogWait: metricsUp
-          ? summarizeHistogram(histDelta(await scrape(), null))
-          : {},
-        cpuProfile: o.cpuProfileDir ? path.relative(process.cwd(), o.cpuProfileDir) || o.cpuProfileDir : null,
-      };
-      report.catchups.push(result);
-      report.components.push(componentRow(`catch-up ${size.toLocaleString('en-US')}`, start, s1, events));
-      o.log(
-        `catch-up ${size}: ${result.pipeline.eventsPerSecond} events/s through all sinks (${result.pipeline.seconds} s; ` +
-          `${result.pipeline.secondsFromSpawn} s from spawn) = ${result.ratioToRawDecode}x the bare consumer; ` +
-          `${result.pipelineCpu.microsPerEvent} µs CPU/event; peak RSS ${result.pipelinePeakRssMb} MB`,
-      );
-      // The last child stays up for the sustained run (one start-up less).
-      if (size !== o.catchupEvents[o.catchupEvents.length - 1] || !(o.sustainedRate > 0))
-        await stopPipeline();
-    }
-
-    // --- sustained: all three sinks live while the generator offers a high rate ---
-    if (o.sustainedRate > 0 && o.sustainedSeconds > 0) {
-      checkAborted();
-      if (pipeline === null) {
-        childBase = expected;
-        await waitReady(await startPipeline());
-      }
-      o.log(`sustained: offering ${o.sustainedRate}/s for ${o.sustainedSeconds} s`);
-      const walsender = await walsenderPid('engagement-replication');
-      const d0 = await minDelivered();
-      const s0 = snap(walsender);
-      rss.take();
-      const gen = await runGenerator({
-        databaseUrl,
-        rate: o.sustainedRate,
-        durationSeconds: o.sustainedSeconds,
-        signal: o.signal,
-      });
-      const genDone = performance.now();
-      const dAtGenEnd = await minDelivered();
-      const s1 = snap(walsender);
-      expected += gen.inserted;
-      await waitUntil(allDelivered, 600_000).catch((err: Error) => {
-        throw new Error(`${err.message}: ${lastProgress}`);
-      });
-      const drainSeconds = (performance.now() - genDone) / 1000;
-      const result: SustainedResult = {
-        offeredRate: o.sustainedRate,
-        inserted: gen.inserted,
-        insertSeconds: round3(gen.seconds),
-        achievedInsertRate: Math.round(gen.achievedRate),
-        deliveredDuringInsert: dAtGenEnd - d0,
-        deliveredRateDuringInsert: Math.round((dAtGenEnd - d0) / gen.seconds),
-        drainSeconds: round3(drainSeconds),
-        deliveredRateIncludingDrain: Math.round(gen.inserted / (gen.seconds + drainSeconds)),
-        keptUp: drainSeconds < 2,
-        pipelinePeakRssMb: rss.take(),
-      };
-      report.sustained = result;
-      report.components.push(
-        componentRow(`sustained (offered ${o.sustainedRate}/s)`, s0, s1, dAtGenEnd - d0),
-      );
-      o.log(
-        `sustained: inserted ${result.achievedInsertRate}/s, delivered ${result.deliveredRateDuringInsert}/s ` +
-          `while inserting; drain ${result.drainSeconds} s`,
-      );
+    } catch (err) {
+      if (o.signal?.aborted) throw err;
+      failure = err as Error;
+      o.log(`the run stopped early: ${failure.message}`);
+      report.notes.push(`The run stopped early (what follows it was not measured): ${failure.message}`);
+      await stopPipeline().catch(() => undefined);
     }
 
     // --- delivery check: every event in every sink exactly once ---
-    o.log('checking delivery');
-    await stopPipeline();
-    report.correctness = await checkDelivery(
-      duckdbFile,
-      expected,
-      await redisCountSum(),
-      await mockStats(),
-      pool,
-    );
-    if (!report.correctness.ok) report.notes.push('Delivery check failed: see `correctness`.');
+    if (failure === null) {
+      o.log('checking delivery');
+      await stopPipeline();
+      report.correctness = await checkDelivery(
+        duckdbFile,
+        expected,
+        await redisCountSum(),
+        await mockStats(),
+        pool,
+      );
+      if (!report.correctness.ok) report.notes.push('Delivery check failed: see `correctness`.');
+    }
+    report.incomplete = failure !== null;
     addNotes(report);
     report.loadAverage.atEnd = os.loadavg().map(round2);
     report.finishedAt = new Date().toISOString();
@@ -768,7 +790,8 @@ async function waitUntil(check: () => Promise<boolean>, timeoutMs: number): Prom
   const deadline = Date.now() + timeoutMs;
   while (!(await check().catch(() => false))) {
     if (Date.now() > deadline) throw new Error('timed out waiting for the sinks to catch up');
-    await new Promise((r) => setTimeout(r, 20));
+    // Each check scrapes the pipeline's /metrics: polled gently, so the probe costs it little.
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

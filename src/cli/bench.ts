@@ -137,7 +137,7 @@ export function registerBench(program: Command): void {
           const files = await writeReport(report, outDir);
           process.stdout.write(`${markdown(report)}\n`);
           process.stderr.write(`bench: wrote ${files.map((f) => path.relative(ROOT, f) || f).join(', ')}\n`);
-          return report.correctness?.ok === false ? 1 : 0;
+          return report.correctness?.ok === false || report.incomplete ? 1 : 0;
         } finally {
           process.off('SIGINT', onSignal);
           process.off('SIGTERM', onSignal);
