@@ -21,9 +21,9 @@ export function clockTicksPerSecond(): number {
 }
 
 /** utime + stime of a process, in seconds (resolution 1 / CLK_TCK); null when it is gone. */
-export function cpuSeconds(pid: number): number | null {
+export function cpuSeconds(pid: number, file = `/proc/${pid}/stat`): number | null {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(file, 'utf8');
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // Fields 14 and 15 of stat (utime, stime) are at 11 and 12 once pid and comm are dropped.
@@ -111,4 +111,15 @@ export class RssSampler {
 
 export function round1(n: number): number {
   return Math.round(n * 10) / 10;
+}
+
+/**
+ * CPU seconds of a process's JS thread (the thread whose id is the pid) and of the whole
+ * process (every other thread: native libraries' workers, the libuv pool, V8's background
+ * GC and compiler; Node 20 leaves them all named `node`, so they are not told apart).
+ */
+export function mainThreadCpu(pid: number): { main: number; total: number } | null {
+  const main = cpuSeconds(pid, `/proc/${pid}/task/${pid}/stat`);
+  const total = cpuSeconds(pid);
+  return main === null || total === null ? null : { main, total };
 }

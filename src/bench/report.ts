@@ -1,11 +1,14 @@
 import type { CliStartup } from './cli-startup.js';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { Component } from './cpu-profile.js';
 import type { MachineInfo } from './proc.js';
 import type { HistogramSummary, LatencySummary } from './stats.js';
 
 export interface SteadyResult {
   targetRate: number;
+  /** A busy loop ran on one core during the window. */
+  cpuHog?: boolean;
   warmupSeconds: number;
   /** Generator traffic during the measured window (markers not included). */
   generated: { events: number; seconds: number; achievedRate: number };
@@ -42,7 +45,14 @@ export interface CatchupResult {
   };
   ratioToInsertRate: number;
   /** A bare pg-logical-replication consumer that only counts, over the same backlog (its own slot). */
-  rawDecode: { seconds: number; eventsPerSecond: number } | null;
+  rawDecode: {
+    seconds: number;
+    eventsPerSecond: number;
+    /** CPU of the consumer's process (the bench, otherwise idle then) per event. */
+    consumerMicrosPerEvent?: number;
+    /** CPU of the walsender serving it per event. */
+    walsenderMicrosPerEvent?: number | null;
+  } | null;
   ratioToRawDecode: number | null;
   pipelineCpu: { seconds: number; microsPerEvent: number | null; coresUsed: number };
   pipelinePeakRssMb: number;
@@ -50,6 +60,56 @@ export interface CatchupResult {
   /** The histogram over the catch-up: includes the time the backlog waited in the slot, so only its shape means anything. */
   commitToSinkAckIncludingBacklogWait: Record<string, HistogramSummary>;
   cpuProfile: string | null;
+}
+
+/** CPU per event of every process and component the pipeline keeps busy, over one window. */
+export interface ComponentCpu {
+  label: string;
+  events: number;
+  wallSeconds: number;
+  /** The pipeline process, all threads. */
+  pipelineMicrosPerEvent: number | null;
+  pipelineCores: number;
+  /** Its JS thread, and its other threads (DuckDB's workers, the libuv pool, V8 background GC). */
+  jsThreadMicrosPerEvent: number | null;
+  otherThreadsMicrosPerEvent: number | null;
+  /** The JS thread split by component (CPU profile, scaled to the thread's measured CPU). */
+  jsThread: Record<Component, number> | null;
+  /** Share of the window the JS thread sat idle in the event loop. */
+  jsThreadIdleSharePct: number | null;
+  walsenderMicrosPerEvent: number | null;
+  /** The machine's redis-server (shared with other users of this Redis). */
+  redisServerMicrosPerEvent: number | null;
+  mockExternalMicrosPerEvent: number | null;
+}
+
+export interface SoakResult {
+  rate: number;
+  seconds: number;
+  events: number;
+  rssMb: {
+    first: number | null;
+    last: number | null;
+    min: number | null;
+    max: number | null;
+    hwm: number | null;
+    secondHalfSlopeMbPerMinute: number | null;
+  };
+  samples: { seconds: number; rssMb: number }[];
+}
+
+export interface SustainedResult {
+  offeredRate: number;
+  inserted: number;
+  insertSeconds: number;
+  achievedInsertRate: number;
+  /** Events every sink accepted while the generator ran. */
+  deliveredDuringInsert: number;
+  deliveredRateDuringInsert: number;
+  drainSeconds: number;
+  deliveredRateIncludingDrain: number;
+  keptUp: boolean;
+  pipelinePeakRssMb: number;
 }
 
 export interface Correctness {
@@ -65,17 +125,23 @@ export interface Correctness {
 }
 
 export interface BenchReport {
-  schema: 'engagement-bench/1';
+  schema: 'engagement-bench/2';
   mode: 'smoke' | 'full';
   startedAt: string;
   finishedAt: string;
   command: string;
   machine: MachineInfo & { postgres: string; redis: string };
+  /** 1/5/15-minute load averages: the machine is shared, this says how busy it was. */
+  loadAverage: { atStart: number[]; atEnd: number[] };
   settings: {
     rates: number[];
+    windowSeconds: number;
     durationSeconds: number;
     warmupSeconds: number;
-    catchupEvents: number;
+    catchupEvents: number[];
+    hog: boolean;
+    sustainedRate: number;
+    sustainedSeconds: number;
     externalBatchSize: number;
     markersPerSecond: number;
     pollMs: number;
@@ -83,8 +149,13 @@ export interface BenchReport {
     pipelineEnv: Record<string, string>;
   };
   steady: SteadyResult[];
-  catchup: CatchupResult | null;
+  soak: SoakResult | null;
+  catchups: CatchupResult[];
+  sustained: SustainedResult | null;
+  components: ComponentCpu[];
   correctness: Correctness | null;
+  /** A phase failed: the report holds the phases before it (see notes). */
+  incomplete?: boolean;
   notes: string[];
   /** Absent in reports written before it was measured. */
   cliStartup?: CliStartup;
@@ -106,6 +177,19 @@ export async function writeReport(report: BenchReport, outDir: string): Promise<
   return files;
 }
 
+const COMPONENT_NAMES: [Component, string][] = [
+  ['decode', 'decode (pgoutput parse, row decode)'],
+  ['enrich', 'enrich'],
+  ['pipeline core', 'batching, fan-out, checkpoint'],
+  ['duckdb', 'DuckDB sink (JS side, appender calls)'],
+  ['redis', 'Redis sink (ioredis, Lua args)'],
+  ['external', 'external sink (JSON, HTTP client)'],
+  ['metrics+logging', 'metrics, logging, HTTP server'],
+  ['gc', 'garbage collection (on the JS thread)'],
+  ['native/event loop', 'native / event loop (socket I/O, timers)'],
+  ['other js', 'other JS'],
+];
+
 const ms = (v: number | null | undefined) => (v === null || v === undefined ? '–' : `${v} ms`);
 
 export function markdown(r: BenchReport): string {
@@ -118,6 +202,9 @@ export function markdown(r: BenchReport): string {
       'system, the traffic generator and the pipeline all share this machine.',
     '',
     `Command: \`${r.command}\``,
+    '',
+    `Load average (1/5/15 min) at start ${r.loadAverage.atStart.join(' / ')}, at end ${r.loadAverage.atEnd.join(' / ')} ` +
+      '(the machine is shared with other work; everything below ran beside it).',
     '',
     `Pipeline: \`${r.settings.pipelineCommand}\` (a child process; its CPU and RSS are read from /proc). ` +
       `Sinks: DuckDB + Redis + external (mock, EXTERNAL_BATCH_SIZE=${r.settings.externalBatchSize}).`,
@@ -138,7 +225,7 @@ export function markdown(r: BenchReport): string {
       .map(([name, h]) => `${name} ${ms(h.p50Ms)} / ${ms(h.p99Ms)}`)
       .join('; ');
     lines.push(
-      `| ${s.targetRate} / ${s.generated.achievedRate.toFixed(0)} | ${s.generated.seconds.toFixed(0)} s | ` +
+      `| ${s.targetRate}${s.cpuHog ? ' + hog' : ''} / ${s.generated.achievedRate.toFixed(0)} | ${s.generated.seconds.toFixed(0)} s | ` +
         `${ms(v.p50Ms)} / ${ms(v.p95Ms)} / ${ms(v.p99Ms)} / ${ms(v.maxMs)} | ${s.markers.seen}/${s.markers.inserted} | ` +
         `${sinks} | ${s.drainSeconds.toFixed(2)} s | ${s.keptUp ? 'yes' : 'no'} | ` +
         `${s.pipelineCpu.microsPerEvent ?? '–'} | ${s.pipelineCpu.coresUsed} | ${s.pipelinePeakRssMb} MB |`,
@@ -158,30 +245,101 @@ export function markdown(r: BenchReport): string {
       const b = s.pollingBaselineAckToSeen!;
       const ratio = a.p50Ms && b.p50Ms ? `${Math.round(b.p50Ms / a.p50Ms)}× faster` : '–';
       lines.push(
-        `| ${s.targetRate} | ${ms(a.p50Ms)} / ${ms(a.p99Ms)} | ${ms(b.p50Ms)} / ${ms(b.p99Ms)} | ${ratio} |`,
+        `| ${s.targetRate}${s.cpuHog ? ' + hog' : ''} | ${ms(a.p50Ms)} / ${ms(a.p99Ms)} | ${ms(b.p50Ms)} / ${ms(b.p99Ms)} | ${ratio} |`,
       );
     }
   }
-  const c = r.catchup;
-  if (c) {
+  if (r.catchups.length > 0) {
     lines.push(
       '',
-      '## Catch-up throughput (all three sinks)',
+      '## Catch-up throughput (all three sinks) against a bare pgoutput consumer',
       '',
-      `${c.events.toLocaleString('en-US')} events inserted while the pipeline was stopped ` +
-        `(raw insert rate ${c.insert.eventsPerSecond.toLocaleString('en-US')} events/s), then the pipeline started:`,
+      'Each backlog is inserted while the pipeline is stopped; a bare pg-logical-replication consumer that only counts ' +
+        'decodes the same backlog from its own slot first; then the pipeline starts. Rate = from the first event delivered ' +
+        'to every sink holding all of them.',
       '',
-      `- **${c.pipeline.eventsPerSecond.toLocaleString('en-US')} events/s** from the first event delivered to every sink ` +
-        `holding all of them (${c.pipeline.seconds} s); ${c.pipeline.eventsPerSecondFromSpawn.toLocaleString('en-US')} events/s ` +
-        `counting process start-up (${c.pipeline.secondsFromSpawn} s)`,
-      `- ${c.ratioToInsertRate}× the raw insert rate of the same backlog`,
-      c.rawDecode
-        ? `- ${c.ratioToRawDecode}× the raw decode rate: a bare pg-logical-replication consumer that only counts decoded the same backlog at ${c.rawDecode.eventsPerSecond.toLocaleString('en-US')} events/s`
-        : '- raw decode rate not measured',
-      `- pipeline CPU ${c.pipelineCpu.microsPerEvent ?? '–'} µs/event (${c.pipelineCpu.coresUsed} cores busy), ` +
-        `peak RSS ${c.pipelinePeakRssMb} MB (VmHWM ${c.pipelineHwmMb ?? '–'} MB)`,
+      '| backlog | insert rate | bare consumer | pipeline | ratio | incl. start-up | pipeline CPU µs/event | cores | peak RSS (HWM) |',
+      '|---|---|---|---|---|---|---|---|---|',
     );
-    if (c.cpuProfile) lines.push(`- CPU profile: \`${c.cpuProfile}\``);
+    for (const c of r.catchups) {
+      lines.push(
+        `| ${c.events.toLocaleString('en-US')} | ${c.insert.eventsPerSecond.toLocaleString('en-US')}/s | ` +
+          `${c.rawDecode ? `${c.rawDecode.eventsPerSecond.toLocaleString('en-US')}/s` : '–'} | ` +
+          `**${c.pipeline.eventsPerSecond.toLocaleString('en-US')}/s** | **${c.ratioToRawDecode ?? '–'}×** | ` +
+          `${c.pipeline.eventsPerSecondFromSpawn.toLocaleString('en-US')}/s | ${c.pipelineCpu.microsPerEvent ?? '–'} | ` +
+          `${c.pipelineCpu.coresUsed} | ${c.pipelinePeakRssMb} MB (${c.pipelineHwmMb ?? '–'} MB) |`,
+      );
+    }
+  }
+  const u = r.sustained;
+  if (u) {
+    lines.push(
+      '',
+      '## Sustained rate (all three sinks, external batched)',
+      '',
+      `Offered ${u.offeredRate.toLocaleString('en-US')} events/s for ${u.insertSeconds} s; the generator achieved ` +
+        `${u.achievedInsertRate.toLocaleString('en-US')}/s. Every sink accepted **${u.deliveredRateDuringInsert.toLocaleString('en-US')} events/s** ` +
+        `while it ran; drain after it stopped ${u.drainSeconds} s (${u.deliveredRateIncludingDrain.toLocaleString('en-US')}/s ` +
+        `including the drain); kept up: ${u.keptUp ? 'yes' : 'no'}; peak RSS ${u.pipelinePeakRssMb} MB.`,
+    );
+  }
+  const soak = r.soak;
+  if (soak) {
+    const every = Math.max(1, Math.floor(soak.samples.length / 10));
+    const points = soak.samples.filter((_, i) => i % every === 0 || i === soak.samples.length - 1);
+    lines.push(
+      '',
+      `## Long run: RSS over ${soak.seconds} s at ${soak.rate} events/s`,
+      '',
+      `RSS first ${soak.rssMb.first ?? '–'} MB, last ${soak.rssMb.last ?? '–'} MB, min ${soak.rssMb.min ?? '–'} MB, ` +
+        `max ${soak.rssMb.max ?? '–'} MB (VmHWM ${soak.rssMb.hwm ?? '–'} MB); least-squares slope over the second half ` +
+        `${soak.rssMb.secondHalfSlopeMbPerMinute ?? '–'} MB/min. Samples: ` +
+        points.map((p) => `${Math.round(p.seconds)} s ${p.rssMb} MB`).join(', ') +
+        '.',
+    );
+  }
+  if (r.components.length > 0) {
+    const cols = r.components;
+    const cell = (v: number | null | undefined) => (v === null || v === undefined ? '–' : String(v));
+    const baselines = r.catchups.filter((c) => c.rawDecode?.consumerMicrosPerEvent !== undefined);
+    lines.push(
+      '',
+      '## CPU µs per event, by component',
+      '',
+      'One column per measured window. The pipeline process is read from /proc (all threads; its JS thread alone); ' +
+        "the JS thread is split by component with V8's sampling profiler (each sample goes to the innermost frame of a " +
+        "component's code or client library; shared helpers count for their caller), scaled to the thread's measured CPU. " +
+        'Walsender and redis-server are their processes from /proc; redis-server is shared with other users of this Redis.',
+      '',
+      `| component | ${cols.map((c) => c.label).join(' | ')} |`,
+      `|---|${cols.map(() => '---').join('|')}|`,
+      `| events | ${cols.map((c) => c.events.toLocaleString('en-US')).join(' | ')} |`,
+      `| **pipeline process, all threads** | ${cols.map((c) => `**${cell(c.pipelineMicrosPerEvent)}**`).join(' | ')} |`,
+      `| pipeline cores busy | ${cols.map((c) => cell(c.pipelineCores)).join(' | ')} |`,
+      `| JS thread | ${cols.map((c) => cell(c.jsThreadMicrosPerEvent)).join(' | ')} |`,
+      ...COMPONENT_NAMES.map(
+        ([key, name]) => `| &nbsp;&nbsp;${name} | ${cols.map((c) => cell(c.jsThread?.[key])).join(' | ')} |`,
+      ),
+      `| &nbsp;&nbsp;(JS thread idle, % of window) | ${cols.map((c) => cell(c.jsThreadIdleSharePct)).join(' | ')} |`,
+      `| other threads (DuckDB workers, libuv pool, V8 background GC) | ${cols.map((c) => cell(c.otherThreadsMicrosPerEvent)).join(' | ')} |`,
+      `| Postgres walsender | ${cols.map((c) => cell(c.walsenderMicrosPerEvent)).join(' | ')} |`,
+      `| redis-server | ${cols.map((c) => cell(c.redisServerMicrosPerEvent)).join(' | ')} |`,
+      `| mock external system | ${cols.map((c) => cell(c.mockExternalMicrosPerEvent)).join(' | ')} |`,
+    );
+    if (baselines.length > 0) {
+      lines.push(
+        '',
+        'Bare-consumer baseline on the same backlogs (pg-logical-replication decoding and counting only): ' +
+          baselines
+            .map(
+              (c) =>
+                `${c.events.toLocaleString('en-US')} events: consumer ${c.rawDecode!.consumerMicrosPerEvent} µs/event, ` +
+                `its walsender ${c.rawDecode!.walsenderMicrosPerEvent ?? '–'} µs/event, ${c.rawDecode!.eventsPerSecond.toLocaleString('en-US')} events/s`,
+            )
+            .join('; ') +
+          '.',
+      );
+    }
   }
   const k = r.correctness;
   if (k) {

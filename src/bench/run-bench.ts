@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
+import { pathToFileURL } from 'node:url';
 import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { Redis } from 'ioredis';
@@ -16,8 +18,17 @@ import { createRawSlot, measureRawDecode, PollingBaseline } from './baselines.js
 import { measureCliStartup } from './cli-startup.js';
 import { CliChild, cliCommand, freePort, ROOT, waitForHttp } from './children.js';
 import { createMarkerContent, LatencyProbe, type MarkerResult } from './latency-probe.js';
-import { cpuSeconds, machineInfo, memory, round1, RssSampler } from './proc.js';
-import type { BenchReport, CatchupResult, Correctness, SteadyResult } from './report.js';
+import { COMPONENTS, hrtimeUs, readProfile, splitProfile, type Window } from './cpu-profile.js';
+import { cpuSeconds, machineInfo, mainThreadCpu, memory, round1, RssSampler } from './proc.js';
+import type {
+  BenchReport,
+  CatchupResult,
+  ComponentCpu,
+  Correctness,
+  SoakResult,
+  SteadyResult,
+  SustainedResult,
+} from './report.js';
 import {
   counterBy,
   histogramBy,
@@ -32,9 +43,18 @@ import {
 export interface BenchOptions {
   smoke: boolean;
   rates: number[];
+  /** Measured seconds per rate. */
+  windowSeconds: number;
+  /** The long run (RSS over time) at the first rate, seconds; 0 skips. */
   durationSeconds: number;
   warmupSeconds: number;
-  catchupEvents: number;
+  /** Backlog sizes, each inserted while the pipeline is stopped, then timed. */
+  catchupEvents: number[];
+  /** Repeat every rate with a CPU hog on one core. */
+  hog: boolean;
+  /** Offered rate and seconds of the sustained run with all three sinks; 0 skips. */
+  sustainedRate: number;
+  sustainedSeconds: number;
   externalBatchSize: number;
   markersPerSecond: number;
   pollMs: number;
@@ -129,12 +149,51 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const rss = new RssSampler(pipelinePid);
     rss.start();
     cleanups.push(async () => rss.stop());
-    const startPipeline = async (extraNodeArgs: string[] = []) => {
-      const child = new CliChild(cli, ['run'], pipelineEnv, extraNodeArgs);
+
+    // Every pipeline child runs with the V8 profiler (idle notifier on, so waiting is `(idle)`):
+    // its JS thread's CPU is split into components per measured window once it exits.
+    const preload = path.join(tmp, 'profile-idle.mjs');
+    writeFileSync(preload, 'process._startProfilerIdleNotifier?.();\n');
+    let childNo = 0;
+    /** Windows of the running child, split when it exits and its profile is written. */
+    let pendingSplits: { window: Window; row: ComponentCpu; mainCpuSeconds: number }[] = [];
+    let profileDir = '';
+    const startPipeline = async () => {
+      profileDir = path.join(tmp, `profile-${++childNo}`);
+      await mkdir(profileDir, { recursive: true });
+      const child = new CliChild(cli, ['run'], pipelineEnv, [
+        '--import',
+        pathToFileURL(preload).href,
+        '--cpu-prof',
+        `--cpu-prof-dir=${profileDir}`,
+        // 100 samples/s: enough over a window of seconds, and the sampler's own cost stays small.
+        '--cpu-prof-interval',
+        '10000',
+      ]);
       pipeline = child;
       cleanups.push(() => child.stop(10_000));
-      await waitForHttp(`http://127.0.0.1:${httpPort}/readyz`, child);
       return child;
+    };
+    const stopPipeline = async () => {
+      const child = pipeline;
+      if (!child) return;
+      await child.stop();
+      pipeline = null;
+      const profile = readProfile(profileDir);
+      if (profile && pendingSplits.length > 0) {
+        const splits = splitProfile(
+          profile,
+          pendingSplits.map((p) => p.window),
+        );
+        pendingSplits.forEach((p, i) => fillFromProfile(p.row, splits[i], p.mainCpuSeconds));
+      } else if (pendingSplits.length > 0) {
+        report.notes.push(`No CPU profile from pipeline child ${childNo}: its JS thread is not split.`);
+      }
+      if (o.cpuProfileDir) {
+        await mkdir(o.cpuProfileDir, { recursive: true });
+        cpSync(profileDir, path.join(o.cpuProfileDir, `child-${childNo}`), { recursive: true });
+      }
+      pendingSplits = [];
     };
     const scrape = async (): Promise<PromSample[]> =>
       parsePrometheus(await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text());
@@ -145,6 +204,75 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         for (const v of values) sum += v === null ? 0 : Number(v);
       }
       return sum;
+    };
+    const redisPid = Number(/process_id:(\d+)/.exec(await redis.info('server'))?.[1] ?? 0) || null;
+    const walsenderPid = async (applicationName: string): Promise<number | null> => {
+      const { rows } = await pool.query<{ pid: number }>(
+        'SELECT pid FROM pg_stat_replication WHERE application_name = $1',
+        [applicationName],
+      );
+      return rows.length === 1 ? rows[0].pid : null;
+    };
+
+    /** CPU of everything the pipeline makes busy, at one moment. */
+    interface Snap {
+      atUs: number;
+      main: number;
+      total: number;
+      walsender: number | null;
+      redisServer: number | null;
+      mock: number | null;
+    }
+    const snap = (walsender: number | null): Snap => {
+      const pid = pipelinePid();
+      const threads = pid === null ? null : mainThreadCpu(pid);
+      return {
+        atUs: hrtimeUs(),
+        main: threads?.main ?? 0,
+        total: threads?.total ?? 0,
+        walsender: walsender === null ? null : cpuSeconds(walsender),
+        redisServer: redisPid === null ? null : cpuSeconds(redisPid),
+        mock: mock.pid === null ? null : cpuSeconds(mock.pid),
+      };
+    };
+    /** A component row for the window a..b; the JS thread is split when the child exits. */
+    const componentRow = (label: string, a: Snap, b: Snap, events: number): ComponentCpu => {
+      const per = (s: number | null) => (s === null || events <= 0 ? null : round1((s * 1e6) / events));
+      const diff = (x: number | null, y: number | null) => (x === null || y === null ? null : y - x);
+      const wall = (b.atUs - a.atUs) / 1e6;
+      const row: ComponentCpu = {
+        label,
+        events,
+        wallSeconds: round3(wall),
+        pipelineMicrosPerEvent: per(b.total - a.total),
+        pipelineCores: wall > 0 ? round2((b.total - a.total) / wall) : 0,
+        jsThreadMicrosPerEvent: per(b.main - a.main),
+        otherThreadsMicrosPerEvent: per(b.total - b.main - (a.total - a.main)),
+        jsThread: null,
+        jsThreadIdleSharePct: null,
+        walsenderMicrosPerEvent: per(diff(a.walsender, b.walsender)),
+        redisServerMicrosPerEvent: per(diff(a.redisServer, b.redisServer)),
+        mockExternalMicrosPerEvent: per(diff(a.mock, b.mock)),
+      };
+      pendingSplits.push({
+        window: { startUs: a.atUs, endUs: b.atUs },
+        row,
+        mainCpuSeconds: b.main - a.main,
+      });
+      return row;
+    };
+    const fillFromProfile = (
+      row: ComponentCpu,
+      split: ReturnType<typeof splitProfile>[number],
+      mainCpuSeconds: number,
+    ) => {
+      const busyMs = COMPONENTS.reduce((sum, c) => sum + split.ms[c], 0);
+      if (busyMs <= 0 || row.events <= 0) return;
+      // Sampled time is wall time on the thread; scaled to the thread's measured CPU.
+      row.jsThread = Object.fromEntries(
+        COMPONENTS.map((c) => [c, round1(((split.ms[c] / busyMs) * mainCpuSeconds * 1e6) / row.events)]),
+      ) as ComponentCpu['jsThread'];
+      row.jsThreadIdleSharePct = Math.round((split.idleMs / (split.idleMs + busyMs)) * 100);
     };
 
     let expected = 0; // events inserted into engagement_events so far
@@ -158,21 +286,30 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       if (SINKS.some((s) => (delivered[s] ?? 0) < expected - childBase)) return false;
       return redisSum >= expected && external >= expected;
     };
+    const minDelivered = async (): Promise<number> => {
+      const delivered = counterBy(await scrape(), DELIVERED, 'sink');
+      return Math.min(...SINKS.map((s) => delivered[s] ?? 0));
+    };
 
     const [pgVersion] = (await pool.query<{ v: string }>('SELECT version() AS v')).rows;
     const redisVersion = /redis_version:(\S+)/.exec(await redis.info('server'))?.[1] ?? 'unknown';
     const report: BenchReport = {
-      schema: 'engagement-bench/1',
+      schema: 'engagement-bench/2',
       mode: o.smoke ? 'smoke' : 'full',
       startedAt,
       finishedAt: '',
       command: o.command,
       machine: { ...machineInfo(), postgres: pgVersion.v, redis: redisVersion },
+      loadAverage: { atStart: os.loadavg().map(round2), atEnd: [] },
       settings: {
         rates: o.rates,
+        windowSeconds: o.windowSeconds,
         durationSeconds: o.durationSeconds,
         warmupSeconds: o.warmupSeconds,
         catchupEvents: o.catchupEvents,
+        hog: o.hog,
+        sustainedRate: o.sustainedRate,
+        sustainedSeconds: o.sustainedSeconds,
         externalBatchSize: o.externalBatchSize,
         markersPerSecond: o.markersPerSecond,
         pollMs: o.pollMs,
@@ -180,221 +317,387 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         pipelineEnv: { ...redactEnv(pipelineEnv), ...inheritedTuning() },
       },
       steady: [],
-      catchup: null,
+      soak: null,
+      catchups: [],
+      sustained: null,
+      components: [],
       correctness: null,
       notes: [],
       cliStartup: measureCliStartup(cli),
     };
 
-    o.log(`starting the pipeline (${cli.mode})`);
-    await startPipeline();
+    let failure: Error | null = null;
+    const waitReady = async (child: CliChild) => waitForHttp(`http://127.0.0.1:${httpPort}/readyz`, child);
+    // A phase that fails ends the run, but the phases done so far are still reported.
+    try {
+      o.log(`starting the pipeline (${cli.mode})`);
+      childBase = expected;
+      await waitReady(await startPipeline());
 
-    // --- steady latency, one rate at a time ---
-    for (const rate of o.rates) {
-      checkAborted();
-      const markerIds = await createMarkerContent(
-        pool,
-        Math.ceil(o.markersPerSecond * o.durationSeconds * 1.2) + 10,
-      );
-      countedIds.push(...markerIds);
-      o.log(`rate ${rate}/s: warm-up ${o.warmupSeconds} s`);
-      const warm = await runGenerator({
-        databaseUrl,
-        rate,
-        durationSeconds: o.warmupSeconds,
-        signal: o.signal,
-      });
-      expected += warm.inserted;
-      checkAborted();
-
-      o.log(`rate ${rate}/s: measuring ${o.durationSeconds} s`);
-      const before = await scrape();
-      const cpu0 = cpuSeconds(pipelinePid()!) ?? 0;
-      rss.take();
-      const probe = new LatencyProbe(redis, prefix, o.pollMs);
-      probe.start();
-      const poller = new PollingBaseline(markerPool);
-      await poller.start();
-      const stopMarkers = new AbortController();
-      let markersInserted = 0;
-      const markerLoop = (async () => {
-        const every = 1000 / o.markersPerSecond;
-        const t0 = performance.now();
-        for (let i = 0; i < markerIds.length && !stopMarkers.signal.aborted; i++) {
-          const wait = t0 + i * every - performance.now();
-          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-          if (stopMarkers.signal.aborted) break;
-          poller.watch(markerIds[i], await probe.mark(markerPool, markerIds[i]));
-          markersInserted += 1;
-        }
-      })();
-      const gen = await runGenerator({
-        databaseUrl,
-        rate,
-        durationSeconds: o.durationSeconds,
-        signal: o.signal,
-      });
-      stopMarkers.abort();
-      await markerLoop;
-      expected += gen.inserted + markersInserted;
-      const genDone = performance.now();
-      const markers = await probe.finish(30_000);
-      await new Promise((r) => setTimeout(r, 1100)); // one more poll for the last markers
-      await poller.stop();
-      await waitUntil(allDelivered, 120_000).catch((err: Error) => {
-        throw new Error(`${err.message}: ${lastProgress}`);
-      });
-      const drainSeconds = (performance.now() - genDone) / 1000;
-      const after = await scrape();
-      const cpu1 = cpuSeconds(pipelinePid()!) ?? cpu0;
-      const windowSeconds = gen.seconds + drainSeconds;
-      const events = counterBy(after, RECEIVED, '')[''] - (counterBy(before, RECEIVED, '')[''] ?? 0);
-      const result: SteadyResult = {
-        targetRate: rate,
-        warmupSeconds: o.warmupSeconds,
-        generated: {
-          events: gen.inserted,
-          seconds: round3(gen.seconds),
-          achievedRate: round1(gen.achievedRate),
-        },
-        markers: {
-          inserted: markersInserted,
-          seen: markers.filter((m) => m.seenAt !== null).length,
-          unseen: markers.filter((m) => m.seenAt === null).length,
-          perSecond: o.markersPerSecond,
-        },
-        commitToRedisVisible: summarize(latencies(markers, 'committedAt')),
-        ackToRedisVisible: summarize(latencies(markers, 'ackedAt')),
-        commitToSinkAck: summarizeHistogram(histDelta(after, before)),
-        drainSeconds: round3(drainSeconds),
-        keptUp: gen.achievedRate >= rate * 0.98 && drainSeconds < 2,
-        pipelineCpu: cpuSummary(cpu1 - cpu0, events, windowSeconds),
-        pipelinePeakRssMb: rss.take(),
-        pollingBaselineAckToSeen: poller.latenciesMs.length > 0 ? summarize(poller.latenciesMs) : null,
-      };
-      report.steady.push(result);
-      const v = result.commitToRedisVisible;
-      o.log(
-        `rate ${rate}/s: achieved ${result.generated.achievedRate}/s; commit->Redis-visible p50 ${v.p50Ms} ms, ` +
-          `p99 ${v.p99Ms} ms (${v.samples} markers); drain ${result.drainSeconds} s; ` +
-          `${result.pipelineCpu.microsPerEvent} µs CPU/event; peak RSS ${result.pipelinePeakRssMb} MB`,
-      );
-    }
-
-    // --- catch-up: a backlog in the slot, then the pipeline starts ---
-    if (o.catchupEvents > 0) {
-      checkAborted();
-      o.log('catch-up: stopping the pipeline');
-      await pipeline!.stop();
-      await createRawSlot(pool);
-      o.log(`catch-up: inserting ${o.catchupEvents} events while the pipeline is stopped`);
-      const ins = await runGenerator({ databaseUrl, rate: 1e9, count: o.catchupEvents, signal: o.signal });
-      expected += ins.inserted;
-      checkAborted();
-      o.log('catch-up: a bare pgoutput consumer decodes the same backlog (its own slot)');
-      const rawDecode = await measureRawDecode(databaseUrl, pool, SLOT, ins.inserted);
-      o.log(`catch-up: raw decode ${rawDecode.eventsPerSecond} events/s`);
-      checkAborted();
-      const base = await redisCountSum();
-      let profileDir: string | null = null;
-      const nodeArgs: string[] = [];
-      if (o.cpuProfileDir) {
-        profileDir = path.resolve(o.cpuProfileDir);
-        await mkdir(profileDir, { recursive: true });
-        nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
-      }
-      o.log('catch-up: starting the pipeline');
-      rss.take();
-      childBase = expected - ins.inserted;
-      const spawnedAt = performance.now();
-      const child = new CliChild(cli, ['run'], pipelineEnv, nodeArgs);
-      pipeline = child;
-      cleanups.push(() => child.stop(10_000));
-      // Poll the sinks themselves (Redis counts, the mock's unique ids); DuckDB via the pipeline's ack counter.
-      let firstAt: number | null = null;
-      let firstProgress = 0;
-      let cpuAtFirst = 0;
-      let metricsUp = false;
-      const deadline = Date.now() + Math.max(120_000, o.catchupEvents / 10);
-      for (;;) {
+      // --- steady latency, one rate at a time (then again with a CPU hog on one core) ---
+      const phases = [
+        ...o.rates.map((rate) => ({ rate, hog: false })),
+        ...(o.hog ? o.rates.map((rate) => ({ rate, hog: true })) : []),
+      ];
+      for (const { rate, hog } of phases) {
         checkAborted();
-        if (!child.running)
-          throw new Error(`pipeline exited during catch-up:\n${child.output().slice(-2000)}`);
-        if (Date.now() > deadline) throw new Error('catch-up did not finish in time');
-        const redisNow = (await redisCountSum()) - base;
-        const extNow = (await mockStats()).uniqueEventIds - childBase;
-        if (firstAt === null && (redisNow > 0 || extNow > 0)) {
-          firstAt = performance.now();
-          firstProgress = Math.max(0, Math.min(redisNow, extNow));
-          cpuAtFirst = cpuSeconds(child.pid!) ?? 0;
+        const name = `${rate}/s${hog ? ' + CPU hog' : ''}`;
+        const markerIds = await createMarkerContent(
+          pool,
+          Math.ceil(o.markersPerSecond * o.windowSeconds * 1.2) + 10,
+        );
+        countedIds.push(...markerIds);
+        const hogProcess = hog ? startHog() : null;
+        try {
+          o.log(`${name}: warm-up ${o.warmupSeconds} s`);
+          const warm = await runGenerator({
+            databaseUrl,
+            rate,
+            durationSeconds: o.warmupSeconds,
+            signal: o.signal,
+          });
+          expected += warm.inserted;
+          checkAborted();
+
+          o.log(`${name}: measuring ${o.windowSeconds} s`);
+          const before = await scrape();
+          const walsender = await walsenderPid('engagement-replication');
+          const s0 = snap(walsender);
+          rss.take();
+          const probe = new LatencyProbe(redis, prefix, o.pollMs);
+          probe.start();
+          const poller = new PollingBaseline(markerPool);
+          await poller.start();
+          const stopMarkers = new AbortController();
+          let markersInserted = 0;
+          const markerLoop = (async () => {
+            const every = 1000 / o.markersPerSecond;
+            const t0 = performance.now();
+            for (let i = 0; i < markerIds.length && !stopMarkers.signal.aborted; i++) {
+              const wait = t0 + i * every - performance.now();
+              if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+              if (stopMarkers.signal.aborted) break;
+              poller.watch(markerIds[i], await probe.mark(markerPool, markerIds[i]));
+              markersInserted += 1;
+            }
+          })();
+          const gen = await runGenerator({
+            databaseUrl,
+            rate,
+            durationSeconds: o.windowSeconds,
+            signal: o.signal,
+          });
+          stopMarkers.abort();
+          await markerLoop;
+          expected += gen.inserted + markersInserted;
+          const genDone = performance.now();
+          const markers = await probe.finish(30_000);
+          await new Promise((r) => setTimeout(r, 1100)); // one more poll for the last markers
+          await poller.stop();
+          await waitUntil(allDelivered, 120_000).catch((err: Error) => {
+            throw new Error(`${err.message}: ${lastProgress}`);
+          });
+          const drainSeconds = (performance.now() - genDone) / 1000;
+          const after = await scrape();
+          const s1 = snap(walsender);
+          const windowSeconds = gen.seconds + drainSeconds;
+          const events = counterBy(after, RECEIVED, '')[''] - (counterBy(before, RECEIVED, '')[''] ?? 0);
+          const result: SteadyResult = {
+            targetRate: rate,
+            cpuHog: hog,
+            warmupSeconds: o.warmupSeconds,
+            generated: {
+              events: gen.inserted,
+              seconds: round3(gen.seconds),
+              achievedRate: round1(gen.achievedRate),
+            },
+            markers: {
+              inserted: markersInserted,
+              seen: markers.filter((m) => m.seenAt !== null).length,
+              unseen: markers.filter((m) => m.seenAt === null).length,
+              perSecond: o.markersPerSecond,
+            },
+            commitToRedisVisible: summarize(latencies(markers, 'committedAt')),
+            ackToRedisVisible: summarize(latencies(markers, 'ackedAt')),
+            commitToSinkAck: summarizeHistogram(histDelta(after, before)),
+            drainSeconds: round3(drainSeconds),
+            keptUp: gen.achievedRate >= rate * 0.98 && drainSeconds < 2,
+            pipelineCpu: cpuSummary(s1.total - s0.total, events, windowSeconds),
+            pipelinePeakRssMb: rss.take(),
+            pollingBaselineAckToSeen: poller.latenciesMs.length > 0 ? summarize(poller.latenciesMs) : null,
+          };
+          report.steady.push(result);
+          report.components.push(componentRow(`steady ${name}`, s0, s1, events));
+          const v = result.commitToRedisVisible;
+          o.log(
+            `${name}: achieved ${result.generated.achievedRate}/s; commit->Redis-visible p50 ${v.p50Ms} ms, ` +
+              `p99 ${v.p99Ms} ms (${v.samples} markers); drain ${result.drainSeconds} s; ` +
+              `${result.pipelineCpu.microsPerEvent} µs CPU/event; peak RSS ${result.pipelinePeakRssMb} MB`,
+          );
+        } finally {
+          hogProcess?.kill('SIGKILL');
         }
-        if (redisNow >= ins.inserted && extNow >= ins.inserted) {
-          const delivered = await scrape()
-            .then((s) => counterBy(s, DELIVERED, 'sink').analytics ?? 0)
-            .catch(() => 0);
-          metricsUp = true;
-          if (delivered >= ins.inserted) break;
-        }
-        await new Promise((r) => setTimeout(r, 20));
       }
-      const doneAt = performance.now();
-      const cpuEnd = cpuSeconds(child.pid!) ?? cpuAtFirst;
-      const mem = memory(child.pid!);
-      const seconds = (doneAt - (firstAt ?? spawnedAt)) / 1000;
-      const fromSpawn = (doneAt - spawnedAt) / 1000;
-      const rate = (ins.inserted - firstProgress) / seconds;
-      const insertRate = ins.inserted / ins.seconds;
-      const result: CatchupResult = {
-        events: ins.inserted,
-        insert: { seconds: round3(ins.seconds), eventsPerSecond: Math.round(insertRate) },
-        pipeline: {
-          seconds: round3(seconds),
-          eventsPerSecond: Math.round(rate),
-          secondsFromSpawn: round3(fromSpawn),
-          eventsPerSecondFromSpawn: Math.round(ins.inserted / fromSpawn),
-        },
-        ratioToInsertRate: Math.round((rate / insertRate) * 100) / 100,
-        rawDecode: { seconds: rawDecode.seconds, eventsPerSecond: rawDecode.eventsPerSecond },
-        ratioToRawDecode: Math.round((rate / rawDecode.eventsPerSecond) * 100) / 100,
-        pipelineCpu: (({ seconds: s, microsPerEvent, coresUsed }) => ({
-          seconds: s,
-          microsPerEvent,
-          coresUsed,
-        }))(cpuSummary(cpuEnd - cpuAtFirst, ins.inserted - firstProgress, seconds)),
-        pipelinePeakRssMb: rss.take(),
-        pipelineHwmMb: mem?.hwmMb ?? null,
-        commitToSinkAckIncludingBacklogWait: metricsUp
-          ? summarizeHistogram(histDelta(await scrape(), null))
-          : {},
-        cpuProfile: null,
-      };
-      report.catchup = result;
-      o.log(
-        `catch-up: ${result.pipeline.eventsPerSecond} events/s through all sinks (${result.pipeline.seconds} s; ` +
-          `${result.pipeline.secondsFromSpawn} s from spawn); insert rate ${result.insert.eventsPerSecond}/s; ` +
-          `${result.pipelineCpu.microsPerEvent} µs CPU/event; peak RSS ${result.pipelinePeakRssMb} MB`,
-      );
-      if (profileDir) {
-        await child.stop();
-        result.cpuProfile = path.relative(process.cwd(), profileDir) || profileDir;
-        report.notes.push(
-          'The catch-up child ran with --cpu-prof: its numbers include the profiler overhead.',
+
+      // --- the long run: RSS over time at the first rate ---
+      if (o.durationSeconds > 0) {
+        checkAborted();
+        const rate = o.rates[0];
+        o.log(`long run: ${o.durationSeconds} s at ${rate}/s, RSS sampled`);
+        const walsender = await walsenderPid('engagement-replication');
+        const delivered0 = await minDelivered();
+        const s0 = snap(walsender);
+        const t0 = performance.now();
+        const samples: { seconds: number; rssMb: number }[] = [];
+        const sampleEveryMs = Math.max(1000, Math.min(10_000, (o.durationSeconds * 1000) / 60));
+        const sampler = setInterval(() => {
+          const pid = pipelinePid();
+          const m = pid === null ? null : memory(pid);
+          if (m) samples.push({ seconds: round1((performance.now() - t0) / 1000), rssMb: m.rssMb });
+        }, sampleEveryMs);
+        let gen;
+        try {
+          gen = await runGenerator({
+            databaseUrl,
+            rate,
+            durationSeconds: o.durationSeconds,
+            signal: o.signal,
+          });
+        } finally {
+          clearInterval(sampler);
+        }
+        expected += gen.inserted;
+        await waitUntil(allDelivered, 120_000).catch((err: Error) => {
+          throw new Error(`${err.message}: ${lastProgress}`);
+        });
+        const s1 = snap(walsender);
+        const events = (await minDelivered()) - delivered0;
+        const pid = pipelinePid();
+        const mem = pid === null ? null : memory(pid);
+        const half = samples.filter((x) => x.seconds >= o.durationSeconds / 2);
+        const rssValues = samples.map((x) => x.rssMb);
+        const soak: SoakResult = {
+          rate,
+          seconds: round3(gen.seconds),
+          events,
+          rssMb: {
+            first: rssValues[0] ?? null,
+            last: rssValues[rssValues.length - 1] ?? null,
+            min: rssValues.length > 0 ? Math.min(...rssValues) : null,
+            max: rssValues.length > 0 ? Math.max(...rssValues) : null,
+            hwm: mem?.hwmMb ?? null,
+            secondHalfSlopeMbPerMinute: half.length >= 2 ? round2(slope(half) * 60) : null,
+          },
+          samples,
+        };
+        report.soak = soak;
+        report.components.push(componentRow(`long run ${rate}/s`, s0, s1, events));
+        o.log(
+          `long run: RSS first ${soak.rssMb.first} MB, last ${soak.rssMb.last} MB, max ${soak.rssMb.max} MB; ` +
+            `second-half slope ${soak.rssMb.secondHalfSlopeMbPerMinute} MB/min`,
         );
       }
+      await stopPipeline();
+
+      // --- catch-up: a backlog in the slot, then the pipeline starts (each size in turn) ---
+      for (const size of o.catchupEvents) {
+        if (size <= 0) continue;
+        checkAborted();
+        await createRawSlot(pool);
+        o.log(`catch-up ${size}: inserting ${size} events while the pipeline is stopped`);
+        const ins = await runGenerator({ databaseUrl, rate: 1e9, count: size, signal: o.signal });
+        expected += ins.inserted;
+        checkAborted();
+        o.log(`catch-up ${size}: a bare pgoutput consumer decodes the same backlog (its own slot)`);
+        let rawWalsender: number | null = null;
+        let rawWal0: number | null = null;
+        const rawCpu0 = process.cpuUsage();
+        const findRaw = setInterval(() => {
+          if (rawWalsender !== null) return;
+          void walsenderPid('engagement-bench-raw').then((pid) => {
+            if (pid !== null && rawWalsender === null) {
+              rawWalsender = pid;
+              rawWal0 = cpuSeconds(pid);
+            }
+          });
+        }, 20);
+        let rawDecode;
+        let rawWalSeconds: number | null = null;
+        try {
+          rawDecode = await measureRawDecode(databaseUrl, pool, SLOT, ins.inserted, () => {
+            if (rawWalsender !== null && rawWal0 !== null) {
+              const end = cpuSeconds(rawWalsender);
+              rawWalSeconds = end === null ? null : end - rawWal0;
+            }
+          });
+        } finally {
+          clearInterval(findRaw);
+        }
+        const rawCpu = process.cpuUsage(rawCpu0);
+        const rawMicros = round1((rawCpu.user + rawCpu.system) / ins.inserted);
+        o.log(
+          `catch-up ${size}: raw decode ${rawDecode.eventsPerSecond} events/s, ${rawMicros} µs CPU/event`,
+        );
+        checkAborted();
+        const base = await redisCountSum();
+        o.log(`catch-up ${size}: starting the pipeline`);
+        rss.take();
+        childBase = expected - ins.inserted;
+        const spawnedAt = performance.now();
+        const child = await startPipeline();
+        // Poll the sinks themselves (Redis counts, the mock's unique ids); DuckDB via the pipeline's ack counter.
+        let firstAt: number | null = null;
+        let firstProgress = 0;
+        let s0: Snap | null = null;
+        let walsender: number | null = null;
+        let metricsUp = false;
+        const deadline = Date.now() + Math.max(120_000, size * 2);
+        for (;;) {
+          checkAborted();
+          if (!child.running)
+            throw new Error(`pipeline exited during catch-up:\n${child.output().slice(-2000)}`);
+          if (Date.now() > deadline) throw new Error('catch-up did not finish in time');
+          const redisNow = (await redisCountSum()) - base;
+          const extNow = (await mockStats()).uniqueEventIds - childBase;
+          if (firstAt === null && (redisNow > 0 || extNow > 0)) {
+            firstAt = performance.now();
+            firstProgress = Math.max(0, Math.min(redisNow, extNow));
+            walsender = await walsenderPid('engagement-replication');
+            s0 = snap(walsender);
+          }
+          if (redisNow >= ins.inserted && extNow >= ins.inserted) {
+            const delivered = await scrape()
+              .then((s) => counterBy(s, DELIVERED, 'sink').analytics ?? 0)
+              .catch(() => 0);
+            metricsUp = true;
+            if (delivered >= ins.inserted) break;
+          }
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        const doneAt = performance.now();
+        const s1 = snap(walsender);
+        const mem = memory(child.pid!);
+        const seconds = (doneAt - (firstAt ?? spawnedAt)) / 1000;
+        const fromSpawn = (doneAt - spawnedAt) / 1000;
+        const events = ins.inserted - firstProgress;
+        const rate = events / seconds;
+        const insertRate = ins.inserted / ins.seconds;
+        const start = s0 ?? s1;
+        const result: CatchupResult = {
+          events: ins.inserted,
+          insert: { seconds: round3(ins.seconds), eventsPerSecond: Math.round(insertRate) },
+          pipeline: {
+            seconds: round3(seconds),
+            eventsPerSecond: Math.round(rate),
+            secondsFromSpawn: round3(fromSpawn),
+            eventsPerSecondFromSpawn: Math.round(ins.inserted / fromSpawn),
+          },
+          ratioToInsertRate: round2(rate / insertRate),
+          rawDecode: {
+            seconds: rawDecode.seconds,
+            eventsPerSecond: rawDecode.eventsPerSecond,
+            consumerMicrosPerEvent: rawMicros,
+            walsenderMicrosPerEvent:
+              rawWalSeconds === null ? null : round1((rawWalSeconds * 1e6) / ins.inserted),
+          },
+          ratioToRawDecode: round2(rate / rawDecode.eventsPerSecond),
+          pipelineCpu: (({ seconds: s, microsPerEvent, coresUsed }) => ({
+            seconds: s,
+            microsPerEvent,
+            coresUsed,
+          }))(cpuSummary(s1.total - start.total, events, seconds)),
+          pipelinePeakRssMb: rss.take(),
+          pipelineHwmMb: mem?.hwmMb ?? null,
+          commitToSinkAckIncludingBacklogWait: metricsUp
+            ? summarizeHistogram(histDelta(await scrape(), null))
+            : {},
+          cpuProfile: o.cpuProfileDir
+            ? path.relative(process.cwd(), o.cpuProfileDir) || o.cpuProfileDir
+            : null,
+        };
+        report.catchups.push(result);
+        report.components.push(componentRow(`catch-up ${size.toLocaleString('en-US')}`, start, s1, events));
+        o.log(
+          `catch-up ${size}: ${result.pipeline.eventsPerSecond} events/s through all sinks (${result.pipeline.seconds} s; ` +
+            `${result.pipeline.secondsFromSpawn} s from spawn) = ${result.ratioToRawDecode}x the bare consumer; ` +
+            `${result.pipelineCpu.microsPerEvent} µs CPU/event; peak RSS ${result.pipelinePeakRssMb} MB`,
+        );
+        // The last child stays up for the sustained run (one start-up less).
+        if (size !== o.catchupEvents[o.catchupEvents.length - 1] || !(o.sustainedRate > 0))
+          await stopPipeline();
+      }
+
+      // --- sustained: all three sinks live while the generator offers a high rate ---
+      if (o.sustainedRate > 0 && o.sustainedSeconds > 0) {
+        checkAborted();
+        if (pipeline === null) {
+          childBase = expected;
+          await waitReady(await startPipeline());
+        }
+        o.log(`sustained: offering ${o.sustainedRate}/s for ${o.sustainedSeconds} s`);
+        const walsender = await walsenderPid('engagement-replication');
+        const d0 = await minDelivered();
+        const s0 = snap(walsender);
+        rss.take();
+        const gen = await runGenerator({
+          databaseUrl,
+          rate: o.sustainedRate,
+          durationSeconds: o.sustainedSeconds,
+          signal: o.signal,
+        });
+        const genDone = performance.now();
+        const dAtGenEnd = await minDelivered();
+        const s1 = snap(walsender);
+        expected += gen.inserted;
+        await waitUntil(allDelivered, 600_000).catch((err: Error) => {
+          throw new Error(`${err.message}: ${lastProgress}`);
+        });
+        const drainSeconds = (performance.now() - genDone) / 1000;
+        const result: SustainedResult = {
+          offeredRate: o.sustainedRate,
+          inserted: gen.inserted,
+          insertSeconds: round3(gen.seconds),
+          achievedInsertRate: Math.round(gen.achievedRate),
+          deliveredDuringInsert: dAtGenEnd - d0,
+          deliveredRateDuringInsert: Math.round((dAtGenEnd - d0) / gen.seconds),
+          drainSeconds: round3(drainSeconds),
+          deliveredRateIncludingDrain: Math.round(gen.inserted / (gen.seconds + drainSeconds)),
+          keptUp: drainSeconds < 2,
+          pipelinePeakRssMb: rss.take(),
+        };
+        report.sustained = result;
+        report.components.push(
+          componentRow(`sustained (offered ${o.sustainedRate}/s)`, s0, s1, dAtGenEnd - d0),
+        );
+        o.log(
+          `sustained: inserted ${result.achievedInsertRate}/s, delivered ${result.deliveredRateDuringInsert}/s ` +
+            `while inserting; drain ${result.drainSeconds} s`,
+        );
+      }
+    } catch (err) {
+      if (o.signal?.aborted) throw err;
+      failure = err as Error;
+      o.log(`the run stopped early: ${failure.message}`);
+      report.notes.push(`The run stopped early (what follows it was not measured): ${failure.message}`);
+      await stopPipeline().catch(() => undefined);
     }
 
     // --- delivery check: every event in every sink exactly once ---
-    o.log('checking delivery');
-    if (pipeline) await (pipeline as CliChild).stop();
-    report.correctness = await checkDelivery(
-      duckdbFile,
-      expected,
-      await redisCountSum(),
-      await mockStats(),
-      pool,
-    );
-    if (!report.correctness.ok) report.notes.push('Delivery check failed: see `correctness`.');
+    if (failure === null) {
+      o.log('checking delivery');
+      await stopPipeline();
+      report.correctness = await checkDelivery(
+        duckdbFile,
+        expected,
+        await redisCountSum(),
+        await mockStats(),
+        pool,
+      );
+      if (!report.correctness.ok) report.notes.push('Delivery check failed: see `correctness`.');
+    }
+    report.incomplete = failure !== null;
     addNotes(report);
+    report.loadAverage.atEnd = os.loadavg().map(round2);
     report.finishedAt = new Date().toISOString();
     return report;
   } finally {
@@ -487,7 +790,8 @@ async function waitUntil(check: () => Promise<boolean>, timeoutMs: number): Prom
   const deadline = Date.now() + timeoutMs;
   while (!(await check().catch(() => false))) {
     if (Date.now() > deadline) throw new Error('timed out waiting for the sinks to catch up');
-    await new Promise((r) => setTimeout(r, 20));
+    // Each check scrapes the pipeline's /metrics: polled gently, so the probe costs it little.
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -518,6 +822,29 @@ function inheritedTuning(): Record<string, string> {
     if (v) out[k] = v;
   }
   return out;
+}
+
+function round2(n: number): number {
+  return Math.round(n * 100) / 100;
+}
+
+/** Least-squares slope of rssMb over seconds (MB per second). */
+function slope(points: { seconds: number; rssMb: number }[]): number {
+  const n = points.length;
+  const mx = points.reduce((s, p) => s + p.seconds, 0) / n;
+  const my = points.reduce((s, p) => s + p.rssMb, 0) / n;
+  let num = 0;
+  let den = 0;
+  for (const p of points) {
+    num += (p.seconds - mx) * (p.rssMb - my);
+    den += (p.seconds - mx) ** 2;
+  }
+  return den > 0 ? num / den : 0;
+}
+
+/** A busy loop on one core (the scheduler places it; the machine has few). */
+function startHog(): ChildProcess {
+  return spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
 }
 
 function round3(n: number): number {

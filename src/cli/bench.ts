@@ -9,9 +9,13 @@ import { action } from './common.js';
 interface Flags {
   smoke?: boolean;
   rates?: number[];
+  window?: number;
   duration?: number;
   warmup?: number;
-  catchup?: number;
+  catchup?: number[];
+  hog: boolean;
+  sustainedRate?: number;
+  sustainedSeconds?: number;
   externalBatchSize: number;
   markersPerSecond?: number;
   pollMs: number;
@@ -29,17 +33,38 @@ export function registerBench(program: Command): void {
       'end-to-end benchmark: own embedded Postgres, the real pipeline as a child, all three sinks; JSON + markdown report',
     )
     .option('--smoke', 'tiny rates and counts, finishes in well under a minute (CI)')
-    .option('--rates <list>', 'steady rates, events/s, comma-separated (default 1000; smoke 200)', rateList)
-    .option('--duration <s>', 'measured seconds per rate (default 60; smoke 3)', positive('--duration'))
+    .option(
+      '--rates <list>',
+      'steady rates, events/s, comma-separated (default 1000,5000; smoke 200)',
+      rateList,
+    )
+    .option('--window <s>', 'measured seconds per rate (default 60; smoke 2)', positive('--window'))
+    .option(
+      '--duration <s>',
+      'the long run at the first rate, RSS sampled over it; 0 skips (default 600; smoke 3)',
+      positive('--duration', true),
+    )
     .option(
       '--warmup <s>',
       'warm-up seconds before each rate (default 5; smoke 1)',
       positive('--warmup', true),
     )
     .option(
-      '--catchup <n>',
-      'events inserted while the pipeline is stopped, then timed through all sinks; 0 skips (default 200000; smoke 5000)',
-      positive('--catchup', true),
+      '--catchup <list>',
+      'backlogs, comma-separated: events inserted while the pipeline is stopped, then timed through all sinks ' +
+        'against a bare consumer; 0 skips (default 200000,2000000; smoke 2000,4000)',
+      countList,
+    )
+    .option('--no-hog', 'do not repeat the rates with a CPU hog on one core')
+    .option(
+      '--sustained-rate <n>',
+      'offered events/s of the sustained run with all three sinks; 0 skips (default 20000; smoke 1000)',
+      positive('--sustained-rate', true),
+    )
+    .option(
+      '--sustained-seconds <s>',
+      'seconds of the sustained run (default 60; smoke 2)',
+      positive('--sustained-seconds'),
     )
     .option(
       '--external-batch-size <n>',
@@ -62,7 +87,7 @@ export function registerBench(program: Command): void {
         .choices(['auto', 'dist', 'tsx'])
         .default('auto'),
     )
-    .option('--cpu-prof', 'profile the catch-up pipeline child (--cpu-prof), saved beside the report')
+    .option('--cpu-prof', "keep the pipeline children's CPU profiles (always taken) beside the report")
     .option('--redis-url <url>', 'Redis to use [env REDIS_URL]')
     .addHelpText(
       'after',
@@ -73,6 +98,7 @@ export function registerBench(program: Command): void {
     .action(
       action(async (flags: Flags) => {
         const smoke = flags.smoke === true;
+        const t0 = performance.now();
         const redisUrl = loadConfig({ redisUrl: flags.redisUrl }).redisUrl;
         const controller = new AbortController();
         let interrupts = 0;
@@ -86,10 +112,15 @@ export function registerBench(program: Command): void {
         const outDir = path.resolve(flags.out);
         const options: BenchOptions = {
           smoke,
-          rates: flags.rates ?? (smoke ? [200] : [1000]),
-          durationSeconds: flags.duration ?? (smoke ? 3 : 60),
+          rates: flags.rates ?? (smoke ? [200] : [1000, 5000]),
+          windowSeconds: flags.window ?? (smoke ? 2 : 60),
+          durationSeconds: flags.duration ?? (smoke ? 3 : 600),
           warmupSeconds: flags.warmup ?? (smoke ? 1 : 5),
-          catchupEvents: flags.catchup ?? (smoke ? 5000 : 200_000),
+          catchupEvents: flags.catchup ?? (smoke ? [2000, 4000] : [200_000, 2_000_000]),
+          // Smoke proves the harness; the hog repeat only doubles its time.
+          hog: flags.hog && !smoke,
+          sustainedRate: flags.sustainedRate ?? (smoke ? 1000 : 20_000),
+          sustainedSeconds: flags.sustainedSeconds ?? (smoke ? 2 : 60),
           externalBatchSize: flags.externalBatchSize,
           markersPerSecond: flags.markersPerSecond ?? (smoke ? 10 : 20),
           pollMs: flags.pollMs,
@@ -97,7 +128,8 @@ export function registerBench(program: Command): void {
           cli: flags.pipelineFrom,
           cpuProfileDir: flags.cpuProf ? path.join(outDir, 'profiles') : null,
           command: `engagement ${process.argv.slice(process.argv.indexOf('bench')).join(' ')}`,
-          log: (line) => process.stderr.write(`bench: ${line}\n`),
+          log: (line) =>
+            process.stderr.write(`bench: [${((performance.now() - t0) / 1000).toFixed(1)} s] ${line}\n`),
           signal: controller.signal,
         };
         try {
@@ -105,7 +137,7 @@ export function registerBench(program: Command): void {
           const files = await writeReport(report, outDir);
           process.stdout.write(`${markdown(report)}\n`);
           process.stderr.write(`bench: wrote ${files.map((f) => path.relative(ROOT, f) || f).join(', ')}\n`);
-          return report.correctness?.ok === false ? 1 : 0;
+          return report.correctness?.ok === false || report.incomplete ? 1 : 0;
         } finally {
           process.off('SIGINT', onSignal);
           process.off('SIGTERM', onSignal);
@@ -119,6 +151,15 @@ function rateList(value: string): number[] {
   if (rates.length === 0 || rates.some((r) => !Number.isFinite(r) || r <= 0))
     throw new InvalidArgumentError('--rates must be comma-separated positive numbers, e.g. 1000,5000');
   return rates;
+}
+
+function countList(value: string): number[] {
+  const counts = value.split(',').map((v) => Number(v.trim()));
+  if (counts.length === 0 || counts.some((n) => !Number.isInteger(n) || n < 0))
+    throw new InvalidArgumentError(
+      '--catchup must be comma-separated non-negative integers, e.g. 200000,2000000',
+    );
+  return counts;
 }
 
 function positive(flag: string, zeroOk = false) {

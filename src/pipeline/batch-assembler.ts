@@ -94,10 +94,27 @@ export class BatchAssembler extends TransactionAssembler<Batch> {
   private add(row: EngagementEventRow, position: string): void | Promise<void> {
     if (this.closed) return;
     const { dimension, metrics, logger } = this.options;
-    const event = enrichCounted(row, dimension, this.tx.committedAt, dateToIso(new Date()), metrics, logger);
+    const event = enrichCounted(row, dimension, this.tx.committedAt, processedAtNow(), metrics, logger);
     this.events.push(event);
     this.positions.push(position);
     this.lastPosition = position;
     return this.options.dispatcher.offer(false);
   }
+}
+
+let lastMs = Number.NaN;
+let lastIso = '';
+
+/**
+ * processed_at for an event handled now. The clock has millisecond resolution, so events
+ * handled within the same millisecond get the same text: formatted once per millisecond
+ * instead of once per event (a visible share of the per-event CPU in catch-up).
+ */
+function processedAtNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastIso = dateToIso(new Date(ms));
+    lastMs = ms;
+  }
+  return lastIso;
 }

@@ -183,6 +183,18 @@ function scaled(e: EnrichedEvent, column: string, value: number | null, factor: 
   return BigInt(n);
 }
 
+let lastSecondText = '';
+let lastSecondMs = Number.NaN;
+
+/** Date.parse of `YYYY-MM-DDTHH:MM:SS` (UTC); consecutive events mostly share the second. */
+function secondsToMs(text: string): number {
+  if (text !== lastSecondText) {
+    lastSecondMs = Date.parse(`${text}Z`);
+    lastSecondText = text;
+  }
+  return lastSecondMs;
+}
+
 function micros(
   e: EnrichedEvent,
   column: string,
@@ -191,7 +203,7 @@ function micros(
 ): DuckDBTimestampTZValue {
   if (cache !== null && cache.text === text && cache.value !== null) return cache.value;
   const m = typeof text === 'string' ? ISO_UTC.exec(text) : null;
-  const ms = m ? Date.parse(`${m[1]}Z`) : NaN;
+  const ms = m ? secondsToMs(m[1]) : NaN;
   let value: DuckDBTimestampTZValue;
   if (m !== null && !Number.isNaN(ms)) {
     const fraction = Number((m[2] ?? '').padEnd(6, '0'));
