@@ -220,7 +220,7 @@ export async function drainAndStop(
 export async function startRun(
   env: Record<string, string>,
   label: string,
-  timeoutMs = 30_000,
+  timeoutMs = 120_000,
 ): Promise<CliProcess> {
   const p = spawnCli(['run'], env);
   const streaming = () => /replication streaming/.test(p.output());
