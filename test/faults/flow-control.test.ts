@@ -167,9 +167,11 @@ describe('fault: flow control with small transactions (bounded memory, truthful 
           last - first < 40,
           `RSS grew ${first.toFixed(0)} -> ${last.toFixed(0)} MiB during the fault`,
         );
+        // Behind means past LAG_WARN_SECONDS (10 here). How far past depends on the machine's
+        // speed: a full window drained at the slow sink's rate (11-19 s seen for the 3 s answers).
         assert.ok(
-          worst && worst.lagSeconds > 15,
-          `external lag ${worst?.lagSeconds} s at the end of the fault`,
+          worst && worst.lagSeconds > 10,
+          `external lag ${worst?.lagSeconds} s at the end of the fault (LAG_WARN_SECONDS 10)`,
         );
         assert.ok(worst && worst.state !== 'up', `external shown ${worst?.state}`);
         assert.equal(readyDuring, 0, '/readyz 503 while the external sink is down or behind');
