@@ -230,6 +230,31 @@ function shapeError(message: string, hint: string): PipelineError {
   return new PipelineError(ErrorCodes.SOURCE_SHAPE, message, 'config', hint);
 }
 
+/**
+ * A table in a publication that publishes updates and deletes must have a replica identity,
+ * or Postgres refuses every UPDATE and DELETE on it ("cannot update table ... because it does
+ * not have a replica identity"): publishing a user's table without a primary key (nor
+ * REPLICA IDENTITY FULL / USING INDEX) would break the user's own writes. Checked before the
+ * tables are published; the table is never altered for the user.
+ */
+export async function assertReplicaIdentity(db: Queryable, shape: SourceShape): Promise<void> {
+  for (const table of [shape.content, shape.events]) {
+    const { rows } = await db.query<{ ident: string; has_pk: boolean }>(
+      `SELECT c.relreplident AS ident,
+              EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk
+         FROM pg_class c WHERE c.oid = to_regclass($1)`,
+      [`${quoteIdent(table.schema)}.${quoteIdent(table.name)}`],
+    );
+    const row = rows[0];
+    if (!row || row.ident === 'f' || row.ident === 'i' || (row.ident === 'd' && row.has_pk)) continue;
+    const name = display(table);
+    throw shapeError(
+      `${name} has no replica identity (no primary key${row.ident === 'n' ? ', REPLICA IDENTITY NOTHING' : ''}): once published for replication, Postgres would refuse every UPDATE and DELETE on it`,
+      `ALTER TABLE ${quoteIdent(table.schema)}.${quoteIdent(table.name)} REPLICA IDENTITY FULL (or add a primary key), then rerun \`engagement migrate\``,
+    );
+  }
+}
+
 /** One line for the start-up log: which tables, join and key types were found. */
 export function describeShape(shape: SourceShape): string {
   const absent = [...(shape.absent?.events ?? []), ...(shape.absent?.content ?? [])];

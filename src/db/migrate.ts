@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { ErrorCodes, PipelineError } from '../errors.js';
 import { qualifiedName, type SourceShape } from '../domain/source-shape.js';
 import { ContentHistory } from '../enrichment/content-history.js';
-import { discoverShape, sourceTablesExist, type ShapeSettings } from './catalog.js';
+import { assertReplicaIdentity, discoverShape, sourceTablesExist, type ShapeSettings } from './catalog.js';
 import { ident, withClient } from './postgres.js';
 import { SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_SCHEMA_SQL } from './schema.js';
 
@@ -42,6 +42,7 @@ export async function migrate(databaseUrl: string, options: MigrateOptions): Pro
     }
     // A table that does not fit (a needed column missing, an unsupported key type) stops here, in one line.
     const shape = await discoverShape(client, options);
+    await assertReplicaIdentity(client, shape);
     await client.query(STATE_SCHEMA_SQL);
     await stateTablesToSchemaOwner(client);
     const publication = await ensurePublication(client, options.publicationName, shape);
@@ -123,6 +124,7 @@ async function ensureSlot(
     `SELECT created_at::text FROM ${STATE_SCHEMA}.slot_state WHERE slot_name = $1`,
     [name],
   );
+  if (slot.exists && slot.otherDatabase) throw slotOfOtherDatabaseError(name, slot.database ?? null);
   if (slot.exists && slot.walStatus !== 'lost') {
     if (known.rowCount === 0) await recordSlot(client, name);
     return 'present';
@@ -197,6 +199,20 @@ async function lastDeliveredAt(client: pg.Client, name: string): Promise<string 
   return rows[0]?.t ?? null;
 }
 
+/**
+ * Slot names are cluster-wide but a logical slot decodes one database: a second database on
+ * the same server (a second pipeline, a staging copy) with the default SLOT_NAME would find
+ * the first one's slot, and streaming from it fails (or would read the other database).
+ */
+export function slotOfOtherDatabaseError(name: string, database: string | null): PipelineError {
+  return new PipelineError(
+    ErrorCodes.SLOT_IN_USE,
+    `replication slot '${name}' belongs to database '${database ?? '?'}', not this one (a slot streams one database)`,
+    'config',
+    'give this database a slot and publication of its own: SLOT_NAME=... PUBLICATION_NAME=... `engagement migrate` (same settings for run)',
+  );
+}
+
 /** The slot exists but Postgres removed WAL it still needed (max_slot_wal_keep_size). */
 export function slotInvalidatedError(name: string): PipelineError {
   return new PipelineError(
@@ -212,6 +228,9 @@ export interface SlotState {
   active: boolean;
   confirmedFlushLsn: string | null;
   walStatus: string | null;
+  /** The slot's database (a logical slot serves one) and whether it is the one connected to. */
+  database?: string | null;
+  otherDatabase?: boolean;
 }
 
 export async function readSlot(client: pg.Client | pg.Pool, name: string): Promise<SlotState> {
@@ -219,14 +238,21 @@ export async function readSlot(client: pg.Client | pg.Pool, name: string): Promi
     active: boolean;
     confirmed_flush_lsn: string | null;
     wal_status: string | null;
-  }>('SELECT active, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1', [
-    name,
-  ]);
+    database: string | null;
+    other_database: boolean;
+  }>(
+    `SELECT active, confirmed_flush_lsn::text, wal_status, database::text,
+            coalesce(database <> current_database(), false) AS other_database
+       FROM pg_replication_slots WHERE slot_name = $1`,
+    [name],
+  );
   if (rows.length === 0) return { exists: false, active: false, confirmedFlushLsn: null, walStatus: null };
   return {
     exists: true,
     active: rows[0].active,
     confirmedFlushLsn: rows[0].confirmed_flush_lsn,
     walStatus: rows[0].wal_status,
+    database: rows[0].database,
+    otherDatabase: rows[0].other_database,
   };
 }

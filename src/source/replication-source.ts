@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { clientConfig, withClient } from '../db/postgres.js';
-import { readSlot, slotInvalidatedError } from '../db/migrate.js';
+import { readSlot, slotInvalidatedError, slotOfOtherDatabaseError } from '../db/migrate.js';
 import type { SourceShape } from '../domain/source-shape.js';
 import { bigIntToLsn, compareLsn, lsnToBigInt } from '../domain/position.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
@@ -86,6 +86,7 @@ export class ReplicationSource {
         'run `engagement migrate`; if the slot existed before, `engagement migrate --recreate-slot` then `engagement backfill --from <last delivered time> --to now` for the gap (see `engagement status`)',
       );
     }
+    if (slot.otherDatabase) throw slotOfOtherDatabaseError(this.options.slotName, slot.database ?? null);
     if (slot.walStatus === 'lost') throw slotInvalidatedError(this.options.slotName);
     this.confirmedLsn = slot.confirmedFlushLsn ?? '0/0';
     this.options.metrics.confirmedLsnBytes.set(Number(lsnToBigInt(this.confirmedLsn)));
