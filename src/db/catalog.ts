@@ -234,24 +234,41 @@ function shapeError(message: string, hint: string): PipelineError {
  * A table in a publication that publishes updates and deletes must have a replica identity,
  * or Postgres refuses every UPDATE and DELETE on it ("cannot update table ... because it does
  * not have a replica identity"): publishing a user's table without a primary key (nor
- * REPLICA IDENTITY FULL / USING INDEX) would break the user's own writes. Checked before the
- * tables are published; the table is never altered for the user.
+ * REPLICA IDENTITY FULL / USING INDEX) would break the user's own writes. And the content
+ * table's identity must carry the join key: a DELETE (or a change of the key) sends only the
+ * identity's columns, so with CONTENT_KEY outside them the dimension could not tell which
+ * content went away and would go on enriching with the deleted or renamed row. Checked before
+ * the tables are published and at start; the table is never altered for the user.
  */
 export async function assertReplicaIdentity(db: Queryable, shape: SourceShape): Promise<void> {
   for (const table of [shape.content, shape.events]) {
-    const { rows } = await db.query<{ ident: string; has_pk: boolean }>(
+    const regclass = `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
+    const { rows } = await db.query<{ ident: string; columns: string[] | null }>(
       `SELECT c.relreplident AS ident,
-              EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk
+              (SELECT array_agg(a.attname::text)
+                 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                WHERE i.indrelid = c.oid
+                  AND CASE c.relreplident WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END
+              ) AS columns
          FROM pg_class c WHERE c.oid = to_regclass($1)`,
-      [`${quoteIdent(table.schema)}.${quoteIdent(table.name)}`],
+      [regclass],
     );
     const row = rows[0];
-    if (!row || row.ident === 'f' || row.ident === 'i' || (row.ident === 'd' && row.has_pk)) continue;
+    if (!row || row.ident === 'f') continue;
     const name = display(table);
-    throw shapeError(
-      `${name} has no replica identity (no primary key${row.ident === 'n' ? ', REPLICA IDENTITY NOTHING' : ''}): once published for replication, Postgres would refuse every UPDATE and DELETE on it`,
-      `ALTER TABLE ${quoteIdent(table.schema)}.${quoteIdent(table.name)} REPLICA IDENTITY FULL (or add a primary key), then rerun \`engagement migrate\``,
-    );
+    const fix = `ALTER TABLE ${regclass} REPLICA IDENTITY FULL`;
+    if (row.columns === null || row.ident === 'n') {
+      throw shapeError(
+        `${name} has no replica identity (no primary key${row.ident === 'n' ? ', REPLICA IDENTITY NOTHING' : ''}): once published for replication, Postgres would refuse every UPDATE and DELETE on it`,
+        `${fix} (or add a primary key), then rerun the command`,
+      );
+    }
+    if (table === shape.content && !row.columns.includes(shape.contentKey)) {
+      throw shapeError(
+        `${name}'s replica identity (${row.columns.join(', ')}) does not include CONTENT_KEY ${shape.contentKey}: a deleted or re-keyed content row could not be recognised, and events would go on being enriched with it`,
+        `${fix} (or REPLICA IDENTITY USING INDEX on a unique, not-null index of ${shape.contentKey}), then rerun the command`,
+      );
+    }
   }
 }
 

@@ -8,7 +8,7 @@ import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ChangeHandler } from './changes.js';
-import { decodePgoutput } from './pgoutput-decoder.js';
+import { decodePgoutputChanges } from './pgoutput-decoder.js';
 import { backoffDelay } from '../retry/backoff.js';
 import { pause } from '../retry/retry.js';
 
@@ -188,14 +188,15 @@ export class ReplicationSource {
       this.lastReceiveAt = Date.now();
       if (this.stopping || this.halted || broken) return;
       try {
-        const change = decodePgoutput(message, this.options.shape);
-        if (change?.kind === 'halt') {
-          this.halt(change.error);
-          return;
+        for (const change of decodePgoutputChanges(message, this.options.shape)) {
+          if (change.kind === 'halt') {
+            this.halt(change.error);
+            return;
+          }
+          // The library would catch a throw or rejection, emit 'error' and go on with the next
+          // message: the event would be skipped. Never let it see one.
+          await handler(change);
         }
-        // The library would catch a throw or rejection, emit 'error' and go on with the next
-        // message: the event would be skipped. Never let it see one.
-        if (change) await handler(change);
       } catch (err) {
         if (this.stopping || broken) return;
         broken = true;

@@ -57,6 +57,37 @@ describe('migrate on user tables', () => {
     await query(db.url, `DELETE FROM plays`);
   });
 
+  it("refuses a CONTENT_KEY outside the content table's replica identity (deletes could not be recognised)", async () => {
+    const [db] = dbs;
+    const slot = `mut_${randomBytes(4).toString('hex')}`;
+    await query(
+      db.url,
+      `CREATE SCHEMA k;
+       CREATE TABLE k.content(id SERIAL PRIMARY KEY, ext_id BIGINT UNIQUE, content_type TEXT, length_seconds INT);
+       CREATE TABLE k.engagement_events(id BIGSERIAL PRIMARY KEY, content_id BIGINT, user_id BIGINT,
+                          event_ts TIMESTAMPTZ DEFAULT now(), duration_ms INT);`,
+    );
+    const env = {
+      DATABASE_URL: db.url,
+      EVENTS_TABLE: 'k.engagement_events',
+      CONTENT_TABLE: 'k.content',
+      CONTENT_KEY: 'ext_id',
+      SLOT_NAME: slot,
+      PUBLICATION_NAME: slot,
+      LOG_LEVEL: 'warn',
+    };
+    const refused = await runCli(['migrate'], env);
+    assert.equal(refused.code, 2, refused.output);
+    assert.match(
+      refused.output,
+      /EP_ERR_SOURCE_SHAPE: k\.content's replica identity \(id\) does not include CONTENT_KEY ext_id/,
+    );
+    await query(db.url, `ALTER TABLE k.content REPLICA IDENTITY FULL`);
+    const migrated = await runCli(['migrate'], env);
+    assert.equal(migrated.code, 0, migrated.output);
+    await query(db.url, `SELECT pg_drop_replication_slot($1)`, [slot]);
+  });
+
   it('a slot of the same name in another database is refused with one line, by migrate and by run', async () => {
     const [first, second] = dbs;
     const slot = `mut_${randomBytes(4).toString('hex')}`;
