@@ -20,7 +20,12 @@ import {
 import { ResilientProducer } from '../sinks/kafka/resilient-producer.js';
 import { ensureTopics } from '../kafka/topics.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
-import { assertReplicaIdentity, describeShape, discoverShape } from '../db/catalog.js';
+import {
+  assertPartitionsPublishedAsRoot,
+  assertReplicaIdentity,
+  describeShape,
+  discoverShape,
+} from '../db/catalog.js';
 import { withDeadline } from '../pipeline/deadline.js';
 import { exitIfStuck, exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
 
@@ -58,6 +63,7 @@ export function registerCapture(program: Command): void {
         await assertReplicationReady(client);
         const discovered = await discoverShape(client, config);
         await assertReplicaIdentity(client, discovered);
+        await assertPartitionsPublishedAsRoot(client, discovered, config.publicationName);
         return discovered;
       });
       logger.info({ shape }, describeShape(shape));

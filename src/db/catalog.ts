@@ -272,6 +272,34 @@ export async function assertReplicaIdentity(db: Queryable, shape: SourceShape): 
   }
 }
 
+/**
+ * A partitioned source table is streamed only through a publication with
+ * publish_via_partition_root (`engagement migrate` sets it): otherwise its rows arrive under
+ * the partitions' names and would be passed over, so the start refuses instead.
+ */
+export async function assertPartitionsPublishedAsRoot(
+  db: Queryable,
+  shape: SourceShape,
+  publicationName: string,
+): Promise<void> {
+  const { rows } = await db.query<{ table: string }>(
+    `SELECT c.oid::regclass::text AS table
+       FROM pg_class c, pg_publication p
+      WHERE c.oid IN (to_regclass($1), to_regclass($2)) AND c.relkind = 'p'
+        AND p.pubname = $3 AND NOT p.pubviaroot`,
+    [
+      `${quoteIdent(shape.content.schema)}.${quoteIdent(shape.content.name)}`,
+      `${quoteIdent(shape.events.schema)}.${quoteIdent(shape.events.name)}`,
+      publicationName,
+    ],
+  );
+  if (rows.length === 0) return;
+  throw shapeError(
+    `${rows.map((r) => r.table).join(' and ')} ${rows.length > 1 ? 'are' : 'is'} partitioned and publication ${publicationName} publishes partitions under their own names: their rows would not be recognised`,
+    'run `engagement migrate` (it sets publish_via_partition_root on the publication), then `engagement backfill` for rows written before',
+  );
+}
+
 /** One line for the start-up log: which tables, join and key types were found. */
 export function describeShape(shape: SourceShape): string {
   const absent = [...(shape.absent?.events ?? []), ...(shape.absent?.content ?? [])];

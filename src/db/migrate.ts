@@ -85,17 +85,35 @@ export async function assertReplicationReady(client: pg.Client): Promise<void> {
   }
 }
 
-/** The publication covers the shape's two tables (others it already covers stay). */
+/**
+ * The publication covers the shape's two tables (others it already covers stay). A
+ * partitioned table's rows are published under the partition's own name unless the
+ * publication says publish_via_partition_root: the stream would not recognise them as the
+ * events (or content) table and every such row would be passed over. So with a partitioned
+ * table the publication publishes through the root (set on an existing one too: it is ours).
+ */
 async function ensurePublication(
   client: pg.Client,
   name: string,
   shape: SourceShape,
 ): Promise<MigrateReport['publication']> {
   const tables = [shape.content, shape.events];
-  const exists = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [name]);
+  const viaRoot = await anyPartitioned(client, shape);
+  const exists = await client.query<{ pubviaroot: boolean }>(
+    'SELECT pubviaroot FROM pg_publication WHERE pubname = $1',
+    [name],
+  );
   if (exists.rowCount === 0) {
-    await client.query(`CREATE PUBLICATION ${ident(name)} FOR TABLE ${tables.map(qualifiedName).join(', ')}`);
+    await client.query(
+      `CREATE PUBLICATION ${ident(name)} FOR TABLE ${tables.map(qualifiedName).join(', ')}` +
+        (viaRoot ? ' WITH (publish_via_partition_root = true)' : ''),
+    );
     return 'created';
+  }
+  let result: MigrateReport['publication'] = 'present';
+  if (viaRoot && !exists.rows[0].pubviaroot) {
+    await client.query(`ALTER PUBLICATION ${ident(name)} SET (publish_via_partition_root = true)`);
+    result = 'updated';
   }
   const { rows } = await client.query<{ schemaname: string; tablename: string }>(
     `SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1`,
@@ -104,9 +122,17 @@ async function ensurePublication(
   const missing = tables.filter(
     (t) => !rows.some((r) => r.schemaname === t.schema && r.tablename === t.name),
   );
-  if (missing.length === 0) return 'present';
+  if (missing.length === 0) return result;
   await client.query(`ALTER PUBLICATION ${ident(name)} ADD TABLE ${missing.map(qualifiedName).join(', ')}`);
   return 'updated';
+}
+
+async function anyPartitioned(client: pg.Client, shape: SourceShape): Promise<boolean> {
+  const { rows } = await client.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_class WHERE oid IN (to_regclass($1), to_regclass($2)) AND relkind = 'p'`,
+    [qualifiedName(shape.content), qualifiedName(shape.events)],
+  );
+  return rows[0].n > 0;
 }
 
 /**
