@@ -3,7 +3,12 @@ import type { Config } from './config.js';
 import { requireDatabaseUrl } from './config.js';
 import { createPool, withClient } from './db/postgres.js';
 import { assertReplicationReady } from './db/migrate.js';
-import { describeShape, discoverShape } from './db/catalog.js';
+import {
+  assertPartitionsPublishedAsRoot,
+  assertReplicaIdentity,
+  describeShape,
+  discoverShape,
+} from './db/catalog.js';
 import type { SourceShape } from './domain/source-shape.js';
 import { describeError, ErrorCodes, PipelineError, redactSecrets } from './errors.js';
 import type { Logger } from './logger.js';
@@ -208,7 +213,10 @@ export async function startRuntime(
   await assertPostgresReachable(databaseUrl);
   const shape = await withClient(databaseUrl, async (client) => {
     await assertReplicationReady(client);
-    return discoverShape(client, config);
+    const discovered = await discoverShape(client, config);
+    await assertReplicaIdentity(client, discovered);
+    await assertPartitionsPublishedAsRoot(client, discovered, config.publicationName);
+    return discovered;
   });
   logger.info({ shape }, describeShape(shape));
   const pool = createPool(databaseUrl, 4, 'engagement-pipeline');

@@ -20,7 +20,12 @@ import {
 import { ResilientProducer } from '../sinks/kafka/resilient-producer.js';
 import { ensureTopics } from '../kafka/topics.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
-import { describeShape, discoverShape } from '../db/catalog.js';
+import {
+  assertPartitionsPublishedAsRoot,
+  assertReplicaIdentity,
+  describeShape,
+  discoverShape,
+} from '../db/catalog.js';
 import { withDeadline } from '../pipeline/deadline.js';
 import { exitIfStuck, exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
 
@@ -56,7 +61,10 @@ export function registerCapture(program: Command): void {
       await assertPostgresReachable(databaseUrl);
       const shape = await withClient(databaseUrl, async (client) => {
         await assertReplicationReady(client);
-        return discoverShape(client, config);
+        const discovered = await discoverShape(client, config);
+        await assertReplicaIdentity(client, discovered);
+        await assertPartitionsPublishedAsRoot(client, discovered, config.publicationName);
+        return discovered;
       });
       logger.info({ shape }, describeShape(shape));
 

@@ -230,6 +230,76 @@ function shapeError(message: string, hint: string): PipelineError {
   return new PipelineError(ErrorCodes.SOURCE_SHAPE, message, 'config', hint);
 }
 
+/**
+ * A table in a publication that publishes updates and deletes must have a replica identity,
+ * or Postgres refuses every UPDATE and DELETE on it ("cannot update table ... because it does
+ * not have a replica identity"): publishing a user's table without a primary key (nor
+ * REPLICA IDENTITY FULL / USING INDEX) would break the user's own writes. And the content
+ * table's identity must carry the join key: a DELETE (or a change of the key) sends only the
+ * identity's columns, so with CONTENT_KEY outside them the dimension could not tell which
+ * content went away and would go on enriching with the deleted or renamed row. Checked before
+ * the tables are published and at start; the table is never altered for the user.
+ */
+export async function assertReplicaIdentity(db: Queryable, shape: SourceShape): Promise<void> {
+  for (const table of [shape.content, shape.events]) {
+    const regclass = `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
+    const { rows } = await db.query<{ ident: string; columns: string[] | null }>(
+      `SELECT c.relreplident AS ident,
+              (SELECT array_agg(a.attname::text)
+                 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                WHERE i.indrelid = c.oid
+                  AND CASE c.relreplident WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END
+              ) AS columns
+         FROM pg_class c WHERE c.oid = to_regclass($1)`,
+      [regclass],
+    );
+    const row = rows[0];
+    if (!row || row.ident === 'f') continue;
+    const name = display(table);
+    const fix = `ALTER TABLE ${regclass} REPLICA IDENTITY FULL`;
+    if (row.columns === null || row.ident === 'n') {
+      throw shapeError(
+        `${name} has no replica identity (no primary key${row.ident === 'n' ? ', REPLICA IDENTITY NOTHING' : ''}): once published for replication, Postgres would refuse every UPDATE and DELETE on it`,
+        `${fix} (or add a primary key), then rerun the command`,
+      );
+    }
+    if (table === shape.content && !row.columns.includes(shape.contentKey)) {
+      throw shapeError(
+        `${name}'s replica identity (${row.columns.join(', ')}) does not include CONTENT_KEY ${shape.contentKey}: a deleted or re-keyed content row could not be recognised, and events would go on being enriched with it`,
+        `${fix} (or REPLICA IDENTITY USING INDEX on a unique, not-null index of ${shape.contentKey}), then rerun the command`,
+      );
+    }
+  }
+}
+
+/**
+ * A partitioned source table is streamed only through a publication with
+ * publish_via_partition_root (`engagement migrate` sets it): otherwise its rows arrive under
+ * the partitions' names and would be passed over, so the start refuses instead.
+ */
+export async function assertPartitionsPublishedAsRoot(
+  db: Queryable,
+  shape: SourceShape,
+  publicationName: string,
+): Promise<void> {
+  const { rows } = await db.query<{ table: string }>(
+    `SELECT c.oid::regclass::text AS table
+       FROM pg_class c, pg_publication p
+      WHERE c.oid IN (to_regclass($1), to_regclass($2)) AND c.relkind = 'p'
+        AND p.pubname = $3 AND NOT p.pubviaroot`,
+    [
+      `${quoteIdent(shape.content.schema)}.${quoteIdent(shape.content.name)}`,
+      `${quoteIdent(shape.events.schema)}.${quoteIdent(shape.events.name)}`,
+      publicationName,
+    ],
+  );
+  if (rows.length === 0) return;
+  throw shapeError(
+    `${rows.map((r) => r.table).join(' and ')} ${rows.length > 1 ? 'are' : 'is'} partitioned and publication ${publicationName} publishes partitions under their own names: their rows would not be recognised`,
+    'run `engagement migrate` (it sets publish_via_partition_root on the publication), then `engagement backfill` for rows written before',
+  );
+}
+
 /** One line for the start-up log: which tables, join and key types were found. */
 export function describeShape(shape: SourceShape): string {
   const absent = [...(shape.absent?.events ?? []), ...(shape.absent?.content ?? [])];

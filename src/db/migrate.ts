@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { ErrorCodes, PipelineError } from '../errors.js';
 import { qualifiedName, type SourceShape } from '../domain/source-shape.js';
 import { ContentHistory } from '../enrichment/content-history.js';
-import { discoverShape, sourceTablesExist, type ShapeSettings } from './catalog.js';
+import { assertReplicaIdentity, discoverShape, sourceTablesExist, type ShapeSettings } from './catalog.js';
 import { ident, withClient } from './postgres.js';
 import { SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_SCHEMA_SQL } from './schema.js';
 
@@ -42,6 +42,7 @@ export async function migrate(databaseUrl: string, options: MigrateOptions): Pro
     }
     // A table that does not fit (a needed column missing, an unsupported key type) stops here, in one line.
     const shape = await discoverShape(client, options);
+    await assertReplicaIdentity(client, shape);
     await client.query(STATE_SCHEMA_SQL);
     await stateTablesToSchemaOwner(client);
     const publication = await ensurePublication(client, options.publicationName, shape);
@@ -84,17 +85,35 @@ export async function assertReplicationReady(client: pg.Client): Promise<void> {
   }
 }
 
-/** The publication covers the shape's two tables (others it already covers stay). */
+/**
+ * The publication covers the shape's two tables (others it already covers stay). A
+ * partitioned table's rows are published under the partition's own name unless the
+ * publication says publish_via_partition_root: the stream would not recognise them as the
+ * events (or content) table and every such row would be passed over. So with a partitioned
+ * table the publication publishes through the root (set on an existing one too: it is ours).
+ */
 async function ensurePublication(
   client: pg.Client,
   name: string,
   shape: SourceShape,
 ): Promise<MigrateReport['publication']> {
   const tables = [shape.content, shape.events];
-  const exists = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [name]);
+  const viaRoot = await anyPartitioned(client, shape);
+  const exists = await client.query<{ pubviaroot: boolean }>(
+    'SELECT pubviaroot FROM pg_publication WHERE pubname = $1',
+    [name],
+  );
   if (exists.rowCount === 0) {
-    await client.query(`CREATE PUBLICATION ${ident(name)} FOR TABLE ${tables.map(qualifiedName).join(', ')}`);
+    await client.query(
+      `CREATE PUBLICATION ${ident(name)} FOR TABLE ${tables.map(qualifiedName).join(', ')}` +
+        (viaRoot ? ' WITH (publish_via_partition_root = true)' : ''),
+    );
     return 'created';
+  }
+  let result: MigrateReport['publication'] = 'present';
+  if (viaRoot && !exists.rows[0].pubviaroot) {
+    await client.query(`ALTER PUBLICATION ${ident(name)} SET (publish_via_partition_root = true)`);
+    result = 'updated';
   }
   const { rows } = await client.query<{ schemaname: string; tablename: string }>(
     `SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1`,
@@ -103,9 +122,17 @@ async function ensurePublication(
   const missing = tables.filter(
     (t) => !rows.some((r) => r.schemaname === t.schema && r.tablename === t.name),
   );
-  if (missing.length === 0) return 'present';
+  if (missing.length === 0) return result;
   await client.query(`ALTER PUBLICATION ${ident(name)} ADD TABLE ${missing.map(qualifiedName).join(', ')}`);
   return 'updated';
+}
+
+async function anyPartitioned(client: pg.Client, shape: SourceShape): Promise<boolean> {
+  const { rows } = await client.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_class WHERE oid IN (to_regclass($1), to_regclass($2)) AND relkind = 'p'`,
+    [qualifiedName(shape.content), qualifiedName(shape.events)],
+  );
+  return rows[0].n > 0;
 }
 
 /**
@@ -123,6 +150,7 @@ async function ensureSlot(
     `SELECT created_at::text FROM ${STATE_SCHEMA}.slot_state WHERE slot_name = $1`,
     [name],
   );
+  if (slot.exists && slot.otherDatabase) throw slotOfOtherDatabaseError(name, slot.database ?? null);
   if (slot.exists && slot.walStatus !== 'lost') {
     if (known.rowCount === 0) await recordSlot(client, name);
     return 'present';
@@ -197,6 +225,20 @@ async function lastDeliveredAt(client: pg.Client, name: string): Promise<string 
   return rows[0]?.t ?? null;
 }
 
+/**
+ * Slot names are cluster-wide but a logical slot decodes one database: a second database on
+ * the same server (a second pipeline, a staging copy) with the default SLOT_NAME would find
+ * the first one's slot, and streaming from it fails (or would read the other database).
+ */
+export function slotOfOtherDatabaseError(name: string, database: string | null): PipelineError {
+  return new PipelineError(
+    ErrorCodes.SLOT_IN_USE,
+    `replication slot '${name}' belongs to database '${database ?? '?'}', not this one (a slot streams one database)`,
+    'config',
+    'give this database a slot and publication of its own: SLOT_NAME=... PUBLICATION_NAME=... `engagement migrate` (same settings for run)',
+  );
+}
+
 /** The slot exists but Postgres removed WAL it still needed (max_slot_wal_keep_size). */
 export function slotInvalidatedError(name: string): PipelineError {
   return new PipelineError(
@@ -212,6 +254,9 @@ export interface SlotState {
   active: boolean;
   confirmedFlushLsn: string | null;
   walStatus: string | null;
+  /** The slot's database (a logical slot serves one) and whether it is the one connected to. */
+  database?: string | null;
+  otherDatabase?: boolean;
 }
 
 export async function readSlot(client: pg.Client | pg.Pool, name: string): Promise<SlotState> {
@@ -219,14 +264,21 @@ export async function readSlot(client: pg.Client | pg.Pool, name: string): Promi
     active: boolean;
     confirmed_flush_lsn: string | null;
     wal_status: string | null;
-  }>('SELECT active, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1', [
-    name,
-  ]);
+    database: string | null;
+    other_database: boolean;
+  }>(
+    `SELECT active, confirmed_flush_lsn::text, wal_status, database::text,
+            coalesce(database <> current_database(), false) AS other_database
+       FROM pg_replication_slots WHERE slot_name = $1`,
+    [name],
+  );
   if (rows.length === 0) return { exists: false, active: false, confirmedFlushLsn: null, walStatus: null };
   return {
     exists: true,
     active: rows[0].active,
     confirmedFlushLsn: rows[0].confirmed_flush_lsn,
     walStatus: rows[0].wal_status,
+    database: rows[0].database,
+    otherDatabase: rows[0].other_database,
   };
 }

@@ -48,6 +48,25 @@ export function decodePgoutput(message: Pgoutput.Message, shape: SourceShape = D
   }
 }
 
+/**
+ * The changes one pgoutput message stands for: as decodePgoutput, except that an update of
+ * the content table that changes its join key (`UPDATE content SET content_id = ...`; the old
+ * key arrives when it is part of the replica identity) is the old key's delete followed by the
+ * new key's row, so the old key stops enriching events as if it still existed.
+ */
+export function decodePgoutputChanges(
+  message: Pgoutput.Message,
+  shape: SourceShape = DEFAULT_SHAPE,
+): Change[] {
+  const change = decodePgoutput(message, shape);
+  if (change === null) return [];
+  if (message.tag !== 'update' || change.kind !== 'content-upsert') return [change];
+  const old = (message.key ?? message.old)?.[shape.contentKey];
+  if ((typeof old !== 'string' && typeof old !== 'number') || String(old) === change.content.id)
+    return [change];
+  return [{ kind: 'content-delete', id: String(old) }, change];
+}
+
 function is(relation: { schema: string; name: string }, table: TableName): boolean {
   return relation.name === table.name && relation.schema === table.schema;
 }

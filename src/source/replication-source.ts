@@ -1,14 +1,14 @@
 import type pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { clientConfig, withClient } from '../db/postgres.js';
-import { readSlot, slotInvalidatedError } from '../db/migrate.js';
+import { readSlot, slotInvalidatedError, slotOfOtherDatabaseError } from '../db/migrate.js';
 import type { SourceShape } from '../domain/source-shape.js';
 import { bigIntToLsn, compareLsn, lsnToBigInt } from '../domain/position.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ChangeHandler } from './changes.js';
-import { decodePgoutput } from './pgoutput-decoder.js';
+import { decodePgoutputChanges } from './pgoutput-decoder.js';
 import { backoffDelay } from '../retry/backoff.js';
 import { pause } from '../retry/retry.js';
 
@@ -86,6 +86,7 @@ export class ReplicationSource {
         'run `engagement migrate`; if the slot existed before, `engagement migrate --recreate-slot` then `engagement backfill --from <last delivered time> --to now` for the gap (see `engagement status`)',
       );
     }
+    if (slot.otherDatabase) throw slotOfOtherDatabaseError(this.options.slotName, slot.database ?? null);
     if (slot.walStatus === 'lost') throw slotInvalidatedError(this.options.slotName);
     this.confirmedLsn = slot.confirmedFlushLsn ?? '0/0';
     this.options.metrics.confirmedLsnBytes.set(Number(lsnToBigInt(this.confirmedLsn)));
@@ -187,14 +188,15 @@ export class ReplicationSource {
       this.lastReceiveAt = Date.now();
       if (this.stopping || this.halted || broken) return;
       try {
-        const change = decodePgoutput(message, this.options.shape);
-        if (change?.kind === 'halt') {
-          this.halt(change.error);
-          return;
+        for (const change of decodePgoutputChanges(message, this.options.shape)) {
+          if (change.kind === 'halt') {
+            this.halt(change.error);
+            return;
+          }
+          // The library would catch a throw or rejection, emit 'error' and go on with the next
+          // message: the event would be skipped. Never let it see one.
+          await handler(change);
         }
-        // The library would catch a throw or rejection, emit 'error' and go on with the next
-        // message: the event would be skipped. Never let it see one.
-        if (change) await handler(change);
       } catch (err) {
         if (this.stopping || broken) return;
         broken = true;

@@ -3,7 +3,12 @@ import { describe, it } from 'node:test';
 import type { Pgoutput } from 'pg-logical-replication';
 import { ErrorCodes, PipelineError } from '../../src/errors.js';
 import type { Change } from '../../src/source/changes.js';
-import { decodePgoutput, HEARTBEAT_PREFIX } from '../../src/source/pgoutput-decoder.js';
+import {
+  decodePgoutput,
+  decodePgoutputChanges,
+  HEARTBEAT_PREFIX,
+} from '../../src/source/pgoutput-decoder.js';
+import { DEFAULT_SHAPE } from '../../src/domain/source-shape.js';
 import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
 
 // Messages shaped like pg-logical-replication's pgoutput output (tuples after the pg type
@@ -325,4 +330,40 @@ describe('pgoutput decoder', () => {
       }
     });
   }
+});
+
+describe('a content update that changes the join key', () => {
+  const SHAPE = { ...DEFAULT_SHAPE, contentKey: 'ext_id' };
+  const row = { id: 7, ext_id: '500', content_type: 'podcast', length_seconds: 1000 };
+  const withOld = (key: Record<string, unknown> | null, old: Record<string, unknown> | null) => ({
+    ...update(CONTENT, { ...row, ext_id: '501' }),
+    key,
+    old,
+  });
+
+  it("is the old key's delete, then the new row (REPLICA IDENTITY FULL: the old row)", () => {
+    assert.deepEqual(decodePgoutputChanges(withOld(null, row), SHAPE), [
+      { kind: 'content-delete', id: '500' },
+      { kind: 'content-upsert', content: { id: '501', content_type: 'podcast', length_seconds: 1000 } },
+    ]);
+  });
+
+  it('likewise when the key is the primary key (the old key tuple)', () => {
+    assert.deepEqual(
+      decodePgoutputChanges(withOld({ ext_id: '500' }, null), SHAPE).map((c) => c.kind),
+      ['content-delete', 'content-upsert'],
+    );
+  });
+
+  it('an update that keeps the key, or carries no old tuple, is the one upsert as before', () => {
+    assert.deepEqual(
+      decodePgoutputChanges(withOld(null, { ...row, ext_id: '501' }), SHAPE).map((c) => c.kind),
+      ['content-upsert'],
+    );
+    assert.deepEqual(
+      decodePgoutputChanges(withOld(null, null), SHAPE).map((c) => c.kind),
+      ['content-upsert'],
+    );
+    assert.deepEqual(decodePgoutputChanges(EVENTS), []);
+  });
 });
