@@ -8,6 +8,7 @@ import {
   assertReplicaIdentity,
   describeShape,
   discoverShape,
+  type ShapeSettings,
 } from './db/catalog.js';
 import type { SourceShape } from './domain/source-shape.js';
 import { describeError, ErrorCodes, PipelineError, redactSecrets } from './errors.js';
@@ -203,14 +204,16 @@ export function deadLetterBadRow(deadLetters: DeadLetterStore) {
   };
 }
 
-/** Starts the direct-mode pipeline from a validated configuration. */
-export async function startRuntime(
-  config: Config,
+/**
+ * The start-up checks of a slot-fed mode (`run`, `capture`): the slot and publication are
+ * ready, the source tables' shape is discovered and can be streamed (replica identity,
+ * partitions published as their root). Logs the shape in one line.
+ */
+export async function readStreamedShape(
+  databaseUrl: string,
+  config: Pick<Config, 'publicationName'> & ShapeSettings,
   logger: Logger,
-  metrics = createMetrics(),
-): Promise<Runtime> {
-  const databaseUrl = requireDatabaseUrl(config);
-  await assertPostgresReachable(databaseUrl);
+): Promise<SourceShape> {
   const shape = await withClient(databaseUrl, async (client) => {
     await assertReplicationReady(client);
     const discovered = await discoverShape(client, config);
@@ -219,6 +222,18 @@ export async function startRuntime(
     return discovered;
   });
   logger.info({ shape }, describeShape(shape));
+  return shape;
+}
+
+/** Starts the direct-mode pipeline from a validated configuration. */
+export async function startRuntime(
+  config: Config,
+  logger: Logger,
+  metrics = createMetrics(),
+): Promise<Runtime> {
+  const databaseUrl = requireDatabaseUrl(config);
+  await assertPostgresReachable(databaseUrl);
+  const shape = await readStreamedShape(databaseUrl, config, logger);
   const pool = createPool(databaseUrl, 4, 'engagement-pipeline');
   const deadLetters = new DeadLetterStore(pool);
   // Direct mode: a DuckDB file locked by another process holds the position and retries

@@ -1,11 +1,10 @@
 import type { Command } from 'commander';
 import { Partitioners } from 'kafkajs';
 import { requireDatabaseUrl } from '../config.js';
-import { assertReplicationReady } from '../db/migrate.js';
-import { createPool, withClient } from '../db/postgres.js';
+import { createPool } from '../db/postgres.js';
 import { configError } from '../errors.js';
 import { createLogger } from '../logger.js';
-import { assertPostgresReachable, deadLetterBadRow } from '../runtime.js';
+import { assertPostgresReachable, deadLetterBadRow, readStreamedShape } from '../runtime.js';
 import { createMetrics } from '../observability/metrics.js';
 import { DeadLetterStore } from '../state/dead-letter.js';
 import { KafkaCapture } from '../pipeline/capture.js';
@@ -20,12 +19,6 @@ import {
 import { ResilientProducer } from '../sinks/kafka/resilient-producer.js';
 import { ensureTopics } from '../kafka/topics.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
-import {
-  assertPartitionsPublishedAsRoot,
-  assertReplicaIdentity,
-  describeShape,
-  discoverShape,
-} from '../db/catalog.js';
 import { withDeadline } from '../pipeline/deadline.js';
 import { exitIfStuck, exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
 
@@ -59,14 +52,7 @@ export function registerCapture(program: Command): void {
       const databaseUrl = requireDatabaseUrl(config);
       const logger = createLogger(config.logLevel);
       await assertPostgresReachable(databaseUrl);
-      const shape = await withClient(databaseUrl, async (client) => {
-        await assertReplicationReady(client);
-        const discovered = await discoverShape(client, config);
-        await assertReplicaIdentity(client, discovered);
-        await assertPartitionsPublishedAsRoot(client, discovered, config.publicationName);
-        return discovered;
-      });
-      logger.info({ shape }, describeShape(shape));
+      const shape = await readStreamedShape(databaseUrl, config, logger);
 
       const kafka = createKafka(brokers, 'engagement-capture', logger, kafkaSecurity(config));
       // Idempotent + acks=all + one request in flight: kafkajs's retries never duplicate or

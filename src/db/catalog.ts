@@ -2,6 +2,7 @@ import type pg from 'pg';
 import {
   DEFAULT_SHAPE,
   parseTableName,
+  qualifiedName,
   quoteIdent,
   type KeyType,
   type SourceShape,
@@ -287,11 +288,7 @@ export async function assertPartitionsPublishedAsRoot(
        FROM pg_class c, pg_publication p
       WHERE c.oid IN (to_regclass($1), to_regclass($2)) AND c.relkind = 'p'
         AND p.pubname = $3 AND NOT p.pubviaroot`,
-    [
-      `${quoteIdent(shape.content.schema)}.${quoteIdent(shape.content.name)}`,
-      `${quoteIdent(shape.events.schema)}.${quoteIdent(shape.events.name)}`,
-      publicationName,
-    ],
+    [qualifiedName(shape.content), qualifiedName(shape.events), publicationName],
   );
   if (rows.length === 0) return;
   throw shapeError(
