@@ -72,6 +72,7 @@ export class Pipeline {
       logger,
       deadLetters: options.deadLetters,
       lagWarnSeconds: options.lagWarnSeconds,
+      fullRows: options.batchMaxRows,
       oldestUndispatched: () => {
         // (Asked once while the fan-out is being built, before the assembler exists.)
         const at = (this.assembler as BatchAssembler | undefined)?.oldestCommittedAt ?? null;
@@ -156,6 +157,7 @@ export class Pipeline {
     const { started, deadline } = times;
     this.assembler.close();
     this.dimension.close();
+    this.fanout.flush(); // sinks waiting out a write interval write now
     const { assembler, dispatcher, source } = this;
     const report = await drainSlotStream({ assembler, dispatcher, source, logger }, times, (r) => {
       if (!r.drained) this.fanout.cancel();

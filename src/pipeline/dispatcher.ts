@@ -21,7 +21,11 @@ export interface DispatcherOptions<B extends DispatchUnit> {
   maxRows: number;
   /** How long an open batch may wait to fill while there is room to write it. */
   maxWaitMs: number;
-  /** Batches being written at once. */
+  /**
+   * How many full batches (maxRows each) may be written at once: the in-flight bound is
+   * maxInFlight x maxRows rows, so many small batches (low rates, each written as soon as its
+   * transaction commits) can be in flight behind a slow sink without holding up a fast one.
+   */
   maxInFlight: number;
   /** Writes a batch to every destination; resolves once all accepted it, rejects only when cancelled. */
   write: (batch: B) => Promise<void>;
@@ -48,9 +52,9 @@ class Stopped extends Error {
 
 /**
  * The one bounded, ordered hand-off between a source and its destinations (direct mode,
- * `capture` and `work`). At most `maxInFlight` batches are written at once; a batch closes
- * when a write slot is free (at once when nothing is being written, else after `maxWaitMs`)
- * or when it reaches `maxRows`. A closed batch is never queued: while the window is full the
+ * `capture` and `work`). At most `maxInFlight` x `maxRows` rows are written at once (any
+ * number of small batches, or `maxInFlight` full ones); a batch closes when there is room
+ * (at once when nothing is being written, else after `maxWaitMs`) or when it reaches `maxRows`. A closed batch is never queued: while the window is full the
  * open batch keeps growing, and once it holds `maxRows` the caller gets a promise that settles
  * when a slot frees (the source pauses meanwhile). So memory holds at most
  * (maxInFlight + 1) x maxRows rows, whatever the transaction sizes, and batches grow by
@@ -60,6 +64,7 @@ class Stopped extends Error {
 export class Dispatcher<B extends DispatchUnit> {
   private readonly checkpoint: Checkpoint;
   private readonly inFlight = new Map<number, { batch: B; rows: number }>();
+  private rowsInFlight = 0;
   private readonly waiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
   private readonly idleWaiters = new Set<() => void>();
   private open: OpenBatch<B> | null = null;
@@ -82,8 +87,10 @@ export class Dispatcher<B extends DispatchUnit> {
     this.open = open;
   }
 
+  /** Room for one more batch of up to maxRows rows (a reserved slot counts as a full batch). */
   get hasRoom(): boolean {
-    return this.inFlight.size + this.reserved < this.options.maxInFlight;
+    const { maxRows, maxInFlight } = this.options;
+    return this.rowsInFlight + this.reserved * maxRows <= (maxInFlight - 1) * maxRows;
   }
 
   get inFlightBatches(): number {
@@ -92,9 +99,7 @@ export class Dispatcher<B extends DispatchUnit> {
 
   /** Rows handed to destinations and not yet accepted by all of them. */
   get inFlightRows(): number {
-    let rows = 0;
-    for (const f of this.inFlight.values()) rows += f.rows;
-    return rows;
+    return this.rowsInFlight;
   }
 
   /** The in-flight batches, oldest first. */
@@ -185,9 +190,11 @@ export class Dispatcher<B extends DispatchUnit> {
     const rows = this.options.rowsOf(batch);
     this.checkpoint.register(batch.seq, batch.ackLsn);
     this.inFlight.set(batch.seq, { batch, rows });
+    this.rowsInFlight += rows;
     this.track();
     const done = this.options.write(batch).then(() => {
       this.inFlight.delete(batch.seq);
+      this.rowsInFlight -= rows;
       this.checkpoint.complete(batch.seq);
       this.options.onAccepted?.(batch);
       this.slotFreed();
@@ -208,15 +215,17 @@ export class Dispatcher<B extends DispatchUnit> {
   private slotFreed(): void {
     for (const resolve of this.idleWaiters) resolve();
     this.idleWaiters.clear();
-    const waiter = this.waiters.shift();
-    if (waiter) {
-      this.reserved += 1;
-      waiter.resolve();
+    if (this.waiters.length > 0) {
+      // A waiter's batch is full: it goes once there is room for all of it.
+      if (this.hasRoom) {
+        this.reserved += 1;
+        this.waiters.shift()!.resolve();
+      }
       return;
     }
     if (this.closed || !this.open?.pending) return;
     // A batch that waited for room, or everything written: close it now.
-    if (this.due || this.inFlight.size === 0) this.sendOpen();
+    if ((this.due || this.inFlight.size === 0) && this.hasRoom) this.sendOpen();
   }
 
   private waitForRoom(): Promise<void> {

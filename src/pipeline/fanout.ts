@@ -32,11 +32,29 @@ export interface FanoutOptions {
   oldestUndispatched?: () => number | null;
   /** Told about every accepted batch (sink progress for `engagement status`). */
   onSuccess?: (sink: string, batch: Batch) => void;
+  /**
+   * A sink with a write interval writes early once this many rows wait for it (BATCH_MAX_ROWS):
+   * the interval saves commits at low rates and never holds a full batch.
+   */
+  fullRows?: number;
+}
+
+/** A batch handed to one sink and not yet written: settled when that sink accepted it. */
+interface Queued {
+  batch: Batch;
+  resolve: () => void;
+  reject: (err: unknown) => void;
 }
 
 interface Tracked {
   sink: Sink;
-  tail: Promise<void>;
+  /** Batches waiting for this sink, in stream order; written together when it is free. */
+  queue: Queued[];
+  queuedRows: number;
+  writing: boolean;
+  /** When the last write started (performance.now()), for the sink's write interval. */
+  lastWriteAt: number;
+  timer: NodeJS.Timeout | null;
   /** Oldest commit time (ms) of each batch handed to the sink and not yet accepted, in order. */
   pending: number[];
   received: number;
@@ -50,7 +68,10 @@ class AllRowsRejected extends Error {}
 
 /**
  * Writes each batch to every sink concurrently. Per sink, writes are serial and in order
- * (sinks rely on it for their replay watermarks). A failed write is handled by its policy
+ * (sinks rely on it for their replay watermarks), and the batches that arrived while a sink was
+ * busy (or within its `writeIntervalMs` of its last write) are written together as one batch
+ * of the same stream: a slow or commit-priced sink (DuckDB pays milliseconds per transaction)
+ * takes fewer, larger writes, and never holds up a fast one (Redis keeps its own pace). A failed write is handled by its policy
  * (see error-policy.ts): transient -> retried with backoff; permanent for the sink -> marked
  * failed and retried slowly; permanent for some rows -> the batch is split to find them,
  * they are dead-lettered for that sink, the rest is delivered. Until a sink accepted a batch
@@ -60,6 +81,8 @@ export class Fanout {
   private readonly tracked: Tracked[];
   private readonly abort = new AbortController();
   private readonly transientBackoff: BackoffOptions;
+  /** Shutting down: write what waits at once. */
+  private flushing = false;
   private readonly failedBackoff: BackoffOptions;
   private timer: NodeJS.Timeout | null = null;
 
@@ -68,7 +91,11 @@ export class Fanout {
     setMaxListeners(0, this.abort.signal);
     this.tracked = options.sinks.map((sink) => ({
       sink,
-      tail: Promise.resolve(),
+      queue: [],
+      queuedRows: 0,
+      writing: false,
+      lastWriteAt: -Infinity,
+      timer: null,
       pending: [],
       received: 0,
       delivered: 0,
@@ -98,16 +125,25 @@ export class Fanout {
   write(batch: Batch): Promise<void> {
     // A batch with only a position to confirm has nothing to write; the checkpoint keeps its order.
     if (batch.events.length === 0) return Promise.resolve();
+    if (this.abort.signal.aborted) return Promise.reject(new Error('fan-out aborted'));
     const oldest = isoToMillis(batch.events[0].committed_at);
     const writes = this.tracked.map((t) => {
       t.received += batch.events.length;
       this.options.metrics.sinkEventsReceived.inc({ sink: t.sink.name }, batch.events.length);
       t.pending.push(oldest);
-      const next = t.tail.then(() => this.writeWithPolicy(t, batch));
-      t.tail = next.catch(() => undefined);
-      return next;
+      return new Promise<void>((resolve, reject) => {
+        t.queue.push({ batch, resolve, reject });
+        t.queuedRows += batch.events.length;
+        this.pump(t);
+      });
     });
     return Promise.all(writes).then(() => undefined);
+  }
+
+  /** Writes what waits for every sink now, without waiting out write intervals (shutdown). */
+  flush(): void {
+    this.flushing = true;
+    for (const t of this.tracked) this.pump(t);
   }
 
   /** Stops retrying; pending writes reject. */
@@ -115,6 +151,12 @@ export class Fanout {
     this.abort.abort();
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    for (const t of this.tracked) {
+      if (t.timer) clearTimeout(t.timer);
+      t.timer = null;
+      for (const q of t.queue.splice(0)) q.reject(new Error('fan-out aborted'));
+      t.queuedRows = 0;
+    }
   }
 
   health(now = Date.now()): SinkHealth[] {
@@ -152,18 +194,56 @@ export class Fanout {
     }
   }
 
-  private writeWithPolicy(t: Tracked, batch: Batch): Promise<void> {
+  /** Starts the sink's next write when it is free and its interval is over (or enough waits). */
+  private pump(t: Tracked): void {
+    if (t.writing || t.queue.length === 0 || this.abort.signal.aborted) return;
+    const interval = t.sink.writeIntervalMs ?? 0;
+    const wait = t.lastWriteAt + interval - performance.now();
+    if (wait > 0 && !this.flushing && t.queuedRows < (this.options.fullRows ?? Infinity)) {
+      t.timer ??= setTimeout(() => {
+        t.timer = null;
+        this.pump(t);
+      }, wait);
+      return;
+    }
+    if (t.timer) clearTimeout(t.timer);
+    t.timer = null;
+    const parts = takeSameStream(t.queue);
+    for (const q of parts) t.queuedRows -= q.batch.events.length;
+    t.writing = true;
+    t.lastWriteAt = performance.now();
+    this.writeWithPolicy(t, merge(parts.map((q) => q.batch)), parts.length).then(
+      () => {
+        t.writing = false;
+        for (const q of parts) q.resolve();
+        this.pump(t);
+      },
+      (err) => {
+        t.writing = false;
+        for (const q of parts) q.reject(err);
+        this.pump(t);
+      },
+    );
+  }
+
+  private writeWithPolicy(t: Tracked, batch: Batch, parts: number): Promise<void> {
     const signal = this.abort.signal;
     return retry(
       async () => {
         const started = performance.now();
         try {
           await t.sink.write(batch, signal);
-          this.recordSuccess(t, batch, batch.events.length, (performance.now() - started) / 1000);
+          this.recordSuccess(t, batch, parts, batch.events.length, (performance.now() - started) / 1000);
         } catch (error) {
           if (signal.aborted || policyFor(error) !== 'rows') throw error;
           const bad = await this.isolateBadRows(t, batch, error);
-          this.recordSuccess(t, batch, batch.events.length - bad, (performance.now() - started) / 1000);
+          this.recordSuccess(
+            t,
+            batch,
+            parts,
+            batch.events.length - bad,
+            (performance.now() - started) / 1000,
+          );
         }
       },
       {
@@ -259,10 +339,11 @@ export class Fanout {
     this.updateGauges();
   }
 
-  private recordSuccess(t: Tracked, batch: Batch, delivered: number, seconds: number): void {
+  /** `batch` may be `parts` batches written as one. */
+  private recordSuccess(t: Tracked, batch: Batch, parts: number, delivered: number, seconds: number): void {
     const { metrics } = this.options;
     const labels = { sink: t.sink.name };
-    t.pending.shift();
+    t.pending.splice(0, parts);
     t.delivered += delivered;
     metrics.sinkWriteSeconds.observe(labels, seconds);
     metrics.eventsDelivered.inc(labels, delivered);
@@ -286,4 +367,25 @@ export class Fanout {
     }
     this.updateGauges();
   }
+}
+
+/** The queue's first batches of one stream (a sink's replay positions are per stream), removed from it. */
+function takeSameStream(queue: Queued[]): Queued[] {
+  const stream = queue[0].batch.stream;
+  let n = 1;
+  while (n < queue.length && queue[n].batch.stream === stream) n++;
+  return queue.splice(0, n);
+}
+
+/** Consecutive batches of one stream as one: their events and positions in order, the last one's seq and ackLsn. */
+function merge(batches: Batch[]): Batch {
+  if (batches.length === 1) return batches[0];
+  const last = batches[batches.length - 1];
+  return {
+    seq: last.seq,
+    stream: last.stream,
+    events: batches.flatMap((b) => b.events),
+    positions: batches.flatMap((b) => b.positions),
+    ackLsn: last.ackLsn,
+  };
 }

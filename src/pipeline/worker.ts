@@ -76,6 +76,7 @@ export class KafkaWorker {
       logger: options.logger,
       deadLetters: options.deadLetters,
       lagWarnSeconds: options.lagWarnSeconds,
+      fullRows: options.batchMaxRows,
     });
     this.dispatcher = new Dispatcher<Batch>({
       maxRows: options.batchMaxRows,
@@ -128,6 +129,7 @@ export class KafkaWorker {
    */
   async stop(): Promise<void> {
     const { drainBy, deadline } = shutdownTimes(this.options.shutdownTimeoutMs);
+    this.fanout.flush(); // sinks waiting out a write interval write now
     const report = await this.dispatcher.stop(drainBy);
     if (!report.drained) {
       this.fanout.cancel();

@@ -9,7 +9,8 @@ import type { Batch } from '../domain/types.js';
  * - `write` resolves only once the batch is durable in the destination (or, for the
  *   external sink under `best-effort`, recorded in the dead-letter table). The pipeline
  *   confirms a source position only after every sink resolved every batch up to it.
- * - `write` calls for one sink are never concurrent and arrive in stream order.
+ * - `write` calls for one sink are never concurrent and arrive in stream order; one call may
+ *   carry several of the pipeline's batches (same stream, in order).
  * - `write` rejects on failure; the pipeline retries the same batch with backoff.
  *   `signal` aborts when the pipeline is shutting down.
  * - `stop` drains nothing itself (the pipeline waits for in-flight writes first); it
@@ -17,6 +18,14 @@ import type { Batch } from '../domain/types.js';
  */
 export interface Sink {
   readonly name: string;
+  /**
+   * Least time (ms) from one write's start to the next. Batches arriving meanwhile are handed
+   * over together as one batch of the same stream (never more than a few BATCH_MAX_ROWS: the
+   * pipeline's in-flight bound holds them). For destinations that pay per commit (analytics
+   * stores); unset: the next write starts as soon as the last one ended, still with every batch
+   * that queued behind it.
+   */
+  writeIntervalMs?: number;
   start(): Promise<void>;
   write(batch: Batch, signal: AbortSignal): Promise<void>;
   stop(): Promise<void>;

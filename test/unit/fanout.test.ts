@@ -257,9 +257,12 @@ describe('Fanout', () => {
     down = false;
     await Promise.all(writes);
     assert.deepEqual(order, [1, 2, 3, 4, 5], 'the recovered sink got every batch, in order');
+    // Batches that queued while the sink was down are written together (one write may carry several).
+    const externalSeqs = accepted.filter(([sink]) => sink === 'external').map(([, seq]) => seq);
+    assert.equal(externalSeqs.at(-1), 3);
     assert.deepEqual(
-      accepted.filter(([sink]) => sink === 'external').map(([, seq]) => seq),
-      [1, 2, 3],
+      externalSeqs,
+      [...externalSeqs].sort((a, b) => a - b),
     );
     assert.equal(fanout.health()[0].state, 'up');
     assert.equal(lines.filter((l) => /external recovered/.test(l.msg)).length, 1);
@@ -466,4 +469,117 @@ describe('Fanout', () => {
       }
     });
   }
+
+  it('batches that arrive while a sink is busy are written to it together; a fast sink keeps its own pace', async () => {
+    const slowWrites: number[][] = [];
+    let release: () => void = () => undefined;
+    const slow: Sink = {
+      name: 'analytics',
+      start: async () => undefined,
+      stop: async () => undefined,
+      write: async (b) => {
+        slowWrites.push(b.events.map((e) => e.event_id));
+        if (slowWrites.length === 1) await new Promise<void>((r) => (release = r));
+      },
+    };
+    const fast = new PickySink('redis', new Set());
+    const fanout = new Fanout({ sinks: [slow, fast], metrics: createMetrics(), logger: logCapture().logger });
+    const writes = [1, 2, 3, 4].map((seq) => fanout.write(batch(seq, [seq * 10, seq * 10 + 1])));
+    const until = Date.now() + 5_000;
+    while (fast.applied.length < 8 && Date.now() < until) await sleep(2);
+    assert.deepEqual(
+      fast.applied,
+      [10, 11, 20, 21, 30, 31, 40, 41],
+      'the fast sink is not held by the slow one',
+    );
+    release();
+    await Promise.all(writes);
+    assert.deepEqual(
+      slowWrites,
+      [
+        [10, 11],
+        [20, 21, 30, 31, 40, 41],
+      ],
+      'the three that queued went as one write',
+    );
+    fanout.cancel();
+  });
+
+  it('batches of different streams are never written as one', async () => {
+    const writes: [string, number[]][] = [];
+    let release: () => void = () => undefined;
+    const sink: Sink = {
+      name: 'analytics',
+      start: async () => undefined,
+      stop: async () => undefined,
+      write: async (b) => {
+        writes.push([b.stream, b.events.map((e) => e.event_id)]);
+        if (writes.length === 1) await new Promise<void>((r) => (release = r));
+      },
+    };
+    const fanout = new Fanout({ sinks: [sink], metrics: createMetrics(), logger: logCapture().logger });
+    const on = (stream: string, seq: number, ids: number[]) => fanout.write({ ...batch(seq, ids), stream });
+    const all = [on('a', 1, [1]), on('a', 2, [2]), on('b', 3, [3]), on('b', 4, [4]), on('a', 5, [5])];
+    await sleep(10);
+    release();
+    await Promise.all(all);
+    assert.deepEqual(writes, [
+      ['a', [1]],
+      ['a', [2]],
+      ['b', [3, 4]],
+      ['a', [5]],
+    ]);
+    fanout.cancel();
+  });
+
+  it("a sink's write interval merges what arrives meanwhile; a full batch's worth or flush() writes at once", async () => {
+    const writes: number[][] = [];
+    const sink: Sink = {
+      name: 'analytics',
+      writeIntervalMs: 60_000,
+      start: async () => undefined,
+      stop: async () => undefined,
+      write: async (b) => void writes.push(b.events.map((e) => e.event_id)),
+    };
+    const fanout = new Fanout({
+      sinks: [sink],
+      metrics: createMetrics(),
+      logger: logCapture().logger,
+      fullRows: 4,
+    });
+    await fanout.write(batch(1, [1])); // the first write goes at once
+    const small = [fanout.write(batch(2, [2])), fanout.write(batch(3, [3]))];
+    await sleep(30);
+    assert.deepEqual(writes, [[1]], 'held for the interval');
+    const full = fanout.write(batch(4, [4, 5]));
+    await Promise.all([...small, full]);
+    assert.deepEqual(
+      writes,
+      [[1], [2, 3, 4, 5]],
+      'four rows waiting: written without waiting out the interval',
+    );
+    const last = fanout.write(batch(5, [6]));
+    await sleep(20);
+    assert.equal(writes.length, 2);
+    fanout.flush();
+    await last;
+    assert.deepEqual(writes.at(-1), [6], 'flush() (shutdown) writes what waits');
+    fanout.cancel();
+  });
+
+  it('cancel() rejects the batches waiting out a write interval', async () => {
+    const sink: Sink = {
+      name: 'analytics',
+      writeIntervalMs: 60_000,
+      start: async () => undefined,
+      stop: async () => undefined,
+      write: async () => undefined,
+    };
+    const fanout = new Fanout({ sinks: [sink], metrics: createMetrics(), logger: logCapture().logger });
+    await fanout.write(batch(1, [1]));
+    const waiting = fanout.write(batch(2, [2]));
+    fanout.cancel();
+    await assert.rejects(waiting, /aborted/);
+    await assert.rejects(fanout.write(batch(3, [3])), /aborted/);
+  });
 });

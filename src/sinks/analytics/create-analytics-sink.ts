@@ -17,7 +17,7 @@ import { duckDbRowProblem } from './representable.js';
 /** The analytics settings of the configuration (env-only, validated by configSpec). */
 export type AnalyticsSettings = Pick<
   Config,
-  'duckdbMemoryLimit' | 'bigqueryApiEndpoint' | 'bigqueryAccessToken'
+  'duckdbMemoryLimit' | 'bigqueryApiEndpoint' | 'bigqueryAccessToken' | 'analyticsWriteIntervalMs'
 >;
 
 export interface AnalyticsSinkDeps {
@@ -42,8 +42,19 @@ export interface AnalyticsSinkDeps {
   keyTypes?: KeyTypes;
 }
 
-/** Picks the analytics destination from ANALYTICS_URL, behind its row check (see RowCheckedSink). */
+/**
+ * Picks the analytics destination from ANALYTICS_URL, behind its row check (see RowCheckedSink).
+ * Every analytics store pays per commit (DuckDB's transaction, a ClickHouse part, a BigQuery
+ * request), so it commits at most every ANALYTICS_WRITE_INTERVAL_MS (the fan-out merges what
+ * arrives meanwhile).
+ */
 export function createAnalyticsSink(url: string, logger: Logger, deps: AnalyticsSinkDeps): Sink {
+  const sink = pickAnalyticsSink(url, logger, deps);
+  sink.writeIntervalMs = deps.settings.analyticsWriteIntervalMs;
+  return sink;
+}
+
+function pickAnalyticsSink(url: string, logger: Logger, deps: AnalyticsSinkDeps): Sink {
   const child = logger.child({ sink: 'analytics' });
   const keyTypes = deps.keyTypes ?? DEFAULT_KEY_TYPES;
   const checked = (sink: Sink, problem: RowProblem, destination: string): Sink =>
