@@ -138,8 +138,9 @@ export class Dispatcher<B extends DispatchUnit> {
       );
     }
     if (!open.pending) return;
-    // Idle destinations: write at the transaction's end (lowest latency); batches grow under load.
-    if (atCommit && open.rows > 0 && this.inFlight.size === 0 && this.hasRoom) return this.sendOpen();
+    // Room to write: hand it on at the transaction's end (lowest latency; a sink that is busy or
+    // commits on an interval takes the batches that queued for it together). Batches grow when full.
+    if (atCommit && open.rows > 0 && this.hasRoom) return this.sendOpen();
     this.armTimer();
   }
 

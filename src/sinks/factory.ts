@@ -109,12 +109,13 @@ export function externalSinkFromConfig(
     | 'externalTimeoutMs'
     | 'externalRetryFor'
     | 'externalRedriveRate'
+    | 'externalWriteIntervalMs'
   >,
   deps: Pick<ExternalSinkOptions, 'deadLetters' | 'metrics' | 'logger' | 'keyTypes'>,
 ): ExternalSink | null {
   if (!config.externalUrl) return null;
   const store = deps.deadLetters;
-  return new ExternalSink({
+  const sink = new ExternalSink({
     url: config.externalUrl,
     secret: config.externalSecret?.reveal(),
     policy: config.externalPolicy,
@@ -128,4 +129,6 @@ export function externalSinkFromConfig(
       store instanceof DeadLetterStore ? { store, ratePerSecond: config.externalRedriveRate } : undefined,
     ...deps,
   });
+  sink.writeIntervalMs = config.externalWriteIntervalMs;
+  return sink;
 }

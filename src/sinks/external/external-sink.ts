@@ -112,6 +112,8 @@ const RECOVERY_SPREAD_MS = 1_000;
 
 export class ExternalSink implements Sink {
   readonly name = SINK;
+  /** EXTERNAL_WRITE_INTERVAL_MS (see Sink.writeIntervalMs). */
+  writeIntervalMs?: number;
   readonly #o: ExternalSinkOptions;
   readonly #target: URL;
   readonly #backoff: { baseMs: number; maxMs: number; retryAfterMaxMs: number };
