@@ -384,8 +384,18 @@ function merge(batches: Batch[]): Batch {
   return {
     seq: last.seq,
     stream: last.stream,
-    events: batches.flatMap((b) => b.events),
-    positions: batches.flatMap((b) => b.positions),
+    events: concat(batches, (b) => b.events),
+    positions: concat(batches, (b) => b.positions),
     ackLsn: last.ackLsn,
   };
+}
+
+/** Array.prototype.concat of one field of each batch, without flatMap's per-element callback. */
+function concat<T>(batches: Batch[], field: (b: Batch) => T[]): T[] {
+  let length = 0;
+  for (const b of batches) length += field(b).length;
+  const out = new Array<T>(length);
+  let i = 0;
+  for (const b of batches) for (const item of field(b)) out[i++] = item;
+  return out;
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
 import { BIGINT, INTEGER, VARCHAR } from '@duckdb/node-api';
 import type { KeyType, KeyTypes } from '../../src/domain/source-shape.js';
 import type { EnrichedEvent } from '../../src/domain/types.js';
@@ -18,6 +19,8 @@ import {
   toClickHouseRow,
 } from '../../src/sinks/analytics/clickhouse-schema.js';
 import {
+  isUuidText,
+  UUID_TEXT,
   destinationShapeError,
   EVENT_COLUMN_NAMES,
   keyColumnDifferences,
@@ -375,4 +378,29 @@ describe('the JSON document (external payload, Kafka value, Redis content:last)'
     );
     assert.deepEqual([mixed.content_id, mixed.user_id], [1, 'u-1']);
   });
+});
+
+describe('isUuidText', () => {
+  // Property: the char loop accepts exactly what the 8-4-4-4-12 hex pattern accepts.
+  for (const seed of seeds(5)) {
+    it(`agrees with the pattern on random near-UUID text (seed ${seed})`, () => {
+      const random = prng(seed);
+      const alphabet = '0123456789abcdefABCDEFgG-xZ {}';
+      const base = '123e4567-e89b-42d3-a456-426614174000';
+      for (let n = 0; n < 5_000; n++) {
+        const chars = base.split('');
+        for (let k = intBetween(random, 0, 3); k > 0; k--) {
+          const at = intBetween(random, 0, chars.length - 1);
+          const r = random();
+          if (r < 0.6) chars[at] = pick(random, alphabet.split(''));
+          else if (r < 0.8) chars.splice(at, 1);
+          else chars.splice(at, 0, pick(random, alphabet.split('')));
+        }
+        const text = chars.join('');
+        assert.equal(isUuidText(text), UUID_TEXT.test(text), JSON.stringify(text));
+      }
+      assert.equal(isUuidText(base), true);
+      assert.equal(isUuidText(base.toUpperCase()), true);
+    });
+  }
 });
