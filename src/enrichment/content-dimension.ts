@@ -3,6 +3,8 @@ import { DEFAULT_SHAPE, quoteIdent, type SourceShape } from '../domain/source-sh
 import type { ContentInfo } from '../domain/types.js';
 import { describeError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
+import type { BackoffOptions } from '../retry/backoff.js';
+import { retry } from '../retry/retry.js';
 import { contentSelect, ContentHistory, type ContentVersion } from './content-history.js';
 
 export interface ContentDimensionOptions {
@@ -21,8 +23,8 @@ export interface ContentDimensionOptions {
    * (the caller holds its stream meanwhile). Off: the error is thrown to the caller.
    */
   retry?: boolean;
-  /** First and longest pause between retries (tests shorten them). */
-  retryDelayMs?: { first: number; max: number };
+  /** The backoff between retries (default: LOOKUP_BACKOFF; tests shorten it). */
+  backoff?: BackoffOptions;
 }
 
 /** A change of the content table, as the stream carries it. */
@@ -32,7 +34,10 @@ export type ContentChange =
   /** TRUNCATE of the content table: every row is gone at this point of the stream. */
   | { kind: 'content-truncate' };
 
-/** Thrown by a retrying call that `close()` interrupted; the change is replayed on the next start. */
+/**
+ * Thrown by a retrying call that `close()` stopped before its next attempt (an attempt failing
+ * after `close()` throws its own error); the change is replayed on the next start.
+ */
 export class DimensionClosedError extends Error {
   constructor() {
     super('content dimension closed');
@@ -44,6 +49,8 @@ export class DimensionClosedError extends Error {
 const PRUNE_EVERY = 1_000;
 /** Changes held in memory at most before they are written (and the stream waits for it). */
 const RECORD_AT = 1_000;
+/** Retries of a lookup or history write: soon at first (a lock_timeout, a lost connection), 10 s at most. */
+const LOOKUP_BACKOFF: BackoffOptions = { baseMs: 100, maxMs: 10_000 };
 
 /**
  * The `content` table held in memory: loaded at start (as of the slot's confirmed position
@@ -62,8 +69,8 @@ export class ContentDimension {
   private readonly log: Logger;
   private readonly shape: SourceShape;
   private history: ContentHistory | null;
-  private closed = false;
-  private readonly sleepers = new Set<() => void>();
+  /** Fired by `close()`: ends the retries in progress. */
+  private readonly closing = new AbortController();
   private recordedSincePrune = 0;
   /** Applied changes not yet handed to the history. */
   private unrecorded: ContentVersion[] = [];
@@ -228,10 +235,9 @@ export class ContentDimension {
     for (const row of rows) this.rows.set(row.id, row);
   }
 
-  /** Stops retries in progress (they reject with DimensionClosedError). */
+  /** Stops retries in progress (a wait ends at once, rejecting with DimensionClosedError). */
   close(): void {
-    this.closed = true;
-    for (const wake of this.sleepers) wake();
+    this.closing.abort();
   }
 
   private async fetch(ids: string[]): Promise<ContentInfo[]> {
@@ -253,36 +259,21 @@ export class ContentDimension {
     }
   }
 
-  private async retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    const { first, max } = this.options.retryDelayMs ?? { first: 100, max: 10_000 };
-    for (let attempt = 1; ; attempt++) {
-      if (this.closed && this.options.retry) throw new DimensionClosedError();
-      try {
-        const result = await fn();
-        if (attempt > 1) this.log.info({ attempts: attempt }, `${what} succeeded after retries`);
-        return result;
-      } catch (err) {
-        if (!this.options.retry) throw err;
-        const delay = Math.min(max, first * 2 ** Math.min(attempt - 1, 16)) * (0.5 + Math.random() / 2);
-        // One warning per failure streak; the repeats go to debug.
+  /** With `retry`, runs `fn` until it succeeds or `close()`; without, once. */
+  private retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (!this.options.retry) return fn();
+    return retry(fn, {
+      backoff: this.options.backoff ?? LOOKUP_BACKOFF,
+      signal: this.closing.signal,
+      aborted: () => new DimensionClosedError(),
+      // One warning per failure streak; the repeats go to debug.
+      onFailure: (err, { attempt, delayMs }) =>
         this.log[attempt === 1 ? 'warn' : 'debug'](
-          { attempt, retryInMs: Math.round(delay) },
+          { attempt, retryInMs: delayMs },
           `${what} failed, retrying while the stream waits: ${describeError(err)}`,
-        );
-        await this.sleep(delay);
-      }
-    }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const wake = () => {
-        clearTimeout(timer);
-        this.sleepers.delete(wake);
-        resolve();
-      };
-      const timer = setTimeout(wake, ms);
-      this.sleepers.add(wake);
+        ),
+      onRecovered: (attempts, failingForMs) =>
+        this.log.info({ attempts, failingForMs }, `${what} succeeded after retries`),
     });
   }
 

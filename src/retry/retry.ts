@@ -46,8 +46,9 @@ export interface RetryOptions {
 
 /**
  * Runs `fn` until it succeeds: the one retry loop of the pipeline (capture's produce, the
- * worker's lookups and dead letters, the fan-out's sink writes). Waits between attempts with
- * full-jitter exponential backoff (backoffDelay), chosen by the failure's policy.
+ * worker's lookups and dead letters, the fan-out's sink writes, the content dimension's
+ * lookups and history writes). Waits between attempts with full-jitter exponential backoff
+ * (backoffDelay), chosen by the failure's policy.
  */
 export async function retry<T>(fn: (attempt: number) => Promise<T>, options: RetryOptions): Promise<T> {
   const { signal } = options;

@@ -1,5 +1,7 @@
+import { afterEach } from 'node:test';
 import { spawnCli, type CliProcess } from './cli.js';
-import { CONTENT_IDS, type Harness } from './pipeline.js';
+import { startKafkaMock, type KafkaMock } from './kafka-mock.js';
+import { CONTENT_IDS, createHarness, type Harness } from './pipeline.js';
 import { waitFor } from './wait.js';
 
 /** Starts `engagement capture --to-kafka` and waits until it streams the slot. */
@@ -44,6 +46,47 @@ export async function killAll(procs: CliProcess[]): Promise<void> {
       await p.exited;
     }),
   );
+}
+
+/**
+ * For a describe block whose cases each need their own mock cluster and harness (the cases'
+ * topics must not mix, and each case's slot, named like every case's, must be gone before
+ * the next case migrates): registers an afterEach that kills the case's processes (waiting
+ * until they are gone), drops its harnesses and stops its clusters.
+ */
+export function kafkaCasesSetup(): {
+  cluster(): Promise<KafkaMock>;
+  harness(options?: Parameters<typeof createHarness>[0]): Promise<Harness>;
+  /** Kept for the afterEach; returns `p`. */
+  track(p: CliProcess): CliProcess;
+} {
+  let procs: CliProcess[] = [];
+  let harnesses: Harness[] = [];
+  let clusters: KafkaMock[] = [];
+  afterEach(async () => {
+    await killAll(procs);
+    for (const h of harnesses) await h.cleanup();
+    for (const k of clusters) await k.stop();
+    procs = [];
+    harnesses = [];
+    clusters = [];
+  });
+  return {
+    async cluster() {
+      const kafka = await startKafkaMock(1);
+      clusters.push(kafka);
+      return kafka;
+    },
+    async harness(options) {
+      const h = await createHarness(options);
+      harnesses.push(h);
+      return h;
+    },
+    track(p) {
+      procs.push(p);
+      return p;
+    },
+  };
 }
 
 /** Partitions a worker was given in its latest group generation. */

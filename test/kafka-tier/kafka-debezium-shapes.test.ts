@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { afterEach, describe, it } from 'node:test';
-import { Kafka, logLevel } from 'kafkajs';
+import { describe, it } from 'node:test';
+import { publish } from '../fixtures/debezium.js';
 import { enrichedRows, expectedRow, SHAPES } from '../fixtures/source-shapes.js';
-import type { CliProcess } from '../helpers/cli.js';
-import { kcatAvailable, startKafkaMock, type KafkaMock } from '../helpers/kafka-mock.js';
-import { startWorker, stopCli } from '../helpers/kafka-pipeline.js';
-import { cliEnv, createHarness, type Harness } from '../helpers/pipeline.js';
+import { kcatAvailable } from '../helpers/kafka-mock.js';
+import { kafkaCasesSetup, startWorker, stopCli } from '../helpers/kafka-pipeline.js';
+import { cliEnv } from '../helpers/pipeline.js';
 import { waitFor } from '../helpers/wait.js';
 
 const skip = kcatAvailable()
@@ -14,45 +13,24 @@ const skip = kcatAvailable()
   : 'kcat (librdkafka mock cluster) is not installed: apt-get install kcat';
 
 describe("work --format debezium on a user's own tables (librdkafka mock cluster)", { skip }, () => {
-  let procs: CliProcess[] = [];
-  let harnesses: Harness[] = [];
-  let clusters: KafkaMock[] = [];
-  async function cluster(): Promise<KafkaMock> {
-    const kafka = await startKafkaMock(1);
-    clusters.push(kafka);
-    return kafka;
-  }
-
-  afterEach(async () => {
-    for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
-    for (const h of harnesses) await h.cleanup();
-    for (const k of clusters) await k.stop();
-    procs = [];
-    harnesses = [];
-    clusters = [];
-  });
+  const cases = kafkaCasesSetup();
 
   const integer = SHAPES.find((s) => s.env.EVENTS_TABLE)!;
   it(`work --format debezium: ${integer.name}`, async () => {
-    const kafka = await cluster();
-    const h = await createHarness({ tables: integer.tables, settings: integer.settings });
-    harnesses.push(h);
-    const client = new Kafka({ brokers: kafka.brokers.split(','), logLevel: logLevel.NOTHING });
-    const producer = client.producer();
-    await producer.connect();
+    const kafka = await cases.cluster();
+    const h = await cases.harness({ tables: integer.tables, settings: integer.settings });
     const envelope = (after: Record<string, unknown>, op: string) =>
       JSON.stringify({ before: null, after, source: { ts_ms: 1793000010123 }, op, ts_ms: 1793000010200 });
-    await producer.send({
-      topic: `dbz.${integer.contentTopic}`,
-      messages: [{ key: JSON.stringify({ content_id: 1 }), value: envelope(integer.debezium.content, 'r') }],
-    });
-    await producer.send({
-      topic: `dbz.${integer.eventsTopic}`,
-      messages: [
-        { key: JSON.stringify({ play_id: 41 }), value: envelope(integer.debezium.event(41, 7000), 'c') },
+    await publish(kafka.brokers, [
+      [
+        `dbz.${integer.contentTopic}`,
+        [{ key: JSON.stringify({ content_id: 1 }), value: envelope(integer.debezium.content, 'r') }],
       ],
-    });
-    await producer.disconnect();
+      [
+        `dbz.${integer.eventsTopic}`,
+        [{ key: JSON.stringify({ play_id: 41 }), value: envelope(integer.debezium.event(41, 7000), 'c') }],
+      ],
+    ]);
     const duckdbFile = path.join(path.dirname(h.duckdbFile), 'dbz.duckdb');
     const env = cliEnv(h, {
       ...integer.env,
@@ -60,15 +38,9 @@ describe("work --format debezium on a user's own tables (librdkafka mock cluster
       ANALYTICS_URL: `duckdb:${duckdbFile}`,
       LOG_LEVEL: 'info',
     });
-    const worker = await startWorker(env, [
-      '--group',
-      'shapes-dbz',
-      '--format',
-      'debezium',
-      '--topic-prefix',
-      'dbz',
-    ]);
-    procs.push(worker);
+    const worker = cases.track(
+      await startWorker(env, ['--group', 'shapes-dbz', '--format', 'debezium', '--topic-prefix', 'dbz']),
+    );
     await waitFor(
       'the Debezium event counted',
       async () => (await h.redis.client.get(`${h.redis.prefix}content:count:1`)) === '1',

@@ -1,17 +1,18 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { Kafka, logLevel } from 'kafkajs';
 import * as fx from '../fixtures/debezium.js';
 import type { CliProcess } from '../helpers/cli.js';
 import { duckdbQuery } from '../helpers/duckdb.js';
 import { kcatAvailable, startKafkaMock, type KafkaMock } from '../helpers/kafka-mock.js';
 import { killAll, startWorker, stopCli } from '../helpers/kafka-pipeline.js';
-import { createHarness, type Harness } from '../helpers/pipeline.js';
+import { cliEnv, createHarness, type Harness } from '../helpers/pipeline.js';
 import { waitFor } from '../helpers/wait.js';
 
 const skip = kcatAvailable()
   ? false
   : 'kcat (librdkafka mock cluster) is not installed: apt-get install kcat';
+
+const WORKER_ARGS = ['--group', 'dbz-1', '--format', 'debezium', '--topic-prefix', fx.PREFIX];
 
 // One worker per group here: a group of two (the DuckDB refusal) rebalances on a real broker,
 // in kafka-group.kafka.test.ts. The mock holds every rebalance for session.timeout - 1 s.
@@ -24,26 +25,8 @@ describe('work --format debezium: a Debezium Postgres connector fixture set', { 
   before(async () => {
     kafka = await startKafkaMock(3);
     h = await createHarness();
-    const client = new Kafka({ brokers: kafka.brokers.split(','), logLevel: logLevel.NOTHING });
-    const producer = client.producer();
-    await producer.connect();
-    // One partition per topic, in order, so "a malformed message never stalls its partition" is observable.
-    await producer.send({
-      topic: `${fx.PREFIX}.public.content`,
-      messages: fx.contentMessages.map((m) => ({ ...m, partition: 0 })),
-    });
-    await producer.send({
-      topic: `${fx.PREFIX}.public.engagement_events`,
-      messages: fx.eventMessages.map((m) => ({ ...m, partition: 0 })),
-    });
-    await producer.disconnect();
-    env = {
-      DATABASE_URL: h.databaseUrl,
-      KAFKA_BROKERS: kafka.brokers,
-      REDIS_URL: h.redis.url,
-      REDIS_PREFIX: h.redis.prefix,
-      ANALYTICS_URL: `duckdb:${h.duckdbFile}`,
-    };
+    await fx.publishFixtures(kafka.brokers);
+    env = cliEnv(h, { KAFKA_BROKERS: kafka.brokers, LOG_LEVEL: 'info' });
   });
   // A test that fails half way must not leave a worker holding the DuckDB file for the next one.
   afterEach(() => killAll(procs));
@@ -54,14 +37,7 @@ describe('work --format debezium: a Debezium Postgres connector fixture set', { 
   });
 
   it('enriches c/r events of every shape, counts u/d, skips tombstones, dead-letters malformed messages', async () => {
-    const worker = await startWorker(env, [
-      '--group',
-      'dbz-1',
-      '--format',
-      'debezium',
-      '--topic-prefix',
-      fx.PREFIX,
-    ]);
+    const worker = await startWorker(env, WORKER_ARGS);
     procs.push(worker);
     await waitFor(
       'the event after the malformed ones in Redis',
@@ -114,25 +90,11 @@ describe('work --format debezium: a Debezium Postgres connector fixture set', { 
   });
 
   it("a connector's re-sends (same source.lsn, new Kafka offsets) change nothing; the next insert counts once", async () => {
-    const client = new Kafka({ brokers: kafka.brokers.split(','), logLevel: logLevel.NOTHING });
-    const producer = client.producer();
-    await producer.connect();
     // After a connector restart Debezium re-sends from its last committed offset: the same
     // records (the malformed ones aside), at new offsets, then what is new.
     const resent = fx.eventMessages.filter((m) => !['{"id":5}', '{"id":6}'].includes(String(m.key)));
-    await producer.send({
-      topic: `${fx.PREFIX}.public.engagement_events`,
-      messages: [...resent, fx.nextInsert(8, fx.C3)].map((m) => ({ ...m, partition: 0 })),
-    });
-    await producer.disconnect();
-    const worker = await startWorker(env, [
-      '--group',
-      'dbz-1',
-      '--format',
-      'debezium',
-      '--topic-prefix',
-      fx.PREFIX,
-    ]);
+    await fx.publish(kafka.brokers, [[fx.EVENTS_TOPIC, [...resent, fx.nextInsert(8, fx.C3)]]]);
+    const worker = await startWorker(env, WORKER_ARGS);
     procs.push(worker);
     await waitFor(
       'event 8 in Redis',

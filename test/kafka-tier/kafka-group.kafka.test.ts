@@ -11,7 +11,7 @@ import {
   type KafkaCluster,
 } from '../helpers/kafka-cluster.js';
 import { killAll, startWorker, stopCli } from '../helpers/kafka-pipeline.js';
-import { createHarness, type Harness } from '../helpers/pipeline.js';
+import { cliEnv, createHarness, type Harness } from '../helpers/pipeline.js';
 import { waitFor } from '../helpers/wait.js';
 
 const skip = realKafkaUnavailable();
@@ -35,31 +35,15 @@ describe('one consumer group, two workers, on a real Kafka broker', { skip }, ()
     await admin.connect();
     await admin.createTopics({
       waitForLeaders: true,
-      topics: ['content', 'engagement_events'].map((t) => ({
-        topic: `${fx.PREFIX}.public.${t}`,
+      topics: [fx.CONTENT_TOPIC, fx.EVENTS_TOPIC].map((topic) => ({
+        topic,
         numPartitions: 4,
         replicationFactor: 1,
       })),
     });
     await admin.disconnect();
-    const producer = client.producer();
-    await producer.connect();
-    await producer.send({
-      topic: `${fx.PREFIX}.public.content`,
-      messages: fx.contentMessages.map((m) => ({ ...m, partition: 0 })),
-    });
-    await producer.send({
-      topic: `${fx.PREFIX}.public.engagement_events`,
-      messages: fx.eventMessages.map((m) => ({ ...m, partition: 0 })),
-    });
-    await producer.disconnect();
-    env = {
-      DATABASE_URL: h.databaseUrl,
-      KAFKA_BROKERS: cluster.brokers,
-      REDIS_URL: h.redis.url,
-      REDIS_PREFIX: h.redis.prefix,
-      ANALYTICS_URL: `duckdb:${h.duckdbFile}`,
-    };
+    await fx.publishFixtures(cluster.brokers);
+    env = cliEnv(h, { KAFKA_BROKERS: cluster.brokers, LOG_LEVEL: 'info' });
   });
   // A test that fails half way must not leave a worker holding the DuckDB file for the next one.
   afterEach(() => killAll(procs));
