@@ -142,7 +142,11 @@ process.stdout.write(
     jsCpuMs: Math.round((jsUsage.user + jsUsage.system) / 1000),
     jsUsPerEvent: Number(((jsUsage.user + jsUsage.system) / events).toFixed(1)),
     writeMs: { p50: percentile(writeMs, 50), p99: percentile(writeMs, 99) },
-    visibleMs: { p50: percentile(visibleMs, 50), p99: percentile(visibleMs, 99), max: percentile(visibleMs, 100) },
+    visibleMs: {
+      p50: percentile(visibleMs, 50),
+      p99: percentile(visibleMs, 99),
+      max: percentile(visibleMs, 100),
+    },
   })}\n`,
 );
 process.exit(0);

@@ -6,7 +6,12 @@ import { minuteBucketOfIso } from '../../domain/windows.js';
 import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
-import { BACKFILL_REDIS_HORIZON_MINUTES, CONTENT_LAST_TTL_SECONDS, redisKeys, type RedisKeys } from './keys.js';
+import {
+  BACKFILL_REDIS_HORIZON_MINUTES,
+  CONTENT_LAST_TTL_SECONDS,
+  redisKeys,
+  type RedisKeys,
+} from './keys.js';
 import { leaderboardOps, rollWindowArgs, seenArgs } from './leaderboard-ops.js';
 
 const APPLY_BATCH_LUA = readFileSync(new URL('./apply-batch.lua', import.meta.url), 'utf8');
@@ -231,6 +236,14 @@ export class RedisSink implements Sink {
   ): Promise<{ applied: number; noWatermark: boolean }> {
     let events = all;
     let positions = allPositions;
+    const ids = new Set(all.map((e) => e.event_id));
+    if (ids.size < all.length) {
+      // The same event twice in one batch (a redelivery): the script would report the second
+      // copy's seen bit as a duplicate and the retry would skip the id, so no copy would count.
+      const keep = all.map((e) => ids.delete(e.event_id));
+      events = all.filter((_, i) => keep[i]);
+      if (allPositions.length > 0) positions = allPositions.filter((_, i) => keep[i]);
+    }
     const skip = new Set<number>();
     for (;;) {
       const seen = seenArgs(events, this.keys, skip);

@@ -92,7 +92,11 @@ if j then
       args[#args + 1] = bucket(i, board); weights[#weights + 1] = 1
       redis.call('EXPIRE', bucket(i, board), BUCKET_TTL, 'GT')
     end
-    redis.call('ZUNIONSTORE', dst, #args, unpack(args), 'WEIGHTS', unpack(weights))
+    local call = { 'ZUNIONSTORE', dst, #args }
+    for _, v in ipairs(args) do call[#call + 1] = v end
+    call[#call + 1] = 'WEIGHTS'
+    for _, v in ipairs(weights) do call[#call + 1] = v end
+    redis.call(unpack(call))
     if board == 2 then
       redis.call('ZREMRANGEBYSCORE', dst, '-inf', '(0.0005')
       for a = 2, #args do
