@@ -93,7 +93,13 @@ let seq = 1;
 for (let i = 0; i < 20; i++) await sink.write(makeBatch(seq++)); // warm-up
 await new Promise((r) => setTimeout(r, 1_500));
 
+// redis-server's CPU while idle (its cron), to tell apart from the writes' share.
+const idleBefore = serverCpuMs();
+await new Promise((r) => setTimeout(r, 3_000));
+const idleMsPerSecond = (serverCpuMs() - idleBefore) / 3;
+
 // Phase 1: CPU per event at a steady rate.
+await reader.config('RESETSTAT');
 const count = rate * seconds;
 const interval = 1000 / rate;
 const writeMs: number[] = [];
@@ -111,6 +117,11 @@ await sleepUntil(started + count * interval + 200); // let a trailing refresh (i
 const jsUsage = process.cpuUsage(jsBefore);
 const serverMs = serverCpuMs() - serverBefore;
 const elapsed = (performance.now() - started) / 1000;
+// Time inside commands as Redis counts it (INFO commandstats; scripts include their calls).
+const commands: Record<string, { calls: number; usecPerCall: number }> = {};
+for (const m of (await reader.info('commandstats')).matchAll(/^cmdstat_(\S+):calls=(\d+),usec=(\d+),/gm))
+  if (m[1] !== 'info' && m[1] !== 'config')
+    commands[m[1]] = { calls: Number(m[2]), usecPerCall: Number((Number(m[3]) / Number(m[2])).toFixed(1)) };
 
 // Phase 2: write start -> visible in top:content:10m.
 const visibleMs: number[] = [];
@@ -139,6 +150,8 @@ process.stdout.write(
     events,
     redisServerCpuMs: serverMs,
     redisServerUsPerEvent: Number(((serverMs * 1000) / events).toFixed(1)),
+    redisServerIdleMsPerSecond: Number(idleMsPerSecond.toFixed(1)),
+    commands,
     jsCpuMs: Math.round((jsUsage.user + jsUsage.system) / 1000),
     jsUsPerEvent: Number(((jsUsage.user + jsUsage.system) / events).toFixed(1)),
     writeMs: { p50: percentile(writeMs, 50), p99: percentile(writeMs, 99) },
