@@ -12,6 +12,7 @@ import { redisKeys, WINDOW_MINUTES } from '../../src/sinks/redis/keys.js';
 import { RedisSink } from '../../src/sinks/redis/redis-sink.js';
 import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
 import { testRedis } from '../helpers/redis.js';
+import { waitFor } from '../helpers/wait.js';
 import { startRedisCluster } from '../helpers/redis-server.js';
 
 // The 10-minute leaderboards are kept incrementally (each batch adds its in-window increments;
@@ -287,6 +288,42 @@ describe('Redis: the 10-minute leaderboards kept incrementally', () => {
       assert.equal(await redis.client.zscore(`${prefix}top:content:10m`, 'c-9'), '1');
       assert.equal(await redis.client.zscore(`${prefix}top:content:seconds:10m`, 'c-9'), '0.001');
       assert.equal(await redis.client.hget(`${prefix}top:meta:10m`, 'to'), '202612011001');
+    } finally {
+      await sink.stop();
+    }
+  });
+
+  it('a window lost with its ZSETs (FLUSHALL keeps no meta) is rebuilt by the next tick', async () => {
+    const prefix = `${redis.prefix}lost:`;
+    const sink = new RedisSink({ url: redis.url, prefix, logger: silentLogger() });
+    try {
+      await sink.start();
+      const ts = new Date().toISOString().replace('Z', '000Z');
+      await sink.writeBackfill([
+        {
+          event_id: 1,
+          content_id: 'c-1',
+          user_id: null,
+          event_type: 'play',
+          event_ts: ts,
+          duration_ms: null,
+          device: 'tv',
+          raw_payload: null,
+          content_type: null,
+          length_seconds: null,
+          engagement_seconds: null,
+          engagement_pct: null,
+          committed_at: ts,
+          processed_at: ts,
+        },
+      ]);
+      const k = redisKeys(prefix);
+      await redis.client.del(k.windowMeta, k.topContent10m, k.topSeconds10m, k.topDevice10m);
+      await waitFor(
+        'the ticker to rebuild the window',
+        async () => (await redis.client.zscore(k.topContent10m, 'c-1')) === '1',
+      );
+      await assertWindowConsistent(redis.client, prefix, 'after the rebuild');
     } finally {
       await sink.stop();
     }

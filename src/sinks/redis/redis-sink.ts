@@ -149,8 +149,10 @@ export class RedisSink implements Sink {
     await this.refreshWindows().catch((err) =>
       this.options.logger.debug(`leaderboard rebuild failed: ${describeError(err)}`),
     );
+    // Every second, not only when the clock passed the window's end: a roll that finds the
+    // window current costs two reads, and one that finds it gone (FLUSHALL) rebuilds it.
     this.ticker = setInterval(() => {
-      if (this.rolling || this.windowTo >= minuteOf(this.now())) return;
+      if (this.rolling) return;
       this.rolling = this.rollWindow()
         .catch((err) => this.options.logger.debug(`leaderboard window roll failed: ${describeError(err)}`))
         .finally(() => (this.rolling = null));
