@@ -54,7 +54,7 @@ function makeBatch(seq: number, firstId: number): Batch {
   return { seq, stream: 'bench', events, positions, ackLsn: null };
 }
 
-const sink = new RedisSink({ url, prefix, logger: silentLogger(), refreshMinIntervalMs: 1_000_000 });
+const sink = new RedisSink({ url, prefix, logger: silentLogger() });
 await sink.start();
 const prepared = Array.from({ length: batches }, (_, b) => makeBatch(b + 1, 1 + b * size));
 for (let b = 0; b < 5; b++) await sink.write(makeBatch(100_000 + b, 10_000_000 + b * size)); // warm-up

@@ -96,6 +96,14 @@ describe('Redis: stream and backfill count each event once (seen bitmaps)', () =
     assert.equal(ttl, -1, 'the seen bitmaps never expire');
   });
 
+  it('the same event twice in one batch (a redelivery) counts once', async () => {
+    const before = await countTotal();
+    const twice = batch(4, [300_001, 300_002, 300_001]);
+    assert.equal(await sink.writeBackfill(twice.events), 2);
+    await sink.write(batch(5, [300_003, 300_003, 300_004]));
+    assert.equal(await countTotal(), before + 4);
+  });
+
   it('content:last holds the highest event_ts (ties: highest event_id), whoever wrote it', async () => {
     const id = '00000000-0000-4000-8000-0000000000cc';
     const at = (eventId: number, ts: string) => ({ ...events([eventId])[0], content_id: id, event_ts: ts });

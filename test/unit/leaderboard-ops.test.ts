@@ -9,7 +9,12 @@ import {
   SEEN_CHUNK_BITS,
   UNKNOWN_DEVICE,
 } from '../../src/sinks/redis/keys.js';
-import { lastOrder, leaderboardOps, seenArgs } from '../../src/sinks/redis/leaderboard-ops.js';
+import {
+  lastOrder,
+  leaderboardOps,
+  rollWindowArgs,
+  seenArgs,
+} from '../../src/sinks/redis/leaderboard-ops.js';
 import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
 
 const keys = redisKeys('t:');
@@ -176,16 +181,16 @@ describe('leaderboard ops', () => {
       ['t:content:last:c2', 'l', JSON.stringify(events[2]), lastOrder(events[2])],
       [`t:top:device:bucket:${m0}`, 'z', 'tv', '3'],
       [`t:top:device:bucket:${m0}`, 'z', UNKNOWN_DEVICE, '1'],
-      [`t:top:device:bucket:${m0}`, 'e', String(BUCKET_TTL_SECONDS), ''],
+      [`t:top:device:bucket:${m0}`, 'e', String(BUCKET_TTL_SECONDS), `d ${m0}`],
       [`t:top:content:bucket:${m0}`, 'z', 'c1', '2'],
       [`t:top:content:bucket:${m0}`, 'z', 'c2', '1'],
-      [`t:top:content:bucket:${m0}`, 'e', String(BUCKET_TTL_SECONDS), ''],
+      [`t:top:content:bucket:${m0}`, 'e', String(BUCKET_TTL_SECONDS), `c ${m0}`],
       [`t:top:content:seconds:bucket:${m0}`, 'z', 'c1', '4'],
-      [`t:top:content:seconds:bucket:${m0}`, 'e', String(BUCKET_TTL_SECONDS), ''],
+      [`t:top:content:seconds:bucket:${m0}`, 'e', String(BUCKET_TTL_SECONDS), `s ${m0}`],
       [`t:top:device:bucket:${m1}`, 'z', 'tv', '1'],
-      [`t:top:device:bucket:${m1}`, 'e', String(BUCKET_TTL_SECONDS), ''],
+      [`t:top:device:bucket:${m1}`, 'e', String(BUCKET_TTL_SECONDS), `d ${m1}`],
       [`t:top:content:bucket:${m1}`, 'z', 'c1', '1'],
-      [`t:top:content:bucket:${m1}`, 'e', String(BUCKET_TTL_SECONDS), ''],
+      [`t:top:content:bucket:${m1}`, 'e', String(BUCKET_TTL_SECONDS), `c ${m1}`],
     ]);
   });
 
@@ -220,6 +225,25 @@ describe('leaderboard ops', () => {
         keys.secondsBucket('202612011000'),
       ].sort(),
     );
+  });
+
+  it('roll arguments: the window keys, then three buckets for each of the 13 minutes ending now', () => {
+    const now = Date.parse('2026-12-01T10:00:59.999Z');
+    const roll = rollWindowArgs(keys, now);
+    // 09:48 .. 09:59, then 10:00: the caller's minute last.
+    const minutes = [...Array.from({ length: 12 }, (_, i) => `2026120109${48 + i}`), '202612011000'];
+    assert.deepEqual(roll.args, ['r', '2026-12-01T10:00:59.999Z', '10', '3', ...minutes]);
+    assert.deepEqual(roll.keys.slice(0, 4), [
+      keys.windowMeta,
+      keys.topContent10m,
+      keys.topSeconds10m,
+      keys.topDevice10m,
+    ]);
+    assert.deepEqual(
+      roll.keys.slice(4),
+      minutes.flatMap((m) => [keys.contentBucket(m), keys.secondsBucket(m), keys.deviceBucket(m)]),
+    );
+    assert.equal(rollWindowArgs(keys, now, true).args[0], 'f');
   });
 
   it('seen bitmaps: ids grouped by chunk, offsets within it, skipped ids left out', () => {
@@ -283,6 +307,10 @@ describe('leaderboard ops', () => {
           seen.add(`${k} ${a}`);
         } else if (op === 'e') {
           assert.ok(!expiredAt.has(k), `${k} expired twice`);
+          // The EXPIRE names the bucket's board and minute: the script's window check reads them.
+          const [board, minute] = ops.args[i * 3 + 2].split(' ');
+          const bucketKey = { c: keys.contentBucket, s: keys.secondsBucket, d: keys.deviceBucket }[board];
+          assert.equal(bucketKey?.(minute), k, `tag of ${k}`);
           expiredAt.set(k, i);
         } else {
           assert.ok(!seen.has(`${op} ${k}`), `${op} ${k} twice`);

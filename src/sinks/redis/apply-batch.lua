@@ -1,18 +1,24 @@
 -- Applies one batch of leaderboard updates, all or nothing. Guards:
 --  * the stream's replay watermark (mode 's' only): a batch at or below it is a no-op;
 --  * per-event "seen" bitmaps (both modes, no TTL): one bit per event_id, set in the same call
---    that applies the event's effects (content:count, content:last, minute buckets), so the
---    stream, a replay and any number of backfills count each event exactly once.
+--    that applies the event's effects (content:count, content:last, minute buckets, 10-minute
+--    ZSETs), so the stream, a replay and any number of backfills count each event exactly once.
+-- A bucket increment also goes to its 10-minute ZSET when the bucket's minute is inside the
+-- window stored in top:meta:10m (from, to), so a batch is on the leaderboards the moment it is
+-- applied; roll-window.lua moves that window (see there for the invariant). Scores written to
+-- the seconds board are rounded to the millisecond (sums of millisecond values in floating point).
 -- Redis scripts are atomic but not transactional: a command that fails half way keeps the
 -- writes before it. So every key is checked (type, and an integer where INCRBY will run)
 -- before the first write, and an unusable key fails the whole call with nothing written.
--- KEYS[1]: the stream's watermark key; KEYS[2 .. 1+S]: seen bitmaps; the rest: op keys.
+-- KEYS[1]: the stream's watermark key; KEYS[2]: top:meta:10m; KEYS[3..5]: the content, seconds
+-- and device 10-minute ZSETs; KEYS[6 .. 5+S]: seen bitmaps; the rest: op keys.
 -- ARGV[1]: mode, 's' (stream) or 'b' (backfill: no watermark read or written)
 -- ARGV[2], ARGV[3]: the batch's first and last stream positions (strings sorting in order)
 -- ARGV[4]: S, the number of seen bitmaps; ARGV[5]: content:last TTL in seconds
 -- then per bitmap: a count n and n bit offsets; then three ARGV per op key: op, a, b
 --   i: INCRBY key a         l: SET key a EX ttl, unless key holds a later event (b = order key)
---   z: ZINCRBY key b a      e: EXPIRE key a
+--   z: ZINCRBY key b a      e: EXPIRE key a; b = the bucket's board (c, s or d) and minute,
+--                                  'c 202612011000' (the z ops of a bucket come before its e)
 -- Order keys ("<event_ts sort key> <event_id>") compare as (event_ts, event_id); see
 -- lastOrder() in leaderboard-ops.ts, which this file mirrors.
 -- Returns 1 when applied; 2 when applied in stream mode where no watermark existed (a fresh
@@ -45,16 +51,28 @@ if stream then
 end
 
 -- Validation (reads only). Remembers content:last values for the comparison below.
+local S = 5 -- KEYS before the seen bitmaps
+do
+  local t = typeOf(KEYS[2])
+  if t ~= 'none' and t ~= 'hash' then return bad(KEYS[2], 'holds a ' .. t .. ', expected a hash (the window)') end
+  for i = 3, 5 do
+    t = typeOf(KEYS[i])
+    if t ~= 'none' and t ~= 'zset' then return bad(KEYS[i], 'holds a ' .. t .. ', expected a sorted set') end
+  end
+end
 for k = 1, nseen do
-  local t = typeOf(KEYS[1 + k])
-  if t ~= 'none' and t ~= 'string' then return bad(KEYS[1 + k], 'holds a ' .. t .. ', expected a string (a seen bitmap)') end
+  local t = typeOf(KEYS[S + k])
+  if t ~= 'none' and t ~= 'string' then return bad(KEYS[S + k], 'holds a ' .. t .. ', expected a string (a seen bitmap)') end
 end
 local a = 6
 for k = 1, nseen do a = a + 1 + tonumber(ARGV[a]) end
 local base = a
 local current = {}
 local zsets = {}
-for i = 2 + nseen, #KEYS do
+local boardOf = {} -- bucket key -> its 10-minute ZSET, when the bucket's minute is in the window
+local window = redis.call('HMGET', KEYS[2], 'from', 'to')
+local BOARDS = { c = KEYS[3], s = KEYS[4], d = KEYS[5] }
+for i = S + 1 + nseen, #KEYS do
   local op = ARGV[base]
   local key = KEYS[i]
   if op == 'i' or op == 'l' then
@@ -69,6 +87,12 @@ for i = 2 + nseen, #KEYS do
     local t = typeOf(key)
     if t ~= 'none' and t ~= 'zset' then return bad(key, 'holds a ' .. t .. ', expected a sorted set') end
     zsets[key] = true
+  end
+  if op == 'e' and window[1] and window[2] then
+    local minute = string.sub(ARGV[base + 2], 3)
+    if minute >= window[1] and minute <= window[2] then
+      boardOf[key] = BOARDS[string.sub(ARGV[base + 2], 1, 1)]
+    end
   end
   base = base + 3
 end
@@ -110,7 +134,7 @@ for k = 1, nseen do
       local m = #args
       args[m + 1] = 'SET'; args[m + 2] = 'u1'; args[m + 3] = ARGV[first + j]; args[m + 4] = 1
     end
-    local old = redis.call('BITFIELD', KEYS[1 + k], unpack(args))
+    local old = redis.call('BITFIELD', KEYS[S + k], unpack(args))
     for j = from, to do
       if old[j - from + 1] == 1 then
         dups[#dups + 1] = k; dups[#dups + 1] = j
@@ -130,7 +154,7 @@ if #dups > 0 then
         local m = #args
         args[m + 1] = 'SET'; args[m + 2] = 'u1'; args[m + 3] = mine[j]; args[m + 4] = 0
       end
-      redis.call('BITFIELD', KEYS[1 + k], unpack(args))
+      redis.call('BITFIELD', KEYS[S + k], unpack(args))
     end
   end
   table.insert(dups, 1, 'dup')
@@ -138,11 +162,12 @@ if #dups > 0 then
 end
 for k = 1, nseen do
   -- Bitmaps written by older versions carried a TTL; the dedupe must outlive every replay.
-  redis.call('PERSIST', KEYS[1 + k])
+  redis.call('PERSIST', KEYS[S + k])
 end
 
 base = a
-for i = 2 + nseen, #KEYS do
+local secondsBoard = KEYS[4]
+for i = S + 1 + nseen, #KEYS do
   local op = ARGV[base]
   if op == 'i' then
     redis.call('INCRBY', KEYS[i], ARGV[base + 1])
@@ -153,6 +178,14 @@ for i = 2 + nseen, #KEYS do
     end
   elseif op == 'z' then
     redis.call('ZINCRBY', KEYS[i], ARGV[base + 2], ARGV[base + 1])
+    local board = boardOf[KEYS[i]]
+    if board then
+      local v = tonumber(redis.call('ZINCRBY', board, ARGV[base + 2], ARGV[base + 1]))
+      if board == secondsBoard then
+        local ms = math.floor(v * 1000 + 0.5)
+        if ms / 1000 ~= v then redis.call('ZADD', board, string.format('%.3f', ms / 1000), ARGV[base + 1]) end
+      end
+    end
   elseif op == 'e' then
     redis.call('EXPIRE', KEYS[i], ARGV[base + 1])
   end

@@ -9,7 +9,7 @@ export function redisKeys(prefix: string) {
     topContent10m: `${prefix}top:content:10m`,
     topSeconds10m: `${prefix}top:content:seconds:10m`,
     topDevice10m: `${prefix}top:device:10m`,
-    /** Hash: window bounds and refresh time of the 10-minute ZSETs. */
+    /** Hash: the window (from, to: minute buckets) the 10-minute ZSETs hold, and when it moved. */
     windowMeta: `${prefix}top:meta:10m`,
     watermark: (stream: string) => `${prefix}pipeline:watermark:${stream}`,
     /** Bitmap of event_ids whose effects were applied (one bit per id; no TTL). */
@@ -22,6 +22,12 @@ export type RedisKeys = ReturnType<typeof redisKeys>;
 export const CONTENT_LAST_TTL_SECONDS = 3600;
 export const BUCKET_TTL_SECONDS = 900;
 export const WINDOW_MINUTES = 10;
+/**
+ * The longest move of the 10-minute window done incrementally (subtract the minutes that left,
+ * add those that entered); a longer one is a rebuild from the buckets. Well inside the buckets'
+ * TTL: a bucket must still exist when it leaves the window, or it cannot be subtracted.
+ */
+export const WINDOW_ROLL_MAX_MINUTES = 3;
 /** Events without a device still count on the device board under this name. */
 export const UNKNOWN_DEVICE = 'unknown';
 

@@ -1,8 +1,15 @@
-import { minuteBucketOfIso } from '../../domain/windows.js';
+import { minuteBucketOfIso, windowBuckets } from '../../domain/windows.js';
 import type { KeyTypes } from '../../domain/source-shape.js';
 import type { EnrichedEvent } from '../../domain/types.js';
 import { eventJson } from '../event-json.js';
-import { BUCKET_TTL_SECONDS, SEEN_CHUNK_BITS, UNKNOWN_DEVICE, type RedisKeys } from './keys.js';
+import {
+  BUCKET_TTL_SECONDS,
+  SEEN_CHUNK_BITS,
+  UNKNOWN_DEVICE,
+  WINDOW_MINUTES,
+  WINDOW_ROLL_MAX_MINUTES,
+  type RedisKeys,
+} from './keys.js';
 
 export interface LeaderboardOpsOptions {
   /** Events already counted (by an earlier batch, a replay or a backfill): no effect at all. */
@@ -21,7 +28,9 @@ export interface LeaderboardOpsOptions {
  * Aggregates a batch into the fewest Redis operations (pure): one INCRBY per content, one
  * conditional SET of the latest event per content (highest event_ts, ties: highest
  * event_id), one ZINCRBY per (minute, member), one EXPIRE per bucket. Returns the ops' KEYS
- * and ARGV triples (see apply-batch.lua).
+ * and ARGV triples (see apply-batch.lua). A bucket's EXPIRE also names its 10-minute board
+ * (c: content events, s: content seconds, d: device events) and its minute, `c 202612011000`:
+ * the script adds the bucket's increments to that board when the minute is in the window.
  */
 export function leaderboardOps(
   events: readonly EnrichedEvent[],
@@ -30,11 +39,12 @@ export function leaderboardOps(
 ): { keys: string[]; args: string[] } {
   const counts = new Map<string, number>();
   const latest = new Map<string, { event: EnrichedEvent; order: string }>();
-  const buckets = new Map<string, Map<string, number>>(); // bucket key -> member -> increment
-  const bump = (key: string, member: string, by: number) => {
-    let members = buckets.get(key);
-    if (!members) buckets.set(key, (members = new Map()));
-    members.set(member, (members.get(member) ?? 0) + by);
+  // bucket key -> its board and minute, and member -> increment
+  const buckets = new Map<string, { tag: string; members: Map<string, number> }>();
+  const bump = (key: string, board: 'c' | 's' | 'd', minute: string, member: string, by: number) => {
+    let bucket = buckets.get(key);
+    if (!bucket) buckets.set(key, (bucket = { tag: `${board} ${minute}`, members: new Map() }));
+    bucket.members.set(member, (bucket.members.get(member) ?? 0) + by);
   };
   const { skip, bucketsFrom } = options;
   for (const event of events) {
@@ -47,11 +57,11 @@ export function leaderboardOps(
     }
     const minute = minuteBucketOfIso(event.event_ts);
     if (bucketsFrom !== undefined && minute < bucketsFrom) continue;
-    bump(keys.deviceBucket(minute), event.device ?? UNKNOWN_DEVICE, 1);
+    bump(keys.deviceBucket(minute), 'd', minute, event.device ?? UNKNOWN_DEVICE, 1);
     if (event.content_id === null) continue;
-    bump(keys.contentBucket(minute), event.content_id, 1);
+    bump(keys.contentBucket(minute), 'c', minute, event.content_id, 1);
     if (event.engagement_seconds)
-      bump(keys.secondsBucket(minute), event.content_id, event.engagement_seconds);
+      bump(keys.secondsBucket(minute), 's', minute, event.content_id, event.engagement_seconds);
   }
   const outKeys: string[] = [];
   const args: string[] = [];
@@ -62,9 +72,9 @@ export function leaderboardOps(
   for (const [id, n] of counts) op(keys.contentCount(id), 'i', String(n));
   for (const [id, { event, order }] of latest)
     op(keys.contentLast(id), 'l', eventJson(event, options.keyTypes), order);
-  for (const [key, members] of buckets) {
+  for (const [key, { tag, members }] of buckets) {
     for (const [member, by] of members) op(key, 'z', member, String(by));
-    op(key, 'e', String(BUCKET_TTL_SECONDS));
+    op(key, 'e', String(BUCKET_TTL_SECONDS), tag);
   }
   return { keys: outKeys, args };
 }
@@ -108,4 +118,28 @@ export function seenArgs(
     ids.push(chunkIds);
   }
   return { keys: outKeys, args, ids };
+}
+
+/**
+ * KEYS and ARGV of roll-window.lua for a caller whose clock reads `nowMs`: the window keys, then
+ * the three buckets of each of the WINDOW_MINUTES + WINDOW_ROLL_MAX_MINUTES minutes ending at
+ * `nowMs`'s minute (every bucket an incremental move or a rebuild reads, as Redis Cluster wants
+ * them declared). `rebuild`: recompute the window from its buckets even when it is current.
+ */
+export function rollWindowArgs(
+  keys: RedisKeys,
+  nowMs: number,
+  rebuild = false,
+): { keys: string[]; args: string[] } {
+  const minutes = windowBuckets(nowMs, WINDOW_MINUTES + WINDOW_ROLL_MAX_MINUTES);
+  const outKeys = [keys.windowMeta, keys.topContent10m, keys.topSeconds10m, keys.topDevice10m];
+  for (const m of minutes) outKeys.push(keys.contentBucket(m), keys.secondsBucket(m), keys.deviceBucket(m));
+  const args = [
+    rebuild ? 'f' : 'r',
+    new Date(nowMs).toISOString(),
+    String(WINDOW_MINUTES),
+    String(WINDOW_ROLL_MAX_MINUTES),
+    ...minutes,
+  ];
+  return { keys: outKeys, args };
 }

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
-import { minuteBucketOfIso, windowBuckets } from '../../domain/windows.js';
+import { minuteBucketOfIso } from '../../domain/windows.js';
 import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
@@ -10,25 +10,27 @@ import {
   BACKFILL_REDIS_HORIZON_MINUTES,
   CONTENT_LAST_TTL_SECONDS,
   redisKeys,
-  WINDOW_MINUTES,
   type RedisKeys,
 } from './keys.js';
-import { leaderboardOps, seenArgs } from './leaderboard-ops.js';
+import { leaderboardOps, rollWindowArgs, seenArgs } from './leaderboard-ops.js';
 
 const APPLY_BATCH_LUA = readFileSync(new URL('./apply-batch.lua', import.meta.url), 'utf8');
+const ROLL_WINDOW_LUA = readFileSync(new URL('./roll-window.lua', import.meta.url), 'utf8');
 
 /** See apply-batch.lua: applied, applied without a watermark, replay, straddled watermark, or ['dup', k, j, ...]. */
 type ApplyResult = 0 | 1 | 2 | string | (string | number)[];
 interface ScriptedRedis extends Redis {
   applyBatch(numKeys: number, ...keysAndArgs: string[]): Promise<ApplyResult>;
+  /** See roll-window.lua: [status, from, to] of the stored window. */
+  rollWindow(numKeys: number, ...keysAndArgs: string[]): Promise<[string, string, string]>;
 }
 
 export interface RedisSinkOptions {
   url: string;
   prefix: string;
   logger: Logger;
-  /** How often the 10-minute ZSETs may be rebuilt while events flow (ms). */
-  refreshMinIntervalMs?: number;
+  /** The sink's clock (ms since the epoch), which places the 10-minute window; tests move it. */
+  clock?: () => number;
   /**
    * The source's key types: keys are always their text form (`content:count:777`); the JSON in
    * `content:last` types them as in the source (see event-json.ts). Default: UUID keys.
@@ -90,7 +92,7 @@ export function parseClusterUrl(url: string): {
 }
 
 /**
- * On a Redis Cluster one batch's script and the 10-minute union touch many keys, which must
+ * On a Redis Cluster one batch's script and the window's roll touch many keys, which must
  * live in one slot: the prefix must carry a hash tag (`{engagement}:`), so every key does.
  */
 export function assertClusterPrefix(url: string, prefix: string): void {
@@ -108,17 +110,20 @@ export function assertClusterPrefix(url: string, prefix: string): void {
  * every key is checked before the first write, then all effects plus the stream's watermark.
  * Every effect of an event (content:count, content:last, minute buckets) is guarded by its
  * bit in the seen bitmaps, so the stream, replays and backfills count each event once,
- * whoever comes first. The 10-minute ZSETs are rebuilt from the minute buckets right after
- * writes (at most every refreshMinIntervalMs, default 10 ms) and at least once a second.
+ * whoever comes first. The same call adds each increment to the 10-minute ZSETs when its
+ * minute is inside the window stored in Redis, so a batch is on the leaderboards the moment it
+ * is applied; once a minute the window moves (roll-window.lua: subtract the minute that left,
+ * add the one that entered), from a 1 s ticker or before a batch carrying a newer minute.
  */
 export class RedisSink implements Sink {
   readonly name = 'redis';
   readonly keys: RedisKeys;
   private readonly redis: ScriptedRedis;
-  private refreshTimer: NodeJS.Timeout | null = null;
   private ticker: NodeJS.Timeout | null = null;
-  private lastRefresh = 0;
-  private refreshing: Promise<void> | null = null;
+  private readonly now: () => number;
+  /** The last minute of the stored window as this process last saw it (it only moves forward). */
+  private windowTo = '';
+  private rolling: Promise<unknown> | null = null;
   /** Streams whose watermark this process has seen in Redis (to notice it vanishing). */
   private readonly watermarked = new Set<string>();
   /** Times Redis was found to have lost the stream's state (FLUSHALL, restart without persistence). */
@@ -129,6 +134,8 @@ export class RedisSink implements Sink {
     this.keys = redisKeys(options.prefix);
     this.redis = createRedis(options.url) as ScriptedRedis;
     this.redis.defineCommand('applyBatch', { lua: APPLY_BATCH_LUA });
+    this.redis.defineCommand('rollWindow', { lua: ROLL_WINDOW_LUA });
+    this.now = options.clock ?? Date.now;
   }
 
   get client(): Redis {
@@ -137,16 +144,55 @@ export class RedisSink implements Sink {
 
   async start(): Promise<void> {
     if (this.redis.status === 'wait') await this.redis.connect().catch(() => undefined);
-    this.ticker = setInterval(() => void this.refreshWindows(), 1_000);
+    // One rebuild at start: heals a window that drifted from its buckets (a bucket deleted or
+    // evicted by hand, a version that kept the ZSETs differently); from then on, rolls.
+    await this.refreshWindows().catch((err) =>
+      this.options.logger.debug(`leaderboard rebuild failed: ${describeError(err)}`),
+    );
+    // Every second, not only when the clock passed the window's end: a roll that finds the
+    // window current costs two reads, and one that finds it gone (FLUSHALL) rebuilds it.
+    this.ticker = setInterval(() => {
+      if (this.rolling) return;
+      this.rolling = this.rollWindow()
+        .catch((err) => this.options.logger.debug(`leaderboard window roll failed: ${describeError(err)}`))
+        .finally(() => (this.rolling = null));
+    }, 1_000);
     this.ticker.unref();
   }
 
   async write(batch: Batch): Promise<void> {
     if (batch.events.length === 0) return;
+    await this.rollBefore(batch.events, this.now());
     const fresh = await this.apply('s', batch.events, batch.positions, this.keys.watermark(batch.stream));
     if (fresh.noWatermark && this.watermarked.has(batch.stream)) this.reportStateLost(batch.stream);
     this.watermarked.add(batch.stream);
-    this.scheduleRefresh();
+  }
+
+  /**
+   * Moves the window first when the clock is past it and the batch carries a minute past it, so
+   * the first batch of a new minute lands on the leaderboards at once (not a ticker period later).
+   */
+  private async rollBefore(events: readonly EnrichedEvent[], nowMs: number): Promise<void> {
+    const to = this.windowTo;
+    if (to >= minuteOf(nowMs)) return;
+    if (to === '' || events.some((e) => minuteBucketOfIso(e.event_ts) > to)) await this.rollWindow(nowMs);
+  }
+
+  /**
+   * Moves the stored 10-minute window to the one ending at `nowMs`'s minute (nothing when it is
+   * there already, or ahead): incrementally, or rebuilt from the buckets after a long pause.
+   * Safe from any number of processes at once (roll-window.lua).
+   */
+  async rollWindow(nowMs = this.now(), rebuild = false): Promise<'same' | 'rolled' | 'rebuilt'> {
+    const { keys, args } = rollWindowArgs(this.keys, nowMs, rebuild);
+    let result: [string, string, string];
+    try {
+      result = await this.redis.rollWindow(keys.length, ...keys, ...args);
+    } catch (err) {
+      throw keyTypeError(err) ?? err;
+    }
+    if (result[2] > this.windowTo) this.windowTo = result[2];
+    return result[0] as 'same' | 'rolled' | 'rebuilt';
   }
 
   /**
@@ -174,13 +220,11 @@ export class RedisSink implements Sink {
    * thanks to the seen bitmaps. Returns how many events were newly counted (the rest had
    * been counted already).
    */
-  async writeBackfill(events: readonly EnrichedEvent[], nowMs = Date.now()): Promise<number> {
+  async writeBackfill(events: readonly EnrichedEvent[], nowMs = this.now()): Promise<number> {
     if (events.length === 0) return 0;
-    const bucketsFrom = minuteBucketOfIso(
-      new Date(nowMs - BACKFILL_REDIS_HORIZON_MINUTES * 60_000).toISOString(),
-    );
+    const bucketsFrom = minuteOf(nowMs - BACKFILL_REDIS_HORIZON_MINUTES * 60_000);
+    await this.rollBefore(events, nowMs);
     const { applied } = await this.apply('b', events, [], this.keys.watermark('backfill'), bucketsFrom);
-    this.scheduleRefresh();
     return applied;
   }
 
@@ -194,6 +238,14 @@ export class RedisSink implements Sink {
   ): Promise<{ applied: number; noWatermark: boolean }> {
     let events = all;
     let positions = allPositions;
+    const ids = new Set(all.map((e) => e.event_id));
+    if (ids.size < all.length) {
+      // The same event twice in one batch (a redelivery): the script would report the second
+      // copy's seen bit as a duplicate and the retry would skip the id, so no copy would count.
+      const keep = all.map((e) => ids.delete(e.event_id));
+      events = all.filter((_, i) => keep[i]);
+      if (allPositions.length > 0) positions = allPositions.filter((_, i) => keep[i]);
+    }
     const skip = new Set<number>();
     for (;;) {
       const seen = seenArgs(events, this.keys, skip);
@@ -202,8 +254,12 @@ export class RedisSink implements Sink {
       let result: ApplyResult;
       try {
         result = await this.redis.applyBatch(
-          1 + seen.keys.length + ops.keys.length,
+          5 + seen.keys.length + ops.keys.length,
           watermarkKey,
+          this.keys.windowMeta,
+          this.keys.topContent10m,
+          this.keys.topSeconds10m,
+          this.keys.topDevice10m,
           ...seen.keys,
           ...ops.keys,
           mode,
@@ -236,43 +292,23 @@ export class RedisSink implements Sink {
 
   async stop(): Promise<void> {
     if (this.ticker) clearInterval(this.ticker);
-    if (this.refreshTimer) clearTimeout(this.refreshTimer);
-    await this.refreshing?.catch(() => undefined);
-    await this.refreshWindows().catch(() => undefined);
+    await this.rolling?.catch(() => undefined);
     this.redis.disconnect();
   }
 
-  /** Rebuilds the 10-minute ZSETs from the minute buckets of the current window. */
-  refreshWindows(now = Date.now()): Promise<void> {
-    if (this.refreshing) return this.refreshing;
-    const buckets = windowBuckets(now, WINDOW_MINUTES);
-    const k = this.keys;
-    this.lastRefresh = Date.now();
-    this.refreshing = this.redis
-      .multi()
-      .zunionstore(k.topContent10m, buckets.length, ...buckets.map(k.contentBucket))
-      .zunionstore(k.topSeconds10m, buckets.length, ...buckets.map(k.secondsBucket))
-      .zunionstore(k.topDevice10m, buckets.length, ...buckets.map(k.deviceBucket))
-      .hset(k.windowMeta, {
-        from: buckets[0],
-        to: buckets[buckets.length - 1],
-        refreshed_at: new Date(now).toISOString(),
-      })
-      .exec()
-      .then(() => undefined)
-      .catch((err) => this.options.logger.debug(`leaderboard refresh failed: ${describeError(err)}`))
-      .finally(() => (this.refreshing = null));
-    return this.refreshing;
+  /**
+   * Rebuilds the 10-minute ZSETs from the minute buckets of the window ending at `now`'s minute
+   * (unless the stored window is already past it), atomically with the stored window. What the
+   * incremental updates must always equal; run at start and by tests as the reference.
+   */
+  async refreshWindows(now = this.now()): Promise<void> {
+    await this.rollWindow(now, true);
   }
+}
 
-  private scheduleRefresh(): void {
-    if (this.refreshTimer) return;
-    const wait = Math.max(0, (this.options.refreshMinIntervalMs ?? 10) - (Date.now() - this.lastRefresh));
-    this.refreshTimer = setTimeout(() => {
-      this.refreshTimer = null;
-      void this.refreshWindows();
-    }, wait);
-  }
+/** The minute bucket (YYYYMMDDHHMM) of a time in ms. */
+function minuteOf(ms: number): string {
+  return minuteBucketOfIso(new Date(ms).toISOString());
 }
 
 /**
