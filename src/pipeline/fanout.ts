@@ -212,7 +212,8 @@ export class Fanout {
     for (const q of parts) t.queuedRows -= q.batch.events.length;
     t.writing = true;
     t.lastWriteAt = performance.now();
-    this.writeWithPolicy(t, merge(parts.map((q) => q.batch)), parts.length).then(
+    const sizes = parts.map((q) => q.batch.events.length);
+    this.writeWithPolicy(t, merge(parts.map((q) => q.batch)), sizes).then(
       () => {
         t.writing = false;
         for (const q of parts) q.resolve();
@@ -226,7 +227,9 @@ export class Fanout {
     );
   }
 
-  private writeWithPolicy(t: Tracked, batch: Batch, parts: number): Promise<void> {
+  /** `sizes`: the rows of each of the pipeline's batches merged into `batch`, in order. */
+  private writeWithPolicy(t: Tracked, batch: Batch, sizes: number[]): Promise<void> {
+    const parts = sizes.length;
     const signal = this.abort.signal;
     return retry(
       async () => {
@@ -236,7 +239,7 @@ export class Fanout {
           this.recordSuccess(t, batch, parts, batch.events.length, (performance.now() - started) / 1000);
         } catch (error) {
           if (signal.aborted || policyFor(error) !== 'rows') throw error;
-          const bad = await this.isolateBadRows(t, batch, error);
+          const bad = await this.isolateBadRows(t, batch, error, sizes);
           this.recordSuccess(
             t,
             batch,
@@ -265,7 +268,12 @@ export class Fanout {
    * this sink. Returns how many were dead-lettered. Throws on any other kind of failure (the
    * whole batch is then retried; sinks are idempotent, so rows already written are no-ops).
    */
-  private async isolateBadRows(t: Tracked, batch: Batch, firstError: unknown): Promise<number> {
+  private async isolateBadRows(
+    t: Tracked,
+    batch: Batch,
+    firstError: unknown,
+    sizes: number[],
+  ): Promise<number> {
     const deadLetters = this.options.deadLetters;
     if (!deadLetters) throw firstError;
     const bad: { event: EnrichedEvent; position: string; reason: string }[] = [];
@@ -297,7 +305,9 @@ export class Fanout {
       }
     };
     await visit(0, batch.events.length, firstError);
-    if (bad.length === batch.events.length && bad.length > 1) {
+    // Judged per batch of the pipeline, as if each had been written alone: single bad rows that
+    // merely arrived back to back (merged) are still the rows' fault, each dead-lettered.
+    if (bad.length === batch.events.length && sizes.some((n) => n > 1)) {
       throw new AllRowsRejected('every row of the batch was rejected', { cause: firstError });
     }
     const entries: DeadLetterEntry[] = bad.map((b) => ({

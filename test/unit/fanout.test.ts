@@ -505,6 +505,46 @@ describe('Fanout', () => {
     fanout.cancel();
   });
 
+  it(
+    'single bad rows that arrive back to back and are merged are still dead-lettered one by one',
+    { timeout: 20_000 },
+    async () => {
+      const recorded: DeadLetterEntry[] = [];
+      let release: () => void = () => undefined;
+      const refused = new Set([2, 3]);
+      let first = true;
+      const sink: Sink = {
+        name: 'external',
+        start: async () => undefined,
+        stop: async () => undefined,
+        write: async (b) => {
+          if (first) {
+            first = false;
+            await new Promise<void>((r) => (release = r));
+          }
+          if (b.events.some((e) => refused.has(e.event_id)))
+            throw Object.assign(new Error('422 Unprocessable'), { status: 422 });
+        },
+      };
+      const fanout = new Fanout({
+        sinks: [sink],
+        metrics: createMetrics(),
+        logger: logCapture().logger,
+        deadLetters: { record: async (entries) => void recorded.push(...entries) },
+      });
+      const writes = [fanout.write(batch(1, [1])), fanout.write(batch(2, [2])), fanout.write(batch(3, [3]))];
+      await sleep(10);
+      release(); // batches 2 and 3 queued meanwhile: one write of two rows, both refused
+      await Promise.all(writes);
+      assert.deepEqual(
+        recorded.map((r) => r.eventId),
+        [2, 3],
+      );
+      assert.equal(fanout.health()[0].state, 'up');
+      fanout.cancel();
+    },
+  );
+
   it('batches of different streams are never written as one', async () => {
     const writes: [string, number[]][] = [];
     let release: () => void = () => undefined;
