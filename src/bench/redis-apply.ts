@@ -7,10 +7,10 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
-import { eventPosition } from '../domain/position.js';
-import type { Batch, EnrichedEvent } from '../domain/types.js';
+import type { Batch } from '../domain/types.js';
 import { silentLogger } from '../logger.js';
 import { RedisSink } from '../sinks/redis/redis-sink.js';
+import { redisBenchBatch } from './redis-batches.js';
 
 const arg = (name: string, fallback: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -20,38 +20,9 @@ const batches = Number(arg('batches', '200'));
 const size = Number(arg('size', '1000'));
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `bench:${randomBytes(4).toString('hex')}:`;
-const contentIds = Array.from(
-  { length: 500 },
-  (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
-);
-const devices = ['ios', 'android', 'web-chrome', 'tv', 'web-safari'];
 
 function makeBatch(seq: number, firstId: number): Batch {
-  const now = Date.now();
-  const events: EnrichedEvent[] = [];
-  const positions: string[] = [];
-  for (let i = 0; i < size; i++) {
-    const id = firstId + i;
-    const ts = new Date(now - (id % 600) * 1000).toISOString().replace('Z', '000Z');
-    events.push({
-      event_id: id,
-      content_id: contentIds[(id * 7919) % contentIds.length],
-      user_id: null,
-      event_type: 'play',
-      event_ts: ts,
-      duration_ms: (id * 37) % 600000,
-      device: devices[id % devices.length],
-      raw_payload: { n: id },
-      content_type: 'video',
-      length_seconds: 300,
-      engagement_seconds: ((id * 37) % 600000) / 1000,
-      engagement_pct: 0.5,
-      committed_at: ts,
-      processed_at: ts,
-    });
-    positions.push(eventPosition(`0/${(seq * 16).toString(16)}`, i));
-  }
-  return { seq, stream: 'bench', events, positions, ackLsn: null };
+  return redisBenchBatch(seq, firstId, size, { spreadSeconds: 600 });
 }
 
 const sink = new RedisSink({ url, prefix, logger: silentLogger() });

@@ -10,10 +10,10 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
-import { eventPosition } from '../domain/position.js';
-import type { Batch, EnrichedEvent } from '../domain/types.js';
+import type { Batch } from '../domain/types.js';
 import { silentLogger } from '../logger.js';
 import { RedisSink } from '../sinks/redis/redis-sink.js';
+import { redisBenchBatch } from './redis-batches.js';
 
 const arg = (name: string, fallback: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -24,11 +24,6 @@ const size = arg('size', '20');
 const seconds = arg('seconds', '20');
 const probes = arg('probes', '200');
 const prefix = '{bench}:';
-const contentIds = Array.from(
-  { length: 500 },
-  (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
-);
-const devices = ['ios', 'android', 'web-chrome', 'tv', 'web-safari'];
 
 const port = await new Promise<number>((resolve) => {
   const server = createServer().listen(0, '127.0.0.1', () => {
@@ -54,31 +49,9 @@ function serverCpuMs(): number {
 
 let nextId = 1;
 function makeBatch(seq: number, probe?: string): Batch {
-  const now = Date.now();
-  const events: EnrichedEvent[] = [];
-  const positions: string[] = [];
-  for (let i = 0; i < size; i++) {
-    const id = nextId++;
-    const ts = new Date(now - (id % 5) * 1000).toISOString().replace('Z', '000Z');
-    events.push({
-      event_id: id,
-      content_id: probe && i === 0 ? probe : contentIds[(id * 7919) % contentIds.length],
-      user_id: null,
-      event_type: 'play',
-      event_ts: ts,
-      duration_ms: (id * 37) % 600000,
-      device: devices[id % devices.length],
-      raw_payload: { n: id },
-      content_type: 'video',
-      length_seconds: 300,
-      engagement_seconds: ((id * 37) % 600000) / 1000,
-      engagement_pct: 0.5,
-      committed_at: ts,
-      processed_at: ts,
-    });
-    positions.push(eventPosition(`0/${(seq * 16).toString(16)}`, i));
-  }
-  return { seq, stream: 'bench', events, positions, ackLsn: null };
+  const batch = redisBenchBatch(seq, nextId, size, { spreadSeconds: 5, probe });
+  nextId += size;
+  return batch;
 }
 
 const percentile = (values: number[], p: number) => {
