@@ -88,7 +88,7 @@ describe('fault: flow control with small transactions (bounded memory, truthful 
       fault: { mode: 'fail500' },
       clear: { mode: 'ok' },
       what: 'the mock answered 500 to every request for 35 s (policy block)',
-      env: { EXTERNAL_BATCH_SIZE: '1' },
+      env: { EXTERNAL_BATCH_SIZE: '1', EXTERNAL_CONCURRENCY: '32' },
     },
     {
       id: '13-small-tx-external-3s',

@@ -13,7 +13,8 @@ import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
 import { invalidatesDatabase, isDuplicateKey, isLockConflict, transientWriteError } from './duckdb/errors.js';
 import { PositionMemory, type WritePlan } from './duckdb/positions.js';
-import { buildChunks, chunkLayout, type ChunkLayout } from './duckdb/rows.js';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { buildChunk, chunkLayout, type ChunkLayout } from './duckdb/rows.js';
 import {
   analyticsTableIn,
   createEventsTableSql,
@@ -157,24 +158,35 @@ export class DuckDbSink implements Sink {
    * value the table cannot take throws a RowConversionError naming the event, column and value.
    * Value-range checks belong here too.
    */
-  private prepareRows(events: readonly EnrichedEvent[]): DuckDBDataChunk[] {
-    return buildChunks(events, this.layout);
+  private async prepareRows(events: readonly EnrichedEvent[]): Promise<DuckDBDataChunk[]> {
+    const chunks: DuckDBDataChunk[] = [];
+    for (let from = 0; from < events.length; from += SLICE_ROWS) {
+      if (from > 0) await yieldToEventLoop();
+      chunks.push(buildChunk(events.slice(from, from + SLICE_ROWS), this.layout));
+    }
+    return chunks;
   }
 
   /** One transaction; on any error nothing of it stays (see the class comment). */
   private async commit(db: OpenDb, plan: WritePlan): Promise<void> {
     const { connection, appender } = db;
     let events = plan.events;
-    let chunks = plan.checkIds ? null : this.prepareRows(events);
+    let chunks: DuckDBDataChunk[] | null = null;
     try {
+      if (!plan.checkIds) chunks = await this.prepareRows(events);
       await connection.run('BEGIN TRANSACTION');
       if (plan.checkIds) {
         const stored = await storedIdsOf(connection, db.table, events);
         if (stored.size > 0) events = events.filter((e) => !stored.has(e.event_id));
-        chunks = this.prepareRows(events);
+        chunks = await this.prepareRows(events);
       }
-      for (const chunk of chunks!) appender.appendDataChunk(chunk);
-      appender.flushSync();
+      // Flushed slice by slice (each flush joins the open transaction), yielding in between:
+      // a merged write of thousands of rows never blocks the event loop (and Redis) in one go.
+      for (let i = 0; i < chunks!.length; i++) {
+        if (i > 0) await yieldToEventLoop();
+        appender.appendDataChunk(chunks![i]);
+        appender.flushSync();
+      }
       for (const [stream, sourceId, position] of db.positions.updates(plan)) {
         await connection.run(
           db.positions.hasRow(stream)
@@ -348,6 +360,13 @@ async function storedIdsOf(
 }
 
 const ID_GAP = 65_536;
+
+/**
+ * Rows converted, appended and flushed between two yields to the event loop: a few
+ * milliseconds of work, so the other sinks' replies are handled while a large merged write
+ * (ANALYTICS_WRITE_INTERVAL_MS) goes in.
+ */
+const SLICE_ROWS = 256;
 
 function close(db: OpenDb): void {
   try {
