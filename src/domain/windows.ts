@@ -16,12 +16,17 @@ export function minuteBucketOfIso(iso: string): string {
   );
 }
 
+/** `YYYYMMDDHHMM` of the UTC minute a time (ms since the epoch) falls in. */
+export function minuteBucketOfMs(ms: number): string {
+  return minuteBucketOfIso(new Date(ms).toISOString());
+}
+
 /** The bucket ids of the `minutes` UTC minutes ending at (and including) `nowMs`'s minute. */
 export function windowBuckets(nowMs: number, minutes: number): string[] {
   const start = Math.floor(nowMs / 60_000) * 60_000;
   const buckets: string[] = [];
   for (let i = minutes - 1; i >= 0; i--) {
-    buckets.push(minuteBucketOfIso(new Date(start - i * 60_000).toISOString()));
+    buckets.push(minuteBucketOfMs(start - i * 60_000));
   }
   return buckets;
 }

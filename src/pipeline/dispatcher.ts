@@ -53,9 +53,9 @@ class Stopped extends Error {
 /**
  * The one bounded, ordered hand-off between a source and its destinations (direct mode,
  * `capture` and `work`). At most `maxInFlight` x `maxRows` rows are written at once (any
- * number of small batches, or `maxInFlight` full ones); a batch closes when there is room
- * (at once when nothing is being written, else after `maxWaitMs`) or when it reaches `maxRows`. A closed batch is never queued: while the window is full the
- * open batch keeps growing, and once it holds `maxRows` the caller gets a promise that settles
+ * number of small batches, or `maxInFlight` full ones); a batch closes when there is room (at
+ * its transaction's commit, else after `maxWaitMs`) or when it reaches `maxRows`. A closed
+ * batch is never queued: while the window is full the open batch keeps growing, and once it holds `maxRows` the caller gets a promise that settles
  * when a slot frees (the source pauses meanwhile). So memory holds at most
  * (maxInFlight + 1) x maxRows rows, whatever the transaction sizes, and batches grow by
  * themselves when the destinations are slow. Positions are confirmed through the Checkpoint:
@@ -63,7 +63,7 @@ class Stopped extends Error {
  */
 export class Dispatcher<B extends DispatchUnit> {
   private readonly checkpoint: Checkpoint;
-  private readonly inFlight = new Map<number, { batch: B; rows: number }>();
+  private readonly inFlight = new Map<number, B>();
   private rowsInFlight = 0;
   private readonly waiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
   private readonly idleWaiters = new Set<() => void>();
@@ -104,7 +104,7 @@ export class Dispatcher<B extends DispatchUnit> {
 
   /** The in-flight batches, oldest first. */
   get inFlightList(): B[] {
-    return [...this.inFlight.values()].map((f) => f.batch);
+    return [...this.inFlight.values()];
   }
 
   /** Nothing open, waiting, in flight or unconfirmed. */
@@ -190,7 +190,7 @@ export class Dispatcher<B extends DispatchUnit> {
   private send(batch: B): Promise<void> {
     const rows = this.options.rowsOf(batch);
     this.checkpoint.register(batch.seq, batch.ackLsn);
-    this.inFlight.set(batch.seq, { batch, rows });
+    this.inFlight.set(batch.seq, batch);
     this.rowsInFlight += rows;
     this.track();
     const done = this.options.write(batch).then(() => {

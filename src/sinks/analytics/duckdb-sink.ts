@@ -14,7 +14,7 @@ import type { Sink } from '../sink.js';
 import { invalidatesDatabase, isDuplicateKey, isLockConflict, transientWriteError } from './duckdb/errors.js';
 import { PositionMemory, type WritePlan } from './duckdb/positions.js';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import { buildChunk, chunkLayout, type ChunkLayout } from './duckdb/rows.js';
+import { chunkLayout, chunksOf, type ChunkLayout } from './duckdb/rows.js';
 import {
   analyticsTableIn,
   createEventsTableSql,
@@ -160,9 +160,9 @@ export class DuckDbSink implements Sink {
    */
   private async prepareRows(events: readonly EnrichedEvent[]): Promise<DuckDBDataChunk[]> {
     const chunks: DuckDBDataChunk[] = [];
-    for (let from = 0; from < events.length; from += SLICE_ROWS) {
-      if (from > 0) await yieldToEventLoop();
-      chunks.push(buildChunk(events.slice(from, from + SLICE_ROWS), this.layout));
+    for (const chunk of chunksOf(events, this.layout, SLICE_ROWS)) {
+      chunks.push(chunk);
+      if (chunks.length * SLICE_ROWS < events.length) await yieldToEventLoop();
     }
     return chunks;
   }

@@ -1,16 +1,22 @@
 /** The Redis key layout (README, "Redis layout"). Every key goes through here so the prefix is never missed. */
 export function redisKeys(prefix: string) {
+  const topContent10m = `${prefix}top:content:10m`;
+  const topSeconds10m = `${prefix}top:content:seconds:10m`;
+  const topDevice10m = `${prefix}top:device:10m`;
+  const windowMeta = `${prefix}top:meta:10m`;
   return {
     contentLast: (id: string) => `${prefix}content:last:${id}`,
     contentCount: (id: string) => `${prefix}content:count:${id}`,
     contentBucket: (minute: string) => `${prefix}top:content:bucket:${minute}`,
     secondsBucket: (minute: string) => `${prefix}top:content:seconds:bucket:${minute}`,
     deviceBucket: (minute: string) => `${prefix}top:device:bucket:${minute}`,
-    topContent10m: `${prefix}top:content:10m`,
-    topSeconds10m: `${prefix}top:content:seconds:10m`,
-    topDevice10m: `${prefix}top:device:10m`,
+    topContent10m,
+    topSeconds10m,
+    topDevice10m,
     /** Hash: the window (from, to: minute buckets) the 10-minute ZSETs hold, and when it moved. */
-    windowMeta: `${prefix}top:meta:10m`,
+    windowMeta,
+    /** The window's keys in the order both scripts take them (apply-batch.lua, roll-window.lua). */
+    windowKeys: [windowMeta, topContent10m, topSeconds10m, topDevice10m] as const,
     watermark: (stream: string) => `${prefix}pipeline:watermark:${stream}`,
     /** Bitmap of event_ids whose effects were applied (one bit per id; no TTL). */
     seen: (chunk: number) => `${prefix}pipeline:seen:${chunk}`,

@@ -132,7 +132,7 @@ export function rollWindowArgs(
   rebuild = false,
 ): { keys: string[]; args: string[] } {
   const minutes = windowBuckets(nowMs, WINDOW_MINUTES + WINDOW_ROLL_MAX_MINUTES);
-  const outKeys = [keys.windowMeta, keys.topContent10m, keys.topSeconds10m, keys.topDevice10m];
+  const outKeys: string[] = [...keys.windowKeys];
   for (const m of minutes) outKeys.push(keys.contentBucket(m), keys.secondsBucket(m), keys.deviceBucket(m));
   const args = [
     rebuild ? 'f' : 'r',

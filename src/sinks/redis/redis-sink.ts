@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
-import { minuteBucketOfIso } from '../../domain/windows.js';
+import { minuteBucketOfIso, minuteBucketOfMs } from '../../domain/windows.js';
 import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
@@ -174,7 +174,7 @@ export class RedisSink implements Sink {
    */
   private async rollBefore(events: readonly EnrichedEvent[], nowMs: number): Promise<void> {
     const to = this.windowTo;
-    if (to >= minuteOf(nowMs)) return;
+    if (to >= minuteBucketOfMs(nowMs)) return;
     if (to === '' || events.some((e) => minuteBucketOfIso(e.event_ts) > to)) await this.rollWindow(nowMs);
   }
 
@@ -222,7 +222,7 @@ export class RedisSink implements Sink {
    */
   async writeBackfill(events: readonly EnrichedEvent[], nowMs = this.now()): Promise<number> {
     if (events.length === 0) return 0;
-    const bucketsFrom = minuteOf(nowMs - BACKFILL_REDIS_HORIZON_MINUTES * 60_000);
+    const bucketsFrom = minuteBucketOfMs(nowMs - BACKFILL_REDIS_HORIZON_MINUTES * 60_000);
     await this.rollBefore(events, nowMs);
     const { applied } = await this.apply('b', events, [], this.keys.watermark('backfill'), bucketsFrom);
     return applied;
@@ -254,12 +254,9 @@ export class RedisSink implements Sink {
       let result: ApplyResult;
       try {
         result = await this.redis.applyBatch(
-          5 + seen.keys.length + ops.keys.length,
+          1 + this.keys.windowKeys.length + seen.keys.length + ops.keys.length,
           watermarkKey,
-          this.keys.windowMeta,
-          this.keys.topContent10m,
-          this.keys.topSeconds10m,
-          this.keys.topDevice10m,
+          ...this.keys.windowKeys,
           ...seen.keys,
           ...ops.keys,
           mode,
@@ -304,11 +301,6 @@ export class RedisSink implements Sink {
   async refreshWindows(now = this.now()): Promise<void> {
     await this.rollWindow(now, true);
   }
-}
-
-/** The minute bucket (YYYYMMDDHHMM) of a time in ms. */
-function minuteOf(ms: number): string {
-  return minuteBucketOfIso(new Date(ms).toISOString());
 }
 
 /**

@@ -121,21 +121,29 @@ export function chunkLayout(keyTypes: KeyTypes = DEFAULT_KEY_TYPES): ChunkLayout
 
 const DEFAULT_LAYOUT = chunkLayout();
 
-/** The events as DataChunks of at most `rows` (≤ CHUNK_ROWS) rows; the caller owns (and drops) them. */
+/** The events as DataChunks of at most CHUNK_ROWS rows; the caller owns (and drops) them. */
 export function buildChunks(
   events: readonly EnrichedEvent[],
   layout: ChunkLayout = DEFAULT_LAYOUT,
-  rows = CHUNK_ROWS,
 ): DuckDBDataChunk[] {
-  const chunks: DuckDBDataChunk[] = [];
-  for (let from = 0; from < events.length; from += rows) {
-    chunks.push(buildChunk(events.slice(from, from + rows), layout));
-  }
-  return chunks;
+  return [...chunksOf(events, layout, CHUNK_ROWS)];
 }
 
-/** One DataChunk of `events` (at most CHUNK_ROWS). */
-export function buildChunk(events: readonly EnrichedEvent[], layout: ChunkLayout): DuckDBDataChunk {
+/**
+ * The events as DataChunks of at most `rows` (≤ CHUNK_ROWS) rows, each built only when asked
+ * for (so a caller can yield to the event loop between them).
+ */
+export function* chunksOf(
+  events: readonly EnrichedEvent[],
+  layout: ChunkLayout,
+  rows: number,
+): Generator<DuckDBDataChunk> {
+  for (let from = 0; from < events.length; from += rows) {
+    yield buildChunk(events.slice(from, from + rows), layout);
+  }
+}
+
+function buildChunk(events: readonly EnrichedEvent[], layout: ChunkLayout): DuckDBDataChunk {
   const n = events.length;
   const cols = layout.columns.map((column) => {
     const convert = column.converter() as (e: EnrichedEvent, v: unknown) => DuckDBValue;
