@@ -775,8 +775,8 @@ async function checkDelivery(
 function addNotes(report: BenchReport): void {
   const n = report.notes;
   n.push(
-    "Redis-visible latency includes the Redis sink's throttled refresh of the 10-minute ZSETs " +
-      '(ZUNIONSTORE of minute buckets, at most every 10 ms after a write) and the poll interval.',
+    "Redis-visible latency is from a marker event's commit to its content in top:content:10m (the sink's batch " +
+      'script adds to the 10-minute ZSETs in the same call that applies the batch), including the poll interval.',
     "Per-sink ack figures are per batch (the batch's oldest event), from histogram buckets " +
       '(5, 10, 20, 50, 100, 200, 500 ms, ...): values inside a bucket are interpolated.',
     'Pipeline CPU is utime+stime of the pipeline process from /proc (10 ms resolution) over the ' +
