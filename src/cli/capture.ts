@@ -21,6 +21,7 @@ import { ensureTopics } from '../kafka/topics.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
 import { withDeadline } from '../pipeline/deadline.js';
 import { exitIfStuck, exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
+import { keepHeapSmall } from './heap.js';
 
 const CAPTURE_CONFIG_KEYS = [
   'databaseUrl',
@@ -47,6 +48,7 @@ export function registerCapture(program: Command): void {
   ).action(
     action(async (options: Record<string, unknown>) => {
       if (!options.toKafka) throw configError('capture needs --to-kafka', 'engagement capture --to-kafka');
+      keepHeapSmall();
       const config = configFrom(options);
       const brokers = parseBrokers(config.kafkaBrokers);
       const databaseUrl = requireDatabaseUrl(config);

@@ -3,6 +3,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { runDemo } from '../demo/run-demo.js';
 import { action } from './common.js';
 import { onLauncherExit } from './signals.js';
+import { keepHeapSmall } from './heap.js';
 
 /** Set in the environment of the demo's worker process (see below). */
 const WORKER_ENV = 'ENGAGEMENT_DEMO_WORKER';
@@ -52,6 +53,7 @@ export function registerDemo(program: Command): void {
     .action(
       action(async (flags: DemoFlags) => {
         if (process.env[WORKER_ENV] !== '1') return supervise();
+        keepHeapSmall();
         const controller = new AbortController();
         let signals = 0;
         const onSignal = () => {

@@ -6,6 +6,7 @@ import { exitIfStuck, exitSoon, waitForShutdownSignal } from './signals.js';
 import { configError } from '../errors.js';
 import { isLoopback } from '../config.js';
 import { isPortFree } from '../demo/ports.js';
+import { keepHeapSmall } from './heap.js';
 
 export const RUN_CONFIG_KEYS = [
   'databaseUrl',
@@ -31,6 +32,7 @@ export function registerRun(program: Command): void {
     RUN_CONFIG_KEYS,
   ).action(
     action(async (options: Record<string, unknown>) => {
+      keepHeapSmall();
       const config = configFrom(options);
       const logger = createLogger(config.logLevel);
       // A busy PORT is found before anything is opened: one line, exit 2, nothing left running.

@@ -26,6 +26,7 @@ import {
 import { describeShape, discoverShape } from '../db/catalog.js';
 import { withDeadline } from '../pipeline/deadline.js';
 import { exitIfStuck, exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
+import { keepHeapSmall } from './heap.js';
 
 const WORK_CONFIG_KEYS = [
   'databaseUrl',
@@ -78,6 +79,7 @@ export function registerWork(program: Command): void {
       const concurrently = Number(options.partitionsConcurrently);
       if (!Number.isInteger(concurrently) || concurrently < 1)
         throw configError('--partitions-concurrently must be a positive integer');
+      keepHeapSmall();
       const config = configFrom(options);
       const brokers = parseBrokers(config.kafkaBrokers);
       // Postgres holds the dead-letter table and answers content lookups on a miss.
