@@ -1,3 +1,5 @@
+// The binding node-api itself is built on (declared at the version node-api pins): its vector
+// calls write a whole column at once, which node-api's own API does not offer.
 import duckdb from '@duckdb/node-bindings';
 import {
   BIGINT,
