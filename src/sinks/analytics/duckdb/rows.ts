@@ -323,21 +323,27 @@ function fillBigintKeys(
   return nulls;
 }
 
-/** Hex digit values by char code (-1: not a hex digit). */
-const HEX = new Int8Array(128).fill(-1);
+/** Hex digit values by UTF-16 code unit (-1: not a hex digit). */
+const HEX = new Int8Array(65536).fill(-1);
 for (let c = 0; c < 10; c++) HEX[48 + c] = c;
 for (let c = 0; c < 6; c++) HEX[65 + c] = HEX[97 + c] = 10 + c;
 
-/** The `count` (≤ 8) hex digits of `text` from `at` as a number, or -1. */
-function hexDigits(text: string, at: number, count: number): number {
+/** Where a UUID's 32 hex digits are in its 36 characters. */
+const UUID_DIGITS = [
+  0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29, 30, 31, 32,
+  33, 34, 35,
+];
+
+/** The 32-bit word of UUID digits `from`..`from + 7` (of 36-character `text`), or -1. */
+function uuidWord(text: string, from: number): number {
   let acc = 0;
-  for (let k = at; k < at + count; k++) {
-    const c = text.charCodeAt(k);
-    const h = c < 128 ? HEX[c] : -1;
-    if (h < 0) return -1;
+  let bad = 0;
+  for (let k = from; k < from + 8; k++) {
+    const h = HEX[text.charCodeAt(UUID_DIGITS[k])];
+    bad |= h;
     acc = acc * 16 + h;
   }
-  return acc;
+  return bad < 0 ? -1 : acc;
 }
 
 /**
@@ -372,16 +378,14 @@ function fillUuids(
       v.charCodeAt(23) !== 45
     )
       refuse(e, v);
-    const d0 = hexDigits(v, 0, 8);
-    const d1 = hexDigits(v, 9, 4);
-    const d2 = hexDigits(v, 14, 4);
-    const d3 = hexDigits(v, 19, 4);
-    const d4 = hexDigits(v, 24, 4);
-    const d5 = hexDigits(v, 28, 8);
-    if (d0 < 0 || d1 < 0 || d2 < 0 || d3 < 0 || d4 < 0 || d5 < 0) refuse(e, v);
-    w[o] = d5;
-    w[o + 1] = d3 * 65536 + d4;
-    w[o + 2] = d1 * 65536 + d2;
+    const d0 = uuidWord(v, 0);
+    const d1 = uuidWord(v, 8);
+    const d2 = uuidWord(v, 16);
+    const d3 = uuidWord(v, 24);
+    if (d0 < 0 || d1 < 0 || d2 < 0 || d3 < 0) refuse(e, v);
+    w[o] = d3;
+    w[o + 1] = d2;
+    w[o + 2] = d1;
     w[o + 3] = d0 ^ 0x80000000;
   }
   return nulls;
