@@ -54,6 +54,10 @@ const INT32_MAX = 2 ** 31 - 1;
 const SAFE_MICROS_MS = Math.floor(Number.MAX_SAFE_INTEGER / 1000);
 const TWO_32 = 4294967296;
 
+// The scratch words are laid out as DuckDB's vectors are in memory on a little-endian host.
+if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1)
+  throw new Error('the DuckDB chunk writer assumes a little-endian host');
+
 /** JSON is VARCHAR with an alias to DuckDB: a chunk column of this type needs no cast. */
 const JSON_TEXT = DuckDBVarCharType.create('JSON');
 
@@ -220,7 +224,8 @@ function buildChunk(events: readonly EnrichedEvent[], layout: ChunkLayout): Duck
   const n = events.length;
   if (n > CHUNK_ROWS) throw new RangeError(`a DataChunk holds at most ${CHUNK_ROWS} rows`);
   const s = layout.scratch;
-  // Every value is converted (and checked) before the chunk exists: a refused row leaves nothing.
+  // A refused value throws before the chunk is returned: a partly written chunk is dropped,
+  // never appended.
   const fills = layout.columns.map((column) => column.filler());
   const chunk = DuckDBDataChunk.create(layout.types, n);
   const validityBytes = Math.ceil(n / 64) * 8;
