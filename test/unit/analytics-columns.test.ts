@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
-import { BIGINT, INTEGER, VARCHAR } from '@duckdb/node-api';
+import { BIGINT, INTEGER, UUID, VARCHAR } from '@duckdb/node-api';
 import type { KeyType, KeyTypes } from '../../src/domain/source-shape.js';
 import type { EnrichedEvent } from '../../src/domain/types.js';
+import { isoToMicros } from '../../src/domain/timestamps.js';
 import { ErrorCodes, PipelineError } from '../../src/errors.js';
 import {
   bigQueryFields,
@@ -156,7 +157,7 @@ describe('DuckDB DDL and chunks per key type', () => {
 
   it('builds chunk vectors of the key types (integer keys in their storage form)', () => {
     const typeOf = (keyTypes: KeyTypes) => chunkLayout(keyTypes).types[1];
-    assert.equal(typeOf(UUIDS).typeId, VARCHAR.typeId, 'UUID travels as text, cast by DuckDB');
+    assert.equal(typeOf(UUIDS).typeId, UUID.typeId, 'UUIDs in their storage form, parsed in JS');
     assert.equal(typeOf(TEXTS).typeId, VARCHAR.typeId);
     assert.equal(typeOf(BIGINTS).typeId, BIGINT.typeId);
     assert.equal(typeOf(INTEGERS).typeId, INTEGER.typeId);
@@ -176,6 +177,101 @@ describe('DuckDB DDL and chunks per key type', () => {
     refuse(INTEGERS, seedEvent({ user_id: '3000000000' }), /user_id = "3000000000" is not a 32-bit integer/);
     refuse(BIGINTS, seedEvent({ content_id: 'abc' }), /content_id = "abc" is not an integer/);
     assert.equal(buildChunks([seedEvent({ content_id: 'any text' })], chunkLayout(TEXTS)).length, 1);
+  });
+});
+
+describe('DuckDB chunks in storage form', () => {
+  const TEXTS_SEEN = ['play', '', 'twelve_chars', 'thirteen_char', 'é', 'ü-long-non-ascii-text', '😀'];
+  const hex = (random: () => number, n: number) =>
+    Array.from({ length: n }, () => pick(random, [...'0123456789abcdefABCDEF'])).join('');
+  const uuid = (random: () => number) =>
+    `${hex(random, 8)}-${hex(random, 4)}-${hex(random, 4)}-${hex(random, 4)}-${hex(random, 12)}`;
+  const timestamps = [
+    '2026-12-01T08:00:00.123456Z',
+    '2026-12-01T08:00:00Z',
+    '1969-12-31T23:59:59.999999Z',
+    '0001-01-01T00:00:00Z',
+    '-0044-03-15T12:00:00.5Z',
+    '+10000-01-01T00:00:00.000001Z',
+  ];
+
+  for (const seed of seeds(5)) {
+    it(`reads back what each value means (seed ${seed}): keys, text inline or not, NULLs, decimals, timestamps`, () => {
+      const random = prng(seed);
+      const events = Array.from({ length: intBetween(random, 1, 700) }, (_, i) =>
+        seedEvent({
+          event_id: pick(random, [i + 1, 2 ** 32 + i, Number.MAX_SAFE_INTEGER - i]),
+          content_id: random() < 0.1 ? null : uuid(random),
+          user_id: random() < 0.1 ? null : uuid(random),
+          event_type: random() < 0.1 ? null : pick(random, TEXTS_SEEN),
+          event_ts: pick(random, timestamps),
+          duration_ms: random() < 0.1 ? null : intBetween(random, -(2 ** 31), 2 ** 31 - 1),
+          device: random() < 0.5 ? null : pick(random, TEXTS_SEEN),
+          raw_payload: random() < 0.2 ? null : { a: i, s: pick(random, TEXTS_SEEN) },
+          engagement_seconds: random() < 0.2 ? null : intBetween(random, -1e11, 1e11) / 1000,
+          engagement_pct: random() < 0.2 ? null : intBetween(random, -1e11, 1e11) / 100,
+          committed_at: pick(random, timestamps),
+        }),
+      );
+      const chunks = buildChunks(events, chunkLayout(UUIDS));
+      let row = 0;
+      for (const chunk of chunks) {
+        const columns = COLUMNS.map((_, c) => chunk.getColumnValues(c));
+        for (let r = 0; r < chunk.rowCount; r++, row++) {
+          const e = events[row];
+          const got = Object.fromEntries(COLUMNS.map((name, c) => [name, columns[c][r]]));
+          const text = (v: unknown) => (v === null ? null : String(v));
+          assert.equal(got.event_id, BigInt(e.event_id));
+          assert.equal(text(got.content_id), e.content_id?.toLowerCase() ?? null);
+          assert.equal(text(got.user_id), e.user_id?.toLowerCase() ?? null);
+          assert.equal(got.event_type, e.event_type);
+          assert.equal(got.device, e.device);
+          assert.equal(got.raw_payload, e.raw_payload === null ? null : JSON.stringify(e.raw_payload));
+          assert.equal(got.duration_ms, e.duration_ms);
+          for (const name of ['event_ts', 'committed_at', 'processed_at'] as const)
+            assert.equal((got[name] as { micros: bigint }).micros, isoToMicros(e[name]), name);
+          const scaledOf = (v: unknown) => (v === null ? null : (v as { value: bigint }).value);
+          assert.equal(
+            scaledOf(got.engagement_seconds),
+            e.engagement_seconds === null ? null : BigInt(Math.round(e.engagement_seconds * 1000)),
+          );
+          assert.equal(
+            scaledOf(got.engagement_pct),
+            e.engagement_pct === null ? null : BigInt(Math.round(e.engagement_pct * 100)),
+          );
+        }
+      }
+      assert.equal(row, events.length);
+    });
+  }
+
+  it('refuses a malformed UUID, naming the event and column', () => {
+    const good = '6f1c2a5e-8b7d-4c3e-9a1f-2b3c4d5e6f70';
+    for (const bad of [
+      good.replace('-', 'x'),
+      `${good.slice(0, 35)}g`,
+      good.slice(1),
+      ` ${good.slice(1)}`,
+      `${good.slice(0, 18)}+${good.slice(19)}`,
+    ])
+      assert.throws(
+        () => buildChunks([seedEvent({ event_id: 9, content_id: good, user_id: bad })], chunkLayout(UUIDS)),
+        (err: unknown) =>
+          err instanceof RowConversionError && /event 9: user_id = .* is not a UUID/.test(err.message),
+        bad,
+      );
+  });
+
+  it('refuses text columns holding something else, and NULL timestamps', () => {
+    assert.throws(
+      () => buildChunks([seedEvent({ device: 5 as unknown as string })], chunkLayout(TEXTS)),
+      (err: unknown) => err instanceof RowConversionError && /device = 5 is not text/.test(err.message),
+    );
+    assert.throws(
+      () => buildChunks([seedEvent({ committed_at: null as unknown as string })], chunkLayout(TEXTS)),
+      (err: unknown) =>
+        err instanceof RowConversionError && /committed_at = null is not an ISO-8601/.test(err.message),
+    );
   });
 });
 

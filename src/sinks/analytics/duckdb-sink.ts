@@ -29,6 +29,14 @@ export { RowConversionError, DuckDbTransientError } from './duckdb/errors.js';
 
 export const ANALYTICS_TABLE = 'engagement.events_enriched';
 
+/**
+ * DuckDB's threads: one (the thread running a statement or flush does all of its work). With
+ * two, the same writes cost 4-7 µs more CPU per row on DuckDB's threads (src/bench/duckdb-sink.ts,
+ * batches of 2,000) and went no faster; a second thread would only speed up the dashboard's
+ * scans of a large table, on a machine the pipeline shares.
+ */
+export const DEFAULT_THREADS = 1;
+
 export interface DuckDbSinkOptions {
   path: string;
   logger: Logger;
@@ -44,6 +52,8 @@ export interface DuckDbSinkOptions {
   waitWhileLocked?: boolean;
   /** DuckDB `memory_limit` (DUCKDB_MEMORY_LIMIT), e.g. 64MB. */
   memoryLimit?: string;
+  /** DuckDB `threads` (default DEFAULT_THREADS). */
+  threads?: number;
   /**
    * The one stream whose positions recognise replays (direct mode: the replication slot) and
    * how to learn its source's identity (the Postgres system identifier). Batches of other
@@ -180,12 +190,17 @@ export class DuckDbSink implements Sink {
         if (stored.size > 0) events = events.filter((e) => !stored.has(e.event_id));
         chunks = await this.prepareRows(events);
       }
-      // Flushed slice by slice (each flush joins the open transaction), yielding in between:
-      // a merged write of thousands of rows never blocks the event loop (and Redis) in one go.
-      for (let i = 0; i < chunks!.length; i++) {
-        if (i > 0) await yieldToEventLoop();
+      // Flushed FLUSH_ROWS at a time (each flush joins the open transaction), yielding in
+      // between: a merged write of thousands of rows never blocks the event loop (and Redis)
+      // in one go, while each flush's fixed cost is shared by several slices.
+      for (let i = 0, pending = 0; i < chunks!.length; i++) {
         appender.appendDataChunk(chunks![i]);
-        appender.flushSync();
+        pending += SLICE_ROWS;
+        if (pending >= FLUSH_ROWS || i === chunks!.length - 1) {
+          appender.flushSync();
+          pending = 0;
+          if (i < chunks!.length - 1) await yieldToEventLoop();
+        }
       }
       for (const [stream, sourceId, position] of db.positions.updates(plan)) {
         await connection.run(
@@ -257,10 +272,10 @@ export class DuckDbSink implements Sink {
     let instance: DuckDBInstance;
     try {
       // DuckDB's buffer pool defaults to 80 % of RAM; bounded, it spills and evicts instead.
-      instance = await DuckDBInstance.create(
-        file,
-        this.options.memoryLimit ? { memory_limit: this.options.memoryLimit } : {},
-      );
+      instance = await DuckDBInstance.create(file, {
+        ...(this.options.memoryLimit ? { memory_limit: this.options.memoryLimit } : {}),
+        threads: String(this.options.threads ?? DEFAULT_THREADS),
+      });
     } catch (err) {
       if (isLockConflict(err) || /lock/i.test((err as Error).message ?? '')) {
         throw new PipelineError(
@@ -362,11 +377,18 @@ async function storedIdsOf(
 const ID_GAP = 65_536;
 
 /**
- * Rows converted, appended and flushed between two yields to the event loop: a few
- * milliseconds of work, so the other sinks' replies are handled while a large merged write
+ * Rows converted into one DataChunk between two yields to the event loop: about a millisecond
+ * of work, so the other sinks' replies are handled while a large merged write
  * (ANALYTICS_WRITE_INTERVAL_MS) goes in.
  */
 const SLICE_ROWS = 256;
+
+/**
+ * Rows appended between two Appender flushes (and yields): a flush has a large fixed cost
+ * (flushing every 256 rows cost ~5 µs more JS-thread CPU per row than every 2,048), and one
+ * of 2,048 rows is a few milliseconds of DuckDB's work on the event loop.
+ */
+const FLUSH_ROWS = 2048;
 
 function close(db: OpenDb): void {
   try {

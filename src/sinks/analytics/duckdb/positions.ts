@@ -57,15 +57,20 @@ export class PositionMemory {
     const stored = sourceId === null ? undefined : this.streams.get(batch.stream);
     // A position recorded for another source (a rebuilt cluster restarts its LSNs) is ignored.
     const above = stored !== undefined && stored.sourceId === sourceId ? stored.position : null;
-    const seen = new Set<number>();
+    // Ids above every id kept so far cannot repeat one: the set of kept ids is built only once
+    // an id is not (stream batches mostly come in id order).
+    let seen: Set<number> | null = null;
     const events: EnrichedEvent[] = [];
     let minId = Infinity;
     let maxId = -Infinity;
     for (let i = 0; i < batch.events.length; i++) {
       const e = batch.events[i];
       if (above !== null && batch.positions[i] <= above) continue;
-      if (seen.has(e.event_id)) continue; // the same event twice in one batch (a re-published copy)
-      seen.add(e.event_id);
+      if (!(e.event_id > maxId)) {
+        seen ??= new Set(events.map((k) => k.event_id));
+        if (seen.has(e.event_id)) continue; // the same event twice in one batch (a re-published copy)
+      }
+      seen?.add(e.event_id);
       events.push(e);
       if (e.event_id < minId) minId = e.event_id;
       if (e.event_id > maxId) maxId = e.event_id;
