@@ -193,6 +193,9 @@ describe('DuckDB chunks in storage form', () => {
     '0001-01-01T00:00:00Z',
     '-0044-03-15T12:00:00.5Z',
     '+10000-01-01T00:00:00.000001Z',
+    // Past 2^53 microseconds although the milliseconds are not: must not round by 1 µs.
+    '2255-06-05T23:47:34.740993Z',
+    '2255-06-05T23:47:34.999999Z',
   ];
 
   for (const seed of seeds(5)) {

@@ -519,10 +519,13 @@ function fillTimestamps(
 function micros(e: EnrichedEvent, column: string, text: string, cache: MicrosCache): void {
   const m = typeof text === 'string' ? ISO_UTC.exec(text) : null;
   const ms = m ? secondsToMs(m[1]) : NaN;
-  if (m !== null && !Number.isNaN(ms) && Math.abs(ms) < SAFE_MICROS_MS) {
-    const v = ms * 1000 + Number((m[2] ?? '').padEnd(6, '0'));
-    cache.lo = v >>> 0;
-    cache.hi = Math.floor(v / TWO_32);
+  // The microseconds themselves must be a safe integer (ms alone under the bound is not enough:
+  // late in 2255 ms * 1000 + the fraction passes 2^53 and would round by a microsecond).
+  const fast =
+    m !== null && Math.abs(ms) < SAFE_MICROS_MS ? ms * 1000 + Number((m[2] ?? '').padEnd(6, '0')) : NaN;
+  if (Number.isSafeInteger(fast)) {
+    cache.lo = fast >>> 0;
+    cache.hi = Math.floor(fast / TWO_32);
   } else {
     // Expanded years (BC, or past 9999), and the far ends of 4-digit years: exact integer
     // arithmetic; the range was checked before.
