@@ -226,9 +226,15 @@ export function timestampRangeProblem(field: string, iso: string, range: Timesta
 }
 
 const bounds = new WeakMap<TimestampRange, { minIso: string; maxIso: string }>();
+// The range asked about last (a sink checks three timestamps per event against one range).
+let lastRange: TimestampRange | null = null;
+let lastBounds = { minIso: '', maxIso: '' };
 function boundsOf(range: TimestampRange): { minIso: string; maxIso: string } {
+  if (range === lastRange) return lastBounds;
   let b = bounds.get(range);
   if (!b) bounds.set(range, (b = { minIso: microsToIso(range.min), maxIso: microsToIso(range.max) }));
+  lastRange = range;
+  lastBounds = b;
   return b;
 }
 

@@ -78,7 +78,11 @@ export class EventInsertPlugin extends PgoutputPlugin {
       const slot = slots[i];
       if (slot >= 0) {
         let text: string;
-        if (whole !== null) text = whole.slice(p, p + size);
+        // A cut of 13 characters or more would be a view keeping the whole message alive (and
+        // slower to read); the keys the event keeps (content_id, user_id) get a copy of their own.
+        if (whole !== null)
+          text =
+            size >= 13 && slot >= KEPT ? slicing(buffer).latin1Slice(p, p + size) : whole.slice(p, p + size);
         else {
           // TextDecoder (the library's) drops a leading byte-order mark: left to the library.
           if (size >= 3 && buffer[p] === 0xef && buffer[p + 1] === 0xbb && buffer[p + 2] === 0xbf)
@@ -93,11 +97,11 @@ export class EventInsertPlugin extends PgoutputPlugin {
       values[0],
       values[1],
       values[2],
-      values[3],
       values[4],
       values[5],
       values[6],
       values[7],
+      values[3],
       plan.idColumn,
     );
     return typeof row === 'string' ? null : { kind: 'event', row };
@@ -124,15 +128,18 @@ interface EventsPlan {
   values: unknown[];
 }
 
+/** The columns after the id, in decodeEventValues' order but the kept texts (keys, type, device) last. */
 const EVENT_COLUMNS = [
   'event_ts',
   'duration_ms',
+  'raw_payload',
   'content_id',
   'user_id',
   'event_type',
   'device',
-  'raw_payload',
 ];
+/** The slot of the first column whose text the event keeps as it is. */
+const KEPT = 4;
 
 /** Null when the id column is also one of the other columns read (then the library's path decodes it). */
 function eventsPlan(relation: Pgoutput.MessageRelation, idColumn: string): EventsPlan | null {
