@@ -76,30 +76,30 @@ const UTC_TIMESTAMP_TEXT =
 function utcTimestampToIso(text: string): string | null {
   const n = text.length;
   if (n < 20) return null;
-  const t = text.charCodeAt(10);
-  if (
-    !digitsAt(text, 0, 4) ||
-    text.charCodeAt(4) !== 45 || // -
-    !digitsAt(text, 5, 7) ||
-    text.charCodeAt(7) !== 45 ||
-    !digitsAt(text, 8, 10) ||
-    (t !== 32 && t !== 84) || // ' ' or T
-    !digitsAt(text, 11, 13) ||
-    text.charCodeAt(13) !== 58 || // :
-    !digitsAt(text, 14, 16) ||
-    text.charCodeAt(16) !== 58 ||
-    !digitsAt(text, 17, 19)
-  )
-    return null;
+  // The canonical text is written byte by byte as the input is read, then made one string (a
+  // flat one: a concatenation would be flattened later, by whoever reads it first).
+  const out = ISO_SCRATCH;
+  for (let i = 0; i < 19; i++) {
+    const c = text.charCodeAt(i);
+    const want = DATE_TIME_LAYOUT[i];
+    if (want === DIGIT ? c < 48 || c > 57 : i === 10 ? c !== 32 && c !== 84 : c !== want) return null;
+    out[i] = c;
+  }
+  out[10] = 84; // T
+  out[19] = 46; // .
   let p = 19;
-  let fraction = '000000';
   if (text.charCodeAt(19) === 46) {
     // '.': one to six digits
     p = 20;
-    while (p < n && p < 26 && isDigit(text.charCodeAt(p))) p++;
+    while (p < n && p < 26) {
+      const c = text.charCodeAt(p);
+      if (c < 48 || c > 57) break;
+      out[p++] = c;
+    }
     if (p === 20) return null;
-    fraction = text.slice(20, p) + '000000'.slice(p - 20);
   }
+  out.fill(48, p === 19 ? 20 : p, 26);
+  out[26] = 90; // Z
   // Z, +00, +0000 or +00:00, then the end.
   const rest = n - p;
   const zone = text.charCodeAt(p);
@@ -113,35 +113,29 @@ function utcTimestampToIso(text: string): string | null {
         return null;
     } else if (rest !== 3) return null;
   } else return null;
-  const year = digitsValue(text, 0, 4);
+  const year = (out[0] - 48) * 1000 + (out[1] - 48) * 100 + (out[2] - 48) * 10 + out[3] - 48;
   if (
     !isValidCivil(
       year,
-      digitsValue(text, 5, 7),
-      digitsValue(text, 8, 10),
-      digitsValue(text, 11, 13),
-      digitsValue(text, 14, 16),
-      digitsValue(text, 17, 19),
+      twoDigits(out, 5),
+      twoDigits(out, 8),
+      twoDigits(out, 11),
+      twoDigits(out, 14),
+      twoDigits(out, 17),
     )
   )
     return null;
-  return `${text.slice(0, 10)}T${text.slice(11, 19)}.${fraction}Z`;
+  return (out as unknown as { latin1Slice(start: number, end: number): string }).latin1Slice(0, 27);
 }
 
-function isDigit(c: number): boolean {
-  return c >= 48 && c <= 57;
+function twoDigits(bytes: Uint8Array, at: number): number {
+  return (bytes[at] - 48) * 10 + bytes[at + 1] - 48;
 }
 
-function digitsAt(text: string, from: number, to: number): boolean {
-  for (let i = from; i < to; i++) if (!isDigit(text.charCodeAt(i))) return false;
-  return true;
-}
-
-function digitsValue(text: string, from: number, to: number): number {
-  let v = 0;
-  for (let i = from; i < to; i++) v = v * 10 + text.charCodeAt(i) - 48;
-  return v;
-}
+const ISO_SCRATCH = Buffer.alloc(27);
+const DIGIT = 0;
+/** `YYYY-MM-DD HH:MM:SS` (position 10: a space or T), digits as DIGIT. */
+const DATE_TIME_LAYOUT = Uint8Array.from('dddd-dd-dd dd:dd:dd', (c) => (c === 'd' ? DIGIT : c.charCodeAt(0)));
 
 /** Microseconds since the epoch of a Postgres timestamptz text or a canonical ISO timestamp. */
 export function pgTimestampToMicros(text: string): bigint {

@@ -39,7 +39,7 @@ export function leaderboardOps(
 ): { keys: string[]; args: string[] } {
   // Per content, in order of first appearance: its event count and its latest event (the
   // INCRBY ops come in that order, then the SET ops, in the same order).
-  const contents = new Map<string, { count: number; latest: EnrichedEvent }>();
+  const contents = new Map<string, Latest>();
   // Bucket key -> its board and minute, and member -> increment; in order of first appearance.
   const buckets = new Map<string, Bucket>();
   // The three buckets of each minute met, so an event's buckets are found by its minute alone.
@@ -52,10 +52,16 @@ export function leaderboardOps(
     const contentId = event.content_id;
     if (contentId !== null) {
       const held = contents.get(contentId);
-      if (held === undefined) contents.set(contentId, { count: 1, latest: event });
+      const plain = isPlainOrder(event);
+      if (held === undefined) contents.set(contentId, { count: 1, latest: event, plain });
       else {
         held.count += 1;
-        if (isLater(event, held.latest)) held.latest = event;
+        if (
+          plain && held.plain ? isPlainLater(event, held.latest) : lastOrder(event) > lastOrder(held.latest)
+        ) {
+          held.latest = event;
+          held.plain = plain;
+        }
       }
     }
     // Consecutive events mostly share a minute: its buckets are looked up once.
@@ -146,27 +152,26 @@ function sameMinute(a: string, b: string): boolean {
   return true;
 }
 
-/**
- * lastOrder(a) > lastOrder(b), without building either text when both timestamps are canonical
- * with a 4-digit year (lastOrder is then "100" + event_ts + " " + the padded id, so the texts
- * compare as (event_ts, event_id)).
- */
-function isLater(a: EnrichedEvent, b: EnrichedEvent): boolean {
-  if (
-    isCanonicalIso(a.event_ts) &&
-    isCanonicalIso(b.event_ts) &&
-    isPlainId(a.event_id) &&
-    isPlainId(b.event_id)
-  ) {
-    if (a.event_ts !== b.event_ts) return a.event_ts > b.event_ts;
-    return a.event_id > b.event_id;
-  }
-  return lastOrder(a) > lastOrder(b);
+/** A content's event count and latest event (see isPlainOrder for `plain`). */
+interface Latest {
+  count: number;
+  latest: EnrichedEvent;
+  plain: boolean;
 }
 
-/** A non-negative safe integer: its 20-digit padding sorts as the number does. */
-function isPlainId(id: number): boolean {
-  return Number.isSafeInteger(id) && id >= 0;
+/**
+ * True when the event's lastOrder text is "100" + event_ts + " " + its id padded to 20 digits
+ * (a canonical event_ts with a 4-digit year, a non-negative safe-integer id): two such texts
+ * compare as (event_ts, event_id), which isPlainLater does without building either.
+ */
+function isPlainOrder(e: EnrichedEvent): boolean {
+  return Number.isSafeInteger(e.event_id) && e.event_id >= 0 && isCanonicalIso(e.event_ts);
+}
+
+/** lastOrder(a) > lastOrder(b) for two events isPlainOrder accepts. */
+function isPlainLater(a: EnrichedEvent, b: EnrichedEvent): boolean {
+  if (a.event_ts !== b.event_ts) return a.event_ts > b.event_ts;
+  return a.event_id > b.event_id;
 }
 
 /** `YYYY-MM-DDTHH:MM:SS.ffffffZ` exactly. */
