@@ -8,6 +8,7 @@ import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Change, ChangeHandler } from './changes.js';
+import { handleQueueDirectly, type DataHandler } from './direct-queue.js';
 import { EventInsertPlugin, isDecodedChange } from './event-insert-plugin.js';
 import { decodePgoutputChanges } from './pgoutput-decoder.js';
 import { backoffDelay } from '../retry/backoff.js';
@@ -207,7 +208,7 @@ export class ReplicationSource {
         if (pending) return pending.then(() => deliver(lsn, changes, i + 1));
       }
     };
-    service.on('data', (lsn: string, message: Pgoutput.Message | Change): void | Promise<void> => {
+    const onData = (lsn: string, message: Pgoutput.Message | Change): void | Promise<void> => {
       this.lastReceiveAt = Date.now();
       if (this.stopping || this.halted || broken) return;
       // The library would catch a throw or rejection, emit 'error' and go on with the next
@@ -220,7 +221,8 @@ export class ReplicationSource {
       } catch (err) {
         fail(lsn, err);
       }
-    });
+    };
+    if (!handleQueueDirectly(service, onData as DataHandler)) service.on('data', onData);
     service.on('heartbeat', (lsn: string, _timestamp: number, shouldRespond: boolean) => {
       this.lastReceiveAt = Date.now();
       if (broken || this.halted) return;
