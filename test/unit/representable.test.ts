@@ -12,6 +12,7 @@ import { redisKeys } from '../../src/sinks/redis/keys.js';
 import { leaderboardOps } from '../../src/sinks/redis/leaderboard-ops.js';
 import { RowCheckedSink, splitBatch } from '../../src/sinks/row-check.js';
 import type { Sink } from '../../src/sinks/sink.js';
+import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
 
 const NOW = '2026-12-01T08:00:00.000000Z';
 
@@ -193,4 +194,46 @@ describe('Redis minute buckets of far timestamps', () => {
     assert.ok(bucketKeys.includes(keys.contentBucket('+010000010100' + '00')));
     assert.ok(bucketKeys.includes(keys.contentBucket('-000043031512' + '00')));
   });
+});
+
+// Property: the split copies only from the first refused event on; what it returns is the
+// first version's (every event checked, the accepted ones copied).
+describe('splitBatch', () => {
+  const batchOf = (events: EnrichedEvent[]): Batch => ({
+    seq: 1,
+    stream: 's',
+    events,
+    positions: events.map((e) => `p${e.event_id}`),
+    ackLsn: null,
+  });
+  const reference = (batch: Batch, problem: (e: EnrichedEvent) => string | null) => {
+    const rejected: { event: EnrichedEvent; position: string; reason: string }[] = [];
+    const events: EnrichedEvent[] = [];
+    const positions: string[] = [];
+    batch.events.forEach((e, i) => {
+      const reason = problem(e);
+      if (reason === null) {
+        events.push(e);
+        positions.push(batch.positions[i]);
+      } else rejected.push({ event: e, position: batch.positions[i], reason });
+    });
+    return rejected.length === 0
+      ? { accepted: batch, rejected }
+      : { accepted: { ...batch, events, positions }, rejected };
+  };
+  for (const seed of seeds(10)) {
+    it(`keeps positions aligned and the batch itself when nothing is refused (seed ${seed})`, () => {
+      const random = prng(seed);
+      for (let n = 0; n < 50; n++) {
+        const size = intBetween(random, 0, 40);
+        const batch = batchOf(Array.from({ length: size }, (_, i) => event(i + 1, '2026-12-01 08:00:00+00')));
+        const share = pick(random, [0, 0.05, 0.5, 1]);
+        const refused = new Set(batch.events.filter(() => random() < share).map((e) => e.event_id));
+        const problem = (e: EnrichedEvent) => (refused.has(e.event_id) ? `no ${e.event_id}` : null);
+        const split = splitBatch(batch, problem);
+        assert.deepEqual(split, reference(batch, problem));
+        if (refused.size === 0) assert.equal(split.accepted, batch);
+      }
+    });
+  }
 });
