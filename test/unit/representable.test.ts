@@ -6,7 +6,13 @@ import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
 import { silentLogger } from '../../src/logger.js';
 import { BIGQUERY_MAX_ROW_BYTES, bigQueryRowProblem } from '../../src/sinks/analytics/bigquery-schema.js';
 import { clickHouseRowProblem } from '../../src/sinks/analytics/clickhouse-schema.js';
-import { duckDbRowProblem, duckDbTimestampText } from '../../src/sinks/analytics/representable.js';
+import { keysProblem } from '../../src/sinks/analytics/columns.js';
+import {
+  duckDbRowProblem,
+  duckDbTimestampText,
+  rememberedKeysProblem,
+} from '../../src/sinks/analytics/representable.js';
+import type { KeyType, KeyTypes } from '../../src/domain/source-shape.js';
 import type { DeadLetterEntry } from '../../src/state/dead-letter.js';
 import { redisKeys } from '../../src/sinks/redis/keys.js';
 import { leaderboardOps } from '../../src/sinks/redis/leaderboard-ops.js';
@@ -233,6 +239,49 @@ describe('splitBatch', () => {
         const split = splitBatch(batch, problem);
         assert.deepEqual(split, reference(batch, problem));
         if (refused.size === 0) assert.equal(split.accepted, batch);
+      }
+    });
+  }
+});
+
+// Property: remembering the key texts that fit changes no answer, whatever the mix of types,
+// valid and invalid keys, repeats, and more distinct keys than are remembered.
+describe('rememberedKeysProblem', () => {
+  for (const seed of seeds(5)) {
+    it(`gives keysProblem's answer every time (seed ${seed})`, () => {
+      const random = prng(seed);
+      const hex = () => intBetween(random, 0, 15).toString(16);
+      const uuid = () =>
+        [8, 4, 4, 4, 12]
+          .map((n) =>
+            Array.from({ length: n }, () => (random() < 0.3 ? hex().toUpperCase() : hex())).join(''),
+          )
+          .join('-');
+      const pool: unknown[] = Array.from({ length: 300 }, () =>
+        pick(random, [
+          uuid,
+          uuid,
+          () => uuid().slice(1),
+          () => `${uuid().slice(0, 35)}g`,
+          () => String(intBetween(random, -(2 ** 40), 2 ** 40)),
+          () => '9223372036854775808',
+          () => '2147483648',
+          () => '-0',
+          () => 'text',
+          () => null,
+          () => undefined,
+          () => 7,
+        ])(),
+      );
+      const types: KeyType[] = ['uuid', 'bigint', 'integer', 'text'];
+      for (let n = 0; n < 30_000; n++) {
+        const keyTypes: KeyTypes = { content_id: pick(random, types), user_id: pick(random, types) };
+        const e = {
+          ...event(n + 1, '2026-12-01 08:00:00+00'),
+          content_id: random() < 0.05 ? uuid() : pick(random, pool),
+          user_id: random() < 0.5 ? uuid() : pick(random, pool),
+        } as EnrichedEvent;
+        assert.equal(rememberedKeysProblem(e, keyTypes), keysProblem(e, keyTypes));
       }
     });
   }

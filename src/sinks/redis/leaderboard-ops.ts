@@ -44,7 +44,8 @@ export function leaderboardOps(
   const buckets = new Map<string, Bucket>();
   // The three buckets of each minute met, so an event's buckets are found by its minute alone.
   const byMinute = new Map<string, MinuteBuckets>();
-  let minuteTs = '';
+  // The first characters of the timestamps of `minuteOf` (see minutePrefixOf), or null.
+  let minutePrefix: string | null = null;
   let minuteOf: MinuteBuckets | null = null;
   const { skip, bucketsFrom } = options;
   for (const event of events) {
@@ -65,9 +66,9 @@ export function leaderboardOps(
       }
     }
     // Consecutive events mostly share a minute: its buckets are looked up once.
-    if (minuteOf === null || !sameMinute(event.event_ts, minuteTs)) {
+    if (minuteOf === null || minutePrefix === null || !event.event_ts.startsWith(minutePrefix)) {
       const minute = minuteBucketOfIso(event.event_ts);
-      minuteTs = event.event_ts;
+      minutePrefix = minutePrefixOf(event.event_ts);
       minuteOf = byMinute.get(minute) ?? null;
       if (minuteOf === null) {
         minuteOf = {
@@ -142,14 +143,14 @@ function bump(b: Bucket, member: string, by: number): void {
   b.members.set(member, (b.members.get(member) ?? 0) + by);
 }
 
-/** True when `a` and `b` (canonical ISO texts) fall in the same minute: minuteBucketOfIso would give both the same bucket. */
-function sameMinute(a: string, b: string): boolean {
-  // Up to and including the minute's digits: 16 characters, 19 with an expanded year.
-  const c = a.charCodeAt(0);
+/**
+ * The characters minuteBucketOfIso reads (through the minute: 16, or 19 with an expanded year):
+ * a timestamp starting with them has the same bucket. Null for a text too short to have them.
+ */
+function minutePrefixOf(ts: string): string | null {
+  const c = ts.charCodeAt(0);
   const n = c === 43 || c === 45 ? 19 : 16;
-  if (a.length < n || b.length < n) return false;
-  for (let i = 0; i < n; i++) if (a.charCodeAt(i) !== b.charCodeAt(i)) return false;
-  return true;
+  return ts.length >= n ? ts.slice(0, n) : null;
 }
 
 /** A content's event count and latest event (see isPlainOrder for `plain`). */
@@ -176,15 +177,24 @@ function isPlainLater(a: EnrichedEvent, b: EnrichedEvent): boolean {
 
 /** `YYYY-MM-DDTHH:MM:SS.ffffffZ` exactly. */
 function isCanonicalIso(ts: string): boolean {
-  if (ts.length !== 27) return false;
-  for (let i = 0; i < 27; i++) {
-    const c = ts.charCodeAt(i);
-    const want = CANONICAL_LAYOUT.charCodeAt(i);
-    if (want === 100 /* d */ ? c < 48 || c > 57 : c !== want) return false;
+  if (
+    ts.length !== 27 ||
+    ts.charCodeAt(4) !== 45 || // -
+    ts.charCodeAt(7) !== 45 ||
+    ts.charCodeAt(10) !== 84 || // T
+    ts.charCodeAt(13) !== 58 || // :
+    ts.charCodeAt(16) !== 58 ||
+    ts.charCodeAt(19) !== 46 || // .
+    ts.charCodeAt(26) !== 90 // Z
+  )
+    return false;
+  for (let k = 0; k < DIGIT_AT.length; k++) {
+    const c = ts.charCodeAt(DIGIT_AT[k]);
+    if (c < 48 || c > 57) return false;
   }
   return true;
 }
-const CANONICAL_LAYOUT = 'dddd-dd-ddTdd:dd:dd.ddddddZ';
+const DIGIT_AT = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22, 23, 24, 25];
 
 /**
  * A string that sorts like (event_ts, event_id): the year as a signed offset in 7 digits (ISO
