@@ -36,17 +36,22 @@ export function duckDbRowProblem(e: EnrichedEvent, keyTypes: KeyTypes = DEFAULT_
 }
 
 /**
- * keysProblem(e, keyTypes), remembering the key texts found to fit their type: the same
- * content and user ids come back event after event, and a set lookup costs a fraction of the
- * check (a UUID's is a loop over its 36 characters). Any key not known to fit is decided, and
- * the reason worded, by keysProblem itself.
+ * keysProblem(e, keyTypes), remembering the content ids found to fit their type: the same few
+ * (the content catalogue) come back event after event, and a set lookup costs a fraction of the
+ * check (a UUID's is a loop over its 36 characters). User ids are too many to be worth
+ * remembering; they are checked each time. Any key that does not fit is decided, and the reason
+ * worded, by keysProblem itself.
  */
 export function rememberedKeysProblem(e: EnrichedEvent, keyTypes: KeyTypes): string | null {
-  for (const key of KEY_COLUMNS) if (!keyFits(keyTypes[key], e[key])) return keysProblem(e, keyTypes);
+  for (const key of KEY_COLUMNS) {
+    const fits =
+      key === 'content_id' ? keyFits(keyTypes[key], e[key]) : keyValueProblem(keyTypes[key], e[key]) === null;
+    if (!fits) return keysProblem(e, keyTypes);
+  }
   return null;
 }
 
-/** Key texts known to fit each type; emptied when full (a bound on memory, not a correctness matter). */
+/** Content ids known to fit each key type; emptied when full (a bound on memory, not a correctness matter). */
 const FITTING: Record<KeyType, Set<string>> = {
   uuid: new Set(),
   bigint: new Set(),
