@@ -28,8 +28,19 @@ export function divideRoundHalfAwayFromZero(numerator: number, denominator: numb
 
 /** Integer `units` of 10^-scale as the shortest exact JS number (e.g. 7001, 3 -> 7.001). */
 export function fromScaled(units: number, scale: number): number {
-  // Number(string) of a decimal literal yields the double nearest to it, whose shortest
-  // printed form is that same literal: "7.001" round-trips.
+  // The double nearest to the decimal units * 10^-scale, whose shortest printed form is that
+  // decimal: "7.001" round-trips. IEEE 754 division is correctly rounded, so for integers below
+  // 2^53 (and 10^scale exact) units / 10^scale is that same nearest double, the one
+  // Number("7.001") parses to, without building the text. (0 and -0 both give 0, as the text did.)
+  if (units === 0) return 0;
+  if (Number.isSafeInteger(units) && scale >= 0 && scale <= 22) return units / POWERS_OF_TEN[scale];
+  return fromScaledText(units, scale);
+}
+
+const POWERS_OF_TEN = Array.from({ length: 23 }, (_, i) => 10 ** i);
+
+/** fromScaled through the decimal text (any other input). */
+export function fromScaledText(units: number, scale: number): number {
   const negative = units < 0;
   const digits = Math.abs(units)
     .toString()

@@ -34,28 +34,53 @@ export function enrich(
   committedAt: string,
   processedAt: string,
 ): EnrichmentResult {
+  return {
+    issues: enrichmentIssues(row, content),
+    event: enrichedEvent(row, content, committedAt, processedAt),
+  };
+}
+
+/** enrich()'s event alone (the stream's per-event path: no result object, no issues array). */
+export function enrichedEvent(
+  row: EngagementEventRow,
+  content: ContentInfo | undefined,
+  committedAt: string,
+  processedAt: string,
+): EnrichedEvent {
+  const lengthSeconds = content?.length_seconds ?? null;
+  return {
+    event_id: row.id,
+    content_id: row.content_id,
+    user_id: row.user_id,
+    event_type: row.event_type,
+    event_ts: row.event_ts,
+    duration_ms: row.duration_ms,
+    device: row.device,
+    raw_payload: row.raw_payload,
+    content_type: content?.content_type ?? null,
+    length_seconds: lengthSeconds,
+    engagement_seconds: engagementSeconds(row.duration_ms),
+    engagement_pct: engagementPct(row.duration_ms, lengthSeconds),
+    committed_at: committedAt,
+    processed_at: processedAt,
+  };
+}
+
+/** enrich()'s issues alone. */
+export function enrichmentIssues(
+  row: EngagementEventRow,
+  content: ContentInfo | undefined,
+): EnrichmentIssue[] {
   const issues: EnrichmentIssue[] = [];
   if (row.duration_ms !== null && row.duration_ms < 0) issues.push('negative_duration');
   if (row.content_id === null) issues.push('null_content_id');
   else if (content === undefined) issues.push('unknown_content');
-  const lengthSeconds = content?.length_seconds ?? null;
-  return {
-    issues,
-    event: {
-      event_id: row.id,
-      content_id: row.content_id,
-      user_id: row.user_id,
-      event_type: row.event_type,
-      event_ts: row.event_ts,
-      duration_ms: row.duration_ms,
-      device: row.device,
-      raw_payload: row.raw_payload,
-      content_type: content?.content_type ?? null,
-      length_seconds: lengthSeconds,
-      engagement_seconds: engagementSeconds(row.duration_ms),
-      engagement_pct: engagementPct(row.duration_ms, lengthSeconds),
-      committed_at: committedAt,
-      processed_at: processedAt,
-    },
-  };
+  return issues;
+}
+
+/** True when enrichmentIssues(row, content) is empty (checked without building the list). */
+export function enrichesCleanly(row: EngagementEventRow, content: ContentInfo | undefined): boolean {
+  return (
+    (row.duration_ms === null || row.duration_ms >= 0) && row.content_id !== null && content !== undefined
+  );
 }

@@ -26,7 +26,17 @@ export function compareLsn(a: string, b: string): number {
 }
 
 export function eventPosition(commitLsn: string, indexInTransaction: number): string {
-  return `${lsnToSortable(commitLsn)}:${indexInTransaction.toString(16).padStart(8, '0')}`;
+  return positionInTransaction(transactionPositionPrefix(commitLsn), indexInTransaction);
+}
+
+/** The part of eventPosition shared by every event of a transaction (computed once per transaction). */
+export function transactionPositionPrefix(commitLsn: string): string {
+  return `${lsnToSortable(commitLsn)}:`;
+}
+
+/** eventPosition from its transaction's prefix (transactionPositionPrefix). */
+export function positionInTransaction(prefix: string, indexInTransaction: number): string {
+  return prefix + indexInTransaction.toString(16).padStart(8, '0');
 }
 
 /** Kafka mode: the offset zero-padded (offsets are < 2^63, 20 decimal digits suffice). */

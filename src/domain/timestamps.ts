@@ -57,6 +57,8 @@ export const POSTGRES_TIMESTAMPTZ_RANGE: TimestampRange = {
  */
 export function pgTimestampToIso(text: string): string {
   // The stream's usual case (UTC, years 0000..9999) is a re-spelling: no arithmetic needed.
+  const fast = utcTimestampToIso(text);
+  if (fast !== null) return fast;
   const m = UTC_TIMESTAMP_TEXT.exec(text);
   if (m && isValidCivil(+m[1], +m[2], +m[3], +m[4], +m[5], +m[6]))
     return `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.${(m[7] ?? '').padEnd(6, '0')}Z`;
@@ -65,6 +67,75 @@ export function pgTimestampToIso(text: string): string {
 
 const UTC_TIMESTAMP_TEXT =
   /^(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?:\+00(?::?00)?|Z)$/;
+
+/**
+ * What the UTC_TIMESTAMP_TEXT branch of pgTimestampToIso returns, read with character codes (once
+ * per event, where the RegExp and its match array were a visible cost); null for any text it
+ * does not read, which then takes the RegExp path. A property test pins the two together.
+ */
+function utcTimestampToIso(text: string): string | null {
+  const n = text.length;
+  if (n < 20) return null;
+  // The canonical text is written byte by byte as the input is read, then made one string (a
+  // flat one: a concatenation would be flattened later, by whoever reads it first).
+  const out = ISO_SCRATCH;
+  for (let i = 0; i < 19; i++) {
+    const c = text.charCodeAt(i);
+    const want = DATE_TIME_LAYOUT[i];
+    if (want === DIGIT ? c < 48 || c > 57 : i === 10 ? c !== 32 && c !== 84 : c !== want) return null;
+    out[i] = c;
+  }
+  out[10] = 84; // T
+  out[19] = 46; // .
+  let p = 19;
+  if (text.charCodeAt(19) === 46) {
+    // '.': one to six digits
+    p = 20;
+    while (p < n && p < 26) {
+      const c = text.charCodeAt(p);
+      if (c < 48 || c > 57) break;
+      out[p++] = c;
+    }
+    if (p === 20) return null;
+  }
+  out.fill(48, p === 19 ? 20 : p, 26);
+  out[26] = 90; // Z
+  // Z, +00, +0000 or +00:00, then the end.
+  const rest = n - p;
+  const zone = text.charCodeAt(p);
+  if (zone === 90) {
+    if (rest !== 1) return null;
+  } else if (zone === 43 && text.charCodeAt(p + 1) === 48 && text.charCodeAt(p + 2) === 48) {
+    if (rest === 5) {
+      if (text.charCodeAt(p + 3) !== 48 || text.charCodeAt(p + 4) !== 48) return null;
+    } else if (rest === 6) {
+      if (text.charCodeAt(p + 3) !== 58 || text.charCodeAt(p + 4) !== 48 || text.charCodeAt(p + 5) !== 48)
+        return null;
+    } else if (rest !== 3) return null;
+  } else return null;
+  const year = (out[0] - 48) * 1000 + (out[1] - 48) * 100 + (out[2] - 48) * 10 + out[3] - 48;
+  if (
+    !isValidCivil(
+      year,
+      twoDigits(out, 5),
+      twoDigits(out, 8),
+      twoDigits(out, 11),
+      twoDigits(out, 14),
+      twoDigits(out, 17),
+    )
+  )
+    return null;
+  return (out as unknown as { latin1Slice(start: number, end: number): string }).latin1Slice(0, 27);
+}
+
+function twoDigits(bytes: Uint8Array, at: number): number {
+  return (bytes[at] - 48) * 10 + bytes[at + 1] - 48;
+}
+
+const ISO_SCRATCH = Buffer.alloc(27);
+const DIGIT = 0;
+/** `YYYY-MM-DD HH:MM:SS` (position 10: a space or T), digits as DIGIT. */
+const DATE_TIME_LAYOUT = Uint8Array.from('dddd-dd-dd dd:dd:dd', (c) => (c === 'd' ? DIGIT : c.charCodeAt(0)));
 
 /** Microseconds since the epoch of a Postgres timestamptz text or a canonical ISO timestamp. */
 export function pgTimestampToMicros(text: string): bigint {
@@ -149,9 +220,15 @@ export function timestampRangeProblem(field: string, iso: string, range: Timesta
 }
 
 const bounds = new WeakMap<TimestampRange, { minIso: string; maxIso: string }>();
+// The range asked about last (a sink checks three timestamps per event against one range).
+let lastRange: TimestampRange | null = null;
+let lastBounds = { minIso: '', maxIso: '' };
 function boundsOf(range: TimestampRange): { minIso: string; maxIso: string } {
+  if (range === lastRange) return lastBounds;
   let b = bounds.get(range);
   if (!b) bounds.set(range, (b = { minIso: microsToIso(range.min), maxIso: microsToIso(range.max) }));
+  lastRange = range;
+  lastBounds = b;
   return b;
 }
 
@@ -170,7 +247,7 @@ function isValidCivil(year: number, month: number, day: number, h: number, mi: n
 
 function daysInMonth(year: number, month: number): number {
   if (month === 2) return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28;
-  return [4, 6, 9, 11].includes(month) ? 30 : 31;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
 }
 
 // Days since 1970-01-01 of a proleptic-Gregorian date and back (H. Hinnant's algorithms, which

@@ -1,4 +1,4 @@
-import { enrich } from '../domain/enrich.js';
+import { enrichedEvent, enrichesCleanly, enrichmentIssues } from '../domain/enrich.js';
 import type { EngagementEventRow, EnrichedEvent } from '../domain/types.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -17,8 +17,9 @@ export function enrichCounted(
   logger: Logger,
 ): EnrichedEvent {
   const content = row.content_id === null ? undefined : (dimension.peek(row.content_id) ?? undefined);
-  const { event, issues } = enrich(row, content, committedAt, processedAt);
-  for (const reason of issues) {
+  const event = enrichedEvent(row, content, committedAt, processedAt);
+  if (enrichesCleanly(row, content)) return event;
+  for (const reason of enrichmentIssues(row, content)) {
     metrics.enrichmentIssues.inc({ reason });
     if (reason === 'negative_duration') {
       logger.warn(

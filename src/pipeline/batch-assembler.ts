@@ -1,4 +1,4 @@
-import { eventPosition } from '../domain/position.js';
+import { positionInTransaction, transactionPositionPrefix } from '../domain/position.js';
 import { dateToIso } from '../domain/timestamps.js';
 import type { Batch, EngagementEventRow, EnrichedEvent } from '../domain/types.js';
 import type { Change } from '../source/changes.js';
@@ -22,6 +22,9 @@ export class BatchAssembler extends TransactionAssembler<Batch> {
   private positions: string[] = [];
   /** Highest position handed on; a reconnect replays from the last confirmed commit. */
   private lastPosition = '';
+  /** transactionPositionPrefix(prefixOf): the open transaction's, once its first event came. */
+  private prefixOf = '';
+  private prefix = '';
 
   constructor(private readonly options: BatchAssemblerOptions) {
     super(options);
@@ -64,7 +67,12 @@ export class BatchAssembler extends TransactionAssembler<Batch> {
   }
 
   protected onEvent(row: EngagementEventRow, index: number): void | Promise<void> {
-    const position = eventPosition(this.tx.commitLsn, index);
+    // The commit LSN's part of the position is the transaction's: spelled once per transaction.
+    if (this.prefixOf !== this.tx.commitLsn) {
+      this.prefixOf = this.tx.commitLsn;
+      this.prefix = transactionPositionPrefix(this.prefixOf);
+    }
+    const position = positionInTransaction(this.prefix, index);
     // After a reconnect the source replays from the last confirmed commit: skip what was already handed on.
     if (position <= this.lastPosition) return;
     this.options.metrics.eventsReceived.inc();

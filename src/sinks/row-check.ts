@@ -73,15 +73,27 @@ export function splitBatch(
   problem: RowProblem,
 ): { accepted: Batch; rejected: { event: EnrichedEvent; position: string; reason: string }[] } {
   const rejected: { event: EnrichedEvent; position: string; reason: string }[] = [];
-  const events: EnrichedEvent[] = [];
-  const positions: string[] = [];
-  batch.events.forEach((event, i) => {
+  // Copies of the accepted events and positions start at the first refused event: a batch
+  // the destination takes whole (the usual case) is handed on as it is, uncopied.
+  let events: EnrichedEvent[] | null = null;
+  let positions: string[] = [];
+  const all = batch.events;
+  for (let i = 0; i < all.length; i++) {
+    const event = all[i];
     const reason = problem(event);
     if (reason === null) {
-      events.push(event);
-      positions.push(batch.positions[i]);
-    } else rejected.push({ event, position: batch.positions[i], reason });
-  });
-  if (rejected.length === 0) return { accepted: batch, rejected };
+      if (events !== null) {
+        events.push(event);
+        positions.push(batch.positions[i]);
+      }
+      continue;
+    }
+    if (events === null) {
+      events = all.slice(0, i);
+      positions = batch.positions.slice(0, i);
+    }
+    rejected.push({ event, position: batch.positions[i], reason });
+  }
+  if (events === null) return { accepted: batch, rejected };
   return { accepted: { ...batch, events, positions }, rejected };
 }

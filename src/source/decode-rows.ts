@@ -9,29 +9,52 @@ import type { ContentInfo, EngagementEventRow } from '../domain/types.js';
  * in memory a key is always its text form.
  */
 export function decodeEventRow(raw: Record<string, unknown>, idColumn = 'id'): EngagementEventRow | string {
-  const id = toSafeInteger(raw[idColumn]);
-  if (id === null || id <= 0)
-    return `${idColumn} ${JSON.stringify(raw[idColumn])} is not a positive safe integer`;
-  if (typeof raw.event_ts !== 'string') return 'event_ts is NULL or not a timestamp';
+  return decodeEventValues(
+    raw[idColumn],
+    raw.event_ts,
+    raw.duration_ms,
+    raw.content_id,
+    raw.user_id,
+    raw.event_type,
+    raw.device,
+    raw.raw_payload,
+    idColumn,
+  );
+}
+
+/** decodeEventRow on the column values themselves (the stream's fast path has no tuple object). */
+export function decodeEventValues(
+  rawId: unknown,
+  rawEventTs: unknown,
+  rawDuration: unknown,
+  contentId: unknown,
+  userId: unknown,
+  eventType: unknown,
+  device: unknown,
+  rawPayload: unknown,
+  idColumn = 'id',
+): EngagementEventRow | string {
+  const id = toSafeInteger(rawId);
+  if (id === null || id <= 0) return `${idColumn} ${JSON.stringify(rawId)} is not a positive safe integer`;
+  if (typeof rawEventTs !== 'string') return 'event_ts is NULL or not a timestamp';
   let eventTs: string;
   try {
-    eventTs = pgTimestampToIso(raw.event_ts);
+    eventTs = pgTimestampToIso(rawEventTs);
   } catch (err) {
     return `event_ts: ${(err as Error).message}`;
   }
-  const duration =
-    raw.duration_ms === null || raw.duration_ms === undefined ? null : toSafeInteger(raw.duration_ms);
-  if (duration === null && raw.duration_ms !== null && raw.duration_ms !== undefined)
+  const duration = rawDuration === null || rawDuration === undefined ? null : toSafeInteger(rawDuration);
+  if (duration === null && rawDuration !== null && rawDuration !== undefined)
     return 'duration_ms is not an integer';
   return {
     id,
-    content_id: textOrNull(raw.content_id),
-    user_id: textOrNull(raw.user_id),
-    event_type: textOrNull(raw.event_type),
+    content_id: textOrNull(contentId),
+    user_id: textOrNull(userId),
+    event_type: textOrNull(eventType),
     event_ts: eventTs,
     duration_ms: duration,
-    device: textOrNull(raw.device),
-    raw_payload: raw.raw_payload ?? null,
+    device: textOrNull(device),
+    raw_payload: rawPayload ?? null,
   };
 }
 
@@ -63,12 +86,23 @@ export function textOrNull(value: unknown): string | null {
 }
 
 /** An integer column's value: a JS number, or int8's decimal text (pg keeps int8 as text). */
-function toSafeInteger(value: unknown): number | null {
+export function toSafeInteger(value: unknown): number | null {
   const n =
     typeof value === 'number'
       ? value
-      : typeof value === 'string' && /^-?\d+$/.test(value)
+      : typeof value === 'string' && isIntegerText(value)
         ? Number(value)
         : NaN;
   return Number.isSafeInteger(n) ? n : null;
+}
+
+/** `/^-?\d+$/` without a RegExp (once or twice per event): an optional minus, then ASCII digits. */
+function isIntegerText(text: string): boolean {
+  const start = text.charCodeAt(0) === 45 ? 1 : 0; // '-'
+  if (text.length === start) return false;
+  for (let i = start; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+  }
+  return true;
 }

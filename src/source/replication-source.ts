@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import { LogicalReplicationService, type Pgoutput } from 'pg-logical-replication';
 import { clientConfig, withClient } from '../db/postgres.js';
 import { readSlot, slotInvalidatedError, slotOfOtherDatabaseError } from '../db/migrate.js';
 import type { SourceShape } from '../domain/source-shape.js';
@@ -7,7 +7,9 @@ import { bigIntToLsn, compareLsn, lsnToBigInt } from '../domain/position.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { ChangeHandler } from './changes.js';
+import type { Change, ChangeHandler } from './changes.js';
+import { handleQueueDirectly, type DataHandler } from './direct-queue.js';
+import { EventInsertPlugin, isDecodedChange } from './event-insert-plugin.js';
 import { decodePgoutputChanges } from './pgoutput-decoder.js';
 import { backoffDelay } from '../retry/backoff.js';
 import { pause } from '../retry/retry.js';
@@ -184,29 +186,43 @@ export class ReplicationSource {
     // Set when a change could not be handled: every later message of this connection is
     // ignored and the stream restarts from the confirmed position, so nothing is skipped.
     let broken = false;
-    service.on('data', async (lsn: string, message: Pgoutput.Message) => {
+    const fail = (lsn: string, err: unknown): void => {
+      if (this.stopping || broken) return;
+      broken = true;
+      this.log.error(
+        { at: lsn, resumeFrom: this.confirmedLsn },
+        `change handler failed, restarting the stream from the confirmed position: ${describeError(err)}`,
+      );
+      void service.stop().catch(() => undefined);
+    };
+    // Hands the message's changes on in order; returns a promise only while a handler holds the
+    // stream (backpressure), so a change handled synchronously costs no promise or microtask.
+    const deliver = (lsn: string, changes: Change[], from: number): void | Promise<void> => {
+      for (let i = from; i < changes.length; i++) {
+        const change = changes[i];
+        if (change.kind === 'halt') {
+          this.halt(change.error);
+          return;
+        }
+        const pending = handler(change);
+        if (pending) return pending.then(() => deliver(lsn, changes, i + 1));
+      }
+    };
+    const onData = (lsn: string, message: Pgoutput.Message | Change): void | Promise<void> => {
       this.lastReceiveAt = Date.now();
       if (this.stopping || this.halted || broken) return;
+      // The library would catch a throw or rejection, emit 'error' and go on with the next
+      // message: the event would be skipped. Never let it see one.
       try {
-        for (const change of decodePgoutputChanges(message, this.options.shape)) {
-          if (change.kind === 'halt') {
-            this.halt(change.error);
-            return;
-          }
-          // The library would catch a throw or rejection, emit 'error' and go on with the next
-          // message: the event would be skipped. Never let it see one.
-          await handler(change);
-        }
+        const pending = isDecodedChange(message)
+          ? handler(message)
+          : deliver(lsn, decodePgoutputChanges(message, this.options.shape), 0);
+        if (pending) return pending.catch((err: unknown) => fail(lsn, err));
       } catch (err) {
-        if (this.stopping || broken) return;
-        broken = true;
-        this.log.error(
-          { at: lsn, resumeFrom: this.confirmedLsn },
-          `change handler failed, restarting the stream from the confirmed position: ${describeError(err)}`,
-        );
-        void service.stop().catch(() => undefined);
+        fail(lsn, err);
       }
-    });
+    };
+    if (!handleQueueDirectly(service, onData as DataHandler)) service.on('data', onData);
     service.on('heartbeat', (lsn: string, _timestamp: number, shouldRespond: boolean) => {
       this.lastReceiveAt = Date.now();
       if (broken || this.halted) return;
@@ -231,12 +247,15 @@ export class ReplicationSource {
       this.log.info({ slot: this.options.slotName, from: this.confirmedLsn }, 'replication streaming');
       resolveStarted();
     });
-    const plugin = new PgoutputPlugin({
-      protoVersion: 1,
-      publicationNames: [this.options.publicationName],
-      // Logical messages carry the heartbeat (source/heartbeat.ts) that lets an idle slot advance.
-      messages: true,
-    });
+    const plugin = new EventInsertPlugin(
+      {
+        protoVersion: 1,
+        publicationNames: [this.options.publicationName],
+        // Logical messages carry the heartbeat (source/heartbeat.ts) that lets an idle slot advance.
+        messages: true,
+      },
+      this.options.shape,
+    );
     // '0/00000000' = resume from the slot's confirmed_flush_lsn.
     const done = service.subscribe(plugin, this.options.slotName, '0/00000000').then(() => undefined);
     return {

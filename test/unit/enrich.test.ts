@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { divideRoundHalfAwayFromZero, fromScaled } from '../../src/domain/decimal.js';
-import { engagementPct, engagementSeconds, enrich } from '../../src/domain/enrich.js';
+import { divideRoundHalfAwayFromZero, fromScaled, fromScaledText } from '../../src/domain/decimal.js';
+import { engagementPct, engagementSeconds, enrich, enrichesCleanly } from '../../src/domain/enrich.js';
+import { intBetween, prng, seeds } from '../helpers/prng.js';
 import type { ContentInfo, EngagementEventRow } from '../../src/domain/types.js';
 
 const video: ContentInfo = { id: 'c1', slug: 'v', title: 'V', content_type: 'video', length_seconds: 300 };
@@ -152,5 +153,36 @@ describe('enrich', () => {
       assert.equal(event.engagement_pct, null);
       assert.equal(event.length_seconds, length_seconds);
     }
+  });
+});
+
+// Property: the division is the decimal text's number (both are the double nearest to the
+// exact decimal), over the whole safe-integer range and every scale the rules use and more.
+describe('fromScaled by division', () => {
+  for (const seed of seeds(5)) {
+    it(`equals Number(decimal text) (seed ${seed})`, () => {
+      const random = prng(seed);
+      const edges = [0, -0, 1, -1, 5, 9, 10, 99, 125, 2 ** 31 - 1, -(2 ** 31), 2 ** 53 - 1, -(2 ** 53 - 1)];
+      for (let n = 0; n < 20000; n++) {
+        const magnitude = 10 ** intBetween(random, 0, 15);
+        const units =
+          n < edges.length * 8
+            ? edges[n % edges.length]
+            : Math.round((random() - 0.5) * 2 * Math.min(magnitude, Number.MAX_SAFE_INTEGER));
+        const scale = n < edges.length * 8 ? Math.floor(n / edges.length) : intBetween(random, 0, 8);
+        assert.equal(fromScaled(units, scale), fromScaledText(units, scale), `${units} ${scale}`);
+      }
+    });
+  }
+});
+
+describe('enrichesCleanly', () => {
+  it('is true exactly when enrich() reports no issue', () => {
+    for (const duration_ms of [null, -1, 0, 5])
+      for (const content_id of [null, 'c1'])
+        for (const content of [undefined, video]) {
+          const r = row({ duration_ms, content_id });
+          assert.equal(enrichesCleanly(r, content), enrich(r, content, 'c', 'p').issues.length === 0);
+        }
   });
 });

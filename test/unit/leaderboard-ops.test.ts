@@ -321,3 +321,81 @@ describe('leaderboard ops', () => {
     });
   }
 });
+
+/** leaderboardOps as first written (a lastOrder text per event, bucket keys spelled per event): the reference. */
+function referenceOps(
+  events: readonly EnrichedEvent[],
+  options: { skip?: ReadonlySet<number>; bucketsFrom?: string } = {},
+): { keys: string[]; args: string[] } {
+  const counts = new Map<string, number>();
+  const latest = new Map<string, { event: EnrichedEvent; order: string }>();
+  const buckets = new Map<string, { tag: string; members: Map<string, number> }>();
+  const bump = (key: string, board: string, minute: string, member: string, by: number) => {
+    let bucket = buckets.get(key);
+    if (!bucket) buckets.set(key, (bucket = { tag: `${board} ${minute}`, members: new Map() }));
+    bucket.members.set(member, (bucket.members.get(member) ?? 0) + by);
+  };
+  for (const event of events) {
+    if (options.skip?.has(event.event_id)) continue;
+    if (event.content_id !== null) {
+      counts.set(event.content_id, (counts.get(event.content_id) ?? 0) + 1);
+      const order = lastOrder(event);
+      const held = latest.get(event.content_id);
+      if (!held || held.order < order) latest.set(event.content_id, { event, order });
+    }
+    const minute = minuteBucketOfIso(event.event_ts);
+    if (options.bucketsFrom !== undefined && minute < options.bucketsFrom) continue;
+    bump(keys.deviceBucket(minute), 'd', minute, event.device ?? UNKNOWN_DEVICE, 1);
+    if (event.content_id === null) continue;
+    bump(keys.contentBucket(minute), 'c', minute, event.content_id, 1);
+    if (event.engagement_seconds)
+      bump(keys.secondsBucket(minute), 's', minute, event.content_id, event.engagement_seconds);
+  }
+  const outKeys: string[] = [];
+  const args: string[] = [];
+  const op = (key: string, code: string, a: string, b = '') => {
+    outKeys.push(key);
+    args.push(code, a, b);
+  };
+  for (const [id, n] of counts) op(keys.contentCount(id), 'i', String(n));
+  for (const [id, { event, order }] of latest) op(keys.contentLast(id), 'l', JSON.stringify(event), order);
+  for (const [key, { tag, members }] of buckets) {
+    for (const [member, by] of members) op(key, 'z', member, String(by));
+    op(key, 'e', String(BUCKET_TTL_SECONDS), tag);
+  }
+  return { keys: outKeys, args };
+}
+
+describe('leaderboard ops are byte for byte those of the reference', () => {
+  for (const seed of seeds(20)) {
+    it(`random batches (seed ${seed}), with skips, a bucketsFrom, equal instants, odd timestamps and ids`, () => {
+      const random = prng(seed);
+      const events = randomEvents(random, intBetween(random, 1, 300)).map((e) => {
+        const r = random();
+        // Same instant as another event, a non-canonical text, a negative or huge id.
+        if (r < 0.05) return { ...e, event_ts: '2026-12-01T10:00:30.000000Z' };
+        if (r < 0.07)
+          return {
+            ...e,
+            event_ts: pick(random, [
+              '2026-12-01T10:00:30Z',
+              '2026-12-01T10:00:30.5+01:00',
+              '',
+              'x',
+              '20261-12-01T10:00:30.000000Z',
+              '2026-12-01T10:00:30.00000\nZ',
+            ]),
+          };
+        if (r < 0.09) return { ...e, event_id: pick(random, [-e.event_id, 2 ** 53 + 2, 0.5]) };
+        return e;
+      });
+      const skip = new Set(events.filter(() => random() < 0.2).map((e) => e.event_id));
+      const bucketsFrom = pick(random, [undefined, '202612011002', '0']);
+      assert.deepEqual(leaderboardOps(events, keys), referenceOps(events));
+      assert.deepEqual(
+        leaderboardOps(events, keys, { skip, bucketsFrom }),
+        referenceOps(events, { skip, bucketsFrom }),
+      );
+    });
+  }
+});

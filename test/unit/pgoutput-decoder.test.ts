@@ -9,6 +9,7 @@ import {
   HEARTBEAT_PREFIX,
 } from '../../src/source/pgoutput-decoder.js';
 import { DEFAULT_SHAPE } from '../../src/domain/source-shape.js';
+import { toSafeInteger } from '../../src/source/decode-rows.js';
 import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
 
 // Messages shaped like pg-logical-replication's pgoutput output (tuples after the pg type
@@ -366,4 +367,32 @@ describe('a content update that changes the join key', () => {
     );
     assert.deepEqual(decodePgoutputChanges(EVENTS), []);
   });
+});
+
+// Property: integer columns are read without a RegExp; the result is the RegExp reading's.
+describe('toSafeInteger', () => {
+  const byRegExp = (value: unknown): number | null => {
+    const n =
+      typeof value === 'number'
+        ? value
+        : typeof value === 'string' && /^-?\d+$/.test(value)
+          ? Number(value)
+          : NaN;
+    return Number.isSafeInteger(n) ? n : null;
+  };
+  for (const seed of seeds(5)) {
+    it(`agrees with /^-?\\d+$/ then Number (seed ${seed})`, () => {
+      const random = prng(seed);
+      const chars = ['0', '1', '9', '-', '+', ' ', '\n', 'e', '.', 'x', '٣', '\u0000'];
+      for (let n = 0; n < 5000; n++) {
+        const value: unknown =
+          random() < 0.1
+            ? pick(random, [null, undefined, 1.5, -0, 2 ** 53, 7, {}, true])
+            : Array.from({ length: intBetween(random, 0, 20) }, () =>
+                random() < 0.7 ? String(intBetween(random, 0, 9)) : pick(random, chars),
+              ).join('');
+        assert.equal(toSafeInteger(value), byRegExp(value), JSON.stringify(value));
+      }
+    });
+  }
 });

@@ -6,12 +6,19 @@ import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
 import { silentLogger } from '../../src/logger.js';
 import { BIGQUERY_MAX_ROW_BYTES, bigQueryRowProblem } from '../../src/sinks/analytics/bigquery-schema.js';
 import { clickHouseRowProblem } from '../../src/sinks/analytics/clickhouse-schema.js';
-import { duckDbRowProblem, duckDbTimestampText } from '../../src/sinks/analytics/representable.js';
+import { keysProblem } from '../../src/sinks/analytics/columns.js';
+import {
+  duckDbRowProblem,
+  duckDbTimestampText,
+  rememberedKeysProblem,
+} from '../../src/sinks/analytics/representable.js';
+import type { KeyType, KeyTypes } from '../../src/domain/source-shape.js';
 import type { DeadLetterEntry } from '../../src/state/dead-letter.js';
 import { redisKeys } from '../../src/sinks/redis/keys.js';
 import { leaderboardOps } from '../../src/sinks/redis/leaderboard-ops.js';
 import { RowCheckedSink, splitBatch } from '../../src/sinks/row-check.js';
 import type { Sink } from '../../src/sinks/sink.js';
+import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
 
 const NOW = '2026-12-01T08:00:00.000000Z';
 
@@ -193,4 +200,89 @@ describe('Redis minute buckets of far timestamps', () => {
     assert.ok(bucketKeys.includes(keys.contentBucket('+010000010100' + '00')));
     assert.ok(bucketKeys.includes(keys.contentBucket('-000043031512' + '00')));
   });
+});
+
+// Property: the split copies only from the first refused event on; what it returns is the
+// first version's (every event checked, the accepted ones copied).
+describe('splitBatch', () => {
+  const batchOf = (events: EnrichedEvent[]): Batch => ({
+    seq: 1,
+    stream: 's',
+    events,
+    positions: events.map((e) => `p${e.event_id}`),
+    ackLsn: null,
+  });
+  const reference = (batch: Batch, problem: (e: EnrichedEvent) => string | null) => {
+    const rejected: { event: EnrichedEvent; position: string; reason: string }[] = [];
+    const events: EnrichedEvent[] = [];
+    const positions: string[] = [];
+    batch.events.forEach((e, i) => {
+      const reason = problem(e);
+      if (reason === null) {
+        events.push(e);
+        positions.push(batch.positions[i]);
+      } else rejected.push({ event: e, position: batch.positions[i], reason });
+    });
+    return rejected.length === 0
+      ? { accepted: batch, rejected }
+      : { accepted: { ...batch, events, positions }, rejected };
+  };
+  for (const seed of seeds(10)) {
+    it(`keeps positions aligned and the batch itself when nothing is refused (seed ${seed})`, () => {
+      const random = prng(seed);
+      for (let n = 0; n < 50; n++) {
+        const size = intBetween(random, 0, 40);
+        const batch = batchOf(Array.from({ length: size }, (_, i) => event(i + 1, '2026-12-01 08:00:00+00')));
+        const share = pick(random, [0, 0.05, 0.5, 1]);
+        const refused = new Set(batch.events.filter(() => random() < share).map((e) => e.event_id));
+        const problem = (e: EnrichedEvent) => (refused.has(e.event_id) ? `no ${e.event_id}` : null);
+        const split = splitBatch(batch, problem);
+        assert.deepEqual(split, reference(batch, problem));
+        if (refused.size === 0) assert.equal(split.accepted, batch);
+      }
+    });
+  }
+});
+
+// Property: remembering the key texts that fit changes no answer, whatever the mix of types,
+// valid and invalid keys, repeats, and more distinct keys than are remembered.
+describe('rememberedKeysProblem', () => {
+  for (const seed of seeds(5)) {
+    it(`gives keysProblem's answer every time (seed ${seed})`, () => {
+      const random = prng(seed);
+      const hex = () => intBetween(random, 0, 15).toString(16);
+      const uuid = () =>
+        [8, 4, 4, 4, 12]
+          .map((n) =>
+            Array.from({ length: n }, () => (random() < 0.3 ? hex().toUpperCase() : hex())).join(''),
+          )
+          .join('-');
+      const pool: unknown[] = Array.from({ length: 300 }, () =>
+        pick(random, [
+          uuid,
+          uuid,
+          () => uuid().slice(1),
+          () => `${uuid().slice(0, 35)}g`,
+          () => String(intBetween(random, -(2 ** 40), 2 ** 40)),
+          () => '9223372036854775808',
+          () => '2147483648',
+          () => '-0',
+          () => 'text',
+          () => null,
+          () => undefined,
+          () => 7,
+        ])(),
+      );
+      const types: KeyType[] = ['uuid', 'bigint', 'integer', 'text'];
+      for (let n = 0; n < 30_000; n++) {
+        const keyTypes: KeyTypes = { content_id: pick(random, types), user_id: pick(random, types) };
+        const e = {
+          ...event(n + 1, '2026-12-01 08:00:00+00'),
+          content_id: random() < 0.05 ? uuid() : pick(random, pool),
+          user_id: random() < 0.5 ? uuid() : pick(random, pool),
+        } as EnrichedEvent;
+        assert.equal(rememberedKeysProblem(e, keyTypes), keysProblem(e, keyTypes));
+      }
+    });
+  }
 });

@@ -7,11 +7,13 @@ import {
   isoToMillis,
   microsToIso,
   pgTimestampToIso,
+  pgTimestampToMicros,
   POSTGRES_TIMESTAMPTZ_RANGE,
   timestampRangeProblem,
 } from '../../src/domain/timestamps.js';
 import { minuteBucketOfIso, windowBuckets } from '../../src/domain/windows.js';
 import { eventPosition, lsnToSortable, compareLsn } from '../../src/domain/position.js';
+import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
 
 describe('timestamps', () => {
   it('keeps microseconds and normalises offsets to UTC', () => {
@@ -132,4 +134,68 @@ describe('positions', () => {
     assert.ok(eventPosition('0/10', 1) < eventPosition('0/10', 16));
     assert.equal(compareLsn('0/A', '0/9'), 1);
   });
+});
+
+// Property: the character-code reading of the stream's usual timestamps gives exactly what the
+// general parser gives (the same text, or the same error), on near-misses as much as on hits.
+describe('pgTimestampToIso agrees with the general parser', () => {
+  const general = (text: string): string => microsToIso(pgTimestampToMicros(text));
+  const outcome = (f: () => string): string => {
+    try {
+      return f();
+    } catch (err) {
+      return `threw ${(err as Error).name}: ${(err as Error).message}`;
+    }
+  };
+  for (const seed of seeds(10)) {
+    it(`random and mutated timestamps (seed ${seed})`, () => {
+      const random = prng(seed);
+      const two = (max: number) => String(intBetween(random, 0, max)).padStart(2, '0');
+      const zones = [
+        '',
+        'Z',
+        '+00',
+        '+0000',
+        '+00:00',
+        '+00:00:00',
+        '+01',
+        '-00',
+        '+00:0',
+        '+00:000',
+        '+05:30',
+        ' BC',
+        '+00 BC',
+        'z',
+      ];
+      const chars = '0123456789-: T.+Z'.split('');
+      for (let n = 0; n < 2000; n++) {
+        const fraction = pick(random, [
+          '',
+          '.',
+          ...[1, 2, 3, 4, 5, 6, 7].map(
+            (k) => `.${String(intBetween(random, 0, 10 ** k - 1)).padStart(k, '0')}`,
+          ),
+        ]);
+        let text =
+          `${String(intBetween(random, 0, 9999)).padStart(4, '0')}-${two(13)}-${two(32)}` +
+          `${pick(random, [' ', 'T'])}${two(25)}:${two(61)}:${two(61)}${fraction}${pick(random, zones)}`;
+        if (random() < 0.3) {
+          const at = intBetween(random, 0, text.length);
+          const op = intBetween(random, 0, 2);
+          const c = pick(random, chars);
+          text =
+            op === 0
+              ? text.slice(0, at) + c + text.slice(at + 1)
+              : op === 1
+                ? text.slice(0, at) + c + text.slice(at)
+                : text.slice(0, at) + text.slice(at + 1);
+        }
+        assert.equal(
+          outcome(() => pgTimestampToIso(text)),
+          outcome(() => general(text)),
+          text,
+        );
+      }
+    });
+  }
 });

@@ -1,7 +1,7 @@
 import { civilToMicros, timestampRangeProblem, type TimestampRange } from '../../domain/timestamps.js';
-import type { KeyTypes } from '../../domain/source-shape.js';
+import type { KeyType, KeyTypes } from '../../domain/source-shape.js';
 import type { EnrichedEvent } from '../../domain/types.js';
-import { DEFAULT_KEY_TYPES, keysProblem } from './columns.js';
+import { DEFAULT_KEY_TYPES, KEY_COLUMNS, keysProblem, keyValueProblem } from './columns.js';
 
 /**
  * What an analytics destination can hold, checked before the destination sees a row: a value
@@ -9,16 +9,14 @@ import { DEFAULT_KEY_TYPES, keysProblem } from './columns.js';
  * stored wrong without a word (ClickHouse clamps DateTime64). Pure.
  */
 
-/** The timestamp columns every analytics table has. */
-const TIMESTAMP_FIELDS = ['event_ts', 'committed_at', 'processed_at'] as const;
-
-/** Why one of the event's timestamps does not fit `range` (null when all do). */
+/** Why one of the event's timestamps (the columns every analytics table has) does not fit `range` (null when all do). */
 export function timestampsProblem(e: EnrichedEvent, range: TimestampRange): string | null {
-  for (const field of TIMESTAMP_FIELDS) {
-    const problem = timestampRangeProblem(field, e[field], range);
-    if (problem) return problem;
-  }
-  return null;
+  return (
+    timestampRangeProblem('event_ts', e.event_ts, range) ||
+    timestampRangeProblem('committed_at', e.committed_at, range) ||
+    timestampRangeProblem('processed_at', e.processed_at, range) ||
+    null
+  );
 }
 
 /**
@@ -34,7 +32,44 @@ export const DUCKDB_TIMESTAMPTZ_RANGE: TimestampRange = {
 
 /** Why DuckDB cannot hold the row (null when it can). */
 export function duckDbRowProblem(e: EnrichedEvent, keyTypes: KeyTypes = DEFAULT_KEY_TYPES): string | null {
-  return timestampsProblem(e, DUCKDB_TIMESTAMPTZ_RANGE) ?? keysProblem(e, keyTypes);
+  return timestampsProblem(e, DUCKDB_TIMESTAMPTZ_RANGE) ?? rememberedKeysProblem(e, keyTypes);
+}
+
+/**
+ * keysProblem(e, keyTypes), remembering the content ids found to fit their type: the same few
+ * (the content catalogue) come back event after event, and a set lookup costs a fraction of the
+ * check (a UUID's is a loop over its 36 characters). User ids are too many to be worth
+ * remembering; they are checked each time. Any key that does not fit is decided, and the reason
+ * worded, by keysProblem itself.
+ */
+export function rememberedKeysProblem(e: EnrichedEvent, keyTypes: KeyTypes): string | null {
+  for (const key of KEY_COLUMNS) {
+    const fits =
+      key === 'content_id' ? keyFits(keyTypes[key], e[key]) : keyValueProblem(keyTypes[key], e[key]) === null;
+    if (!fits) return keysProblem(e, keyTypes);
+  }
+  return null;
+}
+
+/** Content ids known to fit each key type; emptied when full (a bound on memory, not a correctness matter). */
+const FITTING: Record<KeyType, Set<string>> = {
+  uuid: new Set(),
+  bigint: new Set(),
+  integer: new Set(),
+  text: new Set(),
+};
+const FITTING_MAX = 20_000;
+
+function keyFits(type: KeyType, value: unknown): boolean {
+  if (value === null) return true;
+  if (typeof value !== 'string') return false;
+  const known = FITTING[type] as Set<string> | undefined;
+  if (known === undefined) return keyValueProblem(type, value) === null;
+  if (known.has(value)) return true;
+  if (keyValueProblem(type, value) !== null) return false;
+  if (known.size >= FITTING_MAX) known.clear();
+  known.add(value);
+  return true;
 }
 
 /**

@@ -37,47 +37,164 @@ export function leaderboardOps(
   keys: RedisKeys,
   options: LeaderboardOpsOptions = {},
 ): { keys: string[]; args: string[] } {
-  const counts = new Map<string, number>();
-  const latest = new Map<string, { event: EnrichedEvent; order: string }>();
-  // bucket key -> its board and minute, and member -> increment
-  const buckets = new Map<string, { tag: string; members: Map<string, number> }>();
-  const bump = (key: string, board: 'c' | 's' | 'd', minute: string, member: string, by: number) => {
-    let bucket = buckets.get(key);
-    if (!bucket) buckets.set(key, (bucket = { tag: `${board} ${minute}`, members: new Map() }));
-    bucket.members.set(member, (bucket.members.get(member) ?? 0) + by);
-  };
+  // Per content, in order of first appearance: its event count and its latest event (the
+  // INCRBY ops come in that order, then the SET ops, in the same order).
+  const contents = new Map<string, Latest>();
+  // Bucket key -> its board and minute, and member -> increment; in order of first appearance.
+  const buckets = new Map<string, Bucket>();
+  // The three buckets of each minute met, so an event's buckets are found by its minute alone.
+  const byMinute = new Map<string, MinuteBuckets>();
+  // The first characters of the timestamps of `minuteOf` (see minutePrefixOf), or null.
+  let minutePrefix: string | null = null;
+  let minuteOf: MinuteBuckets | null = null;
   const { skip, bucketsFrom } = options;
   for (const event of events) {
     if (skip?.has(event.event_id)) continue;
-    if (event.content_id !== null) {
-      counts.set(event.content_id, (counts.get(event.content_id) ?? 0) + 1);
-      const order = lastOrder(event);
-      const held = latest.get(event.content_id);
-      if (!held || held.order < order) latest.set(event.content_id, { event, order });
+    const contentId = event.content_id;
+    if (contentId !== null) {
+      const held = contents.get(contentId);
+      const plain = isPlainOrder(event);
+      if (held === undefined) contents.set(contentId, { count: 1, latest: event, plain });
+      else {
+        held.count += 1;
+        if (
+          plain && held.plain ? isPlainLater(event, held.latest) : lastOrder(event) > lastOrder(held.latest)
+        ) {
+          held.latest = event;
+          held.plain = plain;
+        }
+      }
     }
-    const minute = minuteBucketOfIso(event.event_ts);
-    if (bucketsFrom !== undefined && minute < bucketsFrom) continue;
-    bump(keys.deviceBucket(minute), 'd', minute, event.device ?? UNKNOWN_DEVICE, 1);
-    if (event.content_id === null) continue;
-    bump(keys.contentBucket(minute), 'c', minute, event.content_id, 1);
+    // Consecutive events mostly share a minute: its buckets are looked up once.
+    if (minuteOf === null || minutePrefix === null || !event.event_ts.startsWith(minutePrefix)) {
+      const minute = minuteBucketOfIso(event.event_ts);
+      minutePrefix = minutePrefixOf(event.event_ts);
+      minuteOf = byMinute.get(minute) ?? null;
+      if (minuteOf === null) {
+        minuteOf = {
+          minute,
+          from: bucketsFrom === undefined || minute >= bucketsFrom,
+          d: null,
+          c: null,
+          s: null,
+        };
+        byMinute.set(minute, minuteOf);
+      }
+    }
+    if (!minuteOf.from) continue;
+    const m = minuteOf;
+    bump(
+      (m.d ??= bucket(buckets, keys.deviceBucket(m.minute), 'd', m.minute)),
+      event.device ?? UNKNOWN_DEVICE,
+      1,
+    );
+    if (contentId === null) continue;
+    bump((m.c ??= bucket(buckets, keys.contentBucket(m.minute), 'c', m.minute)), contentId, 1);
     if (event.engagement_seconds)
-      bump(keys.secondsBucket(minute), 's', minute, event.content_id, event.engagement_seconds);
+      bump(
+        (m.s ??= bucket(buckets, keys.secondsBucket(m.minute), 's', m.minute)),
+        contentId,
+        event.engagement_seconds,
+      );
   }
   const outKeys: string[] = [];
   const args: string[] = [];
-  const op = (key: string, code: string, a: string, b = '') => {
-    outKeys.push(key);
-    args.push(code, a, b);
-  };
-  for (const [id, n] of counts) op(keys.contentCount(id), 'i', String(n));
-  for (const [id, { event, order }] of latest)
-    op(keys.contentLast(id), 'l', eventJson(event, options.keyTypes), order);
+  for (const [id, { count }] of contents) {
+    outKeys.push(keys.contentCount(id));
+    args.push('i', String(count), '');
+  }
+  for (const [id, { latest }] of contents) {
+    outKeys.push(keys.contentLast(id));
+    args.push('l', eventJson(latest, options.keyTypes), lastOrder(latest));
+  }
+  const ttl = String(BUCKET_TTL_SECONDS);
   for (const [key, { tag, members }] of buckets) {
-    for (const [member, by] of members) op(key, 'z', member, String(by));
-    op(key, 'e', String(BUCKET_TTL_SECONDS), tag);
+    for (const [member, by] of members) {
+      outKeys.push(key);
+      args.push('z', member, String(by));
+    }
+    outKeys.push(key);
+    args.push('e', ttl, tag);
   }
   return { keys: outKeys, args };
 }
+
+interface Bucket {
+  tag: string;
+  members: Map<string, number>;
+}
+
+interface MinuteBuckets {
+  minute: string;
+  /** False when the minute is before bucketsFrom (no bucket increments). */
+  from: boolean;
+  d: Bucket | null;
+  c: Bucket | null;
+  s: Bucket | null;
+}
+
+function bucket(buckets: Map<string, Bucket>, key: string, board: 'c' | 's' | 'd', minute: string): Bucket {
+  let b = buckets.get(key);
+  if (!b) buckets.set(key, (b = { tag: `${board} ${minute}`, members: new Map() }));
+  return b;
+}
+
+function bump(b: Bucket, member: string, by: number): void {
+  b.members.set(member, (b.members.get(member) ?? 0) + by);
+}
+
+/**
+ * The characters minuteBucketOfIso reads (through the minute: 16, or 19 with an expanded year):
+ * a timestamp starting with them has the same bucket. Null for a text too short to have them.
+ */
+function minutePrefixOf(ts: string): string | null {
+  const c = ts.charCodeAt(0);
+  const n = c === 43 || c === 45 ? 19 : 16;
+  return ts.length >= n ? ts.slice(0, n) : null;
+}
+
+/** A content's event count and latest event (see isPlainOrder for `plain`). */
+interface Latest {
+  count: number;
+  latest: EnrichedEvent;
+  plain: boolean;
+}
+
+/**
+ * True when the event's lastOrder text is "100" + event_ts + " " + its id padded to 20 digits
+ * (a canonical event_ts with a 4-digit year, a non-negative safe-integer id): two such texts
+ * compare as (event_ts, event_id), which isPlainLater does without building either.
+ */
+function isPlainOrder(e: EnrichedEvent): boolean {
+  return Number.isSafeInteger(e.event_id) && e.event_id >= 0 && isCanonicalIso(e.event_ts);
+}
+
+/** lastOrder(a) > lastOrder(b) for two events isPlainOrder accepts. */
+function isPlainLater(a: EnrichedEvent, b: EnrichedEvent): boolean {
+  if (a.event_ts !== b.event_ts) return a.event_ts > b.event_ts;
+  return a.event_id > b.event_id;
+}
+
+/** `YYYY-MM-DDTHH:MM:SS.ffffffZ` exactly. */
+function isCanonicalIso(ts: string): boolean {
+  if (
+    ts.length !== 27 ||
+    ts.charCodeAt(4) !== 45 || // -
+    ts.charCodeAt(7) !== 45 ||
+    ts.charCodeAt(10) !== 84 || // T
+    ts.charCodeAt(13) !== 58 || // :
+    ts.charCodeAt(16) !== 58 ||
+    ts.charCodeAt(19) !== 46 || // .
+    ts.charCodeAt(26) !== 90 // Z
+  )
+    return false;
+  for (let k = 0; k < DIGIT_AT.length; k++) {
+    const c = ts.charCodeAt(DIGIT_AT[k]);
+    if (c < 48 || c > 57) return false;
+  }
+  return true;
+}
+const DIGIT_AT = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22, 23, 24, 25];
 
 /**
  * A string that sorts like (event_ts, event_id): the year as a signed offset in 7 digits (ISO

@@ -238,10 +238,10 @@ export class RedisSink implements Sink {
   ): Promise<{ applied: number; noWatermark: boolean }> {
     let events = all;
     let positions = allPositions;
-    const ids = new Set(all.map((e) => e.event_id));
-    if (ids.size < all.length) {
+    if (hasRepeatedIds(all)) {
       // The same event twice in one batch (a redelivery): the script would report the second
       // copy's seen bit as a duplicate and the retry would skip the id, so no copy would count.
+      const ids = new Set(all.map((e) => e.event_id));
       const keep = all.map((e) => ids.delete(e.event_id));
       events = all.filter((_, i) => keep[i]);
       if (allPositions.length > 0) positions = allPositions.filter((_, i) => keep[i]);
@@ -301,6 +301,14 @@ export class RedisSink implements Sink {
   async refreshWindows(now = this.now()): Promise<void> {
     await this.rollWindow(now, true);
   }
+}
+
+/** True when an event_id occurs twice (ids rising through the batch, the usual case, are checked without a Set). */
+function hasRepeatedIds(events: readonly EnrichedEvent[]): boolean {
+  let i = 1;
+  while (i < events.length && events[i].event_id > events[i - 1].event_id) i++;
+  if (i >= events.length) return false;
+  return new Set(events.map((e) => e.event_id)).size < events.length;
 }
 
 /**

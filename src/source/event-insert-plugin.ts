@@ -1,0 +1,165 @@
+import { isAscii } from 'node:buffer';
+import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import { DEFAULT_SHAPE, type SourceShape } from '../domain/source-shape.js';
+import type { Change } from './changes.js';
+import { decodeEventValues } from './decode-rows.js';
+
+/**
+ * pgoutput with a fast path for the one message that comes once per event: an INSERT into the
+ * events table. It is read straight from the wire bytes into the event's Change, without the
+ * library's intermediate objects (a reader, a Buffer view and a TextDecoder call per column, a
+ * null-prototype tuple with every column, the message); columns the pipeline does not read are
+ * skipped, not decoded. Every other message, and every insert the fast path does not handle
+ * exactly like the library would (a row that is not a valid event, a binary or unchanged-TOAST
+ * value, a truncated message, a text value starting with a byte-order mark), is parsed by the
+ * library as before and decoded by decodePgoutput: the result is the same Change either way
+ * (pinned by the unit tests, which compare both paths on the same bytes).
+ */
+export class EventInsertPlugin extends PgoutputPlugin {
+  readonly #shape: SourceShape;
+  readonly #relations: Map<number, Pgoutput.MessageRelation>;
+  /** The decoding plan of the events relation as last seen (rebuilt when a new relation message replaces it). */
+  #plan: EventsPlan | null = null;
+
+  constructor(options: Pgoutput.Options, shape: SourceShape = DEFAULT_SHAPE) {
+    super(options);
+    this.#shape = shape;
+    // The library's relation cache (filled by the relation messages it parses).
+    this.#relations = (
+      this as unknown as { parser: { _relationCache: Map<number, Pgoutput.MessageRelation> } }
+    ).parser._relationCache;
+  }
+
+  /**
+   * A Change for an events INSERT on the fast path (see isDecodedChange), the library's message
+   * otherwise. Typed as the library's message because the replication service hands either on
+   * untouched.
+   */
+  override parse(buffer: Buffer): Pgoutput.Message {
+    if (buffer[0] === INSERT) {
+      const change = this.#fastInsert(buffer);
+      if (change !== null) return change as unknown as Pgoutput.Message;
+    }
+    return super.parse(buffer);
+  }
+
+  #fastInsert(buffer: Buffer): Change | null {
+    if (buffer.length < 8 || buffer[5] !== NEW_TUPLE) return null;
+    const relation = this.#relations.get(buffer.readInt32BE(1));
+    if (relation === undefined) return null;
+    let plan = this.#plan;
+    if (plan === null || plan.relation !== relation) {
+      const { events } = this.#shape;
+      if (relation.name !== events.name || relation.schema !== events.schema) return null;
+      const built = eventsPlan(relation, this.#shape.eventIdColumn);
+      if (built === null) return null;
+      plan = this.#plan = built;
+    }
+    const nfields = buffer.readInt16BE(6);
+    const { columns, slots, values } = plan;
+    if (nfields > columns.length) return null;
+    values.fill(undefined);
+    let p = 8;
+    const end = buffer.length;
+    // Usually every byte is ASCII: then one string of the whole message, cut into the values,
+    // costs less than a decoding call per value.
+    const whole = isAscii(buffer) ? slicing(buffer).latin1Slice(0, end) : null;
+    for (let i = 0; i < nfields; i++) {
+      if (p >= end) return null;
+      const kind = buffer[p++];
+      if (kind === NULL_VALUE) {
+        if (slots[i] >= 0) values[slots[i]] = null;
+        continue;
+      }
+      if (kind !== TEXT_VALUE || p + 4 > end) return null; // binary, unchanged TOAST, or unknown: the library's
+      const size = buffer.readInt32BE(p);
+      p += 4;
+      if (size < 0 || p + size > end) return null;
+      const slot = slots[i];
+      if (slot >= 0) {
+        let text: string;
+        // A cut of 13 characters or more would be a view keeping the whole message alive (and
+        // slower to read); the keys the event keeps (content_id, user_id) get a copy of their own.
+        if (whole !== null)
+          text =
+            size >= 13 && slot >= KEPT ? slicing(buffer).latin1Slice(p, p + size) : whole.slice(p, p + size);
+        else {
+          // TextDecoder (the library's) drops a leading byte-order mark: left to the library.
+          if (size >= 3 && buffer[p] === 0xef && buffer[p + 1] === 0xbb && buffer[p + 2] === 0xbf)
+            return null;
+          text = slicing(buffer).utf8Slice(p, p + size);
+        }
+        values[slot] = columns[i].parser(text);
+      }
+      p += size;
+    }
+    const row = decodeEventValues(
+      values[0],
+      values[1],
+      values[2],
+      values[4],
+      values[5],
+      values[6],
+      values[7],
+      values[3],
+      plan.idColumn,
+    );
+    return typeof row === 'string' ? null : { kind: 'event', row };
+  }
+}
+
+/** True for what EventInsertPlugin.parse returned from its fast path. */
+export function isDecodedChange(message: Pgoutput.Message | Change): message is Change {
+  return (message as Partial<Change>).kind !== undefined;
+}
+
+const INSERT = 0x49; // 'I'
+const NEW_TUPLE = 0x4e; // 'N'
+const TEXT_VALUE = 0x74; // 't'
+const NULL_VALUE = 0x6e; // 'n'
+
+interface EventsPlan {
+  relation: Pgoutput.MessageRelation;
+  idColumn: string;
+  columns: Pgoutput.RelationColumn[];
+  /** Per column of the relation: its index in `values` (decodeEventValues' argument order), or -1 (not read). */
+  slots: Int8Array;
+  /** Scratch for one row's values (parse is synchronous, so one array serves every message). */
+  values: unknown[];
+}
+
+/** The columns after the id, in decodeEventValues' order but the kept texts (keys, type, device) last. */
+const EVENT_COLUMNS = [
+  'event_ts',
+  'duration_ms',
+  'raw_payload',
+  'content_id',
+  'user_id',
+  'event_type',
+  'device',
+];
+/** The slot of the first column whose text the event keeps as it is. */
+const KEPT = 4;
+
+/** Null when the id column is also one of the other columns read (then the library's path decodes it). */
+function eventsPlan(relation: Pgoutput.MessageRelation, idColumn: string): EventsPlan | null {
+  if (EVENT_COLUMNS.includes(idColumn)) return null;
+  const order = [idColumn, ...EVENT_COLUMNS];
+  const slots = new Int8Array(relation.columns.length);
+  relation.columns.forEach((column, i) => (slots[i] = order.indexOf(column.name)));
+  return { relation, idColumn, columns: relation.columns, slots, values: new Array<unknown>(order.length) };
+}
+
+/**
+ * Buffer's own decoders (what toString calls after checking its arguments). utf8Slice decodes as
+ * the library's TextDecoder does (invalid bytes become U+FFFD alike; the unit tests compare the
+ * two on random bytes), except that TextDecoder drops a leading byte-order mark.
+ */
+interface Slicing {
+  utf8Slice(start: number, end: number): string;
+  latin1Slice(start: number, end: number): string;
+}
+
+function slicing(buffer: Buffer): Slicing {
+  return buffer as unknown as Slicing;
+}
