@@ -62,8 +62,9 @@ export class EventInsertPlugin extends PgoutputPlugin {
     let p = 8;
     const end = buffer.length;
     // Usually every byte is ASCII: then one string of the whole message, cut into the values,
-    // costs less than a decoding call per value.
-    const whole = isAscii(buffer) ? slicing(buffer).latin1Slice(0, end) : null;
+    // costs less than a decoding call per value. Not for a large row (wide unread columns): a
+    // string of all of it would cost more than it saves, and V8 refuses strings past ~512 MB.
+    const whole = end <= WHOLE_MESSAGE_MAX && isAscii(buffer) ? slicing(buffer).latin1Slice(0, end) : null;
     for (let i = 0; i < nfields; i++) {
       if (p >= end) return null;
       const kind = buffer[p++];
@@ -77,19 +78,21 @@ export class EventInsertPlugin extends PgoutputPlugin {
       if (size < 0 || p + size > end) return null;
       const slot = slots[i];
       if (slot >= 0) {
-        let text: string;
-        // A cut of 13 characters or more would be a view keeping the whole message alive (and
-        // slower to read); the keys the event keeps (content_id, user_id) get a copy of their own.
-        if (whole !== null)
-          text =
-            size >= 13 && slot >= KEPT ? slicing(buffer).latin1Slice(p, p + size) : whole.slice(p, p + size);
-        else {
+        let value: unknown;
+        if (whole !== null) {
+          const text = whole.slice(p, p + size);
+          value = columns[i].parser(text);
+          // A cut of 13 characters or more is a view that would keep the whole message alive
+          // (and is slower to read): a value kept as the text itself (keys, text columns, a
+          // text-typed raw_payload) gets a copy of its own; a parsed value (jsonb) does not.
+          if (value === text && size >= 13) value = slicing(buffer).latin1Slice(p, p + size);
+        } else {
           // TextDecoder (the library's) drops a leading byte-order mark: left to the library.
           if (size >= 3 && buffer[p] === 0xef && buffer[p + 1] === 0xbb && buffer[p + 2] === 0xbf)
             return null;
-          text = slicing(buffer).utf8Slice(p, p + size);
+          value = columns[i].parser(slicing(buffer).utf8Slice(p, p + size));
         }
-        values[slot] = columns[i].parser(text);
+        values[slot] = value;
       }
       p += size;
     }
@@ -128,7 +131,7 @@ interface EventsPlan {
   values: unknown[];
 }
 
-/** The columns after the id, in decodeEventValues' order but the kept texts (keys, type, device) last. */
+/** The columns after the id, in the order of the slots (see #fastInsert's call of decodeEventValues). */
 const EVENT_COLUMNS = [
   'event_ts',
   'duration_ms',
@@ -138,8 +141,8 @@ const EVENT_COLUMNS = [
   'event_type',
   'device',
 ];
-/** The slot of the first column whose text the event keeps as it is. */
-const KEPT = 4;
+/** Messages longer than this are cut value by value (see #fastInsert). */
+const WHOLE_MESSAGE_MAX = 64 * 1024;
 
 /** Null when the id column is also one of the other columns read (then the library's path decodes it). */
 function eventsPlan(relation: Pgoutput.MessageRelation, idColumn: string): EventsPlan | null {

@@ -173,6 +173,22 @@ describe('the fast events-insert path of the pgoutput plugin', () => {
     assert.deepEqual(actual, expected);
   });
 
+  it('a wide row (an unread column past the whole-message limit) and a text-typed raw_payload: same Change', () => {
+    const cols: Col[] = [
+      ...COLUMNS.slice(0, 7),
+      { name: 'raw_payload', type: OID.text },
+      { name: 'notes', type: OID.text },
+    ];
+    for (const notes of ['short', 'x'.repeat(200_000)]) {
+      const { expected, actual, fastPath } = bothWays(
+        relationMessage(11, 'public', 'engagement_events', cols),
+        insertMessage(11, [...GOOD.slice(0, 7), '{"a": "a text payload kept as its text"}', notes]),
+      );
+      assert.equal(fastPath, true);
+      assert.deepEqual(actual, expected);
+    }
+  });
+
   it('a user shape: other table and id column names', () => {
     const shape: SourceShape = {
       ...DEFAULT_SHAPE,
