@@ -17,7 +17,11 @@ import { duckDbRowProblem } from './representable.js';
 /** The analytics settings of the configuration (env-only, validated by configSpec). */
 export type AnalyticsSettings = Pick<
   Config,
-  'duckdbMemoryLimit' | 'bigqueryApiEndpoint' | 'bigqueryAccessToken' | 'analyticsWriteIntervalMs'
+  | 'duckdbMemoryLimit'
+  | 'duckdbThreads'
+  | 'bigqueryApiEndpoint'
+  | 'bigqueryAccessToken'
+  | 'analyticsWriteIntervalMs'
 >;
 
 export interface AnalyticsSinkDeps {
@@ -74,6 +78,7 @@ function pickAnalyticsSink(url: string, logger: Logger, deps: AnalyticsSinkDeps)
         logger: child,
         waitWhileLocked: deps.waitWhileLocked,
         memoryLimit: deps.settings.duckdbMemoryLimit,
+        threads: deps.settings.duckdbThreads,
         positionedStream: deps.positionedStream,
         keyTypes,
       }),
