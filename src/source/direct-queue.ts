@@ -3,7 +3,10 @@ import type { LogicalReplicationService } from 'pg-logical-replication';
 /** A data handler: a promise while it holds the stream (backpressure), nothing when done. */
 export type DataHandler = (lsn: string, message: unknown) => void | Promise<void>;
 
-/** The parts of pg-logical-replication 2.5's flow control this replaces (not in its typings). */
+/**
+ * The parts of pg-logical-replication 2.5's flow control this replaces (not in its typings);
+ * package.json pins the library's exact version because of this and EventInsertPlugin.
+ */
 interface FlowControlInternals {
   config: { acknowledge: { auto: boolean }; flowControl: { enabled: boolean } };
   _stop: boolean;

@@ -24,7 +24,8 @@ export class EventInsertPlugin extends PgoutputPlugin {
   constructor(options: Pgoutput.Options, shape: SourceShape = DEFAULT_SHAPE) {
     super(options);
     this.#shape = shape;
-    // The library's relation cache (filled by the relation messages it parses).
+    // The library's relation cache (filled by the relation messages it parses; a private field
+    // of pg-logical-replication 2.5, whose exact version package.json pins).
     this.#relations = (
       this as unknown as { parser: { _relationCache: Map<number, Pgoutput.MessageRelation> } }
     ).parser._relationCache;
