@@ -1,8 +1,13 @@
 import { createRequire } from 'node:module';
-import { Kafka, logLevel as KafkaLogLevel, type logCreator, type SASLOptions } from 'kafkajs';
+import type * as KafkaJs from 'kafkajs';
+import type { Kafka, logCreator, SASLOptions } from 'kafkajs';
 import type { Config } from '../config.js';
 import { configError, ErrorCodes, PipelineError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { lazyRequire } from '../lazy-require.js';
+
+/** kafkajs, loaded when a Kafka client is first made (see lazy-require.ts). */
+export const kafkajs = lazyRequire<typeof KafkaJs>('kafkajs');
 
 /** Topics of the native format (capture -> workers). */
 export const EVENTS_TOPIC = 'engagement.events';
@@ -39,8 +44,9 @@ function bridgeLogs(logger: Logger): logCreator {
   return () =>
     ({ level, log }) => {
       const { message, ...extra } = log;
-      if (level <= KafkaLogLevel.ERROR) logger.error({ kafka: extra }, `kafka: ${message}`);
-      else if (level === KafkaLogLevel.WARN) logger.warn({ kafka: extra }, `kafka: ${message}`);
+      const levels = kafkajs().logLevel;
+      if (level <= levels.ERROR) logger.error({ kafka: extra }, `kafka: ${message}`);
+      else if (level === levels.WARN) logger.warn({ kafka: extra }, `kafka: ${message}`);
       else logger.debug({ kafka: extra }, `kafka: ${message}`);
     };
 }
@@ -72,12 +78,13 @@ export function createKafka(
   security: KafkaSecurity = { ssl: false },
 ): Kafka {
   installControllerFallback();
+  const { Kafka, logLevel } = kafkajs();
   return new Kafka({
     clientId,
     brokers,
     ssl: security.ssl,
     sasl: security.sasl,
-    logLevel: KafkaLogLevel.WARN,
+    logLevel: logLevel.WARN,
     logCreator: bridgeLogs(logger.child({ component: 'kafkajs' })),
     retry: { initialRetryTime: 200, retries: 8 },
   });

@@ -1,9 +1,12 @@
-import { BigQuery, type Dataset, type Table } from '@google-cloud/bigquery';
-import { OAuth2Client } from 'google-auth-library';
+import type * as BigQueryJs from '@google-cloud/bigquery';
+import type { BigQuery, Dataset, Table } from '@google-cloud/bigquery';
+import type * as GoogleAuth from 'google-auth-library';
+import type { OAuth2Client } from 'google-auth-library';
 import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
+import { lazyRequire } from '../../lazy-require.js';
 import type { DeadLetterEntry, DeadLetterStore } from '../../state/dead-letter.js';
 import type { Sink } from '../sink.js';
 import {
@@ -39,6 +42,10 @@ export function parseBigQueryUrl(raw: string): BigQueryTarget {
 }
 
 /** insertAll: at most 500 rows per request is Google's recommendation; 10 MB is the hard limit. */
+/** The BigQuery and Google auth clients, loaded when a BigQuery sink is made (see lazy-require.ts). */
+const bigqueryJs = lazyRequire<typeof BigQueryJs>('@google-cloud/bigquery');
+const googleAuth = lazyRequire<typeof GoogleAuth>('google-auth-library');
+
 const MAX_ROWS_PER_REQUEST = 500;
 const MAX_BYTES_PER_REQUEST = 8 * 1024 * 1024;
 /** Rows BigQuery marks `stopped` (not wrong themselves) are re-sent this many times. */
@@ -87,17 +94,17 @@ export class BigQuerySink implements Sink {
     this.fields = bigQueryFields(this.keyTypes);
     let authClient: OAuth2Client | undefined;
     if (options.accessToken) {
-      authClient = new OAuth2Client();
+      authClient = new (googleAuth().OAuth2Client)();
       authClient.setCredentials({ access_token: options.accessToken });
     }
-    this.bigquery = new BigQuery({
+    this.bigquery = new (bigqueryJs().BigQuery)({
       projectId: target.projectId,
       location: target.location,
       apiEndpoint: options.apiEndpoint,
       authClient,
       autoRetry: false,
       timeout: options.requestTimeoutMs ?? 60_000,
-    } as ConstructorParameters<typeof BigQuery>[0]);
+    } as ConstructorParameters<typeof BigQueryJs.BigQuery>[0]);
     this.dataset = this.bigquery.dataset(target.datasetId, { location: target.location });
     this.table = this.dataset.table(BIGQUERY_TABLE);
     this.where = `${target.projectId}.${target.datasetId}.${BIGQUERY_TABLE}`;

@@ -1,8 +1,10 @@
-import { ClickHouseError, ClickHouseLogLevel, createClient, type ClickHouseClient } from '@clickhouse/client';
+import type * as ClickHouseJs from '@clickhouse/client';
+import type { ClickHouseClient } from '@clickhouse/client';
 import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
+import { lazyRequire } from '../../lazy-require.js';
 import type { Sink } from '../sink.js';
 import {
   CLICKHOUSE_COLUMNS,
@@ -95,6 +97,7 @@ export class ClickHouseSink implements Sink {
 
   async start(): Promise<void> {
     const { target } = this.options;
+    const { createClient, ClickHouseLogLevel } = clickhouseJs();
     this.client = createClient({
       url: target.url,
       username: target.username,
@@ -199,9 +202,18 @@ export class ClickHouseSink implements Sink {
   }
 }
 
+/** @clickhouse/client, loaded when a ClickHouse sink starts (see lazy-require.ts). */
+const clickhouseJs = lazyRequire<typeof ClickHouseJs>('@clickhouse/client');
+
+/** Only the client raises its errors, so an unloaded client means "not one of them". */
+function isClickHouseError(err: unknown): err is ClickHouseJs.ClickHouseError {
+  const lib = clickhouseJs.loaded();
+  return lib !== undefined && err instanceof lib.ClickHouseError;
+}
+
 /** "ClickHouse error 60 (UNKNOWN_TABLE): ..." for server errors; a short line for the rest. */
 export function describeClickHouseError(err: unknown): string {
-  if (err instanceof ClickHouseError) {
+  if (isClickHouseError(err)) {
     return `ClickHouse error ${err.code} (${err.type ?? 'UNKNOWN'}): ${err.message.trim()}`;
   }
   return describeError(err);
@@ -209,5 +221,5 @@ export function describeClickHouseError(err: unknown): string {
 
 function isAuthError(err: unknown): boolean {
   // 516 AUTHENTICATION_FAILED, 192 UNKNOWN_USER, 194 REQUIRED_PASSWORD.
-  return err instanceof ClickHouseError && ['516', '192', '194'].includes(String(err.code));
+  return isClickHouseError(err) && ['516', '192', '194'].includes(String(err.code));
 }

@@ -1,10 +1,10 @@
-import { Partitioners, type Admin, type Kafka, type Message } from 'kafkajs';
+import type { Admin, Kafka, Message } from 'kafkajs';
 import type { Config } from '../../config.js';
 import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch } from '../../domain/types.js';
 import { ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
-import { createKafka, kafkaSecurity, parseBrokers } from '../../kafka/client.js';
+import { createKafka, kafkajs, kafkaSecurity, parseBrokers } from '../../kafka/client.js';
 import { ResilientProducer } from './resilient-producer.js';
 import { ensureTopics } from '../../kafka/topics.js';
 import { eventJson } from '../event-json.js';
@@ -60,7 +60,7 @@ export class KafkaEnrichedSink implements Sink {
   private readonly producer: ResilientProducer;
   private readonly admin: Admin;
   private readonly log: Logger;
-  private readonly partitioner = Partitioners.DefaultPartitioner();
+  private readonly partitioner = kafkajs().Partitioners.DefaultPartitioner();
   private partitionCount = 0;
   private readonly state = new Map<number, PartitionState>();
   /** Events skipped because the topic already had them (replays after a crash). */
@@ -75,7 +75,7 @@ export class KafkaEnrichedSink implements Sink {
         options.kafka.producer({
           idempotent: true,
           maxInFlightRequests: 1,
-          createPartitioner: Partitioners.DefaultPartitioner,
+          createPartitioner: kafkajs().Partitioners.DefaultPartitioner,
           retry: { retries: 10, maxRetryTime: 10_000 },
         }),
       options.logger,

@@ -1,13 +1,6 @@
-import {
-  Partitioners,
-  type Admin,
-  type Kafka,
-  type Message,
-  type Producer,
-  type ProducerRecord,
-  type RecordMetadata,
-} from 'kafkajs';
+import type { Admin, Kafka, Message, Producer, ProducerRecord, RecordMetadata } from 'kafkajs';
 import { describeError } from '../../errors.js';
+import { kafkajs } from '../../kafka/client.js';
 import type { Logger } from '../../logger.js';
 
 /**
@@ -31,7 +24,7 @@ export class ResilientProducer {
   private producer: Producer | null = null;
   private admin: Admin | null = null;
   private readonly partitionCounts = new Map<string, number>();
-  private readonly partitioner = Partitioners.DefaultPartitioner();
+  private readonly partitioner = kafkajs().Partitioners.DefaultPartitioner();
 
   constructor(
     private readonly kafka: Kafka,
