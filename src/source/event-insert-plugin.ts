@@ -1,4 +1,5 @@
 import { isAscii } from 'node:buffer';
+import { createRequire } from 'node:module';
 import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import { DEFAULT_SHAPE, type SourceShape } from '../domain/source-shape.js';
 import type { Change } from './changes.js';
@@ -11,11 +12,14 @@ import { decodeEventValues } from './decode-rows.js';
  * null-prototype tuple with every column, the message); columns the pipeline does not read are
  * skipped, not decoded. Every other message, and every insert the fast path does not handle
  * exactly like the library would (a row that is not a valid event, a binary or unchanged-TOAST
- * value, a truncated message, a text value starting with a byte-order mark), is parsed by the
- * library as before and decoded by decodePgoutput: the result is the same Change either way
+ * value, a truncated message), is parsed by the library as before and decoded by decodePgoutput: the result is the same Change either way
  * (pinned by the unit tests, which compare both paths on the same bytes).
  */
 export class EventInsertPlugin extends PgoutputPlugin {
+  static {
+    keepByteOrderMarks();
+  }
+
   readonly #shape: SourceShape;
   readonly #relations: Map<number, Pgoutput.MessageRelation>;
   /** The decoding plan of the events relation as last seen (rebuilt when a new relation message replaces it). */
@@ -88,9 +92,6 @@ export class EventInsertPlugin extends PgoutputPlugin {
           // text-typed raw_payload) gets a copy of its own; a parsed value (jsonb) does not.
           if (value === text && size >= 13) value = slicing(buffer).latin1Slice(p, p + size);
         } else {
-          // TextDecoder (the library's) drops a leading byte-order mark: left to the library.
-          if (size >= 3 && buffer[p] === 0xef && buffer[p + 1] === 0xbb && buffer[p + 2] === 0xbf)
-            return null;
           value = columns[i].parser(slicing(buffer).utf8Slice(p, p + size));
         }
         values[slot] = value;
@@ -156,8 +157,8 @@ function eventsPlan(relation: Pgoutput.MessageRelation, idColumn: string): Event
 
 /**
  * Buffer's own decoders (what toString calls after checking its arguments). utf8Slice decodes as
- * the library's TextDecoder does (invalid bytes become U+FFFD alike; the unit tests compare the
- * two on random bytes), except that TextDecoder drops a leading byte-order mark.
+ * the library's TextDecoder does once keepByteOrderMarks ran (invalid bytes become U+FFFD alike;
+ * the unit tests compare the two on random bytes).
  */
 interface Slicing {
   utf8Slice(start: number, end: number): string;
@@ -166,4 +167,22 @@ interface Slicing {
 
 function slicing(buffer: Buffer): Slicing {
   return buffer as unknown as Slicing;
+}
+
+/**
+ * The library decodes every text (values, relation and column names) with a default TextDecoder,
+ * which drops a leading U+FEFF: a device or title that starts with one would be stored without
+ * it. Its reader's decodeText is replaced, once, by one that keeps it (the reader is a private
+ * module of pg-logical-replication 2.5, whose exact version package.json pins; a build without
+ * that method is left alone and the unit tests fail on the missing mark).
+ */
+function keepByteOrderMarks(): void {
+  const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
+  const require = createRequire(import.meta.url);
+  const { BinaryReader } =
+    require('pg-logical-replication/dist/output-plugins/pgoutput/binary-reader.js') as {
+      BinaryReader?: { prototype: { decodeText?: (bytes: Uint8Array) => string } };
+    };
+  if (typeof BinaryReader?.prototype.decodeText !== 'function') return;
+  BinaryReader.prototype.decodeText = (bytes) => decoder.decode(bytes);
 }

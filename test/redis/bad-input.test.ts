@@ -69,4 +69,29 @@ describe('bad input is delivered or dead-lettered, never a crash', () => {
     );
     assert.match(dead[0].last_error, /event_ts/);
   });
+  it('keeps a leading byte-order mark in text and JSON values (nothing stripped on the way)', async () => {
+    const runtime = await h.start();
+    try {
+      await h.sql(
+        `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device, raw_payload)
+         VALUES ($1, NULL, 'play', now(), 1000, E'\\uFEFFios', jsonb_build_object('t', E'\\uFEFFx'))`,
+        [CONTENT_IDS[1]],
+      );
+      await waitFor('the event in Redis', async () =>
+        Boolean(await h.redis.client.get(`${h.redis.prefix}content:last:${CONTENT_IDS[1]}`)),
+      );
+      const last = JSON.parse((await h.redis.client.get(`${h.redis.prefix}content:last:${CONTENT_IDS[1]}`))!);
+      assert.equal(last.device, '\ufeffios');
+      assert.deepEqual(last.raw_payload, { t: '\ufeffx' });
+    } finally {
+      await runtime.stop();
+    }
+    // Asked in SQL: @duckdb/node-api's own string reader (a default TextDecoder) drops the mark.
+    const rows = await duckdbQuery(
+      h.duckdbFile,
+      `SELECT unicode(device) AS first, length(device) AS len, raw_payload::VARCHAR AS payload
+       FROM engagement.events_enriched WHERE content_id = '${CONTENT_IDS[1]}' AND device LIKE '%ios'`,
+    );
+    assert.deepEqual(rows, [{ first: 0xfeff, len: '4', payload: '{"t":"\ufeffx"}' }]);
+  });
 });
