@@ -19,13 +19,39 @@ export async function freshDatabase(
     url: url.toString(),
     name,
     drop: async () => {
-      await adminQuery(
-        admin,
-        `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '${name}' AND NOT active`,
-      ).catch(() => undefined);
+      // Slot names are cluster-wide and most files use the default one: a slot left behind
+      // (a pipeline of a failed test still streaming, or still shutting down on a slow machine)
+      // would fail every later file with "slot belongs to database ...". End its walsender and
+      // retry until the slot is gone.
+      const slots = `FROM pg_replication_slots WHERE database = '${name}'`;
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        await adminQuery(
+          admin,
+          `SELECT pg_terminate_backend(active_pid) ${slots} AND active_pid IS NOT NULL`,
+        ).catch(() => undefined);
+        await adminQuery(admin, `SELECT pg_drop_replication_slot(slot_name) ${slots} AND NOT active`).catch(
+          () => undefined,
+        );
+        const left = await adminRows<{ n: string }>(admin, `SELECT count(*) AS n ${slots}`).catch(() => [
+          { n: '1' },
+        ]);
+        if (Number(left[0].n) === 0 || Date.now() > deadline) break;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
       await adminQuery(admin, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
     },
   };
+}
+
+async function adminRows<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
+  const client = new pg.Client(clientConfig(url));
+  await client.connect();
+  try {
+    return (await client.query<T>(sql)).rows;
+  } finally {
+    await client.end();
+  }
 }
 
 async function adminQuery(url: string, sql: string): Promise<void> {
