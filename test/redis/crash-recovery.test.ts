@@ -61,28 +61,44 @@ describe('crash safety: kill -9 at random moments while traffic flows', () => {
       EXTERNAL_BATCH_SIZE: '1',
       PORT: '0',
     };
+    // Every wait below shares one deadline inside the runner's per-test timeout (600 s), so a
+    // slow machine fails here, with the counts reached and the pipeline's output, not cancelled.
+    const deadline = Date.now() + 540_000;
+    const left = () => Math.max(1_000, deadline - Date.now());
     const traffic = startTraffic(h);
     const cycles = 10;
-    for (let i = 0; i < cycles; i++) {
-      const p = spawnCli(['run'], env);
-      // A cold start of the CLI through tsx takes several seconds when the CPUs are saturated.
-      await waitFor('pipeline streaming', () => /replication streaming/.test(p.output()), 120_000);
-      await new Promise((r) => setTimeout(r, 200 + Math.random() * 1200));
-      p.child.kill('SIGKILL');
-      await p.exited;
+    let n = 0;
+    try {
+      for (let i = 0; i < cycles; i++) {
+        const p = spawnCli(['run'], env);
+        try {
+          // A cold start of the CLI through tsx takes several seconds when the CPUs are saturated.
+          await waitFor(
+            'pipeline streaming',
+            () => /replication streaming/.test(p.output()),
+            Math.min(120_000, left()),
+          );
+          await new Promise((r) => setTimeout(r, 200 + Math.random() * 1200));
+        } finally {
+          p.child.kill('SIGKILL');
+          await p.exited;
+        }
+      }
+    } finally {
+      n = await traffic.stop();
     }
-    const n = await traffic.stop();
     const final = spawnCli(['run'], env);
     try {
       // The catch-up sends one event per HTTP request (EXTERNAL_BATCH_SIZE=1), so its length
       // scales with how much traffic the crash loop let in: wait while it makes progress, and
       // fail with how far it got (a loss shows up as a count that stops short of N).
-      await waitForCount('every row in Redis', () => redisTotal(h), n);
+      await waitForCount('every row in Redis', () => redisTotal(h), n, { capMs: left() });
       await waitForCount(
         'every row at the external system',
         async () =>
           ((await (await fetch(`${mock.url}_stats`)).json()) as { uniqueEventIds: number }).uniqueEventIds,
         n,
+        { capMs: left() },
       );
     } catch (err) {
       process.stdout.write(`# final pipeline output (tail):\n${final.output().slice(-4000)}\n`);

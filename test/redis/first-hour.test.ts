@@ -31,7 +31,8 @@ describe('the first commands a new user runs', () => {
     assert.equal(top.output().trim().split('\n').length, 1, top.output());
     assert.match(top.output(), /EP_ERR_CONFIG: cannot reach Redis at 127\.0\.0\.1:\d+/);
     // From the error line to exit: nothing may keep the process alive (ioredis reconnecting).
-    assert.ok(Date.now() - errorAt < 5_000, `exited ${Date.now() - errorAt} ms after the error`);
+    // (the bug was "never"; the bound leaves room for a busy machine)
+    assert.ok(Date.now() - errorAt < 15_000, `exited ${Date.now() - errorAt} ms after the error`);
   });
 
   it(

@@ -240,7 +240,10 @@ describe('Dispatcher + BatchAssembler', () => {
     const started = Date.now();
     const report = await h.dispatcher.stop(Date.now() + 300);
     h.fanout.cancel();
-    assert.ok(Date.now() - started < 2_000, 'bounded');
+    assert.ok(
+      Date.now() - started < 5_000,
+      'bounded (the deadline is 300 ms; the rest is room for a busy machine)',
+    );
     assert.equal(report.drained, false);
     assert.equal(report.batches, inFlight + 1, 'the batches in flight and the open one');
     assert.ok(report.rows >= 20, `${report.rows} rows left`);
