@@ -178,11 +178,15 @@ function slicing(buffer: Buffer): Slicing {
  */
 function keepByteOrderMarks(): void {
   const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
-  const require = createRequire(import.meta.url);
-  const { BinaryReader } =
-    require('pg-logical-replication/dist/output-plugins/pgoutput/binary-reader.js') as {
-      BinaryReader?: { prototype: { decodeText?: (bytes: Uint8Array) => string } };
-    };
+  let reader: { BinaryReader?: { prototype: { decodeText?: (bytes: Uint8Array) => string } } };
+  try {
+    reader = createRequire(import.meta.url)(
+      'pg-logical-replication/dist/output-plugins/pgoutput/binary-reader.js',
+    );
+  } catch {
+    return; // another layout: left alone (see above)
+  }
+  const { BinaryReader } = reader;
   if (typeof BinaryReader?.prototype.decodeText !== 'function') return;
   BinaryReader.prototype.decodeText = (bytes) => decoder.decode(bytes);
 }
