@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
  * CPU per event is mostly such wake-ups (a replication read, a Redis reply, an HTTP reply, a
  * timer), so this is the floor under `engagement bench`'s 1,000/s figure.
  * Measured: an empty timer callback, a Redis PING, and an EVALSHA of a no-op script with
- * `--args` arguments (a 25-event batch of the Redis sink passes about 460-490).
+ * `--args` arguments (the Redis sink's call for a 50-row transaction passes about 440-500).
  * CPU is this process's (process.cpuUsage, all threads) per iteration.
  * Usage: node --import tsx src/bench/wakeup-cost.ts [--rates 40,1000] [--seconds 5] [--args 480]
  */

@@ -12,8 +12,9 @@ import { decodeEventValues } from './decode-rows.js';
  * null-prototype tuple with every column, the message); columns the pipeline does not read are
  * skipped, not decoded. Every other message, and every insert the fast path does not handle
  * exactly like the library would (a row that is not a valid event, a binary or unchanged-TOAST
- * value, a truncated message), is parsed by the library as before and decoded by decodePgoutput: the result is the same Change either way
- * (pinned by the unit tests, which compare both paths on the same bytes).
+ * value, a truncated message), is parsed by the library as before and decoded by decodePgoutput:
+ * the result is the same Change either way (pinned by the unit tests, which compare both paths
+ * on the same bytes).
  */
 export class EventInsertPlugin extends PgoutputPlugin {
   static {
@@ -171,8 +172,8 @@ function slicing(buffer: Buffer): Slicing {
 
 /**
  * The library decodes every text (values, relation and column names) with a default TextDecoder,
- * which drops a leading U+FEFF: a device or title that starts with one would be stored without
- * it. Its reader's decodeText is replaced, once, by one that keeps it (the reader is a private
+ * which drops a leading U+FEFF: an event's device (or any text) that starts with one would be
+ * stored without it. Its reader's decodeText is replaced, once, by one that keeps it (the reader is a private
  * module of pg-logical-replication 2.5, whose exact version package.json pins; a build without
  * that method is left alone and the unit tests fail on the missing mark).
  */

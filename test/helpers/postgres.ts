@@ -33,7 +33,7 @@ export async function freshDatabase(
         await adminQuery(admin, `SELECT pg_drop_replication_slot(slot_name) ${slots} AND NOT active`).catch(
           () => undefined,
         );
-        const left = await adminRows<{ n: string }>(admin, `SELECT count(*) AS n ${slots}`).catch(() => [
+        const left = await query<{ n: string }>(admin, `SELECT count(*) AS n ${slots}`).catch(() => [
           { n: '1' },
         ]);
         if (Number(left[0].n) === 0 || Date.now() > deadline) break;
@@ -42,16 +42,6 @@ export async function freshDatabase(
       await adminQuery(admin, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
     },
   };
-}
-
-async function adminRows<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
-  const client = new pg.Client(clientConfig(url));
-  await client.connect();
-  try {
-    return (await client.query<T>(sql)).rows;
-  } finally {
-    await client.end();
-  }
 }
 
 async function adminQuery(url: string, sql: string): Promise<void> {

@@ -41,11 +41,11 @@ export function parseBigQueryUrl(raw: string): BigQueryTarget {
   return { projectId: m[1], datasetId: m[2], location };
 }
 
-/** insertAll: at most 500 rows per request is Google's recommendation; 10 MB is the hard limit. */
 /** The BigQuery and Google auth clients, loaded when a BigQuery sink is made (see lazy-require.ts). */
 const bigqueryJs = lazyRequire<typeof BigQueryJs>('@google-cloud/bigquery');
 const googleAuth = lazyRequire<typeof GoogleAuth>('google-auth-library');
 
+/** insertAll: at most 500 rows per request is Google's recommendation; 10 MB is the hard limit. */
 const MAX_ROWS_PER_REQUEST = 500;
 const MAX_BYTES_PER_REQUEST = 8 * 1024 * 1024;
 /** Rows BigQuery marks `stopped` (not wrong themselves) are re-sent this many times. */
