@@ -17,6 +17,7 @@ export interface EngagementEventRow {
   event_ts: string;
   duration_ms: number | null;
   device: string | null;
+  /** A JsonText from every source (exact: domain/json-text.ts); any JSON value is accepted too. */
   raw_payload: unknown;
 }
 
@@ -29,6 +30,7 @@ export interface EnrichedEvent {
   event_ts: string;
   duration_ms: number | null;
   device: string | null;
+  /** As the row's; destinations write it with payloadJson (domain/json-text.ts). */
   raw_payload: unknown;
   content_type: string | null;
   length_seconds: number | null;

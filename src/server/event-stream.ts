@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { EnrichedEvent } from '../domain/types.js';
+import { eventJson, TEXT_KEYS } from '../sinks/event-json.js';
 
 /**
  * `GET /api/events`: the enriched events as Server-Sent Events, for consumers other than the
@@ -33,7 +34,7 @@ interface Held {
 }
 
 function frameOf(held: Held): string {
-  held.frame ??= `id: ${held.position}\ndata: ${JSON.stringify(held.event)}\n\n`;
+  held.frame ??= `id: ${held.position}\ndata: ${eventJson(held.event, TEXT_KEYS)}\n\n`;
   return held.frame;
 }
 

@@ -1,4 +1,5 @@
 import { DEFAULT_SHAPE, type KeyType, type KeyTypes } from '../domain/source-shape.js';
+import { payloadJson } from '../domain/json-text.js';
 import type { EnrichedEvent } from '../domain/types.js';
 
 /**
@@ -6,9 +7,12 @@ import type { EnrichedEvent } from '../domain/types.js';
  * system's payload, the enriched Kafka topic, Redis `content:last`): keys are typed as in the
  * source. Integer keys are JSON numbers when they are safe integers (a JSON number is a double
  * to most readers, so a bigint beyond 2^53 stays a string rather than arriving rounded);
- * UUID and text keys are strings. In memory every key is its text form, so with UUID keys the
- * document is the event itself, unchanged.
+ * UUID and text keys are strings. In memory every key is its text form. `raw_payload` is
+ * written as its exact JSON text (domain/json-text.ts).
  */
+
+/** Keys as their text, whatever the source's types (the form `GET /api/events` sends). */
+export const TEXT_KEYS: KeyTypes = Object.freeze({ content_id: 'text', user_id: 'text' });
 
 /** A key's JSON value for its source type. */
 export function keyJsonValue(value: string | null, type: KeyType): string | number | null {
@@ -18,27 +22,43 @@ export function keyJsonValue(value: string | null, type: KeyType): string | numb
   return Number.isSafeInteger(n) ? n : value;
 }
 
-function isTextKeyed(keyTypes: KeyTypes): boolean {
-  return (
-    (keyTypes.content_id === 'uuid' || keyTypes.content_id === 'text') &&
-    (keyTypes.user_id === 'uuid' || keyTypes.user_id === 'text')
-  );
-}
-
-/** The document for one event (the event itself when every key is text). */
-export function eventDocument(
+/**
+ * The document for one event, every key typed as in the source, with `raw_payload` NULL:
+ * eventJson writes the payload's own text in its place (domain/json-text.ts).
+ */
+function eventDocument(
   e: EnrichedEvent,
   keyTypes: KeyTypes = DEFAULT_SHAPE.keyTypes,
-): EnrichedEvent | Record<string, unknown> {
-  if (isTextKeyed(keyTypes)) return e;
+): Record<string, unknown> {
   return {
     ...e,
     content_id: keyJsonValue(e.content_id, keyTypes.content_id),
     user_id: keyJsonValue(e.user_id, keyTypes.user_id),
+    raw_payload: null,
   };
 }
 
-/** `JSON.stringify` of the event's document; key order is the event's. */
+/**
+ * The event's JSON; key order is the event's. The payload's text is put in place of the
+ * document's `"raw_payload":null`: that sequence can only be the key itself (a quote inside
+ * a JSON string is escaped, and a string value is followed by `,` or `}`, never `:`).
+ */
 export function eventJson(e: EnrichedEvent, keyTypes: KeyTypes = DEFAULT_SHAPE.keyTypes): string {
-  return JSON.stringify(eventDocument(e, keyTypes));
+  const json = JSON.stringify(eventDocument(e, keyTypes));
+  const payload = payloadJson(e.raw_payload);
+  if (payload === null) return json;
+  const at = json.indexOf(NULL_PAYLOAD) + NULL_PAYLOAD.length - 4;
+  return `${json.slice(0, at)}${payload}${json.slice(at + 4)}`;
 }
+
+/** Several events' JSON as one array (the external system's batched body). */
+export function eventsJsonArray(
+  events: EnrichedEvent[],
+  keyTypes: KeyTypes = DEFAULT_SHAPE.keyTypes,
+): string {
+  let out = '[';
+  for (let i = 0; i < events.length; i++) out += (i === 0 ? '' : ',') + eventJson(events[i], keyTypes);
+  return `${out}]`;
+}
+
+const NULL_PAYLOAD = '"raw_payload":null';

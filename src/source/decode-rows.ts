@@ -1,3 +1,4 @@
+import { toJsonText } from '../domain/json-text.js';
 import { pgTimestampToIso } from '../domain/timestamps.js';
 import type { ContentInfo, EngagementEventRow } from '../domain/types.js';
 
@@ -54,7 +55,7 @@ export function decodeEventValues(
     event_ts: eventTs,
     duration_ms: duration,
     device: textOrNull(device),
-    raw_payload: rawPayload ?? null,
+    raw_payload: toJsonText(rawPayload),
   };
 }
 

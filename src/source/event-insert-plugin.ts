@@ -1,6 +1,7 @@
 import { isAscii } from 'node:buffer';
 import { createRequire } from 'node:module';
 import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import { jsonTextOf } from '../domain/json-text.js';
 import { DEFAULT_SHAPE, type SourceShape } from '../domain/source-shape.js';
 import type { Change } from './changes.js';
 import { decodeEventValues } from './decode-rows.js';
@@ -46,7 +47,9 @@ export class EventInsertPlugin extends PgoutputPlugin {
       const change = this.#fastInsert(buffer);
       if (change !== null) return change as unknown as Pgoutput.Message;
     }
-    return super.parse(buffer);
+    const message = super.parse(buffer);
+    if (message.tag === 'relation') keepJsonAsText(message);
+    return message;
   }
 
   #fastInsert(buffer: Buffer): Change | null {
@@ -90,7 +93,8 @@ export class EventInsertPlugin extends PgoutputPlugin {
           value = columns[i].parser(text);
           // A cut of 13 characters or more is a view that would keep the whole message alive
           // (and is slower to read): a value kept as the text itself (keys, text columns, a
-          // text-typed raw_payload) gets a copy of its own; a parsed value (jsonb) does not.
+          // text-typed raw_payload) gets a copy of its own. A jsonb payload's JsonText keeps
+          // its cuts: one message per event in flight, and copying would cost more than it frees.
           if (value === text && size >= 13) value = slicing(buffer).latin1Slice(p, p + size);
         } else {
           value = columns[i].parser(slicing(buffer).utf8Slice(p, p + size));
@@ -154,6 +158,21 @@ function eventsPlan(relation: Pgoutput.MessageRelation, idColumn: string): Event
   const slots = new Int8Array(relation.columns.length);
   relation.columns.forEach((column, i) => (slots[i] = order.indexOf(column.name)));
   return { relation, idColumn, columns: relation.columns, slots, values: new Array<unknown>(order.length) };
+}
+
+const JSON_OID = 114;
+const JSONB_OID = 3802;
+
+/**
+ * The relation's json/jsonb columns keep their text (a JsonText, never parsed: see
+ * domain/json-text.ts): both decoding paths (the fast one and the
+ * library's) call the parser the relation message carries, and the library caches that same
+ * object for the relation's later rows.
+ */
+export function keepJsonAsText(relation: Pgoutput.MessageRelation): void {
+  for (const column of relation.columns) {
+    if (column.typeOid === JSON_OID || column.typeOid === JSONB_OID) column.parser = jsonTextOf;
+  }
 }
 
 /**

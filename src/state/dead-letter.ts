@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { STATE_SCHEMA } from '../db/schema.js';
+import { jsonTextOf, recordJson } from '../domain/json-text.js';
 
 /**
  * The dead-letter table (engagement_pipeline.dead_letters): events a sink gave up on, kept
@@ -85,7 +86,7 @@ export class DeadLetterStore {
         rows.map((r) => r.sink),
         rows.map((r) => (r.eventId === null ? null : String(r.eventId))),
         rows.map((r) => r.idempotencyKey),
-        rows.map((r) => JSON.stringify(r.event ?? null)),
+        rows.map((r) => recordJson(r.event)),
         rows.map((r) => r.source ?? null),
         rows.map((r) => r.lastError.slice(0, MAX_ERROR_LENGTH)),
         rows.map((r) => r.attempts),
@@ -107,6 +108,7 @@ export class DeadLetterStore {
     const since = options.since instanceof Date ? options.since.toISOString() : (options.since ?? null);
     const { rows } = await this.pool.query(
       `SELECT id::text, sink, event_id::text, idempotency_key, event, source, last_error, attempts,
+              (event -> 'raw_payload')::text AS payload,
               to_json(first_failed_at) #>> '{}' AS first_failed_at,
               to_json(last_failed_at) #>> '{}' AS last_failed_at,
               to_json(replayed_at) #>> '{}' AS replayed_at
@@ -132,7 +134,7 @@ export class DeadLetterStore {
       sink: r.sink,
       eventId: r.event_id,
       idempotencyKey: r.idempotency_key,
-      event: r.event,
+      event: withExactPayload(r.event, r.payload),
       source: r.source,
       lastError: r.last_error,
       attempts: r.attempts,
@@ -182,4 +184,13 @@ export class DeadLetterStore {
     );
     return result.rowCount ?? 0;
   }
+}
+
+/**
+ * The stored event with its payload as the exact text jsonb kept (jsonb numbers are exact;
+ * pg's parse of the whole event is not, past a double's precision).
+ */
+function withExactPayload(event: unknown, payload: string | null): unknown {
+  if (payload === null || event === null || typeof event !== 'object' || Array.isArray(event)) return event;
+  return { ...event, raw_payload: jsonTextOf(payload) };
 }

@@ -32,7 +32,8 @@ import { RowConversionError } from '../../src/sinks/analytics/duckdb/errors.js';
 import { buildChunks, chunkLayout, COLUMNS } from '../../src/sinks/analytics/duckdb/rows.js';
 import { createEventsTableSql } from '../../src/sinks/analytics/duckdb/schema.js';
 import { duckDbRowProblem } from '../../src/sinks/analytics/representable.js';
-import { eventDocument, eventJson, keyJsonValue } from '../../src/sinks/event-json.js';
+import { eventJson, eventsJsonArray, keyJsonValue } from '../../src/sinks/event-json.js';
+import { JsonText } from '../../src/domain/json-text.js';
 
 /**
  * The column description -> each destination family's DDL and row serializer, for every key
@@ -451,9 +452,26 @@ describe('a destination table of other key types', () => {
 
 describe('the JSON document (external payload, Kafka value, Redis content:last)', () => {
   it('leaves UUID-keyed events exactly as they are', () => {
-    assert.equal(eventDocument(UUID_EVENT), UUID_EVENT);
     assert.equal(eventJson(UUID_EVENT, UUIDS), JSON.stringify(UUID_EVENT));
     assert.equal(eventJson(seedEvent(), TEXTS), JSON.stringify(seedEvent()));
+    const withPayload = seedEvent({ raw_payload: { a: [1, 'x'], b: null } });
+    assert.equal(eventJson(withPayload, TEXTS), JSON.stringify(withPayload));
+  });
+
+  it("writes a JsonText payload as its exact text, in the payload's place", () => {
+    const text = '{"big":12345678901234567890,"f":1.10,"s":"\\"raw_payload\\":null","e":1e400}';
+    const e = seedEvent({ raw_payload: new JsonText(text) });
+    const json = eventJson(e, TEXTS);
+    assert.equal(
+      json,
+      JSON.stringify({ ...e, raw_payload: null }).replace('"raw_payload":null', `"raw_payload":${text}`),
+    );
+    assert.ok(json.includes('12345678901234567890') && json.includes('1.10'));
+    assert.deepEqual(Object.keys(JSON.parse(json)), Object.keys(e), 'same fields, same order');
+    assert.equal(
+      eventsJsonArray([e, seedEvent({ raw_payload: null })], TEXTS),
+      `[${json},${eventJson(seedEvent({ raw_payload: null }), TEXTS)}]`,
+    );
   });
 
   it('carries integer keys as JSON numbers when safe, else as exact strings', () => {

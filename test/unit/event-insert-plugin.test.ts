@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { PgoutputPlugin } from 'pg-logical-replication';
+import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 import '../../src/db/postgres.js'; // the pipeline's pg type parsers (timestamps as text)
+import { JsonText } from '../../src/domain/json-text.js';
 import { DEFAULT_SHAPE, type SourceShape } from '../../src/domain/source-shape.js';
 import type { Change } from '../../src/source/changes.js';
-import { EventInsertPlugin, isDecodedChange } from '../../src/source/event-insert-plugin.js';
+import { EventInsertPlugin, isDecodedChange, keepJsonAsText } from '../../src/source/event-insert-plugin.js';
 import { decodePgoutput } from '../../src/source/pgoutput-decoder.js';
 import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
 
@@ -71,7 +72,8 @@ function bothWays(relation: Buffer, insert: Buffer, shape: SourceShape = DEFAULT
   const options = { protoVersion: 1 as const, publicationNames: ['p'] };
   const library = new PgoutputPlugin(options);
   const fast = new EventInsertPlugin(options, shape);
-  library.parse(relation);
+  // The library with the json/jsonb parsers the plugin installs (its own path for other rows).
+  keepJsonAsText(library.parse(relation) as Pgoutput.MessageRelation);
   fast.parse(relation);
   const run = (f: () => Change | null): Change | null | { threw: string } => {
     try {
@@ -120,6 +122,26 @@ describe('the fast events-insert path of the pgoutput plugin', () => {
     assert.equal(fastPath, true);
     assert.deepEqual(actual, expected);
     assert.equal((actual as Extract<Change, { kind: 'event' }>).row.event_ts, '2026-12-01T10:11:12.345678Z');
+  });
+
+  it("keeps a json or jsonb payload's text exactly (numbers past a double, trailing zeros), on both paths", () => {
+    for (const type of [OID.jsonb, 114]) {
+      const cols = COLUMNS.map((c) => (c.name === 'raw_payload' ? { ...c, type } : c));
+      const payload = '{"f": 1.10, "big": 12345678901234567890, "s": "a, b: \\"c\\""}';
+      const values = [...GOOD.slice(0, 7), payload];
+      for (const wide of [false, true]) {
+        // `wide`: a multi-byte value elsewhere, so the fast path cuts values one by one.
+        const row = wide ? values.map((v, i) => (i === 6 ? 'iOS ✓' : v)) : values;
+        const { actual, fastPath } = bothWays(
+          relationMessage(17, 'public', 'engagement_events', cols),
+          insertMessage(17, row),
+        );
+        assert.equal(fastPath, true);
+        const event = actual as Extract<Change, { kind: 'event' }>;
+        assert.ok(event.row.raw_payload instanceof JsonText);
+        assert.equal(event.row.raw_payload.text, '{"f":1.10,"big":12345678901234567890,"s":"a, b: \\"c\\""}');
+      }
+    }
   });
 
   it('other tables, other schemas and other messages go to the library', () => {

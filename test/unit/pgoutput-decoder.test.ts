@@ -8,12 +8,13 @@ import {
   decodePgoutputChanges,
   HEARTBEAT_PREFIX,
 } from '../../src/source/pgoutput-decoder.js';
+import { JsonText } from '../../src/domain/json-text.js';
 import { DEFAULT_SHAPE } from '../../src/domain/source-shape.js';
 import { toSafeInteger } from '../../src/source/decode-rows.js';
 import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
 
 // Messages shaped like pg-logical-replication's pgoutput output (tuples after the pg type
-// parsers the pipeline installs: int8 as text, timestamptz as text, jsonb parsed).
+// parsers the pipeline installs: int8 as text, timestamptz as text, jsonb as a JsonText).
 
 function relation(name: string, schema = 'public'): Pgoutput.MessageRelation {
   return {
@@ -41,7 +42,7 @@ function eventTuple(overrides: Record<string, unknown> = {}): Record<string, unk
     event_ts: '2026-12-01 10:11:12.345678+00',
     duration_ms: 1500,
     device: 'ios',
-    raw_payload: { n: 1 },
+    raw_payload: new JsonText('{"n":1}'),
     ...overrides,
   };
 }
@@ -123,7 +124,7 @@ describe('pgoutput decoder', () => {
         event_ts: '2026-12-01T10:11:12.345678Z',
         duration_ms: 1500,
         device: 'ios',
-        raw_payload: { n: 1 },
+        raw_payload: new JsonText('{"n":1}'),
       },
     });
     const sparse = decodePgoutput(
@@ -319,7 +320,7 @@ describe('pgoutput decoder', () => {
           event_ts: `${iso}.${String(micros).padStart(6, '0')}Z`,
           duration_ms: random() < 0.2 ? null : intBetween(random, -1000, 2 ** 31 - 1),
           device: pick(random, ['tv', null]),
-          raw_payload: random() < 0.5 ? null : { k: n },
+          raw_payload: random() < 0.5 ? null : new JsonText(`{"k":${n}}`),
         };
         // As the stream spells it: int8 as text, timestamptz in Postgres's text form.
         const tupleText = {

@@ -1,3 +1,4 @@
+import { payloadJson } from '../../domain/json-text.js';
 import { civilToMicros, type TimestampRange } from '../../domain/timestamps.js';
 import type { EnrichedEvent } from '../../domain/types.js';
 import type { KeyTypes } from '../../domain/source-shape.js';
@@ -106,7 +107,7 @@ function bigQueryEncoder(column: Column): Encode {
     case 'decimal':
       return (v: number | null) => (v === null ? null : String(v));
     case 'json':
-      return (v: unknown) => (v === null || v === undefined ? null : JSON.stringify(v));
+      return payloadJson;
   }
 }
 

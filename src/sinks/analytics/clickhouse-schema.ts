@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { payloadJson } from '../../domain/json-text.js';
 import { civilToMicros, type TimestampRange } from '../../domain/timestamps.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import type { KeyTypes } from '../../domain/source-shape.js';
@@ -111,7 +112,7 @@ function clickHouseEncoder(column: Column, keyTypes: KeyTypes): Encode {
     case 'decimal':
       return (v: number | null) => (v === null ? null : String(v));
     case 'json':
-      return (v: unknown) => (v === null || v === undefined ? null : JSON.stringify(v));
+      return payloadJson;
   }
 }
 

@@ -8,7 +8,7 @@ import { describeError, ErrorCodes, PipelineError, redactSecrets } from '../../e
 import type { Logger } from '../../logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { DeadLetterEntry, DeadLetterRow, DeadLetterStore } from '../../state/dead-letter.js';
-import { eventDocument } from '../event-json.js';
+import { eventJson, eventsJsonArray } from '../event-json.js';
 import type { Sink } from '../sink.js';
 import { DEFAULT_BACKOFF, parseRetryAfter, retryDelay } from '../../retry/backoff.js';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker.js';
@@ -262,8 +262,8 @@ export class ExternalSink implements Sink {
 
   /** One POST: a single event object (`single`) or an array, with its key, signature and auth. */
   #request(events: EnrichedEvent[], positions: string[], key: string, single: boolean): OutgoingRequest {
-    const document = (e: EnrichedEvent) => eventDocument(e, this.#o.keyTypes);
-    const body = Buffer.from(JSON.stringify(single ? document(events[0]) : events.map(document)));
+    const { keyTypes } = this.#o;
+    const body = Buffer.from(single ? eventJson(events[0], keyTypes) : eventsJsonArray(events, keyTypes));
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       'idempotency-key': key,

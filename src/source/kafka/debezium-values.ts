@@ -1,3 +1,4 @@
+import { jsonTextOf } from '../../domain/json-text.js';
 import { microsToIso } from '../../domain/timestamps.js';
 
 /**
@@ -87,12 +88,16 @@ function safe(n: number): number {
   return n;
 }
 
-/** jsonb: Debezium sends the JSON text; parse it back (text that is not JSON is kept as text). */
+/**
+ * jsonb: Debezium sends the JSON text, kept as text (exact, domain/json-text.ts) once it
+ * parses; text that is not JSON is kept as a string (a text-typed column).
+ */
 export function decodeJson(value: unknown): unknown {
   if (typeof value !== 'string') return value ?? null;
   try {
-    return JSON.parse(value);
+    JSON.parse(value);
   } catch {
     return value;
   }
+  return jsonTextOf(value);
 }

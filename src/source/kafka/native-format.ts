@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { jsonTextOf, payloadJson, toJsonText, type JsonText } from '../../domain/json-text.js';
 import { eventPosition } from '../../domain/position.js';
 import type { ContentInfo, EngagementEventRow } from '../../domain/types.js';
 import type { WorkerRecord } from './records.js';
@@ -7,7 +8,10 @@ import type { WorkerRecord } from './records.js';
  * The native wire format between `capture --to-kafka` and `work --from-kafka`.
  *
  * engagement.events: key = content_id (so one content's events stay ordered in one
- * partition), value = {"v":1,"lsn","idx","committed_at","row":{...engagement_events row}}.
+ * partition), value = {"v":2,"lsn","idx","committed_at","row":{...engagement_events row}}.
+ * Version 2 carries `row.raw_payload` as its JSON text in a string (or null), so a payload
+ * reaches the workers exactly (domain/json-text.ts); version 1 carried the parsed value and is
+ * still read, for messages a capture of an earlier version left in the topic.
  * `lsn` + `idx` (commit LSN, index in the transaction) give the event's source position,
  * which workers use as the Redis replay watermark per partition: a capture restart
  * re-publishes from the last confirmed LSN, and those copies carry the same positions.
@@ -15,7 +19,7 @@ import type { WorkerRecord } from './records.js';
  * engagement.content (compacted): key = content id, value = the full content row, or a
  * tombstone (null value) when the row was deleted.
  */
-export const NATIVE_VERSION = 1;
+export const NATIVE_VERSION = 2;
 
 const eventRowSchema = z.object({
   id: z.number().int().positive(),
@@ -29,7 +33,7 @@ const eventRowSchema = z.object({
 });
 
 const eventMessageSchema = z.object({
-  v: z.literal(NATIVE_VERSION),
+  v: z.union([z.literal(1), z.literal(NATIVE_VERSION)]),
   lsn: z.string().regex(/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/),
   idx: z.number().int().min(0),
   committed_at: z.string().min(1),
@@ -45,7 +49,8 @@ const contentSchema = z.object({
 });
 
 export function encodeEvent(row: EngagementEventRow, lsn: string, idx: number, committedAt: string): string {
-  return JSON.stringify({ v: NATIVE_VERSION, lsn, idx, committed_at: committedAt, row });
+  const wire = { ...row, raw_payload: payloadJson(row.raw_payload) };
+  return JSON.stringify({ v: NATIVE_VERSION, lsn, idx, committed_at: committedAt, row: wire });
 }
 
 export function encodeContent(content: ContentInfo): string {
@@ -67,12 +72,27 @@ export function decodeNativeEvent(value: Buffer | null): WorkerRecord {
     return { kind: 'bad', reason: `not a native event: ${issue?.path.join('.')} ${issue?.message}` };
   }
   const m = parsed.data;
+  let payload: JsonText | null;
+  if (m.v === 1) payload = toJsonText(m.row.raw_payload);
+  else if (m.row.raw_payload === null) payload = null;
+  else if (typeof m.row.raw_payload !== 'string' || !isJson(m.row.raw_payload))
+    return { kind: 'bad', reason: 'not a native event: row.raw_payload is not JSON text' };
+  else payload = jsonTextOf(m.row.raw_payload);
   return {
     kind: 'event',
-    row: { ...m.row, raw_payload: m.row.raw_payload ?? null },
+    row: { ...m.row, raw_payload: payload },
     committedAt: m.committed_at,
     position: eventPosition(m.lsn, m.idx),
   };
+}
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** One engagement.content message -> dimension change. */

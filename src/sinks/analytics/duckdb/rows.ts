@@ -12,6 +12,7 @@ import {
   VARCHAR,
   type DuckDBType,
 } from '@duckdb/node-api';
+import { payloadJson } from '../../../domain/json-text.js';
 import { isoToMicros } from '../../../domain/timestamps.js';
 import type { KeyType, KeyTypes } from '../../../domain/source-shape.js';
 import type { EnrichedEvent } from '../../../domain/types.js';
@@ -35,8 +36,9 @@ import { RowConversionError } from './errors.js';
  * decimals (scaled 64-bit integers) and timestamps (64-bit microseconds) as two 32-bit words,
  * UUIDs as the 128-bit integer DuckDB stores (parsed from the text here), text of up to 12
  * bytes inline in its 16-byte string slot, longer text through DuckDB's string heap, and the
- * JSON payload as text typed JSON (JSON.stringify's output is JSON, and DuckDB's cast from
- * text would only have checked that, keeping the text as it is). A column's values go into a
+ * JSON payload as text typed JSON (its exact text from the source, or JSON.stringify's output:
+ * JSON either way, and DuckDB's cast from text would only have checked that, keeping the text
+ * as it is). A column's values go into a
  * scratch buffer and are copied into the chunk's vector in one call, with a validity mask when
  * the column has NULLs. The node-api's per-value path (a wrapper object or BigInt per value,
  * a BigInt mask operation per row) cost several times more per row.
@@ -450,9 +452,8 @@ function textOf(e: EnrichedEvent, v: unknown, column: string): string | null {
 }
 
 function json(e: EnrichedEvent): string | null | undefined {
-  if (e.raw_payload === null || e.raw_payload === undefined) return null;
   try {
-    return JSON.stringify(e.raw_payload);
+    return payloadJson(e.raw_payload);
   } catch (err) {
     throw new RowConversionError(e.event_id, 'raw_payload', String(e.raw_payload), (err as Error).message);
   }
