@@ -3,6 +3,7 @@ import { requireDatabaseUrl } from '../config.js';
 import { createPool } from '../db/postgres.js';
 import { STATE_SCHEMA } from '../db/schema.js';
 import type { KeyTypes } from '../domain/source-shape.js';
+import { recordJson } from '../domain/json-text.js';
 import type { EnrichedEvent } from '../domain/types.js';
 import { configError } from '../errors.js';
 import { createLogger } from '../logger.js';
@@ -52,7 +53,7 @@ export function registerDlq(program: Command): void {
           includeReplayed: options.includeReplayed === true,
         });
         if (options.json) {
-          for (const row of rows) process.stdout.write(`${JSON.stringify(row)}\n`);
+          for (const row of rows) process.stdout.write(`${rowJson(row)}\n`);
           return;
         }
         process.stdout.write(formatTable(rows));
@@ -222,4 +223,10 @@ function parsePositive(value: unknown, flag: string): number {
   if (!Number.isInteger(n) || n < 1)
     throw configError(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
   return n;
+}
+
+/** A dead letter as one JSON line, its event's payload exact (recordJson), the event last. */
+function rowJson(row: DeadLetterRow): string {
+  const { event, ...rest } = row;
+  return `${JSON.stringify(rest).slice(0, -1)},"event":${recordJson(event)}}`;
 }

@@ -78,6 +78,8 @@ describe('a JSON payload reaches every destination exactly as Postgres holds it'
         `SELECT (event -> 'raw_payload')::text = (${PAYLOAD_SQL})::text AS same FROM engagement_pipeline.dead_letters`,
       );
       assert.deepEqual(stored, [{ same: true }], 'the dead letter holds the exact payload');
+      const listed = await runCli(['dlq', 'list', '--json'], cliEnv(h));
+      assert.ok(listed.output.includes(`"raw_payload":${EXACT}`), listed.output);
       external.setFailing(false);
       await waitFor('the redriven POST', async () => external.bodies.some((b) => b.includes('exact-1')));
       await h.sql(
