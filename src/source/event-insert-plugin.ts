@@ -89,13 +89,13 @@ export class EventInsertPlugin extends PgoutputPlugin {
       if (slot >= 0) {
         let value: unknown;
         if (whole !== null) {
-          const text = whole.slice(p, p + size);
-          value = columns[i].parser(text);
           // A cut of 13 characters or more is a view that would keep the whole message alive
-          // (and is slower to read): a value kept as the text itself (keys, text columns, a
-          // text-typed raw_payload) gets a copy of its own. A jsonb payload's JsonText keeps
-          // its cuts: one message per event in flight, and copying would cost more than it frees.
-          if (value === text && size >= 13) value = slicing(buffer).latin1Slice(p, p + size);
+          // (and is slower to read), as would anything a parser keeps of it (a jsonb payload's
+          // JsonText holds its text; events are held after delivery too, for /api/events): such
+          // a value is read as a copy of its own instead.
+          value = columns[i].parser(
+            size >= 13 ? slicing(buffer).latin1Slice(p, p + size) : whole.slice(p, p + size),
+          );
         } else {
           value = columns[i].parser(slicing(buffer).utf8Slice(p, p + size));
         }

@@ -1,3 +1,4 @@
+import { JsonText } from '../../src/domain/json-text.js';
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type pg from 'pg';
@@ -553,7 +554,8 @@ describe('DeadLetterStore', () => {
       ],
     );
     assert.match(all[0].firstFailedAt, /^\d{4}-\d\d-\d\dT/);
-    assert.deepEqual(all[0].event, event(1));
+    // Read back with the payload as the exact text jsonb kept.
+    assert.deepEqual(all[0].event, { ...event(1), raw_payload: new JsonText('{"note":"ünïcode"}') });
     assert.deepEqual(
       (await store.list({ limit: 10, reason: 'TIMEOUT' })).map((r) => r.eventId),
       ['2'],

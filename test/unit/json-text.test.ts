@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { decodeJson } from '../../src/source/kafka/debezium-values.js';
 import {
   compactJson,
   jsonTextOf,
@@ -94,5 +95,17 @@ describe('JSON payloads kept as text', () => {
     assert.equal(recordJson({ raw_payload: { a: 1 } }), '{"raw_payload":{"a":1}}');
     assert.equal(recordJson(['x']), '["x"]');
     assert.equal(recordJson(undefined), 'null');
+  });
+});
+
+describe("Debezium's JSON values", () => {
+  it('a jsonb value (schema io.debezium.data.Json) is its exact text; a text column stays a string', () => {
+    const json = { type: 'string', name: 'io.debezium.data.Json' };
+    assert.equal((decodeJson('{"n": 1.10}', json) as JsonText).text, '{"n":1.10}');
+    assert.equal(decodeJson('null', json), null);
+    assert.equal(decodeJson('42', { type: 'string' }), '42', 'text that looks like JSON is still text');
+    assert.equal(decodeJson('not json', json), 'not json');
+    assert.equal((decodeJson('[1, 2]', undefined) as JsonText).text, '[1,2]', 'schemaless: taken as JSON');
+    assert.equal(decodeJson(null, json), null);
   });
 });

@@ -1,4 +1,3 @@
-import { payloadJson } from '../../domain/json-text.js';
 import { civilToMicros, type TimestampRange } from '../../domain/timestamps.js';
 import type { EnrichedEvent } from '../../domain/types.js';
 import type { KeyTypes } from '../../domain/source-shape.js';
@@ -107,7 +106,10 @@ function bigQueryEncoder(column: Column): Encode {
     case 'decimal':
       return (v: number | null) => (v === null ? null : String(v));
     case 'json':
-      return payloadJson;
+      // Parsed and written again: BigQuery's JSON type holds numbers as INT64, NUMERIC or
+      // FLOAT64 and may refuse one it cannot hold exactly, so such numbers arrive rounded
+      // (as every sink's did before payloads were kept as text) rather than the row refused.
+      return (v: unknown) => (v === null || v === undefined ? null : JSON.stringify(v));
   }
 }
 

@@ -217,7 +217,7 @@ function decodeDebeziumEvent(
       [idColumn]: decodeInteger(raw[idColumn], fields.get(idColumn)),
       event_ts: decodeTimestamp(raw.event_ts, fields.get('event_ts')),
       duration_ms: decodeInteger(raw.duration_ms, fields.get('duration_ms')),
-      raw_payload: decodeJson(raw.raw_payload),
+      raw_payload: decodeJson(raw.raw_payload, fields.get('raw_payload')),
     },
     idColumn,
   );

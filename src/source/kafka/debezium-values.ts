@@ -89,11 +89,13 @@ function safe(n: number): number {
 }
 
 /**
- * jsonb: Debezium sends the JSON text, kept as text (exact, domain/json-text.ts) once it
- * parses; text that is not JSON is kept as a string (a text-typed column).
+ * jsonb: Debezium sends the JSON text (schema io.debezium.data.Json), kept as text (exact,
+ * domain/json-text.ts) once it parses. A text column's string stays a string, as the stream
+ * reads it; without a schema (schemaless converter), text that parses as JSON is taken as JSON.
  */
-export function decodeJson(value: unknown): unknown {
+export function decodeJson(value: unknown, schema?: FieldSchema): unknown {
   if (typeof value !== 'string') return value ?? null;
+  if (schema !== undefined && schema.name !== JSON_SCHEMA) return value;
   try {
     JSON.parse(value);
   } catch {
@@ -101,3 +103,5 @@ export function decodeJson(value: unknown): unknown {
   }
   return jsonTextOf(value);
 }
+
+const JSON_SCHEMA = 'io.debezium.data.Json';

@@ -8,10 +8,12 @@ import type { WorkerRecord } from './records.js';
  * The native wire format between `capture --to-kafka` and `work --from-kafka`.
  *
  * engagement.events: key = content_id (so one content's events stay ordered in one
- * partition), value = {"v":2,"lsn","idx","committed_at","row":{...engagement_events row}}.
- * Version 2 carries `row.raw_payload` as its JSON text in a string (or null), so a payload
- * reaches the workers exactly (domain/json-text.ts); version 1 carried the parsed value and is
- * still read, for messages a capture of an earlier version left in the topic.
+ * partition), value = {"v":1,"lsn","idx","committed_at","row":{...engagement_events row}}.
+ * `row.raw_payload_json` carries the payload's exact JSON text in a string (or null), which
+ * workers read in preference to `row.raw_payload`, the parsed value, whose numbers pass through
+ * doubles (domain/json-text.ts). Both are written so that workers and capture can be upgraded
+ * in either order: a worker that predates the text field ignores it, and messages without it
+ * (from an earlier capture) are read from `raw_payload`.
  * `lsn` + `idx` (commit LSN, index in the transaction) give the event's source position,
  * which workers use as the Redis replay watermark per partition: a capture restart
  * re-publishes from the last confirmed LSN, and those copies carry the same positions.
@@ -19,7 +21,7 @@ import type { WorkerRecord } from './records.js';
  * engagement.content (compacted): key = content id, value = the full content row, or a
  * tombstone (null value) when the row was deleted.
  */
-export const NATIVE_VERSION = 2;
+export const NATIVE_VERSION = 1;
 
 const eventRowSchema = z.object({
   id: z.number().int().positive(),
@@ -30,10 +32,11 @@ const eventRowSchema = z.object({
   duration_ms: z.number().int().nullable(),
   device: z.string().nullable(),
   raw_payload: z.unknown(),
+  raw_payload_json: z.string().nullable().optional(),
 });
 
 const eventMessageSchema = z.object({
-  v: z.union([z.literal(1), z.literal(NATIVE_VERSION)]),
+  v: z.literal(NATIVE_VERSION),
   lsn: z.string().regex(/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/),
   idx: z.number().int().min(0),
   committed_at: z.string().min(1),
@@ -49,7 +52,8 @@ const contentSchema = z.object({
 });
 
 export function encodeEvent(row: EngagementEventRow, lsn: string, idx: number, committedAt: string): string {
-  const wire = { ...row, raw_payload: payloadJson(row.raw_payload) };
+  // raw_payload as a JsonText writes its parsed value (JsonText.toJSON), for earlier workers.
+  const wire = { ...row, raw_payload_json: payloadJson(row.raw_payload) };
   return JSON.stringify({ v: NATIVE_VERSION, lsn, idx, committed_at: committedAt, row: wire });
 }
 
@@ -71,16 +75,16 @@ export function decodeNativeEvent(value: Buffer | null): WorkerRecord {
     const issue = parsed.error.issues[0];
     return { kind: 'bad', reason: `not a native event: ${issue?.path.join('.')} ${issue?.message}` };
   }
-  const m = parsed.data;
+  const { raw_payload_json: text, ...row } = parsed.data.row;
   let payload: JsonText | null;
-  if (m.v === 1) payload = toJsonText(m.row.raw_payload);
-  else if (m.row.raw_payload === null) payload = null;
-  else if (typeof m.row.raw_payload !== 'string' || !isJson(m.row.raw_payload))
-    return { kind: 'bad', reason: 'not a native event: row.raw_payload is not JSON text' };
-  else payload = jsonTextOf(m.row.raw_payload);
+  if (text === undefined) payload = toJsonText(row.raw_payload);
+  else if (text === null) payload = null;
+  else if (isJson(text)) payload = jsonTextOf(text);
+  else return { kind: 'bad', reason: 'not a native event: row.raw_payload_json is not JSON text' };
+  const m = parsed.data;
   return {
     kind: 'event',
-    row: { ...m.row, raw_payload: payload },
+    row: { ...row, raw_payload: payload },
     committedAt: m.committed_at,
     position: eventPosition(m.lsn, m.idx),
   };

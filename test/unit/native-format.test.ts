@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { JsonText } from '../../src/domain/json-text.js';
+import type { EngagementEventRow } from '../../src/domain/types.js';
+import { decodeNativeEvent, encodeEvent } from '../../src/source/kafka/native-format.js';
+
+const ROW_PAYLOAD = '{"f":1.10,"big":12345678901234567890}';
+const ROW: EngagementEventRow = {
+  id: 7,
+  content_id: '00000000-0000-4000-8000-000000000001',
+  user_id: null,
+  event_type: 'play',
+  event_ts: '2026-12-01T10:11:12.345678Z',
+  duration_ms: 1500,
+  device: 'ios',
+  raw_payload: new JsonText(ROW_PAYLOAD),
+};
+
+function decoded(value: string) {
+  const record = decodeNativeEvent(Buffer.from(value));
+  assert.equal(record.kind, 'event', JSON.stringify(record));
+  return record as Extract<typeof record, { kind: 'event' }>;
+}
+
+describe('the native Kafka format carries the payload exactly', () => {
+  it('capture -> worker: the exact text, and the parsed value beside it for earlier workers', () => {
+    const wire = encodeEvent(ROW, '0/16B3748', 2, '2026-12-01T10:11:12.400000Z');
+    const message = JSON.parse(wire) as { v: number; row: Record<string, unknown> };
+    assert.equal(message.v, 1);
+    assert.equal(message.row.raw_payload_json, ROW_PAYLOAD);
+    assert.deepEqual(message.row.raw_payload, JSON.parse(ROW_PAYLOAD));
+    const record = decoded(wire);
+    assert.deepEqual(record.row, ROW);
+    assert.ok(!('raw_payload_json' in record.row));
+  });
+
+  it('a message of an earlier capture (no text field) is read from the parsed value; NULL stays NULL', () => {
+    const old = JSON.stringify({
+      v: 1,
+      lsn: '0/1',
+      idx: 0,
+      committed_at: '2026-12-01T10:11:12.400000Z',
+      row: { ...ROW, raw_payload: { a: 1 } },
+    });
+    assert.equal((decoded(old).row.raw_payload as JsonText).text, '{"a":1}');
+    const none = encodeEvent({ ...ROW, raw_payload: null }, '0/1', 0, '2026-12-01T10:11:12.400000Z');
+    assert.equal(decoded(none).row.raw_payload, null);
+  });
+
+  it('a text field that is not JSON is a bad message, never a broken payload downstream', () => {
+    const bad = encodeEvent(ROW, '0/1', 0, '2026-12-01T10:11:12.400000Z').replace(
+      '"raw_payload_json":"{',
+      '"raw_payload_json":"{{',
+    );
+    const record = decodeNativeEvent(Buffer.from(bad));
+    assert.equal(record.kind, 'bad');
+  });
+});
