@@ -63,38 +63,54 @@ export function jsonTextOf(text: string): JsonText | null {
   return compact === 'null' ? null : new JsonText(compact);
 }
 
+/** Whether `text` is one JSON document (input from outside the pipeline is checked before it is kept as text). */
+export function isJsonText(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * `text` (valid JSON) without the whitespace outside its strings: the form JSON.stringify
  * writes, so payloads stored before this class existed compare equal as text. Numbers,
- * escapes and key order are left exactly as written. One pass, no RegExp (a backtracking
- * pattern over a large document costs more than the scan).
+ * escapes and key order are left exactly as written. The result is one flat string (built in
+ * bytes, see compactJsonInto): a string glued from pieces costs more to keep and to write out.
  */
 export function compactJson(text: string): string {
-  const n = text.length;
-  let out = '';
-  let start = 0;
-  let i = 0;
-  while (i < n) {
-    const c = text.charCodeAt(i);
+  const bytes = Buffer.from(text, 'utf8');
+  const out = Buffer.allocUnsafe(bytes.length);
+  const n = compactJsonInto(bytes, 0, bytes.length, out);
+  return n === bytes.length ? text : out.toString('utf8', 0, n);
+}
+
+/**
+ * Copies the JSON document in `src[start, end)` (UTF-8) into `out` from 0 without the
+ * whitespace outside its strings; returns the bytes written (`out` needs end - start). Works
+ * on bytes: every byte of a multi-byte UTF-8 character is >= 0x80, so none is mistaken for a
+ * quote, a backslash or a space. One pass, no RegExp (a backtracking pattern over a large
+ * document costs more than the scan).
+ */
+export function compactJsonInto(src: Uint8Array, start: number, end: number, out: Uint8Array): number {
+  let j = 0;
+  let i = start;
+  while (i < end) {
+    const c = src[i++];
     if (c === QUOTE) {
-      i++;
-      while (i < n) {
-        const d = text.charCodeAt(i);
-        if (d === BACKSLASH) i += 2;
-        else if (d === QUOTE) break;
-        else i++;
+      out[j++] = c;
+      while (i < end) {
+        const d = src[i++];
+        out[j++] = d;
+        if (d === QUOTE) break;
+        if (d === BACKSLASH && i < end) out[j++] = src[i++];
       }
-      i++;
-    } else if (isJsonSpace(c)) {
-      out += text.slice(start, i);
-      i++;
-      while (i < n && isJsonSpace(text.charCodeAt(i))) i++;
-      start = i;
-    } else {
-      i++;
+    } else if (!isJsonSpace(c)) {
+      out[j++] = c;
     }
   }
-  return start === 0 ? text : out + text.slice(start);
+  return j;
 }
 
 const QUOTE = 34;

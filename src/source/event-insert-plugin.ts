@@ -1,7 +1,7 @@
 import { isAscii } from 'node:buffer';
 import { createRequire } from 'node:module';
 import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
-import { jsonTextOf } from '../domain/json-text.js';
+import { compactJsonInto, jsonTextOf, JsonText } from '../domain/json-text.js';
 import { DEFAULT_SHAPE, type SourceShape } from '../domain/source-shape.js';
 import type { Change } from './changes.js';
 import { decodeEventValues } from './decode-rows.js';
@@ -88,14 +88,15 @@ export class EventInsertPlugin extends PgoutputPlugin {
       const slot = slots[i];
       if (slot >= 0) {
         let value: unknown;
-        if (whole !== null) {
+        if (columns[i].parser === jsonTextOf) {
+          value = jsonTextOfBytes(buffer, p, p + size, whole !== null);
+        } else if (whole !== null) {
+          const text = whole.slice(p, p + size);
+          value = columns[i].parser(text);
           // A cut of 13 characters or more is a view that would keep the whole message alive
-          // (and is slower to read), as would anything a parser keeps of it (a jsonb payload's
-          // JsonText holds its text; events are held after delivery too, for /api/events): such
-          // a value is read as a copy of its own instead.
-          value = columns[i].parser(
-            size >= 13 ? slicing(buffer).latin1Slice(p, p + size) : whole.slice(p, p + size),
-          );
+          // (and is slower to read): a value kept as the text itself (keys, text columns, a
+          // text-typed raw_payload) gets a copy of its own.
+          if (value === text && size >= 13) value = slicing(buffer).latin1Slice(p, p + size);
         } else {
           value = columns[i].parser(slicing(buffer).utf8Slice(p, p + size));
         }
@@ -160,14 +161,35 @@ function eventsPlan(relation: Pgoutput.MessageRelation, idColumn: string): Event
   return { relation, idColumn, columns: relation.columns, slots, values: new Array<unknown>(order.length) };
 }
 
+/**
+ * A json/jsonb value straight from the message's bytes: compacted into a scratch buffer and
+ * read from there as one flat string of its own (no view of the message, no pieces).
+ */
+function jsonTextOfBytes(buffer: Buffer, start: number, end: number, ascii: boolean): JsonText | null {
+  const size = end - start;
+  if (jsonScratch.length < size) {
+    if (size > JSON_SCRATCH_MAX) return jsonTextOf(slicing(buffer).utf8Slice(start, end));
+    jsonScratch = Buffer.allocUnsafe(Math.max(size, 2 * jsonScratch.length));
+  }
+  const n = compactJsonInto(buffer, start, end, jsonScratch);
+  if (n === 4 && jsonScratch.readUInt32BE(0) === NULL_TEXT) return null;
+  const out = slicing(jsonScratch);
+  return new JsonText(ascii ? out.latin1Slice(0, n) : out.utf8Slice(0, n));
+}
+
+let jsonScratch = Buffer.allocUnsafe(4096);
+/** Larger payloads are compacted on their own (a scratch this size is kept for the process's life). */
+const JSON_SCRATCH_MAX = 1024 * 1024;
+const NULL_TEXT = 0x6e756c6c; // 'null'
+
 const JSON_OID = 114;
 const JSONB_OID = 3802;
 
 /**
  * The relation's json/jsonb columns keep their text (a JsonText, never parsed: see
- * domain/json-text.ts): both decoding paths (the fast one and the
- * library's) call the parser the relation message carries, and the library caches that same
- * object for the relation's later rows.
+ * domain/json-text.ts). Both decoding paths (the fast one and the library's) call the parser
+ * the relation message carries, and the library caches that same object for the relation's
+ * later rows.
  */
 export function keepJsonAsText(relation: Pgoutput.MessageRelation): void {
   for (const column of relation.columns) {

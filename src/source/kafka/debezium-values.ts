@@ -1,4 +1,4 @@
-import { jsonTextOf } from '../../domain/json-text.js';
+import { isJsonText, jsonTextOf } from '../../domain/json-text.js';
 import { microsToIso } from '../../domain/timestamps.js';
 
 /**
@@ -96,12 +96,7 @@ function safe(n: number): number {
 export function decodeJson(value: unknown, schema?: FieldSchema): unknown {
   if (typeof value !== 'string') return value ?? null;
   if (schema !== undefined && schema.name !== JSON_SCHEMA) return value;
-  try {
-    JSON.parse(value);
-  } catch {
-    return value;
-  }
-  return jsonTextOf(value);
+  return isJsonText(value) ? jsonTextOf(value) : value;
 }
 
 const JSON_SCHEMA = 'io.debezium.data.Json';

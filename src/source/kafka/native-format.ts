@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { jsonTextOf, payloadJson, toJsonText, type JsonText } from '../../domain/json-text.js';
+import { isJsonText, jsonTextOf, payloadJson, toJsonText, type JsonText } from '../../domain/json-text.js';
 import { eventPosition } from '../../domain/position.js';
 import type { ContentInfo, EngagementEventRow } from '../../domain/types.js';
 import type { WorkerRecord } from './records.js';
@@ -79,7 +79,7 @@ export function decodeNativeEvent(value: Buffer | null): WorkerRecord {
   let payload: JsonText | null;
   if (text === undefined) payload = toJsonText(row.raw_payload);
   else if (text === null) payload = null;
-  else if (isJson(text)) payload = jsonTextOf(text);
+  else if (isJsonText(text)) payload = jsonTextOf(text);
   else return { kind: 'bad', reason: 'not a native event: row.raw_payload_json is not JSON text' };
   const m = parsed.data;
   return {
@@ -88,15 +88,6 @@ export function decodeNativeEvent(value: Buffer | null): WorkerRecord {
     committedAt: m.committed_at,
     position: eventPosition(m.lsn, m.idx),
   };
-}
-
-function isJson(text: string): boolean {
-  try {
-    JSON.parse(text);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** One engagement.content message -> dimension change. */

@@ -38,9 +38,8 @@ import { RowConversionError } from './errors.js';
  * bytes inline in its 16-byte string slot, longer text through DuckDB's string heap, and the
  * JSON payload as text typed JSON (its exact text from the source, or JSON.stringify's output:
  * JSON either way, and DuckDB's cast from text would only have checked that, keeping the text
- * as it is). A column's values go into a
- * scratch buffer and are copied into the chunk's vector in one call, with a validity mask when
- * the column has NULLs. The node-api's per-value path (a wrapper object or BigInt per value,
+ * as it is). A column's values go into a scratch buffer and are copied into the chunk's vector
+ * in one call, with a validity mask when the column has NULLs. The node-api's per-value path (a wrapper object or BigInt per value,
  * a BigInt mask operation per row) cost several times more per row.
  */
 
