@@ -1,3 +1,5 @@
+import { microsToIso } from '../domain/timestamps.js';
+
 /**
  * What the dashboard reads from the analytics store (not from Redis): engagement per minute
  * by content type, the latest enriched rows, and the row count. The store answers in its own
@@ -108,30 +110,27 @@ export async function readRecent(store: AnalyticsQueryable, limit: number): Prom
   const sql =
     store.dialect === 'duckdb'
       ? `SELECT event_id, CAST(content_id AS VARCHAR) AS content_id, event_type,
-                epoch_ms(event_ts) AS event_ts_ms, device, content_type,
+                epoch_us(event_ts) AS event_ts_us, device, content_type,
                 CAST(engagement_seconds AS DOUBLE) AS engagement_seconds,
-                CAST(engagement_pct AS DOUBLE) AS engagement_pct, epoch_ms(processed_at) AS processed_at_ms
+                CAST(engagement_pct AS DOUBLE) AS engagement_pct, epoch_us(processed_at) AS processed_at_us
            FROM ${t} ORDER BY event_id DESC LIMIT ${limit}`
       : `SELECT event_id, toString(content_id) AS content_id, event_type,
-                toUnixTimestamp64Milli(event_ts) AS event_ts_ms, device, content_type,
+                toUnixTimestamp64Micro(event_ts) AS event_ts_us, device, content_type,
                 toFloat64OrNull(toString(engagement_seconds)) AS engagement_seconds,
                 toFloat64OrNull(toString(engagement_pct)) AS engagement_pct,
-                toUnixTimestamp64Milli(processed_at) AS processed_at_ms
+                toUnixTimestamp64Micro(processed_at) AS processed_at_us
            FROM ${t} FINAL ORDER BY event_id DESC LIMIT ${limit}`;
   const rows = await store.query(sql);
   return rows.map((r) => ({
     event_id: String(r.event_id),
     content_id: r.content_id === null || r.content_id === undefined ? null : String(r.content_id),
     event_type: (r.event_type as string | null) ?? null,
-    event_ts: new Date(Number(r.event_ts_ms)).toISOString(),
+    event_ts: isoOfMicros(r.event_ts_us) ?? '',
     device: (r.device as string | null) ?? null,
     content_type: (r.content_type as string | null) ?? null,
     engagement_seconds: numberOrNull(r.engagement_seconds, 3),
     engagement_pct: numberOrNull(r.engagement_pct, 2),
-    processed_at:
-      r.processed_at_ms === null || r.processed_at_ms === undefined
-        ? null
-        : new Date(Number(r.processed_at_ms)).toISOString(),
+    processed_at: isoOfMicros(r.processed_at_us),
   }));
 }
 
@@ -157,6 +156,15 @@ export function parseBoundedInt(
   if (!Number.isInteger(n) || n < 1 || n > max)
     return { ok: false, error: `${name} must be an integer from 1 to ${max}` };
   return { ok: true, value: n };
+}
+
+/**
+ * A stored timestamp's microseconds (64-bit integers arrive as text) as the pipeline's ISO
+ * form: exact, and for every year the stores hold (a JavaScript Date ends in year 275760).
+ */
+function isoOfMicros(v: unknown): string | null {
+  if (v === null || v === undefined || v === '') return null;
+  return microsToIso(BigInt(v as string | number));
 }
 
 function numberOrNull(v: unknown, digits: number): number | null {

@@ -107,5 +107,13 @@ describe('dashboard reads on DuckDB and ClickHouse', () => {
     assert.deepEqual(c, d);
     assert.equal(await readRowCount(duck), 90);
     assert.equal(await readRowCount(click), 90);
+    assert.equal(d[0].event_ts, '2026-12-01T12:29:40.000000Z', "the pipeline's exact ISO form");
+  });
+
+  it('recent: a timestamp past a JavaScript Date (year 280000, DuckDB holds it) is shown exactly', async () => {
+    const far = { ...events()[0], event_id: 1000, event_ts: '+280000-01-01T00:00:00.123456Z' };
+    await duck.write({ seq: 2, stream: 't', events: [far], positions: ['1000'], ackLsn: null });
+    const [top] = await readRecent(duck, 1);
+    assert.deepEqual([top.event_id, top.event_ts], ['1000', '+280000-01-01T00:00:00.123456Z']);
   });
 });
