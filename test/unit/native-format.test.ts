@@ -55,4 +55,12 @@ describe('the native Kafka format carries the payload exactly', () => {
     const record = decodeNativeEvent(Buffer.from(bad));
     assert.equal(record.kind, 'bad');
   });
+
+  it('a timestamp that does not exist is a bad message; other spellings are made canonical', () => {
+    const at = (ts: string) => encodeEvent({ ...ROW, event_ts: ts }, '0/1', 0, '2026-12-01T10:11:12.4Z');
+    assert.equal(decodeNativeEvent(Buffer.from(at('2026-02-30T00:00:00.000000Z'))).kind, 'bad');
+    const record = decoded(at('2026-12-01 10:11:12.5+00'));
+    assert.equal(record.row.event_ts, '2026-12-01T10:11:12.500000Z');
+    assert.equal(record.committedAt, '2026-12-01T10:11:12.400000Z');
+  });
 });

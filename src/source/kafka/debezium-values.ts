@@ -1,5 +1,5 @@
 import { isJsonText, jsonTextOf } from '../../domain/json-text.js';
-import { microsToIso } from '../../domain/timestamps.js';
+import { microsToIso, pgTimestampToMicros } from '../../domain/timestamps.js';
 
 /**
  * Debezium's JSON encodings of column values, decoded back to what the pipeline uses.
@@ -25,13 +25,20 @@ export class ValueError extends Error {}
 /** timestamptz / timestamp value -> ISO-8601 UTC with microseconds. */
 export function decodeTimestamp(value: unknown, schema?: FieldSchema): string {
   if (typeof value === 'string') {
-    // ZonedTimestamp: "2026-11-02T10:15:30.123456Z" (offset always Z from Debezium, but accept any).
-    const m = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})$/.exec(value);
+    // ZonedTimestamp: "2026-11-02T10:15:30.123456Z" (offset always Z from Debezium, but accept
+    // any); Java writes years past 9999 as "+10000" and BC years astronomically ("-0044"). Read
+    // by the same exact parser as the stream (no JavaScript Date: its range ends in year 275760
+    // and it rolls 2026-02-30 over into March); nanoseconds are truncated to microseconds.
+    const m = /^([+-]?\d{4,6}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}(?::?\d{2})?)$/.exec(
+      value,
+    );
     if (!m) throw new ValueError(`timestamp '${value}' is not ISO-8601 with a zone`);
-    const fraction = (m[3] ?? '').padEnd(9, '0');
-    const wholeMs = Date.parse(`${m[1]}T${m[2]}${m[4]}`);
-    if (Number.isNaN(wholeMs)) throw new ValueError(`timestamp '${value}' is not a valid time`);
-    return microsToIso(BigInt(wholeMs) * 1000n + BigInt(fraction.slice(0, 6)));
+    const fraction = m[2] === undefined ? '' : `.${m[2].slice(0, 6)}`;
+    try {
+      return microsToIso(pgTimestampToMicros(`${m[1]}${fraction}${m[3]}`));
+    } catch {
+      throw new ValueError(`timestamp '${value}' is not a valid time`);
+    }
   }
   if (typeof value === 'number' && Number.isFinite(value)) {
     const name = schema?.name ?? '';

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { isJsonText, jsonTextOf, payloadJson, toJsonText, type JsonText } from '../../domain/json-text.js';
 import { eventPosition } from '../../domain/position.js';
+import { pgTimestampToIso } from '../../domain/timestamps.js';
 import type { ContentInfo, EngagementEventRow } from '../../domain/types.js';
 import type { WorkerRecord } from './records.js';
 
@@ -82,10 +83,20 @@ export function decodeNativeEvent(value: Buffer | null): WorkerRecord {
   else if (isJsonText(text)) payload = jsonTextOf(text);
   else return { kind: 'bad', reason: 'not a native event: row.raw_payload_json is not JSON text' };
   const m = parsed.data;
+  // Timestamps read as the stream reads Postgres's: a date that does not exist (2026-02-30) is a
+  // bad message, never rolled over into March by a sink's parser.
+  let eventTs: string;
+  let committedAt: string;
+  try {
+    eventTs = pgTimestampToIso(row.event_ts);
+    committedAt = pgTimestampToIso(m.committed_at);
+  } catch (err) {
+    return { kind: 'bad', reason: `not a native event: ${(err as Error).message}` };
+  }
   return {
     kind: 'event',
-    row: { ...row, raw_payload: payload },
-    committedAt: m.committed_at,
+    row: { ...row, event_ts: eventTs, raw_payload: payload },
+    committedAt,
     position: eventPosition(m.lsn, m.idx),
   };
 }
