@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:http';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runCli } from '../helpers/cli.js';
 import { duckdbQuery } from '../helpers/duckdb.js';
+import { closeServer, listen, readBody } from '../helpers/http-server.js';
 import { cliEnv, CONTENT_IDS, createHarness, seedContent, type Harness } from '../helpers/pipeline.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -21,25 +21,24 @@ async function captureServer(): Promise<{
   url: string;
   bodies: string[];
   setFailing(f: boolean): void;
-  server: Server;
+  close(): Promise<void>;
 }> {
   const bodies: string[] = [];
   let failing = false;
   const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      if (failing) {
-        res.writeHead(500).end();
-        return;
-      }
-      bodies.push(Buffer.concat(chunks).toString('utf8'));
+    void readBody(req).then((body) => {
+      if (failing) return res.writeHead(500).end();
+      bodies.push(body.toString('utf8'));
       res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}/events`, bodies, setFailing: (f) => (failing = f), server };
+  const port = await listen(server, 0);
+  return {
+    url: `http://127.0.0.1:${port}/events`,
+    bodies,
+    setFailing: (f) => (failing = f),
+    close: () => closeServer(server),
+  };
 }
 
 describe('a JSON payload reaches every destination exactly as Postgres holds it', () => {
@@ -51,7 +50,7 @@ describe('a JSON payload reaches every destination exactly as Postgres holds it'
     external = await captureServer();
   });
   after(async () => {
-    external.server.close();
+    await external.close();
     await h.cleanup();
   });
 
