@@ -152,7 +152,8 @@ export function pgTimestampToMicros(text: string): bigint {
   const year = bc ? 1 - Number(y) : yearSign === '-' ? -Number(y) : Number(y);
   const month = Number(mo);
   const day = Number(d);
-  if (!isValidCivil(year, month, day, +h, +mi, +s))
+  // Offsets as Postgres bounds them (±15:59:59): +99:99 is no zone, not a shifted time.
+  if (!isValidCivil(year, month, day, +h, +mi, +s) || +oh > 15 || +om > 59 || +os > 59)
     throw new RangeError(`invalid timestamp: ${JSON.stringify(text.slice(0, 40))}`);
   const offsetSeconds = sign ? (sign === '-' ? -1 : 1) * ((+oh * 60 + +om) * 60 + +os) : 0;
   const micros =

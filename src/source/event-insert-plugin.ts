@@ -169,7 +169,7 @@ function jsonTextOfBytes(buffer: Buffer, start: number, end: number, ascii: bool
   const size = end - start;
   if (jsonScratch.length < size) {
     if (size > JSON_SCRATCH_MAX) return jsonTextOf(slicing(buffer).utf8Slice(start, end));
-    jsonScratch = Buffer.allocUnsafe(Math.max(size, 2 * jsonScratch.length));
+    jsonScratch = Buffer.allocUnsafe(Math.min(JSON_SCRATCH_MAX, Math.max(size, 2 * jsonScratch.length)));
   }
   const n = compactJsonInto(buffer, start, end, jsonScratch);
   if (n === 4 && jsonScratch.readUInt32BE(0) === NULL_TEXT) return null;

@@ -18,5 +18,6 @@ describe("Debezium's timestamps (ZonedTimestamp text)", () => {
   it('refuses a date that does not exist instead of rolling it over', () => {
     assert.throws(() => decodeTimestamp('2026-02-30T00:00:00Z'), ValueError);
     assert.throws(() => decodeTimestamp('2026-11-02 10:15:30'), ValueError);
+    assert.throws(() => decodeTimestamp('2026-11-02T10:15:30+99:99'), ValueError, 'no such zone');
   });
 });

@@ -165,10 +165,14 @@ export class ClickHouseSink implements Sink {
     }
   }
 
-  /** A read-only query (JSONEachRow; 64-bit integers arrive as strings). */
+  /** A read-only query (JSONEachRow; 64-bit integers arrive as strings, whatever the server's profile says). */
   async query(sql: string): Promise<Record<string, unknown>[]> {
     if (!this.client) throw new Error('the ClickHouse sink is not started');
-    const result = await this.client.query({ query: sql, format: 'JSONEachRow' });
+    const result = await this.client.query({
+      query: sql,
+      format: 'JSONEachRow',
+      clickhouse_settings: { output_format_json_quote_64bit_integers: 1 },
+    });
     return result.json<Record<string, unknown>>();
   }
 
