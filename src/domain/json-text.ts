@@ -2,8 +2,9 @@
  * A JSON document kept as its text: how an event's `raw_payload` travels from the source to
  * every destination. Parsing it into JavaScript values would change it: Node 20 reads every
  * number as a double, so `12345678901234567890` became `12345678901234567000` and `1.10`
- * became `1.1` in every sink. Kept as text it is also cheaper: the stream decoded and
- * re-serialized each payload once per destination (~6 µs per event); compacting it once costs ~1.5.
+ * became `1.1` in every sink. Kept as text it is also cheaper: parsing the generator's payload
+ * and writing it for three destinations costs about 7 µs, compacting it once about 1 µs
+ * (bench/results/2026-12-02-payload-as-text.md).
  *
  * `text` is compact JSON (compactJson): whitespace outside strings removed, everything else
  * as the source wrote it (Postgres prints jsonb with a space after `:` and `,`).
