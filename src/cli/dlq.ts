@@ -3,7 +3,7 @@ import { requireDatabaseUrl } from '../config.js';
 import { createPool } from '../db/postgres.js';
 import { STATE_SCHEMA } from '../db/schema.js';
 import type { KeyTypes } from '../domain/source-shape.js';
-import { recordJson } from '../domain/json-text.js';
+import { appendJsonMember, recordJson } from '../domain/json-text.js';
 import type { EnrichedEvent } from '../domain/types.js';
 import { configError } from '../errors.js';
 import { createLogger } from '../logger.js';
@@ -228,5 +228,5 @@ function parsePositive(value: unknown, flag: string): number {
 /** A dead letter as one JSON line, its event's payload exact (recordJson), the event last. */
 function rowJson(row: DeadLetterRow): string {
   const { event, ...rest } = row;
-  return `${JSON.stringify(rest).slice(0, -1)},"event":${recordJson(event)}}`;
+  return appendJsonMember(JSON.stringify(rest), 'event', recordJson(event));
 }

@@ -39,8 +39,13 @@ export function recordJson(record: unknown): string {
     return JSON.stringify(record ?? null);
   }
   const { raw_payload: payload, ...rest } = record as Record<string, unknown>;
-  const json = JSON.stringify(rest);
-  return `${json.slice(0, -1)}${json.length > 2 ? ',' : ''}"raw_payload":${payloadJson(payload) ?? 'null'}}`;
+  return appendJsonMember(JSON.stringify(rest), 'raw_payload', payloadJson(payload) ?? 'null');
+}
+
+/** `objectJson` (JSON.stringify of an object) with one more member, last, whose value is already JSON text. */
+export function appendJsonMember(objectJson: string, key: string, valueJson: string): string {
+  const comma = objectJson.length > 2 ? ',' : '';
+  return `${objectJson.slice(0, -1)}${comma}${JSON.stringify(key)}:${valueJson}}`;
 }
 
 /**
@@ -60,7 +65,11 @@ export function toJsonText(value: unknown): JsonText | null {
  * the analytics table).
  */
 export function jsonTextOf(text: string): JsonText | null {
-  const compact = compactJson(text);
+  return payloadOfCompact(compactJson(text));
+}
+
+/** Compact JSON text as the payload: a JSON `null` is no payload (see jsonTextOf). */
+export function payloadOfCompact(compact: string): JsonText | null {
   return compact === 'null' ? null : new JsonText(compact);
 }
 

@@ -1,7 +1,7 @@
 import { isAscii } from 'node:buffer';
 import { createRequire } from 'node:module';
 import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
-import { compactJsonInto, jsonTextOf, JsonText } from '../domain/json-text.js';
+import { compactJsonInto, jsonTextOf, payloadOfCompact, type JsonText } from '../domain/json-text.js';
 import { DEFAULT_SHAPE, type SourceShape } from '../domain/source-shape.js';
 import type { Change } from './changes.js';
 import { decodeEventValues } from './decode-rows.js';
@@ -172,15 +172,13 @@ function jsonTextOfBytes(buffer: Buffer, start: number, end: number, ascii: bool
     jsonScratch = Buffer.allocUnsafe(Math.min(JSON_SCRATCH_MAX, Math.max(size, 2 * jsonScratch.length)));
   }
   const n = compactJsonInto(buffer, start, end, jsonScratch);
-  if (n === 4 && jsonScratch.readUInt32BE(0) === NULL_TEXT) return null;
   const out = slicing(jsonScratch);
-  return new JsonText(ascii ? out.latin1Slice(0, n) : out.utf8Slice(0, n));
+  return payloadOfCompact(ascii ? out.latin1Slice(0, n) : out.utf8Slice(0, n));
 }
 
 let jsonScratch = Buffer.allocUnsafe(4096);
 /** Larger payloads are compacted on their own (a scratch this size is kept for the process's life). */
 const JSON_SCRATCH_MAX = 1024 * 1024;
-const NULL_TEXT = 0x6e756c6c; // 'null'
 
 const JSON_OID = 114;
 const JSONB_OID = 3802;
