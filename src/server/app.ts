@@ -15,7 +15,7 @@ import {
   type Timeline,
 } from './analytics-queries.js';
 import { cached, type DashboardExtras } from './dashboard-data.js';
-import { parseEventFilter, type EnrichedEventStream } from './event-stream.js';
+import { isEventId, parseEventFilter, type EnrichedEventStream } from './event-stream.js';
 import { createStreamHub } from './stream.js';
 import { parseTopQuery, readTop, type ContentTitles } from './top.js';
 
@@ -168,10 +168,16 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     app.get('/api/events', (request, reply) => {
       const query = request.query as Record<string, unknown>;
       const header = request.headers['last-event-id'];
-      const lastEventId = (Array.isArray(header) ? header[0] : header) ?? query.last_event_id;
+      const given = (Array.isArray(header) ? header[0] : header) ?? query.last_event_id;
+      const lastEventId = typeof given === 'string' && given !== '' ? given : undefined;
+      if (lastEventId !== undefined && !isEventId(lastEventId)) {
+        return reply.code(400).send({
+          error: `Last-Event-ID ${JSON.stringify(lastEventId.slice(0, 40))} is not an id of this stream (like 00000000016B3A28:00000000)`,
+        });
+      }
       reply.hijack();
       events.open(reply.raw, {
-        lastEventId: typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : undefined,
+        lastEventId,
         filter: parseEventFilter(query),
         onClose: (listener) => request.raw.on('close', listener),
       });

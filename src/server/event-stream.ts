@@ -8,7 +8,10 @@ import { eventJson, TEXT_KEYS } from '../sinks/event-json.js';
  * there), in stream order. Each event's SSE `id:` is its stream position (commit LSN and index
  * in the transaction, a string that sorts in stream order), so a client that reconnects with
  * `Last-Event-ID` gets exactly what came after it, from the last `capacity` events held in
- * memory; older than that, it first gets an `event: gap` saying what it missed.
+ * memory; older than that, it first gets an `event: gap` saying what it missed. What this
+ * process never held (a resume from before the pipeline restarted) is a gap too, unless the
+ * stream shows that nothing lies between: a replayed event at or before the client's id (see
+ * `Client.resumeAfter`). A malformed id is refused (400) rather than silently replaying nothing.
  *
  * The pipeline never waits for a client: publish() only appends to each socket's buffer, and a
  * client whose unsent buffer passes `maxBufferedBytes` is disconnected (it can resume).
@@ -41,6 +44,27 @@ function frameOf(held: Held): string {
 interface Client {
   res: ServerResponse;
   filter: EventFilter;
+  /**
+   * The client's Last-Event-ID while the stream has not yet shown whether it missed anything:
+   * events at or before it are skipped (it has them: unconfirmed events replay after a
+   * restart), and the first event after it is preceded by a gap unless one at or before it came
+   * first (then the stream is continuous from the client's position).
+   */
+  resumeAfter?: string;
+  /** An event at or before `resumeAfter` was seen: no gap. */
+  anchored?: boolean;
+}
+
+/** A direct-mode stream position (see ../domain/position.ts): commit LSN, index in the transaction. */
+const POSITION = /^[0-9A-F]{16}:[0-9a-f]{8}$/;
+
+/** Whether `id` can be a Last-Event-ID of this stream. */
+export function isEventId(id: string): boolean {
+  return POSITION.test(id);
+}
+
+function gapFrame(fields: Record<string, string>): string {
+  return `event: gap\ndata: ${JSON.stringify(fields)}\n\n`;
 }
 
 export interface EventStreamOptions {
@@ -95,8 +119,32 @@ export class EnrichedEventStream {
         frame: null,
       };
       this.hold(held);
-      for (const c of this.clients) if (matches(c.filter, held)) this.write(c, frameOf(held));
+      for (const c of this.clients) {
+        if (c.resumeAfter !== undefined && !this.resumes(c, held)) continue;
+        if (matches(c.filter, held)) this.write(c, frameOf(held));
+      }
     }
+  }
+
+  /** For a client resuming before anything was held: whether `held` is new to it (see Client). */
+  private resumes(c: Client, held: Held): boolean {
+    const after = c.resumeAfter!;
+    if (held.position <= after) {
+      c.anchored = true;
+      return false;
+    }
+    c.resumeAfter = undefined;
+    if (!c.anchored) {
+      this.write(
+        c,
+        gapFrame({
+          lastEventId: after,
+          missedBefore: held.position,
+          reason: 'the pipeline restarted: events after lastEventId and before missedBefore are not held',
+        }),
+      );
+    }
+    return true;
   }
 
   /** Serves one client: what it missed after `lastEventId` (if given), then live events. */
@@ -119,9 +167,25 @@ export class EnrichedEventStream {
     res.write('retry: 2000\n\n');
     const last = options.lastEventId;
     if (last) {
-      if (this.evictedUpTo && last < this.evictedUpTo) {
+      const first = this.held.length > 0 ? this.oldest().position : null;
+      if (first === null) {
+        // Nothing held yet (just restarted): the first events decide (see Client.resumeAfter).
+        client.resumeAfter = last;
+      } else if (this.evictedUpTo && last < this.evictedUpTo) {
         res.write(
-          `event: gap\ndata: ${JSON.stringify({ lastEventId: last, missedUpTo: this.evictedUpTo, reason: 'older than the events held in memory' })}\n\n`,
+          gapFrame({
+            lastEventId: last,
+            missedUpTo: this.evictedUpTo,
+            reason: 'older than the events held in memory',
+          }),
+        );
+      } else if (!this.evictedUpTo && last < first) {
+        res.write(
+          gapFrame({
+            lastEventId: last,
+            missedBefore: first,
+            reason: 'the pipeline restarted: events after lastEventId and before missedBefore are not held',
+          }),
         );
       }
       for (const held of this.ordered()) {
@@ -161,6 +225,10 @@ export class EnrichedEventStream {
     this.evictedUpTo = this.held[this.start]!.position;
     this.held[this.start] = held;
     this.start = (this.start + 1) % this.capacity;
+  }
+
+  private oldest(): Held {
+    return this.held[this.start % this.held.length]!;
   }
 
   private *ordered(): Iterable<Held> {

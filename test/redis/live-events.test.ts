@@ -124,6 +124,15 @@ describe('live enriched events and the analytics reads, over HTTP', () => {
       } finally {
         resumed.close();
       }
+
+      // An id that cannot be one of this stream's is refused, not answered with silence.
+      for (const bad of ['garbage', ids[9]!.toLowerCase(), `${ids[9]!.split(':')[0]}`]) {
+        const refused = await fetch(new URL('api/events', server.url), {
+          headers: { ...auth, 'last-event-id': bad },
+        });
+        assert.equal(refused.status, 400, bad);
+        assert.match(((await refused.json()) as { error: string }).error, /not an id of this stream/);
+      }
     } finally {
       all.close();
       videos.close();
@@ -216,23 +225,75 @@ describe('the event stream under a client that does not read', () => {
 });
 
 describe('resuming from further back than the events held', () => {
-  it('says what was missed (event: gap), then sends what it holds', () => {
-    const stream = new EnrichedEventStream({ capacity: 3 });
-    const event = (id: string) =>
-      ({ event_id: id, content_type: 'video', event_type: 'play' }) as unknown as EnrichedEvent;
-    stream.publish(['1', '2', '3', '4', '5'].map(event), ['p1', 'p2', 'p3', 'p4', 'p5']);
+  const event = (id: string) =>
+    ({ event_id: id, content_type: 'video', event_type: 'play' }) as unknown as EnrichedEvent;
+  const publish = (stream: EnrichedEventStream, ...n: number[]) =>
+    stream.publish(
+      n.map((i) => event(String(i))),
+      n.map((i) => `p${i}`),
+    );
+  /** A client resuming after `lastEventId`; returns what it was written: gaps and ids, in order. */
+  function resume(stream: EnrichedEventStream, lastEventId: string) {
     let written = '';
     const res = {
       writeHead: () => undefined,
       write: (chunk: string) => (written += chunk),
       end: () => undefined,
+      destroyed: false,
+      writableEnded: false,
+      writableLength: 0,
     } as unknown as http.ServerResponse;
-    stream.open(res, { lastEventId: 'p1', filter: parseEventFilter({}), onClose: () => undefined });
+    stream.open(res, { lastEventId, filter: parseEventFilter({}), onClose: () => undefined });
+    return {
+      text: () => written,
+      seen: () => [...written.matchAll(/^(?:id: (\S+)|event: (gap))$/gm)].map((m) => m[1] ?? m[2]),
+    };
+  }
+
+  it('says what was missed (event: gap), then sends what it holds', () => {
+    const stream = new EnrichedEventStream({ capacity: 3 });
+    publish(stream, 1, 2, 3, 4, 5);
+    const client = resume(stream, 'p1');
     stream.closeAll();
-    assert.match(written, /event: gap\ndata: \{"lastEventId":"p1","missedUpTo":"p2"/);
-    assert.deepEqual(
-      [...written.matchAll(/^id: (\S+)$/gm)].map((m) => m[1]),
-      ['p3', 'p4', 'p5'],
-    );
+    assert.match(client.text(), /event: gap\ndata: \{"lastEventId":"p1","missedUpTo":"p2"/);
+    assert.deepEqual(client.seen(), ['gap', 'p3', 'p4', 'p5']);
+  });
+
+  it('after evictions, a client at or past the newest evicted event missed nothing', () => {
+    const stream = new EnrichedEventStream({ capacity: 3 });
+    publish(stream, 1, 2, 3, 4, 5);
+    const client = resume(stream, 'p2');
+    stream.closeAll();
+    assert.deepEqual(client.seen(), ['p3', 'p4', 'p5']);
+  });
+
+  // After a pipeline restart the stream holds only what this process delivered: a client
+  // resuming from before that must not be told "nothing missed" by silence.
+  it('after a restart, a resume from before the first event held is a gap', () => {
+    const stream = new EnrichedEventStream({ capacity: 10 });
+    publish(stream, 5, 6);
+    const client = resume(stream, 'p3');
+    publish(stream, 7);
+    stream.closeAll();
+    assert.match(client.text(), /event: gap\ndata: \{"lastEventId":"p3","missedBefore":"p5"/);
+    assert.deepEqual(client.seen(), ['gap', 'p5', 'p6', 'p7']);
+  });
+
+  it('resuming before anything is held: the first events decide whether it missed any', () => {
+    // The replay after a restart begins at or before the client's id: continuous, no gap, and
+    // what it already has is not sent again.
+    const continuous = new EnrichedEventStream({ capacity: 10 });
+    const a = resume(continuous, 'p3');
+    publish(continuous, 2, 3);
+    publish(continuous, 4, 5);
+    // It begins after the client's id: what lay between is unknown here.
+    const broken = new EnrichedEventStream({ capacity: 10 });
+    const b = resume(broken, 'p3');
+    publish(broken, 5, 6);
+    continuous.closeAll();
+    broken.closeAll();
+    assert.deepEqual(a.seen(), ['p4', 'p5']);
+    assert.deepEqual(b.seen(), ['gap', 'p5', 'p6']);
+    assert.match(b.text(), /"lastEventId":"p3","missedBefore":"p5"/);
   });
 });
