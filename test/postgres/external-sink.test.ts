@@ -1,5 +1,6 @@
 import { JsonText } from '../../src/domain/json-text.js';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type pg from 'pg';
 import { pino, type Logger } from 'pino';
@@ -17,6 +18,7 @@ import { createMetrics, type Metrics } from '../../src/observability/metrics.js'
 import { DeadLetterStore } from '../../src/state/dead-letter.js';
 import { ExternalSink, type ExternalSinkOptions } from '../../src/sinks/external/external-sink.js';
 import { externalSinkFromConfig } from '../../src/sinks/factory.js';
+import { closeServer, listen, readBody } from '../helpers/http-server.js';
 import { freshDatabase, query } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -321,6 +323,51 @@ describe('ExternalSink against the mock external system', () => {
       [['1', 1]],
     );
     assert.match(rows[0].last_error, /^400 Bad Request: .*injected rejection/);
+  });
+
+  it('an array refused for some of its events (400) is split until they stand alone; the rest is delivered', async () => {
+    // A receiver that refuses any body holding event 6 or 13, and records what it took.
+    const refused = new Set([6, 13]);
+    const taken: number[] = [];
+    const keys: string[] = [];
+    const server = http.createServer((req, res) => {
+      void readBody(req).then((body) => {
+        const ids = (JSON.parse(body.toString()) as EnrichedEvent[]).map((e) => e.event_id as number);
+        keys.push(String(req.headers['idempotency-key']));
+        if (ids.some((id) => refused.has(id))) {
+          res.writeHead(400).end('{"error":"bad event"}');
+          return;
+        }
+        taken.push(...ids);
+        res.writeHead(200).end();
+      });
+    });
+    const port = await listen(server, 0);
+    try {
+      const { sink } = await makeSink({ url: `http://127.0.0.1:${port}/`, batchSize: 8, concurrency: 2 });
+      await sink.write(batch(1, 20), new AbortController().signal);
+      assert.deepEqual(
+        [...taken].sort((a, b) => a - b),
+        Array.from({ length: 20 }, (_, i) => i + 1).filter((id) => !refused.has(id)),
+      );
+      const rows = await deadLetterRows();
+      assert.deepEqual(
+        rows.map((r) => r.event_id),
+        ['6', '13'],
+      );
+      assert.match(rows[0].last_error, /^400 Bad Request/);
+      // Each part is keyed by its own first and last event.
+      assert.ok(keys.includes('1-8') && keys.includes('6-6') && keys.includes('13-13'), keys.join(' '));
+    } finally {
+      await closeServer(server);
+    }
+  });
+
+  it('an array refused for the request itself (401) is not split', async () => {
+    const { sink } = await makeSink({ secret: 'not-the-secret', batchSize: 8, concurrency: 1 });
+    await sink.write(batch(1, 16), new AbortController().signal);
+    assert.equal((await stats()).requests, 2, 'one request per array, no splitting');
+    assert.equal((await deadLetterRows()).length, 16);
   });
 
   it('a timeout is retried like a network error', async () => {

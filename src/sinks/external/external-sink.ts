@@ -38,7 +38,9 @@ import { SIGNATURE_HEADER, signBody } from './signature.js';
  *   maxAttempts; then `best-effort` dead-letters the request's events and moves on, `block`
  *   keeps retrying (backoff at its cap) until it succeeds or the pipeline aborts the write.
  * - any other status (400, 401, 413, 3xx, ...): permanent, dead-lettered at once under both
- *   policies. Retrying cannot change the answer, and blocking on it would stall the pipeline
+ *   policies; an array refused with a status that can be about some of its events (400, 409,
+ *   413, 422) is first split in halves until those events stand alone, so the rest is
+ *   delivered. Retrying cannot change the answer, and blocking on it would stall the pipeline
  *   forever; the dead-letter row keeps the event and the reason for `engagement dlq replay`.
  * - circuit open: `best-effort` dead-letters without sending (fail fast, so an outage does
  *   not slow the other destinations down); `block` waits for the breaker's probe.
@@ -101,10 +103,18 @@ interface OutgoingRequest {
 
 type AttemptResult =
   | { kind: 'accepted' }
-  | { kind: 'permanent'; error: string }
+  | { kind: 'permanent'; error: string; status: number }
   | { kind: 'retryable'; error: string; retryAfter?: string | string[] };
 
-type Verdict = { delivered: true } | { delivered: false; error: string; attempts: number };
+type Verdict = { delivered: true } | { delivered: false; error: string; attempts: number; status?: number };
+
+/**
+ * Refusals that can be about some of an array's events (a value the receiver will not take, a
+ * body too large): such an array is split in halves until the refused events stand alone.
+ * Others (401, 403, 404, 3xx, ...) are about the request or the endpoint: splitting would only
+ * multiply requests.
+ */
+const ROW_STATUSES = new Set([400, 409, 413, 422]);
 
 const SINK = 'external';
 const DEAD_LETTER_LOG_INTERVAL_MS = 10_000;
@@ -213,6 +223,13 @@ export class ExternalSink implements Sink {
         // Accepted events are counted by the fan-out (eventsDelivered, once the write resolves);
         // here only what the external system did not take is left to record.
         if (verdict.delivered) continue;
+        if (verdict.status !== undefined && ROW_STATUSES.has(verdict.status) && request.events.length > 1) {
+          // Split in halves, sent next by whichever worker is free (order across requests is
+          // not promised, see above); the events the system refuses end up alone.
+          const mid = Math.ceil(request.events.length / 2);
+          requests.splice(next, 0, this.#slice(request, 0, mid), this.#slice(request, mid));
+          continue;
+        }
         request.events.forEach((event, i) =>
           deadLetters.push({
             sink: SINK,
@@ -258,6 +275,13 @@ export class ExternalSink implements Sink {
       requests.push(this.#request(events, batch.positions.slice(i, i + size), key, size === 1));
     }
     return requests;
+  }
+
+  /** Events [from, to) of an array request, as an array request of their own. */
+  #slice(request: OutgoingRequest, from: number, to?: number): OutgoingRequest {
+    const events = request.events.slice(from, to);
+    const key = `${events[0].event_id}-${events[events.length - 1].event_id}`;
+    return this.#request(events, request.positions.slice(from, to), key, false);
   }
 
   /** One POST: a single event object (`single`) or an array, with its key, signature and auth. */
@@ -308,7 +332,7 @@ export class ExternalSink implements Sink {
         this.#breaker.recordSuccess();
         this.#noteUp();
         if (result.kind === 'accepted') return { delivered: true };
-        return { delivered: false, error: result.error, attempts };
+        return { delivered: false, error: result.error, attempts, status: result.status };
       }
       this.#breaker.recordFailure();
       this.#noteFailure(result.error);
@@ -414,7 +438,7 @@ export class ExternalSink implements Sink {
         return { kind: 'retryable', error, retryAfter: response.headers['retry-after'] };
       }
       metrics.inc({ outcome: 'rejected' });
-      return { kind: 'permanent', error };
+      return { kind: 'permanent', error, status };
     } catch (err) {
       if (signal.aborted) throw abortError(signal);
       if (timeout.aborted) {
