@@ -166,13 +166,17 @@ export class Fanout {
     return this.tracked.map((t) => {
       const oldest = t.pending[0] ?? undispatched;
       const lagSeconds = oldest === null ? 0 : Math.max(0, now - oldest) / 1000;
+      // A failure the sink rides out inside its write (it retries on its own) is down too.
+      const riding = t.failing ? null : (t.sink.failure?.() ?? null);
       const state: SinkState = t.failing
         ? t.failing.policy === 'sink'
           ? 'failed'
           : 'down'
-        : lagSeconds > warn
-          ? 'behind'
-          : 'up';
+        : riding !== null
+          ? 'down'
+          : lagSeconds > warn
+            ? 'behind'
+            : 'up';
       return {
         name: t.sink.name,
         state,
@@ -180,7 +184,7 @@ export class Fanout {
         received: t.received,
         delivered: t.delivered,
         deadLettered: t.deadLettered,
-        error: t.failing?.error ?? null,
+        error: t.failing?.error ?? riding,
       };
     });
   }

@@ -44,6 +44,10 @@ export class RowCheckedSink implements Sink {
     return this.inner.stop();
   }
 
+  failure(): string | null {
+    return this.inner.failure?.() ?? null;
+  }
+
   async write(batch: Batch, signal: AbortSignal): Promise<void> {
     const { accepted, rejected } = splitBatch(batch, this.problem);
     if (rejected.length === 0) return this.inner.write(batch, signal);

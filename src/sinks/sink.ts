@@ -26,6 +26,12 @@ export interface Sink {
    * that queued behind it.
    */
   writeIntervalMs?: number;
+  /**
+   * For a sink that rides failures out inside `write` (retrying on its own, so the pipeline
+   * sees a slow write rather than a failed one): the failure it is riding out, or null while it
+   * is healthy. The pipeline reports the sink `down` meanwhile (/readyz, /api/stats, status).
+   */
+  failure?(): string | null;
   start(): Promise<void>;
   write(batch: Batch, signal: AbortSignal): Promise<void>;
   stop(): Promise<void>;

@@ -1,6 +1,7 @@
 import { JsonText } from '../../src/domain/json-text.js';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import type pg from 'pg';
 import { pino, type Logger } from 'pino';
@@ -202,6 +203,26 @@ describe('ExternalSink against the mock external system', () => {
     assert.equal(streak.length, 2, streak.join(' | '));
     assert.match(streak[0], /^external system failing: 500 Internal Server Error/);
     assert.match(streak[1], /^external system recovered after \d+\.\d s$/);
+  });
+
+  it('reports the failure it rides out (Sink.failure) once it has lasted a second, and clears on success', async () => {
+    await control({ mode: 'fail503' });
+    const { sink } = await makeSink({
+      policy: 'block',
+      concurrency: 1,
+      backoffBaseMs: 50,
+      backoffMaxMs: 100,
+    });
+    assert.equal(sink.failure(), null);
+    const ac = new AbortController();
+    const write = sink.write(batch(1, 1), ac.signal);
+    await sleep(300);
+    assert.equal(sink.failure(), null, 'a failure of a few hundred ms is not an outage yet');
+    await waitFor('the failure to be reported', () => sink.failure() !== null, 5_000);
+    assert.match(sink.failure()!, /503/);
+    await control({ mode: 'ok' });
+    await write;
+    assert.equal(sink.failure(), null);
   });
 
   it('honours Retry-After on 429', async () => {

@@ -98,6 +98,23 @@ describe('Fanout', () => {
     fanout.cancel();
   });
 
+  it('a sink riding a failure out inside its write is reported down, with the failure, until it clears', async () => {
+    const sink = new PickySink('external', new Set());
+    let failure: string | null = 'external system failing for 3 s: 503 Service Unavailable';
+    Object.assign(sink, { failure: () => failure });
+    const fanout = new Fanout({ sinks: [sink], metrics: createMetrics(), logger: logCapture().logger });
+    assert.deepEqual(
+      fanout.health().map((h) => [h.state, h.error]),
+      [['down', failure]],
+    );
+    failure = null;
+    assert.deepEqual(
+      fanout.health().map((h) => [h.state, h.error]),
+      [['up', null]],
+    );
+    fanout.cancel();
+  });
+
   it('a sink rejecting every row is failing, not its rows: nothing dead-lettered, position held', async () => {
     const recorded: DeadLetterEntry[] = [];
     const all = new PickySink('analytics', new Set([1, 2, 3, 4]));

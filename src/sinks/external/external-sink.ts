@@ -119,6 +119,8 @@ const ROW_STATUSES = new Set([400, 409, 413, 422]);
 const SINK = 'external';
 const DEAD_LETTER_LOG_INTERVAL_MS = 10_000;
 const RECOVERY_SPREAD_MS = 1_000;
+/** How long requests must have failed, with no success between, before the sink reports down. */
+const FAILING_AFTER_MS = 1_000;
 
 export class ExternalSink implements Sink {
   readonly name = SINK;
@@ -179,6 +181,18 @@ export class ExternalSink implements Sink {
   /** For logs: no userinfo and no query string (either may carry a token). */
   get #safeUrl(): string {
     return `${this.#target.origin}${this.#target.pathname}`;
+  }
+
+  /**
+   * The failure being ridden out (Sink.failure): once requests have failed for
+   * FAILING_AFTER_MS with no success in between, or while the circuit is open. One failed
+   * request among successes (a 503 now and then) is not an outage.
+   */
+  failure(): string | null {
+    const since = this.#failingSince;
+    const failing = since !== null && Date.now() - since >= FAILING_AFTER_MS;
+    if (!failing && this.#breaker.state !== 'open') return null;
+    return `external system failing${since === null ? '' : ` for ${Math.round((Date.now() - since) / 1000)} s`}: ${this.#lastFailure}`;
   }
 
   get circuitState(): CircuitState {
