@@ -160,7 +160,7 @@ async function replay(
     // Manual replay reports what fails now instead of riding out an outage (EXTERNAL_RETRY_FOR),
     // and does not start the pipeline's background re-drive (the recorder is not the table).
     { ...config, externalBatchSize: 1, externalPolicy: 'best-effort', externalRetryFor: 0 },
-    { deadLetters: recorder, metrics: createMetrics(), logger: logger.child({ sink: 'external' }), keyTypes },
+    { deadLetters: recorder, metrics: createMetrics(), logger, keyTypes },
   )!;
   await sink.start();
   try {

@@ -79,7 +79,8 @@ export function createSinks(
       externalSinkFromConfig(config, {
         deadLetters,
         metrics,
-        logger: logger.child({ sink: 'external' }),
+        // Not a child logger: the sink's lines name it themselves (a child would repeat the key).
+        logger,
         keyTypes: options.keyTypes,
       }) ?? undefined;
     if (!set.external) logger.warn('EXTERNAL_URL is not set: the external sink is off');
