@@ -3,6 +3,7 @@ import type { Config } from './config.js';
 import { requireDatabaseUrl } from './config.js';
 import { createPool, withClient } from './db/postgres.js';
 import { assertReplicationReady } from './db/migrate.js';
+import { assertPublicationStreams } from './db/publication.js';
 import {
   assertPartitionsPublishedAsRoot,
   assertReplicaIdentity,
@@ -207,7 +208,8 @@ export function deadLetterBadRow(deadLetters: DeadLetterStore) {
 /**
  * The start-up checks of a slot-fed mode (`run`, `capture`): the slot and publication are
  * ready, the source tables' shape is discovered and can be streamed (replica identity,
- * partitions published as their root). Logs the shape in one line.
+ * partitions published as their root, a publication that publishes every change of both
+ * tables). Logs the shape in one line.
  */
 export async function readStreamedShape(
   databaseUrl: string,
@@ -219,6 +221,7 @@ export async function readStreamedShape(
     const discovered = await discoverShape(client, config);
     await assertReplicaIdentity(client, discovered);
     await assertPartitionsPublishedAsRoot(client, discovered, config.publicationName);
+    await assertPublicationStreams(client, config.publicationName, discovered);
     return discovered;
   });
   logger.info({ shape }, describeShape(shape));

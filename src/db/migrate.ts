@@ -4,6 +4,7 @@ import { qualifiedName, type SourceShape } from '../domain/source-shape.js';
 import { ContentHistory } from '../enrichment/content-history.js';
 import { assertReplicaIdentity, discoverShape, sourceTablesExist, type ShapeSettings } from './catalog.js';
 import { ident, withClient } from './postgres.js';
+import { assertPublicationStreams } from './publication.js';
 import { SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_SCHEMA_SQL } from './schema.js';
 
 export interface MigrateOptions extends ShapeSettings {
@@ -86,11 +87,14 @@ export async function assertReplicationReady(client: pg.Client): Promise<void> {
 }
 
 /**
- * The publication covers the shape's two tables (others it already covers stay). A
- * partitioned table's rows are published under the partition's own name unless the
- * publication says publish_via_partition_root: the stream would not recognise them as the
- * events (or content) table and every such row would be passed over. So with a partitioned
- * table the publication publishes through the root (set on an existing one too: it is ours).
+ * The publication covers the shape's two tables (others it already covers stay), with every
+ * action and no row filter or column list (CREATE PUBLICATION's defaults). One that exists is
+ * checked before anything is changed (assertPublicationStreams): what would filter changes is
+ * refused, a missing table added. A partitioned table's rows are published under the
+ * partition's own name unless the publication says publish_via_partition_root: the stream
+ * would not recognise them as the events (or content) table and every such row would be passed
+ * over. So with a partitioned table the publication publishes through the root (set on an
+ * existing one too: it is ours).
  */
 async function ensurePublication(
   client: pg.Client,
@@ -110,18 +114,12 @@ async function ensurePublication(
     );
     return 'created';
   }
+  const missing = await assertPublicationStreams(client, name, shape, { tablesMayBeMissing: true });
   let result: MigrateReport['publication'] = 'present';
   if (viaRoot && !exists.rows[0].pubviaroot) {
     await client.query(`ALTER PUBLICATION ${ident(name)} SET (publish_via_partition_root = true)`);
     result = 'updated';
   }
-  const { rows } = await client.query<{ schemaname: string; tablename: string }>(
-    `SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1`,
-    [name],
-  );
-  const missing = tables.filter(
-    (t) => !rows.some((r) => r.schemaname === t.schema && r.tablename === t.name),
-  );
   if (missing.length === 0) return result;
   await client.query(`ALTER PUBLICATION ${ident(name)} ADD TABLE ${missing.map(qualifiedName).join(', ')}`);
   return 'updated';

@@ -108,11 +108,12 @@ describe('point-in-time enrichment: every event carries the content as of its ow
   it('a failing content lookup (lock_timeout while content is locked) holds the stream and loses nothing', async () => {
     const logs = captureLogs();
     const db = new URL(h.databaseUrl).pathname.slice(1);
-    // Content outside the publication is unknown to the stream: its events need a lookup.
-    await h.sql('ALTER PUBLICATION engagement_pipeline DROP TABLE content');
     await h.sql(`ALTER DATABASE ${db} SET lock_timeout = '150ms'`);
     const unseen = '00000000-0000-4000-8000-0000000000f1';
     runtime = await startRuntime(h.config(), logs.logger);
+    // Content outside the publication is unknown to the stream: its events need a lookup.
+    // Dropped once running (the start refuses a publication without the content table).
+    await h.sql('ALTER PUBLICATION engagement_pipeline DROP TABLE content');
     // Inserted after the start: in neither the loaded dimension nor the stream.
     await h.sql(
       `INSERT INTO content (id, slug, title, content_type, length_seconds, publish_ts)
