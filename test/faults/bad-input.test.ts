@@ -111,11 +111,15 @@ describe('fault: bad input while traffic flows', () => {
       reconciliation: r,
       recoveryMs: null,
       logLines,
-      notes: `all sinks caught up ${(elapsedMs / 1000).toFixed(1)} s after the first bad row; ${r.analyticsDeadLettered} row(s) beyond DuckDB's TIMESTAMPTZ range dead-lettered for analytics only`,
+      notes: `all sinks caught up ${(elapsedMs / 1000).toFixed(1)} s after the first bad row; ${r.analyticsDeadLettered} row(s) DuckDB cannot hold (beyond its TIMESTAMPTZ range, a 1 MiB payload) dead-lettered for analytics only`,
     });
     assertExact(r);
     assert.equal(r.badRows, 2, 'exactly the ±infinity rows were dead-lettered by the source');
-    assert.equal(r.analyticsDeadLettered, 1, 'exactly the 294276 row was dead-lettered for DuckDB');
+    assert.equal(
+      r.analyticsDeadLettered,
+      2,
+      'exactly the 294276 row and the 1 MiB payload were dead-lettered for DuckDB',
+    );
     assert.deepEqual(
       logLines,
       { 'bad source row dead-lettered': 2, 'negative duration_ms': 2, 'DuckDB cannot hold': 1 },

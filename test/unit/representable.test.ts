@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { enrich } from '../../src/domain/enrich.js';
+import { JsonText } from '../../src/domain/json-text.js';
 import { pgTimestampToIso } from '../../src/domain/timestamps.js';
 import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
 import { silentLogger } from '../../src/logger.js';
@@ -8,6 +9,7 @@ import { BIGQUERY_MAX_ROW_BYTES, bigQueryRowProblem } from '../../src/sinks/anal
 import { clickHouseRowProblem } from '../../src/sinks/analytics/clickhouse-schema.js';
 import { keysProblem } from '../../src/sinks/analytics/columns.js';
 import {
+  DUCKDB_MAX_TEXT_BYTES,
   duckDbRowProblem,
   duckDbTimestampText,
   rememberedKeysProblem,
@@ -68,6 +70,36 @@ describe('what each analytics destination can hold', () => {
       assert.equal(bigQueryRowProblem(e) === null, can.bigquery, `bigquery: ${bigQueryRowProblem(e)}`);
     });
   }
+  it('DuckDB: a text value longer than its limit in UTF-8 bytes is refused, naming the column; exactly at the limit it fits', () => {
+    const at = (column: 'raw_payload' | 'device', bytes: number, unit = 'x') => {
+      const filler = unit.repeat(
+        Math.floor((bytes - (column === 'raw_payload' ? 8 : 0)) / Buffer.byteLength(unit)),
+      );
+      const value = column === 'raw_payload' ? new JsonText(`{"b":"${filler}"}`) : filler;
+      return event(1, '2026-12-01 08:00:00+00', { [column]: value } as Partial<EnrichedEvent>);
+    };
+    assert.equal(duckDbRowProblem(at('raw_payload', DUCKDB_MAX_TEXT_BYTES)), null);
+    assert.match(
+      String(duckDbRowProblem(at('raw_payload', DUCKDB_MAX_TEXT_BYTES + 3))),
+      /^raw_payload is 262,00\d bytes, more than the 262,000 a DuckDB text value may have/,
+    );
+    // Counted in UTF-8: 3-byte characters reach the limit at a third of the length.
+    assert.equal(duckDbRowProblem(at('device', DUCKDB_MAX_TEXT_BYTES, '中')), null);
+    assert.match(
+      String(duckDbRowProblem(at('device', DUCKDB_MAX_TEXT_BYTES + 3, '中'))),
+      /^device is 262,00\d bytes/,
+    );
+    // A parsed payload (an older Kafka message) is measured as its JSON.
+    assert.match(
+      String(
+        duckDbRowProblem(event(1, '2026-12-01 08:00:00+00', { raw_payload: { b: 'x'.repeat(300_000) } })),
+      ),
+      /^raw_payload is 300,008 bytes/,
+    );
+    // ClickHouse and BigQuery (up to its row limit) take them.
+    assert.equal(clickHouseRowProblem(at('raw_payload', 1_048_576)), null);
+  });
+
   it('says which column and which range', () => {
     assert.equal(
       duckDbRowProblem(event(1, '294276-12-31 23:59:59.999999+00')),

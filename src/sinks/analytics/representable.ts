@@ -1,6 +1,7 @@
 import { civilToMicros, timestampRangeProblem, type TimestampRange } from '../../domain/timestamps.js';
 import type { KeyType, KeyTypes } from '../../domain/source-shape.js';
 import type { EnrichedEvent } from '../../domain/types.js';
+import { payloadJson } from '../../domain/json-text.js';
 import { DEFAULT_KEY_TYPES, KEY_COLUMNS, keysProblem, keyValueProblem } from './columns.js';
 
 /**
@@ -32,7 +33,39 @@ export const DUCKDB_TIMESTAMPTZ_RANGE: TimestampRange = {
 
 /** Why DuckDB cannot hold the row (null when it can). */
 export function duckDbRowProblem(e: EnrichedEvent, keyTypes: KeyTypes = DEFAULT_KEY_TYPES): string | null {
-  return timestampsProblem(e, DUCKDB_TIMESTAMPTZ_RANGE) ?? rememberedKeysProblem(e, keyTypes);
+  return (
+    timestampsProblem(e, DUCKDB_TIMESTAMPTZ_RANGE) ??
+    rememberedKeysProblem(e, keyTypes) ??
+    duckDbTextProblem(e)
+  );
+}
+
+/**
+ * The longest text value (UTF-8 bytes) the DuckDB store takes. DuckDB (1.5) keeps a string
+ * longer than one storage block (256 KiB) whole in memory, outside what it can spill, whenever it
+ * rewrites the row group holding it; enough of them in one row group (122,880 rows) exceed
+ * DUCKDB_MEMORY_LIMIT and every later commit fails ("failed to pin block"), for good. Probed
+ * with DuckDB 1.5.6 and a 64 MB limit: values of 262,100 bytes, one per commit, 1,000 fine; of
+ * 262,500 bytes the 233rd failed, of 1 MiB the 59th (a CHECKPOINT every 8 did not help).
+ */
+export const DUCKDB_MAX_TEXT_BYTES = 262_000;
+
+const TEXT_COLUMNS = ['raw_payload', 'device', 'event_type', 'content_type'] as const;
+
+/** Why one of the event's text values is too long for DuckDB (null when none is). */
+export function duckDbTextProblem(e: EnrichedEvent): string | null {
+  for (const column of TEXT_COLUMNS) {
+    const value = e[column];
+    if (value === null || value === undefined) continue;
+    // A string's UTF-8 takes at most 3 bytes per UTF-16 unit: most values are decided by length.
+    const text = typeof value === 'string' ? value : payloadJson(value);
+    if (text === null || text.length * 3 <= DUCKDB_MAX_TEXT_BYTES) continue;
+    const bytes = Buffer.byteLength(text);
+    if (bytes > DUCKDB_MAX_TEXT_BYTES) {
+      return `${column} is ${bytes.toLocaleString('en')} bytes, more than the ${DUCKDB_MAX_TEXT_BYTES.toLocaleString('en')} a DuckDB text value may have here (DuckDB holds longer ones whole in memory; ClickHouse and BigQuery take them)`;
+    }
+  }
+  return null;
 }
 
 /**
