@@ -291,7 +291,7 @@ export const configSpec = {
   batchMaxRows: {
     env: 'BATCH_MAX_ROWS',
     flag: 'batch-max-rows',
-    describe: 'events per batch at most',
+    describe: 'events per batch at most (an event counts once more per 16 KiB of its payload)',
     schema: positiveInt.default(2000),
   },
   batchMaxWaitMs: {

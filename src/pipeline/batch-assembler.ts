@@ -4,6 +4,7 @@ import type { Batch, EngagementEventRow, EnrichedEvent } from '../domain/types.j
 import type { Change } from '../source/changes.js';
 import type { ContentDimension } from '../enrichment/content-dimension.js';
 import { enrichCounted } from '../enrichment/enrich-counted.js';
+import { rowWeight } from './row-weight.js';
 import { TransactionAssembler, type TransactionAssemblerOptions } from './transaction-assembler.js';
 
 export interface BatchAssemblerOptions extends TransactionAssemblerOptions<Batch> {
@@ -20,6 +21,8 @@ export interface BatchAssemblerOptions extends TransactionAssemblerOptions<Batch
 export class BatchAssembler extends TransactionAssembler<Batch> {
   private events: EnrichedEvent[] = [];
   private positions: string[] = [];
+  /** batchWeight(events), kept as they are added: what BATCH_MAX_ROWS bounds (row-weight.ts). */
+  private weight = 0;
   /** Highest position handed on; a reconnect replays from the last confirmed commit. */
   private lastPosition = '';
   /** transactionPositionPrefix(prefixOf): the open transaction's, once its first event came. */
@@ -31,7 +34,7 @@ export class BatchAssembler extends TransactionAssembler<Batch> {
   }
 
   get rows(): number {
-    return this.events.length;
+    return this.weight;
   }
 
   /** Commit time of the oldest event not yet handed on (null when none). */
@@ -49,6 +52,7 @@ export class BatchAssembler extends TransactionAssembler<Batch> {
     };
     this.events = [];
     this.positions = [];
+    this.weight = 0;
     return batch;
   }
 
@@ -105,6 +109,7 @@ export class BatchAssembler extends TransactionAssembler<Batch> {
     const event = enrichCounted(row, dimension, this.tx.committedAt, processedAtNow(), metrics, logger);
     this.events.push(event);
     this.positions.push(position);
+    this.weight += rowWeight(event);
     this.lastPosition = position;
     return this.options.dispatcher.offer(false);
   }

@@ -16,6 +16,7 @@ import { Dispatcher } from './dispatcher.js';
 import { Fanout } from './fanout.js';
 import { drainSlotStream, slotSource } from './slot-stream.js';
 import type { SinkHealth } from '../observability/stats.js';
+import { batchWeight } from './row-weight.js';
 
 export interface PipelineOptions {
   /** The user's tables (discovered at start); default: the tables `engagement migrate` creates. */
@@ -84,7 +85,7 @@ export class Pipeline {
       maxRows: options.batchMaxRows,
       maxWaitMs: options.batchMaxWaitMs,
       maxInFlight: options.maxInFlightBatches,
-      rowsOf: (batch) => batch.events.length,
+      rowsOf: (batch) => batchWeight(batch.events),
       write: (batch) => {
         options.metrics.inFlightBatches.set(this.dispatcher.inFlightBatches);
         return this.fanout.write(batch);

@@ -15,6 +15,7 @@ import type { DeadLetterEntry, DeadLetterStore } from '../state/dead-letter.js';
 import type { ContentDimension } from '../enrichment/content-dimension.js';
 import type { ContentFeed } from '../source/kafka/content-feed.js';
 import type { WireFormat, WorkerRecord } from '../source/kafka/records.js';
+import { batchWeight } from './row-weight.js';
 
 export interface KafkaWorkerOptions {
   kafka: Kafka;
@@ -82,7 +83,7 @@ export class KafkaWorker {
       maxRows: options.batchMaxRows,
       maxWaitMs: 0,
       maxInFlight: options.maxInFlightBatches ?? 4,
-      rowsOf: (batch) => batch.events.length,
+      rowsOf: (batch) => batchWeight(batch.events),
       write: (batch) => this.fanout.write(batch),
       // Offsets are committed per partition batch once its chunks were accepted (eachBatch).
       confirm: () => undefined,

@@ -11,6 +11,8 @@ import { createMetrics } from '../../src/observability/metrics.js';
 import type { Sink } from '../../src/sinks/sink.js';
 import type { Change } from '../../src/source/changes.js';
 import { ContentDimension } from '../../src/enrichment/content-dimension.js';
+import { JsonText } from '../../src/domain/json-text.js';
+import { batchWeight, ROW_WEIGHT_BYTES } from '../../src/pipeline/row-weight.js';
 
 /** mulberry32: a small seeded PRNG, so a failing seed can be replayed. */
 function prng(seed: number): () => number {
@@ -83,6 +85,7 @@ function build(
   sinks: FakeSink[],
   options: { maxRows: number; maxInFlight: number; maxWaitMs?: number },
   onConfirm: (lsn: string) => void = () => undefined,
+  rowsOf: (events: Batch['events']) => number = (events) => events.length,
 ): Harness {
   const metrics = createMetrics();
   const logger = silentLogger();
@@ -99,7 +102,7 @@ function build(
     maxRows: options.maxRows,
     maxWaitMs: options.maxWaitMs ?? 2,
     maxInFlight: options.maxInFlight,
-    rowsOf: (b) => b.events.length,
+    rowsOf: (b) => rowsOf(b.events),
     write: (b) => fanout.write(b),
     confirm: (lsn) => {
       confirmed.push(lsn);
@@ -142,6 +145,27 @@ async function waitUntil(what: string, check: () => boolean, timeoutMs = 20_000)
 }
 
 describe('Dispatcher + BatchAssembler', () => {
+  it('events with large payloads count by their size: one huge transaction stays within the window in bytes', async () => {
+    const sink = new FakeSink('slow', () => 0.5, 4, 0);
+    // Build with the pipeline's weighting (direct.ts).
+    const h = build([sink], { maxRows: 64, maxInFlight: 2 }, undefined, batchWeight);
+    const payload = new JsonText(`{"b":"${'x'.repeat(8 * ROW_WEIGHT_BYTES)}"}`); // weighs 9
+    const big = (id: number): EngagementEventRow => ({ ...row(id), raw_payload: payload });
+    const sizes: number[] = [];
+    const write = sink.write.bind(sink);
+    sink.write = (b, signal) => (sizes.push(b.events.length), write(b, signal));
+    const changes = transaction(0, 1, 300).map((c) =>
+      c.kind === 'event' ? { ...c, row: big(c.row.id) } : c,
+    );
+    await feed((c) => h.assembler.handle(c), changes);
+    await waitUntil('all 300 delivered', () => sink.accepted === 300);
+    // 64 / 9: at most 8 such events per batch (7 fill it to 63, the 8th closes it), and at most
+    // (maxInFlight + 1) x maxRows in weight held at once: 17 events, not the whole transaction.
+    assert.ok(Math.max(...sizes) <= 8, `batches of ${Math.max(...sizes)} events`);
+    assert.ok(h.dispatcher.peakRows <= 3 * 64 + 9, `peak weight ${h.dispatcher.peakRows}`);
+    assert.equal(sink.applied.size, 300);
+  });
+
   it('while the window is full, small transactions grow the open batch instead of queueing batches', async () => {
     const sink = new FakeSink('slow', () => 0, 0, 0);
     let release!: () => void;
