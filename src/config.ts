@@ -1,3 +1,4 @@
+import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { configError, redactSecrets } from './errors.js';
 
@@ -23,7 +24,70 @@ export class Secret {
   }
 }
 
-const positiveInt = z.coerce.number().int().positive();
+/** Integer text: an optional sign and decimal digits, nothing around them. */
+const INTEGER_TEXT = /^[+-]?\d+$/;
+/** Decimal text: digits with an optional sign and point; no exponent, no hex, no spaces. */
+const DECIMAL_TEXT = /^[+-]?(\d+(\.\d*)?|\.\d+)$/;
+
+/**
+ * An integer from a setting or flag (text) or from code (a number), in [min, max]; throws a
+ * RangeError whose message says what is allowed. Number() and zod's coerce also read
+ * `0x7073`, ` 28787 ` and `2.8787e4` (all 28787) and ` ` (0), so the text is checked first.
+ */
+export function readInteger(value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n =
+    typeof value === 'number'
+      ? value
+      : typeof value === 'string' && INTEGER_TEXT.test(value)
+        ? Number(value)
+        : NaN;
+  if (Number.isSafeInteger(n) && n >= min && n <= max) return n;
+  const what =
+    max !== Number.MAX_SAFE_INTEGER
+      ? `an integer from ${min} to ${max}`
+      : min === 1
+        ? 'a positive integer'
+        : min === 0
+          ? 'a non-negative integer'
+          : `an integer of at least ${min}`;
+  throw new RangeError(`must be ${what} (decimal digits only)`);
+}
+
+/** A number with a fraction allowed (rates, seconds), in (min, max] or [min, max]; see readInteger. */
+export function readDecimal(
+  value: unknown,
+  range: { min: number; max?: number; minExclusive?: boolean },
+): number {
+  const n =
+    typeof value === 'number'
+      ? value
+      : typeof value === 'string' && DECIMAL_TEXT.test(value)
+        ? Number(value)
+        : NaN;
+  const max = range.max ?? Number.MAX_VALUE;
+  if (Number.isFinite(n) && (range.minExclusive ? n > range.min : n >= range.min) && n <= max) return n;
+  const what =
+    range.max !== undefined
+      ? `a number from ${range.min} to ${range.max}`
+      : range.minExclusive && range.min === 0
+        ? 'a positive number'
+        : `a number of at least ${range.min}`;
+  throw new RangeError(`must be ${what} (decimal digits and a point only)`);
+}
+
+/** A zod schema over readInteger / readDecimal: the same rule for every setting and flag. */
+function checked<T>(read: (value: unknown) => T) {
+  return z.union([z.string(), z.number()]).transform((value, ctx): T => {
+    try {
+      return read(value);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+}
+const integer = (min: number, max?: number) => checked((v) => readInteger(v, min, max));
+const positiveInt = integer(1);
 /** A table as Postgres names it, exactly (case included): `name` or `schema.name`. */
 const tableName = z
   .string()
@@ -54,6 +118,9 @@ export const configSpec = {
         /^rediss?(\+cluster)?:\/\//,
         'must start with redis://, rediss:// or redis+cluster://host:port,host:port',
       )
+      .refine(hasRedisDatabaseNumber, {
+        message: 'the path must be empty or a database number (decimal digits), e.g. redis://host:6379/2',
+      })
       .default('redis://127.0.0.1:6379'),
   },
   redisPrefix: {
@@ -82,7 +149,7 @@ export const configSpec = {
   duckdbThreads: {
     env: 'DUCKDB_THREADS',
     describe: "DuckDB's worker threads (its `threads` setting): more only speed up large dashboard scans",
-    schema: z.coerce.number().int().min(1).max(256).default(1),
+    schema: integer(1, 256).default(1),
   },
   // 500 ms: DuckDB spends ~4 ms of CPU per commit whatever its size, so at 1,000 events/s a
   // commit per 20 ms batch cost more than everything else together; Redis is not held by it.
@@ -90,7 +157,7 @@ export const configSpec = {
     env: 'ANALYTICS_WRITE_INTERVAL_MS',
     describe:
       'least time between two commits to the analytics store; batches arriving meanwhile are written together (0: as soon as the last commit ended)',
-    schema: z.coerce.number().int().min(0).max(60_000).default(500),
+    schema: integer(0, 60_000).default(500),
   },
   // 100 ms: at 1,000 events/s a POST per 20 ms batch cost the pipeline and the receiver more
   // CPU than the rest of the pipeline; with EXTERNAL_BATCH_SIZE 1 it only groups the writes.
@@ -98,7 +165,7 @@ export const configSpec = {
     env: 'EXTERNAL_WRITE_INTERVAL_MS',
     describe:
       'least time between two writes to the external system; batches arriving meanwhile go out together, in EXTERNAL_BATCH_SIZE arrays',
-    schema: z.coerce.number().int().min(0).max(60_000).default(100),
+    schema: integer(0, 60_000).default(100),
   },
   bigqueryApiEndpoint: {
     env: 'BIGQUERY_API_ENDPOINT',
@@ -114,8 +181,12 @@ export const configSpec = {
   externalUrl: {
     env: 'EXTERNAL_URL',
     flag: 'external-url',
-    describe: 'external HTTP endpoint (unset: external sink off)',
-    schema: z.string().url().optional(),
+    describe: 'external HTTP endpoint, http:// or https:// (unset: external sink off)',
+    schema: z
+      .string()
+      .url()
+      .refine((url) => /^https?:$/.test(new URL(url).protocol), 'must be an http:// or https:// URL')
+      .optional(),
   },
   externalSecret: {
     env: 'EXTERNAL_SECRET',
@@ -170,7 +241,7 @@ export const configSpec = {
     flag: 'external-redrive-rate',
     describe:
       'dead letters re-sent automatically per second once the external system answers again (0 = off)',
-    schema: z.coerce.number().int().min(0).default(100),
+    schema: integer(0).default(100),
   },
   kafkaBrokers: {
     env: 'KAFKA_BROKERS',
@@ -278,7 +349,7 @@ export const configSpec = {
     env: 'PORT',
     flag: 'port',
     describe: 'HTTP port (0 = any free port)',
-    schema: z.coerce.number().int().min(0).max(65535).default(8787),
+    schema: integer(0, 65535).default(8787),
   },
   host: { env: 'HOST', flag: 'host', describe: 'HTTP bind address', schema: z.string().default('127.0.0.1') },
   apiToken: {
@@ -318,13 +389,13 @@ export const configSpec = {
     env: 'LAG_WARN_SECONDS',
     flag: 'lag-warn-seconds',
     describe: 'a sink whose oldest pending event is older than this is "behind" (/readyz 503)',
-    schema: z.coerce.number().positive().default(30),
+    schema: checked((v) => readDecimal(v, { min: 0, minExclusive: true })).default(30),
   },
   heartbeatIntervalMs: {
     env: 'HEARTBEAT_INTERVAL_MS',
     flag: 'heartbeat-interval-ms',
     describe: 'how often the pipeline emits a slot heartbeat (pg_logical_emit_message); 0 = off',
-    schema: z.coerce.number().int().min(0).default(10_000),
+    schema: integer(0).default(10_000),
   },
   slotLagWarnBytes: {
     env: 'SLOT_LAG_WARN_BYTES',
@@ -394,10 +465,35 @@ function durationToMs(text: string): number {
   return Number(match[1]) * unit;
 }
 
+/**
+ * ioredis reads a plain URL's path as the database number with parseInt, so `/abc` became
+ * NaN (db 0, then a SELECT error on each command) and `/2x` became 2: only digits pass here.
+ * Cluster URLs have no database (parseClusterUrl refuses a path).
+ */
+function hasRedisDatabaseNumber(url: string): boolean {
+  if (/^rediss?\+cluster:/.test(url)) return true;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return false;
+  }
+  const db = parsed.searchParams.get('db');
+  return /^(\/(\d+)?)?$/.test(parsed.pathname) && (db === null || /^\d+$/.test(db));
+}
+
 function emptyToUndefined(value: string | undefined): string | undefined {
   return value === undefined || value === '' ? undefined : value;
 }
 
+/**
+ * Exactly the loopback addresses: `localhost`, an IPv4 literal in 127.0.0.0/8 (also as
+ * `::ffff:127.x.y.z`) and `::1`. A prefix test took `127.0.0.1.example`, a name anyone can
+ * point anywhere, as loopback and started without API_TOKEN.
+ */
 export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+  const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+  const v4 = h.replace(/^(::ffff:|0:0:0:0:0:ffff:)/, '');
+  return isIPv4(v4) && v4.startsWith('127.');
 }

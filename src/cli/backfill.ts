@@ -12,6 +12,7 @@ import { createPool, withClient } from '../db/postgres.js';
 import {
   action,
   configFrom,
+  integerOption,
   parseInstant,
   SINK_CONFIG_KEYS,
   SOURCE_CONFIG_KEYS,
@@ -50,8 +51,8 @@ export function registerBackfill(program: Command): void {
       const toTs = parseInstant(String(options.to), '--to', { allowNow: true });
       if (fromTs >= toTs) throw configError(`--from (${fromTs}) must be before --to (${toTs})`);
       const sinks = parseSinks(String(options.sinks));
-      const rate = parseCount(options.rate ?? '0', '--rate', true);
-      const chunkSize = parseCount(options.chunkSize, '--chunk-size', false);
+      const rate = integerOption(options.rate ?? '0', '--rate', 0);
+      const chunkSize = integerOption(options.chunkSize, '--chunk-size', 1);
       if (sinks.includes('external') && !config.externalUrl)
         throw configError('--sinks external needs EXTERNAL_URL', 'export EXTERNAL_URL=https://…');
       const databaseUrl = requireDatabaseUrl(config);
@@ -168,13 +169,4 @@ function parseSinks(text: string): BackfillSinkName[] {
     );
   // A stable order, so the same set always finds the same stored progress.
   return BACKFILL_SINKS.filter((n) => names.includes(n));
-}
-
-function parseCount(value: unknown, flag: string, zeroOk: boolean): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < (zeroOk ? 0 : 1))
-    throw configError(
-      `${flag} must be a ${zeroOk ? 'non-negative' : 'positive'} integer, got ${JSON.stringify(value)}`,
-    );
-  return n;
 }

@@ -1,5 +1,13 @@
-import type { Command } from 'commander';
-import { configSpec, loadConfig, type Config, type ConfigKey, type FlagConfigKey } from '../config.js';
+import { InvalidArgumentError, type Command } from 'commander';
+import {
+  configSpec,
+  loadConfig,
+  readDecimal,
+  readInteger,
+  type Config,
+  type ConfigKey,
+  type FlagConfigKey,
+} from '../config.js';
 import { configError, describeError, PipelineError } from '../errors.js';
 
 /** The settings of the sinks (the sink factory reads them): shared by `run` and `work`. */
@@ -80,4 +88,39 @@ export function parseInstant(text: string, flag: string, options: { allowNow?: b
       `${flag} must be an ISO-8601 time like 2026-01-31T00:00:00Z, got ${JSON.stringify(text)}`,
     );
   return new Date(ms).toISOString();
+}
+
+/**
+ * A commander parser for an integer flag, by the settings' rule (readInteger: an optional sign
+ * and decimal digits only). commander prints its one-line usage error, exit 2 (see main.ts);
+ * it must be an InvalidArgumentError, any other error would escape as a stack trace.
+ */
+export function integerFlag(flag: string, min: number, max?: number) {
+  return (value: string): number => {
+    try {
+      return readInteger(value, min, max);
+    } catch (err) {
+      throw new InvalidArgumentError(`${flag} ${(err as Error).message}`);
+    }
+  };
+}
+
+/** As integerFlag, for a number with a fraction allowed (rates, seconds). */
+export function decimalFlag(flag: string, range: { min: number; max?: number; minExclusive?: boolean }) {
+  return (value: string): number => {
+    try {
+      return readDecimal(value, range);
+    } catch (err) {
+      throw new InvalidArgumentError(`${flag} ${(err as Error).message}`);
+    }
+  };
+}
+
+/** An integer flag read inside an action (its default given as text): one config line, exit 2. */
+export function integerOption(value: unknown, flag: string, min: number, max?: number): number {
+  try {
+    return readInteger(value, min, max);
+  } catch (err) {
+    throw configError(`${flag} ${(err as Error).message}, got ${JSON.stringify(value)}`);
+  }
 }

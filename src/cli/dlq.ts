@@ -11,7 +11,14 @@ import { assertPostgresReachable } from '../runtime.js';
 import { createMetrics } from '../observability/metrics.js';
 import { DeadLetterStore, type DeadLetterEntry, type DeadLetterRow } from '../state/dead-letter.js';
 import { externalSinkFromConfig } from '../sinks/factory.js';
-import { action, configFrom, parseInstant, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
+import {
+  action,
+  configFrom,
+  integerOption,
+  parseInstant,
+  SOURCE_CONFIG_KEYS,
+  withConfigOptions,
+} from './common.js';
 import { discoverShape } from '../db/catalog.js';
 
 const EXTERNAL_KEYS = [
@@ -43,7 +50,7 @@ export function registerDlq(program: Command): void {
     action(async (options: Record<string, unknown>) => {
       const config = configFrom(options);
       const since = options.since ? parseInstant(String(options.since), '--since') : undefined;
-      const limit = parsePositive(options.limit, '--limit');
+      const limit = integerOption(options.limit, '--limit', 1);
       await withStore(requireDatabaseUrl(config), async (store) => {
         const rows = await store.list({
           since,
@@ -216,13 +223,6 @@ function formatTable(rows: DeadLetterRow[]): string {
       .join('  ')
       .trimEnd() + '\n';
   return line(header) + body.map(line).join('');
-}
-
-function parsePositive(value: unknown, flag: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1)
-    throw configError(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
-  return n;
 }
 
 /** A dead letter as one JSON line, its event's payload exact (recordJson), the event last. */

@@ -4,7 +4,7 @@ import { parseWindow } from '../domain/windows.js';
 import { configError } from '../errors.js';
 import { readLeaderboard } from '../sinks/redis/leaderboard-reader.js';
 import { Redis } from 'ioredis';
-import { action, configFrom, withConfigOptions } from './common.js';
+import { action, configFrom, integerOption, withConfigOptions } from './common.js';
 
 export function registerTop(program: Command): void {
   withConfigOptions(
@@ -24,9 +24,7 @@ export function registerTop(program: Command): void {
   ).action(
     action(async (options: Record<string, unknown>) => {
       const config = configFrom(options);
-      const limit = Number(options.limit);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
-        throw configError('--limit must be an integer from 1 to 1000');
+      const limit = integerOption(options.limit, '--limit', 1, 1000);
       const minutes = (() => {
         try {
           return parseWindow(String(options.window));
