@@ -14,6 +14,7 @@ import {
   configFrom,
   integerOption,
   parseInstant,
+  TIME_HELP,
   SINK_CONFIG_KEYS,
   SOURCE_CONFIG_KEYS,
   withConfigOptions,
@@ -37,8 +38,8 @@ export function registerBackfill(program: Command): void {
       .description(
         're-process engagement_events history (by event_ts) through the same enrichment, idempotently',
       )
-      .requiredOption('--from <iso>', 'first event_ts included (ISO-8601)')
-      .requiredOption('--to <iso>', 'end of the range, excluded (ISO-8601 or "now")')
+      .requiredOption('--from <iso>', `first event_ts included (${TIME_HELP})`)
+      .requiredOption('--to <iso>', `end of the range, excluded (${TIME_HELP}, or "now")`)
       .option('--sinks <list>', 'comma-separated: analytics, redis, external', 'analytics,redis')
       .option('--rate <n>', 'at most n rows per second (default: as fast as the sinks take them)')
       .option('--chunk-size <n>', 'rows per chunk (progress is stored after each)', '50000')
@@ -49,6 +50,7 @@ export function registerBackfill(program: Command): void {
       const config = configFrom(options);
       const fromTs = parseInstant(String(options.from), '--from', { allowNow: true });
       const toTs = parseInstant(String(options.to), '--to', { allowNow: true });
+      // Canonical texts (microseconds kept, four-digit years) order as the instants do.
       if (fromTs >= toTs) throw configError(`--from (${fromTs}) must be before --to (${toTs})`);
       const sinks = parseSinks(String(options.sinks));
       const rate = integerOption(options.rate ?? '0', '--rate', 0);

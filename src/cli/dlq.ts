@@ -16,6 +16,7 @@ import {
   configFrom,
   integerOption,
   parseInstant,
+  TIME_HELP,
   SOURCE_CONFIG_KEYS,
   withConfigOptions,
 } from './common.js';
@@ -39,7 +40,7 @@ export function registerDlq(program: Command): void {
     dlq
       .command('list')
       .description('list pending dead letters, oldest first')
-      .option('--since <iso>', 'only rows that last failed at or after this time')
+      .option('--since <iso>', `only rows that last failed at or after this time (${TIME_HELP})`)
       .option('--reason <text>', 'only rows whose last error contains this text')
       .option('--sink <name>', 'only this sink (external, source)')
       .option('--limit <n>', 'rows at most', '100')
@@ -119,7 +120,7 @@ export function registerDlq(program: Command): void {
     dlq
       .command('purge')
       .description('delete dead letters (pending and replayed) that last failed before a time')
-      .requiredOption('--before <iso>', 'delete rows whose last failure is before this time')
+      .requiredOption('--before <iso>', `delete rows whose last failure is before this time (${TIME_HELP})`)
       .option('--sink <name>', 'only this sink'),
     ['databaseUrl'],
   ).action(
@@ -212,8 +213,9 @@ function formatTable(rows: DeadLetterRow[]): string {
     r.sink,
     r.eventId ?? '-',
     String(r.attempts),
-    r.lastFailedAt.slice(0, 19),
-    r.replayedAt ? r.replayedAt.slice(0, 19) : '-',
+    // In full (ISO, Z, microseconds): pasted back into --since it selects this row.
+    r.lastFailedAt,
+    r.replayedAt ?? '-',
     r.lastError.replace(/\s+/g, ' ').slice(0, 60),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i].length)));
