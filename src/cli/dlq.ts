@@ -90,7 +90,8 @@ export function registerDlq(program: Command): void {
       if (ids?.some((id) => !/^\d+$/.test(id)))
         throw configError(`--id must be numeric ids, got ${String(options.id)}`);
       const logger = createLogger(config.logLevel);
-      await withStore(requireDatabaseUrl(config), async (store, pool) => {
+      // The callback's exit code (1 when some fail again) is the command's: returned, not dropped.
+      return await withStore(requireDatabaseUrl(config), async (store, pool) => {
         const pending = (await store.list({ sink: 'external', limit: 1_000_000 })).filter(
           (r) => ids === null || ids.includes(r.id),
         );
