@@ -135,10 +135,10 @@ export const configSpec = {
     describe: 'duckdb:PATH | clickhouse://user:pass@host:8123/db | bigquery://project/dataset',
     schema: analyticsUrl.default('duckdb:./data/engagement.duckdb'),
   },
-  // Env-only settings (no flag, so no line in --help): read by the analytics sink factory.
-  // 64MB: the buffer pool spills and evicts instead of growing (RSS stayed flat up to 3M rows).
+  // Read by the analytics sink factory. 64MB: the buffer pool spills and evicts instead of growing (RSS stayed flat up to 3M rows).
   duckdbMemoryLimit: {
     env: 'DUCKDB_MEMORY_LIMIT',
+    flag: 'duckdb-memory-limit',
     describe: "DuckDB's buffer pool (memory_limit): it spills and evicts past this instead of growing",
     schema: z
       .string()
@@ -148,6 +148,7 @@ export const configSpec = {
   // 1: a second DuckDB thread cost 4-7 µs more CPU per row for the same writes (see DuckDbSink).
   duckdbThreads: {
     env: 'DUCKDB_THREADS',
+    flag: 'duckdb-threads',
     describe: "DuckDB's worker threads (its `threads` setting): more only speed up large dashboard scans",
     schema: integer(1, 256).default(1),
   },
@@ -155,6 +156,7 @@ export const configSpec = {
   // commit per 20 ms batch cost more than everything else together; Redis is not held by it.
   analyticsWriteIntervalMs: {
     env: 'ANALYTICS_WRITE_INTERVAL_MS',
+    flag: 'analytics-write-interval-ms',
     describe:
       'least time between two commits to the analytics store; batches arriving meanwhile are written together (0: as soon as the last commit ended)',
     schema: integer(0, 60_000).default(500),
@@ -163,15 +165,18 @@ export const configSpec = {
   // CPU than the rest of the pipeline; with EXTERNAL_BATCH_SIZE 1 it only groups the writes.
   externalWriteIntervalMs: {
     env: 'EXTERNAL_WRITE_INTERVAL_MS',
+    flag: 'external-write-interval-ms',
     describe:
       'least time between two writes to the external system; batches arriving meanwhile go out together, in EXTERNAL_BATCH_SIZE arrays',
     schema: integer(0, 60_000).default(100),
   },
   bigqueryApiEndpoint: {
     env: 'BIGQUERY_API_ENDPOINT',
+    flag: 'bigquery-api-endpoint',
     describe: 'BigQuery API endpoint (an emulator or test server; unset: Google)',
     schema: z.string().optional(),
   },
+  // Env only, like PIPELINE_ROLE_PASSWORD: a flag would show the secret in `ps` and shell history.
   bigqueryAccessToken: {
     env: 'BIGQUERY_ACCESS_TOKEN',
     describe: 'static OAuth access token for BigQuery (unset: Application Default Credentials)',

@@ -16,6 +16,10 @@ export const SINK_CONFIG_KEYS = [
   'redisUrl',
   'redisPrefix',
   'analyticsUrl',
+  'duckdbMemoryLimit',
+  'duckdbThreads',
+  'analyticsWriteIntervalMs',
+  'bigqueryApiEndpoint',
   'externalUrl',
   'externalSecret',
   'externalPolicy',
@@ -25,6 +29,7 @@ export const SINK_CONFIG_KEYS = [
   'externalTimeoutMs',
   'externalRetryFor',
   'externalRedriveRate',
+  'externalWriteIntervalMs',
   'kafkaEnrichedTopic',
 ] as const satisfies readonly FlagConfigKey[];
 

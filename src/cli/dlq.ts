@@ -42,7 +42,7 @@ export function registerDlq(program: Command): void {
       .description('list pending dead letters, oldest first')
       .option('--since <iso>', `only rows that last failed at or after this time (${TIME_HELP})`)
       .option('--reason <text>', 'only rows whose last error contains this text')
-      .option('--sink <name>', 'only this sink (external, source)')
+      .option('--sink <name>', 'only this sink (analytics, redis, external, kafka, source)')
       .option('--limit <n>', 'rows at most', '100')
       .option('--include-replayed', 'also rows already replayed')
       .option('--json', 'JSON lines instead of a table'),
@@ -122,7 +122,7 @@ export function registerDlq(program: Command): void {
       .command('purge')
       .description('delete dead letters (pending and replayed) that last failed before a time')
       .requiredOption('--before <iso>', `delete rows whose last failure is before this time (${TIME_HELP})`)
-      .option('--sink <name>', 'only this sink'),
+      .option('--sink <name>', 'only this sink (analytics, redis, external, kafka, source)'),
     ['databaseUrl'],
   ).action(
     action(async (options: Record<string, unknown>) => {
