@@ -3,7 +3,8 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { runBench, type BenchOptions } from '../bench/run-bench.js';
 import { markdown, writeReport } from '../bench/report.js';
 import { ROOT } from '../bench/children.js';
-import { loadConfig, readDecimal, readInteger } from '../config.js';
+import { loadConfig } from '../config.js';
+import { readDecimal, readInteger } from '../config-values.js';
 import { action, decimalFlag, integerFlag } from './common.js';
 
 interface Flags {

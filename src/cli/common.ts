@@ -1,13 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import {
-  configSpec,
-  loadConfig,
-  readDecimal,
-  readInteger,
-  type Config,
-  type ConfigKey,
-  type FlagConfigKey,
-} from '../config.js';
+import { configSpec, loadConfig, type Config, type ConfigKey, type FlagConfigKey } from '../config.js';
+import { readDecimal, readInteger } from '../config-values.js';
 import { civilToMicros, dateToIso, microsToIso, pgTimestampToMicros } from '../domain/timestamps.js';
 import { configError, describeError, PipelineError } from '../errors.js';
 

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InvalidArgumentError } from 'commander';
 import { integerFlag, integerOption } from '../../src/cli/common.js';
-import { isLoopback, loadConfig, readInteger } from '../../src/config.js';
+import { isLoopback, loadConfig } from '../../src/config.js';
+import { readInteger } from '../../src/config-values.js';
 import { PipelineError } from '../../src/errors.js';
 
 /** The one config line loadConfig throws for `env`, or null when it loads. */
