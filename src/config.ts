@@ -1,4 +1,6 @@
+import { isIPv4 } from 'node:net';
 import { z } from 'zod';
+import { readDecimal, readInteger } from './config-values.js';
 import { configError, redactSecrets } from './errors.js';
 
 /**
@@ -23,7 +25,19 @@ export class Secret {
   }
 }
 
-const positiveInt = z.coerce.number().int().positive();
+/** A zod schema over readInteger / readDecimal: the same rule for every setting and flag. */
+function checked<T>(read: (value: unknown) => T) {
+  return z.union([z.string(), z.number()]).transform((value, ctx): T => {
+    try {
+      return read(value);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+}
+const integer = (min: number, max?: number) => checked((v) => readInteger(v, min, max));
+const positiveInt = integer(1);
 /** A table as Postgres names it, exactly (case included): `name` or `schema.name`. */
 const tableName = z
   .string()
@@ -54,6 +68,9 @@ export const configSpec = {
         /^rediss?(\+cluster)?:\/\//,
         'must start with redis://, rediss:// or redis+cluster://host:port,host:port',
       )
+      .refine(hasRedisDatabaseNumber, {
+        message: 'the path must be empty or a database number (decimal digits), e.g. redis://host:6379/2',
+      })
       .default('redis://127.0.0.1:6379'),
   },
   redisPrefix: {
@@ -68,10 +85,10 @@ export const configSpec = {
     describe: 'duckdb:PATH | clickhouse://user:pass@host:8123/db | bigquery://project/dataset',
     schema: analyticsUrl.default('duckdb:./data/engagement.duckdb'),
   },
-  // Env-only settings (no flag, so no line in --help): read by the analytics sink factory.
-  // 64MB: the buffer pool spills and evicts instead of growing (RSS stayed flat up to 3M rows).
+  // Read by the analytics sink factory. 64MB: the buffer pool spills and evicts instead of growing (RSS stayed flat up to 3M rows).
   duckdbMemoryLimit: {
     env: 'DUCKDB_MEMORY_LIMIT',
+    flag: 'duckdb-memory-limit',
     describe: "DuckDB's buffer pool (memory_limit): it spills and evicts past this instead of growing",
     schema: z
       .string()
@@ -81,30 +98,35 @@ export const configSpec = {
   // 1: a second DuckDB thread cost 4-7 µs more CPU per row for the same writes (see DuckDbSink).
   duckdbThreads: {
     env: 'DUCKDB_THREADS',
+    flag: 'duckdb-threads',
     describe: "DuckDB's worker threads (its `threads` setting): more only speed up large dashboard scans",
-    schema: z.coerce.number().int().min(1).max(256).default(1),
+    schema: integer(1, 256).default(1),
   },
   // 500 ms: DuckDB spends ~4 ms of CPU per commit whatever its size, so at 1,000 events/s a
   // commit per 20 ms batch cost more than everything else together; Redis is not held by it.
   analyticsWriteIntervalMs: {
     env: 'ANALYTICS_WRITE_INTERVAL_MS',
+    flag: 'analytics-write-interval-ms',
     describe:
       'least time between two commits to the analytics store; batches arriving meanwhile are written together (0: as soon as the last commit ended)',
-    schema: z.coerce.number().int().min(0).max(60_000).default(500),
+    schema: integer(0, 60_000).default(500),
   },
   // 100 ms: at 1,000 events/s a POST per 20 ms batch cost the pipeline and the receiver more
   // CPU than the rest of the pipeline; with EXTERNAL_BATCH_SIZE 1 it only groups the writes.
   externalWriteIntervalMs: {
     env: 'EXTERNAL_WRITE_INTERVAL_MS',
+    flag: 'external-write-interval-ms',
     describe:
       'least time between two writes to the external system; batches arriving meanwhile go out together, in EXTERNAL_BATCH_SIZE arrays',
-    schema: z.coerce.number().int().min(0).max(60_000).default(100),
+    schema: integer(0, 60_000).default(100),
   },
   bigqueryApiEndpoint: {
     env: 'BIGQUERY_API_ENDPOINT',
+    flag: 'bigquery-api-endpoint',
     describe: 'BigQuery API endpoint (an emulator or test server; unset: Google)',
     schema: z.string().optional(),
   },
+  // Env only, like PIPELINE_ROLE_PASSWORD: a flag would show the secret in `ps` and shell history.
   bigqueryAccessToken: {
     env: 'BIGQUERY_ACCESS_TOKEN',
     describe: 'static OAuth access token for BigQuery (unset: Application Default Credentials)',
@@ -114,8 +136,12 @@ export const configSpec = {
   externalUrl: {
     env: 'EXTERNAL_URL',
     flag: 'external-url',
-    describe: 'external HTTP endpoint (unset: external sink off)',
-    schema: z.string().url().optional(),
+    describe: 'external HTTP endpoint, http:// or https:// (unset: external sink off)',
+    schema: z
+      .string()
+      .url()
+      .refine((url) => /^https?:$/.test(new URL(url).protocol), 'must be an http:// or https:// URL')
+      .optional(),
   },
   externalSecret: {
     env: 'EXTERNAL_SECRET',
@@ -170,7 +196,7 @@ export const configSpec = {
     flag: 'external-redrive-rate',
     describe:
       'dead letters re-sent automatically per second once the external system answers again (0 = off)',
-    schema: z.coerce.number().int().min(0).default(100),
+    schema: integer(0).default(100),
   },
   kafkaBrokers: {
     env: 'KAFKA_BROKERS',
@@ -278,7 +304,7 @@ export const configSpec = {
     env: 'PORT',
     flag: 'port',
     describe: 'HTTP port (0 = any free port)',
-    schema: z.coerce.number().int().min(0).max(65535).default(8787),
+    schema: integer(0, 65535).default(8787),
   },
   host: { env: 'HOST', flag: 'host', describe: 'HTTP bind address', schema: z.string().default('127.0.0.1') },
   apiToken: {
@@ -318,13 +344,13 @@ export const configSpec = {
     env: 'LAG_WARN_SECONDS',
     flag: 'lag-warn-seconds',
     describe: 'a sink whose oldest pending event is older than this is "behind" (/readyz 503)',
-    schema: z.coerce.number().positive().default(30),
+    schema: checked((v) => readDecimal(v, { min: 0, minExclusive: true })).default(30),
   },
   heartbeatIntervalMs: {
     env: 'HEARTBEAT_INTERVAL_MS',
     flag: 'heartbeat-interval-ms',
     describe: 'how often the pipeline emits a slot heartbeat (pg_logical_emit_message); 0 = off',
-    schema: z.coerce.number().int().min(0).default(10_000),
+    schema: integer(0).default(10_000),
   },
   slotLagWarnBytes: {
     env: 'SLOT_LAG_WARN_BYTES',
@@ -394,10 +420,35 @@ function durationToMs(text: string): number {
   return Number(match[1]) * unit;
 }
 
+/**
+ * ioredis reads a plain URL's path as the database number with parseInt, so `/abc` became
+ * NaN (db 0, then a SELECT error on each command) and `/2x` became 2: only digits pass here.
+ * Cluster URLs have no database (parseClusterUrl refuses a path).
+ */
+function hasRedisDatabaseNumber(url: string): boolean {
+  if (/^rediss?\+cluster:/.test(url)) return true;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return false;
+  }
+  const db = parsed.searchParams.get('db');
+  return /^(\/(\d+)?)?$/.test(parsed.pathname) && (db === null || /^\d+$/.test(db));
+}
+
 function emptyToUndefined(value: string | undefined): string | undefined {
   return value === undefined || value === '' ? undefined : value;
 }
 
+/**
+ * Exactly the loopback addresses: `localhost`, an IPv4 literal in 127.0.0.0/8 (also as
+ * `::ffff:127.x.y.z`) and `::1`. A prefix test took `127.0.0.1.example`, a name anyone can
+ * point anywhere, as loopback and started without API_TOKEN.
+ */
 export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+  const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+  const v4 = h.replace(/^(::ffff:|0:0:0:0:0:ffff:)/, '');
+  return isIPv4(v4) && v4.startsWith('127.');
 }

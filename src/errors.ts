@@ -18,6 +18,10 @@ export const ErrorCodes = {
   REDIS_UNREACHABLE: 'EP_ERR_REDIS_UNREACHABLE',
   REDIS_STATE_LOST: 'EP_ERR_REDIS_STATE_LOST',
   REDIS_KEY_TYPE: 'EP_ERR_REDIS_KEY_TYPE',
+  /** Redis refused REDIS_URL's database number (SELECT): nothing may run on database 0 instead. */
+  REDIS_DATABASE: 'EP_ERR_REDIS_DATABASE',
+  /** Redis answered but refused REDIS_URL's user or password. */
+  REDIS_AUTH: 'EP_ERR_REDIS_AUTH',
   ANALYTICS_LOCKED: 'EP_ERR_ANALYTICS_LOCKED',
   ANALYTICS_UNAVAILABLE: 'EP_ERR_ANALYTICS_UNAVAILABLE',
   SINK_WRITE: 'EP_ERR_SINK_WRITE',
@@ -67,7 +71,29 @@ export function describeError(err: unknown): string {
   return redactSecrets(String(err));
 }
 
-/** Removes passwords from any URL-shaped text (postgres://u:secret@h -> postgres://u:***@h). */
+/**
+ * Removes passwords from any text that may hold a URL or a connection string; everything that
+ * prints a URL, a connection string or an error goes through it:
+ * - the userinfo password of a URL: `postgres://u:secret@h` -> `postgres://u:***@h` (up to the
+ *   authority's last `@`: an unencoded `@` in the password leaks nothing);
+ * - `key=value` query parameters and libpq keyword words whose key names a password, a
+ *   passfile, a secret or a token: `?password=x`, `&sslpassword=x`, `passfile=/p`,
+ *   `host=h password='a b'` -> `password=***` (quoted values whole).
+ */
 export function redactSecrets(text: string): string {
-  return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^@\s]*@/gi, '$1***@');
+  return text
+    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^\s/?#]*@/gi, '$1***@')
+    .replace(SECRET_PARAMETER, '$1***');
+}
+
+/** Parameter names whose value is a secret (or where one is kept): `sslpassword`, `PGPASSFILE`, `api_token`. */
+const SECRET_KEY = 'password|passwd|pwd|passfile|secret|token';
+const SECRET_PARAMETER = new RegExp(
+  `((?:^|[\\s?&;,"'{(])[\\w.-]*(?:${SECRET_KEY})[\\w.-]*\\s*=\\s*)('(?:\\\\.|[^'\\\\])*'|"(?:\\\\.|[^"\\\\])*"|[^\\s&#;,"')}]*)`,
+  'gi',
+);
+
+/** Whether a URL query parameter or libpq keyword holds a secret (see redactSecrets). */
+export function isSecretParameter(name: string): boolean {
+  return new RegExp(SECRET_KEY, 'i').test(name);
 }

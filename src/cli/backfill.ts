@@ -12,7 +12,9 @@ import { createPool, withClient } from '../db/postgres.js';
 import {
   action,
   configFrom,
+  integerOption,
   parseInstant,
+  TIME_HELP,
   SINK_CONFIG_KEYS,
   SOURCE_CONFIG_KEYS,
   withConfigOptions,
@@ -36,8 +38,8 @@ export function registerBackfill(program: Command): void {
       .description(
         're-process engagement_events history (by event_ts) through the same enrichment, idempotently',
       )
-      .requiredOption('--from <iso>', 'first event_ts included (ISO-8601)')
-      .requiredOption('--to <iso>', 'end of the range, excluded (ISO-8601 or "now")')
+      .requiredOption('--from <iso>', `first event_ts included (${TIME_HELP})`)
+      .requiredOption('--to <iso>', `end of the range, excluded (${TIME_HELP}, or "now")`)
       .option('--sinks <list>', 'comma-separated: analytics, redis, external', 'analytics,redis')
       .option('--rate <n>', 'at most n rows per second (default: as fast as the sinks take them)')
       .option('--chunk-size <n>', 'rows per chunk (progress is stored after each)', '50000')
@@ -48,10 +50,11 @@ export function registerBackfill(program: Command): void {
       const config = configFrom(options);
       const fromTs = parseInstant(String(options.from), '--from', { allowNow: true });
       const toTs = parseInstant(String(options.to), '--to', { allowNow: true });
+      // Canonical texts (microseconds kept, four-digit years) order as the instants do.
       if (fromTs >= toTs) throw configError(`--from (${fromTs}) must be before --to (${toTs})`);
       const sinks = parseSinks(String(options.sinks));
-      const rate = parseCount(options.rate ?? '0', '--rate', true);
-      const chunkSize = parseCount(options.chunkSize, '--chunk-size', false);
+      const rate = integerOption(options.rate ?? '0', '--rate', 0);
+      const chunkSize = integerOption(options.chunkSize, '--chunk-size', 1);
       if (sinks.includes('external') && !config.externalUrl)
         throw configError('--sinks external needs EXTERNAL_URL', 'export EXTERNAL_URL=https://…');
       const databaseUrl = requireDatabaseUrl(config);
@@ -168,13 +171,4 @@ function parseSinks(text: string): BackfillSinkName[] {
     );
   // A stable order, so the same set always finds the same stored progress.
   return BACKFILL_SINKS.filter((n) => names.includes(n));
-}
-
-function parseCount(value: unknown, flag: string, zeroOk: boolean): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < (zeroOk ? 0 : 1))
-    throw configError(
-      `${flag} must be a ${zeroOk ? 'non-negative' : 'positive'} integer, got ${JSON.stringify(value)}`,
-    );
-  return n;
 }

@@ -4,7 +4,8 @@ import { runBench, type BenchOptions } from '../bench/run-bench.js';
 import { markdown, writeReport } from '../bench/report.js';
 import { ROOT } from '../bench/children.js';
 import { loadConfig } from '../config.js';
-import { action } from './common.js';
+import { readDecimal, readInteger } from '../config-values.js';
+import { action, decimalFlag, integerFlag } from './common.js';
 
 interface Flags {
   smoke?: boolean;
@@ -38,16 +39,20 @@ export function registerBench(program: Command): void {
       'steady rates, events/s, comma-separated (default 1000,5000; smoke 200)',
       rateList,
     )
-    .option('--window <s>', 'measured seconds per rate (default 60; smoke 2)', positive('--window'))
+    .option(
+      '--window <s>',
+      'measured seconds per rate (default 60; smoke 2)',
+      decimalFlag('--window', { min: 0, minExclusive: true }),
+    )
     .option(
       '--duration <s>',
       'the long run at the first rate, RSS sampled over it; 0 skips (default 600; smoke 3)',
-      positive('--duration', true),
+      decimalFlag('--duration', { min: 0 }),
     )
     .option(
       '--warmup <s>',
       'warm-up seconds before each rate (default 5; smoke 1)',
-      positive('--warmup', true),
+      decimalFlag('--warmup', { min: 0 }),
     )
     .option(
       '--catchup <list>',
@@ -59,25 +64,30 @@ export function registerBench(program: Command): void {
     .option(
       '--sustained-rate <n>',
       'offered events/s of the sustained run with all three sinks; 0 skips (default 20000; smoke 1000)',
-      positive('--sustained-rate', true),
+      decimalFlag('--sustained-rate', { min: 0 }),
     )
     .option(
       '--sustained-seconds <s>',
       'seconds of the sustained run (default 60; smoke 2)',
-      positive('--sustained-seconds'),
+      decimalFlag('--sustained-seconds', { min: 0, minExclusive: true }),
     )
     .option(
       '--external-batch-size <n>',
       'EXTERNAL_BATCH_SIZE of the pipeline',
-      positive('--external-batch-size'),
+      integerFlag('--external-batch-size', 1),
       100,
     )
     .option(
       '--markers-per-second <n>',
       'latency marker events per second (default 20; smoke 10)',
-      positive('--markers-per-second'),
+      decimalFlag('--markers-per-second', { min: 0, minExclusive: true }),
     )
-    .option('--poll-ms <n>', 'Redis poll interval of the latency probe', positive('--poll-ms'), 2)
+    .option(
+      '--poll-ms <n>',
+      'Redis poll interval of the latency probe',
+      decimalFlag('--poll-ms', { min: 0, minExclusive: true }),
+      2,
+    )
     .option('--out <dir>', 'report directory', 'bench/results')
     .addOption(
       new Option(
@@ -147,26 +157,19 @@ export function registerBench(program: Command): void {
 }
 
 function rateList(value: string): number[] {
-  const rates = value.split(',').map((v) => Number(v.trim()));
-  if (rates.length === 0 || rates.some((r) => !Number.isFinite(r) || r <= 0))
+  try {
+    return value.split(',').map((v) => readDecimal(v, { min: 0, minExclusive: true }));
+  } catch {
     throw new InvalidArgumentError('--rates must be comma-separated positive numbers, e.g. 1000,5000');
-  return rates;
+  }
 }
 
 function countList(value: string): number[] {
-  const counts = value.split(',').map((v) => Number(v.trim()));
-  if (counts.length === 0 || counts.some((n) => !Number.isInteger(n) || n < 0))
+  try {
+    return value.split(',').map((v) => readInteger(v, 0));
+  } catch {
     throw new InvalidArgumentError(
       '--catchup must be comma-separated non-negative integers, e.g. 200000,2000000',
     );
-  return counts;
-}
-
-function positive(flag: string, zeroOk = false) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isFinite(n) || n < 0 || (!zeroOk && n === 0))
-      throw new InvalidArgumentError(`${flag} must be a ${zeroOk ? 'non-negative' : 'positive'} number`);
-    return n;
-  };
+  }
 }

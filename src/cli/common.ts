@@ -1,5 +1,7 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { configSpec, loadConfig, type Config, type ConfigKey, type FlagConfigKey } from '../config.js';
+import { readDecimal, readInteger } from '../config-values.js';
+import { civilToMicros, dateToIso, microsToIso, pgTimestampToMicros } from '../domain/timestamps.js';
 import { configError, describeError, PipelineError } from '../errors.js';
 
 /** The settings of the sinks (the sink factory reads them): shared by `run` and `work`. */
@@ -7,6 +9,10 @@ export const SINK_CONFIG_KEYS = [
   'redisUrl',
   'redisPrefix',
   'analyticsUrl',
+  'duckdbMemoryLimit',
+  'duckdbThreads',
+  'analyticsWriteIntervalMs',
+  'bigqueryApiEndpoint',
   'externalUrl',
   'externalSecret',
   'externalPolicy',
@@ -16,6 +22,7 @@ export const SINK_CONFIG_KEYS = [
   'externalTimeoutMs',
   'externalRetryFor',
   'externalRedriveRate',
+  'externalWriteIntervalMs',
   'kafkaEnrichedTopic',
 ] as const satisfies readonly FlagConfigKey[];
 
@@ -71,13 +78,80 @@ export function action<A extends unknown[]>(body: (...args: A) => Promise<void |
   };
 }
 
-/** An ISO-8601 time flag (or `now` where allowed), normalized to UTC ISO; one config line when it is not. */
+/**
+ * A CLI time (`backfill --from/--to`, `dlq list --since`, `dlq purge --before`): an ISO-8601
+ * date (`2026-01-31`, midnight UTC) or date-time (`2026-01-31T12:00`, `…:00.123456Z`,
+ * `…+02:00`); a date-time without an offset is UTC, like a date alone, whatever TZ says.
+ * `now` where allowed. Returns the canonical UTC text with microseconds, which goes to Postgres
+ * as is: never through a JS Date (milliseconds; Date.parse also rolled 2026-02-30 over to
+ * March 2 and read an offset-less time as local). Anything else is one config line, exit 2.
+ */
 export function parseInstant(text: string, flag: string, options: { allowNow?: boolean } = {}): string {
-  if (options.allowNow && text === 'now') return new Date().toISOString();
-  const ms = /^\d{4}-\d\d-\d\d/.test(text) ? Date.parse(text) : NaN;
-  if (Number.isNaN(ms))
+  if (options.allowNow && text === 'now') return dateToIso(new Date());
+  const example = `an ISO-8601 date or date-time like 2026-01-31 or 2026-01-31T12:00:00.000001Z (no offset = UTC)${options.allowNow ? ' or now' : ''}`;
+  const m = CLI_TIME.exec(text);
+  if (!m) {
+    const more = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7,}/.test(text) ? ' (at most 6 fractional digits)' : '';
+    throw configError(`${flag} must be ${example}${more}, got ${JSON.stringify(text)}`);
+  }
+  const [, date, hh = '00', mm = '00', ss = '00', fraction = '', offset = 'Z'] = m;
+  let micros: bigint;
+  try {
+    micros = pgTimestampToMicros(`${date}T${hh}:${mm}:${ss}${fraction && `.${fraction}`}${offset}`);
+  } catch {
     throw configError(
-      `${flag} must be an ISO-8601 time like 2026-01-31T00:00:00Z, got ${JSON.stringify(text)}`,
+      `${flag} ${JSON.stringify(text)} is not a real date and time (a month, day, hour, minute or offset out of range)`,
     );
-  return new Date(ms).toISOString();
+  }
+  // Postgres reads four-digit years from 0001 (it has no year 0); the canonical text has four
+  // digits through 9999.
+  if (micros < CLI_TIME_MIN || micros > CLI_TIME_MAX)
+    throw configError(
+      `${flag} must be from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z, got ${JSON.stringify(text)}`,
+    );
+  return microsToIso(micros);
+}
+
+/** How --help describes a time flag (see parseInstant). */
+export const TIME_HELP = 'ISO-8601 date or date-time, UTC unless it has an offset';
+
+// Date, then optionally T, hours:minutes, optional seconds and up to six fractional digits, and
+// an optional offset (Z, ±HH, ±HHMM, ±HH:MM).
+const CLI_TIME = /^(\d{4}-\d\d-\d\d)(?:T(\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,6}))?)?(Z|[+-]\d\d(?::?\d\d)?)?)?$/;
+const CLI_TIME_MIN = civilToMicros(1, 1, 1);
+const CLI_TIME_MAX = civilToMicros(9999, 12, 31, 23, 59, 59, 999_999);
+
+/**
+ * A commander parser for an integer flag, by the settings' rule (readInteger: an optional sign
+ * and decimal digits only). commander prints its one-line usage error, exit 2 (see main.ts);
+ * it must be an InvalidArgumentError, any other error would escape as a stack trace.
+ */
+export function integerFlag(flag: string, min: number, max?: number) {
+  return (value: string): number => {
+    try {
+      return readInteger(value, min, max);
+    } catch (err) {
+      throw new InvalidArgumentError(`${flag} ${(err as Error).message}`);
+    }
+  };
+}
+
+/** As integerFlag, for a number with a fraction allowed (rates, seconds). */
+export function decimalFlag(flag: string, range: { min: number; max?: number; minExclusive?: boolean }) {
+  return (value: string): number => {
+    try {
+      return readDecimal(value, range);
+    } catch (err) {
+      throw new InvalidArgumentError(`${flag} ${(err as Error).message}`);
+    }
+  };
+}
+
+/** An integer flag read inside an action (its default given as text): one config line, exit 2. */
+export function integerOption(value: unknown, flag: string, min: number, max?: number): number {
+  try {
+    return readInteger(value, min, max);
+  } catch (err) {
+    throw configError(`${flag} ${(err as Error).message}, got ${JSON.stringify(value)}`);
+  }
 }

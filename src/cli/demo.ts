@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
-import { InvalidArgumentError, Option, type Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { runDemo } from '../demo/run-demo.js';
-import { action } from './common.js';
+import { action, decimalFlag, integerFlag } from './common.js';
 import { onLauncherExit } from './signals.js';
 import { keepHeapSmall } from './heap.js';
 
@@ -27,18 +27,18 @@ export function registerDemo(program: Command): void {
     .option('--fresh', 'delete the data directory first (start over)', false)
     .addOption(
       new Option('--rate <n>', 'generated events per second')
-        .argParser(positiveNumber('--rate'))
+        .argParser(decimalFlag('--rate', { min: 0, minExclusive: true }))
         .default(200),
     )
     .addOption(
       new Option('--port <n>', 'dashboard/API port, 0 = any free port [env PORT] (default: 8787)').argParser(
-        portNumber('--port'),
+        integerFlag('--port', 0, 65535),
       ),
     )
     .option('--data-dir <dir>', 'where Postgres and DuckDB keep their data', './data')
     .addOption(
       new Option('--pg-port <n>', 'embedded Postgres port (a free one when busy)')
-        .argParser(portNumber('--pg-port'))
+        .argParser(integerFlag('--pg-port', 0, 65535))
         .default(54329),
     )
     .addHelpText(
@@ -112,22 +112,4 @@ function supervise(): Promise<number> {
       resolve(code ?? (signal === 'SIGKILL' ? 137 : 130));
     });
   });
-}
-
-function positiveNumber(flag: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isFinite(n) || n <= 0)
-      throw new InvalidArgumentError(`${flag} must be a positive number`);
-    return n;
-  };
-}
-
-function portNumber(flag: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isInteger(n) || n < 0 || n > 65535)
-      throw new InvalidArgumentError(`${flag} must be an integer in 0..65535`);
-    return n;
-  };
 }

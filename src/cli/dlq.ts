@@ -11,7 +11,15 @@ import { assertPostgresReachable } from '../runtime.js';
 import { createMetrics } from '../observability/metrics.js';
 import { DeadLetterStore, type DeadLetterEntry, type DeadLetterRow } from '../state/dead-letter.js';
 import { externalSinkFromConfig } from '../sinks/factory.js';
-import { action, configFrom, parseInstant, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
+import {
+  action,
+  configFrom,
+  integerOption,
+  parseInstant,
+  TIME_HELP,
+  SOURCE_CONFIG_KEYS,
+  withConfigOptions,
+} from './common.js';
 import { discoverShape } from '../db/catalog.js';
 
 const EXTERNAL_KEYS = [
@@ -32,9 +40,9 @@ export function registerDlq(program: Command): void {
     dlq
       .command('list')
       .description('list pending dead letters, oldest first')
-      .option('--since <iso>', 'only rows that last failed at or after this time')
+      .option('--since <iso>', `only rows that last failed at or after this time (${TIME_HELP})`)
       .option('--reason <text>', 'only rows whose last error contains this text')
-      .option('--sink <name>', 'only this sink (external, source)')
+      .option('--sink <name>', 'only this sink (analytics, redis, external, kafka, source)')
       .option('--limit <n>', 'rows at most', '100')
       .option('--include-replayed', 'also rows already replayed')
       .option('--json', 'JSON lines instead of a table'),
@@ -43,7 +51,7 @@ export function registerDlq(program: Command): void {
     action(async (options: Record<string, unknown>) => {
       const config = configFrom(options);
       const since = options.since ? parseInstant(String(options.since), '--since') : undefined;
-      const limit = parsePositive(options.limit, '--limit');
+      const limit = integerOption(options.limit, '--limit', 1);
       await withStore(requireDatabaseUrl(config), async (store) => {
         const rows = await store.list({
           since,
@@ -82,7 +90,8 @@ export function registerDlq(program: Command): void {
       if (ids?.some((id) => !/^\d+$/.test(id)))
         throw configError(`--id must be numeric ids, got ${String(options.id)}`);
       const logger = createLogger(config.logLevel);
-      await withStore(requireDatabaseUrl(config), async (store, pool) => {
+      // The callback's exit code (1 when some fail again) is the command's: returned, not dropped.
+      return await withStore(requireDatabaseUrl(config), async (store, pool) => {
         const pending = (await store.list({ sink: 'external', limit: 1_000_000 })).filter(
           (r) => ids === null || ids.includes(r.id),
         );
@@ -112,8 +121,8 @@ export function registerDlq(program: Command): void {
     dlq
       .command('purge')
       .description('delete dead letters (pending and replayed) that last failed before a time')
-      .requiredOption('--before <iso>', 'delete rows whose last failure is before this time')
-      .option('--sink <name>', 'only this sink'),
+      .requiredOption('--before <iso>', `delete rows whose last failure is before this time (${TIME_HELP})`)
+      .option('--sink <name>', 'only this sink (analytics, redis, external, kafka, source)'),
     ['databaseUrl'],
   ).action(
     action(async (options: Record<string, unknown>) => {
@@ -205,8 +214,9 @@ function formatTable(rows: DeadLetterRow[]): string {
     r.sink,
     r.eventId ?? '-',
     String(r.attempts),
-    r.lastFailedAt.slice(0, 19),
-    r.replayedAt ? r.replayedAt.slice(0, 19) : '-',
+    // In full (ISO, Z, microseconds): pasted back into --since it selects this row.
+    r.lastFailedAt,
+    r.replayedAt ?? '-',
     r.lastError.replace(/\s+/g, ' ').slice(0, 60),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i].length)));
@@ -216,13 +226,6 @@ function formatTable(rows: DeadLetterRow[]): string {
       .join('  ')
       .trimEnd() + '\n';
   return line(header) + body.map(line).join('');
-}
-
-function parsePositive(value: unknown, flag: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1)
-    throw configError(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
-  return n;
 }
 
 /** A dead letter as one JSON line, its event's payload exact (recordJson), the event last. */

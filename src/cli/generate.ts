@@ -1,8 +1,8 @@
-import { InvalidArgumentError, Option, type Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { requireDatabaseUrl } from '../config.js';
 import { redactSecrets } from '../errors.js';
 import { runGenerator, type GeneratorProgress } from '../generator/writer.js';
-import { action, configFrom, withConfigOptions } from './common.js';
+import { action, configFrom, decimalFlag, integerFlag, withConfigOptions } from './common.js';
 
 /** `engagement generate`: realistic synthetic traffic into the source tables. */
 export function registerGenerate(program: Command): void {
@@ -10,17 +10,19 @@ export function registerGenerate(program: Command): void {
     .command('generate')
     .description('insert realistic synthetic engagement events into Postgres at a steady rate')
     .addOption(
-      new Option('--rate <n>', 'events per second').argParser(positiveNumber('--rate')).makeOptionMandatory(),
+      new Option('--rate <n>', 'events per second')
+        .argParser(decimalFlag('--rate', { min: 0, minExclusive: true }))
+        .makeOptionMandatory(),
     )
     .addOption(
       new Option('--duration <s>', 'stop after S seconds')
-        .argParser(positiveNumber('--duration'))
+        .argParser(decimalFlag('--duration', { min: 0, minExclusive: true }))
         .conflicts('count'),
     )
-    .addOption(new Option('--count <n>', 'stop after N events').argParser(positiveInteger('--count')))
+    .addOption(new Option('--count <n>', 'stop after N events').argParser(integerFlag('--count', 1)))
     .addOption(
       new Option('--seed <n>', 'traffic seed, for a reproducible run (default: random)').argParser(
-        nonNegativeInteger('--seed'),
+        integerFlag('--seed', 0, 2 ** 32 - 1),
       ),
     )
     .addHelpText(
@@ -98,33 +100,5 @@ function progressPrinter() {
       if (open) process.stderr.write('\n');
       open = false;
     },
-  };
-}
-
-function positiveNumber(flag: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isFinite(n) || n <= 0)
-      throw new InvalidArgumentError(`${flag} must be a positive number`);
-    return n;
-  };
-}
-
-function positiveInteger(flag: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isSafeInteger(n) || n <= 0)
-      throw new InvalidArgumentError(`${flag} must be a positive integer`);
-    return n;
-  };
-}
-
-function nonNegativeInteger(flag: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isSafeInteger(n) || n < 0 || n >= 2 ** 32) {
-      throw new InvalidArgumentError(`${flag} must be an integer from 0 to 4294967295`);
-    }
-    return n;
   };
 }

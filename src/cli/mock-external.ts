@@ -1,6 +1,6 @@
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
 import { startMockExternal } from '../mock-external/server.js';
-import { action } from './common.js';
+import { action, decimalFlag, integerFlag } from './common.js';
 
 interface Flags {
   port: number;
@@ -15,15 +15,15 @@ export function registerMockExternal(program: Command): void {
   program
     .command('mock-external')
     .description('run the stand-in external HTTP system (counts deliveries and duplicates; injects failures)')
-    .option('--port <n>', 'port to listen on (0 = any free port)', numberIn('port', 0, 65535, true), 8788)
+    .option('--port <n>', 'port to listen on (0 = any free port)', integerFlag('--port', 0, 65535), 8788)
     .option('--host <addr>', 'bind address', '127.0.0.1')
     .option(
       '--fail-rate <r>',
       'fraction of requests answered 503, 0..1',
-      numberIn('fail-rate', 0, 1, false),
+      decimalFlag('--fail-rate', { min: 0, max: 1 }),
       0,
     )
-    .option('--latency-ms <m>', 'delay before each answer', numberIn('latency-ms', 0, 3_600_000, true), 0)
+    .option('--latency-ms <m>', 'delay before each answer', integerFlag('--latency-ms', 0, 3_600_000), 0)
     .option('--secret <s>', 'verify X-Signature with this HMAC key [env EXTERNAL_SECRET]')
     .addHelpText(
       'after',
@@ -45,26 +45,4 @@ export function registerMockExternal(program: Command): void {
         process.stderr.write(`mock external system stopped: ${stats}\n`);
       }),
     );
-}
-
-/**
- * A flag parser: commander turns InvalidArgumentError into its one-line usage error
- * (exit 2 via main.ts); any other error type would escape as a stack trace.
- */
-function numberIn(name: string, min: number, max: number, integer: boolean) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (
-      value.trim() === '' ||
-      !Number.isFinite(n) ||
-      n < min ||
-      n > max ||
-      (integer && !Number.isInteger(n))
-    ) {
-      throw new InvalidArgumentError(
-        `--${name} must be ${integer ? 'an integer' : 'a number'} in ${min}..${max}`,
-      );
-    }
-    return n;
-  };
 }

@@ -2,9 +2,10 @@ import type { Command } from 'commander';
 import { Option } from 'commander';
 import { parseWindow } from '../domain/windows.js';
 import { configError } from '../errors.js';
-import { readLeaderboard } from '../sinks/redis/leaderboard-reader.js';
+import { redisConnectFailure, refuseUnselectedDatabase } from '../sinks/redis/connection.js';
+import { leaderboardQueryProblem, readLeaderboard } from '../sinks/redis/leaderboard-reader.js';
 import { Redis } from 'ioredis';
-import { action, configFrom, withConfigOptions } from './common.js';
+import { action, configFrom, integerOption, withConfigOptions } from './common.js';
 
 export function registerTop(program: Command): void {
   withConfigOptions(
@@ -24,9 +25,12 @@ export function registerTop(program: Command): void {
   ).action(
     action(async (options: Record<string, unknown>) => {
       const config = configFrom(options);
-      const limit = Number(options.limit);
-      if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
-        throw configError('--limit must be an integer from 1 to 1000');
+      const limit = integerOption(options.limit, '--limit', 1, 1000);
+      const problem = leaderboardQueryProblem({
+        by: options.by as 'events' | 'seconds',
+        dim: options.dim as 'content' | 'device',
+      });
+      if (problem) throw configError(`--by ${problem.replace('dim=content', '--dim content')}`);
       const minutes = (() => {
         try {
           return parseWindow(String(options.window));
@@ -45,15 +49,14 @@ export function registerTop(program: Command): void {
         // ioredis's disconnect waits this long for a 'close' that a refused socket already emitted.
         disconnectTimeout: 200,
       });
-      redis.on('error', () => undefined); // reported below, as one line
+      let lastError: unknown = null;
+      redis.on('error', (err) => (lastError = err)); // reported below, as one line
+      refuseUnselectedDatabase(redis, config.redisUrl);
       try {
         await redis.connect();
-      } catch {
+      } catch (err) {
         redis.disconnect();
-        throw configError(
-          `cannot reach Redis at ${new URL(config.redisUrl).host}`,
-          'start Redis or set REDIS_URL',
-        );
+        throw redisConnectFailure(config.redisUrl, err, lastError);
       }
       try {
         const rows = await readLeaderboard(redis, config.redisPrefix, {

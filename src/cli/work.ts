@@ -18,6 +18,7 @@ import { KafkaWorker } from '../pipeline/worker.js';
 import {
   action,
   configFrom,
+  integerOption,
   KAFKA_CONFIG_KEYS,
   SINK_CONFIG_KEYS,
   SOURCE_CONFIG_KEYS,
@@ -76,9 +77,7 @@ export function registerWork(program: Command): void {
       const prefix = options.topicPrefix;
       if (format === 'debezium' && (typeof prefix !== 'string' || prefix === ''))
         throw configError('--format debezium needs --topic-prefix (the connector topic.prefix)');
-      const concurrently = Number(options.partitionsConcurrently);
-      if (!Number.isInteger(concurrently) || concurrently < 1)
-        throw configError('--partitions-concurrently must be a positive integer');
+      const concurrently = integerOption(options.partitionsConcurrently, '--partitions-concurrently', 1);
       keepHeapSmall();
       const config = configFrom(options);
       const brokers = parseBrokers(config.kafkaBrokers);

@@ -3,6 +3,7 @@ import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { configError, redactSecrets } from '../errors.js';
+import { isRefusedDatabase, refuseUnselectedDatabase } from '../sinks/redis/connection.js';
 import { freePort } from './ports.js';
 
 export interface DemoRedis {
@@ -22,10 +23,13 @@ export async function redisAnswers(url: string, timeoutMs = 1500): Promise<boole
     enableOfflineQueue: false,
   });
   client.on('error', () => undefined);
+  refuseUnselectedDatabase(client, url);
   try {
     await client.connect();
     return (await client.ping()) === 'PONG';
-  } catch {
+  } catch (err) {
+    // It answered, but not with REDIS_URL's database: say so rather than start another Redis.
+    if (isRefusedDatabase(err)) throw err;
     return false;
   } finally {
     client.disconnect();

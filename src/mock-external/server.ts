@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { SIGNATURE_HEADER, verifySignature } from '../sinks/external/signature.js';
+import { listenFailure } from '../server/listen.js';
 
 /**
  * The stand-in external system (README, "The external system contract"): accepts POSTed events on any path, checks the
@@ -328,7 +329,9 @@ export interface RunningMockExternal {
 export async function startMockExternal(options: MockExternalOptions = {}): Promise<RunningMockExternal> {
   const host = options.host ?? '127.0.0.1';
   const app = buildMockExternal(options);
-  await app.listen({ port: options.port ?? 0, host });
+  await app.listen({ port: options.port ?? 0, host }).catch((err: unknown) => {
+    throw listenFailure(err, host, options.port ?? 0, 'choose another --port (0 = any free port)');
+  });
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : (options.port ?? 0);
   const urlHost = host.includes(':') ? `[${host}]` : host;

@@ -1,6 +1,15 @@
 import type { FastifyInstance } from 'fastify';
 import { configError } from '../errors.js';
 
+/**
+ * A port in use is configuration: the one line and exit 2 of every command that listens
+ * (`run`, `demo`, `mock-external`); other listen errors are returned as they are.
+ */
+export function listenFailure(err: unknown, host: string, port: number, hint: string): unknown {
+  if ((err as { code?: string }).code !== 'EADDRINUSE') return err;
+  return configError(`port ${port} on ${host} is already in use`, hint);
+}
+
 /** Starts a built app; binds loopback unless told otherwise. Returns the URL to print. */
 export async function startServer(
   app: FastifyInstance,
@@ -10,13 +19,7 @@ export async function startServer(
   try {
     await app.listen({ host, port: options.port ?? 8787 });
   } catch (err) {
-    if ((err as { code?: string }).code === 'EADDRINUSE') {
-      throw configError(
-        `port ${options.port} on ${host} is already in use`,
-        'set PORT / --port (0 = any free port)',
-      );
-    }
-    throw err;
+    throw listenFailure(err, host, options.port ?? 8787, 'set PORT / --port (0 = any free port)');
   }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : (options.port ?? 0);

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { parseWindow, windowBuckets } from '../domain/windows.js';
-import { readLeaderboard } from '../sinks/redis/leaderboard-reader.js';
+import { leaderboardQueryProblem, readLeaderboard } from '../sinks/redis/leaderboard-reader.js';
 import { redisKeys, WINDOW_MINUTES } from '../sinks/redis/keys.js';
 
 /**
@@ -60,12 +60,8 @@ export function parseTopQuery(raw: unknown): { ok: true; query: TopQuery } | { o
     const issue = parsed.error.issues[0];
     return { ok: false, error: `${issue?.path.join('.') || 'query'}: ${issue?.message ?? 'invalid'}` };
   }
-  if (parsed.data.dim === 'device' && parsed.data.by === 'seconds') {
-    return {
-      ok: false,
-      error: 'by: seconds is available for dim=content only (devices are ranked by events)',
-    };
-  }
+  const problem = leaderboardQueryProblem(parsed.data);
+  if (problem) return { ok: false, error: `by: ${problem}` };
   return { ok: true, query: parsed.data };
 }
 

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { STATE_SCHEMA } from '../db/schema.js';
 import { jsonTextOf, recordJson } from '../domain/json-text.js';
+import { pgTimestampToIso } from '../domain/timestamps.js';
 
 /**
  * The dead-letter table (engagement_pipeline.dead_letters): events a sink gave up on, kept
@@ -138,9 +139,10 @@ export class DeadLetterStore {
       source: r.source,
       lastError: r.last_error,
       attempts: r.attempts,
-      firstFailedAt: r.first_failed_at,
-      lastFailedAt: r.last_failed_at,
-      replayedAt: r.replayed_at,
+      // The pipeline's ISO form (Z, microseconds), which `dlq list --since` takes back as is.
+      firstFailedAt: pgTimestampToIso(r.first_failed_at),
+      lastFailedAt: pgTimestampToIso(r.last_failed_at),
+      replayedAt: r.replayed_at === null ? null : pgTimestampToIso(r.replayed_at),
     }));
   }
 

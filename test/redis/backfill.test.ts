@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { minuteBucketOfIso } from '../../src/domain/windows.js';
+import { isoToMicros, microsToIso } from '../../src/domain/timestamps.js';
 import { startMockExternal, type RunningMockExternal } from '../../src/mock-external/server.js';
 import { BACKFILL_REDIS_HORIZON_MINUTES } from '../../src/sinks/redis/keys.js';
 import { runCli, spawnCli } from '../helpers/cli.js';
@@ -228,5 +229,55 @@ describe('engagement backfill', () => {
       cliEnv(h),
     );
     assert.equal(sinks.code, 2);
+  });
+
+  it('time flags: microseconds reach Postgres, no offset is UTC, impossible dates refused', async () => {
+    // 1 µs .. 998 µs apart within one millisecond: cut to milliseconds they were equal.
+    const micro = await runCli(
+      [
+        'backfill',
+        '--from',
+        '2026-11-01T10:00:53.791001Z',
+        '--to',
+        '2026-11-01T10:00:53.791999Z',
+        '--dry-run',
+      ],
+      cliEnv(h),
+    );
+    assert.equal(micro.code, 0, micro.output);
+    assert.match(micro.output, /\[2026-11-01T10:00:53\.791001Z, 2026-11-01T10:00:53\.791999Z\)/);
+    // Read as UTC whatever TZ says (was local time, while a date alone was UTC).
+    const local = await runCli(
+      ['backfill', '--from', '2026-11-01T10:00', '--to', '2026-11-02', '--dry-run'],
+      { ...cliEnv(h), TZ: 'America/New_York' },
+    );
+    assert.equal(local.code, 0, local.output);
+    assert.match(local.output, /\[2026-11-01T10:00:00\.000000Z, 2026-11-02T00:00:00\.000000Z\)/);
+    // A row at an exact microsecond is inside [t, t + 1 µs) and outside [t + 1 µs, …).
+    const [{ ts }] = await h.sql<{ ts: string }>(
+      `SELECT to_json(event_ts) #>> '{}' AS ts FROM engagement_events ORDER BY id LIMIT 1`,
+    );
+    const micros = isoToMicros(ts);
+    const exact = await runCli(
+      ['backfill', '--from', microsToIso(micros), '--to', microsToIso(micros + 1n), '--dry-run'],
+      cliEnv(h),
+    );
+    assert.match(exact.output, /dry run: [1-9]\d* rows/, exact.output);
+    const after = await runCli(
+      ['backfill', '--from', microsToIso(micros + 1n), '--to', microsToIso(micros + 2n), '--dry-run'],
+      cliEnv(h),
+    );
+    assert.match(after.output, /dry run: 0 rows/, after.output);
+    // The other refusals are the unit tier's (test/unit/cli-times.test.ts); one per command here.
+    for (const from of ['2026-02-30T00:00:00Z']) {
+      const bad = await runCli(['backfill', '--from', from, '--to', 'now', '--dry-run'], cliEnv(h));
+      assert.equal(bad.code, 2, bad.output);
+      assert.equal(bad.output.trim().split('\n').length, 1, bad.output);
+      assert.match(bad.output, /EP_ERR_CONFIG: --from/);
+    }
+    const purge = await runCli(['dlq', 'purge', '--before', '2026-04-31'], cliEnv(h));
+    assert.equal(purge.code, 2, purge.output);
+    const list = await runCli(['dlq', 'list', '--since', '2026-13-01'], cliEnv(h));
+    assert.equal(list.code, 2, list.output);
   });
 });

@@ -56,6 +56,39 @@ describe('operating the pipeline: dlq, status, heartbeat, slot safety', () => {
     assert.equal(rows.length, 7);
     const table = await runCli(['dlq', 'list', '--reason', '400'], cliEnv(h));
     assert.match(table.output, /7 row\(s\)/);
+    // Times print in full, in UTC with a Z, so one pasted into --since selects from that row on.
+    const newest = rows[rows.length - 1].lastFailedAt as string;
+    assert.match(newest, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+    assert.ok(table.output.includes(newest), table.output);
+    const since = await runCli(['dlq', 'list', '--json', '--since', newest], cliEnv(h));
+    assert.equal(since.code, 0, since.output);
+    const sinceRows = since.output.split('\n').filter((l) => l.startsWith('{'));
+    assert.equal(sinceRows.length, rows.filter((r) => r.lastFailedAt >= newest).length);
+    // Replays that fail again: exit 1, the rows stay pending.
+    await fetch(`${mock.url}_control`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ mode: 'reject400', count: 2 }),
+    });
+    const failing = await runCli(
+      [
+        'dlq',
+        'replay',
+        '--id',
+        rows
+          .slice(0, 2)
+          .map((r) => r.id)
+          .join(','),
+      ],
+      cliEnv(h, { EXTERNAL_URL: mock.url }),
+    );
+    assert.equal(failing.code, 1, failing.output);
+    assert.match(failing.output, /replayed 0 of 2.*2 failed again/);
+    await fetch(`${mock.url}_control`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ mode: 'ok' }),
+    });
     const requestsBefore = ((await (await fetch(`${mock.url}_stats`)).json()) as { accepted: number })
       .accepted;
     const replay = await runCli(['dlq', 'replay', '--all'], cliEnv(h, { EXTERNAL_URL: mock.url }));

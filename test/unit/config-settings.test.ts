@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.js';
 import { PipelineError } from '../../src/errors.js';
 
-describe('env-only settings in configSpec', () => {
+describe('DuckDB, BigQuery and role settings in configSpec', () => {
   it('keep their env names and defaults', () => {
     const config = loadConfig({}, {});
     assert.equal(config.duckdbMemoryLimit, '64MB');
@@ -46,7 +46,9 @@ describe('env-only settings in configSpec', () => {
       (err: unknown) =>
         err instanceof PipelineError &&
         err.kind === 'config' &&
-        /^DUCKDB_MEMORY_LIMIT: expected a size like 256MB or 1GiB \(got "lots"\)$/.test(err.message),
+        /^DUCKDB_MEMORY_LIMIT \/ --duckdb-memory-limit: expected a size like 256MB or 1GiB \(got "lots"\)$/.test(
+          err.message,
+        ),
     );
   });
 });

@@ -15,6 +15,16 @@ export interface LeaderboardRow {
 }
 
 /**
+ * Why a leaderboard cannot be read, or null: engagement seconds are summed per content only
+ * (there are no device seconds ZSETs). Shared by `engagement top` and GET /api/top.
+ */
+export function leaderboardQueryProblem(query: Pick<LeaderboardQuery, 'by' | 'dim'>): string | null {
+  return query.dim === 'device' && query.by === 'seconds'
+    ? 'seconds is available for dim=content only (devices are ranked by events)'
+    : null;
+}
+
+/**
  * Reads a leaderboard: the maintained 10-minute ZSETs for the 10m window, otherwise a
  * union of the minute buckets computed on the fly (read-only: ZUNION, not ZUNIONSTORE).
  */

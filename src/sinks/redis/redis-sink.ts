@@ -12,6 +12,7 @@ import {
   redisKeys,
   type RedisKeys,
 } from './keys.js';
+import { isRefusedDatabase, refuseUnselectedDatabase } from './connection.js';
 import { leaderboardOps, rollWindowArgs, seenArgs } from './leaderboard-ops.js';
 
 const APPLY_BATCH_LUA = readFileSync(new URL('./apply-batch.lua', import.meta.url), 'utf8');
@@ -63,7 +64,7 @@ export function createRedis(url: string): Redis {
   }
   const redis = new Redis(url, { ...options, enableOfflineQueue: false, lazyConnect: true });
   redis.on('error', () => undefined); // surfaced by the failing command; ioredis reconnects
-  return redis;
+  return refuseUnselectedDatabase(redis, url);
 }
 
 /** `redis+cluster://[user:pass@]h1:p1,h2:p2[/]` -> seed nodes and credentials; null for a plain URL. */
@@ -143,7 +144,11 @@ export class RedisSink implements Sink {
   }
 
   async start(): Promise<void> {
-    if (this.redis.status === 'wait') await this.redis.connect().catch(() => undefined);
+    // Redis down at start is ridden out (ioredis reconnects); a refused database is not.
+    if (this.redis.status === 'wait')
+      await this.redis.connect().catch((err: unknown) => {
+        if (isRefusedDatabase(err)) throw err;
+      });
     // One rebuild at start: heals a window that drifted from its buckets (a bucket deleted or
     // evicted by hand, a version that kept the ZSETs differently); from then on, rolls.
     await this.refreshWindows().catch((err) =>
