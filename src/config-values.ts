@@ -14,12 +14,7 @@ const DECIMAL_TEXT = /^[+-]?(\d+(\.\d*)?|\.\d+)$/;
  * `0x7073`, ` 28787 ` and `2.8787e4` (all 28787) and ` ` (0), so the text is checked first.
  */
 export function readInteger(value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  const n =
-    typeof value === 'number'
-      ? value
-      : typeof value === 'string' && INTEGER_TEXT.test(value)
-        ? Number(value)
-        : NaN;
+  const n = numberFrom(value, INTEGER_TEXT);
   if (Number.isSafeInteger(n) && n >= min && n <= max) return n;
   const what =
     max !== Number.MAX_SAFE_INTEGER
@@ -37,12 +32,7 @@ export function readDecimal(
   value: unknown,
   range: { min: number; max?: number; minExclusive?: boolean },
 ): number {
-  const n =
-    typeof value === 'number'
-      ? value
-      : typeof value === 'string' && DECIMAL_TEXT.test(value)
-        ? Number(value)
-        : NaN;
+  const n = numberFrom(value, DECIMAL_TEXT);
   const max = range.max ?? Number.MAX_VALUE;
   if (Number.isFinite(n) && (range.minExclusive ? n > range.min : n >= range.min) && n <= max) return n;
   const what =
@@ -52,4 +42,10 @@ export function readDecimal(
         ? 'a positive number'
         : `a number of at least ${range.min}`;
   throw new RangeError(`must be ${what} (decimal digits and a point only)`);
+}
+
+/** A number given as one, or text that matches `pattern` in full; NaN for anything else. */
+function numberFrom(value: unknown, pattern: RegExp): number {
+  if (typeof value === 'number') return value;
+  return typeof value === 'string' && pattern.test(value) ? Number(value) : NaN;
 }
