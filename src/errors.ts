@@ -75,15 +75,19 @@ export function describeError(err: unknown): string {
  * Removes passwords from any text that may hold a URL or a connection string; everything that
  * prints a URL, a connection string or an error goes through it:
  * - the userinfo password of a URL: `postgres://u:secret@h` -> `postgres://u:***@h` (up to the
- *   authority's last `@`: an unencoded `@` in the password leaks nothing);
+ *   last `@` before a space: an unencoded `@`, `#`, `/` or `?` in the password leaks nothing);
  * - `key=value` query parameters and libpq keyword words whose key names a password, a
  *   passfile, a secret or a token: `?password=x`, `&sslpassword=x`, `passfile=/p`,
  *   `host=h password='a b'` -> `password=***` (quoted values whole).
  */
 export function redactSecrets(text: string): string {
-  return text
-    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^\s/?#]*@/gi, '$1***@')
-    .replace(SECRET_PARAMETER, '$1***');
+  return (
+    text
+      // Up to the last `@` before a space: a password may hold `@`, `#`, `/` or `?` unencoded
+      // (masking too much of an odd URL's path is the safe side).
+      .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)\S*@/gi, '$1***@')
+      .replace(SECRET_PARAMETER, '$1***')
+  );
 }
 
 /** Parameter names whose value is a secret (or where one is kept): `sslpassword`, `PGPASSFILE`, `api_token`. */

@@ -8,6 +8,12 @@ describe('redactSecrets: one function for every URL and connection string printe
     assert.equal(redactSecrets('postgres://u:hunter2@h:5432/db'), 'postgres://u:***@h:5432/db');
     assert.equal(redactSecrets('redis://u:hunt@er2@127.0.0.1:6379/0'), 'redis://u:***@127.0.0.1:6379/0');
     assert.equal(redactSecrets('postgres://postgres@h/db'), 'postgres://postgres@h/db');
+    // Unencoded '#', '/' and '?' in a password (zod refuses such a URL, and its error line prints it).
+    for (const secret of ['ab#cd', 'pa/ss', 'a?b', 'x#y/z?w@v']) {
+      const text = `got "postgres://u:${secret}@h:5432/db"`;
+      assert.equal(redactSecrets(text), 'got "postgres://u:***@h:5432/db"', text);
+      assert.ok(!redactSecrets(`redis://:${secret}@host:6379`).includes(secret));
+    }
   });
 
   it('masks password, sslpassword and passfile query parameters', () => {
