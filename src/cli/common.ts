@@ -94,7 +94,8 @@ export function parseInstant(text: string, flag: string, options: { allowNow?: b
     const more = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7,}/.test(text) ? ' (at most 6 fractional digits)' : '';
     throw configError(`${flag} must be ${example}${more}, got ${JSON.stringify(text)}`);
   }
-  const [, date, hh = '00', mm = '00', ss = '00', fraction = '', offset = 'Z'] = m;
+  const [, date, hh = '00', mm = '00', ss = '00', fraction = '', zone = 'Z'] = m;
+  const offset = zone.toUpperCase();
   let micros: bigint;
   try {
     micros = pgTimestampToMicros(`${date}T${hh}:${mm}:${ss}${fraction && `.${fraction}`}${offset}`);
@@ -117,7 +118,8 @@ export const TIME_HELP = 'ISO-8601 date or date-time, UTC unless it has an offse
 
 // Date, then optionally T, hours:minutes, optional seconds and up to six fractional digits, and
 // an optional offset (Z, ±HH, ±HHMM, ±HH:MM).
-const CLI_TIME = /^(\d{4}-\d\d-\d\d)(?:T(\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,6}))?)?(Z|[+-]\d\d(?::?\d\d)?)?)?$/;
+// A space for the T and a lower-case t or z are taken too: psql prints `2026-01-31 12:00:00+00`.
+const CLI_TIME = /^(\d{4}-\d\d-\d\d)(?:[Tt ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,6}))?)?([Zz]|[+-]\d\d(?::?\d\d)?)?)?$/;
 const CLI_TIME_MIN = civilToMicros(1, 1, 1);
 const CLI_TIME_MAX = civilToMicros(9999, 12, 31, 23, 59, 59, 999_999);
 

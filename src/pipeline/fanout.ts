@@ -10,6 +10,7 @@ import { OPERATOR_BACKOFF, retry, TRANSIENT_BACKOFF } from '../retry/retry.js';
 import type { Sink } from '../sinks/sink.js';
 import { isoToMillis } from '../domain/timestamps.js';
 import { policyFor, type ErrorPolicy } from '../retry/error-policy.js';
+import { batchWeight } from './row-weight.js';
 
 export interface FanoutOptions {
   sinks: Sink[];
@@ -33,8 +34,9 @@ export interface FanoutOptions {
   /** Told about every accepted batch (sink progress for `engagement status`). */
   onSuccess?: (sink: string, batch: Batch) => void;
   /**
-   * A sink with a write interval writes early once this many rows wait for it (BATCH_MAX_ROWS):
-   * the interval saves commits at low rates and never holds a full batch.
+   * A sink with a write interval writes early once this many rows wait for it (BATCH_MAX_ROWS,
+   * weighed as the dispatcher weighs them: row-weight.ts): the interval saves commits at low
+   * rates and never holds a full batch.
    */
   fullRows?: number;
 }
@@ -42,6 +44,8 @@ export interface FanoutOptions {
 /** A batch handed to one sink and not yet written: settled when that sink accepted it. */
 interface Queued {
   batch: Batch;
+  /** batchWeight(batch.events): what fullRows counts, as the dispatcher's window does. */
+  weight: number;
   resolve: () => void;
   reject: (err: unknown) => void;
 }
@@ -128,13 +132,14 @@ export class Fanout {
     if (batch.events.length === 0) return Promise.resolve();
     if (this.abort.signal.aborted) return Promise.reject(new Error('fan-out aborted'));
     const oldest = isoToMillis(batch.events[0].committed_at);
+    const weight = batchWeight(batch.events);
     const writes = this.tracked.map((t) => {
       t.received += batch.events.length;
       this.options.metrics.sinkEventsReceived.inc({ sink: t.sink.name }, batch.events.length);
       t.pending.push(oldest);
       return new Promise<void>((resolve, reject) => {
-        t.queue.push({ batch, resolve, reject });
-        t.queuedRows += batch.events.length;
+        t.queue.push({ batch, weight, resolve, reject });
+        t.queuedRows += weight;
         this.pump(t);
       });
     });
@@ -214,7 +219,7 @@ export class Fanout {
     if (t.timer) clearTimeout(t.timer);
     t.timer = null;
     const parts = takeSameStream(t.queue);
-    for (const q of parts) t.queuedRows -= q.batch.events.length;
+    for (const q of parts) t.queuedRows -= q.weight;
     t.writing = true;
     t.lastWriteAt = performance.now();
     const sizes = parts.map((q) => q.batch.events.length);

@@ -171,6 +171,11 @@ export class EnrichedEventStream {
       if (first === null) {
         // Nothing held yet (just restarted): the first events decide (see Client.resumeAfter).
         client.resumeAfter = last;
+      } else if (last >= this.newest().position) {
+        // Ahead of what is held (the replay after a restart has not reached it yet): continuous,
+        // and what is replayed up to its id it has already.
+        client.resumeAfter = last;
+        client.anchored = true;
       } else if (this.evictedUpTo && last < this.evictedUpTo) {
         res.write(
           gapFrame({
@@ -229,6 +234,10 @@ export class EnrichedEventStream {
 
   private oldest(): Held {
     return this.held[this.start % this.held.length]!;
+  }
+
+  private newest(): Held {
+    return this.held[(this.start + this.held.length - 1) % this.held.length]!;
   }
 
   private *ordered(): Iterable<Held> {

@@ -384,6 +384,26 @@ describe('ExternalSink against the mock external system', () => {
     }
   });
 
+  it('a receiver refusing every array (400) costs a bounded number of requests, not one per event', async () => {
+    let requests = 0;
+    const server = http.createServer((req, res) => {
+      void readBody(req).then(() => {
+        requests += 1;
+        res.writeHead(400).end('{"error":"arrays not accepted"}');
+      });
+    });
+    const port = await listen(server, 0);
+    try {
+      const { sink } = await makeSink({ url: `http://127.0.0.1:${port}/`, batchSize: 64, concurrency: 2 });
+      await sink.write(batch(1, 64), new AbortController().signal);
+      // The array, then at most 4 x log2(64) = 24 parts; every event dead-lettered once.
+      assert.ok(requests <= 25, `${requests} requests`);
+      assert.equal((await deadLetterRows()).length, 64);
+    } finally {
+      await closeServer(server);
+    }
+  });
+
   it('an array refused for the request itself (401) is not split', async () => {
     const { sink } = await makeSink({ secret: 'not-the-secret', batchSize: 8, concurrency: 1 });
     await sink.write(batch(1, 16), new AbortController().signal);

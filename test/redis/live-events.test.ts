@@ -290,8 +290,15 @@ describe('resuming from further back than the events held', () => {
     const broken = new EnrichedEventStream({ capacity: 10 });
     const b = resume(broken, 'p3');
     publish(broken, 5, 6);
+    // Ahead of everything held (the replay has not reached its id yet): nothing again, no gap.
+    const ahead = new EnrichedEventStream({ capacity: 10 });
+    publish(ahead, 4, 5, 6);
+    const c = resume(ahead, 'p8');
+    publish(ahead, 7, 8, 9);
     continuous.closeAll();
     broken.closeAll();
+    ahead.closeAll();
+    assert.deepEqual(c.seen(), ['p9']);
     assert.deepEqual(a.seen(), ['p4', 'p5']);
     assert.deepEqual(b.seen(), ['gap', 'p5', 'p6']);
     assert.match(b.text(), /"lastEventId":"p3","missedBefore":"p5"/);

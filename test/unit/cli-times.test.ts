@@ -33,6 +33,9 @@ describe('parseInstant: one strict parser for every CLI time', () => {
   it('keeps microseconds and applies offsets exactly', () => {
     assert.equal(parseInstant('2026-11-01T10:00:53.791001Z', '--from'), '2026-11-01T10:00:53.791001Z');
     assert.equal(parseInstant('2026-11-01T10:00:53.5+02:00', '--from'), '2026-11-01T08:00:53.500000Z');
+    // As psql prints it, and with lower-case letters.
+    assert.equal(parseInstant('2026-11-01 10:00:53.5+00', '--from'), '2026-11-01T10:00:53.500000Z');
+    assert.equal(parseInstant('2026-11-01t10:00:53z', '--from'), '2026-11-01T10:00:53.000000Z');
     assert.equal(parseInstant('2026-11-01T00:30:00-0130', '--from'), '2026-11-01T02:00:00.000000Z');
     assert.ok(
       parseInstant('2026-11-01T10:00:53.791001Z', '--from') <
@@ -59,7 +62,7 @@ describe('parseInstant: one strict parser for every CLI time', () => {
   it('refuses what is not ISO 8601, more than microseconds, and years Postgres cannot read', () => {
     for (const text of [
       'yesterday',
-      '2026-11-01 10:00:00',
+      '2026-11-01  10:00:00',
       '11/01/2026',
       '2026-11-01T10',
       '2026-11-01Z',

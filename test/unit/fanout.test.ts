@@ -7,6 +7,8 @@ import { createMetrics } from '../../src/observability/metrics.js';
 import type { DeadLetterEntry } from '../../src/state/dead-letter.js';
 import type { Sink } from '../../src/sinks/sink.js';
 import { intBetween, prng, seeds } from '../helpers/prng.js';
+import { JsonText } from '../../src/domain/json-text.js';
+import { ROW_WEIGHT_BYTES } from '../../src/pipeline/row-weight.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -95,6 +97,25 @@ describe('Fanout', () => {
     assert.equal(health.deadLettered, 2);
     assert.equal(health.state, 'up');
     assert.equal(lines.filter((l) => /refused 2 of 16/.test(l.msg)).length, 1);
+    fanout.cancel();
+  });
+
+  it('a sink with a write interval writes early once a full batch waits, weighed as the dispatcher weighs it', async () => {
+    const sink = new PickySink('analytics', new Set());
+    Object.assign(sink, { writeIntervalMs: 60_000 });
+    const fanout = new Fanout({
+      sinks: [sink],
+      metrics: createMetrics(),
+      logger: logCapture().logger,
+      fullRows: 64,
+    });
+    await fanout.write(batch(1, [1])); // the first write goes at once; the interval starts
+    const heavy = batch(2, [2, 3, 4, 5, 6, 7, 8, 9]);
+    for (const e of heavy.events) e.raw_payload = new JsonText(`"${'x'.repeat(8 * ROW_WEIGHT_BYTES)}"`); // 9 each
+    const started = performance.now();
+    await fanout.write(heavy); // 8 events weighing 72 >= 64: not held for the minute
+    assert.ok(performance.now() - started < 5_000);
+    assert.deepEqual(sink.applied, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     fanout.cancel();
   });
 

@@ -40,7 +40,7 @@ import { SIGNATURE_HEADER, signBody } from './signature.js';
  * - any other status (400, 401, 413, 3xx, ...): permanent, dead-lettered at once under both
  *   policies; an array refused with a status that can be about some of its events (400, 409,
  *   413, 422) is first split in halves until those events stand alone, so the rest is
- *   delivered. Retrying cannot change the answer, and blocking on it would stall the pipeline
+ *   delivered (within splitBudget requests per array). Retrying cannot change the answer, and blocking on it would stall the pipeline
  *   forever; the dead-letter row keeps the event and the reason for `engagement dlq replay`.
  * - circuit open: `best-effort` dead-letters without sending (fail fast, so an outage does
  *   not slow the other destinations down); `block` waits for the breaker's probe.
@@ -99,6 +99,8 @@ interface OutgoingRequest {
   key: string;
   body: Buffer;
   headers: Record<string, string>;
+  /** Requests its splitting may still send, shared by the parts of one array (see ROW_STATUSES). */
+  splits?: { left: number };
 }
 
 type AttemptResult =
@@ -116,11 +118,21 @@ type Verdict = { delivered: true } | { delivered: false; error: string; attempts
  */
 const ROW_STATUSES = new Set([400, 409, 413, 422]);
 
+/**
+ * Requests the splitting of one refused array of n events may send: enough to isolate two bad
+ * events (two halves per level, log2(n) levels each). A receiver that refuses every array
+ * (say one that takes single objects only) costs this many, not 2n - 1, before the rest of
+ * the refused parts are dead-lettered whole.
+ */
+const splitBudget = (n: number) => 4 * Math.ceil(Math.log2(n));
+
 const SINK = 'external';
 const DEAD_LETTER_LOG_INTERVAL_MS = 10_000;
 const RECOVERY_SPREAD_MS = 1_000;
 /** How long requests must have failed, with no success between, before the sink reports down. */
 const FAILING_AFTER_MS = 1_000;
+/** A failure no request has confirmed for this long is no longer reported (see failure()). */
+const FAILURE_STALE_MS = 30_000;
 
 export class ExternalSink implements Sink {
   readonly name = SINK;
@@ -140,6 +152,7 @@ export class ExternalSink implements Sink {
   // waiting for the probe retry at once instead of finishing a wait of up to backoffMaxMs.
   #recovered = unlimitedListeners(new AbortController());
   #lastFailure = 'none';
+  #lastFailureAt = 0;
   #deadLetterLoggedAt = 0;
   #deadLettersUnlogged = 0;
 
@@ -190,7 +203,11 @@ export class ExternalSink implements Sink {
    */
   failure(): string | null {
     const since = this.#failingSince;
-    const failing = since !== null && Date.now() - since >= FAILING_AFTER_MS;
+    const now = Date.now();
+    // Only a request clears a failure: with no traffic (nothing sent since), it goes stale
+    // instead of keeping the sink down until the next event.
+    if (now - this.#lastFailureAt > FAILURE_STALE_MS) return null;
+    const failing = since !== null && now - since >= FAILING_AFTER_MS;
     if (!failing && this.#breaker.state !== 'open') return null;
     return `external system failing${since === null ? '' : ` for ${Math.round((Date.now() - since) / 1000)} s`}: ${this.#lastFailure}`;
   }
@@ -237,11 +254,19 @@ export class ExternalSink implements Sink {
         // Accepted events are counted by the fan-out (eventsDelivered, once the write resolves);
         // here only what the external system did not take is left to record.
         if (verdict.delivered) continue;
-        if (verdict.status !== undefined && ROW_STATUSES.has(verdict.status) && request.events.length > 1) {
+        const n = request.events.length;
+        const splits = (request.splits ??= { left: splitBudget(n) });
+        if (verdict.status !== undefined && ROW_STATUSES.has(verdict.status) && n > 1 && splits.left >= 2) {
           // Split in halves, sent next by whichever worker is free (order across requests is
           // not promised, see above); the events the system refuses end up alone.
-          const mid = Math.ceil(request.events.length / 2);
-          requests.splice(next, 0, this.#slice(request, 0, mid), this.#slice(request, mid));
+          splits.left -= 2;
+          const mid = Math.ceil(n / 2);
+          requests.splice(
+            next,
+            0,
+            this.#slice(request, 0, mid, splits),
+            this.#slice(request, mid, n, splits),
+          );
           continue;
         }
         request.events.forEach((event, i) =>
@@ -292,10 +317,10 @@ export class ExternalSink implements Sink {
   }
 
   /** Events [from, to) of an array request, as an array request of their own. */
-  #slice(request: OutgoingRequest, from: number, to?: number): OutgoingRequest {
+  #slice(request: OutgoingRequest, from: number, to: number, splits: { left: number }): OutgoingRequest {
     const events = request.events.slice(from, to);
     const key = `${events[0].event_id}-${events[events.length - 1].event_id}`;
-    return this.#request(events, request.positions.slice(from, to), key, false);
+    return { ...this.#request(events, request.positions.slice(from, to), key, false), splits };
   }
 
   /** One POST: a single event object (`single`) or an array, with its key, signature and auth. */
@@ -495,6 +520,7 @@ export class ExternalSink implements Sink {
 
   #noteFailure(error: string): void {
     this.#lastFailure = error;
+    this.#lastFailureAt = Date.now();
     this.#streakFailures += 1;
     if (this.#failingSince !== null) return;
     this.#failingSince = Date.now();
