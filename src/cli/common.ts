@@ -119,7 +119,8 @@ export const TIME_HELP = 'ISO-8601 date or date-time, UTC unless it has an offse
 // Date, then optionally T, hours:minutes, optional seconds and up to six fractional digits, and
 // an optional offset (Z, ±HH, ±HHMM, ±HH:MM).
 // A space for the T and a lower-case t or z are taken too: psql prints `2026-01-31 12:00:00+00`.
-const CLI_TIME = /^(\d{4}-\d\d-\d\d)(?:[Tt ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,6}))?)?([Zz]|[+-]\d\d(?::?\d\d)?)?)?$/;
+const CLI_TIME =
+  /^(\d{4}-\d\d-\d\d)(?:[Tt ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,6}))?)?([Zz]|[+-]\d\d(?::?\d\d)?)?)?$/;
 const CLI_TIME_MIN = civilToMicros(1, 1, 1);
 const CLI_TIME_MAX = civilToMicros(9999, 12, 31, 23, 59, 59, 999_999);
 
