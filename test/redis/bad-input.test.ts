@@ -24,9 +24,10 @@ describe('bad input is delivered or dead-lettered, never a crash', () => {
          (NULL, NULL, NULL, now(), NULL, NULL, NULL),
          ($2, NULL, 'click', now(), 1000, 'web', '{"k":"unknown"}'),
          ($1, NULL, 'play', 'infinity', 1000, 'tv', NULL),
-         ($1, NULL, 'play', '1970-01-01T00:00:00Z', 2147483647, 'tv', jsonb_build_object('big', repeat('x', 1000000))),
-         ($1, NULL, 'play', '2999-12-31T23:59:59.999999Z', 0, E'dev\\u0001ice', '{"u":"ünï\\u0007 \\"q\\" 🎧"}')`,
-        [CONTENT_IDS[0], unknown],
+         ($1, NULL, 'play', '1970-01-01T00:00:00Z', 2147483647, 'tv', jsonb_build_object('big', repeat('x', 250000))),
+         ($1, NULL, 'play', '2999-12-31T23:59:59.999999Z', 0, E'dev\\u0001ice', '{"u":"ünï\\u0007 \\"q\\" 🎧"}'),
+         ($3, NULL, 'play', now(), 1, 'tv', jsonb_build_object('huge', repeat('x', 1000000)))`,
+        [CONTENT_IDS[0], unknown, CONTENT_IDS[1]],
       );
       await waitFor('the good rows in Redis and the bad row dead-lettered', async () => {
         const dead = await h.sql<{ n: string }>(
@@ -44,10 +45,10 @@ describe('bad input is delivered or dead-lettered, never a crash', () => {
     const rows = await duckdbQuery(
       h.duckdbFile,
       `SELECT content_id::VARCHAR AS content_id, duration_ms, engagement_seconds::VARCHAR AS secs, engagement_pct::VARCHAR AS pct,
-              content_type, length(raw_payload::VARCHAR) > 1000000 AS big, event_ts::VARCHAR AS ts
+              content_type, length(raw_payload::VARCHAR) > 250000 AS big, event_ts::VARCHAR AS ts
        FROM engagement.events_enriched ORDER BY event_id`,
     );
-    assert.equal(rows.length, 5, 'all but the undecodable row');
+    assert.equal(rows.length, 5, 'all but the undecodable row and the 1 MB payload');
     assert.deepEqual(rows[0], {
       content_id: CONTENT_IDS[0],
       duration_ms: -500,
@@ -60,7 +61,7 @@ describe('bad input is delivered or dead-lettered, never a crash', () => {
     assert.equal(rows[1].content_id, null);
     assert.equal(rows[2].content_type, null, 'unknown content: NULL content fields');
     assert.equal(rows[2].secs, '1.000');
-    assert.equal(rows[3].big, true, '1 MB payload kept whole');
+    assert.equal(rows[3].big, true, '250 kB payload kept whole');
     assert.equal(rows[3].secs, '2147483.647');
     assert.equal(rows[3].pct, '7158.28');
     assert.match(String(rows[4].ts), /^2999-12-31 23:59:59\.999999/);
@@ -68,6 +69,13 @@ describe('bad input is delivered or dead-lettered, never a crash', () => {
       `SELECT last_error FROM engagement_pipeline.dead_letters WHERE sink = 'source'`,
     );
     assert.match(dead[0].last_error, /event_ts/);
+    // Past DuckDB's text limit: dead-lettered for DuckDB alone, with the reason (Redis counted it).
+    const analytics = await h.sql<{ last_error: string }>(
+      `SELECT last_error FROM engagement_pipeline.dead_letters WHERE sink = 'analytics'`,
+    );
+    assert.equal(analytics.length, 1);
+    assert.match(analytics[0].last_error, /raw_payload is 1,000,0\d\d bytes, more than the 262,000/);
+    assert.equal(await h.redis.client.get(`${h.redis.prefix}content:count:${CONTENT_IDS[1]}`), '1');
   });
   it('keeps a leading byte-order mark in text and JSON values (nothing stripped on the way)', async () => {
     const runtime = await h.start();
