@@ -40,8 +40,9 @@ import { SIGNATURE_HEADER, signBody } from './signature.js';
  * - any other status (400, 401, 413, 3xx, ...): permanent, dead-lettered at once under both
  *   policies; an array refused with a status that can be about some of its events (400, 409,
  *   413, 422) is first split in halves until those events stand alone, so the rest is
- *   delivered (within splitBudget requests per array). Retrying cannot change the answer, and blocking on it would stall the pipeline
- *   forever; the dead-letter row keeps the event and the reason for `engagement dlq replay`.
+ *   delivered (within splitBudget requests per array). Retrying cannot change the answer, and
+ *   blocking on it would stall the pipeline forever; the dead-letter row keeps the event and
+ *   the reason for `engagement dlq replay`.
  * - circuit open: `best-effort` dead-letters without sending (fail fast, so an outage does
  *   not slow the other destinations down); `block` waits for the breaker's probe.
  *
