@@ -178,7 +178,7 @@ export class Pipeline {
     } else {
       logger.warn(
         { confirmedLsn: confirmed, batches: report.batches, events: report.rows },
-        `shutdown after ${((Date.now() - started) / 1000).toFixed(1)} s: ${report.rows} events in ${report.batches} batches were not confirmed by every sink (${this.unhealthySinks()}); they replay from ${confirmed} on the next start`,
+        `shutdown after ${((Date.now() - started) / 1000).toFixed(1)} s: ${report.rows} events in ${report.batches} batches were not confirmed by every sink; they replay from ${confirmed} on the next start (${this.unhealthySinks()})`,
       );
     }
   }
