@@ -86,9 +86,9 @@ export class Pipeline {
       maxWaitMs: options.batchMaxWaitMs,
       maxInFlight: options.maxInFlightBatches,
       rowsOf: (batch) => batchWeight(batch.events),
-      write: (batch) => {
+      write: (batch, rows) => {
         options.metrics.inFlightBatches.set(this.dispatcher.inFlightBatches);
-        return this.fanout.write(batch);
+        return this.fanout.write(batch, rows);
       },
       confirm: (lsn) => this.source.acknowledge(lsn),
       onAccepted: (batch) => {

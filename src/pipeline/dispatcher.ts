@@ -27,8 +27,11 @@ export interface DispatcherOptions<B extends DispatchUnit> {
    * transaction commits) can be in flight behind a slow sink without holding up a fast one.
    */
   maxInFlight: number;
-  /** Writes a batch to every destination; resolves once all accepted it, rejects only when cancelled. */
-  write: (batch: B) => Promise<void>;
+  /**
+   * Writes a batch to every destination; resolves once all accepted it, rejects only when
+   * cancelled. `rows` is what it counts in the window (rowsOf, or the open batch's own count).
+   */
+  write: (batch: B, rows: number) => Promise<void>;
   /** Told the source position that may be confirmed (in order, never moving backwards). */
   confirm: (lsn: string) => void;
   rowsOf: (batch: B) => number;
@@ -187,13 +190,12 @@ export class Dispatcher<B extends DispatchUnit> {
     };
   }
 
-  private send(batch: B): Promise<void> {
-    const rows = this.options.rowsOf(batch);
+  private send(batch: B, rows = this.options.rowsOf(batch)): Promise<void> {
     this.checkpoint.register(batch.seq, batch.ackLsn);
     this.inFlight.set(batch.seq, batch);
     this.rowsInFlight += rows;
     this.track();
-    const done = this.options.write(batch).then(() => {
+    const done = this.options.write(batch, rows).then(() => {
       this.inFlight.delete(batch.seq);
       this.rowsInFlight -= rows;
       this.checkpoint.complete(batch.seq);
@@ -210,7 +212,9 @@ export class Dispatcher<B extends DispatchUnit> {
     this.due = false;
     const open = this.open;
     if (!open?.pending) return;
-    void this.send(open.take(++this.seq));
+    // The open batch kept its count as it filled (rowsOf would count it again).
+    const rows = open.rows;
+    void this.send(open.take(++this.seq), rows);
   }
 
   private slotFreed(): void {

@@ -126,13 +126,15 @@ export class Fanout {
     this.timer.unref();
   }
 
-  /** Resolves when every sink accepted the batch; rejects only when cancelled. */
-  write(batch: Batch): Promise<void> {
+  /**
+   * Resolves when every sink accepted the batch; rejects only when cancelled. `weight`: its
+   * batchWeight, when the caller has it already (the dispatcher's count).
+   */
+  write(batch: Batch, weight = batchWeight(batch.events)): Promise<void> {
     // A batch with only a position to confirm has nothing to write; the checkpoint keeps its order.
     if (batch.events.length === 0) return Promise.resolve();
     if (this.abort.signal.aborted) return Promise.reject(new Error('fan-out aborted'));
     const oldest = isoToMillis(batch.events[0].committed_at);
-    const weight = batchWeight(batch.events);
     const writes = this.tracked.map((t) => {
       t.received += batch.events.length;
       this.options.metrics.sinkEventsReceived.inc({ sink: t.sink.name }, batch.events.length);

@@ -84,7 +84,7 @@ export class KafkaWorker {
       maxWaitMs: 0,
       maxInFlight: options.maxInFlightBatches ?? 4,
       rowsOf: (batch) => batchWeight(batch.events),
-      write: (batch) => this.fanout.write(batch),
+      write: (batch, rows) => this.fanout.write(batch, rows),
       // Offsets are committed per partition batch once its chunks were accepted (eachBatch).
       confirm: () => undefined,
     });
