@@ -130,20 +130,19 @@ const CLI_TIME_MAX = civilToMicros(9999, 12, 31, 23, 59, 59, 999_999);
  * it must be an InvalidArgumentError, any other error would escape as a stack trace.
  */
 export function integerFlag(flag: string, min: number, max?: number) {
-  return (value: string): number => {
-    try {
-      return readInteger(value, min, max);
-    } catch (err) {
-      throw new InvalidArgumentError(`${flag} ${(err as Error).message}`);
-    }
-  };
+  return flagReader(flag, (value) => readInteger(value, min, max));
 }
 
 /** As integerFlag, for a number with a fraction allowed (rates, seconds). */
 export function decimalFlag(flag: string, range: { min: number; max?: number; minExclusive?: boolean }) {
+  return flagReader(flag, (value) => readDecimal(value, range));
+}
+
+/** `read`'s refusal (a RangeError saying what is allowed) as commander's usage error for `flag`. */
+function flagReader(flag: string, read: (value: string) => number) {
   return (value: string): number => {
     try {
-      return readDecimal(value, range);
+      return read(value);
     } catch (err) {
       throw new InvalidArgumentError(`${flag} ${(err as Error).message}`);
     }
