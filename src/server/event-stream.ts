@@ -67,6 +67,15 @@ function gapFrame(fields: Record<string, string>): string {
   return `event: gap\ndata: ${JSON.stringify(fields)}\n\n`;
 }
 
+/** The gap of a resume from before what this process holds (it restarted since). */
+function restartGapFrame(lastEventId: string, missedBefore: string): string {
+  return gapFrame({
+    lastEventId,
+    missedBefore,
+    reason: 'the pipeline restarted: events after lastEventId and before missedBefore are not held',
+  });
+}
+
 export interface EventStreamOptions {
   /** Events held for resumption (default 10,000). */
   capacity?: number;
@@ -135,14 +144,7 @@ export class EnrichedEventStream {
     }
     c.resumeAfter = undefined;
     if (!c.anchored) {
-      this.write(
-        c,
-        gapFrame({
-          lastEventId: after,
-          missedBefore: held.position,
-          reason: 'the pipeline restarted: events after lastEventId and before missedBefore are not held',
-        }),
-      );
+      this.write(c, restartGapFrame(after, held.position));
     }
     return true;
   }
@@ -185,13 +187,7 @@ export class EnrichedEventStream {
           }),
         );
       } else if (!this.evictedUpTo && last < first) {
-        res.write(
-          gapFrame({
-            lastEventId: last,
-            missedBefore: first,
-            reason: 'the pipeline restarted: events after lastEventId and before missedBefore are not held',
-          }),
-        );
+        res.write(restartGapFrame(last, first));
       }
       for (const held of this.ordered()) {
         if (held.position > last && matches(client.filter, held)) res.write(frameOf(held));
