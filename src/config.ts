@@ -326,12 +326,14 @@ export const configSpec = {
     describe: 'how long a batch may wait to fill',
     schema: positiveInt.default(20),
   },
+  // 8: with 4, a catch-up left the JS thread idle ~17 % while DuckDB committed; 8 wrote
+  // larger merged batches (bench/results/2026-12-02-issue13-window-and-allocator.md).
   maxInFlightBatches: {
     env: 'MAX_IN_FLIGHT_BATCHES',
     flag: 'max-in-flight-batches',
     describe:
       'full batches of events being written at once (backpressure bound: this x BATCH_MAX_ROWS rows; small batches count by their rows)',
-    schema: positiveInt.default(4),
+    schema: positiveInt.default(8),
   },
   shutdownTimeoutMs: {
     env: 'SHUTDOWN_TIMEOUT_MS',

@@ -82,7 +82,7 @@ export class KafkaWorker {
     this.dispatcher = new Dispatcher<Batch>({
       maxRows: options.batchMaxRows,
       maxWaitMs: 0,
-      maxInFlight: options.maxInFlightBatches ?? 4,
+      maxInFlight: options.maxInFlightBatches ?? 8,
       rowsOf: (batch) => batchWeight(batch.events),
       write: (batch, rows) => this.fanout.write(batch, rows),
       // Offsets are committed per partition batch once its chunks were accepted (eachBatch).
