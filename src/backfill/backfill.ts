@@ -80,6 +80,26 @@ export async function planBackfill(
 }
 
 /**
+ * For `--to now`: the end of an earlier `--to now` run with the same start and sinks that was
+ * stopped before it finished (null if none). The caller resumes that range first, then covers
+ * the rest up to the new now, so a killed `--to now` resumes like any other range.
+ */
+export async function unfinishedNowRunEnd(
+  options: Pick<BackfillOptions, 'databaseUrl' | 'fromTs' | 'toTs' | 'sinks'>,
+): Promise<string | null> {
+  const client = await connect(options.databaseUrl);
+  try {
+    return await new BackfillProgressStore(client).unfinishedEndBefore(
+      options.fromTs,
+      options.toTs,
+      options.sinks.join(','),
+    );
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/**
  * Re-processes history through the stream's own enrichment into the chosen sinks.
  *
  * - Idempotent per sink, like the stream: analytics keys on event_id, Redis counts an event
@@ -153,6 +173,9 @@ async function loop(
   const resumedFrom = run.rowsDone;
   const total = run.rowsTotal ?? 0;
   let bad = 0;
+  /** Events whose duration_ms was negative (counted, derived fields NULL), and the first one's id. */
+  let negative = 0;
+  let firstNegative: string | null = null;
   const chunkSize =
     options.rate > 0 ? Math.max(1, Math.min(options.chunkSize, options.rate)) : options.chunkSize;
   const progress = (done: boolean) => ({
@@ -181,15 +204,19 @@ async function loop(
     );
     if (unknown.length > 0) await dimension.lookup(unknown);
     const processedAt = dateToIso(new Date());
-    const events: EnrichedEvent[] = chunk.rows.map(
-      (row, i) =>
-        enrich(
-          row,
-          row.content_id === null ? undefined : (dimension.peek(row.content_id) ?? undefined),
-          chunk.committedAt[i] ?? processedAt,
-          processedAt,
-        ).event,
-    );
+    const events: EnrichedEvent[] = chunk.rows.map((row, i) => {
+      const { event, issues } = enrich(
+        row,
+        row.content_id === null ? undefined : (dimension.peek(row.content_id) ?? undefined),
+        chunk.committedAt[i] ?? processedAt,
+        processedAt,
+      );
+      if (issues.includes('negative_duration')) {
+        negative += 1;
+        firstNegative ??= String(row.id);
+      }
+      return event;
+    });
     const batch: Batch = {
       seq: ++seq,
       stream: 'backfill',
@@ -214,6 +241,12 @@ async function loop(
   report(true);
   if (bad > 0)
     options.logger.warn(`${bad} rows could not be decoded and were skipped (e.g. event_ts infinity)`);
+  // The stream logs each such event (enrich-counted.ts); a backfill says it once, with a count.
+  if (negative > 0)
+    options.logger.warn(
+      { first_event_id: firstNegative },
+      `${negative} events had a negative duration_ms: they were counted, with engagement_seconds and engagement_pct NULL`,
+    );
   return { ...progress(true), badRows: bad };
 }
 

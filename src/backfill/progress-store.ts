@@ -54,6 +54,22 @@ export class BackfillProgressStore {
     };
   }
 
+  /**
+   * The end of the latest unfinished run with the same start and sinks that ends before
+   * `before`: a `--to now` run killed earlier (its "now" was stored), which a new `--to now`
+   * resumes before covering the rest.
+   */
+  async unfinishedEndBefore(fromTs: string, before: string, sinks: string): Promise<string | null> {
+    const { rows } = await this.client.query(
+      `SELECT to_json(to_ts) #>> '{}' AS to_ts
+         FROM ${TABLE}
+        WHERE from_ts = $1 AND to_ts < $2 AND to_ts > $1 AND sinks = $3 AND status <> 'done' AND max_id IS NOT NULL
+        ORDER BY id DESC LIMIT 1`,
+      [fromTs, before, sinks],
+    );
+    return rows.length === 0 ? null : (rows[0].to_ts as string);
+  }
+
   async create(
     fromTs: string,
     toTs: string,

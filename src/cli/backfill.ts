@@ -1,6 +1,12 @@
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
-import { BACKFILL_SINKS, planBackfill, runBackfill, type BackfillSinkName } from '../backfill/backfill.js';
+import {
+  BACKFILL_SINKS,
+  planBackfill,
+  runBackfill,
+  unfinishedNowRunEnd,
+  type BackfillSinkName,
+} from '../backfill/backfill.js';
 import { requireDatabaseUrl, type Config, type FlagConfigKey } from '../config.js';
 import { configError } from '../errors.js';
 import { createLogger } from '../logger.js';
@@ -79,11 +85,28 @@ export function registerBackfill(program: Command): void {
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       const pool = createPool(databaseUrl, 2, 'engagement-backfill-dlq');
+      // A `--to now` killed earlier stored its own "now": resume that range, then do the rest.
+      const earlierEnd =
+        options.to === 'now' ? await unfinishedNowRunEnd({ databaseUrl, fromTs, toTs, sinks }) : null;
+      const ranges = earlierEnd
+        ? [
+            [fromTs, earlierEnd],
+            [earlierEnd, toTs],
+          ]
+        : [[fromTs, toTs]];
       try {
+        for (const [rangeFrom, rangeTo] of ranges) await backfillRange(rangeFrom, rangeTo);
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await pool.end().catch(() => undefined);
+      }
+
+      async function backfillRange(rangeFrom: string, rangeTo: string): Promise<void> {
         const result = await runBackfill({
           databaseUrl,
-          fromTs,
-          toTs,
+          fromTs: rangeFrom,
+          toTs: rangeTo,
           sinks,
           shape,
           chunkSize,
@@ -101,12 +124,9 @@ export function registerBackfill(program: Command): void {
               ? `; redis: ${result.redisApplied} events newly counted (the rest were counted already)`
               : '') +
             (result.badRows ? `; ${result.badRows} undecodable rows skipped` : '') +
+            (ranges.length > 1 ? ` [${rangeFrom} .. ${rangeTo})` : '') +
             '\n',
         );
-      } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        await pool.end().catch(() => undefined);
       }
     }),
   );

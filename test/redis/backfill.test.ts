@@ -214,6 +214,46 @@ describe('engagement backfill', () => {
     assert.deepEqual(duck[0], { n: '20000', d: '20000' });
   });
 
+  it('--to now resumes a killed --to now run, then covers what came after its end', async () => {
+    await h.sql('TRUNCATE engagement_events');
+    await insertHistory(h, 20_000, 300_000, 1_000_000);
+    const args = ['backfill', '--from', '2019-01-01T00:00:00Z', '--to', 'now', '--sinks', 'analytics'];
+    const child = spawnCli([...args, '--chunk-size', '500', '--rate', '4000'], cliEnv(h));
+    await waitFor(
+      'some progress',
+      async () => {
+        const rows = await h.sql<{ n: string }>(
+          `SELECT rows_done::text AS n FROM engagement_pipeline.backfill_progress
+            WHERE from_ts = '2019-01-01T00:00:00Z' AND status = 'running'`,
+        );
+        return rows.length > 0 && Number(rows[0].n) >= 3000;
+      },
+      30_000,
+    );
+    child.child.kill('SIGKILL');
+    await child.exited;
+    // Inserted after the killed run's "now": only the second range can take them.
+    await h.sql(
+      `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms)
+       SELECT $1::uuid, gen_random_uuid(), 'play', now() + interval '1 second', 1000 FROM generate_series(1, 50)`,
+      [CONTENT_IDS[0]],
+    );
+    await new Promise((r) => setTimeout(r, 1_100));
+    const resumed = await runCli(args, cliEnv(h));
+    assert.equal(resumed.code, 0, resumed.output);
+    assert.match(resumed.output, /resumed after \d+/);
+    const [{ min }] = await h.sql<{ min: string }>('SELECT min(id)::text AS min FROM engagement_events');
+    const duck = await duckdbQuery(
+      h.duckdbFile,
+      `SELECT count(*)::VARCHAR AS n, count(DISTINCT event_id)::VARCHAR AS d FROM engagement.events_enriched WHERE event_id >= ${min}`,
+    );
+    assert.deepEqual(duck[0], { n: '20050', d: '20050' });
+    const open = await h.sql(
+      `SELECT id FROM engagement_pipeline.backfill_progress WHERE from_ts = '2019-01-01T00:00:00Z' AND status <> 'done'`,
+    );
+    assert.equal(open.length, 0, 'the killed run was finished, not left behind');
+  });
+
   it('--dry-run writes nothing and bad flags exit 2 with one line', async () => {
     const dry = await runCli(
       ['backfill', '--from', '2000-01-01T00:00:00Z', '--to', 'now', '--dry-run'],
