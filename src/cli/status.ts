@@ -114,15 +114,21 @@ export function sinkWarnings(sinks: SinkProgressRow[], lagWarnSeconds: number): 
   const out: string[] = [];
   for (const k of sinks) {
     if (!isLive(k) || k.state === null) continue;
+    const sink = sinkLabel(k);
     if (k.state === 'failed')
-      out.push(`sink ${k.sink} FAILED and needs attention (its position is held): ${k.lastError ?? ''}`);
-    else if (k.state === 'down') out.push(`sink ${k.sink} is down, retrying: ${k.lastError ?? ''}`);
+      out.push(`sink ${sink} FAILED and needs attention (its position is held): ${k.lastError ?? ''}`);
+    else if (k.state === 'down') out.push(`sink ${sink} is down, retrying: ${k.lastError ?? ''}`);
     else if (k.state === 'behind' || (k.lagSeconds ?? 0) > lagWarnSeconds)
       out.push(
-        `sink ${k.sink} is behind: lag ${(k.lagSeconds ?? 0).toFixed(1)} s > LAG_WARN_SECONDS ${lagWarnSeconds}`,
+        `sink ${sink} is behind: lag ${(k.lagSeconds ?? 0).toFixed(1)} s > LAG_WARN_SECONDS ${lagWarnSeconds}`,
       );
   }
   return out;
+}
+
+/** A worker group's sink carries its group: `redis [kafka:engagement]`. */
+function sinkLabel(k: SinkProgressRow): string {
+  return k.stream.startsWith('kafka:') ? `${k.sink} [${k.stream}]` : k.sink;
 }
 
 function render(r: StatusReport): string {
@@ -145,7 +151,7 @@ function render(r: StatusReport): string {
     const state = k.state === null ? '' : live ? k.state.padEnd(7) : 'stopped';
     const lastSuccess = Date.parse(k.lastSuccessAt) <= 0 ? 'never' : k.lastSuccessAt;
     lines.push(
-      `  ${k.sink.padEnd(10)} ${state}  lag ${k.lagSeconds === null ? '-' : `${k.lagSeconds.toFixed(1)} s`}  last success ${lastSuccess}  last committed ${k.lastCommittedAt ?? '-'}  events ${k.eventsTotal}${live && k.lastError ? `\n             error: ${k.lastError}` : ''}`,
+      `  ${sinkLabel(k).padEnd(10)} ${state}  lag ${k.lagSeconds === null ? '-' : `${k.lagSeconds.toFixed(1)} s`}  last success ${lastSuccess}  last committed ${k.lastCommittedAt ?? '-'}  events ${k.eventsTotal}${live && k.lastError ? `\n             error: ${k.lastError}` : ''}`,
     );
   }
   const bySink = Object.entries(r.deadLetters.bySink)

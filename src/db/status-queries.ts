@@ -31,6 +31,8 @@ export interface SlotStatus {
 
 export interface SinkProgressRow {
   sink: string;
+  /** Whose sink: the slot (run) or `kafka:<group>` (the workers of a consumer group). */
+  stream: string;
   lastSuccessAt: string;
   lastCommittedAt: string | null;
   lagSeconds: number | null;
@@ -102,17 +104,20 @@ export async function readSlotStatus(db: Queryable, slotName: string): Promise<S
   };
 }
 
+/** The slot's sinks (run) and those of every worker group (work --from-kafka: `kafka:<group>`). */
 export async function readSinkProgress(db: Queryable, slotName: string): Promise<SinkProgressRow[]> {
   const { rows } = await db.query(
-    `SELECT sink, to_json(last_success_at) #>> '{}' AS last_success_at,
+    `SELECT slot_name, sink, to_json(last_success_at) #>> '{}' AS last_success_at,
             to_json(last_committed_at) #>> '{}' AS last_committed_at, lag_seconds, events_total::text,
             to_json(updated_at) #>> '{}' AS updated_at,
             to_jsonb(p) ->> 'state' AS state, to_jsonb(p) ->> 'last_error' AS last_error
-       FROM ${STATE_SCHEMA}.sink_progress p WHERE slot_name = $1 ORDER BY sink`,
+       FROM ${STATE_SCHEMA}.sink_progress p WHERE slot_name = $1 OR slot_name LIKE 'kafka:%'
+      ORDER BY slot_name <> $1, slot_name, sink`,
     [slotName],
   );
   return rows.map((r) => ({
     sink: r.sink,
+    stream: r.slot_name,
     lastSuccessAt: r.last_success_at,
     lastCommittedAt: r.last_committed_at,
     lagSeconds: r.lag_seconds,

@@ -5,6 +5,7 @@ import type { SinkProgressRow } from '../../src/db/status-queries.js';
 
 const row = (over: Partial<SinkProgressRow>): SinkProgressRow => ({
   sink: 'analytics',
+  stream: 'engagement_pipeline',
   lastSuccessAt: new Date().toISOString(),
   lastCommittedAt: null,
   lagSeconds: 0,
@@ -34,6 +35,11 @@ describe('status: sink health warnings', () => {
     assert.match(warnings[0], /clickhouse FAILED .*AUTHENTICATION_FAILED/);
     assert.match(warnings[1], /redis is down/);
     assert.match(warnings[2], /external is behind: lag 95.0 s > LAG_WARN_SECONDS 30/);
+  });
+
+  it("names a worker group's sink by its group", () => {
+    const warnings = sinkWarnings([row({ sink: 'redis', stream: 'kafka:engagement', state: 'down' })], 30);
+    assert.deepEqual(warnings, ['sink redis [kafka:engagement] is down, retrying: ']);
   });
 
   it('says nothing about rows the pipeline stopped updating (not running) or wrote before states existed', () => {
