@@ -19,7 +19,7 @@ import {
 import { ResilientProducer } from '../sinks/kafka/resilient-producer.js';
 import { ensureTopics } from '../kafka/topics.js';
 import { action, configFrom, KAFKA_CONFIG_KEYS, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
-import { withDeadline } from '../pipeline/deadline.js';
+import { closingDeadline, withDeadline } from '../pipeline/deadline.js';
 import { exitIfStuck, exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
 import { keepHeapSmall } from './heap.js';
 
@@ -105,8 +105,9 @@ export function registerCapture(program: Command): void {
         onBadRow: deadLetterBadRow(new DeadLetterStore(pool)),
       });
       const shutdown = async () => {
+        const stopping = Date.now();
         await capture.stop();
-        const deadline = Date.now() + 3_000;
+        const deadline = closingDeadline(stopping, config.shutdownTimeoutMs);
         await withDeadline(producer.disconnect(), deadline);
         await withDeadline(pool.end(), deadline);
       };

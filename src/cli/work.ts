@@ -15,6 +15,7 @@ import { ContentFeed } from '../source/kafka/content-feed.js';
 import { debeziumFormat } from '../source/kafka/debezium-format.js';
 import { nativeFormat } from '../source/kafka/native-wire.js';
 import { KafkaWorker } from '../pipeline/worker.js';
+import { SinkProgressWriter } from '../state/sink-progress.js';
 import {
   action,
   configFrom,
@@ -25,7 +26,7 @@ import {
   withConfigOptions,
 } from './common.js';
 import { describeShape, discoverShape } from '../db/catalog.js';
-import { withDeadline } from '../pipeline/deadline.js';
+import { closingDeadline, withDeadline } from '../pipeline/deadline.js';
 import { exitIfStuck, exitSoonIfHeld, waitForShutdownSignal } from './signals.js';
 import { keepHeapSmall } from './heap.js';
 
@@ -49,7 +50,7 @@ export function registerWork(program: Command): void {
         'scale-out mode: one worker of a consumer group (enrich + fan out what capture or Debezium published)',
       )
       .option('--from-kafka', 'consume from Kafka (the only work source)')
-      .option('--group <id>', 'consumer group; every worker of one deployment uses the same id')
+      .option('--group <id>', 'consumer group; every worker of one deployment uses the same id', 'engagement')
       .option(
         '--format <format>',
         'native (engagement capture) | debezium (a Debezium Postgres connector)',
@@ -68,7 +69,7 @@ export function registerWork(program: Command): void {
       const group = options.group;
       if (typeof group !== 'string' || !/^[A-Za-z0-9._-]{1,200}$/.test(group))
         throw configError(
-          '--group is required (letters, digits, . _ -)',
+          '--group must be letters, digits, . _ - (at most 200)',
           'engagement work --from-kafka --group engagement',
         );
       const format = options.format;
@@ -99,10 +100,18 @@ export function registerWork(program: Command): void {
       const sinks = createSinks(config, { logger, metrics, deadLetters }, { keyTypes: shape.keyTypes }).all;
       const kafka = createKafka(brokers, `engagement-worker-${group}`, logger, kafkaSecurity(config));
       const wire = format === 'native' ? nativeFormat : debeziumFormat(prefix as string, shape);
-      const dimension = new ContentDimension(pool, { shape });
+      // retry: a lookup failing (Postgres down, content locked) holds the partition, never
+      // enriches without content (DESIGN.md section 4: a failing lookup holds the stream).
+      const dimension = new ContentDimension(pool, {
+        shape,
+        retry: true,
+        logger: logger.child({ component: 'content' }),
+      });
       const feed = new ContentFeed(kafka, wire, dimension, logger, group);
       let fatal!: (err: PipelineError) => void;
       const fatalError = new Promise<PipelineError>((resolve) => (fatal = resolve));
+      // `engagement status` lists these sinks under the stream kafka:<group>.
+      const progress = new SinkProgressWriter(pool, `kafka:${group}`, logger);
       const worker = new KafkaWorker({
         kafka,
         group,
@@ -120,11 +129,14 @@ export function registerWork(program: Command): void {
         partitionsConcurrently: concurrently,
         exclusive: config.analyticsUrl.startsWith('duckdb:'),
         onFatal: fatal,
+        onSinkSuccess: (sink, batch) => progress.record(sink, batch),
       });
+      progress.trackHealth(() => worker.sinkHealth());
       const started: Sink[] = [];
       const shutdown = async () => {
+        const stopping = Date.now();
         await worker.stop();
-        const deadline = Date.now() + 3_000;
+        const deadline = closingDeadline(stopping, config.shutdownTimeoutMs);
         await withDeadline(feed.stop(), deadline);
         for (const sink of started) {
           await withDeadline(
@@ -132,6 +144,7 @@ export function registerWork(program: Command): void {
             deadline,
           );
         }
+        await withDeadline(progress.stop(), deadline);
         await withDeadline(pool.end(), deadline);
       };
       try {
@@ -150,6 +163,7 @@ export function registerWork(program: Command): void {
         await shutdown();
         throw err;
       }
+      progress.start();
       process.stdout.write(
         `engagement worker running: group ${group}, ${wire.name} format, topic ${wire.eventsTopic}\n`,
       );

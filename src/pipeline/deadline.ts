@@ -39,3 +39,13 @@ export function shutdownTimes(timeoutMs = 20_000): ShutdownTimes {
     deadline: started + timeoutMs,
   };
 }
+
+/**
+ * When closing connections must end, once a stop() that began at `started` returned: what is
+ * left of SHUTDOWN_TIMEOUT_MS, but at least 0.5 s (a clean close saves work on the next start)
+ * and at most 3 s.
+ */
+export function closingDeadline(started: number, timeoutMs: number): number {
+  const now = Date.now();
+  return now + Math.min(3_000, Math.max(500, started + timeoutMs - now));
+}

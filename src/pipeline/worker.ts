@@ -11,6 +11,7 @@ import { shutdownTimes, withDeadline } from './deadline.js';
 import { Dispatcher } from './dispatcher.js';
 import { retry, TRANSIENT_BACKOFF } from '../retry/retry.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { SinkHealth } from '../observability/stats.js';
 import type { DeadLetterEntry, DeadLetterStore } from '../state/dead-letter.js';
 import type { ContentDimension } from '../enrichment/content-dimension.js';
 import type { ContentFeed } from '../source/kafka/content-feed.js';
@@ -25,6 +26,7 @@ export interface KafkaWorkerOptions {
   sinks: Sink[];
   /** A sink whose oldest pending event is older than this is "behind" (LAG_WARN_SECONDS). */
   lagWarnSeconds?: number;
+  /** Built with `retry`: a failing lookup holds the partition until it succeeds or stop(). */
   dimension: ContentDimension;
   feed: ContentFeed;
   deadLetters: DeadLetterStore;
@@ -44,6 +46,8 @@ export interface KafkaWorkerOptions {
   exclusive: boolean;
   /** A condition the worker cannot continue under (the CLI prints it and exits). */
   onFatal: (err: PipelineError) => void;
+  /** Told about every batch a sink accepted (sink progress for `engagement status`). */
+  onSinkSuccess?: (sink: string, batch: Batch) => void;
 }
 
 /**
@@ -60,6 +64,8 @@ export class KafkaWorker {
   /** The same bounded window as direct mode: chunks wait for a write slot. */
   private readonly dispatcher: Dispatcher<Batch>;
   private refused = false;
+  /** Aborted by stop(): ends the retries of dead-letter writes in progress. */
+  private readonly stopping = new AbortController();
   /** Events handed to sinks and accepted (this process). */
   delivered = 0;
 
@@ -78,6 +84,7 @@ export class KafkaWorker {
       deadLetters: options.deadLetters,
       lagWarnSeconds: options.lagWarnSeconds,
       fullRows: options.batchMaxRows,
+      onSuccess: options.onSinkSuccess,
     });
     this.dispatcher = new Dispatcher<Batch>({
       maxRows: options.batchMaxRows,
@@ -88,6 +95,11 @@ export class KafkaWorker {
       // Offsets are committed per partition batch once its chunks were accepted (eachBatch).
       confirm: () => undefined,
     });
+  }
+
+  /** Per-sink state and lag, as in direct mode (`engagement status`). */
+  sinkHealth(): SinkHealth[] {
+    return this.fanout.health();
   }
 
   async start(): Promise<void> {
@@ -132,6 +144,10 @@ export class KafkaWorker {
     const { drainBy, deadline } = shutdownTimes(this.options.shutdownTimeoutMs);
     this.fanout.flush(); // sinks waiting out a write interval write now
     const report = await this.dispatcher.stop(drainBy);
+    // Retries still waiting on Postgres (a lookup, a dead-letter write) end now: their
+    // partition batch is not committed and the group re-reads it.
+    this.stopping.abort();
+    this.options.dimension.close();
     if (!report.drained) {
       this.fanout.cancel();
       this.log.warn(
@@ -161,8 +177,35 @@ export class KafkaWorker {
       m,
       record: this.options.format.decodeEvent(m.key, m.value, m.timestamp, m.offset),
     }));
-    await this.ensureContent(decoded.map((d) => d.record));
+    // Lookups and sinks may wait a long time (an outage): keep the group membership alive meanwhile.
+    const beat = setInterval(() => void heartbeat().catch(() => undefined), 2_000);
+    try {
+      await this.ensureContent(decoded.map((d) => d.record));
+      await this.deliver(topic, partition, decoded);
+    } finally {
+      clearInterval(beat);
+    }
+    this.log.debug(
+      { partition, messages: batch.messages.length, ms: Math.round(performance.now() - startedAt) },
+      'partition batch delivered',
+    );
+    if (!isRunning() || isStale()) return; // revoked meanwhile: the next owner re-reads, sinks dedupe
+    const last = batch.messages[batch.messages.length - 1].offset;
+    resolveOffset(last); // this process's fetch position; the group's position is the commit below
+    try {
+      await this.consumer.commitOffsets([{ topic, partition, offset: (BigInt(last) + 1n).toString() }]);
+    } catch (err) {
+      // A rebalance took the partition: the new owner re-reads from the last commit (a no-op in every sink).
+      this.log.warn({ partition }, `offset commit failed, partition will be re-read: ${describeError(err)}`);
+    }
+  }
 
+  /** Enriches one partition batch and waits until every sink accepted it (bad messages dead-lettered). */
+  private async deliver(
+    topic: string,
+    partition: number,
+    decoded: { m: KafkaMessage; record: WorkerRecord }[],
+  ): Promise<void> {
     const events: EnrichedEvent[] = [];
     const positions: string[] = [];
     const bad: DeadLetterEntry[] = [];
@@ -188,46 +231,22 @@ export class KafkaWorker {
       }
     }
 
-    // Sinks may retry for a long time (an outage): keep the group membership alive meanwhile.
-    const beat = setInterval(() => void heartbeat().catch(() => undefined), 2_000);
-    try {
-      const writes: Promise<void>[] = [];
-      for (let i = 0; i < events.length; i += this.options.batchMaxRows) {
-        const max = this.options.batchMaxRows;
-        // Waits for a write slot: at most maxInFlightBatches chunks are being written at once.
-        const { accepted } = await this.dispatcher.submit((seq) => ({
-          seq,
-          stream: `kafka:${topic}:${partition}`,
-          events: events.slice(i, i + max),
-          positions: positions.slice(i, i + max),
-          ackLsn: null,
-        }));
-        writes.push(accepted);
-      }
-      if (bad.length > 0) writes.push(this.recordBadMessages(bad));
-      await Promise.all(writes);
-    } finally {
-      clearInterval(beat);
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < events.length; i += this.options.batchMaxRows) {
+      const max = this.options.batchMaxRows;
+      // Waits for a write slot: at most maxInFlightBatches chunks are being written at once.
+      const { accepted } = await this.dispatcher.submit((seq) => ({
+        seq,
+        stream: `kafka:${topic}:${partition}`,
+        events: events.slice(i, i + max),
+        positions: positions.slice(i, i + max),
+        ackLsn: null,
+      }));
+      writes.push(accepted);
     }
+    if (bad.length > 0) writes.push(this.recordBadMessages(bad));
+    await Promise.all(writes);
     this.delivered += events.length;
-    this.log.debug(
-      {
-        partition,
-        messages: batch.messages.length,
-        events: events.length,
-        ms: Math.round(performance.now() - startedAt),
-      },
-      'partition batch delivered',
-    );
-    if (!isRunning() || isStale()) return; // revoked meanwhile: the next owner re-reads, sinks dedupe
-    const last = batch.messages[batch.messages.length - 1].offset;
-    resolveOffset(last); // this process's fetch position; the group's position is the commit below
-    try {
-      await this.consumer.commitOffsets([{ topic, partition, offset: (BigInt(last) + 1n).toString() }]);
-    } catch (err) {
-      // A rebalance took the partition: the new owner re-reads from the last commit (a no-op in every sink).
-      this.log.warn({ partition }, `offset commit failed, partition will be re-read: ${describeError(err)}`);
-    }
   }
 
   private enrichOne(record: Extract<WorkerRecord, { kind: 'event' }>, processedAt: string): EnrichedEvent {
@@ -250,13 +269,10 @@ export class KafkaWorker {
     await this.options.feed.catchUp();
     const missing = unknown();
     if (missing.length === 0) return;
-    // Six attempts over about 6 s on average, then the events go on without content.
-    await retry(() => this.options.dimension.lookup(missing), {
-      backoff: { baseMs: 400, maxMs: 6_400 },
-      attempts: 6,
-    }).catch((err: unknown) =>
-      this.log.error(`content lookup failed, enriching without content: ${describeError(err)}`),
-    );
+    // The dimension (built with `retry`) retries a failing lookup until it succeeds or stop()
+    // closes it: an event is never enriched without content because Postgres was unreachable,
+    // and the partition's offset stays where it is meanwhile.
+    await this.options.dimension.lookup(missing);
   }
 
   private deadLetter(topic: string, partition: number, m: KafkaMessage, reason: string): DeadLetterEntry {
@@ -280,10 +296,11 @@ export class KafkaWorker {
     };
   }
 
-  /** Dead letters must be durable before the offset moves past them; retried like a sink. */
+  /** Dead letters must be durable before the offset moves past them; retried like a sink, until stop(). */
   private async recordBadMessages(entries: DeadLetterEntry[]): Promise<void> {
     await retry(() => this.options.deadLetters.record(entries), {
       backoff: TRANSIENT_BACKOFF,
+      signal: this.stopping.signal,
       onFailure: (err, { attempt }) => {
         if (attempt === 1) this.log.error(`dead-letter write failed, retrying: ${describeError(err)}`);
       },
