@@ -2,7 +2,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Redis } from 'ioredis';
 import { describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { bearerChecker, isProtectedPath } from './auth.js';
+import { bearerChecker, needsToken } from './auth.js';
 import { DASHBOARD_HTML } from './dashboard.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { PipelineStats } from '../observability/stats.js';
@@ -64,7 +64,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   if (deps.apiToken) {
     const authorized = bearerChecker(deps.apiToken);
     app.addHook('onRequest', async (request, reply) => {
-      if (!isProtectedPath(request.url) || authorized(request.headers.authorization)) return;
+      if (!needsToken(request.routeOptions.url) || authorized(request.headers.authorization)) return;
       return reply
         .code(401)
         .header('www-authenticate', 'Bearer realm="engagement"')

@@ -12,10 +12,17 @@ export function bearerChecker(token: string): (authorization: string | undefined
   };
 }
 
-/** Paths that need the token when one is set: the data and the metrics, not liveness or the page shell. */
-export function isProtectedPath(url: string): boolean {
-  const path = url.split('?')[0];
-  return path === '/metrics' || path === '/api' || path.startsWith('/api/');
+/** Routes open without the token: liveness, readiness and the page shell (it holds no data). */
+const OPEN_ROUTES = new Set(['/healthz', '/readyz', '/']);
+
+/**
+ * Whether a request needs the token when one is set, decided on the route the router matched
+ * (`request.routeOptions.url`), never on the raw request target: `/%61pi/stats` or an
+ * absolute-form target (`GET http://host/api/stats`) reach the same handlers as `/api/stats`.
+ * Everything not known to be open needs it, unmatched paths too.
+ */
+export function needsToken(matchedRoute: string | undefined): boolean {
+  return matchedRoute === undefined || !OPEN_ROUTES.has(matchedRoute);
 }
 
 function digest(text: string): Buffer {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
@@ -284,7 +285,17 @@ describe('HTTP server', () => {
     );
     const req = (url: string, authorization?: string) =>
       secured.inject({ url, headers: authorization ? { authorization } : {} });
-    for (const url of ['/api/top', '/api/stats', '/api/stream', '/metrics', '/api/nope']) {
+    // Percent-encoded paths reach the same handlers: the check is on the matched route.
+    const paths = [
+      '/api/top',
+      '/api/stats',
+      '/api/stream',
+      '/metrics',
+      '/api/nope',
+      '/%61pi/stats',
+      '/%6detrics',
+    ];
+    for (const url of paths) {
       const res = await req(url);
       assert.equal(res.statusCode, 401, url);
       assert.equal(res.headers['www-authenticate'], 'Bearer realm="engagement"');
@@ -296,6 +307,21 @@ describe('HTTP server', () => {
     assert.equal((await req('/healthz')).statusCode, 200);
     assert.equal((await req('/readyz')).statusCode, 200);
     assert.equal((await req('/')).statusCode, 200);
+    // An absolute-form request target (`GET http://host/api/stats`), over a real socket.
+    await secured.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = secured.server.address() as AddressInfo;
+    const status = await new Promise<string>((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1', () =>
+        socket.write(
+          'GET http://example.test/api/stats HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n',
+        ),
+      );
+      let text = '';
+      socket.on('data', (d) => (text += String(d)));
+      socket.on('end', () => resolve(text.split('\r\n')[0]));
+      socket.on('error', reject);
+    });
+    assert.match(status, /^HTTP\/1\.1 401/, status);
     await secured.close();
     assert.ok(!logs.join('').includes(token), 'token appeared in the logs');
   });
