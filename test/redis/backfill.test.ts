@@ -69,6 +69,28 @@ async function sqlTotals(h: Harness): Promise<Map<string, string>> {
   return new Map(rows.map((r) => [r.c, `${r.n} events, last ${r.last}`]));
 }
 
+/** kill -9 of a running backfill (of the range starting at `fromTs`) once 3,000 rows are stored as done. */
+async function killAfterProgress(
+  h: Harness,
+  child: ReturnType<typeof spawnCli>,
+  fromTs: string,
+): Promise<void> {
+  await waitFor(
+    'some progress',
+    async () => {
+      const rows = await h.sql<{ n: string }>(
+        `SELECT rows_done::text AS n FROM engagement_pipeline.backfill_progress
+          WHERE from_ts = $1 AND status = 'running'`,
+        [fromTs],
+      );
+      return rows.length > 0 && Number(rows[0].n) >= 3000;
+    },
+    30_000,
+  );
+  child.child.kill('SIGKILL');
+  await child.exited;
+}
+
 function horizonMinutes(): string[] {
   const now = Date.now();
   return Array.from({ length: BACKFILL_REDIS_HORIZON_MINUTES + 1 }, (_, i) =>
@@ -184,20 +206,7 @@ describe('engagement backfill', () => {
     await insertHistory(h, 20_000, 100_000, 1_000_000);
     const args = ['backfill', '--from', '2020-01-01T00:00:00Z', '--to', '2100-01-01T00:00:00Z'];
     const flags = ['--sinks', 'analytics', '--chunk-size', '500', '--rate', '4000'];
-    const child = spawnCli([...args, ...flags], cliEnv(h));
-    await waitFor(
-      'some progress',
-      async () => {
-        const rows = await h.sql<{ n: string }>(
-          `SELECT rows_done::text AS n FROM engagement_pipeline.backfill_progress
-            WHERE from_ts = '2020-01-01T00:00:00Z' AND status = 'running'`,
-        );
-        return rows.length > 0 && Number(rows[0].n) >= 3000;
-      },
-      30_000,
-    );
-    child.child.kill('SIGKILL');
-    await child.exited;
+    await killAfterProgress(h, spawnCli([...args, ...flags], cliEnv(h)), '2020-01-01T00:00:00Z');
     const status = await runCli(['status', '--json'], cliEnv(h));
     const report = JSON.parse(status.output.slice(status.output.indexOf('{')));
     const pending = report.backfills.find((b: { fromTs: string }) => b.fromTs.startsWith('2020-01-01'));
@@ -219,19 +228,7 @@ describe('engagement backfill', () => {
     await insertHistory(h, 20_000, 300_000, 1_000_000);
     const args = ['backfill', '--from', '2019-01-01T00:00:00Z', '--to', 'now', '--sinks', 'analytics'];
     const child = spawnCli([...args, '--chunk-size', '500', '--rate', '4000'], cliEnv(h));
-    await waitFor(
-      'some progress',
-      async () => {
-        const rows = await h.sql<{ n: string }>(
-          `SELECT rows_done::text AS n FROM engagement_pipeline.backfill_progress
-            WHERE from_ts = '2019-01-01T00:00:00Z' AND status = 'running'`,
-        );
-        return rows.length > 0 && Number(rows[0].n) >= 3000;
-      },
-      30_000,
-    );
-    child.child.kill('SIGKILL');
-    await child.exited;
+    await killAfterProgress(h, child, '2019-01-01T00:00:00Z');
     // Inserted after the killed run's "now": only the second range can take them.
     await h.sql(
       `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms)
