@@ -4,7 +4,7 @@ import { startHttpServer, startRuntime } from '../runtime.js';
 import { action, configFrom, SINK_CONFIG_KEYS, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
 import { exitIfStuck, exitSoon, waitForShutdownSignal } from './signals.js';
 import { configError } from '../errors.js';
-import { isLoopback } from '../config.js';
+import { assertSafeHttpExposure, isLoopback } from '../config.js';
 import { isPortFree } from '../demo/ports.js';
 import { keepHeapSmall } from './heap.js';
 
@@ -34,6 +34,7 @@ export function registerRun(program: Command): void {
     action(async (options: Record<string, unknown>) => {
       keepHeapSmall();
       const config = configFrom(options);
+      assertSafeHttpExposure(config);
       const logger = createLogger(config.logLevel);
       // A busy PORT is found before anything is opened: one line, exit 2, nothing left running.
       if (isLoopback(config.host) && !(await isPortFree(config.port))) {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { loadConfig, type Config, type ConfigKey } from '../config.js';
+import { assertSafeHttpExposure, loadConfig, type Config, type ConfigKey } from '../config.js';
 import { migrate } from '../db/migrate.js';
 import { configError, describeError, redactSecrets } from '../errors.js';
 import { runGenerator, type GeneratorResult } from '../generator/writer.js';
@@ -102,6 +102,7 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     await mkdir(dataDir, { recursive: true });
 
     const base = loadConfig({}, env); // validates the user's environment first (one line, exit 2)
+    assertSafeHttpExposure(base);
     logger = createLogger(env.LOG_LEVEL ? base.logLevel : 'warn');
     const useOwnPostgres = !base.databaseUrl;
     const useMock = !base.externalUrl;

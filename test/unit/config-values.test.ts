@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InvalidArgumentError } from 'commander';
 import { integerFlag, integerOption } from '../../src/cli/common.js';
-import { isLoopback, loadConfig } from '../../src/config.js';
+import { assertSafeHttpExposure, isLoopback, loadConfig } from '../../src/config.js';
 import { readInteger } from '../../src/config-values.js';
 import { PipelineError } from '../../src/errors.js';
 
@@ -112,10 +112,19 @@ describe('isLoopback: exact loopback addresses only', () => {
     ])
       assert.equal(isLoopback(host), false, host);
   });
-  it('so HOST=127.0.0.1.example needs API_TOKEN', () => {
-    assert.match(
-      configLine({ HOST: '127.0.0.1.example' }) ?? 'loaded',
-      /not loopback and API_TOKEN is not set/,
-    );
+  it('so HOST=127.0.0.1.example needs API_TOKEN to serve HTTP, of at least 8 characters', () => {
+    const exposure = (env: Record<string, string>) => {
+      try {
+        assertSafeHttpExposure(loadConfig({}, env));
+        return 'ok';
+      } catch (err) {
+        return (err as PipelineError).oneLine();
+      }
+    };
+    assert.match(exposure({ HOST: '127.0.0.1.example' }), /not loopback and API_TOKEN is not set/);
+    assert.match(exposure({ HOST: '0.0.0.0', API_TOKEN: 'short' }), /API_TOKEN.*at least 8 characters/);
+    assert.equal(exposure({ HOST: '0.0.0.0', API_TOKEN: 'long-enough-token' }), 'ok');
+    // Commands that serve nothing (top, migrate, generate...) load the same settings fine.
+    assert.equal(configLine({ HOST: '0.0.0.0', API_TOKEN: 'short' }), null);
   });
 });
