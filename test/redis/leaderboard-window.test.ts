@@ -9,6 +9,7 @@ import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
 import { minuteBucketOfIso, windowBuckets } from '../../src/domain/windows.js';
 import { silentLogger } from '../../src/logger.js';
 import { redisKeys, WINDOW_MINUTES } from '../../src/sinks/redis/keys.js';
+import { readLeaderboard } from '../../src/sinks/redis/leaderboard-reader.js';
 import { RedisSink } from '../../src/sinks/redis/redis-sink.js';
 import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
 import { testRedis } from '../helpers/redis.js';
@@ -251,6 +252,44 @@ describe('Redis: the 10-minute leaderboards kept incrementally', () => {
       await a.stop();
       await b.stop();
     }
+  });
+
+  it('readers take the 10m board while a pipeline keeps it current, the buckets once none does', async () => {
+    const now = Date.parse('2026-12-01T10:00:30.000Z');
+    const prefix = `${redis.prefix}stale:`;
+    const sink = new RedisSink({ url: redis.url, prefix, logger: silentLogger(), clock: () => now });
+    const ts = '2026-12-01T10:00:10.000000Z';
+    const event = (id: number, seconds: number): EnrichedEvent => ({
+      event_id: id,
+      content_id: 'c-1',
+      user_id: null,
+      event_type: 'play',
+      event_ts: ts,
+      duration_ms: seconds * 1000,
+      device: 'tv',
+      raw_payload: null,
+      content_type: 'video',
+      length_seconds: 300,
+      engagement_seconds: seconds,
+      engagement_pct: null,
+      committed_at: ts,
+      processed_at: ts,
+    });
+    const read = (at: number, by: 'events' | 'seconds' = 'events') =>
+      readLeaderboard(redis.client, prefix, { minutes: 10, by, dim: 'content', limit: 10 }, at);
+    try {
+      await sink.start();
+      await sink.writeBackfill([event(1, 0.1), event(2, 0.2)], now);
+      assert.deepEqual(await read(now), [{ member: 'c-1', score: 2 }]);
+    } finally {
+      await sink.stop();
+    }
+    // No pipeline moves the window any more: 5 minutes later the events still count (from the
+    // buckets, seconds to the millisecond), 11 minutes later they are out of the last 10.
+    assert.deepEqual(await read(now + 5 * 60_000), [{ member: 'c-1', score: 2 }]);
+    assert.deepEqual(await read(now + 5 * 60_000, 'seconds'), [{ member: 'c-1', score: 0.3 }]);
+    assert.deepEqual(await read(now + 11 * 60_000), []);
+    assert.equal(await redis.client.zscore(`${prefix}top:content:10m`, 'c-1'), '2', 'the stale board itself');
   });
 
   it('a batch carrying a new minute moves the window first, so it is on the board at once', async () => {

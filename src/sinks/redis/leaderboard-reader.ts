@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { windowBuckets } from '../../domain/windows.js';
+import { minuteBucketOfMs, windowBuckets } from '../../domain/windows.js';
 import { redisKeys, WINDOW_MINUTES } from './keys.js';
 
 export interface LeaderboardQuery {
@@ -25,31 +25,42 @@ export function leaderboardQueryProblem(query: Pick<LeaderboardQuery, 'by' | 'di
 }
 
 /**
- * Reads a leaderboard: the maintained 10-minute ZSETs for the 10m window, otherwise a
- * union of the minute buckets computed on the fly (read-only: ZUNION, not ZUNIONSTORE).
+ * Reads a leaderboard: the maintained 10-minute ZSETs for the 10m window while they are current,
+ * otherwise a union of the minute buckets computed on the fly (read-only: ZUNION, not
+ * ZUNIONSTORE). The 10-minute ZSETs move only while a pipeline runs (its 1 s ticker): once none
+ * does, their stored window (top:meta:10m) falls behind the clock, and they are not read then,
+ * so `top` never shows stale counts as the last 10 minutes.
  */
 export async function readLeaderboard(
   redis: Redis,
   prefix: string,
   query: LeaderboardQuery,
+  nowMs = Date.now(),
 ): Promise<LeaderboardRow[]> {
   const k = redisKeys(prefix);
   const dim = query.dim === 'device' ? 'device' : query.by === 'seconds' ? 'seconds' : 'content';
-  let flat: string[];
   if (query.minutes === WINDOW_MINUTES) {
     const key = dim === 'device' ? k.topDevice10m : dim === 'seconds' ? k.topSeconds10m : k.topContent10m;
-    flat = await redis.zrevrange(key, 0, query.limit - 1, 'WITHSCORES');
-  } else {
-    const bucketKey =
-      dim === 'device' ? k.deviceBucket : dim === 'seconds' ? k.secondsBucket : k.contentBucket;
-    const keys = windowBuckets(Date.now(), query.minutes).map(bucketKey);
-    // The typed zunion returns a flat [member, score, ...] list (a raw call() nests the pairs).
-    const all = await redis.zunion(keys.length, ...keys, 'WITHSCORES');
-    const rows: LeaderboardRow[] = [];
-    for (let i = 0; i < all.length; i += 2) rows.push({ member: all[i], score: Number(all[i + 1]) });
-    return rows.sort((a, b) => b.score - a.score || (a.member < b.member ? 1 : -1)).slice(0, query.limit);
+    const [to, flat] = await Promise.all([
+      redis.hget(k.windowMeta, 'to'),
+      redis.zrevrange(key, 0, query.limit - 1, 'WITHSCORES'),
+    ]);
+    if (to !== null && to >= minuteBucketOfMs(nowMs)) {
+      const rows: LeaderboardRow[] = [];
+      for (let i = 0; i < flat.length; i += 2) rows.push({ member: flat[i], score: Number(flat[i + 1]) });
+      return rows;
+    }
   }
+  const bucketKey = dim === 'device' ? k.deviceBucket : dim === 'seconds' ? k.secondsBucket : k.contentBucket;
+  const keys = windowBuckets(nowMs, query.minutes).map(bucketKey);
+  // The typed zunion returns a flat [member, score, ...] list (a raw call() nests the pairs).
+  const all = await redis.zunion(keys.length, ...keys, 'WITHSCORES');
   const rows: LeaderboardRow[] = [];
-  for (let i = 0; i < flat.length; i += 2) rows.push({ member: flat[i], score: Number(flat[i + 1]) });
-  return rows;
+  for (let i = 0; i < all.length; i += 2) {
+    const score = Number(all[i + 1]);
+    // Seconds are sums of millisecond values in binary floating point: shown to the millisecond,
+    // as the 10-minute board keeps them (roll-window.lua).
+    rows.push({ member: all[i], score: dim === 'seconds' ? Math.round(score * 1000) / 1000 : score });
+  }
+  return rows.sort((a, b) => b.score - a.score || (a.member < b.member ? 1 : -1)).slice(0, query.limit);
 }
