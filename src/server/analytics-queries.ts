@@ -44,16 +44,22 @@ export interface Timeline {
   points: TimelinePoint[];
 }
 
+/** One enriched row as the analytics store holds it (keys as text, whatever their type), plus the title. */
 export interface RecentEvent {
   event_id: string;
   content_id: string | null;
   title?: string;
+  user_id: string | null;
   event_type: string | null;
   event_ts: string;
+  duration_ms: number | null;
   device: string | null;
+  raw_payload: unknown;
   content_type: string | null;
+  length_seconds: number | null;
   engagement_seconds: number | null;
   engagement_pct: number | null;
+  committed_at: string | null;
   processed_at: string | null;
 }
 
@@ -109,27 +115,37 @@ export async function readRecent(store: AnalyticsQueryable, limit: number): Prom
   const t = store.tableName;
   const sql =
     store.dialect === 'duckdb'
-      ? `SELECT event_id, CAST(content_id AS VARCHAR) AS content_id, event_type,
-                epoch_us(event_ts) AS event_ts_us, device, content_type,
+      ? `SELECT event_id, CAST(content_id AS VARCHAR) AS content_id, CAST(user_id AS VARCHAR) AS user_id,
+                event_type, epoch_us(event_ts) AS event_ts_us, duration_ms, device,
+                CAST(raw_payload AS VARCHAR) AS raw_payload, content_type, length_seconds,
                 CAST(engagement_seconds AS DOUBLE) AS engagement_seconds,
-                CAST(engagement_pct AS DOUBLE) AS engagement_pct, epoch_us(processed_at) AS processed_at_us
+                CAST(engagement_pct AS DOUBLE) AS engagement_pct, epoch_us(committed_at) AS committed_at_us,
+                epoch_us(processed_at) AS processed_at_us
            FROM ${t} ORDER BY event_id DESC LIMIT ${limit}`
-      : `SELECT event_id, toString(content_id) AS content_id, event_type,
-                toUnixTimestamp64Micro(event_ts) AS event_ts_us, device, content_type,
+      : `SELECT event_id, toString(content_id) AS content_id, toString(user_id) AS user_id, event_type,
+                toUnixTimestamp64Micro(event_ts) AS event_ts_us, duration_ms, device, raw_payload,
+                content_type, length_seconds,
                 toFloat64OrNull(toString(engagement_seconds)) AS engagement_seconds,
                 toFloat64OrNull(toString(engagement_pct)) AS engagement_pct,
+                toUnixTimestamp64Micro(committed_at) AS committed_at_us,
                 toUnixTimestamp64Micro(processed_at) AS processed_at_us
            FROM ${t} FINAL ORDER BY event_id DESC LIMIT ${limit}`;
   const rows = await store.query(sql);
   return rows.map((r) => ({
     event_id: String(r.event_id),
-    content_id: r.content_id === null || r.content_id === undefined ? null : String(r.content_id),
+    content_id: textOrNull(r.content_id),
+    user_id: textOrNull(r.user_id),
     event_type: (r.event_type as string | null) ?? null,
     event_ts: isoOfMicros(r.event_ts_us) ?? '',
+    duration_ms: numberOrNull(r.duration_ms, 0),
     device: (r.device as string | null) ?? null,
+    // Stored as the source's JSON text: handed back as the same JSON value.
+    raw_payload: typeof r.raw_payload === 'string' ? JSON.parse(r.raw_payload) : null,
     content_type: (r.content_type as string | null) ?? null,
+    length_seconds: numberOrNull(r.length_seconds, 0),
     engagement_seconds: numberOrNull(r.engagement_seconds, 3),
     engagement_pct: numberOrNull(r.engagement_pct, 2),
+    committed_at: isoOfMicros(r.committed_at_us),
     processed_at: isoOfMicros(r.processed_at_us),
   }));
 }
@@ -165,6 +181,10 @@ export function parseBoundedInt(
 function isoOfMicros(v: unknown): string | null {
   if (v === null || v === undefined || v === '') return null;
   return microsToIso(BigInt(v as string | number));
+}
+
+function textOrNull(v: unknown): string | null {
+  return v === null || v === undefined ? null : String(v);
 }
 
 function numberOrNull(v: unknown, digits: number): number | null {

@@ -24,12 +24,12 @@ function events(): EnrichedEvent[] {
     return {
       event_id: id,
       content_id: `00000000-0000-4000-8000-${String(id % 3).padStart(12, '0')}`,
-      user_id: null,
+      user_id: id % 2 === 0 ? '00000000-0000-4000-8000-0000000000aa' : null,
       event_type: 'play',
       event_ts: ts,
       duration_ms: seconds === null ? null : seconds * 1000,
       device: 'ios',
-      raw_payload: null,
+      raw_payload: id % 4 === 0 ? null : { n: id, nested: { ok: true, text: 'é"\\' } },
       content_type: TYPES[id % 3] ?? null,
       length_seconds: 300,
       engagement_seconds: seconds,
@@ -108,6 +108,25 @@ describe('dashboard reads on DuckDB and ClickHouse', () => {
     assert.equal(await readRowCount(duck), 90);
     assert.equal(await readRowCount(click), 90);
     assert.equal(d[0].event_ts, '2026-12-01T12:29:40.000000Z', "the pipeline's exact ISO form");
+    // The whole enriched row, as written.
+    const { title: _title, ...row } = d[0];
+    assert.deepEqual(row, {
+      event_id: '90',
+      content_id: '00000000-0000-4000-8000-000000000000',
+      user_id: '00000000-0000-4000-8000-0000000000aa',
+      event_type: 'play',
+      event_ts: '2026-12-01T12:29:40.000000Z',
+      duration_ms: null,
+      device: 'ios',
+      raw_payload: { n: 90, nested: { ok: true, text: 'é"\\' } },
+      content_type: 'video',
+      length_seconds: 300,
+      engagement_seconds: null,
+      engagement_pct: null,
+      committed_at: '2026-12-01T12:29:40.000000Z',
+      processed_at: '2026-12-01T12:29:40.000000Z',
+    });
+    assert.equal(d[1].duration_ms, 133_500);
   });
 
   it('recent: a timestamp past a JavaScript Date (year 280000, DuckDB holds it) is shown exactly', async () => {
