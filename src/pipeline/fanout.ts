@@ -248,17 +248,17 @@ export class Fanout {
         const started = performance.now();
         try {
           await t.sink.write(batch, signal);
-          this.recordSuccess(t, batch, parts, batch.events.length, (performance.now() - started) / 1000);
+          this.recordSuccess(t, batch, parts, batch, (performance.now() - started) / 1000);
         } catch (error) {
           if (signal.aborted || policyFor(error) !== 'rows') throw error;
-          const bad = await this.isolateBadRows(t, batch, error, sizes);
-          this.recordSuccess(
-            t,
-            batch,
-            parts,
-            batch.events.length - bad,
-            (performance.now() - started) / 1000,
-          );
+          const refused = await this.isolateBadRows(t, batch, error, sizes);
+          const keep = batch.positions.map((p) => !refused.has(p));
+          const accepted: Batch = {
+            ...batch,
+            events: batch.events.filter((_, i) => keep[i]),
+            positions: batch.positions.filter((_, i) => keep[i]),
+          };
+          this.recordSuccess(t, batch, parts, accepted, (performance.now() - started) / 1000);
         }
       },
       {
@@ -277,7 +277,7 @@ export class Fanout {
   /**
    * The sink rejected the batch for its contents: splits it (bisection, in stream order) to
    * find the rows it refuses, writes every other row, and dead-letters the refused ones for
-   * this sink. Returns how many were dead-lettered. Throws on any other kind of failure (the
+   * this sink. Returns the positions of the dead-lettered rows. Throws on any other kind of failure (the
    * whole batch is then retried; sinks are idempotent, so rows already written are no-ops).
    */
   private async isolateBadRows(
@@ -285,7 +285,7 @@ export class Fanout {
     batch: Batch,
     firstError: unknown,
     sizes: number[],
-  ): Promise<number> {
+  ): Promise<Set<string>> {
     const deadLetters = this.options.deadLetters;
     if (!deadLetters) throw firstError;
     const bad: { event: EnrichedEvent; position: string; reason: string }[] = [];
@@ -338,7 +338,7 @@ export class Fanout {
       { sink: t.sink.name, events: bad.map((b) => b.event.event_id).slice(0, 20) },
       `sink ${t.sink.name} refused ${bad.length} of ${batch.events.length} events; dead-lettered for ${t.sink.name} (engagement dlq list --sink ${t.sink.name}): ${bad[0]?.reason ?? ''}`,
     );
-    return bad.length;
+    return new Set(bad.map((b) => b.position));
   }
 
   private recordFailure(t: Tracked, policy: 'transient' | 'sink', err: unknown): void {
@@ -361,9 +361,14 @@ export class Fanout {
     this.updateGauges();
   }
 
-  /** `batch` may be `parts` batches written as one. */
-  private recordSuccess(t: Tracked, batch: Batch, parts: number, delivered: number, seconds: number): void {
+  /**
+   * `batch` may be `parts` batches written as one; `accepted` is what the sink took of it (all
+   * of it, or all but the rows dead-lettered for it): what onSuccess hears of, e.g. the live
+   * event stream, which carries only what the analytics store holds.
+   */
+  private recordSuccess(t: Tracked, batch: Batch, parts: number, accepted: Batch, seconds: number): void {
     const { metrics } = this.options;
+    const delivered = accepted.events.length;
     const labels = { sink: t.sink.name };
     t.pending.splice(0, parts);
     t.delivered += delivered;
@@ -373,7 +378,7 @@ export class Fanout {
     metrics.sinkUp.set(labels, 1);
     const now = Date.now();
     metrics.sinkLastSuccess.set(labels, now / 1000);
-    this.options.onSuccess?.(t.sink.name, batch);
+    if (delivered > 0) this.options.onSuccess?.(t.sink.name, accepted);
     // One sample per batch: the oldest commit in it is the worst-case event latency.
     metrics.commitToSinkSeconds.observe(
       labels,

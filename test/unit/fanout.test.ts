@@ -71,11 +71,17 @@ describe('Fanout', () => {
     const picky = new PickySink('analytics', new Set([5, 11]));
     const fine = new PickySink('redis', new Set());
     const { logger, lines } = logCapture();
+    const heard = new Map<string, number[]>();
     const fanout = new Fanout({
       sinks: [picky, fine],
       metrics: createMetrics(),
       logger,
       deadLetters: { record: async (entries) => void recorded.push(...entries) },
+      onSuccess: (sink, b) =>
+        heard.set(
+          sink,
+          b.events.map((e) => e.event_id),
+        ),
     });
     const ids = Array.from({ length: 16 }, (_, i) => i + 1);
     await fanout.write(batch(1, ids));
@@ -97,6 +103,9 @@ describe('Fanout', () => {
     assert.equal(health.deadLettered, 2);
     assert.equal(health.state, 'up');
     assert.equal(lines.filter((l) => /refused 2 of 16/.test(l.msg)).length, 1);
+    // What each sink accepted (e.g. the live event stream follows the analytics store's).
+    assert.deepEqual(heard.get('analytics'), picky.applied);
+    assert.deepEqual(heard.get('redis'), ids);
     fanout.cancel();
   });
 
