@@ -59,7 +59,7 @@ export function registerTop(program: Command): void {
         throw redisConnectFailure(config.redisUrl, err, lastError);
       }
       try {
-        const rows = await readLeaderboard(redis, config.redisPrefix, {
+        const { rows } = await readLeaderboard(redis, config.redisPrefix, {
           minutes,
           by: options.by as 'events' | 'seconds',
           dim: options.dim as 'content' | 'device',

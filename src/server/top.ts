@@ -1,8 +1,8 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { parseWindow, windowBuckets } from '../domain/windows.js';
+import { parseWindow } from '../domain/windows.js';
 import { leaderboardQueryProblem, readLeaderboard } from '../sinks/redis/leaderboard-reader.js';
-import { redisKeys, WINDOW_MINUTES } from '../sinks/redis/keys.js';
+import { redisKeys } from '../sinks/redis/keys.js';
 
 /**
  * GET /api/top: query validation and the read of the leaderboard ZSETs, with the content
@@ -72,15 +72,12 @@ export async function readTop(
   contentTitles?: ContentTitles,
 ): Promise<TopResponse> {
   const base = { window: query.window.text, by: query.by, dim: query.dim };
-  const rows =
-    query.window.minutes === WINDOW_MINUTES
-      ? await readLeaderboard(redis, prefix, {
-          minutes: WINDOW_MINUTES,
-          by: query.by,
-          dim: query.dim,
-          limit: query.limit,
-        })
-      : await readBucketUnion(redis, prefix, query);
+  const { rows, live } = await readLeaderboard(redis, prefix, {
+    minutes: query.window.minutes,
+    by: query.by,
+    dim: query.dim,
+    limit: query.limit,
+  });
   if (query.dim === 'device') {
     return { ...base, items: rows.map((r) => ({ device: r.member, score: r.score })) };
   }
@@ -88,7 +85,8 @@ export async function readTop(
   if (ids.length === 0) return { ...base, items: [] };
 
   const keys = redisKeys(prefix);
-  const tenMinutes = query.window.minutes === WINDOW_MINUTES;
+  // The other score has a running total only on the live 10-minute boards.
+  const tenMinutes = live;
   const otherKey = query.by === 'events' ? keys.topSeconds10m : keys.topContent10m;
   // One round trip: the other score (10m window only; other windows have no running total
   // to read it from cheaply) and the latest event per content for its type.
@@ -116,33 +114,6 @@ export async function readTop(
     return item;
   });
   return { ...base, items };
-}
-
-/**
- * A window shorter than 10m: the union of its minute buckets, read-only. Uses the typed
- * `zunion`, which answers a flat [member, score, ...] list; ioredis 6's generic `call()`
- * answers nested pairs for ZUNION WITHSCORES.
- */
-async function readBucketUnion(
-  redis: Redis,
-  prefix: string,
-  query: TopQuery,
-): Promise<{ member: string; score: number }[]> {
-  const keys = redisKeys(prefix);
-  const bucketKey =
-    query.dim === 'device'
-      ? keys.deviceBucket
-      : query.by === 'seconds'
-        ? keys.secondsBucket
-        : keys.contentBucket;
-  const bucketKeys = windowBuckets(Date.now(), query.window.minutes).map(bucketKey);
-  const flat = await redis.zunion(bucketKeys.length, ...bucketKeys, 'WITHSCORES');
-  const rows: { member: string; score: number }[] = [];
-  for (let i = 0; i + 1 < flat.length; i += 2)
-    rows.push({ member: String(flat[i]), score: Number(flat[i + 1]) });
-  // Same order as ZREVRANGE: score descending, ties by member descending.
-  rows.sort((a, b) => b.score - a.score || (a.member < b.member ? 1 : a.member > b.member ? -1 : 0));
-  return rows.slice(0, query.limit);
 }
 
 function parseLast(json: string | null): Record<string, unknown> | null {

@@ -275,8 +275,8 @@ describe('Redis: the 10-minute leaderboards kept incrementally', () => {
       committed_at: ts,
       processed_at: ts,
     });
-    const read = (at: number, by: 'events' | 'seconds' = 'events') =>
-      readLeaderboard(redis.client, prefix, { minutes: 10, by, dim: 'content', limit: 10 }, at);
+    const read = async (at: number, by: 'events' | 'seconds' = 'events') =>
+      (await readLeaderboard(redis.client, prefix, { minutes: 10, by, dim: 'content', limit: 10 }, at)).rows;
     try {
       await sink.start();
       await sink.writeBackfill([event(1, 0.1), event(2, 0.2)], now);

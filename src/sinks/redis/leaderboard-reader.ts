@@ -14,6 +14,12 @@ export interface LeaderboardRow {
   score: number;
 }
 
+export interface Leaderboard {
+  rows: LeaderboardRow[];
+  /** Read from the maintained 10-minute ZSETs (current): their sibling boards may be read too. */
+  live: boolean;
+}
+
 /**
  * Why a leaderboard cannot be read, or null: engagement seconds are summed per content only
  * (there are no device seconds ZSETs). Shared by `engagement top` and GET /api/top.
@@ -36,7 +42,7 @@ export async function readLeaderboard(
   prefix: string,
   query: LeaderboardQuery,
   nowMs = Date.now(),
-): Promise<LeaderboardRow[]> {
+): Promise<Leaderboard> {
   const k = redisKeys(prefix);
   const dim = query.dim === 'device' ? 'device' : query.by === 'seconds' ? 'seconds' : 'content';
   if (query.minutes === WINDOW_MINUTES) {
@@ -48,7 +54,7 @@ export async function readLeaderboard(
     if (to !== null && to >= minuteBucketOfMs(nowMs)) {
       const rows: LeaderboardRow[] = [];
       for (let i = 0; i < flat.length; i += 2) rows.push({ member: flat[i], score: Number(flat[i + 1]) });
-      return rows;
+      return { rows, live: true };
     }
   }
   const bucketKey = dim === 'device' ? k.deviceBucket : dim === 'seconds' ? k.secondsBucket : k.contentBucket;
@@ -62,5 +68,7 @@ export async function readLeaderboard(
     // as the 10-minute board keeps them (roll-window.lua).
     rows.push({ member: all[i], score: dim === 'seconds' ? Math.round(score * 1000) / 1000 : score });
   }
-  return rows.sort((a, b) => b.score - a.score || (a.member < b.member ? 1 : -1)).slice(0, query.limit);
+  // Same order as ZREVRANGE: score descending, ties by member descending.
+  rows.sort((a, b) => b.score - a.score || (a.member < b.member ? 1 : a.member > b.member ? -1 : 0));
+  return { rows: rows.slice(0, query.limit), live: false };
 }
