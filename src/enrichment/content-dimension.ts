@@ -51,6 +51,12 @@ const PRUNE_EVERY = 1_000;
 const RECORD_AT = 1_000;
 /** Retries of a lookup or history write: soon at first (a lock_timeout, a lost connection), 10 s at most. */
 const LOOKUP_BACKOFF: BackoffOptions = { baseMs: 100, maxMs: 10_000 };
+/**
+ * With `retry`, a lookup attempt waits this long at most for a lock on the content table (a
+ * migration, a `LOCK TABLE`), then fails and is retried: without it the attempt would wait as
+ * long as the lock is held, and `close()` could not end it, so a stop overran SHUTDOWN_TIMEOUT_MS.
+ */
+const LOOKUP_LOCK_TIMEOUT_MS = 1_000;
 
 /**
  * The `content` table held in memory: loaded at start (as of the slot's confirmed position
@@ -244,11 +250,11 @@ export class ContentDimension {
     try {
       // Bound as the key's own type, so the lookup uses the key's index.
       const { contentKey, contentKeyType, keyTypes } = this.shape;
-      const { rows } = await this.pool.query<ContentInfo>(
-        `${contentSelect(this.shape)} WHERE ${quoteIdent(contentKey)} = ANY($1::${contentKeyType ?? keyTypes.content_id}[])`,
-        [ids],
+      const sql = `${contentSelect(this.shape)} WHERE ${quoteIdent(contentKey)} = ANY($1::${contentKeyType ?? keyTypes.content_id}[])`;
+      if (!this.options.retry) return (await this.pool.query<ContentInfo>(sql, [ids])).rows;
+      return await this.withLockTimeout((client) =>
+        client.query<ContentInfo>(sql, [ids]).then((r) => r.rows),
       );
-      return rows;
     } catch (err) {
       // A data exception (an id the key type refuses) is about the ids, not the database:
       // retrying cannot help. Such an id cannot name a row: look the others up one by one.
@@ -256,6 +262,25 @@ export class ContentDimension {
       if (ids.length > 1) return (await Promise.all(ids.map((id) => this.fetch([id])))).flat();
       this.log.warn(`content id ${JSON.stringify(ids[0])} cannot exist (${describeError(err)}): absent`);
       return [];
+    }
+  }
+
+  /** Runs `fn` in a transaction whose lock waits end after LOOKUP_LOCK_TIMEOUT_MS (SQLSTATE 55P03). */
+  private async withLockTimeout<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      await client.query(`SET LOCAL lock_timeout = ${LOOKUP_LOCK_TIMEOUT_MS}`);
+      const result = await fn(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      // A client that cannot roll back is not returned to the pool (its transaction would leak).
+      await client.query('ROLLBACK').catch((rollback: Error) => (broken = rollback));
+      throw err;
+    } finally {
+      client.release(broken);
     }
   }
 

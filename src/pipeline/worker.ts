@@ -180,7 +180,18 @@ export class KafkaWorker {
     // Lookups and sinks may wait a long time (an outage): keep the group membership alive meanwhile.
     const beat = setInterval(() => void heartbeat().catch(() => undefined), 2_000);
     try {
-      await this.ensureContent(decoded.map((d) => d.record));
+      try {
+        await this.ensureContent(decoded.map((d) => d.record));
+      } catch (err) {
+        // stop() ended a lookup that was still failing (DimensionClosedError, or the failure of
+        // the attempt in progress): nothing of this batch was handed to a sink.
+        if (!this.stopping.signal.aborted) throw err;
+        this.log.warn(
+          { partition, messages: batch.messages.length },
+          `shutdown: ${batch.messages.length} messages of ${topic}/${partition} were waiting for a content lookup; their offsets stay uncommitted and the group re-reads them`,
+        );
+        return;
+      }
       await this.deliver(topic, partition, decoded);
     } finally {
       clearInterval(beat);

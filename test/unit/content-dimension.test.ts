@@ -11,16 +11,24 @@ const locked = Object.assign(new Error('canceling statement due to lock timeout'
 
 function failingPool(failures: number) {
   let calls = 0;
-  const pool = {
-    query: async (): Promise<unknown> => {
-      calls++;
-      if (calls <= failures) throw locked;
-      return {
-        rows: [{ id: VIDEO, slug: 'v', title: 'V', content_type: 'video', length_seconds: 42 }],
-      };
-    },
+  /** Every statement sent, in order; `release` when a client went back to the pool. */
+  const statements: string[] = [];
+  const lookup = async (): Promise<unknown> => {
+    calls++;
+    if (calls <= failures) throw locked;
+    return {
+      rows: [{ id: VIDEO, slug: 'v', title: 'V', content_type: 'video', length_seconds: 42 }],
+    };
   };
-  return { pool: pool as unknown as pg.Pool, calls: () => calls };
+  const client = {
+    query: async (sql: string): Promise<unknown> => {
+      statements.push(sql.startsWith('SELECT') ? 'SELECT' : sql);
+      return sql.startsWith('SELECT') ? lookup() : { rows: [] };
+    },
+    release: () => void statements.push('release'),
+  };
+  const pool = { query: lookup, connect: async () => client };
+  return { pool: pool as unknown as pg.Pool, calls: () => calls, statements };
 }
 
 function logCapture() {
@@ -50,6 +58,14 @@ describe('ContentDimension retries', () => {
     assert.equal(logs.count(/content lookup failed, retrying/, WARN), 1, 'one warning per streak');
     assert.equal(logs.count(/content lookup failed, retrying/, DEBUG), 2, 'the repeats at debug');
     assert.equal(logs.count(/content lookup succeeded after retries/, INFO), 1);
+  });
+
+  it('with retry, each attempt waits at most 1 s for a lock (a transaction with SET LOCAL lock_timeout)', async () => {
+    const { pool, statements } = failingPool(1);
+    const dimension = new ContentDimension(pool, { retry: true, backoff: { baseMs: 1, maxMs: 5 } });
+    await dimension.lookup([VIDEO]);
+    const attempt = ['BEGIN', 'SET LOCAL lock_timeout = 1000', 'SELECT'];
+    assert.deepEqual(statements, [...attempt, 'ROLLBACK', 'release', ...attempt, 'COMMIT', 'release']);
   });
 
   it('close() ends a retry wait at once with DimensionClosedError', async () => {
