@@ -168,7 +168,8 @@ export function parseBoundedInt(
   max: number,
 ): { ok: true; value: number } | { ok: false; error: string } {
   if (value === undefined || value === '') return { ok: true, value: fallback };
-  const n = Number(value);
+  // Decimal digits only, as settings and flags are read: Number() would take 0x14, 1e1, ' 5'.
+  const n = typeof value === 'string' && /^\d{1,9}$/.test(value) ? Number(value) : NaN;
   if (!Number.isInteger(n) || n < 1 || n > max)
     return { ok: false, error: `${name} must be an integer from 1 to ${max}` };
   return { ok: true, value: n };

@@ -183,8 +183,15 @@ describe('live enriched events and the analytics reads, over HTTP', () => {
     );
     assert.ok(recent.items.every((r) => typeof r.title === 'string' && r.title.length > 0));
 
-    const bad = await fetch(new URL('api/recent?limit=0', server.url), { headers: auth });
-    assert.equal(bad.status, 400);
+    for (const query of [
+      'api/recent?limit=0',
+      'api/recent?limit=0x14',
+      'api/timeline?minutes=1e1',
+      'api/timeline?minutes=%205',
+    ]) {
+      const bad = await fetch(new URL(query, server.url), { headers: auth });
+      assert.equal(bad.status, 400, query);
+    }
     const noToken = await fetch(new URL('api/timeline', server.url));
     assert.equal(noToken.status, 401);
   });
