@@ -120,11 +120,15 @@ describe('fault: bad input while traffic flows', () => {
       2,
       'exactly the 294276 row and the 1 MiB payload were dead-lettered for DuckDB',
     );
+    // One "refused" line per write the fan-out had to split: the two rows DuckDB cannot hold
+    // make one line when they were merged into the same write, two when they were not.
+    const { 'DuckDB cannot hold': refusals, ...exact } = logLines;
     assert.deepEqual(
-      logLines,
-      { 'bad source row dead-lettered': 2, 'negative duration_ms': 2, 'DuckDB cannot hold': 1 },
+      exact,
+      { 'bad source row dead-lettered': 2, 'negative duration_ms': 2 },
       h.logs.problems(),
     );
+    assert.ok(refusals >= 1 && refusals <= 2, `${refusals} refusal lines\n${h.logs.problems()}`);
     assert.ok(r.events > 100_000);
   });
 });
