@@ -39,13 +39,22 @@ export function parseBrokers(value: string | undefined): string[] {
   return brokers;
 }
 
+/**
+ * kafkajs's text for MESSAGE_TOO_LARGE. The producer's caller reports that refusal in one line
+ * that names the event, its size and the limit (resilient-producer.ts), so kafkajs's own
+ * lines about it (two per refused request) are debug.
+ */
+const TOO_LARGE_TEXT = 'larger than the max message size';
+
 /** kafkajs logs through our logger (warn and above; kafkajs is chatty at info). */
 function bridgeLogs(logger: Logger): logCreator {
   return () =>
     ({ level, log }) => {
       const { message, ...extra } = log;
       const levels = kafkajs().logLevel;
-      if (level <= levels.ERROR) logger.error({ kafka: extra }, `kafka: ${message}`);
+      const tooLarge = `${message} ${String(extra.error ?? '')}`.includes(TOO_LARGE_TEXT);
+      if (tooLarge) logger.debug({ kafka: extra }, `kafka: ${message}`);
+      else if (level <= levels.ERROR) logger.error({ kafka: extra }, `kafka: ${message}`);
       else if (level === levels.WARN) logger.warn({ kafka: extra }, `kafka: ${message}`);
       else logger.debug({ kafka: extra }, `kafka: ${message}`);
     };

@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { describeError, type PipelineError } from '../errors.js';
 import type { EngagementEventRow } from '../domain/types.js';
 import type { Logger } from '../logger.js';
-import type { SourceShape } from '../domain/source-shape.js';
+import { DEFAULT_SHAPE, type SourceShape } from '../domain/source-shape.js';
 import { Dispatcher } from './dispatcher.js';
 import { drainSlotStream, slotSource } from './slot-stream.js';
 import { shutdownTimes } from './deadline.js';
@@ -14,7 +14,8 @@ import type { Change } from '../source/changes.js';
 import { ContentDimension } from '../enrichment/content-dimension.js';
 import type { ReplicationSource } from '../source/replication-source.js';
 import { CONTENT_TOPIC, EVENTS_TOPIC } from '../kafka/client.js';
-import { encodeContent, encodeEvent } from '../source/kafka/native-format.js';
+import { decodeNativeEvent, encodeContent, encodeEvent } from '../source/kafka/native-format.js';
+import { MessageTooLarge } from '../sinks/kafka/resilient-producer.js';
 
 export interface KafkaCaptureOptions {
   databaseUrl: string;
@@ -23,7 +24,7 @@ export interface KafkaCaptureOptions {
   /** The user's tables (discovered at start); default: the tables `engagement migrate` creates. */
   shape?: SourceShape;
   pool: pg.Pool;
-  /** acks=all sends; see ResilientProducer. */
+  /** acks=all sends; see ResilientProducer (a message refused alone throws its MessageTooLarge). */
   producer: { send(record: ProducerRecord): Promise<unknown> };
   logger: Logger;
   metrics: Metrics;
@@ -161,7 +162,7 @@ export class KafkaCapture {
     // From the snapshot itself: a second read could see a row the dimension lacks (a tombstone).
     const snapshot = this.dimension.knownIds().map((id) => contentMessage(this.dimension, id));
     for (let i = 0; i < snapshot.length; i += this.options.maxRows) {
-      await this.send([], snapshot.slice(i, i + this.options.maxRows));
+      await this.sendAll([], snapshot.slice(i, i + this.options.maxRows));
     }
     this.log.info({ content: loaded }, 'content snapshot published to engagement.content');
     await this.source.start(this.assembler.handle);
@@ -190,7 +191,7 @@ export class KafkaCapture {
   }
 
   private async sendUntilAcked(unit: Unit): Promise<void> {
-    await retry(() => this.send(unit.events, unit.content), {
+    await retry(() => this.sendAll(unit.events, unit.content), {
       backoff: TRANSIENT_BACKOFF,
       // Shutting down: the unit stays unconfirmed and replays on the next start.
       signal: this.stopping.signal,
@@ -202,6 +203,46 @@ export class KafkaCapture {
     });
     this.published += unit.events.length;
     this.options.metrics.eventsDelivered.inc({ sink: 'kafka' }, unit.events.length);
+  }
+
+  /**
+   * Sends until Kafka acknowledged every message but those it refuses for their size, which are
+   * dead-lettered (as bad source rows, `dlq list --sink source`) and removed from `events` /
+   * `content`. A message is removed only once its dead letter is stored: the caller confirms
+   * the unit's LSN after this returns, so nothing passes unrecorded. The resend after a removal
+   * repeats messages Kafka already has; workers drop those copies by source position.
+   */
+  private async sendAll(events: Message[], content: Message[]): Promise<void> {
+    for (;;) {
+      try {
+        return await this.send(events, content);
+      } catch (err) {
+        if (!(err instanceof MessageTooLarge)) throw err;
+        const messages = err.topic === EVENTS_TOPIC ? events : content;
+        await this.deadLetterRefused(messages[err.index], err);
+        messages.splice(err.index, 1);
+      }
+    }
+  }
+
+  private async deadLetterRefused(message: Message, err: MessageTooLarge): Promise<void> {
+    const shape = this.options.shape ?? DEFAULT_SHAPE;
+    const isEvent = err.topic === EVENTS_TOPIC;
+    const value = Buffer.from(message.value ?? '');
+    const decoded = isEvent ? decodeNativeEvent(value) : null;
+    // What capture itself encoded: an event (its exact payload kept) or a content row.
+    const raw = (decoded?.kind === 'event' ? decoded.row : JSON.parse(value.toString('utf8'))) as {
+      id: unknown;
+    };
+    const what = isEvent ? `event ${String(raw.id)}` : `content row ${String(message.key)}`;
+    const reason = `${what} is too large for ${err.topic}: ${err.bytes} bytes encoded, over the topic's limit of ${err.limit} bytes (max.message.bytes); Kafka refused it (MESSAGE_TOO_LARGE)`;
+    const table = isEvent ? shape.events.name : shape.content.name;
+    await this.options.onBadRow({ kind: 'bad-row', table, reason, raw });
+    this.options.metrics.badRows.inc();
+    this.log.error(
+      { topic: err.topic, bytes: err.bytes, limit: err.limit },
+      `${reason}; dead-lettered (engagement dlq list --sink source)`,
+    );
   }
 
   /** Content before events: a worker that sees an event can then find its content row. */

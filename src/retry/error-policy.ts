@@ -8,7 +8,7 @@ import { ErrorCodes, PipelineError } from '../errors.js';
  *   help, an operator must act. One clear error line, the position held, the sink marked
  *   failed (/readyz 503, `status`, /api/stats) and retried slowly until it is fixed.
  * - `rows` (the sink deterministically rejects something in the batch: a bad value, a
- *   constraint): split the batch to find the rows, dead-letter them for that sink with the
+ *   constraint, a Kafka record over the topic's size limit): split the batch to find the rows, dead-letter them for that sink with the
  *   reason, deliver the rest.
  */
 export type ErrorPolicy = 'transient' | 'sink' | 'rows';
@@ -55,6 +55,12 @@ const CLICKHOUSE_ROWS = new Set([
   'ILLEGAL_TYPE_OF_ARGUMENT',
 ]);
 
+/**
+ * kafkajs protocol error types (`KafkaJSProtocolError.type`): a record over the topic's
+ * max.message.bytes, refused alone (ResilientProducer splits larger sends), fails again whenever sent.
+ */
+const KAFKA_ROWS = new Set(['MESSAGE_TOO_LARGE']);
+
 /** Decides the policy for any thrown value; unknown failures are treated as transient (held, retried). */
 export function policyFor(err: unknown): ErrorPolicy {
   // Sinks wrap the driver's error (cause): the innermost specific signal decides.
@@ -85,7 +91,7 @@ function classify(e: unknown): ErrorPolicy | null {
   if (status !== undefined && status >= 400 && status < 600) return httpPolicy(status);
   if (typeof x.type === 'string') {
     if (CLICKHOUSE_SINK.has(x.type)) return 'sink';
-    if (CLICKHOUSE_ROWS.has(x.type)) return 'rows';
+    if (CLICKHOUSE_ROWS.has(x.type) || KAFKA_ROWS.has(x.type)) return 'rows';
   }
   if (code && /^[0-9A-Z]{5}$/.test(code)) return postgresPolicy(code);
   const message = e instanceof Error ? e.message : '';

@@ -49,5 +49,10 @@ describe('policyFor', () => {
     assert.equal(policyFor(withCode('invalid input syntax', '22P02')), 'rows');
     assert.equal(policyFor(new Error('Conversion Error: Could not convert string to UUID')), 'rows');
     assert.equal(policyFor(wrapped(new Error('Invalid Input Error: bad json'))), 'rows');
+    // kafkajs: a record over the topic's max.message.bytes (sent alone, see ResilientProducer).
+    assert.equal(
+      policyFor(wrapped(Object.assign(new Error('x'), { type: 'MESSAGE_TOO_LARGE', code: 10 }))),
+      'rows',
+    );
   });
 });

@@ -52,6 +52,10 @@ interface PartitionState {
  * - `run` (one replication stream): the Java client's murmur2 of the key (content_id, or
  *   the event id when content_id is NULL).
  * The producer is idempotent with acks=all, so its own retries neither duplicate nor reorder.
+ * An event the topic refuses even alone (over its max.message.bytes) fails the write with a
+ * MessageTooLarge, a `rows` failure: the fan-out splits the batch and dead-letters that event
+ * for this sink. Its partition was sent up to it and no further, so the events after it are
+ * not taken for published (skipped by position) when the parts are written.
  * Left open: two live writers of one partition at once (a worker expelled from its group
  * while still writing) can both publish the same events; consumers should still key on event_id.
  */
