@@ -100,7 +100,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     cleanups.push(() => pool.end());
     const markerPool = createPool(databaseUrl, 2, 'engagement-bench-markers');
     cleanups.push(() => markerPool.end());
-    const catalog = await ensureCatalog(
+    const { catalog } = await ensureCatalog(
       pool,
       buildCatalog({ seed: DEFAULT_CATALOG_SEED, size: DEFAULT_CATALOG_SIZE }),
     );

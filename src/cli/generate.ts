@@ -2,7 +2,14 @@ import { Option, type Command } from 'commander';
 import { requireDatabaseUrl } from '../config.js';
 import { redactSecrets } from '../errors.js';
 import { runGenerator, type GeneratorProgress } from '../generator/writer.js';
-import { action, configFrom, decimalFlag, integerFlag, withConfigOptions } from './common.js';
+import {
+  action,
+  configFrom,
+  decimalFlag,
+  integerFlag,
+  SOURCE_CONFIG_KEYS,
+  withConfigOptions,
+} from './common.js';
 
 /** `engagement generate`: realistic synthetic traffic into the source tables. */
 export function registerGenerate(program: Command): void {
@@ -27,14 +34,16 @@ export function registerGenerate(program: Command): void {
     )
     .addHelpText(
       'after',
-      '\nWithout --duration or --count it runs until Ctrl-C. The tables must exist: run `engagement migrate` first.',
+      '\nWithout --duration or --count it runs until Ctrl-C. The tables must exist: run `engagement migrate` first.' +
+        ' Rows go into EVENTS_TABLE / CONTENT_TABLE as their columns and key types are found in the catalog.',
     );
-  withConfigOptions(command, ['databaseUrl']).action(
+  withConfigOptions(command, ['databaseUrl', ...SOURCE_CONFIG_KEYS]).action(
     action(
       async (
         opts: { rate: number; duration?: number; count?: number; seed?: number } & Record<string, unknown>,
       ) => {
-        const databaseUrl = requireDatabaseUrl(configFrom(opts));
+        const config = configFrom(opts);
+        const databaseUrl = requireDatabaseUrl(config);
         const controller = new AbortController();
         let interrupts = 0;
         const onSignal = () => {
@@ -48,15 +57,16 @@ export function registerGenerate(program: Command): void {
         try {
           const result = await runGenerator({
             databaseUrl,
+            source: config,
             rate: opts.rate,
             durationSeconds: opts.duration,
             count: opts.count,
             seed: opts.seed,
             signal: controller.signal,
             // Printed once the tables are known good, so a setup error stays a single line.
-            onStart: ({ contentItems }) =>
+            onStart: ({ contentItems, eventsTable }) =>
               process.stderr.write(
-                `generating ${opts.rate} events/s over ${contentItems} content items into ${redactSecrets(databaseUrl)}` +
+                `generating ${opts.rate} events/s over ${contentItems} content items into ${redactSecrets(databaseUrl)} (${eventsTable})` +
                   `${opts.duration || opts.count ? '' : ' (Ctrl-C to stop)'}\n`,
               ),
             onProgress: progress.update,

@@ -43,14 +43,22 @@ const TIMESTAMP_TYPES = ['timestamptz', 'timestamp'];
 
 type Queryable = Pick<pg.Pool, 'query'> | Pick<pg.Client, 'query'>;
 
-interface Column {
+export interface CatalogColumn {
   name: string;
   /** The base type's name (domains resolved), e.g. int8, uuid, timestamptz. */
   type: string;
-  /** As the catalog spells it, for messages (e.g. `numeric(10,2)`). */
+  /** As the catalog spells it, for messages and casts (e.g. `numeric(10,2)`). */
   display: string;
   pk: boolean;
+  notNull: boolean;
+  /** Filled by Postgres when an INSERT leaves it out: a DEFAULT, an identity or a generated column. */
+  defaulted: boolean;
+  /** GENERATED ... AS (expr) STORED: no value can be written to it. */
+  generated: boolean;
+  /** GENERATED ALWAYS AS IDENTITY: an explicit value needs OVERRIDING SYSTEM VALUE. */
+  identityAlways: boolean;
 }
+type Column = CatalogColumn;
 
 interface Table {
   name: TableName;
@@ -152,9 +160,21 @@ function joinedKeyType(events: KeyType, content: KeyType): KeyType {
   return 'text';
 }
 
+/**
+ * Every column of a table the shape names (`engagement generate` must know which ones it has
+ * to fill and which Postgres fills); the table is known to exist, so none is an empty list.
+ */
+export async function readColumns(db: Queryable, table: TableName): Promise<CatalogColumn[]> {
+  const read = await readRelation(db, qualifiedName(table));
+  return read === null ? [] : [...read.columns.values()];
+}
+
 async function readTable(db: Queryable, text: string): Promise<Table | null> {
   const { schema, name } = parseTableName(text);
-  const regclass = schema === null ? quoteIdent(name) : `${quoteIdent(schema)}.${quoteIdent(name)}`;
+  return readRelation(db, schema === null ? quoteIdent(name) : `${quoteIdent(schema)}.${quoteIdent(name)}`);
+}
+
+async function readRelation(db: Queryable, regclass: string): Promise<Table | null> {
   const { rows } = await db.query<{
     schema: string;
     table: string;
@@ -163,10 +183,16 @@ async function readTable(db: Queryable, text: string): Promise<Table | null> {
     display: string | null;
     pk: boolean | null;
     pk_size: number | null;
+    not_null: boolean | null;
+    defaulted: boolean | null;
+    generated: boolean | null;
+    identity_always: boolean | null;
   }>(
     `SELECT n.nspname AS schema, c.relname AS table, a.attname AS column,
             coalesce(b.typname, t.typname) AS type, format_type(a.atttypid, a.atttypmod) AS display,
-            a.attnum = ANY(i.indkey) AS pk, i.indnatts::int AS pk_size
+            a.attnum = ANY(i.indkey) AS pk, i.indnatts::int AS pk_size,
+            a.attnotnull AS not_null, a.atthasdef OR a.attidentity <> '' AS defaulted,
+            a.attgenerated <> '' AS generated, a.attidentity = 'a' AS identity_always
        FROM pg_class c
        JOIN pg_namespace n ON n.oid = c.relnamespace
        LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -186,6 +212,10 @@ async function readTable(db: Queryable, text: string): Promise<Table | null> {
       type: r.type ?? '',
       display: r.display ?? '',
       pk: r.pk === true,
+      notNull: r.not_null === true,
+      defaulted: r.defaulted === true,
+      generated: r.generated === true,
+      identityAlways: r.identity_always === true,
     });
   }
   const primaryKey = [...columns.values()].filter((col) => col.pk).map((col) => col.name);
@@ -196,7 +226,8 @@ async function readTable(db: Queryable, text: string): Promise<Table | null> {
   };
 }
 
-function display(table: TableName): string {
+/** `schema.name` as messages show a table. */
+export function display(table: TableName): string {
   return `${table.schema}.${table.name}`;
 }
 
@@ -227,7 +258,8 @@ function expectType(table: Table, column: string, accepted: string[], what: stri
   );
 }
 
-function shapeError(message: string, hint: string): PipelineError {
+/** A source table that does not fit (EP_ERR_SOURCE_SHAPE): one config line, exit 2. */
+export function shapeError(message: string, hint: string): PipelineError {
   return new PipelineError(ErrorCodes.SOURCE_SHAPE, message, 'config', hint);
 }
 

@@ -190,10 +190,13 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     const abort = new AbortController();
     generator = {
       abort,
-      done: runGenerator({ databaseUrl, rate: options.rate, signal: abort.signal }).catch((err: unknown) => {
-        say(`generator stopped: ${describeError(err)}`);
-        return null;
-      }),
+      // Into the tables the runtime streams (EVENTS_TABLE / CONTENT_TABLE / CONTENT_KEY).
+      done: runGenerator({ databaseUrl, source: config, rate: options.rate, signal: abort.signal }).catch(
+        (err: unknown) => {
+          say(`generator stopped: ${describeError(err)}`);
+          return null;
+        },
+      ),
     };
 
     const envFile = await writeDemoEnv(dataDir, http.url, {

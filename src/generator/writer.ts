@@ -1,7 +1,10 @@
 import type pg from 'pg';
 import { createPool } from '../db/postgres.js';
+import type { ShapeSettings } from '../db/catalog.js';
+import { display } from '../db/catalog.js';
 import { configError, describeError, ErrorCodes, PipelineError } from '../errors.js';
 import { buildCatalog, DEFAULT_CATALOG_SEED, DEFAULT_CATALOG_SIZE, type CatalogItem } from './catalog.js';
+import { loadTarget, type GeneratorTarget } from './target.js';
 import { createTraffic, type GeneratedEvent } from './traffic.js';
 import { pause } from '../retry/retry.js';
 
@@ -21,6 +24,8 @@ export interface GeneratorProgress {
 
 export interface GeneratorOptions {
   databaseUrl: string;
+  /** EVENTS_TABLE / CONTENT_TABLE / CONTENT_KEY: the tables the pipeline streams (default: the default tables). */
+  source?: ShapeSettings;
   /** Events per second (> 0). */
   rate: number;
   /** Stop after this many seconds (rate × duration rows). */
@@ -34,7 +39,7 @@ export interface GeneratorOptions {
   catalogSize?: number;
   signal?: AbortSignal;
   /** Called once the catalogue is in place, just before the first insert. */
-  onStart?: (info: { contentItems: number }) => void;
+  onStart?: (info: { contentItems: number; eventsTable: string }) => void;
   onProgress?: (progress: GeneratorProgress) => void;
 }
 
@@ -58,15 +63,16 @@ export async function runGenerator(options: GeneratorOptions): Promise<Generator
   const finishAtMs = target === null ? null : (target * 1000) / rate;
   const pool = createPool(options.databaseUrl, INSERT_CONNECTIONS, 'engagement-generate');
   try {
-    const catalog = await ensureCatalog(
+    const { catalog, target: tables } = await ensureCatalog(
       pool,
       buildCatalog({
         seed: options.catalogSeed ?? DEFAULT_CATALOG_SEED,
         size: options.catalogSize ?? DEFAULT_CATALOG_SIZE,
       }),
+      options.source,
     );
     const traffic = createTraffic({ catalog, seed: options.seed ?? Math.floor(Math.random() * 2 ** 32) });
-    options.onStart?.({ contentItems: catalog.length });
+    options.onStart?.({ contentItems: catalog.length, eventsTable: display(tables.shape.events) });
 
     const startPerf = performance.now();
     const startWall = Date.now();
@@ -103,7 +109,7 @@ export async function runGenerator(options: GeneratorOptions): Promise<Generator
           );
           planned += n;
         }
-        await Promise.all(chunks.map((rows) => insertEvents(pool, rows)));
+        await Promise.all(chunks.map((rows) => insertEvents(pool, tables, rows)));
         inserted = planned;
       }
       lastDone = performance.now();
@@ -131,70 +137,40 @@ function targetRows(options: GeneratorOptions): number | null {
 }
 
 /**
- * Inserts the catalogue where absent and returns the items that exist afterwards (an id
- * or slug already taken by a user's own row is skipped, never overwritten). Fails with one
- * line when the source tables are missing.
+ * Reads the shape of the source tables (EVENTS_TABLE / CONTENT_TABLE / CONTENT_KEY), inserts
+ * the catalogue where absent and returns the items that exist afterwards, keyed as the content
+ * table keys them (a key or slug already taken by a user's own row of another type is skipped,
+ * never overwritten). Fails with one line when the tables are missing or cannot be filled.
  */
-export async function ensureCatalog(pool: pg.Pool, catalog: CatalogItem[]): Promise<CatalogItem[]> {
-  const { rows } = await pool
-    .query<{ content: string | null; events: string | null }>(
-      `SELECT to_regclass('content')::text AS content, to_regclass('engagement_events')::text AS events`,
-    )
-    .catch((err: unknown) => {
-      // The first statement of the run: a failure here is a connection/config problem, not a bug.
-      throw new PipelineError(
-        ErrorCodes.POSTGRES_UNREACHABLE,
-        `cannot query Postgres: ${describeError(err)}`,
-        'config',
-        'check DATABASE_URL and that Postgres is running',
-      );
-    });
-  const missing = [rows[0].content ? null : 'content', rows[0].events ? null : 'engagement_events'].filter(
-    Boolean,
-  );
-  if (missing.length > 0) {
-    const what = missing.length > 1 ? 'tables' : 'table';
-    throw configError(
-      `source ${what} ${missing.join(' and ')} not found in the database`,
-      'run `engagement migrate` first',
+export async function ensureCatalog(
+  pool: pg.Pool,
+  catalog: CatalogItem[],
+  source: ShapeSettings = {},
+): Promise<{ catalog: CatalogItem[]; target: GeneratorTarget }> {
+  const target = await loadTarget(pool, source).catch((err: unknown) => {
+    if (err instanceof PipelineError) throw err;
+    // The first statements of the run: a failure here is a connection/config problem, not a bug.
+    throw new PipelineError(
+      ErrorCodes.POSTGRES_UNREACHABLE,
+      `cannot query Postgres: ${describeError(err)}`,
+      'config',
+      'check DATABASE_URL and that Postgres is running',
     );
-  }
-  await pool.query(
-    `INSERT INTO content (id, slug, title, content_type, length_seconds, publish_ts)
-     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::timestamptz[])
-     ON CONFLICT DO NOTHING`,
-    [
-      catalog.map((c) => c.id),
-      catalog.map((c) => c.slug),
-      catalog.map((c) => c.title),
-      catalog.map((c) => c.content_type),
-      catalog.map((c) => c.length_seconds),
-      catalog.map((c) => c.publish_ts),
-    ],
-  );
-  const present = await pool.query<{ id: string }>(
-    `SELECT id::text FROM content WHERE id = ANY($1::uuid[])`,
-    [catalog.map((c) => c.id)],
-  );
-  const ids = new Set(present.rows.map((r) => r.id));
-  const usable = catalog.filter((c) => ids.has(c.id));
-  if (usable.length === 0) throw configError('no generator content could be inserted into `content`');
-  return usable;
+  });
+  const keyed = target.keyed(catalog);
+  const insert = target.insertContent(keyed);
+  await pool.query(insert.text, insert.values);
+  const select = target.selectContent(keyed);
+  const present = await pool.query<{ key: string; content_type: string | null }>(select.text, select.values);
+  const types = new Map(present.rows.map((r) => [r.key, r.content_type]));
+  const usable = keyed.filter((c) => types.get(c.id) === c.content_type);
+  if (usable.length === 0)
+    throw configError(`no generator content could be inserted into ${display(target.shape.content)}`);
+  return { catalog: usable, target };
 }
 
-/** One multi-row INSERT: seven array parameters, however many rows. */
-async function insertEvents(pool: pg.Pool, rows: GeneratedEvent[]): Promise<void> {
-  await pool.query(
-    `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device, raw_payload)
-     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::int[], $6::text[], $7::jsonb[])`,
-    [
-      rows.map((r) => r.content_id),
-      rows.map((r) => r.user_id),
-      rows.map((r) => r.event_type),
-      rows.map((r) => r.event_ts),
-      rows.map((r) => r.duration_ms),
-      rows.map((r) => r.device),
-      rows.map((r) => JSON.stringify(r.raw_payload)),
-    ],
-  );
+/** One multi-row INSERT: one array parameter per column, however many rows. */
+async function insertEvents(pool: pg.Pool, target: GeneratorTarget, rows: GeneratedEvent[]): Promise<void> {
+  const insert = target.insertEvents(rows);
+  await pool.query(insert.text, insert.values);
 }

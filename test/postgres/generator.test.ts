@@ -17,7 +17,10 @@ describe('generator against Postgres', () => {
 
   it('refuses with a migrate hint when the tables are missing', async () => {
     await assert.rejects(runGenerator({ databaseUrl: db.url, rate: 10, count: 1 }), (err) => {
-      assert.match(describeError(err), /content and engagement_events .*run `engagement migrate`/);
+      assert.match(
+        describeError(err),
+        /engagement_events and content table content not found.*run `engagement migrate`/,
+      );
       return true;
     });
   });
