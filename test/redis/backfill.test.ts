@@ -69,6 +69,19 @@ async function sqlTotals(h: Harness): Promise<Map<string, string>> {
   return new Map(rows.map((r) => [r.c, `${r.n} events, last ${r.last}`]));
 }
 
+/**
+ * DuckDB's rows (n) and distinct event ids (d) from the events now in the table: after a
+ * TRUNCATE, ids come from the sequence, so the test's rows are those from the smallest id up.
+ */
+async function duckDbRowsOfTable(h: Harness): Promise<Record<string, unknown>> {
+  const [{ min }] = await h.sql<{ min: string }>('SELECT min(id)::text AS min FROM engagement_events');
+  const duck = await duckdbQuery(
+    h.duckdbFile,
+    `SELECT count(*)::VARCHAR AS n, count(DISTINCT event_id)::VARCHAR AS d FROM engagement.events_enriched WHERE event_id >= ${min}`,
+  );
+  return duck[0];
+}
+
 /** kill -9 of a running backfill (of the range starting at `fromTs`) once 3,000 rows are stored as done. */
 async function killAfterProgress(
   h: Harness,
@@ -214,13 +227,7 @@ describe('engagement backfill', () => {
     const resumed = await runCli([...args, ...flags.slice(0, 4)], cliEnv(h));
     assert.equal(resumed.code, 0, resumed.output);
     assert.match(resumed.output, /resumed after \d+/);
-    // Ids come from the sequence: this test's rows are the table's only rows now.
-    const [{ min }] = await h.sql<{ min: string }>('SELECT min(id)::text AS min FROM engagement_events');
-    const duck = await duckdbQuery(
-      h.duckdbFile,
-      `SELECT count(*)::VARCHAR AS n, count(DISTINCT event_id)::VARCHAR AS d FROM engagement.events_enriched WHERE event_id >= ${min}`,
-    );
-    assert.deepEqual(duck[0], { n: '20000', d: '20000' });
+    assert.deepEqual(await duckDbRowsOfTable(h), { n: '20000', d: '20000' });
   });
 
   it('--to now resumes a killed --to now run, then covers what came after its end', async () => {
@@ -239,12 +246,7 @@ describe('engagement backfill', () => {
     const resumed = await runCli(args, cliEnv(h));
     assert.equal(resumed.code, 0, resumed.output);
     assert.match(resumed.output, /resumed after \d+/);
-    const [{ min }] = await h.sql<{ min: string }>('SELECT min(id)::text AS min FROM engagement_events');
-    const duck = await duckdbQuery(
-      h.duckdbFile,
-      `SELECT count(*)::VARCHAR AS n, count(DISTINCT event_id)::VARCHAR AS d FROM engagement.events_enriched WHERE event_id >= ${min}`,
-    );
-    assert.deepEqual(duck[0], { n: '20050', d: '20050' });
+    assert.deepEqual(await duckDbRowsOfTable(h), { n: '20050', d: '20050' });
     const open = await h.sql(
       `SELECT id FROM engagement_pipeline.backfill_progress WHERE from_ts = '2019-01-01T00:00:00Z' AND status <> 'done'`,
     );
