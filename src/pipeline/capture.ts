@@ -5,6 +5,7 @@ import type { EngagementEventRow } from '../domain/types.js';
 import type { Logger } from '../logger.js';
 import { DEFAULT_SHAPE, type SourceShape } from '../domain/source-shape.js';
 import { Dispatcher } from './dispatcher.js';
+import { weightOfLength } from './row-weight.js';
 import { drainSlotStream, slotSource } from './slot-stream.js';
 import { shutdownTimes } from './deadline.js';
 import { TransactionAssembler, type TransactionAssemblerOptions } from './transaction-assembler.js';
@@ -42,13 +43,21 @@ interface Unit {
   seq: number;
   events: Message[];
   content: Message[];
+  /** What the unit counts toward BATCH_MAX_ROWS: its messages, weighed by size (row-weight.ts). */
+  weight: number;
   ackLsn: string | null;
+}
+
+/** A message's weight: one, plus one per 16 KiB of its value (a 2.5 MB payload counts ~160). */
+function messageWeight(message: Message): number {
+  return weightOfLength(message.value?.length ?? 0);
 }
 
 /** Capture's assembler: events and content changes become Kafka messages (see TransactionAssembler). */
 class MessageAssembler extends TransactionAssembler<Unit> {
   private events: Message[] = [];
   private content: Message[] = [];
+  private weight = 0;
 
   constructor(
     options: TransactionAssemblerOptions<Unit>,
@@ -57,20 +66,27 @@ class MessageAssembler extends TransactionAssembler<Unit> {
     super(options);
   }
 
+  /** Weighed by size, as direct mode weighs events: memory stays bounded in bytes too. */
   get rows(): number {
-    return this.events.length + this.content.length;
+    return this.weight;
   }
 
   protected takeOpen(seq: number, ackLsn: string | null): Unit {
-    const unit = { seq, events: this.events, content: this.content, ackLsn };
+    const unit = { seq, events: this.events, content: this.content, weight: this.weight, ackLsn };
     this.events = [];
     this.content = [];
+    this.weight = 0;
     return unit;
+  }
+
+  private push(to: Message[], message: Message): void {
+    to.push(message);
+    this.weight += messageWeight(message);
   }
 
   protected onEvent(row: EngagementEventRow, index: number): void | Promise<void> {
     const value = encodeEvent(row, this.tx.commitLsn, index, this.tx.committedAt);
-    this.events.push({ key: row.content_id, value });
+    this.push(this.events, { key: row.content_id, value });
     this.base.metrics.eventsReceived.inc();
     return this.base.dispatcher.offer(false);
   }
@@ -81,16 +97,16 @@ class MessageAssembler extends TransactionAssembler<Unit> {
     switch (change.kind) {
       case 'content-upsert':
         this.dimension.upsert(change.content);
-        this.content.push(contentMessage(this.dimension, change.content.id));
+        this.push(this.content, contentMessage(this.dimension, change.content.id));
         break;
       case 'content-delete':
         this.dimension.delete(change.id);
-        this.content.push({ key: change.id, value: null });
+        this.push(this.content, { key: change.id, value: null });
         break;
       case 'content-truncate':
         for (const id of this.dimension.knownIds()) {
           this.dimension.delete(id);
-          this.content.push({ key: id, value: null });
+          this.push(this.content, { key: id, value: null });
         }
         break;
     }
@@ -135,7 +151,7 @@ export class KafkaCapture {
       maxRows: options.maxRows,
       maxWaitMs: options.maxWaitMs,
       maxInFlight: options.maxInFlight,
-      rowsOf: (unit) => unit.events.length + unit.content.length,
+      rowsOf: (unit) => unit.weight,
       write: (unit) => {
         const sent = this.sendChain.then(() => this.sendUntilAcked(unit));
         this.sendChain = sent.catch(() => undefined);

@@ -17,7 +17,12 @@ export function rowWeight(e: EnrichedEvent): number {
   const text =
     (payload instanceof JsonText ? payload.text.length : typeof payload === 'string' ? payload.length : 0) +
     (e.device?.length ?? 0);
-  return text < ROW_WEIGHT_BYTES ? 1 : 1 + Math.floor(text / ROW_WEIGHT_BYTES);
+  return weightOfLength(text);
+}
+
+/** The weight of one row or message whose variable-length text or bytes measure `length`. */
+export function weightOfLength(length: number): number {
+  return length < ROW_WEIGHT_BYTES ? 1 : 1 + Math.floor(length / ROW_WEIGHT_BYTES);
 }
 
 export function batchWeight(events: readonly EnrichedEvent[]): number {

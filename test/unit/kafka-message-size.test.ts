@@ -315,3 +315,58 @@ describe('capture: an event Kafka refuses alone', () => {
     );
   });
 });
+
+describe('capture: units weighed by size', () => {
+  it('one transaction of 300 events with ~150 KB payloads goes out in units within BATCH_MAX_ROWS by weight', async () => {
+    const units: number[] = [];
+    const producer = {
+      send: async (record: ProducerRecord) => {
+        if (record.topic === EVENTS_TOPIC) units.push(record.messages.length);
+        await new Promise((r) => setTimeout(r, 2));
+      },
+    };
+    const capture = new KafkaCapture({
+      databaseUrl: 'postgres://unused',
+      slotName: 's',
+      publicationName: 'p',
+      pool: {} as pg.Pool,
+      producer,
+      logger: pino({ level: 'silent' }),
+      metrics: createMetrics(),
+      maxRows: 64,
+      maxWaitMs: 10,
+      maxInFlight: 2,
+      onBadRow: async () => undefined,
+    });
+    const handle = (capture as unknown as { assembler: { handle(c: Change): void | Promise<void> } })
+      .assembler.handle;
+    const pad = 'x'.repeat(150 * 1024); // 1 + 9 per event (16 KiB units)
+    const changes: Change[] = [
+      { kind: 'begin', commitLsn: '0/1000', committedAt: '2026-12-01T10:11:12.400000Z' },
+      ...Array.from({ length: 300 }, (_, i): Change => ({
+        kind: 'event',
+        row: {
+          id: i + 1,
+          content_id: null,
+          user_id: null,
+          event_type: 'play',
+          event_ts: '2026-12-01T10:11:12.345678Z',
+          duration_ms: 1,
+          device: null,
+          raw_payload: new JsonText(JSON.stringify({ pad })),
+        },
+      })),
+      { kind: 'commit', ackLsn: '0/1800' },
+    ];
+    for (const change of changes) await handle(change);
+    const until = Date.now() + 20_000;
+    while (units.reduce((a, b) => a + b, 0) < 300 && Date.now() < until)
+      await new Promise((r) => setTimeout(r, 5));
+    assert.equal(
+      units.reduce((a, b) => a + b, 0),
+      300,
+    );
+    // Counted by messages, one unit would have held all 300 (~45 MB); weighed, at most 64 / 10.
+    assert.ok(Math.max(...units) <= 7, `units of ${units.join(', ')} events`);
+  });
+});
