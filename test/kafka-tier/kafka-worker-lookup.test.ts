@@ -192,8 +192,13 @@ describe(
       await seedContent(h);
       const env = cliEnv(h, { KAFKA_BROKERS: kafka.brokers, LOG_LEVEL: 'info' });
       const worker = cases.track(await startWorker(env));
-      assert.match(worker.output(), /engagement worker running: group engagement,/);
       assert.match(worker.output(), /joined group engagement/);
+      // startWorker returns at the join, which kafkajs logs before `work` prints its line.
+      await waitFor(
+        'the running line',
+        () => /engagement worker running: group engagement,/.test(worker.output()),
+        20_000,
+      );
 
       await publishNative(kafka.brokers, [
         [1, CONTENT_IDS[0]],
