@@ -254,6 +254,23 @@ describe('ResilientProducer: sends bounded by size', () => {
   });
 });
 
+/** A capture that is never started (no database, no slot): its send path and assembler only. */
+function testCapture(
+  options: Omit<
+    ConstructorParameters<typeof KafkaCapture>[0],
+    'databaseUrl' | 'slotName' | 'publicationName' | 'pool' | 'metrics'
+  >,
+): KafkaCapture {
+  return new KafkaCapture({
+    databaseUrl: 'postgres://unused',
+    slotName: 's',
+    publicationName: 'p',
+    pool: {} as pg.Pool,
+    metrics: createMetrics(),
+    ...options,
+  });
+}
+
 describe('capture: an event Kafka refuses alone', () => {
   it('is dead-lettered as a bad source row before it leaves the unit; the rest is sent in order', async () => {
     const sent: number[][] = [];
@@ -268,14 +285,9 @@ describe('capture: an event Kafka refuses alone', () => {
     const badRows: Extract<Change, { kind: 'bad-row' }>[] = [];
     let failNext = true;
     const { logger, lines } = logCapture();
-    const capture = new KafkaCapture({
-      databaseUrl: 'postgres://unused',
-      slotName: 's',
-      publicationName: 'p',
-      pool: {} as pg.Pool,
+    const capture = testCapture({
       producer,
       logger,
-      metrics: createMetrics(),
       maxRows: 100,
       maxWaitMs: 10,
       maxInFlight: 2,
@@ -325,14 +337,9 @@ describe('capture: units weighed by size', () => {
         await new Promise((r) => setTimeout(r, 2));
       },
     };
-    const capture = new KafkaCapture({
-      databaseUrl: 'postgres://unused',
-      slotName: 's',
-      publicationName: 'p',
-      pool: {} as pg.Pool,
+    const capture = testCapture({
       producer,
       logger: pino({ level: 'silent' }),
-      metrics: createMetrics(),
       maxRows: 64,
       maxWaitMs: 10,
       maxInFlight: 2,
