@@ -6,28 +6,22 @@ import {
   type DuckDBConnection,
   type DuckDBDataChunk,
 } from '@duckdb/node-api';
-import type { KeyTypes } from '../../domain/source-shape.js';
-import type { Batch, EnrichedEvent } from '../../domain/types.js';
-import { describeError, ErrorCodes, PipelineError } from '../../errors.js';
-import type { Logger } from '../../logger.js';
-import type { Sink } from '../sink.js';
-import { invalidatesDatabase, isDuplicateKey, isLockConflict, transientWriteError } from './duckdb/errors.js';
-import { PositionMemory, type WritePlan } from './duckdb/positions.js';
+import type { KeyTypes } from '../../../domain/source-shape.js';
+import type { Batch, EnrichedEvent } from '../../../domain/types.js';
+import { describeError, ErrorCodes, PipelineError } from '../../../errors.js';
+import { invalidatesDatabase, isDuplicateKey, isLockConflict, transientWriteError } from './errors.js';
+import { PositionMemory, type WritePlan } from './positions.js';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import { chunkLayout, chunksOf, type ChunkLayout } from './duckdb/rows.js';
+import { chunkLayout, chunksOf, type ChunkLayout } from './rows.js';
 import {
   analyticsTableIn,
+  ANALYTICS_TABLE,
   createEventsTableSql,
   createPositionTableSql,
   duckDbColumnType,
   positionTableIn,
-} from './duckdb/schema.js';
-import { DEFAULT_KEY_TYPES, destinationShapeError, EVENT_COLUMNS, keyColumnDifferences } from './columns.js';
-
-export { analyticsTableIn } from './duckdb/schema.js';
-export { RowConversionError, DuckDbTransientError } from './duckdb/errors.js';
-
-export const ANALYTICS_TABLE = 'engagement.events_enriched';
+} from './schema.js';
+import { DEFAULT_KEY_TYPES, destinationShapeError, EVENT_COLUMNS, keyColumnDifferences } from '../columns.js';
 
 /**
  * DuckDB's threads: one (the thread running a statement or flush does all of its work). With
@@ -37,9 +31,12 @@ export const ANALYTICS_TABLE = 'engagement.events_enriched';
  */
 export const DEFAULT_THREADS = 1;
 
-export interface DuckDbSinkOptions {
+/**
+ * What a DuckDbWriter is made from: plain values only, so that the same options can be handed
+ * to a worker thread (see ./thread.ts).
+ */
+export interface DuckDbWriterOptions {
   path: string;
-  logger: Logger;
   /**
    * When another process holds the file's write lock at start: false (default) fails
    * start() with EP_ERR_ANALYTICS_LOCKED (a scale-out worker must refuse, not queue up);
@@ -54,17 +51,17 @@ export interface DuckDbSinkOptions {
   memoryLimit?: string;
   /** DuckDB `threads` (default DEFAULT_THREADS). */
   threads?: number;
-  /**
-   * The one stream whose positions recognise replays (direct mode: the replication slot) and
-   * how to learn its source's identity (the Postgres system identifier). Batches of other
-   * streams, and all batches when this is unset, are checked by event_id instead.
-   */
-  positionedStream?: { stream: string; sourceId: () => Promise<string> };
   /** The source's key types: content_id/user_id are typed from them (default: UUID keys). */
   keyTypes?: KeyTypes;
-  /** Tests only: called between the appended rows' flush and COMMIT (e.g. to die there). */
-  beforeCommit?: (plan: WritePlan) => void;
+  /**
+   * Tests only: the process kills itself (SIGKILL) between the appended rows' flush and the
+   * COMMIT of its Nth write (0-based), as a crash there would.
+   */
+  killBeforeCommit?: number;
 }
+
+/** The writer's one kind of log line: a warning with optional fields. */
+export type WarnLog = (message: string, fields?: Record<string, unknown>) => void;
 
 interface OpenDb {
   instance: DuckDBInstance;
@@ -77,6 +74,7 @@ interface OpenDb {
 
 /**
  * DuckDB, the embedded analytics default: one row per event_id in engagement.events_enriched.
+ * This is the writer itself; the sink (../duckdb-sink.ts) runs it on a thread of its own.
  *
  * Each write is ONE DuckDB transaction: BEGIN; Appender rows straight into the keyed table;
  * flush (it joins the open transaction); upsert the stream's row in `sink_position`; COMMIT.
@@ -95,18 +93,19 @@ interface OpenDb {
  *
  * DuckDB admits one writing process per file; a second gets a clear error, not a corrupt file.
  */
-export class DuckDbSink implements Sink {
-  readonly name = 'analytics';
+export class DuckDbWriter {
   private db: OpenDb | null = null;
-  private sourceId: string | null = null;
-  /** For the dashboard's reads (analytics-queries): a connection of its own, opened on first use. */
-  readonly dialect = 'duckdb' as const;
   tableName = ANALYTICS_TABLE;
+  /** For the dashboard's reads (analytics-queries): a connection of its own, opened on first use. */
   private reader: DuckDBConnection | null = null;
   private readonly keyTypes: KeyTypes;
   private readonly layout: ChunkLayout;
+  private commits = 0;
 
-  constructor(private readonly options: DuckDbSinkOptions) {
+  constructor(
+    private readonly options: DuckDbWriterOptions,
+    private readonly warn: WarnLog,
+  ) {
     this.keyTypes = options.keyTypes ?? DEFAULT_KEY_TYPES;
     this.layout = chunkLayout(this.keyTypes);
   }
@@ -123,10 +122,14 @@ export class DuckDbSink implements Sink {
     }
   }
 
-  async write(batch: Batch, _signal?: AbortSignal): Promise<void> {
+  /**
+   * `sourceId`: the source's identity when `batch.stream`'s positions recognise replays (direct
+   * mode's slot), else null (the batch is checked by event_id).
+   */
+  async write(batch: Batch, sourceId: string | null): Promise<void> {
     if (batch.events.length === 0) return;
     const db = this.db ?? (await this.open());
-    const plan = db.positions.plan(batch, await this.sourceIdOf(batch.stream));
+    const plan = db.positions.plan(batch, sourceId);
     if (plan.events.length === 0) return; // all replayed
     try {
       await this.commit(db, plan);
@@ -134,10 +137,11 @@ export class DuckDbSink implements Sink {
       if (plan.checkIds || !isDuplicateKey(err)) throw err;
       // A row the table already holds reached the position-only path (an event written by
       // another slot, or a restored cluster): redo the batch with the id check.
-      this.options.logger.warn(
-        { stream: plan.stream, minId: plan.minId, maxId: plan.maxId },
-        'batch overlapped rows already stored; re-applied with the event_id check',
-      );
+      this.warn('batch overlapped rows already stored; re-applied with the event_id check', {
+        stream: plan.stream,
+        minId: plan.minId,
+        maxId: plan.maxId,
+      });
       await this.commit(db, { ...plan, checkIds: true });
     }
   }
@@ -210,7 +214,7 @@ export class DuckDbSink implements Sink {
           [stream, sourceId, position],
         );
       }
-      this.options.beforeCommit?.(plan);
+      if (this.commits++ === this.options.killBeforeCommit) process.kill(process.pid, 'SIGKILL');
       await connection.run('COMMIT');
     } catch (err) {
       const rowsRefused = err instanceof PipelineError; // a row's value (from prepareRows)
@@ -238,7 +242,7 @@ export class DuckDbSink implements Sink {
     try {
       db.appender.clear();
     } catch (err) {
-      this.options.logger.warn(`clearing the DuckDB appender: ${describeError(err)}`);
+      this.warn(`clearing the DuckDB appender: ${describeError(err)}`);
       clean = false;
     }
     try {
@@ -248,23 +252,6 @@ export class DuckDbSink implements Sink {
       if (!/no transaction/i.test((err as Error).message ?? '')) clean = false;
     }
     return clean;
-  }
-
-  private async sourceIdOf(stream: string): Promise<string | null> {
-    const positioned = this.options.positionedStream;
-    if (!positioned || positioned.stream !== stream) return null;
-    if (this.sourceId === null) {
-      try {
-        this.sourceId = await positioned.sourceId();
-      } catch (err) {
-        throw new PipelineError(
-          ErrorCodes.ANALYTICS_UNAVAILABLE,
-          `DuckDB sink: cannot read the source's identity: ${describeError(err)}`,
-          'transient',
-        );
-      }
-    }
-    return this.sourceId;
   }
 
   private async open(): Promise<OpenDb> {
