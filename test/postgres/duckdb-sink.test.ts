@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { JsonText } from '../../src/domain/json-text.js';
 import { eventPosition, offsetPosition } from '../../src/domain/position.js';
 import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
 import { silentLogger } from '../../src/logger.js';
@@ -114,6 +115,31 @@ describe('DuckDB sink', () => {
       },
       { event_id: '2', c: null, u: null, ts: TS, d: null, s: null, p: null, j: null, ca: TS },
     ]);
+  });
+
+  it('stores payloads as sent across the writer thread: JSON text exactly, any other value as its JSON', async () => {
+    // A structured clone drops JsonText's class; a payload shaped like one ({text}) must stay an object.
+    const file = fileIn();
+    const sink = sinkFor(file);
+    await sink.start();
+    await sink.write({
+      ...batch('s', [1, 2, 3, 4]),
+      events: [
+        event(1, { raw_payload: new JsonText('{"big":12345678901234567890,"f":1.10}') }),
+        event(2, { raw_payload: { text: '{"a":1}' } }),
+        event(3, { raw_payload: 'plain' }),
+        event(4, { raw_payload: new JsonText('[1,2]') }),
+      ],
+    });
+    await sink.stop();
+    const rows = await duckdbQuery(
+      file,
+      'SELECT event_id, raw_payload::VARCHAR AS j FROM engagement.events_enriched ORDER BY event_id',
+    );
+    assert.deepEqual(
+      rows.map((r) => r.j),
+      ['{"big":12345678901234567890,"f":1.10}', '{"text":"{\\"a\\":1}"}', '"plain"', '[1,2]'],
+    );
   });
 
   it('refuses a value it cannot store by naming it, stores nothing of that batch, and goes on', async () => {

@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { JsonText } from '../../../domain/json-text.js';
 import type { Batch } from '../../../domain/types.js';
 import { ErrorCodes } from '../../../errors.js';
 import { DuckDbTransientError, errorFromRecord, type ErrorRecord } from './errors.js';
@@ -7,7 +8,7 @@ import type { DuckDbWriterOptions, WarnLog } from './writer.js';
 
 type Request =
   | { op: 'start' }
-  | { op: 'write'; batch: Batch; sourceId: string | null }
+  | { op: 'write'; batch: Batch; sourceId: string | null; jsonTexts: Uint8Array | null }
   | { op: 'query'; sql: string }
   | { op: 'stop' };
 
@@ -53,7 +54,7 @@ export class DuckDbThread {
   }
 
   async write(batch: Batch, sourceId: string | null): Promise<void> {
-    await this.call({ op: 'write', batch, sourceId });
+    await this.call({ op: 'write', batch, sourceId, jsonTexts: jsonTextRows(batch) });
   }
 
   async query(sql: string): Promise<Record<string, unknown>[]> {
@@ -115,12 +116,42 @@ export class DuckDbThread {
 }
 
 /**
+ * Which events' payloads are JsonText (1) rather than another value (0), or null when none is:
+ * a structured clone keeps an object's fields but not its class, so the thread rebuilds them
+ * (restoreJsonTexts). Without it a payload kept as exact JSON text arrived as `{"text": ...}`.
+ */
+function jsonTextRows(batch: Batch): Uint8Array | null {
+  let marks: Uint8Array | null = null;
+  const events = batch.events;
+  for (let i = 0; i < events.length; i++) {
+    if (events[i].raw_payload instanceof JsonText) (marks ??= new Uint8Array(events.length))[i] = 1;
+  }
+  return marks;
+}
+
+/** In the thread: the JsonText payloads of a cloned batch, as they were sent (see jsonTextRows). */
+export function restoreJsonTexts(batch: Batch, marks: Uint8Array | null): Batch {
+  if (marks === null) return batch;
+  const events = batch.events;
+  for (let i = 0; i < events.length; i++) {
+    if (marks[i] === 1) events[i].raw_payload = new JsonText((events[i].raw_payload as JsonText).text);
+  }
+  return batch;
+}
+
+/**
  * The built thread-main.js; from the TypeScript sources (tests run them through tsx), its .ts
  * file behind tsx's loader, which a worker thread does not inherit from `--import tsx`.
  */
 function startWorker(workerData: DuckDbWriterOptions): Worker {
+  const young = Number(process.env.EXP_YOUNG ?? 0);
+  const old = Number(process.env.EXP_OLD ?? 0);
+  const resourceLimits = {
+    ...(young > 0 ? { maxYoungGenerationSizeMb: young } : {}),
+    ...(old > 0 ? { maxOldGenerationSizeMb: old } : {}),
+  };
   if (!import.meta.url.endsWith('.ts')) {
-    return new Worker(new URL('./thread-main.js', import.meta.url), { workerData });
+    return new Worker(new URL('./thread-main.js', import.meta.url), { workerData, resourceLimits });
   }
   const main = new URL('./thread-main.ts', import.meta.url).href;
   const tsx = import.meta.resolve('tsx/esm/api');
