@@ -2,6 +2,10 @@ import type { Batch } from '../../domain/types.js';
 import { describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { DEFAULT_KEY_TYPES } from './columns.js';
+import type { EncodedChunk } from './duckdb/chunks.js';
+import { CHUNK_ROWS, chunkLayout, encodeChunks, type ChunkLayout } from './duckdb/rows.js';
 import { DuckDbThread } from './duckdb/thread.js';
 import { DuckDbWriter, type DuckDbWriterOptions, type WarnLog } from './duckdb/writer.js';
 
@@ -34,10 +38,12 @@ export class DuckDbSink implements Sink {
   /** For the dashboard's reads (analytics-queries). */
   readonly dialect = 'duckdb' as const;
   private readonly writer: DuckDbWriter | DuckDbThread;
+  private readonly layout: ChunkLayout;
   private sourceId: string | null = null;
 
   constructor(private readonly options: DuckDbSinkOptions) {
     const { logger, positionedStream: _p, thread, ...writerOptions } = options;
+    this.layout = chunkLayout(options.keyTypes ?? DEFAULT_KEY_TYPES);
     const warn: WarnLog = (message, fields) => logger.warn(fields ?? {}, message);
     this.writer =
       thread === 'main' ? new DuckDbWriter(writerOptions, warn) : new DuckDbThread(writerOptions, warn);
@@ -51,9 +57,24 @@ export class DuckDbSink implements Sink {
     return this.writer.start();
   }
 
+  /**
+   * The rows are encoded here, on the caller's thread: every value is converted, and a value
+   * the table cannot take throws a RowConversionError naming the event, column and value
+   * before anything reaches DuckDB.
+   */
   async write(batch: Batch, _signal?: AbortSignal): Promise<void> {
-    if (batch.events.length === 0) return;
-    await this.writer.write(batch, await this.sourceIdOf(batch.stream));
+    const events = batch.events;
+    if (events.length === 0) return;
+    const sourceId = await this.sourceIdOf(batch.stream);
+    const chunks: EncodedChunk[] = [];
+    for (const chunk of encodeChunks(events, this.layout)) {
+      chunks.push(chunk);
+      // About 2-4 ms of work per chunk: the other sinks' replies are handled in between.
+      if (chunks.length * CHUNK_ROWS < events.length) await yieldToEventLoop();
+    }
+    const ids = new Float64Array(events.length);
+    for (let i = 0; i < events.length; i++) ids[i] = events[i].event_id;
+    await this.writer.write({ stream: batch.stream, ids, positions: batch.positions, chunks }, sourceId);
   }
 
   /**

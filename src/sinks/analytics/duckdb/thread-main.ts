@@ -5,7 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { errorRecord } from './errors.js';
-import { restoreJsonTexts, type ThreadReply, type ThreadRequest } from './thread.js';
+import type { ThreadReply, ThreadRequest } from './thread.js';
 import { DuckDbWriter, type DuckDbWriterOptions } from './writer.js';
 
 const port = parentPort!;
@@ -27,7 +27,7 @@ function handle(request: ThreadRequest): Promise<unknown> {
     case 'start':
       return writer.start();
     case 'write':
-      return writer.write(restoreJsonTexts(request.batch, request.jsonTexts), request.sourceId);
+      return writer.write(request.batch, request.sourceId);
     case 'query':
       return writer.query(request.sql);
     case 'stop':

@@ -1,18 +1,12 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import {
-  DuckDBInstance,
-  type DuckDBAppender,
-  type DuckDBConnection,
-  type DuckDBDataChunk,
-} from '@duckdb/node-api';
+import { DuckDBInstance, type DuckDBAppender, type DuckDBConnection } from '@duckdb/node-api';
 import type { KeyTypes } from '../../../domain/source-shape.js';
-import type { Batch, EnrichedEvent } from '../../../domain/types.js';
 import { describeError, ErrorCodes, PipelineError } from '../../../errors.js';
 import { invalidatesDatabase, isDuplicateKey, isLockConflict, transientWriteError } from './errors.js';
 import { PositionMemory, type WritePlan } from './positions.js';
-import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import { chunkLayout, chunksOf, type ChunkLayout } from './rows.js';
+import { chunkLayout, type ChunkLayout } from './rows.js';
+import { chunksWith, toDataChunk, type EncodedBatch } from './chunks.js';
 import {
   analyticsTableIn,
   ANALYTICS_TABLE,
@@ -126,13 +120,13 @@ export class DuckDbWriter {
    * `sourceId`: the source's identity when `batch.stream`'s positions recognise replays (direct
    * mode's slot), else null (the batch is checked by event_id).
    */
-  async write(batch: Batch, sourceId: string | null): Promise<void> {
-    if (batch.events.length === 0) return;
+  async write(batch: EncodedBatch, sourceId: string | null): Promise<void> {
+    if (batch.ids.length === 0) return;
     const db = this.db ?? (await this.open());
     const plan = db.positions.plan(batch, sourceId);
-    if (plan.events.length === 0) return; // all replayed
+    if (plan.rows.length === 0) return; // all replayed
     try {
-      await this.commit(db, plan);
+      await this.commit(db, plan, batch);
     } catch (err) {
       if (plan.checkIds || !isDuplicateKey(err)) throw err;
       // A row the table already holds reached the position-only path (an event written by
@@ -142,7 +136,7 @@ export class DuckDbWriter {
         minId: plan.minId,
         maxId: plan.maxId,
       });
-      await this.commit(db, { ...plan, checkIds: true });
+      await this.commit(db, { ...plan, checkIds: true }, batch);
     }
   }
 
@@ -167,45 +161,32 @@ export class DuckDbWriter {
     close(db);
   }
 
-  /**
-   * Rows are checked here, before any of them reaches DuckDB: every value is converted, and a
-   * value the table cannot take throws a RowConversionError naming the event, column and value.
-   * Value-range checks belong here too.
-   */
-  private async prepareRows(events: readonly EnrichedEvent[]): Promise<DuckDBDataChunk[]> {
-    const chunks: DuckDBDataChunk[] = [];
-    for (const chunk of chunksOf(events, this.layout, SLICE_ROWS)) {
-      chunks.push(chunk);
-      if (chunks.length * SLICE_ROWS < events.length) await yieldToEventLoop();
-    }
-    return chunks;
-  }
-
   /** One transaction; on any error nothing of it stays (see the class comment). */
-  private async commit(db: OpenDb, plan: WritePlan): Promise<void> {
+  private async commit(db: OpenDb, plan: WritePlan, batch: EncodedBatch): Promise<void> {
     const { connection, appender } = db;
-    let events = plan.events;
-    let chunks: DuckDBDataChunk[] | null = null;
     try {
-      if (!plan.checkIds) chunks = await this.prepareRows(events);
       await connection.run('BEGIN TRANSACTION');
+      let rows = plan.rows;
       if (plan.checkIds) {
-        const stored = await storedIdsOf(connection, db.table, events);
-        if (stored.size > 0) events = events.filter((e) => !stored.has(e.event_id));
-        chunks = await this.prepareRows(events);
+        const stored = await storedIdsOf(
+          connection,
+          db.table,
+          rows.map((i) => batch.ids[i]),
+        );
+        if (stored.size > 0) rows = rows.filter((i) => !stored.has(batch.ids[i]));
       }
-      // Flushed FLUSH_ROWS at a time (each flush joins the open transaction), yielding in
-      // between: a merged write of thousands of rows never blocks the event loop (and Redis)
-      // in one go, while each flush's fixed cost is shared by several slices.
-      for (let i = 0, pending = 0; i < chunks!.length; i++) {
-        appender.appendDataChunk(chunks![i]);
-        pending += SLICE_ROWS;
-        if (pending >= FLUSH_ROWS || i === chunks!.length - 1) {
+      // Flushed FLUSH_ROWS at a time (each flush joins the open transaction): each flush's
+      // fixed cost is shared by several chunks.
+      let pending = 0;
+      for (const encoded of chunksWith(batch.chunks, rows, this.layout)) {
+        appender.appendDataChunk(toDataChunk(encoded, this.layout));
+        pending += encoded.rows;
+        if (pending >= FLUSH_ROWS) {
           appender.flushSync();
           pending = 0;
-          if (i < chunks!.length - 1) await yieldToEventLoop();
         }
       }
+      if (pending > 0) appender.flushSync();
       for (const [stream, sourceId, position] of db.positions.updates(plan)) {
         await connection.run(
           db.positions.hasRow(stream)
@@ -217,9 +198,8 @@ export class DuckDbWriter {
       if (this.commits++ === this.options.killBeforeCommit) process.kill(process.pid, 'SIGKILL');
       await connection.run('COMMIT');
     } catch (err) {
-      const rowsRefused = err instanceof PipelineError; // a row's value (from prepareRows)
       const keepOpen = await this.abandon(db);
-      if (!keepOpen || !(rowsRefused || isDuplicateKey(err)) || invalidatesDatabase(err)) {
+      if (!keepOpen || !isDuplicateKey(err) || invalidatesDatabase(err)) {
         // Unknown state (IO, a failed COMMIT, a broken Appender): reopen from the file, which
         // also reloads the positions, on the next write.
         this.db = null;
@@ -227,7 +207,6 @@ export class DuckDbWriter {
         this.reader = null;
         close(db);
       }
-      if (rowsRefused) throw err;
       throw transientWriteError(err, isDuplicateKey(err) ? 'append' : 'write');
     }
     db.positions.committed(plan);
@@ -344,9 +323,9 @@ export class DuckDbWriter {
 async function storedIdsOf(
   connection: DuckDBConnection,
   table: string,
-  events: readonly EnrichedEvent[],
+  eventIds: readonly number[],
 ): Promise<Set<number>> {
-  const ids = events.map((e) => e.event_id).sort((a, b) => a - b);
+  const ids = [...eventIds].sort((a, b) => a - b);
   const stored = new Set<number>();
   let lo = 0;
   for (let i = 1; i <= ids.length; i++) {
@@ -364,16 +343,9 @@ async function storedIdsOf(
 const ID_GAP = 65_536;
 
 /**
- * Rows converted into one DataChunk between two yields to the event loop: about a millisecond
- * of work, so the other sinks' replies are handled while a large merged write
- * (ANALYTICS_WRITE_INTERVAL_MS) goes in.
- */
-const SLICE_ROWS = 256;
-
-/**
- * Rows appended between two Appender flushes (and yields): a flush has a large fixed cost
- * (flushing every 256 rows cost ~5 µs more JS-thread CPU per row than every 2,048), and one
- * of 2,048 rows is a few milliseconds of DuckDB's work on the event loop.
+ * Rows appended between two Appender flushes: a flush has a large fixed cost (flushing every
+ * 256 rows cost ~5 µs more CPU per row than every 2,048), while the rows appended and not yet
+ * flushed are held by the Appender, in memory.
  */
 const FLUSH_ROWS = 2048;
 
