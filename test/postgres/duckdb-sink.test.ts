@@ -117,8 +117,8 @@ describe('DuckDB sink', () => {
     ]);
   });
 
-  it('stores payloads as sent across the writer thread: JSON text exactly, any other value as its JSON', async () => {
-    // A structured clone drops JsonText's class; a payload shaped like one ({text}) must stay an object.
+  it('stores payloads as sent: JSON text exactly, any other value as its JSON', async () => {
+    // A payload shaped like a JsonText ({text}) stays an object.
     const file = fileIn();
     const sink = sinkFor(file);
     await sink.start();

@@ -1,24 +1,26 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { PositionMemory, type PlannedBatch } from '../../src/sinks/analytics/duckdb/positions.js';
+import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
+import { PositionMemory } from '../../src/sinks/analytics/duckdb/positions.js';
 import { intBetween, prng, seeds } from '../helpers/prng.js';
 
 /** The DuckDB sink's write plan: which of a batch's events it appends. Pure. */
 
-const batchOf = (ids: number[]): PlannedBatch => ({
+const batchOf = (ids: number[]): Batch => ({
+  seq: 1,
   stream: 'kafka:t:0',
-  ids,
+  events: ids.map((id) => ({ event_id: id }) as EnrichedEvent),
   positions: ids.map((_, i) => String(i).padStart(8, '0')),
+  ackLsn: null,
 });
-
-/** The ids of the rows a plan appends. */
-const idsOf = (batch: PlannedBatch, rows: number[]) => rows.map((i) => batch.ids[i]);
 
 describe('PositionMemory.plan', () => {
   it('keeps the first copy of each event_id, in batch order, whatever the id order', () => {
-    const batch = batchOf([5, 6, 9, 6, 3, 9, 10, 3, 11]);
-    const plan = new PositionMemory().plan(batch, null);
-    assert.deepEqual(idsOf(batch, plan.rows), [5, 6, 9, 3, 10, 11]);
+    const plan = new PositionMemory().plan(batchOf([5, 6, 9, 6, 3, 9, 10, 3, 11]), null);
+    assert.deepEqual(
+      plan.events.map((e) => e.event_id),
+      [5, 6, 9, 3, 10, 11],
+    );
     assert.equal(plan.minId, 3);
     assert.equal(plan.maxId, 11);
   });
@@ -31,8 +33,10 @@ describe('PositionMemory.plan', () => {
       );
       const seen = new Set<number>();
       const expected = ids.filter((id) => !seen.has(id) && seen.add(id));
-      const batch = batchOf(ids);
-      assert.deepEqual(idsOf(batch, new PositionMemory().plan(batch, null).rows), expected);
+      assert.deepEqual(
+        new PositionMemory().plan(batchOf(ids), null).events.map((e) => e.event_id),
+        expected,
+      );
     });
   }
 });

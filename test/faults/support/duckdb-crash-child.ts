@@ -36,13 +36,15 @@ function event(id: number): EnrichedEvent {
 }
 
 let written = 0;
+let commits = 0;
 const sink = new DuckDbSink({
   path: file,
   logger: silentLogger(),
   memoryLimit: '64MB',
   positionedStream: positioned === 'yes' ? { stream: 'slot', sourceId: async () => 'crash-test' } : undefined,
-  // On the writer's own thread, as the pipeline runs it; the kill takes the whole process.
-  killBeforeCommit: killAt,
+  beforeCommit: () => {
+    if (commits++ === killAt) process.kill(process.pid, 'SIGKILL');
+  },
 });
 await sink.start();
 let seq = 0;

@@ -12,7 +12,7 @@ export class RowConversionError extends PipelineError {
     readonly eventId: number,
     readonly column: string,
     readonly value: unknown,
-    readonly reason: string,
+    reason: string,
   ) {
     super(
       ErrorCodes.BAD_ROW,
@@ -76,51 +76,4 @@ export function transientWriteError(err: unknown, what: string): PipelineError {
 function preview(value: unknown): string {
   const text = typeof value === 'string' ? JSON.stringify(value) : String(value);
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
-}
-
-/**
- * A failure as plain values, to cross from the writer's thread to the sink's (a thrown object
- * arrives there as a plain Error, without its class or fields); errorFromRecord rebuilds it, so
- * the fan-out's error policy sees the same class, code and kind as in one thread.
- */
-export type ErrorRecord =
-  | { type: 'row'; eventId: number; column: string; value: unknown; reason: string }
-  | { type: 'transient'; code: DuckDbTransientError['code']; message: string; hint?: string }
-  | {
-      type: 'pipeline';
-      code: PipelineError['code'];
-      message: string;
-      kind: PipelineError['kind'];
-      hint?: string;
-    }
-  | { type: 'other'; message: string };
-
-export function errorRecord(err: unknown): ErrorRecord {
-  if (err instanceof RowConversionError) {
-    return { type: 'row', eventId: err.eventId, column: err.column, value: err.value, reason: err.reason };
-  }
-  if (err instanceof DuckDbTransientError) {
-    return { type: 'transient', code: err.code, message: err.message, hint: err.hint };
-  }
-  if (err instanceof PipelineError) {
-    return { type: 'pipeline', code: err.code, message: err.message, kind: err.kind, hint: err.hint };
-  }
-  return { type: 'other', message: (err as Error)?.message ?? String(err) };
-}
-
-export function errorFromRecord(record: ErrorRecord): Error {
-  switch (record.type) {
-    case 'row':
-      return new RowConversionError(record.eventId, record.column, record.value, record.reason);
-    case 'transient':
-      return new DuckDbTransientError(
-        record.message,
-        record.code as typeof ErrorCodes.ANALYTICS_LOCKED | typeof ErrorCodes.ANALYTICS_UNAVAILABLE,
-        record.hint,
-      );
-    case 'pipeline':
-      return new PipelineError(record.code, record.message, record.kind, record.hint);
-    case 'other':
-      return new Error(record.message);
-  }
 }

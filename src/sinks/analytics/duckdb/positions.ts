@@ -1,11 +1,5 @@
+import type { Batch, EnrichedEvent } from '../../../domain/types.js';
 import { DEDUPE_HIGH_STREAM } from './schema.js';
-
-/** What planning a write needs of its batch: the events' ids and stream positions, in order. */
-export interface PlannedBatch {
-  stream: string;
-  ids: ArrayLike<number>;
-  positions: readonly string[];
-}
 
 interface StoredPosition {
   sourceId: string | null;
@@ -15,8 +9,7 @@ interface StoredPosition {
 /** What one write does: the rows to append and what to record with them. */
 export interface WritePlan {
   stream: string;
-  /** The batch's rows to append (ascending indices): those not skipped as replays. */
-  rows: number[];
+  events: EnrichedEvent[];
   /**
    * Look up which of the rows' event_ids the table already holds (within their id range) and
    * append only the others. Off only for a position-checked stream above every id written
@@ -60,33 +53,32 @@ export class PositionMemory {
   }
 
   /** `sourceId` is null for streams whose positions are not trusted to recognise replays. */
-  plan(batch: PlannedBatch, sourceId: string | null): WritePlan {
+  plan(batch: Batch, sourceId: string | null): WritePlan {
     const stored = sourceId === null ? undefined : this.streams.get(batch.stream);
     // A position recorded for another source (a rebuilt cluster restarts its LSNs) is ignored.
     const above = stored !== undefined && stored.sourceId === sourceId ? stored.position : null;
     // Ids above every id kept so far cannot repeat one: the set of kept ids is built only once
     // an id is not (stream batches mostly come in id order).
     let seen: Set<number> | null = null;
-    const ids = batch.ids;
-    const rows: number[] = [];
+    const events: EnrichedEvent[] = [];
     let minId = Infinity;
     let maxId = -Infinity;
-    for (let i = 0; i < ids.length; i++) {
-      const id = ids[i];
+    for (let i = 0; i < batch.events.length; i++) {
+      const e = batch.events[i];
       if (above !== null && batch.positions[i] <= above) continue;
-      if (!(id > maxId)) {
-        seen ??= new Set(rows.map((k) => ids[k]));
-        if (seen.has(id)) continue; // the same event twice in one batch (a re-published copy)
+      if (!(e.event_id > maxId)) {
+        seen ??= new Set(events.map((k) => k.event_id));
+        if (seen.has(e.event_id)) continue; // the same event twice in one batch (a re-published copy)
       }
-      seen?.add(id);
-      rows.push(i);
-      if (id < minId) minId = id;
-      if (id > maxId) maxId = id;
+      seen?.add(e.event_id);
+      events.push(e);
+      if (e.event_id < minId) minId = e.event_id;
+      if (e.event_id > maxId) maxId = e.event_id;
     }
     const position = sourceId === null ? null : (batch.positions[batch.positions.length - 1] ?? null);
     return {
       stream: batch.stream,
-      rows,
+      events,
       // A stream seen for the first time (or from another source) may overlap rows written
       // before: check its first batch by id.
       checkIds: sourceId === null || above === null || minId <= this.dedupeHigh,
@@ -106,7 +98,7 @@ export class PositionMemory {
   updates(plan: WritePlan): [string, string | null, string][] {
     const out: [string, string | null, string][] = [];
     if (plan.position !== null) out.push([plan.stream, plan.sourceId, plan.position]);
-    if (plan.position === null && plan.rows.length > 0 && plan.maxId > this.dedupeHigh)
+    if (plan.position === null && plan.events.length > 0 && plan.maxId > this.dedupeHigh)
       out.push([DEDUPE_HIGH_STREAM, null, String(plan.maxId)]);
     return out;
   }

@@ -1,3 +1,6 @@
+// The binding node-api itself is built on (declared at the version node-api pins): its vector
+// calls write a whole column at once, which node-api's own API does not offer.
+import duckdb from '@duckdb/node-bindings';
 import {
   BIGINT,
   DECIMAL,
@@ -22,7 +25,6 @@ import {
   type ColumnName,
 } from '../columns.js';
 import { RowConversionError } from './errors.js';
-import { dataOffsets, maskBytes, toDataChunk, type EncodedChunk } from './chunks.js';
 
 /**
  * Enriched events -> DuckDB DataChunks, built column by column in JS from the column
@@ -202,78 +204,48 @@ export function buildChunks(
   events: readonly EnrichedEvent[],
   layout: ChunkLayout = DEFAULT_LAYOUT,
 ): DuckDBDataChunk[] {
-  return [...encodeChunks(events, layout)].map((encoded) => toDataChunk(encoded, layout));
+  return [...chunksOf(events, layout, CHUNK_ROWS)];
 }
 
 /**
- * The events as EncodedChunks of at most CHUNK_ROWS rows, each encoded only when asked for (so
- * a caller can yield to the event loop between them).
+ * The events as DataChunks of at most `rows` (≤ CHUNK_ROWS) rows, each built only when asked
+ * for (so a caller can yield to the event loop between them).
  */
-export function* encodeChunks(
+export function* chunksOf(
   events: readonly EnrichedEvent[],
   layout: ChunkLayout,
-): Generator<EncodedChunk> {
-  for (let from = 0; from < events.length; from += CHUNK_ROWS) {
-    yield encodeChunk(events.slice(from, from + CHUNK_ROWS), layout);
+  rows: number,
+): Generator<DuckDBDataChunk> {
+  for (let from = 0; from < events.length; from += rows) {
+    yield buildChunk(events.slice(from, from + rows), layout);
   }
 }
 
-const utf8 = new TextEncoder();
-
-/**
- * Up to CHUNK_ROWS events in storage form. A refused value throws before anything is
- * returned, so nothing of a bad row can reach an Appender.
- */
-function encodeChunk(events: readonly EnrichedEvent[], layout: ChunkLayout): EncodedChunk {
+function buildChunk(events: readonly EnrichedEvent[], layout: ChunkLayout): DuckDBDataChunk {
   const n = events.length;
   if (n > CHUNK_ROWS) throw new RangeError(`a DataChunk holds at most ${CHUNK_ROWS} rows`);
   const s = layout.scratch;
-  const columns = layout.columns;
-  const fills = columns.map((column) => column.filler());
-  const offsets = dataOffsets(layout, n);
-  const data = new Uint8Array(offsets[columns.length]);
-  const mask = maskBytes(n);
-  const validity = new Uint8Array(mask * columns.length);
-  const nulls = new Uint8Array(columns.length);
-  const long = { column: [] as number[], row: [] as number[], start: [] as number[], end: [] as number[] };
-  let heap = new Uint8Array(4096);
-  let used = 0;
-  for (let c = 0; c < columns.length; c++) {
-    s.validity.fill(0xffffffff, 0, mask / 4);
+  // A refused value throws before the chunk is returned: a partly written chunk is dropped,
+  // never appended.
+  const fills = layout.columns.map((column) => column.filler());
+  const chunk = DuckDBDataChunk.create(layout.types, n);
+  const validityBytes = Math.ceil(n / 64) * 8;
+  for (let c = 0; c < layout.columns.length; c++) {
+    s.validity.fill(0xffffffff, 0, validityBytes / 4);
     s.longRows.length = 0;
     s.longTexts.length = 0;
-    if (fills[c](events, s)) {
-      nulls[c] = 1;
-      validity.set(new Uint8Array(s.validityBuffer, 0, mask), c * mask);
-    }
-    data.set(s.bytes.subarray(0, n * columns[c].width), offsets[c]);
+    const hasNulls = fills[c](events, s);
+    const vector = duckdb.data_chunk_get_vector(chunk.chunk, c);
+    duckdb.copy_data_to_vector(vector, 0, s.buffer, 0, n * layout.columns[c].width);
     for (let i = 0; i < s.longRows.length; i++) {
-      const text = s.longTexts[i];
-      // UTF-8 takes at most 3 bytes per UTF-16 unit.
-      if (heap.length - used < 3 * text.length) {
-        const grown = new Uint8Array(Math.max(2 * heap.length, used + 3 * text.length));
-        grown.set(heap.subarray(0, used));
-        heap = grown;
-      }
-      const { written } = utf8.encodeInto(text, heap.subarray(used));
-      long.column.push(c);
-      long.row.push(s.longRows[i]);
-      long.start.push(used);
-      used += written;
-      long.end.push(used);
+      duckdb.vector_assign_string_element(vector, s.longRows[i], s.longTexts[i]);
+    }
+    if (hasNulls) {
+      duckdb.vector_ensure_validity_writable(vector);
+      duckdb.copy_data_to_vector_validity(vector, 0, s.validityBuffer, 0, validityBytes);
     }
   }
-  return {
-    rows: n,
-    data: data.buffer,
-    validity: validity.buffer,
-    nulls,
-    longColumn: Uint8Array.from(long.column),
-    longRow: Uint16Array.from(long.row),
-    longStart: Uint32Array.from(long.start),
-    longEnd: Uint32Array.from(long.end),
-    heap: heap.buffer,
-  };
+  return chunk;
 }
 
 function setNull(s: Scratch, i: number): void {

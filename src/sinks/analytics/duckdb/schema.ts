@@ -5,9 +5,6 @@ import { DEFAULT_KEY_TYPES, EVENT_COLUMNS, typeName, type Column, type TypeNames
  * Where the DuckDB sink keeps its rows and its positions. DDL only, no I/O.
  */
 
-/** The contract's name for the table; the qualified name in a file is analyticsTableIn's. */
-export const ANALYTICS_TABLE = 'engagement.events_enriched';
-
 /**
  * Where `engagement.events_enriched` lives in a DuckDB file. DuckDB names a file's catalog
  * after the file, so in the default `engagement.duckdb` a schema `engagement` would make
