@@ -38,6 +38,14 @@ function checked<T>(read: (value: unknown) => T) {
 }
 const integer = (min: number, max?: number) => checked((v) => readInteger(v, min, max));
 const positiveInt = integer(1);
+/**
+ * The longest delay a Node.js timer takes (2^31 - 1 ms, about 24.8 days): a larger one fires
+ * after 1 ms instead (with a TimeoutOverflowWarning), so a setting read as a timer is refused
+ * above it rather than turned into its opposite.
+ */
+const MAX_TIMER_MS = 2_147_483_647;
+/** The shutdown guard waits SHUTDOWN_TIMEOUT_MS plus this grace (cli/signals.ts exitIfStuck). */
+export const SHUTDOWN_GRACE_MS = 5_000;
 /** A table as Postgres names it, exactly (case included): `name` or `schema.name`. */
 const tableName = z
   .string()
@@ -178,7 +186,7 @@ export const configSpec = {
     env: 'EXTERNAL_TIMEOUT_MS',
     flag: 'external-timeout-ms',
     describe: 'per-request timeout',
-    schema: positiveInt.default(5000),
+    schema: integer(1, MAX_TIMER_MS).default(5000),
   },
   externalRetryFor: {
     env: 'EXTERNAL_RETRY_FOR',
@@ -324,7 +332,7 @@ export const configSpec = {
     env: 'BATCH_MAX_WAIT_MS',
     flag: 'batch-max-wait-ms',
     describe: 'how long a batch may wait to fill',
-    schema: positiveInt.default(20),
+    schema: integer(1, MAX_TIMER_MS).default(20),
   },
   // 8: with 4, a catch-up left the JS thread idle ~17 % while DuckDB committed; 8 wrote
   // larger merged batches (bench/results/2026-12-02-issue13-window-and-allocator.md).
@@ -340,7 +348,7 @@ export const configSpec = {
     flag: 'shutdown-timeout-ms',
     describe:
       'SIGINT/SIGTERM: stop within this many ms; what the sinks did not confirm replays on the next start',
-    schema: positiveInt.default(20_000),
+    schema: integer(1, MAX_TIMER_MS - SHUTDOWN_GRACE_MS).default(20_000),
   },
   lagWarnSeconds: {
     env: 'LAG_WARN_SECONDS',
@@ -352,7 +360,7 @@ export const configSpec = {
     env: 'HEARTBEAT_INTERVAL_MS',
     flag: 'heartbeat-interval-ms',
     describe: 'how often the pipeline emits a slot heartbeat (pg_logical_emit_message); 0 = off',
-    schema: integer(0).default(10_000),
+    schema: integer(0, MAX_TIMER_MS).default(10_000),
   },
   slotLagWarnBytes: {
     env: 'SLOT_LAG_WARN_BYTES',

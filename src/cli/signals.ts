@@ -1,3 +1,5 @@
+import { SHUTDOWN_GRACE_MS } from '../config.js';
+
 /**
  * Resolves on the first SIGINT/SIGTERM (or, under `npx`, when the npx process is signalled:
  * see onLauncherExit); a second signal exits at once.
@@ -23,7 +25,7 @@ export function waitForShutdownSignal(): Promise<NodeJS.Signals> {
  * anything still hang (a driver ignoring its timeout), the process exits anyway a little
  * after SHUTDOWN_TIMEOUT_MS, saying so. The timer does not keep a finished process alive.
  */
-export function exitIfStuck(shutdownTimeoutMs: number, graceMs = 5_000): void {
+export function exitIfStuck(shutdownTimeoutMs: number, graceMs = SHUTDOWN_GRACE_MS): void {
   setTimeout(() => {
     process.stderr.write(
       `engagement: shutdown did not finish within ${Math.round((shutdownTimeoutMs + graceMs) / 1000)} s; exiting (unconfirmed changes replay on the next start)\n`,

@@ -52,3 +52,26 @@ describe('DuckDB, BigQuery and role settings in configSpec', () => {
     );
   });
 });
+
+describe('settings read as timers', () => {
+  // Node fires a timer longer than 2^31 - 1 ms after 1 ms: such values are refused, not inverted.
+  const cases: [string, number][] = [
+    ['EXTERNAL_TIMEOUT_MS', 2_147_483_647],
+    ['BATCH_MAX_WAIT_MS', 2_147_483_647],
+    ['HEARTBEAT_INTERVAL_MS', 2_147_483_647],
+    ['SHUTDOWN_TIMEOUT_MS', 2_147_478_647],
+  ];
+  for (const [env, max] of cases) {
+    it(`${env} takes up to ${max} ms and refuses more with one line`, () => {
+      assert.doesNotThrow(() => loadConfig({}, { [env]: String(max) }));
+      assert.throws(
+        () => loadConfig({}, { [env]: String(max + 1) }),
+        (err: unknown) =>
+          err instanceof PipelineError &&
+          err.kind === 'config' &&
+          err.message.startsWith(`${env} / --`) &&
+          err.message.includes(`to ${max}`),
+      );
+    });
+  }
+});
