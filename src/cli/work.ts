@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { requireDatabaseUrl } from '../config.js';
 import { createPool } from '../db/postgres.js';
-import { STATE_SCHEMA_SQL } from '../db/schema.js';
+import { ensureStateSchema } from '../db/schema.js';
 import { configError, describeError, type PipelineError } from '../errors.js';
 import { createLogger } from '../logger.js';
 import { assertPostgresReachable } from '../runtime.js';
@@ -88,7 +88,7 @@ export function registerWork(program: Command): void {
       await assertPostgresReachable(databaseUrl);
 
       const pool = createPool(databaseUrl, 4, 'engagement-worker');
-      await pool.query(STATE_SCHEMA_SQL); // idempotent: Debezium users may never have run `migrate`
+      await ensureStateSchema(pool); // idempotent: Debezium users may never have run `migrate`
       // The tables the events come from: their keys type the destinations' columns; lookups read content.
       const shape = await discoverShape(pool, config).catch(async (err) => {
         await pool.end().catch(() => undefined);

@@ -1,3 +1,5 @@
+import type pg from 'pg';
+
 /** DDL owned by `engagement migrate`. Source tables are created only when absent, never altered. */
 
 export const SOURCE_TABLES_SQL = `
@@ -22,8 +24,8 @@ CREATE TABLE IF NOT EXISTS engagement_events (
 
 export const STATE_SCHEMA = 'engagement_pipeline';
 
-export const STATE_SCHEMA_SQL = `
-CREATE SCHEMA IF NOT EXISTS ${STATE_SCHEMA};
+/** The state schema's tables, in a schema that exists already (STATE_SCHEMA_SQL creates both). */
+export const STATE_TABLES_SQL = `
 CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.dead_letters (
   id               BIGSERIAL PRIMARY KEY,
   sink             TEXT NOT NULL,
@@ -95,3 +97,18 @@ CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.content_history (
   seeded_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
   seeded_rows  BIGINT NOT NULL
 );`;
+
+export const STATE_SCHEMA_SQL = `CREATE SCHEMA IF NOT EXISTS ${STATE_SCHEMA};\n${STATE_TABLES_SQL}`;
+
+/**
+ * The state schema and its tables, for a process that may run before `migrate` did (a worker
+ * fed by Debezium). Postgres checks CREATE on the database before it looks at IF NOT EXISTS,
+ * so the least-privilege role (owner of the schema, without CREATE on the database) must not
+ * send CREATE SCHEMA once the schema exists.
+ */
+export async function ensureStateSchema(db: Pick<pg.Pool, 'query'>): Promise<void> {
+  const { rows } = await db.query<{ present: boolean }>('SELECT to_regnamespace($1) IS NOT NULL AS present', [
+    STATE_SCHEMA,
+  ]);
+  await db.query(rows[0]?.present ? STATE_TABLES_SQL : STATE_SCHEMA_SQL);
+}

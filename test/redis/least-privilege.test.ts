@@ -4,6 +4,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { createPool } from '../../src/db/postgres.js';
+import { ensureStateSchema } from '../../src/db/schema.js';
 import { startMockExternal } from '../../src/mock-external/server.js';
 import { runCli, spawnCli, type CliProcess } from '../helpers/cli.js';
 import { freshDatabase, query } from '../helpers/postgres.js';
@@ -77,6 +79,17 @@ describe('engagement migrate --create-role: the pipeline runs as a least-privile
     });
     assert.equal(again.code, 0, again.output);
     assert.match(again.output, new RegExp(`role ${role} updated`));
+  });
+
+  it("runs `work`'s state-schema step as that role (the schema exists; the role may not create schemas)", async () => {
+    // `work` prepares its state tables itself, since a Debezium user may never run migrate.
+    const pool = createPool(roleUrl, 1, 'least-privilege-test');
+    try {
+      await ensureStateSchema(pool);
+      await ensureStateSchema(pool);
+    } finally {
+      await pool.end();
+    }
   });
 
   it('streams every event to the sinks when run as that role, and no secret reaches the logs', async () => {
