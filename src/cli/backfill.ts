@@ -21,6 +21,7 @@ import {
   integerOption,
   parseInstant,
   TIME_HELP,
+  KAFKA_CONFIG_KEYS,
   SINK_CONFIG_KEYS,
   SOURCE_CONFIG_KEYS,
   withConfigOptions,
@@ -34,6 +35,7 @@ const KEYS = [
   'databaseUrl',
   ...SOURCE_CONFIG_KEYS,
   ...SINK_CONFIG_KEYS.filter((key) => key !== 'externalPolicy'),
+  ...KAFKA_CONFIG_KEYS,
   'logLevel',
 ] as const satisfies readonly FlagConfigKey[];
 

@@ -10,7 +10,7 @@ import { createLogger } from '../logger.js';
 import { assertPostgresReachable } from '../runtime.js';
 import { createMetrics } from '../observability/metrics.js';
 import { DeadLetterStore, type DeadLetterEntry, type DeadLetterRow } from '../state/dead-letter.js';
-import { externalSinkFromConfig } from '../sinks/factory.js';
+import { externalSinkFromConfig, SINK_NAMES } from '../sinks/factory.js';
 import {
   action,
   configFrom,
@@ -42,7 +42,7 @@ export function registerDlq(program: Command): void {
       .description('list pending dead letters, oldest first')
       .option('--since <iso>', `only rows that last failed at or after this time (${TIME_HELP})`)
       .option('--reason <text>', 'only rows whose last error contains this text')
-      .option('--sink <name>', 'only this sink (analytics, redis, external, kafka, source)')
+      .option('--sink <name>', `only this sink (${DEAD_LETTER_SINKS.join(', ')})`)
       .option('--limit <n>', 'rows at most', '100')
       .option('--include-replayed', 'also rows already replayed')
       .option('--json', 'JSON lines instead of a table'),
@@ -52,11 +52,12 @@ export function registerDlq(program: Command): void {
       const config = configFrom(options);
       const since = options.since ? parseInstant(String(options.since), '--since') : undefined;
       const limit = integerOption(options.limit, '--limit', 1);
+      const sink = sinkOption(options.sink);
       await withStore(requireDatabaseUrl(config), async (store) => {
         const rows = await store.list({
           since,
           reason: options.reason as string | undefined,
-          sink: options.sink as string | undefined,
+          sink,
           limit,
           includeReplayed: options.includeReplayed === true,
         });
@@ -122,16 +123,17 @@ export function registerDlq(program: Command): void {
       .command('purge')
       .description('delete dead letters (pending and replayed) that last failed before a time')
       .requiredOption('--before <iso>', `delete rows whose last failure is before this time (${TIME_HELP})`)
-      .option('--sink <name>', 'only this sink (analytics, redis, external, kafka, source)'),
+      .option('--sink <name>', `only this sink (${DEAD_LETTER_SINKS.join(', ')})`),
     ['databaseUrl'],
   ).action(
     action(async (options: Record<string, unknown>) => {
       const config = configFrom(options);
       const before = parseInstant(String(options.before), '--before');
+      const sink = sinkOption(options.sink);
       await withStore(requireDatabaseUrl(config), async (_store, pool) => {
         const result = await pool.query(
           `DELETE FROM ${STATE_SCHEMA}.dead_letters WHERE last_failed_at < $1 AND ($2::text IS NULL OR sink = $2)`,
-          [before, (options.sink as string | undefined) ?? null],
+          [before, sink ?? null],
         );
         process.stdout.write(
           `purged ${result.rowCount ?? 0} dead letter(s) that last failed before ${before}\n`,
@@ -232,4 +234,17 @@ function formatTable(rows: DeadLetterRow[]): string {
 function rowJson(row: DeadLetterRow): string {
   const { event, ...rest } = row;
   return appendJsonMember(JSON.stringify(rest), 'event', recordJson(event));
+}
+
+/** What a dead letter's `sink` can be: each destination, and `source` (rows that could not be decoded). */
+const DEAD_LETTER_SINKS: readonly string[] = [...SINK_NAMES, 'source'];
+
+/** `--sink`, checked: a misspelt name would otherwise match nothing (purge: "purged 0", exit 0). */
+function sinkOption(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  const name = String(value);
+  if (!DEAD_LETTER_SINKS.includes(name)) {
+    throw configError(`--sink must be one of ${DEAD_LETTER_SINKS.join(', ')} (got "${name}")`);
+  }
+  return name;
 }

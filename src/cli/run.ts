@@ -1,7 +1,14 @@
 import type { Command } from 'commander';
 import { createLogger } from '../logger.js';
 import { startHttpServer, startRuntime } from '../runtime.js';
-import { action, configFrom, SINK_CONFIG_KEYS, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
+import {
+  action,
+  configFrom,
+  KAFKA_CONFIG_KEYS,
+  SINK_CONFIG_KEYS,
+  SOURCE_CONFIG_KEYS,
+  withConfigOptions,
+} from './common.js';
 import { exitIfStuck, exitSoon, waitForShutdownSignal } from './signals.js';
 import { configError } from '../errors.js';
 import { assertSafeHttpExposure, isLoopback } from '../config.js';
@@ -12,6 +19,8 @@ export const RUN_CONFIG_KEYS = [
   'databaseUrl',
   ...SOURCE_CONFIG_KEYS,
   ...SINK_CONFIG_KEYS,
+  // The enriched-topic sink's connection (KAFKA_ENRICHED_TOPIC is among the sink settings).
+  ...KAFKA_CONFIG_KEYS,
   'slotName',
   'publicationName',
   'port',

@@ -12,7 +12,7 @@ export function registerTop(program: Command): void {
     program
       .command('top')
       .description('print the live leaderboard from Redis')
-      .option('--window <w>', 'time window (the 10-minute leaderboard is kept live)', '10m')
+      .option('--window <w>', 'time window, 1m to 10m (the 10-minute leaderboard is kept live)', '10m')
       .addOption(new Option('--by <what>', 'rank by').choices(['events', 'seconds']).default('events'))
       .addOption(
         new Option('--dim <what>', 'rank content or devices')

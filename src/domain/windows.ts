@@ -31,11 +31,15 @@ export function windowBuckets(nowMs: number, minutes: number): string[] {
   return buckets;
 }
 
-/** Parses `10m`, `5m`, `1h` into whole minutes (1..60: bucket retention bounds the window). */
+/** Parses `10m`, `5m` into whole minutes, 1..10 (bucket retention bounds the window). */
 export function parseWindow(text: string): number {
   const m = /^(\d+)(m|h)$/.exec(text);
-  if (!m) throw new RangeError(`window must look like 10m or 1h, got ${JSON.stringify(text)}`);
+  if (!m)
+    throw new RangeError(
+      `window must be whole minutes from 1m to 10m, like 5m (got ${JSON.stringify(text)})`,
+    );
   const minutes = +m[1] * (m[2] === 'h' ? 60 : 1);
-  if (minutes < 1 || minutes > 10) throw new RangeError('window must be between 1m and 10m');
+  if (minutes < 1 || minutes > 10)
+    throw new RangeError(`window must be from 1m to 10m (got ${JSON.stringify(text)})`);
   return minutes;
 }

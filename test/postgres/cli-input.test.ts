@@ -76,8 +76,33 @@ describe('CLI input: secrets never printed, bad values one line and exit 2', () 
     oneLineExit2(mock, new RegExp(`EP_ERR_CONFIG: port ${busyPort} on 127.0.0.1 is already in use`));
   });
 
+  it('a misspelt dlq --sink, a window out of range: one line, exit 2', async () => {
+    const [purge, list, top] = await Promise.all([
+      runCli(['dlq', 'purge', '--before', '2030-01-01', '--sink', 'extrenal'], { DATABASE_URL: db.url }),
+      runCli(['dlq', 'list', '--sink', 'Redis'], { DATABASE_URL: db.url }),
+      runCli(['top', '--window', '1h']),
+    ]);
+    const sinks = /--sink must be one of analytics, redis, external, kafka, source/;
+    oneLineExit2(purge, sinks);
+    oneLineExit2(list, sinks);
+    oneLineExit2(top, /--window: window must be from 1m to 10m \(got "1h"\)/);
+  });
+
   it('--help lists every setting the README gives a flag, and every sink dlq can filter by', async () => {
-    const [run, list] = await Promise.all([runCli(['run', '--help']), runCli(['dlq', 'list', '--help'])]);
+    const [run, list, backfill] = await Promise.all([
+      runCli(['run', '--help']),
+      runCli(['dlq', 'list', '--help']),
+      runCli(['backfill', '--help']),
+    ]);
+    // The enriched-topic sink's connection is settable wherever the sink is (run, backfill).
+    for (const help of [run.output, backfill.output])
+      for (const flag of [
+        '--kafka-brokers',
+        '--kafka-ssl',
+        '--kafka-sasl-mechanism',
+        '--kafka-enriched-topic',
+      ])
+        assert.ok(help.includes(flag), flag);
     for (const env of [
       'ANALYTICS_WRITE_INTERVAL_MS',
       'EXTERNAL_WRITE_INTERVAL_MS',
