@@ -241,15 +241,18 @@ export async function startRuntime(
   const deadLetters = new DeadLetterStore(pool);
   // Direct mode: a DuckDB file locked by another process holds the position and retries
   // (the fan-out's write retry) instead of exiting into a restart loop.
-  // The slot's positions recognise replays in DuckDB, tied to this cluster's identity.
+  // The slot's positions recognise replays in DuckDB and Redis, tied to this cluster's identity
+  // (a Postgres dump/restored into a new cluster restarts its LSNs below the stored positions).
+  const positionedStream = {
+    stream: config.slotName,
+    sourceId: () => postgresSystemIdentifier(databaseUrl),
+  };
   const built = createSinks(
     config,
     { logger, metrics, deadLetters },
     {
-      analytics: {
-        waitWhileLocked: true,
-        positionedStream: { stream: config.slotName, sourceId: () => postgresSystemIdentifier(databaseUrl) },
-      },
+      analytics: { waitWhileLocked: true, positionedStream },
+      redis: { positionedStream },
       keyTypes: shape.keyTypes,
     },
   );

@@ -6,7 +6,7 @@ import { DeadLetterStore } from '../state/dead-letter.js';
 import { createAnalyticsSink, type AnalyticsSinkDeps } from './analytics/create-analytics-sink.js';
 import { ExternalSink, type ExternalSinkOptions } from './external/external-sink.js';
 import { createKafkaEnrichedSink } from './kafka/kafka-sink.js';
-import { RedisSink } from './redis/redis-sink.js';
+import { RedisSink, type RedisSinkOptions } from './redis/redis-sink.js';
 import type { Sink } from './sink.js';
 
 /**
@@ -35,6 +35,8 @@ export interface SinkFactoryOptions {
   /** The sinks wanted (default: all); external needs EXTERNAL_URL, kafka KAFKA_ENRICHED_TOPIC. */
   only?: readonly SinkName[];
   analytics?: AnalyticsOptions;
+  /** A mode's choices for the Redis sink (direct mode: the slot's source identity, stored with its watermark). */
+  redis?: Pick<RedisSinkOptions, 'positionedStream'>;
   /** The source's key types (discovered from the catalog); every destination types its keys by them. */
   keyTypes?: KeyTypes;
 }
@@ -72,6 +74,7 @@ export function createSinks(
       prefix: config.redisPrefix,
       logger: logger.child({ sink: 'redis' }),
       keyTypes: options.keyTypes,
+      positionedStream: options.redis?.positionedStream,
     });
   }
   if (wanted('external')) {

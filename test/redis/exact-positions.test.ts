@@ -79,6 +79,11 @@ describe('exact positions: back-to-back commits survive a restart', () => {
         p.child.kill('SIGINT');
         assert.equal((await p.exited).code, 0, p.output());
         assert.equal(await redisTotal(h), n, 'Redis: every event once');
+        assert.match(
+          String(await h.redis.client.get(`${h.redis.prefix}pipeline:watermark:engagement_pipeline`)),
+          /^[0-9A-F]{16}:[0-9a-f]{8}\|postgres:\d+$/,
+          "Redis: the slot's watermark names the Postgres cluster it belongs to",
+        );
         const duck = await duckdbQuery(
           h.duckdbFile,
           'SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM engagement.events_enriched',

@@ -15,15 +15,24 @@
 -- ARGV[1]: mode, 's' (stream) or 'b' (backfill: no watermark read or written)
 -- ARGV[2], ARGV[3]: the batch's first and last stream positions (strings sorting in order)
 -- ARGV[4]: S, the number of seen bitmaps; ARGV[5]: content:last TTL in seconds
+-- ARGV[6]: the identity of the positions' source ('postgres:<system identifier>'), or '' for a
+--   stream without one (Kafka partitions): positions of different sources do not compare
 -- then per bitmap: a count n and n bit offsets; then three ARGV per op key: op, a, b
 --   i: INCRBY key a         l: SET key a EX ttl, unless key holds a later event (b = order key)
 --   z: ZINCRBY key b a      e: EXPIRE key a; b = the bucket's board (c, s or d) and minute,
 --                                  'c 202612011000' (the z ops of a bucket come before its e)
 -- Order keys ("<event_ts sort key> <event_id>") compare as (event_ts, event_id); see
 -- lastOrder() in leaderboard-ops.ts, which this file mirrors.
+-- The watermark is '<position>|<source>' when the stream has a source identity, else the bare
+-- position. A watermark of another source (a Postgres dump/restored into a new cluster whose
+-- LSNs restart below the old ones) is ignored and replaced: the seen bitmaps still dedupe each
+-- event by event_id. A bare watermark (written before identities were stored) counts as the
+-- current source's. (The position comes first so that an older version reading this value
+-- compares it as before: '<position>|...' sorts right after '<position>'.)
 -- Returns 1 when applied; 2 when applied in stream mode where no watermark existed (a fresh
--- Redis, or one that lost its data: the caller tells the two apart); 0 when the whole batch is
--- at or below the watermark (a replay);
+-- Redis, or one that lost its data: the caller tells the two apart); {'foreign', source} when
+-- applied in stream mode over a watermark of another source (ignored and replaced; source is
+-- the stored one); 0 when the whole batch is at or below the watermark (a replay);
 -- the watermark itself when the batch straddles it (the caller trims and calls again);
 -- or {'dup', k1, j1, k2, j2, ...} naming offsets (bitmap k, j-th offset) already set, in
 -- which case nothing was changed: the caller drops those events and calls again.
@@ -31,6 +40,7 @@
 local stream = ARGV[1] == 's'
 local nseen = tonumber(ARGV[4])
 local lastTtl = ARGV[5]
+local source = ARGV[6]
 
 local function bad(key, why)
   return redis.error_reply('EP_ERR_REDIS_KEY_TYPE ' .. key .. ' ' .. why .. '; nothing of the batch was written')
@@ -39,11 +49,17 @@ local function typeOf(key)
   return redis.call('TYPE', key)['ok']
 end
 
-local wm = false
+local wm = false -- the stored position, when it is this source's
+local foreign = false -- the stored watermark's source, when it is another one
 if stream then
   local t = typeOf(KEYS[1])
   if t ~= 'none' and t ~= 'string' then return bad(KEYS[1], 'holds a ' .. t .. ', expected a string (the watermark)') end
-  wm = redis.call('GET', KEYS[1])
+  local stored = redis.call('GET', KEYS[1])
+  if stored then
+    local position, from = string.match(stored, '^([^|]*)|(.*)$')
+    if not position then position = stored; from = source end -- a bare watermark: this source's
+    if source == '' or from == source then wm = position else foreign = from end
+  end
   if wm then
     if ARGV[3] <= wm then return 0 end
     if ARGV[2] <= wm then return wm end
@@ -64,7 +80,7 @@ for k = 1, nseen do
   local t = typeOf(KEYS[S + k])
   if t ~= 'none' and t ~= 'string' then return bad(KEYS[S + k], 'holds a ' .. t .. ', expected a string (a seen bitmap)') end
 end
-local a = 6
+local a = 7 -- the first bitmap's count
 for k = 1, nseen do a = a + 1 + tonumber(ARGV[a]) end
 local base = a
 local current = {}
@@ -120,7 +136,7 @@ end
 local CHUNK = 500
 local dups = {}
 local fresh = {} -- per bitmap, the offsets this call set (for the rollback on a duplicate)
-a = 6
+a = 7
 for k = 1, nseen do
   local n = tonumber(ARGV[a])
   local first = a + 1
@@ -192,7 +208,12 @@ for i = S + 1 + nseen, #KEYS do
   base = base + 3
 end
 if stream then
-  redis.call('SET', KEYS[1], ARGV[3])
+  if source == '' then
+    redis.call('SET', KEYS[1], ARGV[3])
+  else
+    redis.call('SET', KEYS[1], ARGV[3] .. '|' .. source)
+  end
+  if foreign then return { 'foreign', foreign } end
   if not wm then return 2 end
 end
 return 1

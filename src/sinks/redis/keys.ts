@@ -17,6 +17,10 @@ export function redisKeys(prefix: string) {
     windowMeta,
     /** The window's keys in the order both scripts take them (apply-batch.lua, roll-window.lua). */
     windowKeys: [windowMeta, topContent10m, topSeconds10m, topDevice10m] as const,
+    /**
+     * The stream's replay watermark: `<position>|<source identity>` for the slot in direct mode,
+     * the bare position for streams without an identity (Kafka partitions); see apply-batch.lua.
+     */
     watermark: (stream: string) => `${prefix}pipeline:watermark:${stream}`,
     /** Bitmap of event_ids whose effects were applied (one bit per id; no TTL). */
     seen: (chunk: number) => `${prefix}pipeline:seen:${chunk}`,

@@ -18,7 +18,10 @@ import { leaderboardOps, rollWindowArgs, seenArgs } from './leaderboard-ops.js';
 const APPLY_BATCH_LUA = readFileSync(new URL('./apply-batch.lua', import.meta.url), 'utf8');
 const ROLL_WINDOW_LUA = readFileSync(new URL('./roll-window.lua', import.meta.url), 'utf8');
 
-/** See apply-batch.lua: applied, applied without a watermark, replay, straddled watermark, or ['dup', k, j, ...]. */
+/**
+ * See apply-batch.lua: applied, applied without a watermark, replay, straddled watermark,
+ * ['dup', k, j, ...], or ['foreign', source] (applied over another source's watermark).
+ */
 type ApplyResult = 0 | 1 | 2 | string | (string | number)[];
 interface ScriptedRedis extends Redis {
   applyBatch(numKeys: number, ...keysAndArgs: string[]): Promise<ApplyResult>;
@@ -37,6 +40,14 @@ export interface RedisSinkOptions {
    * `content:last` types them as in the source (see event-json.ts). Default: UUID keys.
    */
   keyTypes?: KeyTypes;
+  /**
+   * The stream whose positions belong to a known source (direct mode: the replication slot)
+   * and how to learn that source's identity (the Postgres system identifier), stored with the
+   * stream's watermark: a watermark of another source (Postgres dump/restored into a new
+   * cluster, whose LSNs restart lower) is ignored instead of skipping every batch. Other
+   * streams (Kafka partitions) keep a bare position.
+   */
+  positionedStream?: { stream: string; sourceId: () => Promise<string> };
 }
 
 /**
@@ -129,6 +140,10 @@ export class RedisSink implements Sink {
   private readonly watermarked = new Set<string>();
   /** Times Redis was found to have lost the stream's state (FLUSHALL, restart without persistence). */
   stateLosses = 0;
+  /** The positioned stream's source identity, once read. */
+  private sourceId: string | null = null;
+  /** Streams whose watermark of another source was reported (one warning per stream). */
+  private readonly foreignReported = new Set<string>();
 
   constructor(private readonly options: RedisSinkOptions) {
     assertClusterPrefix(options.url, options.prefix);
@@ -168,9 +183,49 @@ export class RedisSink implements Sink {
   async write(batch: Batch): Promise<void> {
     if (batch.events.length === 0) return;
     await this.rollBefore(batch.events, this.now());
-    const fresh = await this.apply('s', batch.events, batch.positions, this.keys.watermark(batch.stream));
+    const sourceId = await this.sourceIdOf(batch.stream);
+    const fresh = await this.apply('s', batch.events, batch.positions, this.keys.watermark(batch.stream), {
+      sourceId,
+    });
     if (fresh.noWatermark && this.watermarked.has(batch.stream)) this.reportStateLost(batch.stream);
+    if (fresh.foreignSource !== null)
+      this.reportForeignWatermark(batch.stream, fresh.foreignSource, sourceId);
     this.watermarked.add(batch.stream);
+  }
+
+  /** The identity stored with `stream`'s watermark: the positioned stream's source, else '' (none). */
+  private async sourceIdOf(stream: string): Promise<string> {
+    const positioned = this.options.positionedStream;
+    if (!positioned || positioned.stream !== stream) return '';
+    if (this.sourceId === null) {
+      try {
+        this.sourceId = await positioned.sourceId();
+      } catch (err) {
+        throw new PipelineError(
+          ErrorCodes.POSTGRES_UNREACHABLE,
+          `Redis sink: cannot read the source's identity (IDENTIFY_SYSTEM): ${describeError(err)}`,
+          'transient',
+          undefined,
+          { cause: err },
+        );
+      }
+    }
+    return this.sourceId;
+  }
+
+  /**
+   * The stream's watermark came from another source (Postgres dump/restored into a new cluster
+   * under the same slot name): its position says nothing about this source's, so it was
+   * ignored and replaced (the seen bitmaps still count each event_id once). One line per stream.
+   */
+  private reportForeignWatermark(stream: string, stored: string, current: string): void {
+    if (this.foreignReported.has(stream)) return;
+    this.foreignReported.add(stream);
+    this.options.logger.warn(
+      { stream, storedSource: stored, source: current },
+      `the Redis watermark of stream ${stream} was written for another source (${stored}, now ${current}: ` +
+        'Postgres restored into a new cluster?); ignored and replaced, events are deduplicated by event_id',
+    );
   }
 
   /**
@@ -229,7 +284,7 @@ export class RedisSink implements Sink {
     if (events.length === 0) return 0;
     const bucketsFrom = minuteBucketOfMs(nowMs - BACKFILL_REDIS_HORIZON_MINUTES * 60_000);
     await this.rollBefore(events, nowMs);
-    const { applied } = await this.apply('b', events, [], this.keys.watermark('backfill'), bucketsFrom);
+    const { applied } = await this.apply('b', events, [], this.keys.watermark('backfill'), { bucketsFrom });
     return applied;
   }
 
@@ -239,8 +294,8 @@ export class RedisSink implements Sink {
     all: readonly EnrichedEvent[],
     allPositions: readonly string[],
     watermarkKey: string,
-    bucketsFrom?: string,
-  ): Promise<{ applied: number; noWatermark: boolean }> {
+    { bucketsFrom, sourceId = '' }: { bucketsFrom?: string; sourceId?: string },
+  ): Promise<{ applied: number; noWatermark: boolean; foreignSource: string | null }> {
     let events = all;
     let positions = allPositions;
     if (hasRepeatedIds(all)) {
@@ -255,7 +310,8 @@ export class RedisSink implements Sink {
     for (;;) {
       const seen = seenArgs(events, this.keys, skip);
       const ops = leaderboardOps(events, this.keys, { skip, bucketsFrom, keyTypes: this.options.keyTypes });
-      if (seen.keys.length === 0 && mode === 'b') return { applied: 0, noWatermark: false };
+      if (seen.keys.length === 0 && mode === 'b')
+        return { applied: 0, noWatermark: false, foreignSource: null };
       let result: ApplyResult;
       try {
         result = await this.redis.applyBatch(
@@ -269,15 +325,18 @@ export class RedisSink implements Sink {
           positions[positions.length - 1] ?? '',
           String(seen.keys.length),
           String(CONTENT_LAST_TTL_SECONDS),
+          sourceId,
           ...seen.args,
           ...ops.args,
         );
       } catch (err) {
         throw keyTypeError(err) ?? err;
       }
-      if (result === 0) return { applied: 0, noWatermark: false };
+      if (result === 0) return { applied: 0, noWatermark: false, foreignSource: null };
       if (result === 1 || result === 2)
-        return { applied: events.length - skip.size, noWatermark: result === 2 };
+        return { applied: events.length - skip.size, noWatermark: result === 2, foreignSource: null };
+      if (Array.isArray(result) && result[0] === 'foreign')
+        return { applied: events.length - skip.size, noWatermark: false, foreignSource: String(result[1]) };
       if (Array.isArray(result)) {
         // Counted already (by a backfill, or a replay the watermark could not see): no effect again.
         for (let i = 1; i < result.length; i += 2) {
