@@ -25,6 +25,11 @@ export const ErrorCodes = {
   ANALYTICS_LOCKED: 'EP_ERR_ANALYTICS_LOCKED',
   ANALYTICS_UNAVAILABLE: 'EP_ERR_ANALYTICS_UNAVAILABLE',
   SINK_WRITE: 'EP_ERR_SINK_WRITE',
+  /**
+   * The analytics store refused every row of a write (e.g. its table's columns drifted): the
+   * store is failing, not the rows. Nothing is dead-lettered; held and retried slowly.
+   */
+  ANALYTICS_REFUSED: 'EP_ERR_ANALYTICS_REFUSED',
   BAD_ROW: 'EP_ERR_BAD_ROW',
   KAFKA_UNREACHABLE: 'EP_ERR_KAFKA_UNREACHABLE',
   DUCKDB_SHARED_GROUP: 'EP_ERR_DUCKDB_SHARED_GROUP',
@@ -33,7 +38,10 @@ export const ErrorCodes = {
   SOURCE_TABLE_MISSING: 'EP_ERR_SOURCE_TABLE_MISSING',
   /** A source table lacks a column the pipeline needs, or has a key of an unsupported type. */
   SOURCE_SHAPE: 'EP_ERR_SOURCE_SHAPE',
-  /** An analytics table created earlier for other key types than the source's (never cast). */
+  /**
+   * An analytics table created earlier for other key types than the source's (never cast), or a
+   * BigQuery table lacking a column the pipeline writes / requiring one it does not write.
+   */
   DESTINATION_SHAPE: 'EP_ERR_DESTINATION_SHAPE',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -4,7 +4,8 @@ import { ErrorCodes, PipelineError } from '../errors.js';
  * What the fan-out does about a failed sink write:
  * - `transient` (network, timeouts, 5xx, 429, locks, a restarting server): retry the same
  *   batch with backoff; the source position is held meanwhile.
- * - `sink` (authentication, permission, unknown table/schema/dataset): retrying soon cannot
+ * - `sink` (authentication, permission, unknown table/schema/dataset, an analytics table that
+ *   refuses every row: EP_ERR_ANALYTICS_REFUSED): retrying soon cannot
  *   help, an operator must act. One clear error line, the position held, the sink marked
  *   failed (/readyz 503, `status`, /api/stats) and retried slowly until it is fixed.
  * - `rows` (the sink deterministically rejects something in the batch: a bad value, a
@@ -83,6 +84,8 @@ export function policyFor(err: unknown): ErrorPolicy {
 
 function classify(e: unknown): ErrorPolicy | null {
   if (typeof e !== 'object' || e === null) return null;
+  // Decided by the sink, not by the text it quotes (a column named `blocked` is no lock).
+  if (e instanceof PipelineError && e.code === ErrorCodes.ANALYTICS_REFUSED) return 'sink';
   const x = e as { code?: unknown; status?: unknown; statusCode?: unknown; type?: unknown; name?: unknown };
   if (x.name === 'AbortError' || x.name === 'TimeoutError') return 'transient';
   const code = typeof x.code === 'string' ? x.code : undefined;

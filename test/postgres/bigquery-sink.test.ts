@@ -7,6 +7,8 @@ import { STATE_SCHEMA_SQL } from '../../src/db/schema.js';
 import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
 import { PipelineError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import { Fanout } from '../../src/pipeline/fanout.js';
 import { BIGQUERY_FIELDS } from '../../src/sinks/analytics/bigquery-schema.js';
 import { BigQuerySink, parseBigQueryUrl } from '../../src/sinks/analytics/bigquery-sink.js';
 import { createAnalyticsSink } from '../../src/sinks/analytics/create-analytics-sink.js';
@@ -20,6 +22,16 @@ import { freshDatabase } from '../helpers/postgres.js';
  */
 
 const signal = () => new AbortController().signal;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `check` (a CPU-starved run only takes longer), failing after `ms`. */
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
 
 function event(id: number, overrides: Partial<EnrichedEvent> = {}): EnrichedEvent {
   const ts = '2026-11-01T12:00:00.123456Z';
@@ -145,6 +157,109 @@ describe('BigQuery sink (REST shapes checked by a local server)', () => {
     // The replay of the same batch updates the pending dead letter instead of adding one.
     await sink.write(batch(events), signal());
     assert.equal((await deadLetters.list({ sink: 'analytics', limit: 10 })).length, 1);
+  });
+
+  /**
+   * The table's columns drift under the running sink (here `device` is gone, so BigQuery answers
+   * `no such field: device.` for every row) and are fixed later, through the fan-out as
+   * `engagement run` drives it.
+   */
+  function whileDeviceIsMissing(events: EnrichedEvent[]): {
+    fanout: Fanout;
+    write: Promise<void>;
+    restore: () => void;
+    settled: () => boolean;
+  } {
+    const table = fake.table('acme-analytics', 'media', 'events_enriched')!;
+    const fields = table.schema!.fields;
+    table.schema = { fields: fields.filter((f) => f.name !== 'device') };
+    const fanout = new Fanout({
+      sinks: [sink],
+      metrics: createMetrics(),
+      logger: silentLogger(),
+      deadLetters,
+      failedRetryBaseMs: 20,
+      failedRetryMaxMs: 50,
+    });
+    let settled = false;
+    const write = fanout.write(batch(events)).finally(() => (settled = true));
+    write.catch(() => undefined);
+    return { fanout, write, restore: () => (table.schema = { fields }), settled: () => settled };
+  }
+
+  async function assertHeldThenDeliveredOnce(events: EnrichedEvent[]): Promise<void> {
+    const ids = events.map((e) => String(e.event_id));
+    const deadBefore = (await deadLetters.list({ sink: 'analytics', limit: 1000 })).length;
+    const insertsBefore = fake.requests.filter((r) => r.path.endsWith('/insertAll')).length;
+    const drift = whileDeviceIsMissing(events);
+    try {
+      await until('the sink marked failed', () => drift.fanout.health()[0].state === 'failed');
+      const h = drift.fanout.health()[0];
+      assert.match(
+        h.error ?? '',
+        /^EP_ERR_ANALYTICS_REFUSED: BigQuery refused every row of an insertAll into acme-analytics\.media\.events_enriched \(\d+ rows?\): invalid: no such field: device\..*nothing was dead-lettered \(fix: /,
+      );
+      await until(
+        'a slow retry',
+        () => fake.requests.filter((r) => r.path.endsWith('/insertAll')).length >= insertsBefore + 2,
+      );
+      assert.equal(drift.settled(), false, 'the position is held: the write is not accepted');
+      assert.equal(drift.fanout.health()[0].state, 'failed');
+      assert.equal(
+        (await deadLetters.list({ sink: 'analytics', limit: 1000 })).length,
+        deadBefore,
+        'nothing dead-lettered',
+      );
+      assert.ok(!rows().some((r) => ids.includes(String(r.event_id))));
+    } finally {
+      drift.restore();
+    }
+    await drift.write;
+    assert.equal(drift.fanout.health()[0].state, 'up');
+    drift.fanout.cancel();
+    for (const id of ids)
+      assert.equal(rows().filter((r) => r.event_id === id).length, 1, `event ${id} stored exactly once`);
+    assert.equal((await deadLetters.list({ sink: 'analytics', limit: 1000 })).length, deadBefore);
+  }
+
+  it('a table refusing every row of a batch fails the sink, not the rows: held, retried, then each event once', async () => {
+    await assertHeldThenDeliveredOnce(range(4001, 4004));
+  });
+
+  it('a lone row refused for a column the table lacks is held the same way, not dead-lettered', async () => {
+    await assertHeldThenDeliveredOnce([event(4101)]);
+  });
+
+  it('at start, refuses a table lacking a column the pipeline writes or requiring one it does not write', async () => {
+    const sinkFor = (dataset: string) =>
+      new BigQuerySink({
+        target: parseBigQueryUrl(`bigquery://acme-analytics/${dataset}`),
+        deadLetters,
+        logger: silentLogger(),
+        apiEndpoint: fake.url,
+        accessToken: fake.token,
+      });
+    await sinkFor('drifted').start();
+    const table = fake.table('acme-analytics', 'drifted', 'events_enriched')!;
+    const fields = table.schema!.fields;
+    // An extra NULLABLE column (an operator's own) is fine: insertAll leaves it null.
+    table.schema = { fields: [...fields, { name: 'note', type: 'STRING', mode: 'NULLABLE' }] };
+    await sinkFor('drifted').start();
+    table.schema = {
+      fields: [
+        ...fields.filter((f) => f.name !== 'device'),
+        { name: 'tenant', type: 'STRING', mode: 'REQUIRED' },
+      ],
+    };
+    await assert.rejects(sinkFor('drifted').start(), (err: unknown) => {
+      assert.ok(err instanceof PipelineError);
+      assert.equal(err.kind, 'config');
+      assert.match(
+        err.oneLine(),
+        /^EP_ERR_DESTINATION_SHAPE: BigQuery table acme-analytics\.drifted\.events_enriched does not have the columns the pipeline writes: device is \(missing\), expected STRING; tenant is STRING REQUIRED, expected NULLABLE \(the pipeline does not write it\); nothing was written \(fix: add the missing columns .*\)$/,
+      );
+      return true;
+    });
   });
 
   it('503 and quota errors reject the write, so the pipeline retries it with backoff', async () => {

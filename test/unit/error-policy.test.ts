@@ -38,6 +38,16 @@ describe('policyFor', () => {
     assert.equal(policyFor(new Error('Catalog Error: Table with name x does not exist!')), 'sink');
   });
 
+  it('an analytics table refusing every row is the sink failing, whatever BigQuery text it quotes', () => {
+    // The quoted reason names a column `blocked`: read as text it would pass for a lock (transient).
+    const refused = new PipelineError(
+      ErrorCodes.ANALYTICS_REFUSED,
+      'BigQuery refused every row of an insertAll into p.d.events_enriched (3 rows): invalid: Missing required field: blocked.',
+      'config',
+    );
+    assert.equal(policyFor(refused), 'sink');
+  });
+
   it('a deterministic rejection of the data is permanent for rows', () => {
     assert.equal(
       policyFor(

@@ -4,10 +4,12 @@ import type { KeyTypes } from '../../domain/source-shape.js';
 import {
   DEFAULT_KEY_TYPES,
   EVENT_COLUMNS,
+  KEY_COLUMNS,
   keysProblem,
   typeName,
   type Column,
   type ColumnName,
+  type ColumnTypeDifference,
   type TypeNames,
 } from './columns.js';
 import { timestampsProblem } from './representable.js';
@@ -64,6 +66,42 @@ export function bigQueryField(column: Column, keyTypes: KeyTypes = DEFAULT_KEY_T
 /** The table's schema for the source's key types. */
 export function bigQueryFields(keyTypes: KeyTypes = DEFAULT_KEY_TYPES): BigQueryField[] {
   return EVENT_COLUMNS.map((c) => bigQueryField(c, keyTypes));
+}
+
+/** A field of an existing table as tables.get answers it (mode absent: NULLABLE). */
+export interface ExistingField {
+  name?: string;
+  type?: string;
+  mode?: string;
+}
+
+/**
+ * What makes insertAll refuse every row of an existing table, beyond the key columns' types
+ * (keyColumnDifferences): a column the pipeline writes that the table lacks ("no such field"),
+ * and a REQUIRED column it does not write ("Missing required field"). Other differences (a
+ * non-key type, a mode) are not judged here. BigQuery's column names ignore case.
+ */
+export function bigQueryColumnDifferences(
+  existing: readonly ExistingField[],
+  expected: readonly BigQueryField[],
+): ColumnTypeDifference[] {
+  const have = new Set(existing.map((f) => String(f.name).toLowerCase()));
+  const written = new Set(expected.map((f) => f.name.toLowerCase()));
+  const out: ColumnTypeDifference[] = [];
+  for (const f of expected) {
+    if ((KEY_COLUMNS as readonly string[]).includes(f.name)) continue; // keyColumnDifferences' part
+    if (!have.has(f.name.toLowerCase()))
+      out.push({ column: f.name, existing: '(missing)', expected: f.type });
+  }
+  for (const f of existing) {
+    if (f.mode === 'REQUIRED' && !written.has(String(f.name).toLowerCase()))
+      out.push({
+        column: String(f.name),
+        existing: `${f.type} REQUIRED`,
+        expected: 'NULLABLE (the pipeline does not write it)',
+      });
+  }
+  return out;
 }
 
 /** The schema with UUID keys (the default shape). */

@@ -13,10 +13,12 @@ import {
   BIGQUERY_TABLE,
   BIGQUERY_TABLE_OPTIONS,
   BIGQUERY_UNIQUE_VIEW,
+  bigQueryColumnDifferences,
   bigQueryFields,
   toInsertAllRow,
   uniqueViewQuery,
   type BigQueryField,
+  type ExistingField,
   type InsertAllRow,
 } from './bigquery-schema.js';
 import { DEFAULT_KEY_TYPES, destinationShapeError, keyColumnDifferences } from './columns.js';
@@ -61,10 +63,13 @@ interface RowError {
  * event_id (BigQuery drops a re-sent row, best-effort, for about a minute) and, exactly, from
  * the `events_enriched_unique` view the sink creates (what the query pack reads).
  *
- * A row BigQuery refuses (per-row insertErrors) goes to the dead-letter table with the reason,
- * and the rest of the batch is accepted (skipInvalidRows). A whole-request failure (503,
- * quota/rate limits, network) rejects, and the pipeline retries with backoff. The client's own
- * retries are off so there is one retry policy.
+ * A row BigQuery refuses (per-row insertErrors) while it accepts others of the same request
+ * goes to the dead-letter table with the reason, and the rest is stored (skipInvalidRows).
+ * A request whose every row is refused (see everyRowRefused) is the table failing, not the
+ * rows (its columns drifted): the write rejects with EP_ERR_ANALYTICS_REFUSED, nothing is
+ * dead-lettered, and the pipeline holds the position and retries slowly until BigQuery takes
+ * the rows. A whole-request failure (503, quota/rate limits, network) rejects, and the
+ * pipeline retries with backoff. The client's own retries are off so there is one retry policy.
  */
 export class BigQuerySink implements Sink {
   readonly name = 'analytics';
@@ -115,7 +120,7 @@ export class BigQuerySink implements Sink {
     try {
       if (!(await this.dataset.exists())[0])
         await ignoreConflict(this.dataset.create({ location: target.location }));
-      let existing: { name?: string; type?: string }[] | null = null;
+      let existing: ExistingField[] | null = null;
       if ((await this.table.exists())[0]) {
         existing = ((await this.table.getMetadata())[0] as { schema?: { fields?: [] } }).schema?.fields ?? [];
       } else {
@@ -127,7 +132,7 @@ export class BigQuerySink implements Sink {
           }),
         );
       }
-      if (existing) this.checkKeyColumns(existing);
+      if (existing) this.checkColumns(existing);
       const view = this.dataset.table(BIGQUERY_UNIQUE_VIEW);
       if (!(await view.exists())[0]) {
         await ignoreConflict(
@@ -163,6 +168,15 @@ export class BigQuerySink implements Sink {
       for (let round = 0; pending.length > 0; round++) {
         if (signal.aborted) throw abortError();
         const rowErrors = await this.insertAll(pending);
+        // Nothing of this request was stored, so failing here loses nothing and re-sends no
+        // row BigQuery took from it. Rows of earlier requests of this write were stored; the
+        // pipeline's retry sends them again with the same insertId (= event_id): BigQuery drops
+        // such a re-send within about a minute, and a later one (the sink's retries are slow)
+        // leaves a second physical row that `events_enriched_unique` hides, as after any replay
+        // (README "Exactly-once, per destination"). Their own refused rows are not recorded
+        // yet (that happens when the write resolves), so the retry finds and records them once.
+        const refusedAll = everyRowRefused(pending, rowErrors);
+        if (refusedAll) throw this.refusedError(pending.length, refusedAll);
         const stopped: InsertAllRow[] = [];
         for (const { row, errors } of rowErrors) {
           // `stopped`: the row was fine but not inserted because another one failed.
@@ -186,14 +200,30 @@ export class BigQuerySink implements Sink {
     // The client keeps no connection state worth flushing; insertAll is synchronous per request.
   }
 
-  /** A table created earlier for other key types is refused with one line, never cast into. */
-  private checkKeyColumns(existingFields: readonly { name?: string; type?: string }[]): void {
+  /**
+   * A table created earlier for other key types is refused with one line, never cast into; so is
+   * one whose columns would make insertAll refuse every row (a column the pipeline writes is
+   * missing, or one it does not write is REQUIRED): caught here rather than by the first write.
+   */
+  private checkColumns(existingFields: readonly ExistingField[]): void {
     const existing = new Map(existingFields.map((f) => [String(f.name), String(f.type)]));
     const expected = new Map(this.fields.map((f) => [f.name, f.type as string]));
     // tables.get answers the legacy names (INTEGER for INT64).
     const normalize = (type: string) => (type === 'INTEGER' ? 'INT64' : type);
     const differences = keyColumnDifferences(existing, expected, normalize);
-    if (differences.length === 0) return;
+    if (differences.length === 0) {
+      const columns = bigQueryColumnDifferences(existingFields, this.fields);
+      if (columns.length === 0) return;
+      throw destinationShapeError(
+        'BigQuery',
+        this.where,
+        columns,
+        this.keyTypes,
+        `add the missing columns (ALTER TABLE \`${this.where}\` ADD COLUMN name TYPE), make the columns ` +
+          `the pipeline does not write NULLABLE (ALTER TABLE \`${this.where}\` ALTER COLUMN name DROP NOT NULL), ` +
+          `or point ANALYTICS_URL at another dataset (bigquery://${this.options.target.projectId}/other_dataset)`,
+      );
+    }
     throw destinationShapeError(
       'BigQuery',
       this.where,
@@ -202,6 +232,17 @@ export class BigQuerySink implements Sink {
       `point ANALYTICS_URL at another dataset (bigquery://${this.options.target.projectId}/other_dataset), ` +
         `or rename the table (ALTER TABLE \`${this.where}\` RENAME TO ${BIGQUERY_TABLE}_old) or drop it ` +
         'and re-run `engagement backfill`',
+    );
+  }
+
+  private refusedError(rows: number, reason: string): PipelineError {
+    return new PipelineError(
+      ErrorCodes.ANALYTICS_REFUSED,
+      `BigQuery refused every row of an insertAll into ${this.where} (${rows} ${rows === 1 ? 'row' : 'rows'}): ` +
+        `${reason}; the table does not take what the pipeline writes, nothing was dead-lettered`,
+      'config',
+      `compare the table's columns with the pipeline's (bq show --schema ${this.where}): add a missing ` +
+        'column, make a column the pipeline does not write NULLABLE; the stream resumes once BigQuery takes the rows',
     );
   }
 
@@ -245,6 +286,26 @@ export class BigQuerySink implements Sink {
       attempts: 1,
     };
   }
+}
+
+/** A refusal that names the table's columns, never the row's values: every row would get it. */
+const TABLE_SHAPE_REFUSAL = /no such field|missing required field/i;
+
+/**
+ * BigQuery's reason (`invalid: no such field: device.`) when it refused every row of a request
+ * for the table's sake rather than the rows' own, or null when the per-row errors are the rows'
+ * (dead-lettered). Every row refused (none `stopped` only, none stored) counts when the request
+ * held more than one row, as the fan-out judges a batch whose every row is refused
+ * (fanout.ts, AllRowsRejected); a lone row when its refusal names the table's columns. Rows
+ * refused while others of the request were stored stay the rows' fault.
+ */
+function everyRowRefused(sent: InsertAllRow[], rowErrors: RowError[]): string | null {
+  const refused = rowErrors.filter(({ errors }) => !errors.every((e) => e.reason === 'stopped'));
+  if (refused.length === 0 || new Set(refused.map((r) => r.row)).size < sent.length) return null;
+  const errors = refused[0].errors.filter((e) => e.reason !== 'stopped');
+  const reason = errors.map((e) => `${e.reason ?? 'error'}: ${e.message ?? ''}`.trim()).join('; ');
+  if (sent.length > 1) return reason;
+  return errors.some((e) => TABLE_SHAPE_REFUSAL.test(e.message ?? '')) ? reason : null;
 }
 
 function* chunks(rows: InsertAllRow[]): Generator<InsertAllRow[]> {

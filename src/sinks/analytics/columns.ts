@@ -171,7 +171,9 @@ export function keyColumnDifferences(
 /**
  * The one line for a destination table created earlier for other key types: what differs and
  * how to move on. The pipeline never casts keys to make such a table fit (a UUID column cannot
- * hold 777; a VARCHAR one would hold it but sort and join as text).
+ * hold 777; a VARCHAR one would hold it but sort and join as text). When a difference is not a
+ * key column's (a column the pipeline writes is missing, or one it does not write is required),
+ * the line says the table does not have the pipeline's columns instead.
  */
 export function destinationShapeError(
   destination: string,
@@ -181,10 +183,14 @@ export function destinationShapeError(
   howToMove: string,
 ): PipelineError {
   const what = differences.map((d) => `${d.column} is ${d.existing}, expected ${d.expected}`).join('; ');
+  const keysOnly = differences.every((d) => (KEY_COLUMNS as readonly string[]).includes(d.column));
   return new PipelineError(
     ErrorCodes.DESTINATION_SHAPE,
-    `${destination} table ${table} was created for other key types than the source's ` +
-      `(content_id ${keyTypes.content_id}, user_id ${keyTypes.user_id}): ${what}; nothing was written`,
+    (keysOnly
+      ? `${destination} table ${table} was created for other key types than the source's ` +
+        `(content_id ${keyTypes.content_id}, user_id ${keyTypes.user_id}): `
+      : `${destination} table ${table} does not have the columns the pipeline writes: `) +
+      `${what}; nothing was written`,
     'config',
     howToMove,
   );
