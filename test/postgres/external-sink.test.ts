@@ -124,6 +124,56 @@ async function deadLetterRows() {
   );
 }
 
+/**
+ * A receiver on a port of its own: `answer` gets the request's Idempotency-Key and event ids
+ * and returns the status (and headers) to answer with, or a promise of them.
+ */
+async function receiver(
+  answer: (
+    key: string,
+    ids: number[],
+  ) =>
+    | { status: number; headers?: Record<string, string> }
+    | Promise<{ status: number; headers?: Record<string, string> }>,
+): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    void readBody(req).then(async (body) => {
+      const parsed = JSON.parse(body.toString()) as EnrichedEvent | EnrichedEvent[];
+      const ids = (Array.isArray(parsed) ? parsed : [parsed]).map((e) => e.event_id as number);
+      const { status, headers } = await answer(String(req.headers['idempotency-key']), ids);
+      res.writeHead(status, headers).end(status === 200 ? '' : `{"error":"status ${status}"}`);
+    });
+  });
+  const port = await listen(server, 0);
+  return { url: `http://127.0.0.1:${port}/`, close: () => closeServer(server) };
+}
+
+/**
+ * A receiver implementing the IETF Idempotency-Key draft: the first request with a key is
+ * processed for `processingMs` (its events are taken then); a request with the same key
+ * meanwhile is answered 409 Conflict, one after it gets the stored 200.
+ */
+async function idempotencyKeyReceiver(processingMs: number) {
+  const state = new Map<string, 'processing' | 'done'>();
+  const taken: number[] = [];
+  const statuses: number[] = [];
+  const server = await receiver(async (key, ids) => {
+    const seen = state.get(key);
+    const status = seen === 'processing' ? 409 : 200;
+    statuses.push(status);
+    if (seen !== undefined) return { status };
+    state.set(key, 'processing');
+    await sleep(processingMs);
+    taken.push(...ids);
+    state.set(key, 'done');
+    return { status: 200 };
+  });
+  return { ...server, state, taken, statuses };
+}
+
+const ascending = (ids: number[]) => [...ids].sort((a, b) => a - b);
+const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
+
 async function counter(metrics: Metrics, name: 'deadLetters'): Promise<number> {
   return (await metrics[name].get()).values.find((v) => v.labels.sink === 'external')?.value ?? 0;
 }
@@ -597,6 +647,72 @@ describe('ExternalSink: riding out an outage (retryForMs) and re-driving dead le
   });
 });
 
+describe('ExternalSink: 409 from an Idempotency-Key receiver (a retry meeting its own first attempt)', () => {
+  it('a 409 after a timed-out attempt is retried until the stored answer comes, not dead-lettered', async () => {
+    // Our first attempt times out (200 ms) while the receiver still processes it (500 ms); the
+    // retries under the same key meet it in progress (409) until it is done (200).
+    const r = await idempotencyKeyReceiver(500);
+    try {
+      const { sink, metrics } = await makeSink({
+        url: r.url,
+        timeoutMs: 200,
+        backoffBaseMs: 50,
+        backoffMaxMs: 200,
+        retryForMs: 20_000,
+      });
+      await sink.write(batch(1, 3), new AbortController().signal);
+      assert.equal((await deadLetterRows()).length, 0, 'nothing dead-lettered');
+      assert.deepEqual(ascending(r.taken), [1, 2, 3], 'each event taken once');
+      assert.ok(r.statuses.includes(409), `statuses ${r.statuses.join(',')}`);
+      const conflicts = (await metrics.externalRequests.get()).values.find(
+        (v) => v.labels.outcome === 'conflict',
+      );
+      assert.ok((conflicts?.value ?? 0) >= 1);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('an array answered 409 is re-sent whole under its key, not split (no event taken twice)', async () => {
+    const r = await idempotencyKeyReceiver(500);
+    try {
+      const { sink } = await makeSink({
+        url: r.url,
+        batchSize: 4,
+        timeoutMs: 200,
+        backoffBaseMs: 50,
+        backoffMaxMs: 200,
+        retryForMs: 20_000,
+      });
+      await sink.write(batch(1, 8), new AbortController().signal);
+      assert.deepEqual(ascending(r.taken), range(1, 8), 'each event taken once');
+      assert.deepEqual([...r.state.keys()].sort(), ['1-4', '5-8'], 'only the two arrays keys were sent');
+      assert.equal((await deadLetterRows()).length, 0);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('honours Retry-After on 409', async () => {
+    let conflicts = 0;
+    const r = await receiver(() =>
+      conflicts++ === 0 ? { status: 409, headers: { 'retry-after': '1' } } : { status: 200 },
+    );
+    try {
+      const { sink } = await makeSink({ url: r.url });
+      const started = Date.now();
+      await sink.write(batch(1, 1), new AbortController().signal);
+      const elapsed = Date.now() - started;
+      // backoff alone would be < 20 ms here; only Retry-After explains the wait
+      assert.ok(elapsed >= 950 && elapsed < 10_000, `elapsed ${elapsed} ms`);
+      assert.equal(conflicts, 2);
+      assert.equal((await deadLetterRows()).length, 0);
+    } finally {
+      await r.close();
+    }
+  });
+});
+
 describe('externalSinkFromConfig', () => {
   it('maps the EXTERNAL_* settings, and is off without EXTERNAL_URL', async () => {
     const deps = { deadLetters: store, metrics: createMetrics(), logger: pino({ level: 'silent' }) };
@@ -622,6 +738,22 @@ describe('DeadLetterStore', () => {
     source: 's@1',
     lastError: error,
     attempts: 2,
+  });
+
+  it('re-drivable: 409 (a retry meeting its first attempt) and other retryable errors; not 400, 401, 413, 422', async () => {
+    await store.record([
+      entry(1, '409 Conflict: request with this key is in progress'),
+      entry(2, '400 Bad Request'),
+      entry(3, '401 Unauthorized'),
+      entry(4, '413 Payload Too Large'),
+      entry(5, '422 Unprocessable Entity'),
+      entry(6, '503 Service Unavailable'),
+      entry(7, 'timeout after 5000 ms'),
+    ]);
+    assert.deepEqual(
+      (await store.listRedrivable('external', 10)).map((r) => r.eventId),
+      ['1', '6', '7'],
+    );
   });
 
   it('records idempotently, lists with filters, counts depth, marks replayed', async () => {

@@ -13,6 +13,8 @@ describe('policyFor', () => {
     assert.equal(policyFor(withCode('x', 'UND_ERR_SOCKET')), 'transient');
     assert.equal(policyFor(Object.assign(new Error('x'), { status: 503 })), 'transient');
     assert.equal(policyFor(Object.assign(new Error('x'), { statusCode: 429 })), 'transient');
+    // 409: an Idempotency-Key retry meeting its first attempt still in progress.
+    assert.equal(policyFor(Object.assign(new Error('x'), { status: 409 })), 'transient');
     assert.equal(policyFor(withCode('deadlock', '40P01')), 'transient');
     assert.equal(policyFor(withCode('lock not available', '55P03')), 'transient');
     assert.equal(policyFor(new Error('IO Error: Could not set lock on file')), 'transient');

@@ -34,12 +34,17 @@ import { SIGNATURE_HEADER, signBody } from './signature.js';
  *
  * Outcomes per request:
  * - 2xx: accepted.
- * - network error, timeout, 5xx, 408, 429: retried (Retry-After honoured, capped), up to
- *   maxAttempts; then `best-effort` dead-letters the request's events and moves on, `block`
- *   keeps retrying (backoff at its cap) until it succeeds or the pipeline aborts the write.
+ * - network error, timeout, 5xx, 408, 409, 429: retried (Retry-After honoured, capped), up to
+ *   maxAttempts; then `best-effort` dead-letters the request's events and moves on (the
+ *   automatic re-drive re-sends them once the system answers), `block` keeps retrying
+ *   (backoff at its cap) until it succeeds or the pipeline aborts the write. 409 is here
+ *   because a receiver implementing the IETF Idempotency-Key draft answers it to a retry that
+ *   arrives while the first request with the same key is still being processed (say ours
+ *   timed out): a later retry gets the first request's answer. An array answered 409 is
+ *   re-sent whole, under the same key (splitting it would send its events under new keys).
  * - any other status (400, 401, 413, 3xx, ...): permanent, dead-lettered at once under both
- *   policies; an array refused with a status that can be about some of its events (400, 409,
- *   413, 422) is first split in halves until those events stand alone, so the rest is
+ *   policies; an array refused with a status that can be about some of its events (400, 413,
+ *   422) is first split in halves until those events stand alone, so the rest is
  *   delivered (within splitBudget requests per array). Retrying cannot change the answer, and
  *   blocking on it would stall the pipeline forever; the dead-letter row keeps the event and
  *   the reason for `engagement dlq replay`.
@@ -115,9 +120,9 @@ type Verdict = { delivered: true } | { delivered: false; error: string; attempts
  * Refusals that can be about some of an array's events (a value the receiver will not take, a
  * body too large): such an array is split in halves until the refused events stand alone.
  * Others (401, 403, 404, 3xx, ...) are about the request or the endpoint: splitting would only
- * multiply requests.
+ * multiply requests. Not 409: that is a retry meeting its own first attempt (see above).
  */
-const ROW_STATUSES = new Set([400, 409, 413, 422]);
+const ROW_STATUSES = new Set([400, 413, 422]);
 
 /**
  * Requests the splitting of one refused array of n events may send: enough to isolate two bad
@@ -471,9 +476,17 @@ export class ExternalSink implements Sink {
         return { kind: 'accepted' };
       }
       const error = `${status} ${STATUS_CODES[status] ?? 'HTTP error'}${await bodySnippet(response.body)}`;
-      if (status >= 500 || status === 429 || status === 408) {
+      // 409: a retry that met its own first attempt still in progress (see the header).
+      if (status >= 500 || status === 429 || status === 408 || status === 409) {
         metrics.inc({
-          outcome: status === 429 ? 'rate_limited' : status === 408 ? 'timeout' : 'server_error',
+          outcome:
+            status === 429
+              ? 'rate_limited'
+              : status === 408
+                ? 'timeout'
+                : status === 409
+                  ? 'conflict'
+                  : 'server_error',
         });
         return { kind: 'retryable', error, retryAfter: response.headers['retry-after'] };
       }

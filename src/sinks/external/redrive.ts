@@ -16,8 +16,8 @@ import type { DeadLetterRow, DeadLetterStore } from '../../state/dead-letter.js'
  * - Oldest first (by dead-letter id), at most `ratePerSecond` events a second, one event per
  *   request under the Idempotency-Key it was dead-lettered with (the first attempt's key), so
  *   a receiver that already got it (a reply lost in the outage) absorbs the re-send.
- * - Permanent failures (4xx other than 408/429, recorded as such) are never re-driven; a row
- *   that fails permanently now is recorded with that error and left for `engagement dlq`.
+ * - Permanent failures (4xx other than 408/409/429, recorded as such) are never re-driven; a
+ *   row that fails permanently now is recorded with that error and left for `engagement dlq`.
  * - A retryable failure ends the pass: the live stream's breaker takes over, the next pass
  *   starts when the system answers again.
  * - Ordering: the live stream promises no order across requests (concurrent requests), only
