@@ -10,6 +10,8 @@ import { STATE_SCHEMA_SQL } from '../../src/db/schema.js';
 import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
 import { loadConfig } from '../../src/config.js';
 import { PipelineError } from '../../src/errors.js';
+import { Fanout } from '../../src/pipeline/fanout.js';
+import { policyFor } from '../../src/retry/error-policy.js';
 import {
   startMockExternal,
   type MockStats,
@@ -708,6 +710,157 @@ describe('ExternalSink: 409 from an Idempotency-Key receiver (a retry meeting it
       assert.equal(conflicts, 2);
       assert.equal((await deadLetterRows()).length, 0);
     } finally {
+      await r.close();
+    }
+  });
+});
+
+describe('ExternalSink: 401/403/404/407 per policy', () => {
+  it('block: a receiver answering 401 for a while holds the batch (sink failed, nothing dead-lettered), then every event arrives exactly once', async () => {
+    let status = 401;
+    let refused = 0;
+    const taken: number[] = [];
+    // One request at a time: a write stops at its first 401, so no request of it was accepted,
+    // and nothing accepted is ever re-sent (with more, a write cut short as the receiver is
+    // fixed may re-send some events under the same key, at-least-once by key).
+    const r = await receiver((_key, ids) => {
+      if (status !== 200) {
+        refused += 1;
+        return { status };
+      }
+      taken.push(...ids);
+      return { status: 200 };
+    });
+    const { logger, lines } = captureLogger();
+    const metrics = createMetrics();
+    const { sink } = await makeSink({ url: r.url, policy: 'block', concurrency: 1, metrics });
+    const fanout = new Fanout({
+      sinks: [sink],
+      metrics,
+      logger,
+      deadLetters: store,
+      failedRetryBaseMs: 20,
+      failedRetryMaxMs: 50,
+    });
+    try {
+      let settled = false;
+      const write = fanout.write(batch(1, 10)).finally(() => (settled = true));
+      await waitFor('the receiver refusing several times', () => refused >= 3, 10_000);
+      assert.equal(settled, false, 'the write is held while the receiver refuses');
+      const [health] = fanout.health();
+      assert.equal(health.state, 'failed');
+      assert.match(health.error ?? '', /refused the request: 401 Unauthorized/);
+      assert.equal((await deadLetterRows()).length, 0, 'nothing dead-lettered');
+      assert.equal(taken.length, 0);
+      status = 200;
+      await write;
+      assert.deepEqual(taken, range(1, 10), 'every event once, in order');
+      assert.equal((await deadLetterRows()).length, 0);
+      assert.equal(fanout.health()[0].state, 'up');
+      const errors = lines.filter((l) => l.level >= 50).map((l) => l.msg);
+      assert.equal(errors.length, 1, errors.join(' | '));
+      assert.match(
+        errors[0],
+        /^sink external failed and needs attention \(source position held, retrying slowly\): EP_ERR_SINK_WRITE: external system at http:\/\/127\.0\.0\.1:\d+\/ refused the request: 401 Unauthorized/,
+      );
+    } finally {
+      fanout.cancel();
+      await r.close();
+    }
+  });
+
+  it('block: 401, 403, 404 and 407 fail the write with a sink-policy error, whole arrays, nothing dead-lettered', async () => {
+    for (const status of [401, 403, 404, 407]) {
+      const keys: string[] = [];
+      const r = await receiver((key) => {
+        keys.push(key);
+        return { status };
+      });
+      try {
+        const { sink } = await makeSink({ url: r.url, policy: 'block', batchSize: 4, concurrency: 1 });
+        await assert.rejects(sink.write(batch(1, 8), new AbortController().signal), (err: unknown) => {
+          assert.ok(err instanceof PipelineError);
+          assert.equal(policyFor(err), 'sink', `${status}`);
+          assert.match(err.message, new RegExp(`refused the request: ${status} `));
+          return true;
+        });
+        assert.deepEqual(keys, ['1-4'], `${status}: one request, not split, not retried by the sink`);
+        assert.equal((await deadLetterRows()).length, 0, `${status}`);
+      } finally {
+        await r.close();
+      }
+    }
+  });
+
+  it('best-effort: 401, 403, 404 and 407 are still dead-lettered at once', async () => {
+    for (const status of [401, 403, 404, 407]) {
+      await pool.query('TRUNCATE engagement_pipeline.dead_letters');
+      let requests = 0;
+      const r = await receiver(() => {
+        requests += 1;
+        return { status };
+      });
+      try {
+        const { sink } = await makeSink({ url: r.url });
+        await sink.write(batch(1, 3), new AbortController().signal);
+        assert.equal(requests, 3, `${status}: one request per event, no retry`);
+        const rows = await deadLetterRows();
+        assert.deepEqual(
+          rows.map((row) => row.event_id),
+          ['1', '2', '3'],
+        );
+        assert.match(rows[0].last_error, new RegExp(`^${status} `));
+      } finally {
+        await r.close();
+      }
+    }
+  });
+
+  it('block: the re-drive leaves a dead letter as it was when the receiver answers 401, and sends it once fixed', async () => {
+    await store.record(
+      [1, 2].map((id) => ({
+        sink: 'external',
+        eventId: id,
+        idempotencyKey: String(id),
+        event: event(id),
+        source: 's@1',
+        lastError: '503 Service Unavailable',
+        attempts: 1,
+      })),
+    );
+    let status = 401;
+    let refused = 0;
+    const taken: number[] = [];
+    const r = await receiver((_key, ids) => {
+      if (status !== 200) {
+        refused += 1;
+        return { status };
+      }
+      taken.push(...ids);
+      return { status: 200 };
+    });
+    const { sink } = await makeSink({
+      url: r.url,
+      policy: 'block',
+      redrive: { store, ratePerSecond: 1000, intervalMs: 50 },
+    });
+    try {
+      // Two passes' worth: the first pass is over (anything it would record, recorded).
+      await waitFor('the re-drive meeting the 401', () => refused >= 4, 10_000);
+      const rows = await deadLetterRows();
+      assert.deepEqual(
+        rows.map((row) => [row.event_id, row.last_error, row.attempts]),
+        [
+          ['1', '503 Service Unavailable', 1],
+          ['2', '503 Service Unavailable', 1],
+        ],
+        'left as it was: still re-drivable',
+      );
+      status = 200;
+      await waitFor('re-drive done', async () => (await store.depth('external')) === 0, 10_000);
+      assert.deepEqual(ascending(taken), [1, 2]);
+    } finally {
+      await sink.stop(); // its re-drive would otherwise pick up the next tests' rows
       await r.close();
     }
   });

@@ -25,6 +25,9 @@ describe('policyFor', () => {
   it('authentication, permission and unknown tables are permanent for the sink', () => {
     assert.equal(policyFor(wrapped(Object.assign(new Error('x'), { code: 401 }))), 'sink');
     assert.equal(policyFor(wrapped(Object.assign(new Error('x'), { code: 403 }))), 'sink');
+    assert.equal(policyFor(wrapped(Object.assign(new Error('x'), { status: 404 }))), 'sink');
+    // A proxy in front of the service wanting credentials (the external sink under block).
+    assert.equal(policyFor(wrapped(Object.assign(new Error('x'), { status: 407 }))), 'sink');
     assert.equal(
       policyFor(wrapped(Object.assign(new Error('x'), { code: '60', type: 'UNKNOWN_TABLE' }))),
       'sink',
