@@ -103,7 +103,8 @@ function classify(e: unknown): ErrorPolicy | null {
 
 function httpPolicy(status: number): ErrorPolicy {
   if (status === 408 || status === 429 || status >= 500) return 'transient';
-  if (status === 401 || status === 403 || status === 404) return 'sink';
+  // 407: a proxy in front of the service wants credentials, as operator-fixable as a 401.
+  if (status === 401 || status === 403 || status === 404 || status === 407) return 'sink';
   if (status === 400 || status === 413 || status === 422) return 'rows';
   return 'transient';
 }

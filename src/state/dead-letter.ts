@@ -63,8 +63,11 @@ export interface DeadLetterSummary {
 
 const TABLE = `${STATE_SCHEMA}.dead_letters`;
 const MAX_ERROR_LENGTH = 2000;
-/** last_error is a permanent HTTP answer: `<3 digits> ` and not 408, 429 or 5xx. */
-const PERMANENT_ERROR_SQL = `(last_error ~ '^[0-9]{3} ' AND left(last_error, 3) NOT IN ('408', '429') AND left(last_error, 1) <> '5')`;
+/**
+ * last_error is a permanent HTTP answer: `<3 digits> ` and not 408, 409, 429 or 5xx (409: a
+ * retry that met its own first attempt still in progress at the receiver, see external-sink.ts).
+ */
+const PERMANENT_ERROR_SQL = `(last_error ~ '^[0-9]{3} ' AND left(last_error, 3) NOT IN ('408', '409', '429') AND left(last_error, 1) <> '5')`;
 
 export class DeadLetterStore {
   constructor(private readonly pool: pg.Pool) {}
@@ -148,7 +151,7 @@ export class DeadLetterStore {
 
   /**
    * Pending rows of a sink that a re-send may cure, oldest first: everything except rows whose
-   * last error is a permanent HTTP answer (a status other than 408, 429 and 5xx; the external
+   * last error is a permanent HTTP answer (a status other than 408, 409, 429 and 5xx; the external
    * sink records those as `<status> <reason>...`). Network errors, timeouts and "circuit open"
    * rows qualify.
    */

@@ -10,6 +10,8 @@ import { STATE_SCHEMA_SQL } from '../../src/db/schema.js';
 import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
 import { loadConfig } from '../../src/config.js';
 import { PipelineError } from '../../src/errors.js';
+import { Fanout } from '../../src/pipeline/fanout.js';
+import { policyFor } from '../../src/retry/error-policy.js';
 import {
   startMockExternal,
   type MockStats,
@@ -123,6 +125,56 @@ async function deadLetterRows() {
        FROM engagement_pipeline.dead_letters WHERE replayed_at IS NULL ORDER BY event_id::bigint`,
   );
 }
+
+/**
+ * A receiver on a port of its own: `answer` gets the request's Idempotency-Key and event ids
+ * and returns the status (and headers) to answer with, or a promise of them.
+ */
+async function receiver(
+  answer: (
+    key: string,
+    ids: number[],
+  ) =>
+    | { status: number; headers?: Record<string, string> }
+    | Promise<{ status: number; headers?: Record<string, string> }>,
+): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    void readBody(req).then(async (body) => {
+      const parsed = JSON.parse(body.toString()) as EnrichedEvent | EnrichedEvent[];
+      const ids = (Array.isArray(parsed) ? parsed : [parsed]).map((e) => e.event_id as number);
+      const { status, headers } = await answer(String(req.headers['idempotency-key']), ids);
+      res.writeHead(status, headers).end(status === 200 ? '' : `{"error":"status ${status}"}`);
+    });
+  });
+  const port = await listen(server, 0);
+  return { url: `http://127.0.0.1:${port}/`, close: () => closeServer(server) };
+}
+
+/**
+ * A receiver implementing the IETF Idempotency-Key draft: the first request with a key is
+ * processed for `processingMs` (its events are taken then); a request with the same key
+ * meanwhile is answered 409 Conflict, one after it gets the stored 200.
+ */
+async function idempotencyKeyReceiver(processingMs: number) {
+  const state = new Map<string, 'processing' | 'done'>();
+  const taken: number[] = [];
+  const statuses: number[] = [];
+  const server = await receiver(async (key, ids) => {
+    const seen = state.get(key);
+    const status = seen === 'processing' ? 409 : 200;
+    statuses.push(status);
+    if (seen !== undefined) return { status };
+    state.set(key, 'processing');
+    await sleep(processingMs);
+    taken.push(...ids);
+    state.set(key, 'done');
+    return { status: 200 };
+  });
+  return { ...server, state, taken, statuses };
+}
+
+const ascending = (ids: number[]) => [...ids].sort((a, b) => a - b);
+const range = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
 
 async function counter(metrics: Metrics, name: 'deadLetters'): Promise<number> {
   return (await metrics[name].get()).values.find((v) => v.labels.sink === 'external')?.value ?? 0;
@@ -597,6 +649,223 @@ describe('ExternalSink: riding out an outage (retryForMs) and re-driving dead le
   });
 });
 
+describe('ExternalSink: 409 from an Idempotency-Key receiver (a retry meeting its own first attempt)', () => {
+  it('a 409 after a timed-out attempt is retried until the stored answer comes, not dead-lettered', async () => {
+    // Our first attempt times out (200 ms) while the receiver still processes it (500 ms); the
+    // retries under the same key meet it in progress (409) until it is done (200).
+    const r = await idempotencyKeyReceiver(500);
+    try {
+      const { sink, metrics } = await makeSink({
+        url: r.url,
+        timeoutMs: 200,
+        backoffBaseMs: 50,
+        backoffMaxMs: 200,
+        retryForMs: 20_000,
+      });
+      await sink.write(batch(1, 3), new AbortController().signal);
+      assert.equal((await deadLetterRows()).length, 0, 'nothing dead-lettered');
+      assert.deepEqual(ascending(r.taken), [1, 2, 3], 'each event taken once');
+      assert.ok(r.statuses.includes(409), `statuses ${r.statuses.join(',')}`);
+      const conflicts = (await metrics.externalRequests.get()).values.find(
+        (v) => v.labels.outcome === 'conflict',
+      );
+      assert.ok((conflicts?.value ?? 0) >= 1);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('an array answered 409 is re-sent whole under its key, not split (no event taken twice)', async () => {
+    const r = await idempotencyKeyReceiver(500);
+    try {
+      const { sink } = await makeSink({
+        url: r.url,
+        batchSize: 4,
+        timeoutMs: 200,
+        backoffBaseMs: 50,
+        backoffMaxMs: 200,
+        retryForMs: 20_000,
+      });
+      await sink.write(batch(1, 8), new AbortController().signal);
+      assert.deepEqual(ascending(r.taken), range(1, 8), 'each event taken once');
+      assert.deepEqual([...r.state.keys()].sort(), ['1-4', '5-8'], 'only the two arrays keys were sent');
+      assert.equal((await deadLetterRows()).length, 0);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('honours Retry-After on 409', async () => {
+    let conflicts = 0;
+    const r = await receiver(() =>
+      conflicts++ === 0 ? { status: 409, headers: { 'retry-after': '1' } } : { status: 200 },
+    );
+    try {
+      const { sink } = await makeSink({ url: r.url });
+      const started = Date.now();
+      await sink.write(batch(1, 1), new AbortController().signal);
+      const elapsed = Date.now() - started;
+      // backoff alone would be < 20 ms here; only Retry-After explains the wait
+      assert.ok(elapsed >= 950 && elapsed < 10_000, `elapsed ${elapsed} ms`);
+      assert.equal(conflicts, 2);
+      assert.equal((await deadLetterRows()).length, 0);
+    } finally {
+      await r.close();
+    }
+  });
+});
+
+describe('ExternalSink: 401/403/404/407 per policy', () => {
+  it('block: a receiver answering 401 for a while holds the batch (sink failed, nothing dead-lettered), then every event arrives exactly once', async () => {
+    let status = 401;
+    let refused = 0;
+    const taken: number[] = [];
+    // One request at a time: a write stops at its first 401, so no request of it was accepted,
+    // and nothing accepted is ever re-sent (with more, a write cut short as the receiver is
+    // fixed may re-send some events under the same key, at-least-once by key).
+    const r = await receiver((_key, ids) => {
+      if (status !== 200) {
+        refused += 1;
+        return { status };
+      }
+      taken.push(...ids);
+      return { status: 200 };
+    });
+    const { logger, lines } = captureLogger();
+    const metrics = createMetrics();
+    const { sink } = await makeSink({ url: r.url, policy: 'block', concurrency: 1, metrics });
+    const fanout = new Fanout({
+      sinks: [sink],
+      metrics,
+      logger,
+      deadLetters: store,
+      failedRetryBaseMs: 20,
+      failedRetryMaxMs: 50,
+    });
+    try {
+      let settled = false;
+      const write = fanout.write(batch(1, 10)).finally(() => (settled = true));
+      await waitFor('the receiver refusing several times', () => refused >= 3, 10_000);
+      assert.equal(settled, false, 'the write is held while the receiver refuses');
+      const [health] = fanout.health();
+      assert.equal(health.state, 'failed');
+      assert.match(health.error ?? '', /refused the request: 401 Unauthorized/);
+      assert.equal((await deadLetterRows()).length, 0, 'nothing dead-lettered');
+      assert.equal(taken.length, 0);
+      status = 200;
+      await write;
+      assert.deepEqual(taken, range(1, 10), 'every event once, in order');
+      assert.equal((await deadLetterRows()).length, 0);
+      assert.equal(fanout.health()[0].state, 'up');
+      const errors = lines.filter((l) => l.level >= 50).map((l) => l.msg);
+      assert.equal(errors.length, 1, errors.join(' | '));
+      assert.match(
+        errors[0],
+        /^sink external failed and needs attention \(source position held, retrying slowly\): EP_ERR_SINK_WRITE: external system at http:\/\/127\.0\.0\.1:\d+\/ refused the request: 401 Unauthorized/,
+      );
+    } finally {
+      fanout.cancel();
+      await r.close();
+    }
+  });
+
+  it('block: 401, 403, 404 and 407 fail the write with a sink-policy error, whole arrays, nothing dead-lettered', async () => {
+    for (const status of [401, 403, 404, 407]) {
+      const keys: string[] = [];
+      const r = await receiver((key) => {
+        keys.push(key);
+        return { status };
+      });
+      try {
+        const { sink } = await makeSink({ url: r.url, policy: 'block', batchSize: 4, concurrency: 1 });
+        await assert.rejects(sink.write(batch(1, 8), new AbortController().signal), (err: unknown) => {
+          assert.ok(err instanceof PipelineError);
+          assert.equal(policyFor(err), 'sink', `${status}`);
+          assert.match(err.message, new RegExp(`refused the request: ${status} `));
+          return true;
+        });
+        assert.deepEqual(keys, ['1-4'], `${status}: one request, not split, not retried by the sink`);
+        assert.equal((await deadLetterRows()).length, 0, `${status}`);
+      } finally {
+        await r.close();
+      }
+    }
+  });
+
+  it('best-effort: 401, 403, 404 and 407 are still dead-lettered at once', async () => {
+    for (const status of [401, 403, 404, 407]) {
+      await pool.query('TRUNCATE engagement_pipeline.dead_letters');
+      let requests = 0;
+      const r = await receiver(() => {
+        requests += 1;
+        return { status };
+      });
+      try {
+        const { sink } = await makeSink({ url: r.url });
+        await sink.write(batch(1, 3), new AbortController().signal);
+        assert.equal(requests, 3, `${status}: one request per event, no retry`);
+        const rows = await deadLetterRows();
+        assert.deepEqual(
+          rows.map((row) => row.event_id),
+          ['1', '2', '3'],
+        );
+        assert.match(rows[0].last_error, new RegExp(`^${status} `));
+      } finally {
+        await r.close();
+      }
+    }
+  });
+
+  it('block: the re-drive leaves a dead letter as it was when the receiver answers 401, and sends it once fixed', async () => {
+    await store.record(
+      [1, 2].map((id) => ({
+        sink: 'external',
+        eventId: id,
+        idempotencyKey: String(id),
+        event: event(id),
+        source: 's@1',
+        lastError: '503 Service Unavailable',
+        attempts: 1,
+      })),
+    );
+    let status = 401;
+    let refused = 0;
+    const taken: number[] = [];
+    const r = await receiver((_key, ids) => {
+      if (status !== 200) {
+        refused += 1;
+        return { status };
+      }
+      taken.push(...ids);
+      return { status: 200 };
+    });
+    const { sink } = await makeSink({
+      url: r.url,
+      policy: 'block',
+      redrive: { store, ratePerSecond: 1000, intervalMs: 50 },
+    });
+    try {
+      // Two passes' worth: the first pass is over (anything it would record, recorded).
+      await waitFor('the re-drive meeting the 401', () => refused >= 4, 10_000);
+      const rows = await deadLetterRows();
+      assert.deepEqual(
+        rows.map((row) => [row.event_id, row.last_error, row.attempts]),
+        [
+          ['1', '503 Service Unavailable', 1],
+          ['2', '503 Service Unavailable', 1],
+        ],
+        'left as it was: still re-drivable',
+      );
+      status = 200;
+      await waitFor('re-drive done', async () => (await store.depth('external')) === 0, 10_000);
+      assert.deepEqual(ascending(taken), [1, 2]);
+    } finally {
+      await sink.stop(); // its re-drive would otherwise pick up the next tests' rows
+      await r.close();
+    }
+  });
+});
+
 describe('externalSinkFromConfig', () => {
   it('maps the EXTERNAL_* settings, and is off without EXTERNAL_URL', async () => {
     const deps = { deadLetters: store, metrics: createMetrics(), logger: pino({ level: 'silent' }) };
@@ -622,6 +891,22 @@ describe('DeadLetterStore', () => {
     source: 's@1',
     lastError: error,
     attempts: 2,
+  });
+
+  it('re-drivable: 409 (a retry meeting its first attempt) and other retryable errors; not 400, 401, 413, 422', async () => {
+    await store.record([
+      entry(1, '409 Conflict: request with this key is in progress'),
+      entry(2, '400 Bad Request'),
+      entry(3, '401 Unauthorized'),
+      entry(4, '413 Payload Too Large'),
+      entry(5, '422 Unprocessable Entity'),
+      entry(6, '503 Service Unavailable'),
+      entry(7, 'timeout after 5000 ms'),
+    ]);
+    assert.deepEqual(
+      (await store.listRedrivable('external', 10)).map((r) => r.eventId),
+      ['1', '6', '7'],
+    );
   });
 
   it('records idempotently, lists with filters, counts depth, marks replayed', async () => {

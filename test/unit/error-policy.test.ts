@@ -13,6 +13,8 @@ describe('policyFor', () => {
     assert.equal(policyFor(withCode('x', 'UND_ERR_SOCKET')), 'transient');
     assert.equal(policyFor(Object.assign(new Error('x'), { status: 503 })), 'transient');
     assert.equal(policyFor(Object.assign(new Error('x'), { statusCode: 429 })), 'transient');
+    // 409: an Idempotency-Key retry meeting its first attempt still in progress.
+    assert.equal(policyFor(Object.assign(new Error('x'), { status: 409 })), 'transient');
     assert.equal(policyFor(withCode('deadlock', '40P01')), 'transient');
     assert.equal(policyFor(withCode('lock not available', '55P03')), 'transient');
     assert.equal(policyFor(new Error('IO Error: Could not set lock on file')), 'transient');
@@ -23,6 +25,9 @@ describe('policyFor', () => {
   it('authentication, permission and unknown tables are permanent for the sink', () => {
     assert.equal(policyFor(wrapped(Object.assign(new Error('x'), { code: 401 }))), 'sink');
     assert.equal(policyFor(wrapped(Object.assign(new Error('x'), { code: 403 }))), 'sink');
+    assert.equal(policyFor(wrapped(Object.assign(new Error('x'), { status: 404 }))), 'sink');
+    // A proxy in front of the service wanting credentials (the external sink under block).
+    assert.equal(policyFor(wrapped(Object.assign(new Error('x'), { status: 407 }))), 'sink');
     assert.equal(
       policyFor(wrapped(Object.assign(new Error('x'), { code: '60', type: 'UNKNOWN_TABLE' }))),
       'sink',

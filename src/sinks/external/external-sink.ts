@@ -34,12 +34,24 @@ import { SIGNATURE_HEADER, signBody } from './signature.js';
  *
  * Outcomes per request:
  * - 2xx: accepted.
- * - network error, timeout, 5xx, 408, 429: retried (Retry-After honoured, capped), up to
- *   maxAttempts; then `best-effort` dead-letters the request's events and moves on, `block`
- *   keeps retrying (backoff at its cap) until it succeeds or the pipeline aborts the write.
- * - any other status (400, 401, 413, 3xx, ...): permanent, dead-lettered at once under both
- *   policies; an array refused with a status that can be about some of its events (400, 409,
- *   413, 422) is first split in halves until those events stand alone, so the rest is
+ * - network error, timeout, 5xx, 408, 409, 429: retried (Retry-After honoured, capped), up to
+ *   maxAttempts; then `best-effort` dead-letters the request's events and moves on (the
+ *   automatic re-drive re-sends them once the system answers), `block` keeps retrying
+ *   (backoff at its cap) until it succeeds or the pipeline aborts the write. 409 is here
+ *   because a receiver implementing the IETF Idempotency-Key draft answers it to a retry that
+ *   arrives while the first request with the same key is still being processed (say ours
+ *   timed out): a later retry gets the first request's answer. An array answered 409 is
+ *   re-sent whole, under the same key (splitting it would send its events under new keys).
+ * - 401, 403, 404, 407: about the endpoint or our credentials (an expired token, a wrong
+ *   URL, a proxy asking for authentication), so an operator can fix it and the same request
+ *   then succeeds. `block`: the write fails at once with a 'sink'-policy error
+ *   (error-policy.ts): nothing is dead-lettered, the position is held, the sink shows
+ *   `failed` (/readyz, `status`) and the fan-out retries the batch slowly until the receiver
+ *   takes it. `best-effort`: dead-lettered at once, whole arrays, not split (left out of the
+ *   automatic re-drive; `engagement dlq replay` once fixed).
+ * - any other status (400, 413, 422, other 4xx, 3xx, ...): permanent, dead-lettered at once
+ *   under both policies; an array refused with a status that can be about some of its events
+ *   (400, 413, 422) is first split in halves until those events stand alone, so the rest is
  *   delivered (within splitBudget requests per array). Retrying cannot change the answer, and
  *   blocking on it would stall the pipeline forever; the dead-letter row keeps the event and
  *   the reason for `engagement dlq replay`.
@@ -115,9 +127,15 @@ type Verdict = { delivered: true } | { delivered: false; error: string; attempts
  * Refusals that can be about some of an array's events (a value the receiver will not take, a
  * body too large): such an array is split in halves until the refused events stand alone.
  * Others (401, 403, 404, 3xx, ...) are about the request or the endpoint: splitting would only
- * multiply requests.
+ * multiply requests. Not 409: that is a retry meeting its own first attempt (see above).
  */
-const ROW_STATUSES = new Set([400, 409, 413, 422]);
+const ROW_STATUSES = new Set([400, 413, 422]);
+
+/**
+ * Refusals of the endpoint or of our credentials, which an operator fixes (then the same
+ * request succeeds): under `block` they hold the position instead of dead-lettering.
+ */
+const OPERATOR_STATUSES = new Set([401, 403, 404, 407]);
 
 /**
  * Requests the splitting of one refused array of n events may send: enough to isolate two bad
@@ -255,6 +273,13 @@ export class ExternalSink implements Sink {
         // Accepted events are counted by the fan-out (eventsDelivered, once the write resolves);
         // here only what the external system did not take is left to record.
         if (verdict.delivered) continue;
+        if (
+          this.#o.policy === 'block' &&
+          verdict.status !== undefined &&
+          OPERATOR_STATUSES.has(verdict.status)
+        ) {
+          throw this.#refused(verdict.status, verdict.error);
+        }
         const n = request.events.length;
         const splits = (request.splits ??= { left: splitBudget(n) });
         if (verdict.status !== undefined && ROW_STATUSES.has(verdict.status) && n > 1 && splits.left >= 2) {
@@ -283,16 +308,18 @@ export class ExternalSink implements Sink {
         );
       }
     };
+    // In the order they happened: the first is the cause, the rest mostly its stopAll aborts
+    // (a worker's place in the list says nothing about which failed first).
+    const failures: unknown[] = [];
     const workers = Array.from({ length: Math.min(this.#o.concurrency, requests.length) }, () =>
       worker().catch((err: unknown) => {
+        failures.push(err);
         stopAll.abort();
-        throw err;
       }),
     );
-    const results = await Promise.allSettled(workers);
+    await Promise.all(workers);
     if (signal.aborted) throw abortError(signal);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    if (failures.length > 0) throw failures[0];
     if (deadLetters.length > 0) await this.#recordDeadLetters(deadLetters);
   }
 
@@ -341,6 +368,27 @@ export class ExternalSink implements Sink {
       headers.authorization = `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
     }
     return { events, positions, key, body, headers };
+  }
+
+  /**
+   * A refusal an operator must fix (OPERATOR_STATUSES), under `block`: a 'sink'-policy failure
+   * (error-policy.ts; the cause carries the status), so the fan-out holds the position, shows
+   * the sink failed and retries the batch slowly.
+   */
+  #refused(status: number, error: string): PipelineError {
+    const hint =
+      status === 404
+        ? 'check the host and path of EXTERNAL_URL'
+        : status === 407
+          ? 'the proxy in front of the receiver wants credentials'
+          : 'check the credentials the receiver expects (user:password in EXTERNAL_URL, EXTERNAL_SECRET) and that it grants this client access';
+    return new PipelineError(
+      ErrorCodes.SINK_WRITE,
+      `external system at ${this.#safeUrl} refused the request: ${error}`,
+      'fatal',
+      `${hint}; EXTERNAL_POLICY=block holds the events and sends them once the receiver takes them`,
+      { cause: Object.assign(new Error(error), { status }) },
+    );
   }
 
   /** Sends one request until accepted, permanently rejected, or out of time and attempts (per policy). */
@@ -449,6 +497,11 @@ export class ExternalSink implements Sink {
     }
     this.#breaker.recordSuccess();
     this.#noteUp();
+    if (result.kind === 'permanent' && this.#o.policy === 'block' && OPERATOR_STATUSES.has(result.status)) {
+      // Held, as the live stream is: recording this answer would make the row permanent (out
+      // of the re-drive) for a refusal an operator is about to fix.
+      return { kind: 'not-sent' };
+    }
     return result;
   }
 
@@ -471,9 +524,17 @@ export class ExternalSink implements Sink {
         return { kind: 'accepted' };
       }
       const error = `${status} ${STATUS_CODES[status] ?? 'HTTP error'}${await bodySnippet(response.body)}`;
-      if (status >= 500 || status === 429 || status === 408) {
+      // 409: a retry that met its own first attempt still in progress (see the header).
+      if (status >= 500 || status === 429 || status === 408 || status === 409) {
         metrics.inc({
-          outcome: status === 429 ? 'rate_limited' : status === 408 ? 'timeout' : 'server_error',
+          outcome:
+            status === 429
+              ? 'rate_limited'
+              : status === 408
+                ? 'timeout'
+                : status === 409
+                  ? 'conflict'
+                  : 'server_error',
         });
         return { kind: 'retryable', error, retryAfter: response.headers['retry-after'] };
       }

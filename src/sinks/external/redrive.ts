@@ -16,8 +16,10 @@ import type { DeadLetterRow, DeadLetterStore } from '../../state/dead-letter.js'
  * - Oldest first (by dead-letter id), at most `ratePerSecond` events a second, one event per
  *   request under the Idempotency-Key it was dead-lettered with (the first attempt's key), so
  *   a receiver that already got it (a reply lost in the outage) absorbs the re-send.
- * - Permanent failures (4xx other than 408/429, recorded as such) are never re-driven; a row
- *   that fails permanently now is recorded with that error and left for `engagement dlq`.
+ * - Permanent failures (4xx other than 408/409/429, recorded as such) are never re-driven; a
+ *   row that fails permanently now is recorded with that error and left for `engagement dlq`
+ *   (under EXTERNAL_POLICY=block, a 401/403/404/407 is not recorded: the row stays as it was,
+ *   re-driven once the receiver is fixed, as the live stream is held).
  * - A retryable failure ends the pass: the live stream's breaker takes over, the next pass
  *   starts when the system answers again.
  * - Ordering: the live stream promises no order across requests (concurrent requests), only
@@ -32,7 +34,10 @@ export type RedriveOutcome =
   | { kind: 'accepted' }
   | { kind: 'permanent'; error: string }
   | { kind: 'retryable'; error: string }
-  /** Not sent: stopping, or the breaker refused (open, or another request is the probe). */
+  /**
+   * Not sent, or refused in a way that leaves the row as it was: stopping, the breaker refused
+   * (open, or another request is the probe), or (block) a refusal an operator must fix.
+   */
   | { kind: 'not-sent' };
 
 export interface RedriverOptions {
