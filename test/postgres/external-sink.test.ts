@@ -151,6 +151,24 @@ async function receiver(
 }
 
 /**
+ * A receiver answering `state.status` (counting refusals) until a test sets it to 200, then
+ * taking every request's events (in `taken`).
+ */
+async function switchableReceiver(status: number) {
+  const state = { status, refused: 0 };
+  const taken: number[] = [];
+  const r = await receiver((_key, ids) => {
+    if (state.status !== 200) {
+      state.refused += 1;
+      return { status: state.status };
+    }
+    taken.push(...ids);
+    return { status: 200 };
+  });
+  return { r, state, taken };
+}
+
+/**
  * A receiver implementing the IETF Idempotency-Key draft: the first request with a key is
  * processed for `processingMs` (its events are taken then); a request with the same key
  * meanwhile is answered 409 Conflict, one after it gets the stored 200.
@@ -717,20 +735,10 @@ describe('ExternalSink: 409 from an Idempotency-Key receiver (a retry meeting it
 
 describe('ExternalSink: 401/403/404/407 per policy', () => {
   it('block: a receiver answering 401 for a while holds the batch (sink failed, nothing dead-lettered), then every event arrives exactly once', async () => {
-    let status = 401;
-    let refused = 0;
-    const taken: number[] = [];
     // One request at a time: a write stops at its first 401, so no request of it was accepted,
     // and nothing accepted is ever re-sent (with more, a write cut short as the receiver is
     // fixed may re-send some events under the same key, at-least-once by key).
-    const r = await receiver((_key, ids) => {
-      if (status !== 200) {
-        refused += 1;
-        return { status };
-      }
-      taken.push(...ids);
-      return { status: 200 };
-    });
+    const { r, state, taken } = await switchableReceiver(401);
     const { logger, lines } = captureLogger();
     const metrics = createMetrics();
     const { sink } = await makeSink({ url: r.url, policy: 'block', concurrency: 1, metrics });
@@ -745,14 +753,14 @@ describe('ExternalSink: 401/403/404/407 per policy', () => {
     try {
       let settled = false;
       const write = fanout.write(batch(1, 10)).finally(() => (settled = true));
-      await waitFor('the receiver refusing several times', () => refused >= 3, 10_000);
+      await waitFor('the receiver refusing several times', () => state.refused >= 3, 10_000);
       assert.equal(settled, false, 'the write is held while the receiver refuses');
       const [health] = fanout.health();
       assert.equal(health.state, 'failed');
       assert.match(health.error ?? '', /refused the request: 401 Unauthorized/);
       assert.equal((await deadLetterRows()).length, 0, 'nothing dead-lettered');
       assert.equal(taken.length, 0);
-      status = 200;
+      state.status = 200;
       await write;
       assert.deepEqual(taken, range(1, 10), 'every event once, in order');
       assert.equal((await deadLetterRows()).length, 0);
@@ -828,17 +836,7 @@ describe('ExternalSink: 401/403/404/407 per policy', () => {
         attempts: 1,
       })),
     );
-    let status = 401;
-    let refused = 0;
-    const taken: number[] = [];
-    const r = await receiver((_key, ids) => {
-      if (status !== 200) {
-        refused += 1;
-        return { status };
-      }
-      taken.push(...ids);
-      return { status: 200 };
-    });
+    const { r, state, taken } = await switchableReceiver(401);
     const { sink } = await makeSink({
       url: r.url,
       policy: 'block',
@@ -846,7 +844,7 @@ describe('ExternalSink: 401/403/404/407 per policy', () => {
     });
     try {
       // Two passes' worth: the first pass is over (anything it would record, recorded).
-      await waitFor('the re-drive meeting the 401', () => refused >= 4, 10_000);
+      await waitFor('the re-drive meeting the 401', () => state.refused >= 4, 10_000);
       const rows = await deadLetterRows();
       assert.deepEqual(
         rows.map((row) => [row.event_id, row.last_error, row.attempts]),
@@ -856,7 +854,7 @@ describe('ExternalSink: 401/403/404/407 per policy', () => {
         ],
         'left as it was: still re-drivable',
       );
-      status = 200;
+      state.status = 200;
       await waitFor('re-drive done', async () => (await store.depth('external')) === 0, 10_000);
       assert.deepEqual(ascending(taken), [1, 2]);
     } finally {

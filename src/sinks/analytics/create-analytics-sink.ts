@@ -13,6 +13,7 @@ import { ClickHouseSink, parseClickHouseUrl } from './clickhouse-sink.js';
 import { DuckDbSink } from './duckdb-sink.js';
 import { DEFAULT_KEY_TYPES } from './columns.js';
 import { duckDbRowProblem } from './representable.js';
+import type { PositionedStream } from '../source-identity.js';
 
 /** The analytics settings of the configuration (env-only, validated by configSpec). */
 export type AnalyticsSettings = Pick<
@@ -38,7 +39,7 @@ export interface AnalyticsSinkDeps {
   /** DuckDB: wait for another writer's lock instead of failing start() (see DuckDbSink). */
   waitWhileLocked?: boolean;
   /** DuckDB: the stream whose positions recognise replays, and its source's identity (see DuckDbSink). */
-  positionedStream?: { stream: string; sourceId: () => Promise<string> };
+  positionedStream?: PositionedStream;
   /**
    * The source's key types (SourceShape.keyTypes): content_id/user_id columns are typed from
    * them, and a table created earlier for other key types is refused at start. Default: UUID keys.

@@ -11,6 +11,7 @@ import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
+import { SourceIdentity, type PositionedStream } from '../source-identity.js';
 import { invalidatesDatabase, isDuplicateKey, isLockConflict, transientWriteError } from './duckdb/errors.js';
 import { PositionMemory, type WritePlan } from './duckdb/positions.js';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
@@ -59,7 +60,7 @@ export interface DuckDbSinkOptions {
    * how to learn its source's identity (the Postgres system identifier). Batches of other
    * streams, and all batches when this is unset, are checked by event_id instead.
    */
-  positionedStream?: { stream: string; sourceId: () => Promise<string> };
+  positionedStream?: PositionedStream;
   /** The source's key types: content_id/user_id are typed from them (default: UUID keys). */
   keyTypes?: KeyTypes;
   /** Tests only: called between the appended rows' flush and COMMIT (e.g. to die there). */
@@ -98,7 +99,7 @@ interface OpenDb {
 export class DuckDbSink implements Sink {
   readonly name = 'analytics';
   private db: OpenDb | null = null;
-  private sourceId: string | null = null;
+  private readonly identity: SourceIdentity;
   /** For the dashboard's reads (analytics-queries): a connection of its own, opened on first use. */
   readonly dialect = 'duckdb' as const;
   tableName = ANALYTICS_TABLE;
@@ -109,6 +110,10 @@ export class DuckDbSink implements Sink {
   constructor(private readonly options: DuckDbSinkOptions) {
     this.keyTypes = options.keyTypes ?? DEFAULT_KEY_TYPES;
     this.layout = chunkLayout(this.keyTypes);
+    this.identity = new SourceIdentity(options.positionedStream, {
+      code: ErrorCodes.ANALYTICS_UNAVAILABLE,
+      sink: 'DuckDB',
+    });
   }
 
   async start(): Promise<void> {
@@ -126,7 +131,7 @@ export class DuckDbSink implements Sink {
   async write(batch: Batch, _signal?: AbortSignal): Promise<void> {
     if (batch.events.length === 0) return;
     const db = this.db ?? (await this.open());
-    const plan = db.positions.plan(batch, await this.sourceIdOf(batch.stream));
+    const plan = db.positions.plan(batch, await this.identity.of(batch.stream));
     if (plan.events.length === 0) return; // all replayed
     try {
       await this.commit(db, plan);
@@ -248,23 +253,6 @@ export class DuckDbSink implements Sink {
       if (!/no transaction/i.test((err as Error).message ?? '')) clean = false;
     }
     return clean;
-  }
-
-  private async sourceIdOf(stream: string): Promise<string | null> {
-    const positioned = this.options.positionedStream;
-    if (!positioned || positioned.stream !== stream) return null;
-    if (this.sourceId === null) {
-      try {
-        this.sourceId = await positioned.sourceId();
-      } catch (err) {
-        throw new PipelineError(
-          ErrorCodes.ANALYTICS_UNAVAILABLE,
-          `DuckDB sink: cannot read the source's identity: ${describeError(err)}`,
-          'transient',
-        );
-      }
-    }
-    return this.sourceId;
   }
 
   private async open(): Promise<OpenDb> {

@@ -6,6 +6,7 @@ import { minuteBucketOfIso, minuteBucketOfMs } from '../../domain/windows.js';
 import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
+import { SourceIdentity, type PositionedStream } from '../source-identity.js';
 import {
   BACKFILL_REDIS_HORIZON_MINUTES,
   CONTENT_LAST_TTL_SECONDS,
@@ -47,7 +48,7 @@ export interface RedisSinkOptions {
    * cluster, whose LSNs restart lower) is ignored instead of skipping every batch. Other
    * streams (Kafka partitions) keep a bare position.
    */
-  positionedStream?: { stream: string; sourceId: () => Promise<string> };
+  positionedStream?: PositionedStream;
 }
 
 /**
@@ -140,14 +141,17 @@ export class RedisSink implements Sink {
   private readonly watermarked = new Set<string>();
   /** Times Redis was found to have lost the stream's state (FLUSHALL, restart without persistence). */
   stateLosses = 0;
-  /** The positioned stream's source identity, once read. */
-  private sourceId: string | null = null;
+  private readonly identity: SourceIdentity;
   /** Streams whose watermark of another source was reported (one warning per stream). */
   private readonly foreignReported = new Set<string>();
 
   constructor(private readonly options: RedisSinkOptions) {
     assertClusterPrefix(options.url, options.prefix);
     this.keys = redisKeys(options.prefix);
+    this.identity = new SourceIdentity(options.positionedStream, {
+      code: ErrorCodes.POSTGRES_UNREACHABLE,
+      sink: 'Redis',
+    });
     this.redis = createRedis(options.url) as ScriptedRedis;
     this.redis.defineCommand('applyBatch', { lua: APPLY_BATCH_LUA });
     this.redis.defineCommand('rollWindow', { lua: ROLL_WINDOW_LUA });
@@ -183,7 +187,8 @@ export class RedisSink implements Sink {
   async write(batch: Batch): Promise<void> {
     if (batch.events.length === 0) return;
     await this.rollBefore(batch.events, this.now());
-    const sourceId = await this.sourceIdOf(batch.stream);
+    // Stored with the watermark; '' for a stream without one (Kafka partitions).
+    const sourceId = (await this.identity.of(batch.stream)) ?? '';
     const fresh = await this.apply('s', batch.events, batch.positions, this.keys.watermark(batch.stream), {
       sourceId,
     });
@@ -191,26 +196,6 @@ export class RedisSink implements Sink {
     if (fresh.foreignSource !== null)
       this.reportForeignWatermark(batch.stream, fresh.foreignSource, sourceId);
     this.watermarked.add(batch.stream);
-  }
-
-  /** The identity stored with `stream`'s watermark: the positioned stream's source, else '' (none). */
-  private async sourceIdOf(stream: string): Promise<string> {
-    const positioned = this.options.positionedStream;
-    if (!positioned || positioned.stream !== stream) return '';
-    if (this.sourceId === null) {
-      try {
-        this.sourceId = await positioned.sourceId();
-      } catch (err) {
-        throw new PipelineError(
-          ErrorCodes.POSTGRES_UNREACHABLE,
-          `Redis sink: cannot read the source's identity (IDENTIFY_SYSTEM): ${describeError(err)}`,
-          'transient',
-          undefined,
-          { cause: err },
-        );
-      }
-    }
-    return this.sourceId;
   }
 
   /**
