@@ -243,9 +243,15 @@ export async function startRuntime(
   // (the fan-out's write retry) instead of exiting into a restart loop.
   // The slot's positions recognise replays in DuckDB and Redis, tied to this cluster's identity
   // (a Postgres dump/restored into a new cluster restarts its LSNs below the stored positions).
+  // One IDENTIFY_SYSTEM for both sinks (a failed one is asked again by the next write).
+  let identity: Promise<string> | null = null;
   const positionedStream = {
     stream: config.slotName,
-    sourceId: () => postgresSystemIdentifier(databaseUrl),
+    sourceId: () =>
+      (identity ??= postgresSystemIdentifier(databaseUrl).catch((err: unknown) => {
+        identity = null;
+        throw err;
+      })),
   };
   const built = createSinks(
     config,

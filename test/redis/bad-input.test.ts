@@ -80,14 +80,16 @@ describe('bad input is delivered or dead-lettered, never a crash', () => {
   it('keeps a leading byte-order mark in text and JSON values (nothing stripped on the way)', async () => {
     const runtime = await h.start();
     try {
-      await h.sql(
+      const [{ id }] = await h.sql<{ id: string }>(
         `INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device, raw_payload)
-         VALUES ($1, NULL, 'play', now(), 1000, E'\\uFEFFios', jsonb_build_object('t', E'\\uFEFFx'))`,
+         VALUES ($1, NULL, 'play', now(), 1000, E'\\uFEFFios', jsonb_build_object('t', E'\\uFEFFx')) RETURNING id`,
         [CONTENT_IDS[1]],
       );
-      await waitFor('the event in Redis', async () =>
-        Boolean(await h.redis.client.get(`${h.redis.prefix}content:last:${CONTENT_IDS[1]}`)),
-      );
+      // The content's last event is the previous test's until this one is applied: wait for this one.
+      await waitFor('the event in Redis', async () => {
+        const last = await h.redis.client.get(`${h.redis.prefix}content:last:${CONTENT_IDS[1]}`);
+        return last !== null && String(JSON.parse(last).event_id) === String(id);
+      });
       const last = JSON.parse((await h.redis.client.get(`${h.redis.prefix}content:last:${CONTENT_IDS[1]}`))!);
       assert.equal(last.device, '\ufeffios');
       assert.deepEqual(last.raw_payload, { t: '\ufeffx' });
