@@ -104,6 +104,9 @@ const child = spawn(
   [
     '--import',
     'tsx',
+    // The runner must count every test a file ran (see the file).
+    '--import',
+    path.join(root, 'test', 'helpers', 'flush-before-exit.ts'),
     // Unit tests do no I/O: run alone (the unit tier, or unit files named), connections,
     // listening and child processes fail there.
     ...(needsPostgres ? [] : ['--import', path.join(root, 'test', 'helpers', 'no-io.ts')]),
