@@ -101,7 +101,11 @@ function classify(e: unknown): ErrorPolicy | null {
   return messagePolicy(message);
 }
 
-function httpPolicy(status: number): ErrorPolicy {
+/**
+ * An HTTP error status's policy, for any sink that speaks HTTP (the external sink also splits
+ * arrays on 'rows' statuses and, under `block`, holds the position on 'sink' ones).
+ */
+export function httpPolicy(status: number): ErrorPolicy {
   if (status === 408 || status === 429 || status >= 500) return 'transient';
   // 407: a proxy in front of the service wants credentials, as operator-fixable as a 401.
   if (status === 401 || status === 403 || status === 404 || status === 407) return 'sink';

@@ -11,6 +11,7 @@ import type { DeadLetterEntry, DeadLetterRow, DeadLetterStore } from '../../stat
 import { eventJson, eventsJsonArray } from '../event-json.js';
 import type { Sink } from '../sink.js';
 import { DEFAULT_BACKOFF, parseRetryAfter, retryDelay } from '../../retry/backoff.js';
+import { httpPolicy } from '../../retry/error-policy.js';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker.js';
 import { Redriver, type RedriveOutcome, type RedriverOptions } from './redrive.js';
 import { SIGNATURE_HEADER, signBody } from './signature.js';
@@ -112,7 +113,7 @@ interface OutgoingRequest {
   key: string;
   body: Buffer;
   headers: Record<string, string>;
-  /** Requests its splitting may still send, shared by the parts of one array (see ROW_STATUSES). */
+  /** Requests its splitting may still send, shared by the parts of one array (see isRowStatus). */
   splits?: { left: number };
 }
 
@@ -125,17 +126,19 @@ type Verdict = { delivered: true } | { delivered: false; error: string; attempts
 
 /**
  * Refusals that can be about some of an array's events (a value the receiver will not take, a
- * body too large): such an array is split in halves until the refused events stand alone.
- * Others (401, 403, 404, 3xx, ...) are about the request or the endpoint: splitting would only
- * multiply requests. Not 409: that is a retry meeting its own first attempt (see above).
+ * body too large: the 'rows' statuses of httpPolicy, 400, 413, 422): such an array is split in
+ * halves until the refused events stand alone. Others (401, 403, 404, 3xx, ...) are about the
+ * request or the endpoint: splitting would only multiply requests. Not 409: that is a retry
+ * meeting its own first attempt (see above).
  */
-const ROW_STATUSES = new Set([400, 413, 422]);
+const isRowStatus = (status: number): boolean => httpPolicy(status) === 'rows';
 
 /**
  * Refusals of the endpoint or of our credentials, which an operator fixes (then the same
- * request succeeds): under `block` they hold the position instead of dead-lettering.
+ * request succeeds; httpPolicy's 'sink' statuses, 401, 403, 404, 407): under `block` they
+ * hold the position instead of dead-lettering.
  */
-const OPERATOR_STATUSES = new Set([401, 403, 404, 407]);
+const isOperatorStatus = (status: number): boolean => httpPolicy(status) === 'sink';
 
 /**
  * Requests the splitting of one refused array of n events may send: enough to isolate two bad
@@ -273,16 +276,12 @@ export class ExternalSink implements Sink {
         // Accepted events are counted by the fan-out (eventsDelivered, once the write resolves);
         // here only what the external system did not take is left to record.
         if (verdict.delivered) continue;
-        if (
-          this.#o.policy === 'block' &&
-          verdict.status !== undefined &&
-          OPERATOR_STATUSES.has(verdict.status)
-        ) {
+        if (this.#o.policy === 'block' && verdict.status !== undefined && isOperatorStatus(verdict.status)) {
           throw this.#refused(verdict.status, verdict.error);
         }
         const n = request.events.length;
         const splits = (request.splits ??= { left: splitBudget(n) });
-        if (verdict.status !== undefined && ROW_STATUSES.has(verdict.status) && n > 1 && splits.left >= 2) {
+        if (verdict.status !== undefined && isRowStatus(verdict.status) && n > 1 && splits.left >= 2) {
           // Split in halves, sent next by whichever worker is free (order across requests is
           // not promised, see above); the events the system refuses end up alone.
           splits.left -= 2;
@@ -371,7 +370,7 @@ export class ExternalSink implements Sink {
   }
 
   /**
-   * A refusal an operator must fix (OPERATOR_STATUSES), under `block`: a 'sink'-policy failure
+   * A refusal an operator must fix (isOperatorStatus), under `block`: a 'sink'-policy failure
    * (error-policy.ts; the cause carries the status), so the fan-out holds the position, shows
    * the sink failed and retries the batch slowly.
    */
@@ -497,7 +496,7 @@ export class ExternalSink implements Sink {
     }
     this.#breaker.recordSuccess();
     this.#noteUp();
-    if (result.kind === 'permanent' && this.#o.policy === 'block' && OPERATOR_STATUSES.has(result.status)) {
+    if (result.kind === 'permanent' && this.#o.policy === 'block' && isOperatorStatus(result.status)) {
       // Held, as the live stream is: recording this answer would make the row permanent (out
       // of the re-drive) for a refusal an operator is about to fix.
       return { kind: 'not-sent' };
