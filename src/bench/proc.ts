@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 
 /**
@@ -114,12 +114,36 @@ export function round1(n: number): number {
 }
 
 /**
- * CPU seconds of a process's JS thread (the thread whose id is the pid) and of the whole
+ * CPU seconds of a process's JS thread (the thread whose id is the pid), of the whole
  * process (every other thread: native libraries' workers, the libuv pool, V8's background
- * GC and compiler; Node 20 leaves them all named `node`, so they are not told apart).
+ * GC and compiler; Node 20 leaves them all named `node`, so they are not told apart), and of
+ * V8's profiler thread when the process runs with `--cpu-prof` (the caller subtracts it).
  */
-export function mainThreadCpu(pid: number): { main: number; total: number } | null {
+export function mainThreadCpu(pid: number): { main: number; total: number; profiler: number } | null {
   const main = cpuSeconds(pid, `/proc/${pid}/task/${pid}/stat`);
   const total = cpuSeconds(pid);
-  return main === null || total === null ? null : { main, total };
+  return main === null || total === null ? null : { main, total, profiler: threadsCpu(pid, PROFILER_THREAD) };
+}
+
+/** V8's CPU profiler thread (`--cpu-prof`): the bench's own measurement, not the pipeline's work. */
+export const PROFILER_THREAD = 'v8:ProfEvntProc';
+
+/** CPU seconds of the process's threads named `comm` (0 when there are none). */
+export function threadsCpu(pid: number, comm: string): number {
+  let sum = 0;
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return 0;
+  }
+  for (const tid of tids) {
+    try {
+      if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() !== comm) continue;
+    } catch {
+      continue; // the thread ended
+    }
+    sum += cpuSeconds(pid, `/proc/${pid}/task/${tid}/stat`) ?? 0;
+  }
+  return sum;
 }

@@ -1,3 +1,4 @@
+import { BatchPacer } from './batch-pacer.js';
 import { Checkpoint } from './checkpoint.js';
 
 /** What the dispatcher needs of a batch: its order and the source position it may confirm. */
@@ -19,7 +20,10 @@ export interface OpenBatch<B extends DispatchUnit> {
 
 export interface DispatcherOptions<B extends DispatchUnit> {
   maxRows: number;
-  /** How long an open batch may wait to fill while there is room to write it. */
+  /**
+   * How long an open batch may wait to fill while there is room to write it; batches close at
+   * commits at most once per maxWaitMs on average (BatchPacer).
+   */
   maxWaitMs: number;
   /**
    * How many full batches (maxRows each) may be written at once: the in-flight bound is
@@ -72,8 +76,11 @@ export class Dispatcher<B extends DispatchUnit> {
   private readonly idleWaiters = new Set<() => void>();
   private open: OpenBatch<B> | null = null;
   private timer: NodeJS.Timeout | null = null;
+  /** When the armed timer fires (performance.now() ms); Infinity when none is armed. */
+  private timerDueAt = Infinity;
   /** The open batch's wait ran out while the window was full: it closes when a slot frees. */
   private due = false;
+  private readonly pacer: BatchPacer;
   /** Slots handed to a waiter that has not used them yet. */
   private reserved = 0;
   private seq = 0;
@@ -83,6 +90,7 @@ export class Dispatcher<B extends DispatchUnit> {
 
   constructor(private readonly options: DispatcherOptions<B>) {
     this.checkpoint = new Checkpoint(options.confirm);
+    this.pacer = new BatchPacer(options.maxWaitMs);
   }
 
   /** The batch this dispatcher closes (set once by its owner). */
@@ -143,8 +151,13 @@ export class Dispatcher<B extends DispatchUnit> {
     if (!open.pending) return;
     // Room to write: hand it on at the transaction's end (lowest latency; a sink that is busy or
     // commits on an interval takes the batches that queued for it together). Batches grow when full.
-    if (atCommit && open.rows > 0 && this.hasRoom) return this.sendOpen();
-    this.armTimer();
+    // Commits coming faster than one per maxWaitMs share batches (BatchPacer).
+    if (atCommit && open.rows > 0 && this.hasRoom) {
+      const wait = this.pacer.waitMs(performance.now());
+      if (wait <= 0) return this.sendOpen();
+      return this.armTimer(wait);
+    }
+    this.armTimer(this.options.maxWaitMs);
   }
 
   /** Hands the open batch on now when a slot is free (e.g. the source disconnected); never waits. */
@@ -212,6 +225,7 @@ export class Dispatcher<B extends DispatchUnit> {
     this.due = false;
     const open = this.open;
     if (!open?.pending) return;
+    this.pacer.spend(performance.now());
     // The open batch kept its count as it filled (rowsOf would count it again).
     const rows = open.rows;
     void this.send(open.take(++this.seq), rows);
@@ -228,9 +242,14 @@ export class Dispatcher<B extends DispatchUnit> {
       }
       return;
     }
-    if (this.closed || !this.open?.pending) return;
-    // A batch that waited for room, or everything written: close it now.
-    if ((this.due || this.inFlight.size === 0) && this.hasRoom) this.sendOpen();
+    if (this.closed || !this.open?.pending || !this.hasRoom) return;
+    // A batch that waited for room: close it now. Everything written: close it now too, when
+    // the pacer allows (else its timer closes it, as in offer()).
+    if (this.due) return this.sendOpen();
+    if (this.inFlight.size > 0) return;
+    const wait = this.pacer.waitMs(performance.now());
+    if (wait <= 0) this.sendOpen();
+    else this.armTimer(wait);
   }
 
   private waitForRoom(): Promise<void> {
@@ -249,19 +268,27 @@ export class Dispatcher<B extends DispatchUnit> {
     });
   }
 
-  private armTimer(): void {
-    if (this.timer) return;
+  /** Closes the open batch in `delayMs` (or when a slot frees after that); an earlier timer stays. */
+  private armTimer(delayMs: number): void {
+    const dueAt = performance.now() + delayMs;
+    if (this.timer) {
+      if (dueAt >= this.timerDueAt) return;
+      clearTimeout(this.timer);
+    }
+    this.timerDueAt = dueAt;
     this.timer = setTimeout(() => {
       this.timer = null;
+      this.timerDueAt = Infinity;
       if (this.closed) return;
       if (this.hasRoom && this.waiters.length === 0) this.sendOpen();
       else this.due = true;
-    }, this.options.maxWaitMs);
+    }, delayMs);
   }
 
   private clearTimer(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    this.timerDueAt = Infinity;
   }
 
   private track(): void {

@@ -83,7 +83,7 @@ interface Harness {
 
 function build(
   sinks: FakeSink[],
-  options: { maxRows: number; maxInFlight: number; maxWaitMs?: number },
+  options: { maxRows: number; maxInFlight: number; maxWaitMs?: number; batches?: number[][] },
   onConfirm: (lsn: string) => void = () => undefined,
   rowsOf: (events: Batch['events']) => number = (events) => events.length,
 ): Harness {
@@ -103,7 +103,10 @@ function build(
     maxWaitMs: options.maxWaitMs ?? 2,
     maxInFlight: options.maxInFlight,
     rowsOf: (b) => rowsOf(b.events),
-    write: (b) => fanout.write(b),
+    write: (b) => {
+      options.batches?.push(b.events.map((e) => e.event_id));
+      return fanout.write(b);
+    },
     confirm: (lsn) => {
       confirmed.push(lsn);
       onConfirm(lsn);
@@ -249,6 +252,30 @@ describe('Dispatcher + BatchAssembler', () => {
     release();
     sink.stuck = null;
     await waitUntil('drained', () => h.assembler.isDrained());
+  });
+
+  it('commits faster than one per maxWaitMs share batches; a few close ones still go at once', async () => {
+    // One event per transaction, as applications often commit: a batch per commit would cost
+    // every sink its per-write price per event (BatchPacer).
+    const maxWaitMs = 100;
+    const sink = new FakeSink('s', () => 0, 0, 0);
+    const batches: number[][] = [];
+    const h = build([sink], { maxRows: 100, maxInFlight: 4, maxWaitMs, batches });
+    const commitOne = (t: number) => feed(h.assembler.handle, transaction(t, t + 1, 1));
+    for (let t = 0; t < 4; t++) await commitOne(t);
+    assert.deepEqual(batches, [[1], [2], [3], [4]], 'a burst of commits after a pause: each at once');
+    const burstAt = performance.now();
+    for (let t = 4; t < 8; t++) await commitOne(t);
+    assert.equal(batches.length, 4, 'then commits wait for the pace');
+    await waitUntil('the fifth batch', () => batches.length === 5);
+    assert.ok(performance.now() - burstAt >= maxWaitMs - 5, 'not before maxWaitMs');
+    assert.deepEqual(batches[4], [5, 6, 7, 8], 'all of them in one batch');
+    await sleep(4 * maxWaitMs + 50);
+    await commitOne(8);
+    assert.deepEqual(batches.at(-1), [9], 'after a pause: at once again');
+    await waitUntil('drained', () => h.assembler.isDrained());
+    assert.equal(h.confirmed.at(-1), lsn(9 * 0x1000 + 0x800));
+    assert.equal(sink.accepted, 9);
   });
 
   it('stop() returns by its deadline with the window full and a sink stuck, and reports what is left', async () => {
