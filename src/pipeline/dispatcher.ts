@@ -1,6 +1,12 @@
 import { BatchPacer } from './batch-pacer.js';
 import { Checkpoint } from './checkpoint.js';
 
+/**
+ * The pacer's interval at most (BatchPacer): 50 batches/s closed at commits, each costing every
+ * sink one write; with the burst of 4, commits at up to 50/s go at once.
+ */
+const MAX_PACE_MS = 20;
+
 /** What the dispatcher needs of a batch: its order and the source position it may confirm. */
 export interface DispatchUnit {
   seq: number;
@@ -22,9 +28,11 @@ export interface DispatcherOptions<B extends DispatchUnit> {
   maxRows: number;
   /**
    * How long an open batch may wait to fill while there is room to write it; batches close at
-   * commits at most once per maxWaitMs on average (BatchPacer).
+   * commits at most once per maxWaitMs (20 ms at most) on average, after a burst (BatchPacer).
    */
   maxWaitMs: number;
+  /** The pacer's interval (default: maxWaitMs, 20 ms at most). */
+  paceMs?: number;
   /**
    * How many full batches (maxRows each) may be written at once: the in-flight bound is
    * maxInFlight x maxRows rows, so many small batches (low rates, each written as soon as its
@@ -90,7 +98,8 @@ export class Dispatcher<B extends DispatchUnit> {
 
   constructor(private readonly options: DispatcherOptions<B>) {
     this.checkpoint = new Checkpoint(options.confirm);
-    this.pacer = new BatchPacer(options.maxWaitMs);
+    // Capped: a long BATCH_MAX_WAIT_MS (minutes, to fill batches) must not hold sparse commits.
+    this.pacer = new BatchPacer(options.paceMs ?? Math.min(options.maxWaitMs, MAX_PACE_MS));
   }
 
   /** The batch this dispatcher closes (set once by its owner). */
@@ -138,12 +147,12 @@ export class Dispatcher<B extends DispatchUnit> {
     if (this.closed || !open) return;
     this.track();
     if (open.rows >= this.options.maxRows) {
-      if (this.hasRoom && this.waiters.length === 0) return this.sendOpen();
+      if (this.hasRoom && this.waiters.length === 0) return this.sendOpen(false);
       this.clearTimer();
       return this.waitForRoom().then(
         () => {
           this.reserved -= 1;
-          if (!this.closed) this.sendOpen();
+          if (!this.closed) this.sendOpen(false);
         },
         () => undefined, // stopped: what is open replays on the next start
       );
@@ -220,12 +229,13 @@ export class Dispatcher<B extends DispatchUnit> {
     return done;
   }
 
-  private sendOpen(): void {
+  /** `paced`: false for a full batch, which closes whatever the pace (and does not spend from it). */
+  private sendOpen(paced = true): void {
     this.clearTimer();
     this.due = false;
     const open = this.open;
     if (!open?.pending) return;
-    this.pacer.spend(performance.now());
+    if (paced) this.pacer.spend(performance.now());
     // The open batch kept its count as it filled (rowsOf would count it again).
     const rows = open.rows;
     void this.send(open.take(++this.seq), rows);

@@ -26,7 +26,7 @@ describe('BatchPacer', () => {
     assert.equal(pacer.waitMs(10_000), 20, 'two tokens at most, whatever the pause');
   });
 
-  it('full batches spend without going below empty, so a catch-up does not stall commits after it', () => {
+  it('never goes below empty, so a long run of spending costs one interval at most', () => {
     const pacer = new BatchPacer(20, 4);
     for (let i = 0; i < 1000; i++) pacer.spend(5000);
     assert.equal(pacer.waitMs(5000), 20);
