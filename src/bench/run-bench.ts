@@ -43,6 +43,8 @@ import {
 export interface BenchOptions {
   smoke: boolean;
   rates: number[];
+  /** Steady rates written one event per transaction (after the rates above, without a hog). */
+  singleRowRates: number[];
   /** Measured seconds per rate. */
   windowSeconds: number;
   /** The long run (RSS over time) at the first rate, seconds; 0 skips. */
@@ -341,13 +343,15 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       await waitReady(await startPipeline());
 
       // --- steady latency, one rate at a time (then again with a CPU hog on one core) ---
-      const phases = [
+      const phases: { rate: number; hog: boolean; rowsPerTransaction?: number }[] = [
         ...o.rates.map((rate) => ({ rate, hog: false })),
+        // Most applications commit each event alone: a batch per commit would cost every sink a write.
+        ...o.singleRowRates.map((rate) => ({ rate, hog: false, rowsPerTransaction: 1 })),
         ...(o.hog ? o.rates.map((rate) => ({ rate, hog: true })) : []),
       ];
-      for (const { rate, hog } of phases) {
+      for (const { rate, hog, rowsPerTransaction } of phases) {
         checkAborted();
-        const name = `${rate}/s${hog ? ' + CPU hog' : ''}`;
+        const name = `${rate}/s${rowsPerTransaction === 1 ? ', 1 event/transaction' : ''}${hog ? ' + CPU hog' : ''}`;
         const markerIds = await createMarkerContent(
           pool,
           Math.ceil(o.markersPerSecond * o.windowSeconds * 1.2) + 10,
@@ -360,6 +364,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
             databaseUrl,
             rate,
             durationSeconds: o.warmupSeconds,
+            rowsPerTransaction,
             signal: o.signal,
           });
           expected += warm.inserted;
@@ -391,6 +396,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
             databaseUrl,
             rate,
             durationSeconds: o.windowSeconds,
+            rowsPerTransaction,
             signal: o.signal,
           });
           stopMarkers.abort();
@@ -411,6 +417,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           const result: SteadyResult = {
             targetRate: rate,
             cpuHog: hog,
+            ...(rowsPerTransaction === undefined ? {} : { rowsPerTransaction }),
             warmupSeconds: o.warmupSeconds,
             generated: {
               events: gen.inserted,

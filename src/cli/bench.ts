@@ -10,6 +10,7 @@ import { action, decimalFlag, integerFlag } from './common.js';
 interface Flags {
   smoke?: boolean;
   rates?: number[];
+  singleRowRates?: number[];
   window?: number;
   duration?: number;
   warmup?: number;
@@ -40,6 +41,12 @@ export function registerBench(program: Command): void {
       rateList,
     )
     .option(
+      '--single-row-rates <list>',
+      'steady rates written one event per transaction (as most applications commit), events/s, ' +
+        'comma-separated; 0 skips (default 1000; smoke none)',
+      countList('--single-row-rates', 'e.g. 1000'),
+    )
+    .option(
       '--window <s>',
       'measured seconds per rate (default 60; smoke 2)',
       decimalFlag('--window', { min: 0, minExclusive: true }),
@@ -58,7 +65,7 @@ export function registerBench(program: Command): void {
       '--catchup <list>',
       'backlogs, comma-separated: events inserted while the pipeline is stopped, then timed through all sinks ' +
         'against a bare consumer; 0 skips (default 200000,2000000; smoke 2000,4000)',
-      countList,
+      countList('--catchup', 'e.g. 200000,2000000'),
     )
     .option('--no-hog', 'do not repeat the rates with a CPU hog on one core')
     .option(
@@ -123,6 +130,7 @@ export function registerBench(program: Command): void {
         const options: BenchOptions = {
           smoke,
           rates: flags.rates ?? (smoke ? [200] : [1000, 5000]),
+          singleRowRates: (flags.singleRowRates ?? (smoke ? [] : [1000])).filter((r) => r > 0),
           windowSeconds: flags.window ?? (smoke ? 2 : 60),
           durationSeconds: flags.duration ?? (smoke ? 3 : 600),
           warmupSeconds: flags.warmup ?? (smoke ? 1 : 5),
@@ -164,12 +172,12 @@ function rateList(value: string): number[] {
   }
 }
 
-function countList(value: string): number[] {
-  try {
-    return value.split(',').map((v) => readInteger(v, 0));
-  } catch {
-    throw new InvalidArgumentError(
-      '--catchup must be comma-separated non-negative integers, e.g. 200000,2000000',
-    );
-  }
+function countList(flag: string, example: string): (value: string) => number[] {
+  return (value) => {
+    try {
+      return value.split(',').map((v) => readInteger(v, 0));
+    } catch {
+      throw new InvalidArgumentError(`${flag} must be comma-separated non-negative integers, ${example}`);
+    }
+  };
 }

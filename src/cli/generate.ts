@@ -32,6 +32,12 @@ export function registerGenerate(program: Command): void {
         integerFlag('--seed', 0, 2 ** 32 - 1),
       ),
     )
+    .addOption(
+      new Option(
+        '--rows-per-transaction <n>',
+        'events per INSERT (each its own transaction) at most; 1: one event per transaction, as most applications write (default 2000)',
+      ).argParser(integerFlag('--rows-per-transaction', 1, 2000)),
+    )
     .addHelpText(
       'after',
       '\nWithout --duration or --count it runs until Ctrl-C. The tables must exist: run `engagement migrate` first.' +
@@ -40,7 +46,13 @@ export function registerGenerate(program: Command): void {
   withConfigOptions(command, ['databaseUrl', ...SOURCE_CONFIG_KEYS]).action(
     action(
       async (
-        opts: { rate: number; duration?: number; count?: number; seed?: number } & Record<string, unknown>,
+        opts: {
+          rate: number;
+          duration?: number;
+          count?: number;
+          seed?: number;
+          rowsPerTransaction?: number;
+        } & Record<string, unknown>,
       ) => {
         const config = configFrom(opts);
         const databaseUrl = requireDatabaseUrl(config);
@@ -62,6 +74,7 @@ export function registerGenerate(program: Command): void {
             durationSeconds: opts.duration,
             count: opts.count,
             seed: opts.seed,
+            rowsPerTransaction: opts.rowsPerTransaction,
             signal: controller.signal,
             // Printed once the tables are known good, so a setup error stays a single line.
             onStart: ({ contentItems, eventsTable }) =>

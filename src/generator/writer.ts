@@ -32,6 +32,11 @@ export interface GeneratorOptions {
   durationSeconds?: number;
   /** Stop after this many rows. With neither, runs until `signal` aborts. */
   count?: number;
+  /**
+   * Rows per INSERT (each its own transaction) at most (default 2,000). 1 makes the shape most
+   * applications write: one event per transaction, from several connections at once.
+   */
+  rowsPerTransaction?: number;
   /** Traffic seed (default: random). */
   seed?: number;
   /** Catalogue seed and size (defaults keep one stable catalogue across runs). */
@@ -61,6 +66,9 @@ export async function runGenerator(options: GeneratorOptions): Promise<Generator
     throw new RangeError(`rate must be a positive number, got ${rate}`);
   const target = targetRows(options);
   const finishAtMs = target === null ? null : (target * 1000) / rate;
+  const rowsPerStatement = options.rowsPerTransaction ?? MAX_ROWS_PER_INSERT;
+  if (!Number.isInteger(rowsPerStatement) || rowsPerStatement < 1)
+    throw new RangeError(`rowsPerTransaction must be a positive integer, got ${rowsPerStatement}`);
   const pool = createPool(options.databaseUrl, INSERT_CONNECTIONS, 'engagement-generate');
   try {
     const { catalog, target: tables } = await ensureCatalog(
@@ -98,7 +106,7 @@ export async function runGenerator(options: GeneratorOptions): Promise<Generator
         let planned = inserted;
         while (planned < owed && chunks.length < INSERT_CONNECTIONS) {
           const from = planned;
-          const n = Math.min(owed - from, MAX_ROWS_PER_INSERT);
+          const n = Math.min(owed - from, rowsPerStatement);
           // Each row is stamped at its ideal moment, so event_ts is smooth even though rows go in per
           // tick; when Postgres cannot keep up, never more than a tick in the past (it is "now" data).
           const floor = Date.now() - TICK_MS;
