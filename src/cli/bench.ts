@@ -43,7 +43,7 @@ export function registerBench(program: Command): void {
     .option(
       '--single-row-rates <list>',
       'steady rates written one event per transaction (as most applications commit), events/s, ' +
-        'comma-separated; 0 skips (default 1000; smoke none)',
+        'comma-separated; 0 skips (default 1000; smoke 100)',
       countList('--single-row-rates', 'e.g. 1000'),
     )
     .option(
@@ -130,7 +130,7 @@ export function registerBench(program: Command): void {
         const options: BenchOptions = {
           smoke,
           rates: flags.rates ?? (smoke ? [200] : [1000, 5000]),
-          singleRowRates: (flags.singleRowRates ?? (smoke ? [] : [1000])).filter((r) => r > 0),
+          singleRowRates: (flags.singleRowRates ?? (smoke ? [100] : [1000])).filter((r) => r > 0),
           windowSeconds: flags.window ?? (smoke ? 2 : 60),
           durationSeconds: flags.duration ?? (smoke ? 3 : 600),
           warmupSeconds: flags.warmup ?? (smoke ? 1 : 5),

@@ -69,7 +69,8 @@ class Stopped extends Error {
  * The one bounded, ordered hand-off between a source and its destinations (direct mode,
  * `capture` and `work`). At most `maxInFlight` x `maxRows` rows are written at once (any
  * number of small batches, or `maxInFlight` full ones); a batch closes when there is room (at
- * its transaction's commit, else after `maxWaitMs`) or when it reaches `maxRows`. A closed
+ * its transaction's commit, paced by a BatchPacer when commits come faster than one per
+ * `maxWaitMs`, else after `maxWaitMs`) or when it reaches `maxRows`. A closed
  * batch is never queued: while the window is full the open batch keeps growing, and once it holds `maxRows` the caller gets a promise that settles
  * when a slot frees (the source pauses meanwhile). So memory holds at most
  * (maxInFlight + 1) x maxRows rows, whatever the transaction sizes, and batches grow by

@@ -36,7 +36,16 @@ describe('fault: a slow sink (backpressure keeps memory flat)', () => {
   it('with the external system at 400 ms per request, a 30,000-event backlog waits in the slot, not in memory', async () => {
     p = spawnCli(
       ['run'],
-      h.env({ EXTERNAL_POLICY: 'block', EXTERNAL_BATCH_SIZE: '1', EXTERNAL_CONCURRENCY: '8' }),
+      // A window of 4 x 500 rows: the backlog (30,000) is 12 times what may be held, so reading
+      // it into memory would stand out (with the default 8 x 2,000 over half of it may be held,
+      // and the peak varied by +36 to +89 MiB from run to run).
+      h.env({
+        EXTERNAL_POLICY: 'block',
+        EXTERNAL_BATCH_SIZE: '1',
+        EXTERNAL_CONCURRENCY: '8',
+        BATCH_MAX_ROWS: '500',
+        MAX_IN_FLIGHT_BATCHES: '4',
+      }),
     );
     const child = p;
     await waitFor('streaming', () => /replication streaming/.test(child.output()), 30_000);

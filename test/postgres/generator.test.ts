@@ -103,4 +103,28 @@ describe('generator against Postgres', () => {
     const [{ n }] = await query<{ n: string }>(db.url, 'SELECT count(*) AS n FROM engagement_events');
     assert.equal(Number(n), 5000 + 300 + aborted.inserted);
   });
+
+  it('rowsPerTransaction 1 commits each event alone (the shape most applications write)', async () => {
+    const transactionsOf = async (count: number, rowsPerTransaction?: number) => {
+      const [{ last }] = await query<{ last: string | null }>(
+        db.url,
+        'SELECT max(id)::text AS last FROM engagement_events',
+      );
+      await runGenerator({ databaseUrl: db.url, rate: 2000, count, rowsPerTransaction });
+      const [{ rows, xacts }] = await query<{ rows: string; xacts: string }>(
+        db.url,
+        'SELECT count(*) AS rows, count(DISTINCT xmin::text) AS xacts FROM engagement_events WHERE id > $1',
+        [last ?? '0'],
+      );
+      return { rows: Number(rows), xacts: Number(xacts) };
+    };
+    assert.deepEqual(await transactionsOf(200, 1), { rows: 200, xacts: 200 });
+    const multi = await transactionsOf(200);
+    assert.equal(multi.rows, 200);
+    assert.ok(multi.xacts < 200, `${multi.xacts} transactions for 200 rows by default`);
+    await assert.rejects(
+      runGenerator({ databaseUrl: db.url, rate: 10, count: 1, rowsPerTransaction: 0 }),
+      /rowsPerTransaction must be a positive integer/,
+    );
+  });
 });
