@@ -1,12 +1,23 @@
 import client from 'prom-client';
 
+/** How often the event-loop lag metrics sample the loop (see createMetrics). */
+export const EVENT_LOOP_SAMPLE_MS = 100;
+
 /**
  * The process's Prometheus metrics, in one registry. Components receive `Metrics` and
  * record into it; the HTTP server exposes it at /metrics and /api/stats reads it.
  */
 export function createMetrics() {
   const registry = new client.Registry();
-  client.collectDefaultMetrics({ register: registry, prefix: 'engagement_process_' });
+  // The event-loop lag histogram samples on a timer of its own. prom-client's default, every
+  // 10 ms, was three quarters of an idle pipeline's wake-ups (133 -> 45 a second at 2 events/s)
+  // and cost a bare Node process here 9 ms of CPU a second. A stall that matters (100 ms or
+  // more) is still caught (bench/results/2026-12-02-fixed-costs-and-gc.md).
+  client.collectDefaultMetrics({
+    register: registry,
+    prefix: 'engagement_process_',
+    eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS,
+  });
   const sinkLabels = ['sink'] as const;
   return {
     registry,
