@@ -144,6 +144,8 @@ export interface BenchReport {
     warmupSeconds: number;
     catchupEvents: number[];
     hog: boolean;
+    /** False: run with --no-cpu-split (no V8 profiler, no split of the JS thread). Absent in older reports. */
+    cpuSplit?: boolean;
     sustainedRate: number;
     sustainedSeconds: number;
     externalBatchSize: number;
@@ -318,7 +320,10 @@ export function markdown(r: BenchReport): string {
         'splits the JS thread, which is the bench measuring; its JS thread alone); ' +
         "the JS thread is split by component with V8's sampling profiler (each sample goes to the innermost frame of a " +
         "component's code or client library; shared helpers count for their caller), scaled to the thread's measured CPU. " +
-        'Walsender and redis-server are their processes from /proc; redis-server is shared with other users of this Redis.',
+        'Walsender and redis-server are their processes from /proc; redis-server is shared with other users of this Redis.' +
+        (r.settings.cpuSplit === false
+          ? ' This run used --no-cpu-split: the pipeline ran without the profiler, so its JS thread is not split (–).'
+          : ''),
       '',
       `| component | ${cols.map((c) => c.label).join(' | ')} |`,
       `|---|${cols.map(() => '---').join('|')}|`,

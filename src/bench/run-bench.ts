@@ -62,6 +62,11 @@ export interface BenchOptions {
   pollMs: number;
   redisUrl: string;
   cli: 'auto' | 'dist' | 'tsx';
+  /**
+   * Run the pipeline with V8's profiler to split its JS thread by component. Its 100 samples a
+   * second wake the thread as often, which an idle or low-rate pipeline otherwise is not.
+   */
+  cpuSplit: boolean;
   cpuProfileDir: string | null;
   command: string;
   log: (line: string) => void;
@@ -163,7 +168,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const startPipeline = async () => {
       profileDir = path.join(tmp, `profile-${++childNo}`);
       await mkdir(profileDir, { recursive: true });
-      const child = new CliChild(cli, ['run'], pipelineEnv, [
+      const profiler = [
         '--import',
         pathToFileURL(preload).href,
         '--cpu-prof',
@@ -171,7 +176,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         // 100 samples/s: enough over a window of seconds, and the sampler's own cost stays small.
         '--cpu-prof-interval',
         '10000',
-      ]);
+      ];
+      const child = new CliChild(cli, ['run'], pipelineEnv, o.cpuSplit ? profiler : []);
       pipeline = child;
       cleanups.push(() => child.stop(10_000));
       return child;
@@ -188,7 +194,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           pendingSplits.map((p) => p.window),
         );
         pendingSplits.forEach((p, i) => fillFromProfile(p.row, splits[i], p.mainCpuSeconds));
-      } else if (pendingSplits.length > 0) {
+      } else if (pendingSplits.length > 0 && o.cpuSplit) {
         report.notes.push(`No CPU profile from pipeline child ${childNo}: its JS thread is not split.`);
       }
       if (o.cpuProfileDir) {
@@ -316,6 +322,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         warmupSeconds: o.warmupSeconds,
         catchupEvents: o.catchupEvents,
         hog: o.hog,
+        cpuSplit: o.cpuSplit,
         sustainedRate: o.sustainedRate,
         sustainedSeconds: o.sustainedSeconds,
         externalBatchSize: o.externalBatchSize,

@@ -5,6 +5,7 @@ import { markdown, writeReport } from '../bench/report.js';
 import { ROOT } from '../bench/children.js';
 import { loadConfig } from '../config.js';
 import { readDecimal, readInteger } from '../config-values.js';
+import { configError } from '../errors.js';
 import { action, decimalFlag, integerFlag } from './common.js';
 
 interface Flags {
@@ -24,6 +25,7 @@ interface Flags {
   out: string;
   pipelineFrom: 'auto' | 'dist' | 'tsx';
   cpuProf?: boolean;
+  cpuSplit: boolean;
   redisUrl?: string;
 }
 
@@ -104,7 +106,15 @@ export function registerBench(program: Command): void {
         .choices(['auto', 'dist', 'tsx'])
         .default('auto'),
     )
-    .option('--cpu-prof', "keep the pipeline children's CPU profiles (always taken) beside the report")
+    .option(
+      '--cpu-prof',
+      "keep the pipeline children's CPU profiles (taken unless --no-cpu-split) beside the report",
+    )
+    .option(
+      '--no-cpu-split',
+      "run the pipeline without V8's profiler: no split of its JS thread by component, but its CPU " +
+        'at low rates as in production (the profiler wakes the thread 100 times a second)',
+    )
     .option('--redis-url <url>', 'Redis to use [env REDIS_URL]')
     .addHelpText(
       'after',
@@ -115,6 +125,10 @@ export function registerBench(program: Command): void {
     .action(
       action(async (flags: Flags) => {
         const smoke = flags.smoke === true;
+        if (flags.cpuProf && !flags.cpuSplit)
+          throw configError(
+            '--cpu-prof keeps the profiles that --no-cpu-split does not take: use one of them',
+          );
         const t0 = performance.now();
         const redisUrl = loadConfig({ redisUrl: flags.redisUrl }).redisUrl;
         const controller = new AbortController();
@@ -144,6 +158,7 @@ export function registerBench(program: Command): void {
           pollMs: flags.pollMs,
           redisUrl,
           cli: flags.pipelineFrom,
+          cpuSplit: flags.cpuSplit,
           cpuProfileDir: flags.cpuProf ? path.join(outDir, 'profiles') : null,
           command: `engagement ${process.argv.slice(process.argv.indexOf('bench')).join(' ')}`,
           log: (line) =>
