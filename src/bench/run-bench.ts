@@ -157,8 +157,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     rss.start();
     cleanups.push(async () => rss.stop());
 
-    // Every pipeline child runs with the V8 profiler (idle notifier on, so waiting is `(idle)`):
-    // its JS thread's CPU is split into components per measured window once it exits.
+    // Unless --no-cpu-split, every pipeline child runs with the V8 profiler (idle notifier on, so
+    // waiting is `(idle)`): its JS thread's CPU is split into components per measured window once it exits.
     const preload = path.join(tmp, 'profile-idle.mjs');
     writeFileSync(preload, 'process._startProfilerIdleNotifier?.();\n');
     let childNo = 0;
@@ -261,7 +261,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         pipelineCores: wall > 0 ? round2((b.total - a.total) / wall) : 0,
         jsThreadMicrosPerEvent: per(b.main - a.main),
         otherThreadsMicrosPerEvent: per(b.total - b.main - (a.total - a.main)),
-        profilerMicrosPerEvent: per(b.profiler - a.profiler),
+        profilerMicrosPerEvent: o.cpuSplit ? per(b.profiler - a.profiler) : null,
         jsThread: null,
         jsThreadIdleSharePct: null,
         walsenderMicrosPerEvent: per(diff(a.walsender, b.walsender)),
