@@ -1,7 +1,11 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { parseWindow } from '../domain/windows.js';
-import { leaderboardQueryProblem, readLeaderboard } from '../sinks/redis/leaderboard-reader.js';
+import {
+  leaderboardQueryProblem,
+  otherContentScores,
+  readLeaderboard,
+} from '../sinks/redis/leaderboard-reader.js';
 import { redisKeys } from '../sinks/redis/keys.js';
 
 /**
@@ -31,10 +35,10 @@ export interface ContentTopItem {
   content_id: string;
   /** The ranking score: events, or engagement seconds with by=seconds. */
   score: number;
-  /** Events in the window (10m window only; null for other windows when ranking by seconds). */
-  events: number | null;
-  /** Sum of engagement_seconds in the window (10m window only; null otherwise when ranking by events). */
-  engagement_seconds: number | null;
+  /** Events in the window. */
+  events: number;
+  /** Sum of engagement_seconds in the window (to the millisecond). */
+  engagement_seconds: number;
   title?: string;
   content_type?: string | null;
 }
@@ -72,7 +76,7 @@ export async function readTop(
   contentTitles?: ContentTitles,
 ): Promise<TopResponse> {
   const base = { window: query.window.text, by: query.by, dim: query.dim };
-  const { rows, live } = await readLeaderboard(redis, prefix, {
+  const { rows, live, nowMs } = await readLeaderboard(redis, prefix, {
     minutes: query.window.minutes,
     by: query.by,
     dim: query.dim,
@@ -85,13 +89,13 @@ export async function readTop(
   if (ids.length === 0) return { ...base, items: [] };
 
   const keys = redisKeys(prefix);
-  // The other score has a running total only on the live 10-minute boards.
-  const tenMinutes = live;
+  // The other score: from its running 10-minute board while the boards are live, else summed
+  // from the same minute buckets the ranking was (a stale 10m board, or another window).
   const otherKey = query.by === 'events' ? keys.topSeconds10m : keys.topContent10m;
-  // One round trip: the other score (10m window only; other windows have no running total
-  // to read it from cheaply) and the latest event per content for its type.
   const [otherScores, lastJson, titles] = await Promise.all([
-    tenMinutes ? redis.zmscore(otherKey, ...ids) : Promise.resolve(ids.map(() => null)),
+    live
+      ? redis.zmscore(otherKey, ...ids).then((scores) => scores.map((s) => (s === null ? 0 : Number(s))))
+      : otherContentScores(redis, prefix, { by: query.by, minutes: query.window.minutes, nowMs }, ids),
     redis.mget(...ids.map((id) => keys.contentLast(id))),
     contentTitles
       ? contentTitles(ids).catch(() => new Map<string, string>())
@@ -100,13 +104,13 @@ export async function readTop(
 
   const items = rows.map((row, i): ContentTopItem => {
     const last = parseLast(lastJson[i]);
-    const other = otherScores[i] === null ? null : Number(otherScores[i]);
+    const other = otherScores[i];
     const score = query.by === 'seconds' ? roundSeconds(row.score) : row.score;
     const item: ContentTopItem = {
       content_id: row.member,
       score,
-      events: query.by === 'events' ? row.score : tenMinutes ? (other ?? 0) : null,
-      engagement_seconds: query.by === 'seconds' ? score : tenMinutes ? roundSeconds(other ?? 0) : null,
+      events: query.by === 'events' ? row.score : other,
+      engagement_seconds: query.by === 'seconds' ? score : roundSeconds(other),
     };
     const title = titles.get(row.member) ?? (typeof last?.title === 'string' ? last.title : undefined);
     if (title !== undefined) item.title = title;

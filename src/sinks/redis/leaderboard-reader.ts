@@ -18,6 +18,8 @@ export interface Leaderboard {
   rows: LeaderboardRow[];
   /** Read from the maintained 10-minute ZSETs (current): their sibling boards may be read too. */
   live: boolean;
+  /** The clock the window was taken at (otherContentScores reads the same minutes). */
+  nowMs: number;
 }
 
 /**
@@ -54,11 +56,43 @@ export async function readLeaderboard(
     if (to !== null && to >= minuteBucketOfMs(nowMs)) {
       const rows: LeaderboardRow[] = [];
       for (let i = 0; i < flat.length; i += 2) rows.push({ member: flat[i], score: Number(flat[i + 1]) });
-      return { rows, live: true };
+      return { rows, live: true, nowMs };
     }
   }
+  const rows = await bucketUnion(redis, prefix, dim, query.minutes, nowMs);
+  // Same order as ZREVRANGE: score descending, ties by member descending.
+  rows.sort((a, b) => b.score - a.score || (a.member < b.member ? 1 : a.member > b.member ? -1 : 0));
+  return { rows: rows.slice(0, query.limit), live: false, nowMs };
+}
+
+/**
+ * The content's other score (events when ranked by seconds, seconds when ranked by events) over
+ * the window a non-live leaderboard was read for (`board.nowMs`), from the same minute buckets:
+ * one value per member, 0 for a member without events of that kind in the window.
+ */
+export async function otherContentScores(
+  redis: Redis,
+  prefix: string,
+  board: { by: 'events' | 'seconds'; minutes: number; nowMs: number },
+  members: readonly string[],
+): Promise<number[]> {
+  const other = board.by === 'events' ? 'seconds' : 'content';
+  const rows = await bucketUnion(redis, prefix, other, board.minutes, board.nowMs);
+  const scores = new Map(rows.map((r) => [r.member, r.score]));
+  return members.map((m) => scores.get(m) ?? 0);
+}
+
+/** Every member of a board summed over the window's minute buckets (read-only ZUNION). */
+async function bucketUnion(
+  redis: Redis,
+  prefix: string,
+  dim: 'device' | 'seconds' | 'content',
+  minutes: number,
+  nowMs: number,
+): Promise<LeaderboardRow[]> {
+  const k = redisKeys(prefix);
   const bucketKey = dim === 'device' ? k.deviceBucket : dim === 'seconds' ? k.secondsBucket : k.contentBucket;
-  const keys = windowBuckets(nowMs, query.minutes).map(bucketKey);
+  const keys = windowBuckets(nowMs, minutes).map(bucketKey);
   // The typed zunion returns a flat [member, score, ...] list (a raw call() nests the pairs).
   const all = await redis.zunion(keys.length, ...keys, 'WITHSCORES');
   const rows: LeaderboardRow[] = [];
@@ -68,7 +102,5 @@ export async function readLeaderboard(
     // as the 10-minute board keeps them (roll-window.lua).
     rows.push({ member: all[i], score: dim === 'seconds' ? Math.round(score * 1000) / 1000 : score });
   }
-  // Same order as ZREVRANGE: score descending, ties by member descending.
-  rows.sort((a, b) => b.score - a.score || (a.member < b.member ? 1 : a.member > b.member ? -1 : 0));
-  return { rows: rows.slice(0, query.limit), live: false };
+  return rows;
 }
