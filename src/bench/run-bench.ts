@@ -75,6 +75,7 @@ export interface BenchOptions {
 
 const SLOT = 'engagement_pipeline';
 const HISTOGRAM = 'engagement_commit_to_sink_seconds';
+const WRITE_SECONDS = 'engagement_sink_write_seconds';
 const DELIVERED = 'engagement_events_delivered_total';
 const RECEIVED = 'engagement_events_received_total';
 const SINKS = ['analytics', 'redis', 'external'];
@@ -596,6 +597,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         }
         const doneAt = performance.now();
         const s1 = snap(walsender);
+        const writeStats = metricsUp ? await scrape().catch(() => null) : null;
         const mem = memory(child.pid!);
         const seconds = (doneAt - (firstAt ?? spawnedAt)) / 1000;
         const fromSpawn = (doneAt - spawnedAt) / 1000;
@@ -631,6 +633,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           commitToSinkAckIncludingBacklogWait: metricsUp
             ? summarizeHistogram(histDelta(await scrape(), null))
             : {},
+          sinkWrites: writeStats ? sinkWrites(writeStats, ins.inserted, seconds) : {},
           cpuProfile: o.cpuProfileDir
             ? path.relative(process.cwd(), o.cpuProfileDir) || o.cpuProfileDir
             : null,
@@ -739,6 +742,22 @@ function histDelta(after: PromSample[], before: PromSample[] | null): HistogramB
     histogramBy(after, HISTOGRAM, 'sink'),
     before ? histogramBy(before, HISTOGRAM, 'sink') : null,
   );
+}
+
+/** CatchupResult.sinkWrites from one scrape of a pipeline that started for the catch-up. */
+function sinkWrites(samples: PromSample[], events: number, wallSeconds: number): CatchupResult['sinkWrites'] {
+  const busy = counterBy(samples, `${WRITE_SECONDS}_sum`, 'sink');
+  const count = counterBy(samples, `${WRITE_SECONDS}_count`, 'sink');
+  const out: NonNullable<CatchupResult['sinkWrites']> = {};
+  for (const [sink, seconds] of Object.entries(busy)) {
+    const writes = count[sink] ?? 0;
+    out[sink] = {
+      busyShare: wallSeconds > 0 ? round2(seconds / wallSeconds) : 0,
+      writes,
+      meanRows: writes > 0 ? Math.round(events / writes) : 0,
+    };
+  }
+  return out;
 }
 
 function cpuSummary(cpuSeconds: number, events: number, wallSeconds: number) {
