@@ -163,9 +163,21 @@ function insertText<R>(
   override: string,
 ): string {
   const names = fills.map((f) => quoteIdent(f.column)).join(', ');
-  const arrays = fills.map((f, i) => `$${i + 1}::${columns.get(f.column)!.display}[]`).join(', ');
+  const arrays = fills.map((f, i) => `$${i + 1}::${arrayCastType(columns.get(f.column)!)}[]`).join(', ');
   return `INSERT INTO ${table} (${names})${override} SELECT * FROM unnest(${arrays})`;
 }
+
+/**
+ * The element type the parameters are cast to: the column's own, but without a length or
+ * precision. An explicit cast to varchar(4) or char(4) cuts 'pause' to 'paus', and to
+ * numeric(4,1) rounds, silently; the INSERT's own assignment to the column refuses such a value
+ * instead (writer.ts turns that into one line).
+ */
+function arrayCastType(column: CatalogColumn): string {
+  return UNBOUNDED_TYPES.includes(column.type) && column.display.includes('(') ? column.type : column.display;
+}
+
+const UNBOUNDED_TYPES = ['varchar', 'bpchar', 'numeric'];
 
 function valuesOf<R>(fills: Fill<R>[], rows: readonly R[]): unknown[][] {
   return fills.map((f) => rows.map(f.value));

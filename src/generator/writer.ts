@@ -1,7 +1,8 @@
 import type pg from 'pg';
 import { createPool } from '../db/postgres.js';
 import type { ShapeSettings } from '../db/catalog.js';
-import { display } from '../db/catalog.js';
+import { display, shapeError } from '../db/catalog.js';
+import type { TableName } from '../domain/source-shape.js';
 import { configError, describeError, ErrorCodes, PipelineError } from '../errors.js';
 import { buildCatalog, DEFAULT_CATALOG_SEED, DEFAULT_CATALOG_SIZE, type CatalogItem } from './catalog.js';
 import { loadTarget, type GeneratorTarget } from './target.js';
@@ -167,7 +168,7 @@ export async function ensureCatalog(
   });
   const keyed = target.keyed(catalog);
   const insert = target.insertContent(keyed);
-  await pool.query(insert.text, insert.values);
+  await pool.query(insert.text, insert.values).catch(refusedRows(target.shape.content));
   const select = target.selectContent(keyed);
   const present = await pool.query<{ key: string; content_type: string | null }>(select.text, select.values);
   const types = new Map(present.rows.map((r) => [r.key, r.content_type]));
@@ -180,5 +181,23 @@ export async function ensureCatalog(
 /** One multi-row INSERT: one array parameter per column, however many rows. */
 async function insertEvents(pool: pg.Pool, target: GeneratorTarget, rows: GeneratedEvent[]): Promise<void> {
   const insert = target.insertEvents(rows);
-  await pool.query(insert.text, insert.values);
+  await pool.query(insert.text, insert.values).catch(refusedRows(target.shape.events));
+}
+
+/**
+ * Postgres refusing generated values for a column's type or constraint (a VARCHAR(4) event_type,
+ * a SMALLINT duration_ms, a CHECK of other content types): the table is the problem, not the
+ * run, so it is the same one-line shape error (exit 2) as a column generate cannot fill, naming
+ * the table; every later tick would fail the same way. (Each INSERT is one statement: nothing
+ * of it was written.)
+ */
+function refusedRows(table: TableName): (err: unknown) => never {
+  return (err) => {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code !== 'string' || !(code.startsWith('22') || code === '23514')) throw err;
+    throw shapeError(
+      `generated rows do not fit ${display(table)}: ${describeError(err)}`,
+      'widen the column of that type (or relax that constraint), or generate into other tables (EVENTS_TABLE / CONTENT_TABLE)',
+    );
+  };
 }

@@ -114,4 +114,29 @@ describe('generate on the source shapes', () => {
     const [{ n }] = await query<{ n: string }>(db.url, `SELECT count(*) AS n FROM strict.content`);
     assert.equal(Number(n), 0, 'content was inserted before the refusal');
   });
+
+  it('refuses, in one line, a table whose column types are too narrow for generated values', async () => {
+    const db = await freshDatabase('gshape');
+    dbs.push(db);
+    await query(
+      db.url,
+      `CREATE SCHEMA narrow;
+       CREATE TABLE narrow.content (content_id BIGINT PRIMARY KEY, content_type TEXT, length_seconds INT);
+       CREATE TABLE narrow.events (id BIGSERIAL PRIMARY KEY, content_id BIGINT, user_id BIGINT,
+         event_type VARCHAR(4), event_ts TIMESTAMPTZ DEFAULT now(), duration_ms INT);`,
+    );
+    const refused = await runCli(['generate', '--count', '200', '--rate', '1000', '--seed', '7'], {
+      DATABASE_URL: db.url,
+      LOG_LEVEL: 'warn',
+      EVENTS_TABLE: 'narrow.events',
+      CONTENT_TABLE: 'narrow.content',
+    });
+    assert.equal(refused.code, 2, refused.output);
+    assert.match(
+      refused.output,
+      /^engagement: EP_ERR_SOURCE_SHAPE: generated rows do not fit narrow\.events: value too long for type character varying\(4\).*\n$/m,
+    );
+    const [{ n }] = await query<{ n: string }>(db.url, `SELECT count(*) AS n FROM narrow.events`);
+    assert.equal(Number(n), 0);
+  });
 });
