@@ -1,20 +1,18 @@
 import { setMaxListeners } from 'node:events';
-import { STATUS_CODES } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
 import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
-import { describeError, ErrorCodes, PipelineError, redactSecrets } from '../../errors.js';
+import { describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { DeadLetterEntry, DeadLetterRow, DeadLetterStore } from '../../state/dead-letter.js';
-import { eventJson, eventsJsonArray } from '../event-json.js';
 import type { Sink } from '../sink.js';
 import { DEFAULT_BACKOFF, parseRetryAfter, retryDelay } from '../../retry/backoff.js';
 import { httpPolicy } from '../../retry/error-policy.js';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker.js';
 import { Redriver, type RedriveOutcome, type RedriverOptions } from './redrive.js';
-import { SIGNATURE_HEADER, signBody } from './signature.js';
+import { abortError, ExternalRequests, type AttemptResult, type OutgoingRequest } from './requests.js';
 
 /**
  * The external HTTP system (README, "The external system contract"): at-least-once POSTs with an Idempotency-Key,
@@ -107,21 +105,6 @@ export interface ExternalSinkOptions {
   redrive?: Omit<RedriverOptions, 'sink' | 'metrics' | 'logger' | 'healthy' | 'send'>;
 }
 
-interface OutgoingRequest {
-  events: EnrichedEvent[];
-  positions: string[];
-  key: string;
-  body: Buffer;
-  headers: Record<string, string>;
-  /** Requests its splitting may still send, shared by the parts of one array (see isRowStatus). */
-  splits?: { left: number };
-}
-
-type AttemptResult =
-  | { kind: 'accepted' }
-  | { kind: 'permanent'; error: string; status: number }
-  | { kind: 'retryable'; error: string; retryAfter?: string | string[] };
-
 type Verdict = { delivered: true } | { delivered: false; error: string; attempts: number; status?: number };
 
 /**
@@ -164,6 +147,7 @@ export class ExternalSink implements Sink {
   readonly #target: URL;
   readonly #backoff: { baseMs: number; maxMs: number; retryAfterMaxMs: number };
   readonly #breaker: CircuitBreaker;
+  readonly #requests: ExternalRequests;
   #pool: Pool | undefined;
   readonly #retryForMs: number;
   readonly #redriver: Redriver | null;
@@ -188,6 +172,14 @@ export class ExternalSink implements Sink {
     if (this.#target.protocol !== 'http:' && this.#target.protocol !== 'https:') {
       throw new RangeError(`external sink: URL must be http(s), got ${this.#target.protocol}`);
     }
+    this.#requests = new ExternalRequests({
+      target: this.#target,
+      batchSize: options.batchSize,
+      timeoutMs: options.timeoutMs,
+      secret: options.secret,
+      keyTypes: options.keyTypes,
+      metrics: options.metrics.externalRequests,
+    });
     this.#backoff = {
       baseMs: options.backoffBaseMs ?? DEFAULT_BACKOFF.baseMs,
       maxMs: options.backoffMaxMs ?? DEFAULT_BACKOFF.maxMs,
@@ -262,7 +254,7 @@ export class ExternalSink implements Sink {
   async write(batch: Batch, signal: AbortSignal): Promise<void> {
     if (!this.#pool) throw new Error('external sink: write() before start()');
     if (signal.aborted) throw abortError(signal);
-    const requests = this.#split(batch);
+    const requests = this.#requests.split(batch);
     const deadLetters: DeadLetterEntry[] = [];
     // A worker that fails (abort, or a bug) stops the others instead of leaving them running.
     const stopAll = new AbortController();
@@ -289,8 +281,8 @@ export class ExternalSink implements Sink {
           requests.splice(
             next,
             0,
-            this.#slice(request, 0, mid, splits),
-            this.#slice(request, mid, n, splits),
+            this.#requests.slice(request, 0, mid, splits),
+            this.#requests.slice(request, mid, n, splits),
           );
           continue;
         }
@@ -327,46 +319,6 @@ export class ExternalSink implements Sink {
     const pool = this.#pool;
     this.#pool = undefined;
     await pool?.close();
-  }
-
-  #split(batch: Batch): OutgoingRequest[] {
-    const size = this.#o.batchSize;
-    const requests: OutgoingRequest[] = [];
-    for (let i = 0; i < batch.events.length; i += size) {
-      const events = batch.events.slice(i, i + size);
-      const key =
-        size === 1
-          ? String(events[0].event_id)
-          : `${events[0].event_id}-${events[events.length - 1].event_id}`;
-      requests.push(this.#request(events, batch.positions.slice(i, i + size), key, size === 1));
-    }
-    return requests;
-  }
-
-  /** Events [from, to) of an array request, as an array request of their own. */
-  #slice(request: OutgoingRequest, from: number, to: number, splits: { left: number }): OutgoingRequest {
-    const events = request.events.slice(from, to);
-    const key = `${events[0].event_id}-${events[events.length - 1].event_id}`;
-    return { ...this.#request(events, request.positions.slice(from, to), key, false), splits };
-  }
-
-  /** One POST: a single event object (`single`) or an array, with its key, signature and auth. */
-  #request(events: EnrichedEvent[], positions: string[], key: string, single: boolean): OutgoingRequest {
-    const { keyTypes } = this.#o;
-    const body = Buffer.from(single ? eventJson(events[0], keyTypes) : eventsJsonArray(events, keyTypes));
-    const headers: Record<string, string> = {
-      'content-type': 'application/json',
-      'idempotency-key': key,
-      'user-agent': 'engagement-pipeline',
-    };
-    if (!single) headers['x-event-count'] = String(events.length);
-    if (this.#o.secret) headers[SIGNATURE_HEADER] = signBody(body, this.#o.secret);
-    if (this.#target.username || this.#target.password) {
-      const user = decodeURIComponent(this.#target.username);
-      const pass = decodeURIComponent(this.#target.password);
-      headers.authorization = `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
-    }
-    return { events, positions, key, body, headers };
   }
 
   /**
@@ -409,7 +361,7 @@ export class ExternalSink implements Sink {
       attempts += 1;
       let result: AttemptResult;
       try {
-        result = await this.#attempt(request, signal);
+        result = await this.#requests.attempt(this.#pool!, request, signal);
       } catch (err) {
         this.#breaker.releaseProbe();
         throw err;
@@ -481,10 +433,15 @@ export class ExternalSink implements Sink {
   async #redriveOne(row: DeadLetterRow, signal: AbortSignal): Promise<RedriveOutcome> {
     if (!this.#pool || signal.aborted) return { kind: 'not-sent' };
     if (!this.#breaker.allowRequest()) return { kind: 'not-sent' };
-    const request = this.#request([row.event as EnrichedEvent], [`dlq:${row.id}`], row.idempotencyKey, true);
+    const request = this.#requests.build(
+      [row.event as EnrichedEvent],
+      [`dlq:${row.id}`],
+      row.idempotencyKey,
+      true,
+    );
     let result: AttemptResult;
     try {
-      result = await this.#attempt(request, signal);
+      result = await this.#requests.attempt(this.#pool!, request, signal);
     } catch {
       this.#breaker.releaseProbe();
       return { kind: 'not-sent' };
@@ -502,52 +459,6 @@ export class ExternalSink implements Sink {
       return { kind: 'not-sent' };
     }
     return result;
-  }
-
-  /** One HTTP exchange, classified. Throws only when the pipeline aborted. */
-  async #attempt(request: OutgoingRequest, signal: AbortSignal): Promise<AttemptResult> {
-    const timeout = AbortSignal.timeout(this.#o.timeoutMs);
-    const metrics = this.#o.metrics.externalRequests;
-    try {
-      const response = await this.#pool!.request({
-        method: 'POST',
-        path: `${this.#target.pathname}${this.#target.search}`,
-        headers: request.headers,
-        body: request.body,
-        signal: AbortSignal.any([signal, timeout]),
-      });
-      const status = response.statusCode;
-      if (status >= 200 && status < 300) {
-        await response.body.dump();
-        metrics.inc({ outcome: 'accepted' });
-        return { kind: 'accepted' };
-      }
-      const error = `${status} ${STATUS_CODES[status] ?? 'HTTP error'}${await bodySnippet(response.body)}`;
-      // 409: a retry that met its own first attempt still in progress (see the header).
-      if (status >= 500 || status === 429 || status === 408 || status === 409) {
-        metrics.inc({
-          outcome:
-            status === 429
-              ? 'rate_limited'
-              : status === 408
-                ? 'timeout'
-                : status === 409
-                  ? 'conflict'
-                  : 'server_error',
-        });
-        return { kind: 'retryable', error, retryAfter: response.headers['retry-after'] };
-      }
-      metrics.inc({ outcome: 'rejected' });
-      return { kind: 'permanent', error, status };
-    } catch (err) {
-      if (signal.aborted) throw abortError(signal);
-      if (timeout.aborted) {
-        metrics.inc({ outcome: 'timeout' });
-        return { kind: 'retryable', error: `timeout after ${this.#o.timeoutMs} ms` };
-      }
-      metrics.inc({ outcome: 'network_error' });
-      return { kind: 'retryable', error: `network error: ${describeError(err)}` };
-    }
   }
 
   async #recordDeadLetters(entries: DeadLetterEntry[]): Promise<void> {
@@ -622,20 +533,4 @@ export class ExternalSink implements Sink {
 function unlimitedListeners(controller: AbortController): AbortController {
   setMaxListeners(0, controller.signal); // one listener per waiting request
   return controller;
-}
-
-function abortError(signal: AbortSignal): PipelineError {
-  return new PipelineError(ErrorCodes.SINK_WRITE, 'external: write aborted', 'transient', undefined, {
-    cause: signal.reason,
-  });
-}
-
-/** The start of an error response's body, one line, for logs and the dead-letter reason. */
-async function bodySnippet(body: { text(): Promise<string> }): Promise<string> {
-  try {
-    const text = (await body.text()).replace(/\s+/g, ' ').trim().slice(0, 200);
-    return text ? `: ${redactSecrets(text)}` : '';
-  } catch {
-    return '';
-  }
 }
