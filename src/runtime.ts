@@ -16,7 +16,7 @@ import { describeError, ErrorCodes, PipelineError, redactSecrets } from './error
 import type { Logger } from './logger.js';
 import { Pipeline } from './pipeline/direct.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
-import { postgresSystemIdentifier } from './sinks/analytics/duckdb/source-identity.js';
+import { postgresSystemIdentifier } from './db/system-identifier.js';
 import { DeadLetterStore } from './state/dead-letter.js';
 import { createRedis, type RedisSink } from './sinks/redis/redis-sink.js';
 import { createSinks } from './sinks/factory.js';

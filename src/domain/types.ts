@@ -64,4 +64,10 @@ export interface Batch {
    * are durable in all sinks; null when the batch ends inside a source transaction.
    */
   ackLsn: string | null;
+  /**
+   * The identity of the source its positions come from (`postgres:<system identifier>`), when
+   * the batch carries it (Kafka native messages name the cluster their capture read); sinks
+   * otherwise learn it per stream (sinks/source-identity.ts), or the stream has none.
+   */
+  sourceId?: string;
 }

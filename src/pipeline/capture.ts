@@ -17,6 +17,7 @@ import type { ReplicationSource } from '../source/replication-source.js';
 import { CONTENT_TOPIC, EVENTS_TOPIC } from '../kafka/client.js';
 import { decodeNativeEvent, encodeContent, encodeEvent } from '../source/kafka/native-format.js';
 import { MessageTooLarge } from '../sinks/kafka/resilient-producer.js';
+import { postgresSystemIdentifier } from '../db/system-identifier.js';
 
 export interface KafkaCaptureOptions {
   databaseUrl: string;
@@ -55,6 +56,8 @@ function messageWeight(message: Message): number {
 
 /** Capture's assembler: events and content changes become Kafka messages (see TransactionAssembler). */
 class MessageAssembler extends TransactionAssembler<Unit> {
+  /** The captured cluster, written into every event message (native-format.ts, `src`). */
+  sourceId: string | undefined;
   private events: Message[] = [];
   private content: Message[] = [];
   private weight = 0;
@@ -85,7 +88,7 @@ class MessageAssembler extends TransactionAssembler<Unit> {
   }
 
   protected onEvent(row: EngagementEventRow, index: number): void | Promise<void> {
-    const value = encodeEvent(row, this.tx.commitLsn, index, this.tx.committedAt);
+    const value = encodeEvent(row, this.tx.commitLsn, index, this.tx.committedAt, this.sourceId);
     this.push(this.events, { key: row.content_id, value });
     this.base.metrics.eventsReceived.inc();
     return this.base.dispatcher.offer(false);
@@ -172,6 +175,9 @@ export class KafkaCapture {
   }
 
   async start(): Promise<void> {
+    // Named in every event message: workers keep each partition's watermark with the cluster
+    // its LSNs belong to (a cluster restored from a dump restarts them lower).
+    this.assembler.sourceId = await postgresSystemIdentifier(this.options.databaseUrl);
     // Publish the whole content table first: the compacted topic must know rows that
     // existed before capture started (it is idempotent: same key, same value).
     const loaded = await this.dimension.loadSnapshot();

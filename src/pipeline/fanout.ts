@@ -396,11 +396,14 @@ export class Fanout {
   }
 }
 
-/** The queue's first batches of one stream (a sink's replay positions are per stream), removed from it. */
+/**
+ * The queue's first batches of one stream and source (a sink's replay positions are per stream,
+ * and compare only within one source), removed from it.
+ */
 function takeSameStream(queue: Queued[]): Queued[] {
-  const stream = queue[0].batch.stream;
+  const { stream, sourceId } = queue[0].batch;
   let n = 1;
-  while (n < queue.length && queue[n].batch.stream === stream) n++;
+  while (n < queue.length && queue[n].batch.stream === stream && queue[n].batch.sourceId === sourceId) n++;
   return queue.splice(0, n);
 }
 
@@ -414,5 +417,6 @@ function merge(batches: Batch[]): Batch {
     events: batches[0].events.concat(...batches.slice(1).map((b) => b.events)),
     positions: batches[0].positions.concat(...batches.slice(1).map((b) => b.positions)),
     ackLsn: last.ackLsn,
+    ...(last.sourceId === undefined ? {} : { sourceId: last.sourceId }),
   };
 }

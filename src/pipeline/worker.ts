@@ -219,12 +219,20 @@ export class KafkaWorker {
   ): Promise<void> {
     const events: EnrichedEvent[] = [];
     const positions: string[] = [];
+    /** Where each run of one source's events starts in `events`, and that source. */
+    const runs: { from: number; source: string | undefined }[] = [];
     const bad: DeadLetterEntry[] = [];
     let high = '';
     const processedAt = dateToIso(new Date());
     for (const { m, record } of decoded) {
       if (record.kind === 'event') {
         const position = record.position ?? offsetPosition(m.offset);
+        if (runs.length === 0 || runs[runs.length - 1].source !== record.source) {
+          // Another cluster's positions (Postgres moved under a running capture) do not compare
+          // with this one's: a new run, never taken for copies; written as batches of their own.
+          runs.push({ from: events.length, source: record.source });
+          high = '';
+        }
         // A capture restart re-publishes from its last confirmed commit: copies carry
         // positions at or below what this partition already delivered. Keeping positions
         // strictly increasing also lets Redis trim a batch that straddles its watermark.
@@ -243,17 +251,22 @@ export class KafkaWorker {
     }
 
     const writes: Promise<void>[] = [];
-    for (let i = 0; i < events.length; i += this.options.batchMaxRows) {
-      const max = this.options.batchMaxRows;
-      // Waits for a write slot: at most maxInFlightBatches chunks are being written at once.
-      const { accepted } = await this.dispatcher.submit((seq) => ({
-        seq,
-        stream: `kafka:${topic}:${partition}`,
-        events: events.slice(i, i + max),
-        positions: positions.slice(i, i + max),
-        ackLsn: null,
-      }));
-      writes.push(accepted);
+    const max = this.options.batchMaxRows;
+    for (const [r, { from, source }] of runs.entries()) {
+      const to = runs[r + 1]?.from ?? events.length;
+      for (let i = from; i < to; i += max) {
+        const end = Math.min(to, i + max);
+        // Waits for a write slot: at most maxInFlightBatches chunks are being written at once.
+        const { accepted } = await this.dispatcher.submit((seq) => ({
+          seq,
+          stream: `kafka:${topic}:${partition}`,
+          events: events.slice(i, end),
+          positions: positions.slice(i, end),
+          ackLsn: null,
+          ...(source === undefined ? {} : { sourceId: source }),
+        }));
+        writes.push(accepted);
+      }
     }
     if (bad.length > 0) writes.push(this.recordBadMessages(bad));
     await Promise.all(writes);

@@ -144,6 +144,33 @@ describe('Redis: the slot watermark carries its source identity', () => {
     assert.equal(await watermark('slot-b'), `${eventPosition('0/2000000', 14)}|postgres:222`);
   });
 
+  it("a Kafka partition's batches carrying their cluster (native capture's src) keep its watermark per cluster", async () => {
+    const content = '00000000-0000-4000-8000-0000000000a4';
+    const stream = 'kafka:engagement.events:3';
+    // No positioned stream: a worker learns the cluster from the messages, batch by batch.
+    const worker = new RedisSink({ url: redis.url, prefix: redis.prefix, logger: pino({ level: 'silent' }) });
+    sinks.push(worker);
+    await worker.start();
+    const from = (source: string, lsn: string, ids: number[]): Batch => ({
+      ...batch(stream, content, lsn, ids),
+      sourceId: source,
+    });
+    await worker.write(from('postgres:111', '5/10000000', range(4_000, 4_009)));
+    assert.equal(await watermark(stream), `${eventPosition('5/10000000', 9)}|postgres:111`);
+    await worker.write(from('postgres:111', '5/10000000', range(4_010, 4_019)));
+    assert.equal(
+      await count(content),
+      10,
+      "a capture's re-sent copies (same cluster, same positions): no-ops",
+    );
+    // Postgres moved under the running capture: the new cluster's LSNs restart lower.
+    await worker.write(from('postgres:222', '0/2000000', range(4_020, 4_029)));
+    assert.equal(await count(content), 20, "the new cluster's events counted, not taken for replays");
+    assert.equal(await watermark(stream), `${eventPosition('0/2000000', 9)}|postgres:222`);
+    await worker.write(from('postgres:222', '0/2000000', range(4_030, 4_039)));
+    assert.equal(await count(content), 20, 'and its own copies are still no-ops');
+  });
+
   it('a watermark of an older version (a bare position) counts as the current source: replays still skipped', async () => {
     const content = '00000000-0000-4000-8000-0000000000a3';
     const key = `${redis.prefix}pipeline:watermark:slot-c`;

@@ -619,6 +619,39 @@ describe('Fanout', () => {
     fanout.cancel();
   });
 
+  it('merges only batches of one source: positions of two clusters never share a write', async () => {
+    const writes: [string | undefined, number[]][] = [];
+    let release!: () => void;
+    const sink: Sink = {
+      name: 'redis',
+      start: async () => undefined,
+      stop: async () => undefined,
+      write: async (b) => {
+        writes.push([b.sourceId, b.events.map((e) => e.event_id)]);
+        if (writes.length === 1) await new Promise<void>((r) => (release = r));
+      },
+    };
+    const fanout = new Fanout({ sinks: [sink], metrics: createMetrics(), logger: logCapture().logger });
+    const on = (sourceId: string | undefined, seq: number, ids: number[]) =>
+      fanout.write({ ...batch(seq, ids), stream: 'kafka:t:0', ...(sourceId ? { sourceId } : {}) });
+    const all = [
+      on('pg:1', 1, [1]),
+      on('pg:1', 2, [2]),
+      on('pg:1', 3, [3]),
+      on('pg:2', 4, [4]),
+      on('pg:2', 5, [5]),
+    ];
+    await sleep(10);
+    release();
+    await Promise.all(all);
+    assert.deepEqual(writes, [
+      ['pg:1', [1]],
+      ['pg:1', [2, 3]],
+      ['pg:2', [4, 5]],
+    ]);
+    fanout.cancel();
+  });
+
   it("a sink's write interval merges what arrives meanwhile; a full batch's worth or flush() writes at once", async () => {
     const writes: number[][] = [];
     const sink: Sink = {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { JsonText } from '../../src/domain/json-text.js';
+import { eventPosition } from '../../src/domain/position.js';
 import type { EngagementEventRow } from '../../src/domain/types.js';
 import { decodeNativeEvent, encodeEvent } from '../../src/source/kafka/native-format.js';
 
@@ -32,6 +33,15 @@ describe('the native Kafka format carries the payload exactly', () => {
     const record = decoded(wire);
     assert.deepEqual(record.row, ROW);
     assert.ok(!('raw_payload_json' in record.row));
+  });
+
+  it("names the captured cluster (src), read back as the record's source; absent from earlier captures", () => {
+    const record = decoded(encodeEvent(ROW, '0/16B3748', 2, '2026-12-01T10:11:12.400000Z', 'postgres:7401'));
+    assert.equal(record.source, 'postgres:7401');
+    assert.equal(record.position, eventPosition('0/16B3748', 2));
+    const earlier = decoded(encodeEvent(ROW, '0/16B3748', 2, '2026-12-01T10:11:12.400000Z'));
+    assert.equal(earlier.source, undefined);
+    assert.ok(!('source' in earlier));
   });
 
   it('a message of an earlier capture (no text field) is read from the parsed value; NULL stays NULL', () => {

@@ -187,8 +187,8 @@ export class RedisSink implements Sink {
   async write(batch: Batch): Promise<void> {
     if (batch.events.length === 0) return;
     await this.rollBefore(batch.events, this.now());
-    // Stored with the watermark; '' for a stream without one (Kafka partitions).
-    const sourceId = (await this.identity.of(batch.stream)) ?? '';
+    // Stored with the watermark; '' for a stream without one (Kafka messages of an earlier capture).
+    const sourceId = batch.sourceId ?? (await this.identity.of(batch.stream)) ?? '';
     const fresh = await this.apply('s', batch.events, batch.positions, this.keys.watermark(batch.stream), {
       sourceId,
     });

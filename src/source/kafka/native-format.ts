@@ -18,6 +18,10 @@ import type { WorkerRecord } from './records.js';
  * `lsn` + `idx` (commit LSN, index in the transaction) give the event's source position,
  * which workers use as the Redis replay watermark per partition: a capture restart
  * re-publishes from the last confirmed LSN, and those copies carry the same positions.
+ * `src` names the cluster those LSNs belong to (`postgres:<system identifier>`), stored with
+ * the watermark: a Postgres dump/restored into a new cluster restarts its LSNs lower, and its
+ * events must not be taken for replays of the old one's. Messages without it (an earlier
+ * capture) compare as before.
  *
  * engagement.content (compacted): key = content id, value = the full content row, or a
  * tombstone (null value) when the row was deleted.
@@ -41,6 +45,8 @@ const eventMessageSchema = z.object({
   lsn: z.string().regex(/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/),
   idx: z.number().int().min(0),
   committed_at: z.string().min(1),
+  /** The captured cluster (`postgres:<system identifier>`); absent from an earlier capture's messages. */
+  src: z.string().min(1).optional(),
   row: eventRowSchema,
 });
 
@@ -52,10 +58,16 @@ const contentSchema = z.object({
   length_seconds: z.number().int().nullable(),
 });
 
-export function encodeEvent(row: EngagementEventRow, lsn: string, idx: number, committedAt: string): string {
+export function encodeEvent(
+  row: EngagementEventRow,
+  lsn: string,
+  idx: number,
+  committedAt: string,
+  src?: string,
+): string {
   // raw_payload as a JsonText writes its parsed value (JsonText.toJSON), for earlier workers.
   const wire = { ...row, raw_payload_json: payloadJson(row.raw_payload) };
-  return JSON.stringify({ v: NATIVE_VERSION, lsn, idx, committed_at: committedAt, row: wire });
+  return JSON.stringify({ v: NATIVE_VERSION, lsn, idx, committed_at: committedAt, src, row: wire });
 }
 
 export function encodeContent(content: ContentInfo): string {
@@ -98,6 +110,7 @@ export function decodeNativeEvent(value: Buffer | null): WorkerRecord {
     row: { ...row, event_ts: eventTs, raw_payload: payload },
     committedAt,
     position: eventPosition(m.lsn, m.idx),
+    ...(m.src === undefined ? {} : { source: m.src }),
   };
 }
 

@@ -6,7 +6,14 @@ import type { ContentInfo, EngagementEventRow } from '../../domain/types.js';
  * when the format carries one; otherwise the worker uses the Kafka offset.
  */
 export type WorkerRecord =
-  | { kind: 'event'; row: EngagementEventRow; committedAt: string; position?: string }
+  | {
+      kind: 'event';
+      row: EngagementEventRow;
+      committedAt: string;
+      position?: string;
+      /** The source cluster of `position` (`postgres:<system identifier>`), when the format names it. */
+      source?: string;
+    }
   | { kind: 'content-upsert'; content: Partial<ContentInfo> & { id: string } }
   | { kind: 'content-delete'; id: string }
   /** An update/delete of an event row (events are immutable facts), counted only. */

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { clientConfig } from '../../../db/postgres.js';
+import { clientConfig } from './postgres.js';
 
 /**
  * The Postgres cluster's system identifier (IDENTIFY_SYSTEM on a replication connection, which
