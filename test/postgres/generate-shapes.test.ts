@@ -90,53 +90,49 @@ describe('generate on the source shapes', () => {
     });
   }
 
-  it('refuses, in one line, a table with a NOT NULL column it cannot fill', async () => {
+  /** `generate` into `schema`.content / `schema`.events (its columns after content_id), refused. */
+  async function refusedInto(schema: string, eventColumns: string) {
     const db = await freshDatabase('gshape');
     dbs.push(db);
     await query(
       db.url,
-      `CREATE SCHEMA strict;
-       CREATE TABLE strict.content (content_id BIGINT PRIMARY KEY, content_type TEXT, length_seconds INT);
-       CREATE TABLE strict.events (id BIGSERIAL PRIMARY KEY, content_id BIGINT, user_id BIGINT, event_type TEXT,
-         event_ts TIMESTAMPTZ DEFAULT now(), duration_ms INT, tenant TEXT NOT NULL);`,
-    );
-    const refused = await runCli(['generate', '--count', '10', '--rate', '1000'], {
-      DATABASE_URL: db.url,
-      LOG_LEVEL: 'warn',
-      EVENTS_TABLE: 'strict.events',
-      CONTENT_TABLE: 'strict.content',
-    });
-    assert.equal(refused.code, 2, refused.output);
-    assert.match(
-      refused.output,
-      /^engagement: EP_ERR_SOURCE_SHAPE: strict\.events\.tenant is NOT NULL without a default.*\n$/,
-    );
-    const [{ n }] = await query<{ n: string }>(db.url, `SELECT count(*) AS n FROM strict.content`);
-    assert.equal(Number(n), 0, 'content was inserted before the refusal');
-  });
-
-  it('refuses, in one line, a table whose column types are too narrow for generated values', async () => {
-    const db = await freshDatabase('gshape');
-    dbs.push(db);
-    await query(
-      db.url,
-      `CREATE SCHEMA narrow;
-       CREATE TABLE narrow.content (content_id BIGINT PRIMARY KEY, content_type TEXT, length_seconds INT);
-       CREATE TABLE narrow.events (id BIGSERIAL PRIMARY KEY, content_id BIGINT, user_id BIGINT,
-         event_type VARCHAR(4), event_ts TIMESTAMPTZ DEFAULT now(), duration_ms INT);`,
+      `CREATE SCHEMA ${schema};
+       CREATE TABLE ${schema}.content (content_id BIGINT PRIMARY KEY, content_type TEXT, length_seconds INT);
+       CREATE TABLE ${schema}.events (id BIGSERIAL PRIMARY KEY, content_id BIGINT, ${eventColumns});`,
     );
     const refused = await runCli(['generate', '--count', '200', '--rate', '1000', '--seed', '7'], {
       DATABASE_URL: db.url,
       LOG_LEVEL: 'warn',
-      EVENTS_TABLE: 'narrow.events',
-      CONTENT_TABLE: 'narrow.content',
+      EVENTS_TABLE: `${schema}.events`,
+      CONTENT_TABLE: `${schema}.content`,
     });
     assert.equal(refused.code, 2, refused.output);
+    const rows = async (table: string) =>
+      Number((await query<{ n: string }>(db.url, `SELECT count(*) AS n FROM ${schema}.${table}`))[0].n);
+    return { output: refused.output, rows };
+  }
+
+  it('refuses, in one line, a table with a NOT NULL column it cannot fill', async () => {
+    const refused = await refusedInto(
+      'strict',
+      'user_id BIGINT, event_type TEXT, event_ts TIMESTAMPTZ DEFAULT now(), duration_ms INT, tenant TEXT NOT NULL',
+    );
+    assert.match(
+      refused.output,
+      /^engagement: EP_ERR_SOURCE_SHAPE: strict\.events\.tenant is NOT NULL without a default.*\n$/,
+    );
+    assert.equal(await refused.rows('content'), 0, 'content was inserted before the refusal');
+  });
+
+  it('refuses, in one line, a table whose column types are too narrow for generated values', async () => {
+    const refused = await refusedInto(
+      'narrow',
+      'user_id BIGINT, event_type VARCHAR(4), event_ts TIMESTAMPTZ DEFAULT now(), duration_ms INT',
+    );
     assert.match(
       refused.output,
       /^engagement: EP_ERR_SOURCE_SHAPE: generated rows do not fit narrow\.events: value too long for type character varying\(4\).*\n$/m,
     );
-    const [{ n }] = await query<{ n: string }>(db.url, `SELECT count(*) AS n FROM narrow.events`);
-    assert.equal(Number(n), 0);
+    assert.equal(await refused.rows('events'), 0, 'no value was cut to fit');
   });
 });
