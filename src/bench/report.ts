@@ -62,9 +62,10 @@ export interface CatchupResult {
   /** The histogram over the catch-up: includes the time the backlog waited in the slot, so only its shape means anything. */
   commitToSinkAckIncludingBacklogWait: Record<string, HistogramSummary>;
   /**
-   * Per sink, from engagement_sink_write_seconds over the pipeline's life (it starts for the
-   * catch-up): the share of the catch-up's wall time it spent writing (a sink writes one merged
-   * batch at a time, so one near 1 is the stage the others wait for), and its writes' mean rows.
+   * Per sink, from engagement_sink_write_seconds between the first delivered event and the end:
+   * the share of that time it spent writing (a sink writes one merged batch at a time, so one
+   * near 1 is the stage the others wait for; a write that began before the window counts whole),
+   * its writes and their mean rows.
    */
   sinkWrites?: Record<string, { busyShare: number; writes: number; meanRows: number }>;
   cpuProfile: string | null;
@@ -287,22 +288,21 @@ export function markdown(r: BenchReport): string {
       );
     }
     const busy = r.catchups.filter((c) => c.sinkWrites && Object.keys(c.sinkWrites).length > 0);
+    const sinks = [...new Set(busy.flatMap((c) => Object.keys(c.sinkWrites!)))].sort();
     if (busy.length > 0) {
       lines.push(
         '',
         "Each sink's writes during the catch-up (from `engagement_sink_write_seconds`): the share of the time it was " +
           'writing (one merged write at a time per sink; the busiest is the stage the others wait for), the number of writes and their mean rows.',
         '',
-        '| backlog | ' + Object.keys(busy[0].sinkWrites!).join(' | ') + ' |',
-        '|---|' +
-          Object.keys(busy[0].sinkWrites!)
-            .map(() => '---|')
-            .join(''),
+        '| backlog | ' + sinks.join(' | ') + ' |',
+        '|---|' + sinks.map(() => '---|').join(''),
       );
       for (const c of busy) {
-        const cells = Object.values(c.sinkWrites!).map(
-          (w) => `${Math.round(w.busyShare * 100)} % busy, ${w.writes} writes of ${w.meanRows}`,
-        );
+        const cells = sinks.map((name) => {
+          const w = c.sinkWrites![name];
+          return w ? `${Math.round(w.busyShare * 100)} % busy, ${w.writes} writes of ${w.meanRows}` : '–';
+        });
         lines.push(`| ${c.events.toLocaleString('en-US')} | ${cells.join(' | ')} |`);
       }
     }

@@ -572,6 +572,8 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         let s0: Snap | null = null;
         let walsender: number | null = null;
         let metricsUp = false;
+        /** The pipeline's write-time counters at the first delivered event (the window's start). */
+        let writesAtFirst: PromSample[] | null = null;
         const deadline = Date.now() + Math.max(120_000, size * 2);
         for (;;) {
           checkAborted();
@@ -585,6 +587,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
             firstProgress = Math.max(0, Math.min(redisNow, extNow));
             walsender = await walsenderPid('engagement-replication');
             s0 = snap(walsender);
+            writesAtFirst = await scrape().catch(() => null);
           }
           if (redisNow >= ins.inserted && extNow >= ins.inserted) {
             const delivered = await scrape()
@@ -633,7 +636,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
           commitToSinkAckIncludingBacklogWait: metricsUp
             ? summarizeHistogram(histDelta(await scrape(), null))
             : {},
-          sinkWrites: writeStats ? sinkWrites(writeStats, ins.inserted, seconds) : {},
+          sinkWrites: writeStats ? sinkWrites(writeStats, writesAtFirst, seconds) : {},
           cpuProfile: o.cpuProfileDir
             ? path.relative(process.cwd(), o.cpuProfileDir) || o.cpuProfileDir
             : null,
@@ -744,17 +747,30 @@ function histDelta(after: PromSample[], before: PromSample[] | null): HistogramB
   );
 }
 
-/** CatchupResult.sinkWrites from one scrape of a pipeline that started for the catch-up. */
-function sinkWrites(samples: PromSample[], events: number, wallSeconds: number): CatchupResult['sinkWrites'] {
-  const busy = counterBy(samples, `${WRITE_SECONDS}_sum`, 'sink');
-  const count = counterBy(samples, `${WRITE_SECONDS}_count`, 'sink');
+/**
+ * CatchupResult.sinkWrites: the writes that ended between two scrapes (the first delivered event,
+ * the catch-up's end; `before` null: since the pipeline started), against that window's length.
+ */
+function sinkWrites(
+  after: PromSample[],
+  before: PromSample[] | null,
+  wallSeconds: number,
+): CatchupResult['sinkWrites'] {
+  const delta = (name: string, label = 'sink') => {
+    const a = counterBy(after, name, label);
+    const b = before ? counterBy(before, name, label) : {};
+    return (sink: string) => (a[sink] ?? 0) - (b[sink] ?? 0);
+  };
+  const seconds = delta(`${WRITE_SECONDS}_sum`);
+  const writes = delta(`${WRITE_SECONDS}_count`);
+  const rows = delta(DELIVERED);
   const out: NonNullable<CatchupResult['sinkWrites']> = {};
-  for (const [sink, seconds] of Object.entries(busy)) {
-    const writes = count[sink] ?? 0;
+  for (const sink of Object.keys(counterBy(after, `${WRITE_SECONDS}_count`, 'sink')).sort()) {
+    const n = writes(sink);
     out[sink] = {
-      busyShare: wallSeconds > 0 ? round2(seconds / wallSeconds) : 0,
-      writes,
-      meanRows: writes > 0 ? Math.round(events / writes) : 0,
+      busyShare: wallSeconds > 0 ? round2(seconds(sink) / wallSeconds) : 0,
+      writes: n,
+      meanRows: n > 0 ? Math.round(rows(sink) / n) : 0,
     };
   }
   return out;

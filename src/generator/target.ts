@@ -168,16 +168,16 @@ function insertText<R>(
 }
 
 /**
- * The element type the parameters are cast to: the column's own, but without a length or
- * precision. An explicit cast to varchar(4) or char(4) cuts 'pause' to 'paus', and to
- * numeric(4,1) rounds, silently; the INSERT's own assignment to the column refuses such a value
- * instead (writer.ts turns that into one line).
+ * The element type the parameters are cast to: the column's own, but without a length. An
+ * explicit cast to varchar(4) or char(4) cuts 'pause' to 'paus' silently; the INSERT's own
+ * assignment to the column refuses such a value instead (writer.ts turns that into one line).
+ * (Numeric precision is left as it is: the assignment rounds as the cast does.)
  */
 function arrayCastType(column: CatalogColumn): string {
   return UNBOUNDED_TYPES.includes(column.type) && column.display.includes('(') ? column.type : column.display;
 }
 
-const UNBOUNDED_TYPES = ['varchar', 'bpchar', 'numeric'];
+const UNBOUNDED_TYPES = ['varchar', 'bpchar'];
 
 function valuesOf<R>(fills: Fill<R>[], rows: readonly R[]): unknown[][] {
   return fills.map((f) => rows.map(f.value));

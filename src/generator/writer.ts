@@ -186,7 +186,7 @@ async function insertEvents(pool: pg.Pool, target: GeneratorTarget, rows: Genera
 
 /**
  * Postgres refusing generated values for a column's type or constraint (a VARCHAR(4) event_type,
- * a SMALLINT duration_ms, a CHECK of other content types): the table is the problem, not the
+ * a SMALLINT duration_ms, a CHECK of other content types, no partition for the row): the table is the problem, not the
  * run, so it is the same one-line shape error (exit 2) as a column generate cannot fill, naming
  * the table; every later tick would fail the same way. (Each INSERT is one statement: nothing
  * of it was written.)
@@ -197,7 +197,8 @@ function refusedRows(table: TableName): (err: unknown) => never {
     if (typeof code !== 'string' || !(code.startsWith('22') || code === '23514')) throw err;
     throw shapeError(
       `generated rows do not fit ${display(table)}: ${describeError(err)}`,
-      'widen the column of that type (or relax that constraint), or generate into other tables (EVENTS_TABLE / CONTENT_TABLE)',
+      'make the table take them (widen the column of that type, relax that constraint, add the partition it names), ' +
+        'or generate into other tables (EVENTS_TABLE / CONTENT_TABLE)',
     );
   };
 }

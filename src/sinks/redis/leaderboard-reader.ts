@@ -76,10 +76,19 @@ export async function otherContentScores(
   board: { by: 'events' | 'seconds'; minutes: number; nowMs: number },
   members: readonly string[],
 ): Promise<number[]> {
-  const other = board.by === 'events' ? 'seconds' : 'content';
-  const rows = await bucketUnion(redis, prefix, other, board.minutes, board.nowMs);
-  const scores = new Map(rows.map((r) => [r.member, r.score]));
-  return members.map((m) => scores.get(m) ?? 0);
+  const k = redisKeys(prefix);
+  const bucketKey = board.by === 'events' ? k.secondsBucket : k.contentBucket;
+  // Only the listed members: one ZMSCORE per minute in one round trip, not a union of everyone.
+  const pipeline = redis.pipeline();
+  for (const minute of windowBuckets(board.nowMs, board.minutes))
+    pipeline.zmscore(bucketKey(minute), ...members);
+  const sums = members.map(() => 0);
+  for (const [err, scores] of (await pipeline.exec()) ?? []) {
+    if (err) throw err;
+    (scores as (string | null)[]).forEach((s, i) => (sums[i] += s === null ? 0 : Number(s)));
+  }
+  // Seconds to the millisecond, as the ranking's own sums (bucketUnion).
+  return board.by === 'events' ? sums.map((s) => Math.round(s * 1000) / 1000) : sums;
 }
 
 /** Every member of a board summed over the window's minute buckets (read-only ZUNION). */
