@@ -34,6 +34,8 @@ export const ErrorCodes = {
   KAFKA_UNREACHABLE: 'EP_ERR_KAFKA_UNREACHABLE',
   DUCKDB_SHARED_GROUP: 'EP_ERR_DUCKDB_SHARED_GROUP',
   TRUNCATE_RESTART_IDENTITY: 'EP_ERR_TRUNCATE_RESTART_IDENTITY',
+  /** Reconnected to another Postgres cluster (another system identifier) under the same DATABASE_URL. */
+  SOURCE_CHANGED: 'EP_ERR_SOURCE_CHANGED',
   /** A source table is missing (EVENTS_TABLE / CONTENT_TABLE). */
   SOURCE_TABLE_MISSING: 'EP_ERR_SOURCE_TABLE_MISSING',
   /** A source table lacks a column the pipeline needs, or has a key of an unsupported type. */

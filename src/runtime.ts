@@ -259,6 +259,7 @@ export async function startRuntime(
     {
       analytics: { waitWhileLocked: true, positionedStream },
       redis: { positionedStream },
+      kafka: { positionedStream },
       keyTypes: shape.keyTypes,
     },
   );

@@ -17,7 +17,6 @@ import type { ReplicationSource } from '../source/replication-source.js';
 import { CONTENT_TOPIC, EVENTS_TOPIC } from '../kafka/client.js';
 import { decodeNativeEvent, encodeContent, encodeEvent } from '../source/kafka/native-format.js';
 import { MessageTooLarge } from '../sinks/kafka/resilient-producer.js';
-import { postgresSystemIdentifier } from '../db/system-identifier.js';
 
 export interface KafkaCaptureOptions {
   databaseUrl: string;
@@ -57,7 +56,7 @@ function messageWeight(message: Message): number {
 /** Capture's assembler: events and content changes become Kafka messages (see TransactionAssembler). */
 class MessageAssembler extends TransactionAssembler<Unit> {
   /** The captured cluster, written into every event message (native-format.ts, `src`). */
-  sourceId: string | undefined;
+  sourceId: () => string | undefined = () => undefined;
   private events: Message[] = [];
   private content: Message[] = [];
   private weight = 0;
@@ -88,7 +87,7 @@ class MessageAssembler extends TransactionAssembler<Unit> {
   }
 
   protected onEvent(row: EngagementEventRow, index: number): void | Promise<void> {
-    const value = encodeEvent(row, this.tx.commitLsn, index, this.tx.committedAt, this.sourceId);
+    const value = encodeEvent(row, this.tx.commitLsn, index, this.tx.committedAt, this.sourceId());
     this.push(this.events, { key: row.content_id, value });
     this.base.metrics.eventsReceived.inc();
     return this.base.dispatcher.offer(false);
@@ -167,6 +166,10 @@ export class KafkaCapture {
       this.dimension,
     );
     this.source = slotSource({ ...options, onHalt: (error) => this.resolveHalted(error) }, this.assembler);
+    // Named in every event message: workers keep each partition's watermark with the cluster its
+    // LSNs belong to (a cluster restored from a dump restarts them lower). Read by the source at
+    // start; a reconnect to another cluster halts the capture (ReplicationSource).
+    this.assembler.sourceId = () => this.source.sourceId ?? undefined;
   }
 
   /** No transaction open, nothing buffered, waiting, in flight or unconfirmed. */
@@ -175,9 +178,6 @@ export class KafkaCapture {
   }
 
   async start(): Promise<void> {
-    // Named in every event message: workers keep each partition's watermark with the cluster
-    // its LSNs belong to (a cluster restored from a dump restarts them lower).
-    this.assembler.sourceId = await postgresSystemIdentifier(this.options.databaseUrl);
     // Publish the whole content table first: the compacted topic must know rows that
     // existed before capture started (it is idempotent: same key, same value).
     const loaded = await this.dimension.loadSnapshot();

@@ -227,11 +227,19 @@ export class KafkaWorker {
     for (const { m, record } of decoded) {
       if (record.kind === 'event') {
         const position = record.position ?? offsetPosition(m.offset);
-        if (runs.length === 0 || runs[runs.length - 1].source !== record.source) {
-          // Another cluster's positions (Postgres moved under a running capture) do not compare
-          // with this one's: a new run, never taken for copies; written as batches of their own.
+        const run = runs.at(-1);
+        if (
+          !run ||
+          (run.source !== undefined && record.source !== undefined && run.source !== record.source)
+        ) {
+          // Another cluster's positions (Postgres moved, capture restarted against it) do not
+          // compare with this one's: a new run, never taken for copies; batches of their own.
           runs.push({ from: events.length, source: record.source });
           high = '';
+        } else if (run.source === undefined && record.source !== undefined) {
+          // An upgraded capture's first messages after an earlier one's (which name no cluster):
+          // the same cluster, so its re-sent copies are still dropped below.
+          run.source = record.source;
         }
         // A capture restart re-publishes from its last confirmed commit: copies carry
         // positions at or below what this partition already delivered. Keeping positions

@@ -8,6 +8,7 @@ import { ExternalSink, type ExternalSinkOptions } from './external/external-sink
 import { createKafkaEnrichedSink } from './kafka/kafka-sink.js';
 import { RedisSink, type RedisSinkOptions } from './redis/redis-sink.js';
 import type { Sink } from './sink.js';
+import type { PositionedStream } from './source-identity.js';
 
 /**
  * The one place sinks are built from the configuration: `run` (direct mode), `work` (Kafka
@@ -37,6 +38,8 @@ export interface SinkFactoryOptions {
   analytics?: AnalyticsOptions;
   /** A mode's choices for the Redis sink (direct mode: the slot's source identity, stored with its watermark). */
   redis?: Pick<RedisSinkOptions, 'positionedStream'>;
+  /** The same for the enriched topic's sink (stored in each record's headers). */
+  kafka?: { positionedStream?: PositionedStream };
   /** The source's key types (discovered from the catalog); every destination types its keys by them. */
   keyTypes?: KeyTypes;
 }
@@ -89,7 +92,7 @@ export function createSinks(
     if (!set.external) logger.warn('EXTERNAL_URL is not set: the external sink is off');
   }
   if (wanted('kafka') && config.kafkaEnrichedTopic)
-    set.kafka = createKafkaEnrichedSink(config, logger, options.keyTypes);
+    set.kafka = createKafkaEnrichedSink(config, logger, options.keyTypes, options.kafka?.positionedStream);
   for (const name of SINK_NAMES) {
     const sink = set[name];
     if (sink) set.all.push(sink);

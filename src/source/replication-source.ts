@@ -13,6 +13,7 @@ import { EventInsertPlugin, isDecodedChange } from './event-insert-plugin.js';
 import { decodePgoutputChanges } from './pgoutput-decoder.js';
 import { backoffDelay } from '../retry/backoff.js';
 import { pause } from '../retry/retry.js';
+import { postgresSystemIdentifier } from '../db/system-identifier.js';
 
 /** Reconnects after a lost stream: full jitter up to 0.5 s, 1 s, 2 s, … 10 s. */
 const RECONNECT_BACKOFF = { baseMs: 500, maxMs: 10_000 };
@@ -39,6 +40,8 @@ export interface ReplicationSourceOptions {
   onHalt?: (error: PipelineError) => void;
   /** Standby status updates are sent at least this often, also while backpressure pauses the socket. */
   statusIntervalMs?: number;
+  /** The cluster's identity (default: IDENTIFY_SYSTEM on DATABASE_URL); tests replace it. */
+  systemIdentifier?: () => Promise<string>;
 }
 
 /** The parts of pg-logical-replication's flow-control queue the idle rule must see (not in its typings). */
@@ -63,6 +66,8 @@ export class ReplicationSource {
   private statusTimer: NodeJS.Timeout | null = null;
   private pausedSince: number | null = null;
   private halted = false;
+  /** The cluster streamed from (`postgres:<system identifier>`), read at start. */
+  private identity: string | null = null;
   private readonly log: Logger;
 
   constructor(private readonly options: ReplicationSourceOptions) {
@@ -72,6 +77,35 @@ export class ReplicationSource {
   /** The position last confirmed to Postgres (starts at the slot's confirmed_flush_lsn). */
   get confirmed(): string {
     return this.confirmedLsn;
+  }
+
+  /** The cluster the positions belong to (`postgres:<system identifier>`); null before start(). */
+  get sourceId(): string | null {
+    return this.identity;
+  }
+
+  private readIdentity(): Promise<string> {
+    return (this.options.systemIdentifier ?? (() => postgresSystemIdentifier(this.options.databaseUrl)))();
+  }
+
+  /**
+   * Before a reconnect: the same cluster still answers DATABASE_URL? Another one (a failover to
+   * a cluster restored from a dump, a DNS name moved) has its own slot and LSNs: resuming would
+   * confirm this process's positions, from the old cluster, to the new slot, skipping its
+   * transactions. Halts instead; a restart starts from the new slot's own position.
+   */
+  private async sameCluster(): Promise<boolean> {
+    const now = await this.readIdentity();
+    if (this.identity === null || now === this.identity) return true;
+    this.halt(
+      new PipelineError(
+        ErrorCodes.SOURCE_CHANGED,
+        `DATABASE_URL now reaches another Postgres cluster (${this.identity}, now ${now}); stopped without confirming anything to it`,
+        'fatal',
+        "restart the pipeline: it then streams from that cluster's slot and stores positions under its identity",
+      ),
+    );
+    return false;
   }
 
   /** Checks the slot, then streams until stop(); reconnects on failure. */
@@ -92,6 +126,7 @@ export class ReplicationSource {
     if (slot.walStatus === 'lost') throw slotInvalidatedError(this.options.slotName);
     this.confirmedLsn = slot.confirmedFlushLsn ?? '0/0';
     this.options.metrics.confirmedLsnBytes.set(Number(lsnToBigInt(this.confirmedLsn)));
+    this.identity = await this.readIdentity();
     const first = this.connect(handler);
     this.loop = this.run(handler, first);
     try {
@@ -297,6 +332,15 @@ export class ReplicationSource {
       if (attempt === 1) lostAt = Date.now();
       await pause(delay);
       if (this.stopping) return;
+      let same: boolean;
+      try {
+        same = await this.sameCluster();
+      } catch (err) {
+        // Not reachable yet: counted as a failed attempt, retried after the next backoff.
+        current = { started: Promise.resolve(), done: Promise.reject(err) };
+        continue;
+      }
+      if (!same) return;
       current = this.connect(handler);
       try {
         await current.started;

@@ -10,10 +10,13 @@ import { ensureTopics } from '../../kafka/topics.js';
 import { eventJson } from '../event-json.js';
 import type { Sink } from '../sink.js';
 import { readLastRecords } from './last-records.js';
+import { SourceIdentity, type PositionedStream } from '../source-identity.js';
 
 /** Headers every record carries: the source stream and the event's position in it. */
 export const STREAM_HEADER = 'engagement-stream';
 export const POSITION_HEADER = 'engagement-position';
+/** The cluster the position belongs to (`postgres:<system identifier>`), when the stream has one. */
+export const SOURCE_HEADER = 'engagement-source';
 
 export interface KafkaEnrichedSinkOptions {
   kafka: Kafka;
@@ -24,12 +27,16 @@ export interface KafkaEnrichedSinkOptions {
   logger: Logger;
   /** The source's key types: the value's keys are typed from them (see event-json.ts); default UUID. */
   keyTypes?: KeyTypes;
+  /** Direct mode: the slot's stream and its cluster's identity (Kafka batches carry their own). */
+  positionedStream?: PositionedStream;
 }
 
 interface PartitionState {
   /** The stream and position of the partition's last record ('' when it is empty or foreign). */
   stream: string;
   position: string;
+  /** The cluster of that position; '' when the record names none (an earlier version wrote it). */
+  source: string;
   /** The partition's end offset when that was read or written by this sink. */
   end: bigint;
 }
@@ -42,7 +49,7 @@ interface PartitionState {
  * No duplicates in the topic across a crash of the writer: each partition of the topic has
  * one writer at a time, which appends in stream order, so the partition's last record says
  * how far the writers got. An event whose position is at or below its partition's last
- * position (same stream) was already published and is skipped. Before each send the sink
+ * position (same stream, same Postgres cluster) was already published and is skipped. Before each send the sink
  * compares the touched partitions' end offsets with what it last saw; where they moved
  * (another writer: a worker that owned the partition before a rebalance or a kill -9, or a
  * failed send that landed after all) it reads the partition's last record again.
@@ -69,9 +76,14 @@ export class KafkaEnrichedSink implements Sink {
   private readonly state = new Map<number, PartitionState>();
   /** Events skipped because the topic already had them (replays after a crash). */
   skipped = 0;
+  private readonly identity: SourceIdentity;
 
   constructor(private readonly options: KafkaEnrichedSinkOptions) {
     this.log = options.logger;
+    this.identity = new SourceIdentity(options.positionedStream, {
+      code: ErrorCodes.POSTGRES_UNREACHABLE,
+      sink: 'Kafka',
+    });
     this.admin = options.kafka.admin();
     this.producer = new ResilientProducer(
       options.kafka,
@@ -117,6 +129,9 @@ export class KafkaEnrichedSink implements Sink {
         );
     }
     await this.verify(touched);
+    // Positions compare only within one cluster: a Postgres restored into a new one restarts its
+    // LSNs lower, and its events are not the ones already published.
+    const source = batch.sourceId ?? (await this.identity.of(batch.stream)) ?? '';
 
     const messages: Message[] = [];
     const sent = new Map<number, { position: string; count: number }>();
@@ -124,7 +139,9 @@ export class KafkaEnrichedSink implements Sink {
       const position = batch.positions[i];
       const partition = partitions[i];
       const last = this.state.get(partition);
-      if (last && last.stream === batch.stream && position <= last.position) {
+      // A record or batch that names no cluster (an earlier version, a Debezium feed) counts as this one's.
+      const sameSource = last?.source === '' || source === '' || last?.source === source;
+      if (last && last.stream === batch.stream && sameSource && position <= last.position) {
         this.skipped += 1;
         return;
       }
@@ -133,7 +150,11 @@ export class KafkaEnrichedSink implements Sink {
         key: event.content_id ?? String(event.event_id),
         partition,
         value: eventJson(event, this.options.keyTypes),
-        headers: { [STREAM_HEADER]: batch.stream, [POSITION_HEADER]: position },
+        headers: {
+          [STREAM_HEADER]: batch.stream,
+          [POSITION_HEADER]: position,
+          ...(source === '' ? {} : { [SOURCE_HEADER]: source }),
+        },
       });
     });
     if (messages.length === 0) return;
@@ -145,6 +166,7 @@ export class KafkaEnrichedSink implements Sink {
       this.state.set(r.partition, {
         stream: batch.stream,
         position: written.position,
+        source,
         end: BigInt(r.baseOffset) + BigInt(written.count),
       });
     }
@@ -177,7 +199,7 @@ export class KafkaEnrichedSink implements Sink {
       const end = BigInt(o.high);
       const known = this.state.get(o.partition);
       if (known?.end === end) continue;
-      if (end === 0n) this.state.set(o.partition, { stream: '', position: '', end });
+      if (end === 0n) this.state.set(o.partition, { stream: '', position: '', source: '', end });
       else stale.set(o.partition, end);
     }
     if (stale.size === 0) return;
@@ -187,6 +209,7 @@ export class KafkaEnrichedSink implements Sink {
       this.state.set(partition, {
         stream: m?.headers?.[STREAM_HEADER]?.toString() ?? '',
         position: m?.headers?.[POSITION_HEADER]?.toString() ?? '',
+        source: m?.headers?.[SOURCE_HEADER]?.toString() ?? '',
         end,
       });
     }
@@ -198,6 +221,7 @@ export function createKafkaEnrichedSink(
   config: Config,
   logger: Logger,
   keyTypes?: KeyTypes,
+  positionedStream?: PositionedStream,
 ): KafkaEnrichedSink {
   const brokers = parseBrokers(config.kafkaBrokers);
   const log = logger.child({ sink: 'kafka' });
@@ -208,5 +232,6 @@ export function createKafkaEnrichedSink(
     replicationFactor: config.kafkaReplicationFactor,
     logger: log,
     keyTypes,
+    positionedStream,
   });
 }
