@@ -5,6 +5,8 @@ import { loadConfig, type Config, type ConfigKey } from '../../src/config.js';
 import { migrate } from '../../src/db/migrate.js';
 import { silentLogger } from '../../src/logger.js';
 import { startRuntime, type Runtime } from '../../src/runtime.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import { ReplicationSource, type ReplicationSourceOptions } from '../../src/source/replication-source.js';
 import { freshDatabase, query } from './postgres.js';
 import { testRedis } from './redis.js';
 
@@ -108,4 +110,17 @@ export function cliEnv(h: Harness, extra: Record<string, string> = {}): Record<s
     LOG_LEVEL: 'warn',
     ...extra,
   };
+}
+
+/** A bare ReplicationSource on the harness's slot (silent, its own metrics), confirming nothing by itself. */
+export function harnessSource(h: Harness, extra: Partial<ReplicationSourceOptions> = {}): ReplicationSource {
+  return new ReplicationSource({
+    databaseUrl: h.databaseUrl,
+    slotName: 'engagement_pipeline',
+    publicationName: 'engagement_pipeline',
+    logger: silentLogger(),
+    metrics: createMetrics(),
+    isDrained: () => false,
+    ...extra,
+  });
 }

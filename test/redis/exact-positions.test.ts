@@ -1,16 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { compareLsn } from '../../src/domain/position.js';
-import { silentLogger } from '../../src/logger.js';
-import { createMetrics } from '../../src/observability/metrics.js';
 import type { Change } from '../../src/source/changes.js';
-import { ReplicationSource } from '../../src/source/replication-source.js';
 import { spawnCli, type CliProcess } from '../helpers/cli.js';
 import { duckdbQuery } from '../helpers/duckdb.js';
 import {
   CONTENT_IDS,
   cliEnv,
   createHarness,
+  harnessSource,
   insertEvents,
   seedContent,
   type Harness,
@@ -110,14 +108,7 @@ describe('exact positions: an error in the change handler skips nothing', () => 
   it('restarts the stream from the confirmed position and hands the failed event over again', async () => {
     const seen: number[] = [];
     let thrown = 0;
-    const source = new ReplicationSource({
-      databaseUrl: h.databaseUrl,
-      slotName: 'engagement_pipeline',
-      publicationName: 'engagement_pipeline',
-      logger: silentLogger(),
-      metrics: createMetrics(),
-      isDrained: () => false,
-    });
+    const source = harnessSource(h);
     const handler = async (change: Change): Promise<void> => {
       if (change.kind === 'event') {
         // Fails on the 5th event of the stream, once (e.g. a lookup that timed out).

@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { silentLogger } from '../../src/logger.js';
-import { createMetrics } from '../../src/observability/metrics.js';
 import type { PipelineError } from '../../src/errors.js';
 import type { Change } from '../../src/source/changes.js';
-import { ReplicationSource } from '../../src/source/replication-source.js';
-import { createHarness, insertEvents, seedContent, type Harness } from '../helpers/pipeline.js';
+import {
+  createHarness,
+  harnessSource,
+  insertEvents,
+  seedContent,
+  type Harness,
+} from '../helpers/pipeline.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -36,15 +39,9 @@ describe('the replication source across a reconnect to another cluster', () => {
       const seen: number[] = [];
       let reads = 0;
       let halted: PipelineError | null = null;
-      const source = new ReplicationSource({
-        databaseUrl: h.databaseUrl,
-        slotName: 'engagement_pipeline',
-        publicationName: 'engagement_pipeline',
-        logger: silentLogger(),
-        metrics: createMetrics(),
-        isDrained: () => false,
+      const source = harnessSource(h, {
         systemIdentifier: async () => identities[Math.min(reads++, identities.length - 1)],
-        onHalt: (error) => (halted = error),
+        onHalt: (error: PipelineError) => (halted = error),
       });
       const handler = async (change: Change): Promise<void> => {
         if (change.kind === 'event') seen.push(change.row.id);
