@@ -46,7 +46,7 @@ export function decodeEventValues(
   }
   const duration = rawDuration === null || rawDuration === undefined ? null : toSafeInteger(rawDuration);
   if (duration === null && rawDuration !== null && rawDuration !== undefined)
-    return 'duration_ms is not an integer';
+    return `duration_ms is not an integer within ±2^53 (9007199254740991): ${String(rawDuration)}`;
   return {
     id,
     content_id: textOrNull(contentId),

@@ -110,6 +110,24 @@ describe('what each analytics destination can hold', () => {
       /^event_ts .* ClickHouse DateTime64/,
     );
   });
+  it('keeps 32-bit columns to 32 bits: a BIGINT source duration or length is refused by DuckDB and ClickHouse', () => {
+    const long = event(1, '2026-12-01 08:00:00+00', { duration_ms: 5_000_000_000_000 });
+    assert.equal(
+      duckDbRowProblem(long),
+      'duration_ms 5000000000000 does not fit DuckDB INTEGER (32 bits: -2147483648 .. 2147483647)',
+    );
+    assert.match(
+      String(clickHouseRowProblem(long)),
+      /^duration_ms 5000000000000 does not fit ClickHouse Int32/,
+    );
+    assert.equal(bigQueryRowProblem(long), null, 'BigQuery INT64 takes it');
+    const length = event(2, '2026-12-01 08:00:00+00', { length_seconds: 2_147_483_648 });
+    assert.match(String(duckDbRowProblem(length)), /^length_seconds 2147483648 does not fit/);
+    assert.equal(
+      duckDbRowProblem(event(3, '2026-12-01 08:00:00+00', { length_seconds: 2_147_483_647 })),
+      null,
+    );
+  });
   it('gives DuckDB text its cast reads (no + on expanded years)', () => {
     assert.equal(duckDbTimestampText('+010000-01-01T00:00:00.000000Z'), '010000-01-01T00:00:00.000000Z');
     assert.equal(duckDbTimestampText('-000043-03-15T12:00:00.000000Z'), '-000043-03-15T12:00:00.000000Z');

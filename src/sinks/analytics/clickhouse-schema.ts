@@ -13,7 +13,7 @@ import {
   type ColumnName,
   type TypeNames,
 } from './columns.js';
-import { timestampsProblem } from './representable.js';
+import { int32Problem, timestampsProblem } from './representable.js';
 
 /**
  * The ClickHouse table and the rows we send to it. Pure: no I/O, so the DDL the sink runs is
@@ -168,5 +168,9 @@ export function clickHouseRowProblem(
   e: EnrichedEvent,
   keyTypes: KeyTypes = DEFAULT_KEY_TYPES,
 ): string | null {
-  return timestampsProblem(e, CLICKHOUSE_DATETIME64_RANGE) ?? keysProblem(e, keyTypes);
+  return (
+    timestampsProblem(e, CLICKHOUSE_DATETIME64_RANGE) ??
+    int32Problem(e, 'ClickHouse Int32') ??
+    keysProblem(e, keyTypes)
+  );
 }

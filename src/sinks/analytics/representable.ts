@@ -35,9 +35,27 @@ export const DUCKDB_TIMESTAMPTZ_RANGE: TimestampRange = {
 export function duckDbRowProblem(e: EnrichedEvent, keyTypes: KeyTypes = DEFAULT_KEY_TYPES): string | null {
   return (
     timestampsProblem(e, DUCKDB_TIMESTAMPTZ_RANGE) ??
+    int32Problem(e, 'DuckDB INTEGER') ??
     rememberedKeysProblem(e, keyTypes) ??
     duckDbTextProblem(e)
   );
+}
+
+const INT32_COLUMNS = ['duration_ms', 'length_seconds'] as const;
+
+/**
+ * Why duration_ms or length_seconds does not fit the 32-bit integer column every analytics
+ * table but BigQuery's (INT64) has (null when both do). The default tables' columns are INTEGER,
+ * but a user's may be BIGINT: 5,000,000,000,000 ms would fail every write of its batch, forever.
+ */
+export function int32Problem(e: EnrichedEvent, label: string): string | null {
+  for (const column of INT32_COLUMNS) {
+    const value = e[column];
+    if (value === null || value === undefined) continue;
+    if (!Number.isInteger(value) || value > 2_147_483_647 || value < -2_147_483_648)
+      return `${column} ${value} does not fit ${label} (32 bits: -2147483648 .. 2147483647)`;
+  }
+  return null;
 }
 
 /**
