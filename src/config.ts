@@ -147,8 +147,11 @@ export const configSpec = {
     describe: 'external HTTP endpoint, http:// or https:// (unset: external sink off)',
     schema: z
       .string()
-      .url()
-      .refine((url) => /^https?:$/.test(new URL(url).protocol), 'must be an http:// or https:// URL')
+      // One check (zod runs a refine even after .url() failed, and `new URL` would then throw).
+      .refine(
+        (url) => URL.canParse(url) && /^https?:$/.test(new URL(url).protocol),
+        'must be an http:// or https:// URL',
+      )
       .optional(),
   },
   externalSecret: {

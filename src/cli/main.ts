@@ -1,6 +1,15 @@
 import { Command, CommanderError } from 'commander';
 import { commandNamed, commandTerm, COMMANDS } from './commands.js';
 
+// A reader that stops early (`engagement top | head -1`) closes the pipe: the output it wanted
+// is out, so end quietly (as shell tools do) instead of with an unhandled EPIPE's stack trace.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+}
+
 const program = new Command('engagement')
   .description('Real-time engagement pipeline: Postgres CDC -> enrichment -> analytics, Redis, external HTTP')
   .version('0.1.0')

@@ -73,6 +73,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   }
 
   app.setErrorHandler((err, request, reply) => {
+    // A client's mistake Fastify already classified (a body that is not JSON, or too large, for
+    // a route that takes none): its 4xx, and not worth an error line in the pipeline's log.
+    const status = (err as { statusCode?: unknown }).statusCode;
+    if (typeof status === 'number' && status >= 400 && status < 500)
+      return reply.code(status).send({ error: describeError(err) });
     request.log.error({ url: request.url.split('?')[0], err: describeError(err) }, 'request failed');
     return reply.code(500).send({ error: describeError(err) });
   });

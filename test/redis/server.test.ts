@@ -174,6 +174,16 @@ describe('HTTP server', () => {
     );
   });
 
+  it("answers a client's malformed or oversized body with its 4xx, not 500", async () => {
+    const post = (url: string, payload: string) =>
+      app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json' }, payload });
+    const bad = await post('/api/top', '{bad');
+    assert.equal(bad.statusCode, 400, bad.body);
+    assert.match(bad.json().error, /not valid JSON/);
+    const large = await post('/api/top', JSON.stringify({ x: 'x'.repeat(2 * 1024 * 1024) }));
+    assert.equal(large.statusCode, 413, large.body);
+  });
+
   it('rejects bad queries with 400 and a clear message', async () => {
     for (const [query, pattern] of [
       ['limit=0', /limit/],
