@@ -63,7 +63,11 @@ describe('URL settings', () => {
     assert.match(configLine({ EXTERNAL_URL: 'file:///etc/passwd' }) ?? 'loaded', /EXTERNAL_URL/);
     // Not URLs at all: the same line naming the setting (not a bare "Invalid URL").
     for (const url of ['notaurl', 'http://user:pw@[bad', 'http://', 'https://'])
-      assert.match(configLine({ EXTERNAL_URL: url }) ?? 'loaded', /EXTERNAL_URL.*http:\/\/ or https:\/\//, url);
+      assert.match(
+        configLine({ EXTERNAL_URL: url }) ?? 'loaded',
+        /EXTERNAL_URL.*http:\/\/ or https:\/\//,
+        url,
+      );
     assert.equal(configLine({ EXTERNAL_URL: 'https://hooks.example/in' }), null);
     assert.equal(configLine({ EXTERNAL_URL: 'http://127.0.0.1:8788/events' }), null);
   });
