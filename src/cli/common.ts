@@ -3,6 +3,7 @@ import { configSpec, loadConfig, type Config, type ConfigKey, type FlagConfigKey
 import { readDecimal, readInteger } from '../config-values.js';
 import { civilToMicros, dateToIso, microsToIso, pgTimestampToMicros } from '../domain/timestamps.js';
 import { configError, describeError, PipelineError } from '../errors.js';
+import { STATE_SCHEMA } from '../db/schema.js';
 
 /** The settings of the sinks (the sink factory reads them): shared by `run` and `work`. */
 export const SINK_CONFIG_KEYS = [
@@ -71,11 +72,26 @@ export function action<A extends unknown[]>(body: (...args: A) => Promise<void |
     try {
       const code = await body(...args);
       if (typeof code === 'number') process.exitCode = code;
-    } catch (err) {
+    } catch (caught) {
+      const err = unmigrated(caught) ?? caught;
       process.stderr.write(`engagement: ${describeError(err)}\n`);
       process.exitCode = err instanceof PipelineError && err.kind === 'config' ? 2 : 1;
     }
   };
+}
+
+/**
+ * A query on the pipeline's own state (`status`, `dlq`, ...) against a database `engagement
+ * migrate` never prepared: Postgres's "relation does not exist" becomes the one line that says
+ * what to run.
+ */
+function unmigrated(err: unknown): PipelineError | null {
+  const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
+  if (code !== '42P01' || typeof message !== 'string' || !message.includes(`${STATE_SCHEMA}.`)) return null;
+  return configError(
+    `this database has no pipeline state (${describeError(err)})`,
+    'run `engagement migrate` against it first (or check DATABASE_URL)',
+  );
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import { readInteger } from '../config-values.js';
 import { parseWindow } from '../domain/windows.js';
 import {
   leaderboardQueryProblem,
@@ -27,7 +28,19 @@ export const topQuerySchema = z.object({
     }),
   by: z.enum(['events', 'seconds']).default('events'),
   dim: z.enum(['content', 'device']).default('content'),
-  limit: z.coerce.number().int().min(1).max(100).default(10),
+  // Decimal digits only, as /api/recent and every setting read them (zod's coerce took 0x10, 1e1, ' 5').
+  limit: z
+    .string()
+    .optional()
+    .transform((text, ctx) => {
+      if (text === undefined || text === '') return 10;
+      try {
+        return readInteger(text, 1, 100);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    }),
 });
 export type TopQuery = z.output<typeof topQuerySchema>;
 

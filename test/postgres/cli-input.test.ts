@@ -76,6 +76,25 @@ describe('CLI input: secrets never printed, bad values one line and exit 2', () 
     oneLineExit2(mock, new RegExp(`EP_ERR_CONFIG: port ${busyPort} on 127.0.0.1 is already in use`));
   });
 
+  it('status and dlq against a database never migrated: one line saying to run migrate, exit 2', async () => {
+    const bare = await freshDatabase('cli_bare');
+    try {
+      for (const args of [
+        ['status'],
+        ['status', '--json'],
+        ['dlq', 'list'],
+        ['dlq', 'purge', '--before', '2000-01-01'],
+      ]) {
+        oneLineExit2(
+          await runCli(args, { DATABASE_URL: bare.url }),
+          /^engagement: EP_ERR_CONFIG: this database has no pipeline state .*run `engagement migrate`/,
+        );
+      }
+    } finally {
+      await bare.drop();
+    }
+  });
+
   it('a misspelt dlq --sink, a window out of range: one line, exit 2', async () => {
     const [purge, list, top] = await Promise.all([
       runCli(['dlq', 'purge', '--before', '2030-01-01', '--sink', 'extrenal'], { DATABASE_URL: db.url }),

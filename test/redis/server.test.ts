@@ -188,6 +188,10 @@ describe('HTTP server', () => {
     for (const [query, pattern] of [
       ['limit=0', /limit/],
       ['limit=abc', /limit/],
+      ['limit=0x10', /limit: must be an integer from 1 to 100 \(decimal digits only\)/],
+      ['limit=1e1', /limit/],
+      ['limit=%20%205', /limit/],
+      ['limit=+3', /limit/],
       ['limit=1000', /limit/],
       ['by=likes', /by/],
       ['dim=user', /dim/],
