@@ -46,8 +46,8 @@ export function registerBackfill(program: Command): void {
       .description(
         're-process engagement_events history (by event_ts) through the same enrichment, idempotently',
       )
-      .requiredOption('--from <iso>', `first event_ts included (${TIME_HELP})`)
-      .requiredOption('--to <iso>', `end of the range, excluded (${TIME_HELP}, or "now")`)
+      .requiredOption('--from <iso>', `first event_ts included (${TIME_HELP}, or -infinity: all history)`)
+      .requiredOption('--to <iso>', `end of the range, excluded (${TIME_HELP}, "now", or infinity)`)
       .option('--sinks <list>', 'comma-separated: analytics, redis, external', 'analytics,redis')
       .option('--rate <n>', 'at most n rows per second (default: as fast as the sinks take them)')
       .option('--chunk-size <n>', 'rows per chunk (progress is stored after each)', '50000')
@@ -56,8 +56,8 @@ export function registerBackfill(program: Command): void {
   ).action(
     action(async (options: Record<string, unknown>) => {
       const config = configFrom(options);
-      const fromTs = parseInstant(String(options.from), '--from', { allowNow: true });
-      const toTs = parseInstant(String(options.to), '--to', { allowNow: true });
+      const fromTs = parseInstant(String(options.from), '--from', { allowNow: true, allowInfinity: true });
+      const toTs = parseInstant(String(options.to), '--to', { allowNow: true, allowInfinity: true });
       // Canonical texts (microseconds kept, four-digit years) order as the instants do.
       if (fromTs >= toTs) throw configError(`--from (${fromTs}) must be before --to (${toTs})`);
       const sinks = parseSinks(String(options.sinks));

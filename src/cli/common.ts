@@ -102,8 +102,15 @@ function unmigrated(err: unknown): PipelineError | null {
  * as is: never through a JS Date (milliseconds; Date.parse also rolled 2026-02-30 over to
  * March 2 and read an offset-less time as local). Anything else is one config line, exit 2.
  */
-export function parseInstant(text: string, flag: string, options: { allowNow?: boolean } = {}): string {
+export function parseInstant(
+  text: string,
+  flag: string,
+  options: { allowNow?: boolean; allowInfinity?: boolean } = {},
+): string {
   if (options.allowNow && text === 'now') return dateToIso(new Date());
+  // All of history, whatever its years (Postgres keeps 4713 BC .. 294276): Postgres's own words,
+  // passed as they are. As text they sort before and after every four-digit year.
+  if (options.allowInfinity && (text === '-infinity' || text === 'infinity')) return text;
   const example = `an ISO-8601 date or date-time like 2026-01-31 or 2026-01-31T12:00:00.000001Z (no offset = UTC)${options.allowNow ? ' or now' : ''}`;
   const m = CLI_TIME.exec(text);
   if (!m) {

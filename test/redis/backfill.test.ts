@@ -307,6 +307,22 @@ describe('engagement backfill', () => {
       cliEnv(h),
     );
     assert.match(after.output, /dry run: 0 rows/, after.output);
+    // All of history: rows of any year Postgres keeps (4713 BC, 10000) are inside -infinity .. infinity.
+    await h.sql(
+      `INSERT INTO engagement_events (content_id, event_type, event_ts, duration_ms, device)
+       VALUES ($1, 'play', '4713-01-01 00:00:00+00 BC', 1, 'tv'), ($1, 'play', '10000-01-01 00:00:00+00', 1, 'tv')`,
+      [CONTENT_IDS[0]],
+    );
+    const [{ n: all }] = await h.sql<{ n: string }>(`SELECT count(*) AS n FROM engagement_events`);
+    const history = await runCli(
+      ['backfill', '--from', '-infinity', '--to', 'infinity', '--dry-run'],
+      cliEnv(h),
+    );
+    assert.equal(history.code, 0, history.output);
+    assert.match(
+      history.output,
+      new RegExp(`dry run: ${all} rows with event_ts in \\[-infinity, infinity\\)`),
+    );
     // The other refusals are the unit tier's (test/unit/cli-times.test.ts); one per command here.
     for (const from of ['2026-02-30T00:00:00Z']) {
       const bad = await runCli(['backfill', '--from', from, '--to', 'now', '--dry-run'], cliEnv(h));

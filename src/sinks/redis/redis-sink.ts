@@ -365,8 +365,7 @@ function hasRepeatedIds(events: readonly EnrichedEvent[]): boolean {
  * persistence, a new Redis): a backfill over all of history. Safe while the pipeline runs
  * and safe to repeat: the seen bitmaps skip every event already counted.
  */
-export const REDIS_REBUILD_COMMAND =
-  'engagement backfill --sinks redis --from 0001-01-01T00:00:00Z --to 9999-12-31T23:59:59Z';
+export const REDIS_REBUILD_COMMAND = 'engagement backfill --sinks redis --from -infinity --to infinity';
 
 /** The script's refusal to touch a key of the wrong type, as one operator line (nothing was written). */
 function keyTypeError(err: unknown): PipelineError | null {
