@@ -45,7 +45,8 @@ describe('parseInstant: one strict parser for every CLI time', () => {
     // All of history (backfill): Postgres's words, sorting before and after every four-digit year.
     assert.equal(parseInstant('-infinity', '--from', { allowInfinity: true }), '-infinity');
     assert.equal(parseInstant('infinity', '--to', { allowInfinity: true }), 'infinity');
-    assert.ok('-infinity' < '0001-01-01T00:00:00.000000Z' && 'infinity' > '9999-12-31T23:59:59.999999Z');
+    const [first, last] = ['-infinity', 'infinity'];
+    assert.ok(first < '0001-01-01T00:00:00.000000Z' && last > '9999-12-31T23:59:59.999999Z');
     assert.throws(() => parseInstant('infinity', '--since'), /--since/);
     assert.equal(parseInstant('9999-12-31T23:59:59Z', '--to'), '9999-12-31T23:59:59.000000Z');
   });
