@@ -21,6 +21,17 @@ export function minuteBucketOfMs(ms: number): string {
   return minuteBucketOfIso(new Date(ms).toISOString());
 }
 
+/** When a `YYYYMMDDHHMM` bucket's minute ends (ms since the epoch); null for other years' buckets. */
+export function minuteBucketEndMs(minute: string): number | null {
+  const m = /^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)$/.exec(minute);
+  if (!m) return null;
+  const [y, mo, d, h, mi] = m.slice(1).map(Number);
+  const date = new Date(0);
+  date.setUTCFullYear(y, mo - 1, d); // years 0..99 too (Date.UTC would read them as 1900..1999)
+  date.setUTCHours(h, mi + 1, 0, 0);
+  return date.getTime();
+}
+
 /** The bucket ids of the `minutes` UTC minutes ending at (and including) `nowMs`'s minute. */
 export function windowBuckets(nowMs: number, minutes: number): string[] {
   const start = Math.floor(nowMs / 60_000) * 60_000;

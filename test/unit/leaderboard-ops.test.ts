@@ -10,6 +10,7 @@ import {
   UNKNOWN_DEVICE,
 } from '../../src/sinks/redis/keys.js';
 import {
+  bucketTtlSeconds,
   lastOrder,
   leaderboardOps,
   rollWindowArgs,
@@ -18,6 +19,8 @@ import {
 import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
 
 const keys = redisKeys('t:');
+/** The clock of the property tests' ops and of their specification (bucket TTLs depend on it). */
+const AT = { nowMs: Date.parse('2026-12-01T10:30:00Z') };
 const CONTENT = ['c1', 'c2', 'c3', 'c4'];
 const BASE_MICROS = pgTimestampToMicros('2026-12-01 10:00:00+00');
 
@@ -89,7 +92,7 @@ function expected(events: EnrichedEvent[]): State {
     let members = state.zsets.get(key);
     if (!members) state.zsets.set(key, (members = new Map()));
     members.set(member, (members.get(member) ?? 0) + by);
-    state.ttls.set(key, BUCKET_TTL_SECONDS);
+    state.ttls.set(key, bucketTtlSeconds(key.slice(key.lastIndexOf(':') + 1), AT.nowMs));
   };
   for (const e of events) {
     const minute = minuteBucketOfIso(e.event_ts);
@@ -194,6 +197,23 @@ describe('leaderboard ops', () => {
     ]);
   });
 
+  it('a minute still to come keeps its buckets until it has left the window (an hour ahead at most)', () => {
+    const now = Date.parse('2026-12-01T10:00:30Z');
+    // Past minutes: the usual TTL from now.
+    assert.equal(bucketTtlSeconds('202612010959', now), BUCKET_TTL_SECONDS);
+    // The minute now running: 15 minutes after it ends (30 s from now).
+    assert.equal(bucketTtlSeconds('202612011000', now), BUCKET_TTL_SECONDS + 30);
+    // 20 minutes ahead: its minute ends 20.5 min from now, then 15 more.
+    assert.equal(bucketTtlSeconds('202612011020', now), BUCKET_TTL_SECONDS + 20 * 60 + 30);
+    // Days ahead, or another era's bucket: never more than an hour past the usual.
+    assert.equal(bucketTtlSeconds('202612051000', now), BUCKET_TTL_SECONDS + 3600);
+    assert.equal(bucketTtlSeconds('+01000001010000', now), BUCKET_TTL_SECONDS);
+    assert.equal(bucketTtlSeconds('000101010000', now), BUCKET_TTL_SECONDS, 'year 1 is in the past');
+    const ops = leaderboardOps([event(1, { event_ts: '2026-12-01T10:20:00.000000Z' })], keys, { nowMs: now });
+    const expire = ops.args.findIndex((a, i) => i % 3 === 0 && a === 'e');
+    assert.equal(ops.args[expire + 1], String(BUCKET_TTL_SECONDS + 20 * 60 + 30));
+  });
+
   it('the latest event per content: highest event_ts, ties broken by the highest event_id', () => {
     const same = '2026-12-01T10:00:00.000000Z';
     const events = [
@@ -266,7 +286,7 @@ describe('leaderboard ops', () => {
     it(`random events (seed ${seed}): ops give the specified state, whatever the order and batching`, () => {
       const random = prng(seed);
       const events = randomEvents(random, intBetween(random, 1, 120));
-      const whole = apply(emptyState(), leaderboardOps(events, keys));
+      const whole = apply(emptyState(), leaderboardOps(events, keys, AT));
       assertSameState(whole, expected(events), 'one batch');
 
       const shuffled = [...events];
@@ -277,21 +297,22 @@ describe('leaderboard ops', () => {
       const chunked = emptyState();
       for (let from = 0; from < shuffled.length;) {
         const to = from + intBetween(random, 1, 10);
-        apply(chunked, leaderboardOps(shuffled.slice(from, to), keys));
+        apply(chunked, leaderboardOps(shuffled.slice(from, to), keys, AT));
         from = to;
       }
       assertSameState(chunked, whole, 'shuffled, in random batches');
 
       const skip = new Set(events.filter(() => random() < 0.3).map((e) => e.event_id));
       assert.deepEqual(
-        leaderboardOps(events, keys, { skip }),
+        leaderboardOps(events, keys, { ...AT, skip }),
         leaderboardOps(
           events.filter((e) => !skip.has(e.event_id)),
           keys,
+          AT,
         ),
       );
 
-      const ops = leaderboardOps(events, keys);
+      const ops = leaderboardOps(events, keys, AT);
       assert.ok(
         ops.keys.every((k) => k.startsWith('t:')),
         'every key carries the prefix',
@@ -361,7 +382,7 @@ function referenceOps(
   for (const [id, { event, order }] of latest) op(keys.contentLast(id), 'l', JSON.stringify(event), order);
   for (const [key, { tag, members }] of buckets) {
     for (const [member, by] of members) op(key, 'z', member, String(by));
-    op(key, 'e', String(BUCKET_TTL_SECONDS), tag);
+    op(key, 'e', String(bucketTtlSeconds(tag.slice(2), AT.nowMs)), tag);
   }
   return { keys: outKeys, args };
 }
@@ -391,9 +412,9 @@ describe('leaderboard ops are byte for byte those of the reference', () => {
       });
       const skip = new Set(events.filter(() => random() < 0.2).map((e) => e.event_id));
       const bucketsFrom = pick(random, [undefined, '202612011002', '0']);
-      assert.deepEqual(leaderboardOps(events, keys), referenceOps(events));
+      assert.deepEqual(leaderboardOps(events, keys, AT), referenceOps(events));
       assert.deepEqual(
-        leaderboardOps(events, keys, { skip, bucketsFrom }),
+        leaderboardOps(events, keys, { ...AT, skip, bucketsFrom }),
         referenceOps(events, { skip, bucketsFrom }),
       );
     });

@@ -1,4 +1,4 @@
-import { minuteBucketOfIso, windowBuckets } from '../../domain/windows.js';
+import { minuteBucketEndMs, minuteBucketOfIso, windowBuckets } from '../../domain/windows.js';
 import type { KeyTypes } from '../../domain/source-shape.js';
 import type { EnrichedEvent } from '../../domain/types.js';
 import { eventJson } from '../event-json.js';
@@ -22,6 +22,19 @@ export interface LeaderboardOpsOptions {
   bucketsFrom?: string;
   /** The source's key types: `content:last` holds the event with keys typed as in the source. */
   keyTypes?: KeyTypes;
+  /** The clock, for the TTL of buckets of minutes still to come (default: Date.now()). */
+  nowMs?: number;
+}
+
+/**
+ * A bucket's TTL: BUCKET_TTL_SECONDS from now, or, for a minute still to come (an event_ts
+ * ahead of the clock), that long after its minute ends, so it is there while the minute is in
+ * the window. At most an hour more than usual: a producer days ahead would keep keys nobody reads.
+ */
+export function bucketTtlSeconds(minute: string, nowMs: number): number {
+  const end = minuteBucketEndMs(minute);
+  if (end === null || end <= nowMs) return BUCKET_TTL_SECONDS;
+  return Math.min(BUCKET_TTL_SECONDS + Math.ceil((end - nowMs) / 1000), BUCKET_TTL_SECONDS + 3600);
 }
 
 /**
@@ -107,14 +120,14 @@ export function leaderboardOps(
     outKeys.push(keys.contentLast(id));
     args.push('l', eventJson(latest, options.keyTypes), lastOrder(latest));
   }
-  const ttl = String(BUCKET_TTL_SECONDS);
+  const nowMs = options.nowMs ?? Date.now();
   for (const [key, { tag, members }] of buckets) {
     for (const [member, by] of members) {
       outKeys.push(key);
       args.push('z', member, String(by));
     }
     outKeys.push(key);
-    args.push('e', ttl, tag);
+    args.push('e', String(bucketTtlSeconds(tag.slice(2), nowMs)), tag);
   }
   return { keys: outKeys, args };
 }
