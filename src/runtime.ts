@@ -243,11 +243,15 @@ export async function startRuntime(
   // (the fan-out's write retry) instead of exiting into a restart loop.
   // The slot's positions recognise replays in DuckDB and Redis, tied to this cluster's identity
   // (a Postgres dump/restored into a new cluster restarts its LSNs below the stored positions).
-  // One IDENTIFY_SYSTEM for both sinks (a failed one is asked again by the next write).
+  // The identity the replication source read at its start (and checks at every reconnect, halting
+  // when it changed), so the sinks label positions with the cluster they were streamed from;
+  // before the source started, one IDENTIFY_SYSTEM of their own (a failed one is asked again).
   let identity: Promise<string> | null = null;
+  let streamedFrom: () => string | null = () => null;
   const positionedStream = {
     stream: config.slotName,
-    sourceId: () =>
+    sourceId: async () =>
+      streamedFrom() ??
       (identity ??= postgresSystemIdentifier(databaseUrl).catch((err: unknown) => {
         identity = null;
         throw err;
@@ -292,6 +296,7 @@ export async function startRuntime(
     },
     onHalt: (err) => onSlotLost(err),
   });
+  streamedFrom = () => pipeline.source.sourceId;
   try {
     await pipeline.start();
   } catch (err) {

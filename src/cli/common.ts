@@ -87,7 +87,8 @@ export function action<A extends unknown[]>(body: (...args: A) => Promise<void |
  */
 function unmigrated(err: unknown): PipelineError | null {
   const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
-  if (code !== '42P01' || typeof message !== 'string' || !message.includes(`${STATE_SCHEMA}.`)) return null;
+  if (code !== '42P01' || typeof message !== 'string' || !message.includes(`relation "${STATE_SCHEMA}.`))
+    return null;
   return configError(
     `this database has no pipeline state (${describeError(err)})`,
     'run `engagement migrate` against it first (or check DATABASE_URL)',

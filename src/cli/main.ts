@@ -1,14 +1,13 @@
 import { Command, CommanderError } from 'commander';
 import { commandNamed, commandTerm, COMMANDS } from './commands.js';
 
-// A reader that stops early (`engagement top | head -1`) closes the pipe: the output it wanted
-// is out, so end quietly (as shell tools do) instead of with an unhandled EPIPE's stack trace.
-for (const stream of [process.stdout, process.stderr]) {
-  stream.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-    throw err;
-  });
-}
+// A reader that stops early (`engagement top | head -1`, a status line piped into a log that
+// died) closes the pipe: what is still printed has no reader, so it is dropped, and the command
+// finishes its work and exits with its own code (an unhandled EPIPE ended it with a stack trace
+// and exit 1, wherever it was: half-way through a backfill, a pipeline without its drain).
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
+});
 
 const program = new Command('engagement')
   .description('Real-time engagement pipeline: Postgres CDC -> enrichment -> analytics, Redis, external HTTP')

@@ -1,6 +1,5 @@
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { readInteger } from '../config-values.js';
 import { parseWindow } from '../domain/windows.js';
 import {
   leaderboardQueryProblem,
@@ -34,12 +33,10 @@ export const topQuerySchema = z.object({
     .optional()
     .transform((text, ctx) => {
       if (text === undefined || text === '') return 10;
-      try {
-        return readInteger(text, 1, 100);
-      } catch (err) {
-        ctx.addIssue({ code: 'custom', message: (err as Error).message });
-        return z.NEVER;
-      }
+      const n = /^\d{1,9}$/.test(text) ? Number(text) : NaN;
+      if (n >= 1 && n <= 100) return n;
+      ctx.addIssue({ code: 'custom', message: 'must be an integer from 1 to 100 (decimal digits only)' });
+      return z.NEVER;
     }),
 });
 export type TopQuery = z.output<typeof topQuerySchema>;

@@ -340,7 +340,7 @@ export class ReplicationSource {
         current = { started: Promise.resolve(), done: Promise.reject(err) };
         continue;
       }
-      if (!same) return;
+      if (!same || this.stopping) return;
       current = this.connect(handler);
       try {
         await current.started;

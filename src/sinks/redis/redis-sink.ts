@@ -294,7 +294,12 @@ export class RedisSink implements Sink {
     const skip = new Set<number>();
     for (;;) {
       const seen = seenArgs(events, this.keys, skip);
-      const ops = leaderboardOps(events, this.keys, { skip, bucketsFrom, keyTypes: this.options.keyTypes });
+      const ops = leaderboardOps(events, this.keys, {
+        skip,
+        bucketsFrom,
+        keyTypes: this.options.keyTypes,
+        nowMs: this.now(),
+      });
       if (seen.keys.length === 0 && mode === 'b')
         return { applied: 0, noWatermark: false, foreignSource: null };
       let result: ApplyResult;
