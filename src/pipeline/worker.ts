@@ -1,6 +1,7 @@
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from 'kafkajs';
 import { enrichCounted } from '../enrichment/enrich-counted.js';
 import { offsetPosition } from '../domain/position.js';
+import { SourceRuns } from './source-runs.js';
 import { dateToIso } from '../domain/timestamps.js';
 import type { Batch, EnrichedEvent } from '../domain/types.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
@@ -219,36 +220,17 @@ export class KafkaWorker {
   ): Promise<void> {
     const events: EnrichedEvent[] = [];
     const positions: string[] = [];
-    /** Where each run of one source's events starts in `events`, and that source. */
-    const runs: { from: number; source: string | undefined }[] = [];
+    // Copies dropped, the rest in runs of one source cluster (see SourceRuns).
+    const runs = new SourceRuns();
     const bad: DeadLetterEntry[] = [];
-    let high = '';
     const processedAt = dateToIso(new Date());
     for (const { m, record } of decoded) {
       if (record.kind === 'event') {
         const position = record.position ?? offsetPosition(m.offset);
-        const run = runs.at(-1);
-        if (
-          !run ||
-          (run.source !== undefined && record.source !== undefined && run.source !== record.source)
-        ) {
-          // Another cluster's positions (Postgres moved, capture restarted against it) do not
-          // compare with this one's: a new run, never taken for copies; batches of their own.
-          runs.push({ from: events.length, source: record.source });
-          high = '';
-        } else if (run.source === undefined && record.source !== undefined) {
-          // An upgraded capture's first messages after an earlier one's (which name no cluster):
-          // the same cluster, so its re-sent copies are still dropped below.
-          run.source = record.source;
-        }
-        // A capture restart re-publishes from its last confirmed commit: copies carry
-        // positions at or below what this partition already delivered. Keeping positions
-        // strictly increasing also lets Redis trim a batch that straddles its watermark.
-        if (position <= high) {
+        if (!runs.keep(position, record.source)) {
           this.options.metrics.ignoredChanges.inc({ kind: 'kafka-duplicate' });
           continue;
         }
-        high = position;
         events.push(this.enrichOne(record, processedAt));
         positions.push(position);
       } else if (record.kind === 'ignored') {
@@ -260,8 +242,7 @@ export class KafkaWorker {
 
     const writes: Promise<void>[] = [];
     const max = this.options.batchMaxRows;
-    for (const [r, { from, source }] of runs.entries()) {
-      const to = runs[r + 1]?.from ?? events.length;
+    for (const { from, to, source } of runs.runs()) {
       for (let i = from; i < to; i += max) {
         const end = Math.min(to, i + max);
         // Waits for a write slot: at most maxInFlightBatches chunks are being written at once.
