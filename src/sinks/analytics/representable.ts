@@ -2,7 +2,14 @@ import { civilToMicros, timestampRangeProblem, type TimestampRange } from '../..
 import type { KeyType, KeyTypes } from '../../domain/source-shape.js';
 import type { EnrichedEvent } from '../../domain/types.js';
 import { payloadJson } from '../../domain/json-text.js';
-import { DEFAULT_KEY_TYPES, KEY_COLUMNS, keysProblem, keyValueProblem } from './columns.js';
+import {
+  DEFAULT_KEY_TYPES,
+  INT32_MAX,
+  INT32_MIN,
+  KEY_COLUMNS,
+  keysProblem,
+  keyValueProblem,
+} from './columns.js';
 
 /**
  * What an analytics destination can hold, checked before the destination sees a row: a value
@@ -52,8 +59,8 @@ export function int32Problem(e: EnrichedEvent, label: string): string | null {
   for (const column of INT32_COLUMNS) {
     const value = e[column];
     if (value === null || value === undefined) continue;
-    if (!Number.isInteger(value) || value > 2_147_483_647 || value < -2_147_483_648)
-      return `${column} ${value} does not fit ${label} (32 bits: -2147483648 .. 2147483647)`;
+    if (!Number.isInteger(value) || value > INT32_MAX || value < INT32_MIN)
+      return `${column} ${value} does not fit ${label} (32 bits: ${INT32_MIN} .. ${INT32_MAX})`;
   }
   return null;
 }

@@ -87,8 +87,7 @@ export async function otherContentScores(
     if (err) throw err;
     (scores as (string | null)[]).forEach((s, i) => (sums[i] += s === null ? 0 : Number(s)));
   }
-  // Seconds to the millisecond, as the ranking's own sums (bucketUnion).
-  return board.by === 'events' ? sums.map((s) => Math.round(s * 1000) / 1000) : sums;
+  return sums; // seconds unrounded, as ZMSCORE gives them on the live board: the reader rounds both
 }
 
 /** Every member of a board summed over the window's minute buckets (read-only ZUNION). */

@@ -20,6 +20,8 @@ import {
   DEFAULT_KEY_TYPES,
   EVENT_COLUMN_NAMES,
   EVENT_COLUMNS,
+  INT32_MAX,
+  INT32_MIN,
   keyValueProblem,
   type Column,
   type ColumnName,
@@ -50,7 +52,6 @@ export const COLUMNS = EVENT_COLUMN_NAMES;
 export const CHUNK_ROWS = 2048;
 
 const ISO_UTC = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z$/;
-const INT32_MAX = 2 ** 31 - 1;
 /** |micros| below this fits a double exactly (about 285 years either side of 1970). */
 const SAFE_MICROS_MS = Math.floor(Number.MAX_SAFE_INTEGER / 1000);
 const TWO_32 = 4294967296;
@@ -460,7 +461,7 @@ function json(e: EnrichedEvent): string | null | undefined {
 
 function int32(e: EnrichedEvent, column: string, value: unknown): number | null {
   if (value === null) return null;
-  if (!Number.isInteger(value) || (value as number) > INT32_MAX || (value as number) < -INT32_MAX - 1)
+  if (!Number.isInteger(value) || (value as number) > INT32_MAX || (value as number) < INT32_MIN)
     throw new RowConversionError(e.event_id, column, value, 'not a 32-bit integer');
   return value as number;
 }
