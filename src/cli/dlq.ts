@@ -93,6 +93,16 @@ export function registerDlq(program: Command): void {
       const logger = createLogger(config.logLevel);
       // The callback's exit code (1 when some fail again) is the command's: returned, not dropped.
       return await withStore(requireDatabaseUrl(config), async (store, pool) => {
+        if (ids) {
+          // A mistyped id replays nothing: one line and exit 2, not a quiet success.
+          const known = await store.existing(ids);
+          const unknown = ids.filter((id) => !known.has(id));
+          if (unknown.length > 0)
+            throw configError(
+              `no dead letter with id ${unknown.join(', ')}; nothing replayed`,
+              'engagement dlq list --include-replayed shows the ids',
+            );
+        }
         const pending = (await store.list({ sink: 'external', limit: 1_000_000 })).filter(
           (r) => ids === null || ids.includes(r.id),
         );
@@ -100,7 +110,7 @@ export function registerDlq(program: Command): void {
           const missing = ids.filter((id) => !pending.some((r) => r.id === id));
           if (missing.length > 0)
             process.stderr.write(
-              `engagement: skipped ${missing.join(', ')}: not a pending external dead letter\n`,
+              `engagement: skipped ${missing.join(', ')}: already replayed, or not the external sink's\n`,
             );
         }
         // Keys go out typed as in the source, like the first attempt (integer keys as numbers).

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { pgTimestampToIso } from '../domain/timestamps.js';
 import { STATE_SCHEMA } from './schema.js';
 
 /**
@@ -118,11 +119,11 @@ export async function readSinkProgress(db: Queryable, slotName: string): Promise
   return rows.map((r) => ({
     sink: r.sink,
     stream: r.slot_name,
-    lastSuccessAt: r.last_success_at,
-    lastCommittedAt: r.last_committed_at,
+    lastSuccessAt: isoTime(r.last_success_at),
+    lastCommittedAt: isoTime(r.last_committed_at),
     lagSeconds: r.lag_seconds,
     eventsTotal: Number(r.events_total),
-    updatedAt: r.updated_at,
+    updatedAt: isoTime(r.updated_at),
     state: r.state ?? null,
     lastError: r.last_error ?? null,
   }));
@@ -150,20 +151,33 @@ export async function readBackfills(db: Queryable): Promise<BackfillRow[]> {
   );
   return rows.map((r) => ({
     id: r.id,
-    fromTs: r.from_ts,
-    toTs: r.to_ts,
+    fromTs: isoTime(r.from_ts),
+    toTs: isoTime(r.to_ts),
     sinks: r.sinks,
     rowsDone: Number(r.rows_done),
     rowsTotal: r.rows_total === null ? null : Number(r.rows_total),
     status: r.status,
     error: r.error ?? null,
     live: r.live,
-    startedAt: r.started_at,
-    updatedAt: r.updated_at,
+    startedAt: isoTime(r.started_at),
+    updatedAt: isoTime(r.updated_at),
   }));
 }
 
 /** Running now: a process holds the run's lock and has not marked it failed. */
 export function isBackfillRunning(b: Pick<BackfillRow, 'live' | 'status'>): boolean {
   return b.live && b.status !== 'failed';
+}
+
+/**
+ * Times as the pipeline writes them everywhere else (UTC, Z, microseconds), whatever the
+ * session's TimeZone.
+ */
+function isoTime<T extends string | null>(text: T): T {
+  if (text === null) return text;
+  try {
+    return pgTimestampToIso(text) as T;
+  } catch {
+    return text; // infinity, or a form this reader does not know: shown as Postgres wrote it
+  }
 }

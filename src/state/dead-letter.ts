@@ -180,6 +180,15 @@ export class DeadLetterStore {
     };
   }
 
+  /** Which of `ids` name a dead letter (of any sink, pending or replayed). */
+  async existing(ids: readonly string[]): Promise<Set<string>> {
+    const { rows } = await this.pool.query<{ id: string }>(
+      `SELECT id::text FROM ${TABLE} WHERE id = ANY($1::bigint[])`,
+      [ids],
+    );
+    return new Set(rows.map((r) => r.id));
+  }
+
   /** Marks pending rows replayed; returns how many changed (already-replayed ids are skipped). */
   async markReplayed(ids: readonly (string | number)[]): Promise<number> {
     if (ids.length === 0) return 0;

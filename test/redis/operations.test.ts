@@ -120,12 +120,21 @@ describe('operating the pipeline: dlq, status, heartbeat, slot safety', () => {
     assert.match(purge.output, /purged 7 dead letter/);
     const bad = await runCli(['dlq', 'replay'], cliEnv(h, { EXTERNAL_URL: mock.url }));
     assert.equal(bad.code, 2);
+    // An id that names no dead letter is a mistake, not a replay of nothing.
+    const unknown = await runCli(
+      ['dlq', 'replay', '--id', `${rows[0].id},999999`],
+      cliEnv(h, { EXTERNAL_URL: mock.url }),
+    );
+    assert.equal(unknown.code, 2, unknown.output);
+    assert.match(unknown.output, /no dead letter with id (\d+, )?999999; nothing replayed/);
   });
 
   it('status reports what Postgres reports, and per-sink progress written by the pipeline', async () => {
-    const status = await runCli(['status', '--json'], cliEnv(h));
+    // A session TimeZone other than UTC changes how Postgres prints times, not how status does.
+    const status = await runCli(['status', '--json'], cliEnv(h, { PGOPTIONS: '-c TimeZone=Asia/Kolkata' }));
     assert.equal(status.code, 0, status.output);
     const report = jsonOf(status.output);
+    for (const s of report.sinks) assert.match(s.lastSuccessAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
     const [slot] = await h.sql<{ confirmed: string; active: boolean; lag: string; current: string }>(
       `SELECT confirmed_flush_lsn::text AS confirmed, active,
               pg_wal_lsn_diff($1::pg_lsn, confirmed_flush_lsn)::text AS lag
