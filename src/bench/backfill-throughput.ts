@@ -9,7 +9,7 @@
  * Usage: node --import tsx src/bench/backfill-throughput.ts [--rows 1000000] [--chunk 50000]
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -21,6 +21,7 @@ import { withClient } from '../db/postgres.js';
 import { silentLogger } from '../logger.js';
 import { DuckDbSink } from '../sinks/analytics/duckdb-sink.js';
 import { RedisSink } from '../sinks/redis/redis-sink.js';
+import { makeDirs } from '../make-dirs.js';
 
 const arg = (name: string, fallback: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -163,7 +164,7 @@ try {
     note: 'event_ts spread over the last ~7 days; redis counts every event in content:count/content:last, minute buckets only inside the 14-minute retention',
     runs: [analyticsOnly, both, redisOnly],
   };
-  mkdirSync('bench/results', { recursive: true });
+  makeDirs('bench/results');
   writeFileSync('bench/results/backfill.json', `${JSON.stringify(report, null, 2)}\n`);
   process.stdout.write('wrote bench/results/backfill.json\n');
 } finally {

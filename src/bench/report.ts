@@ -1,9 +1,10 @@
 import type { CliStartup } from './cli-startup.js';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Component } from './cpu-profile.js';
 import type { MachineInfo } from './proc.js';
 import type { HistogramSummary, LatencySummary } from './stats.js';
+import { makeDirs } from '../make-dirs.js';
 
 export interface SteadyResult {
   targetRate: number;
@@ -176,7 +177,7 @@ export interface BenchReport {
 
 /** Writes `<out>/<timestamp>-<mode>.json`, `<out>/latest.json` and `<out>/latest.md`. */
 export async function writeReport(report: BenchReport, outDir: string): Promise<string[]> {
-  await mkdir(outDir, { recursive: true });
+  makeDirs(outDir);
   const stamp = report.startedAt.replace(/[:.]/g, '-');
   const json = `${JSON.stringify(report, null, 2)}\n`;
   const files = [

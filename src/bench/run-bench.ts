@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, cpSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import os, { tmpdir } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import path from 'node:path';
@@ -39,6 +39,7 @@ import {
   type HistogramBuckets,
   type PromSample,
 } from './stats.js';
+import { makeDirs } from '../make-dirs.js';
 
 export interface BenchOptions {
   smoke: boolean;
@@ -168,7 +169,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     let profileDir = '';
     const startPipeline = async () => {
       profileDir = path.join(tmp, `profile-${++childNo}`);
-      await mkdir(profileDir, { recursive: true });
+      makeDirs(profileDir);
       const profiler = [
         '--import',
         pathToFileURL(preload).href,
@@ -199,7 +200,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         report.notes.push(`No CPU profile from pipeline child ${childNo}: its JS thread is not split.`);
       }
       if (o.cpuProfileDir) {
-        await mkdir(o.cpuProfileDir, { recursive: true });
+        makeDirs(o.cpuProfileDir);
         cpSync(profileDir, path.join(o.cpuProfileDir, `child-${childNo}`), { recursive: true });
       }
       pendingSplits = [];

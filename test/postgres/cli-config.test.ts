@@ -31,6 +31,12 @@ describe('bad configuration exits 2 with one clear line', () => {
     assert.equal(code, 2);
     assert.match(output, /PORT/);
   });
+  // Node's own recursive mkdir spins forever on such paths, deaf to SIGTERM (make-dirs.ts).
+  it('a data directory that cannot be created', async () => {
+    const demo = await runCli(['demo', '--data-dir', '/proc/engagement-x']);
+    assert.equal(demo.code, 2, demo.output);
+    assert.match(demo.output, /EP_ERR_CONFIG: --data-dir: cannot create directory \/proc\/engagement-x/);
+  });
   it('a missing DATABASE_URL for migrate', async () => {
     const { code, output } = await runCli(['migrate'], { DATABASE_URL: '' });
     assert.equal(code, 2);

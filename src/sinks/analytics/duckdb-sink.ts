@@ -1,4 +1,3 @@
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import {
   DuckDBInstance,
@@ -8,7 +7,7 @@ import {
 } from '@duckdb/node-api';
 import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
-import { describeError, ErrorCodes, PipelineError } from '../../errors.js';
+import { configError, describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Sink } from '../sink.js';
 import { SourceIdentity, type PositionedStream } from '../source-identity.js';
@@ -24,6 +23,7 @@ import {
   positionTableIn,
 } from './duckdb/schema.js';
 import { DEFAULT_KEY_TYPES, destinationShapeError, EVENT_COLUMNS, keyColumnDifferences } from './columns.js';
+import { makeDirs } from '../../make-dirs.js';
 
 export { analyticsTableIn } from './duckdb/schema.js';
 export { RowConversionError, DuckDbTransientError } from './duckdb/errors.js';
@@ -118,7 +118,13 @@ export class DuckDbSink implements Sink {
 
   async start(): Promise<void> {
     const file = this.options.path;
-    if (file !== ':memory:') mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    if (file !== ':memory:') {
+      try {
+        makeDirs(path.dirname(path.resolve(file)));
+      } catch (err) {
+        throw configError(`ANALYTICS_URL: ${(err as Error).message}`);
+      }
+    }
     try {
       await this.open();
     } catch (err) {
