@@ -136,7 +136,8 @@ export function kafkaUnreachable(brokers: string[], err: unknown): PipelineError
   return new PipelineError(
     ErrorCodes.KAFKA_UNREACHABLE,
     `cannot reach Kafka at ${brokers.join(',')}: ${(err as Error).message ?? String(err)}`,
-    'fatal',
+    // At start-up (its only use), like an unreachable Postgres: one line, exit 2.
+    'config',
     'check KAFKA_BROKERS and that the brokers are up',
     { cause: err },
   );

@@ -147,7 +147,8 @@ export class BigQuerySink implements Sink {
       throw new PipelineError(
         ErrorCodes.ANALYTICS_UNAVAILABLE,
         `cannot prepare BigQuery table ${this.where}: ${describeBigQueryError(err)}`,
-        code === 401 || code === 403 ? 'config' : 'transient',
+        // At start-up, unreachable is reported like Postgres: one line, exit 2.
+        'config',
         code === 401 || code === 403
           ? 'check GOOGLE_APPLICATION_CREDENTIALS (or gcloud auth application-default login) and the BigQuery Data Editor role'
           : 'check ANALYTICS_URL and network access to BigQuery',

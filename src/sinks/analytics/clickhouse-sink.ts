@@ -125,7 +125,8 @@ export class ClickHouseSink implements Sink {
       throw new PipelineError(
         ErrorCodes.ANALYTICS_UNAVAILABLE,
         `cannot prepare ${this.table} on ClickHouse at ${this.where}: ${describeClickHouseError(err)}`,
-        isAuthError(err) ? 'config' : 'transient',
+        // At start-up, unreachable is reported like Postgres: one line, exit 2.
+        'config',
         isAuthError(err)
           ? 'check the user and password in ANALYTICS_URL'
           : 'check ANALYTICS_URL and that ClickHouse is running',
