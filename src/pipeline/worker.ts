@@ -42,7 +42,8 @@ export interface KafkaWorkerOptions {
   partitionsConcurrently: number;
   /**
    * The analytics store admits one writing process (DuckDB): this worker must be alone in
-   * its group. A worker that is not the group leader refuses (see onFatal) before writing.
+   * its group. A worker that is not the group leader refuses (see onFatal) before writing; the
+   * leader refuses once others stay in its group (start()).
    */
   exclusive: boolean;
   /** A condition the worker cannot continue under (the CLI prints it and exits). */
@@ -50,6 +51,13 @@ export interface KafkaWorkerOptions {
   /** Told about every batch a sink accepted (sink progress for `engagement status`). */
   onSinkSuccess?: (sink: string, batch: Batch) => void;
 }
+
+/**
+ * How long a DuckDB worker leading its group waits, after a rebalance, before asking whether
+ * it is still alone (see start()): twice the session timeout, so a joiner that refused and
+ * died without leaving has been expelled by then.
+ */
+const SHARED_CHECK_MS = 20_000;
 
 /**
  * `work --from-kafka`: one member of a consumer group. Per fetched partition batch:
@@ -65,6 +73,8 @@ export class KafkaWorker {
   /** The same bounded window as direct mode: chunks wait for a write slot. */
   private readonly dispatcher: Dispatcher<Batch>;
   private refused = false;
+  /** Group generations joined so far (GROUP_JOIN events). */
+  private generation = 0;
   /** Aborted by stop(): ends the retries of dead-letter writes in progress. */
   private readonly stopping = new AbortController();
   /** Events handed to sinks and accepted (this process). */
@@ -112,18 +122,19 @@ export class KafkaWorker {
         { partitions: assigned, leader: event.payload.isLeader },
         `joined group ${options.group}: partitions ${assigned.join(',') || 'none'}`,
       );
+      const generation = ++this.generation;
+      if (!options.exclusive || this.refused) return;
       // Emitted synchronously before the first fetch of the new generation, so a refusing
       // worker never writes a row.
-      if (options.exclusive && !event.payload.isLeader && !this.refused) {
-        this.refused = true;
-        options.onFatal(
-          new PipelineError(
-            ErrorCodes.DUCKDB_SHARED_GROUP,
-            `another worker already consumes group '${options.group}' and ANALYTICS_URL is DuckDB (one writing process)`,
-            'config',
-            'run several workers only with a server analytics store (clickhouse:// or bigquery://), or one worker per group with DuckDB',
-          ),
-        );
+      if (!event.payload.isLeader) this.refuseShared('another worker already consumes');
+      // The leader stays leader when others join later: it asks who is in the group once this
+      // generation has lasted SHARED_CHECK_MS. A joiner that refuses (another DuckDB worker)
+      // leaves before then, which starts a new generation and voids this check.
+      else {
+        const timer = setTimeout(() => {
+          if (generation === this.generation) void this.refuseIfShared(generation);
+        }, SHARED_CHECK_MS);
+        timer.unref();
       }
     });
     await consumer.connect();
@@ -134,6 +145,35 @@ export class KafkaWorker {
       partitionsConsumedConcurrently: options.partitionsConcurrently,
       eachBatch: (payload) => this.eachBatch(payload),
     });
+  }
+
+  /** DuckDB admits one writing process: a DuckDB worker must be alone in its group. */
+  private refuseShared(what: string): void {
+    if (this.refused) return;
+    this.refused = true; // eachBatch writes nothing from now on
+    this.options.onFatal(
+      new PipelineError(
+        ErrorCodes.DUCKDB_SHARED_GROUP,
+        `${what} group '${this.options.group}' and ANALYTICS_URL is DuckDB (one writing process)`,
+        'config',
+        'run several workers only with a server analytics store (clickhouse:// or bigquery://), or one worker per group with DuckDB',
+      ),
+    );
+  }
+
+  private async refuseIfShared(generation: number): Promise<void> {
+    const admin = this.options.kafka.admin();
+    try {
+      await admin.connect();
+      const { groups } = await admin.describeGroups([this.options.group]);
+      const members = groups[0]?.members.length ?? 0;
+      if (members > 1 && generation === this.generation)
+        this.refuseShared(`${members - 1} other worker(s) joined`);
+    } catch (err) {
+      this.log.warn(`checking that this DuckDB worker is alone in its group: ${describeError(err)}`);
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
   }
 
   /**

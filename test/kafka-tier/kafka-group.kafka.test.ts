@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel } from 'kafkajs';
 import * as fx from '../fixtures/debezium.js';
 import { spawnCli, type CliProcess } from '../helpers/cli.js';
@@ -66,12 +67,41 @@ describe('one consumer group, two workers, on a real Kafka broker', { skip }, ()
     const out = second.output();
     assert.equal(code, 2, out.slice(-2000));
     assert.match(out, /engagement: EP_ERR_DUCKDB_SHARED_GROUP: .*group 'dbz-2'.*\(fix: /);
+    // ... also past the leader's own check (SHARED_CHECK_MS, 20 s): the refusing joiner has left.
+    await sleep(25_000);
     assert.equal(first.child.exitCode, null, 'the first worker keeps running');
     const rows = await duckdbQuery(other, 'SELECT count(*) AS n FROM engagement.events_enriched').catch(
       () => [{ n: '0' }],
     );
     assert.equal(String(rows[0].n), '0', 'the refusing worker wrote nothing');
     assert.equal(await stopCli(first), 0, first.output().slice(-2000));
+  });
+
+  it('a DuckDB worker alone in its group refuses when another member joins later', async () => {
+    const args = ['--group', 'dbz-4', '--format', 'debezium', '--topic-prefix', fx.PREFIX];
+    const first = await startWorker(env, args);
+    procs.push(first);
+    // Any other member of the group (here a bare consumer; in the audit, a ClickHouse worker)
+    // takes partitions this worker's DuckDB file then misses.
+    const other = new Kafka({ brokers: cluster.brokers.split(','), logLevel: logLevel.NOTHING }).consumer({
+      groupId: 'dbz-4',
+      sessionTimeout: 10_000,
+      heartbeatInterval: 1_000,
+    });
+    await other.connect();
+    try {
+      await other.subscribe({ topic: fx.EVENTS_TOPIC, fromBeginning: true });
+      await other.run({ autoCommit: false, eachMessage: async () => undefined });
+      await waitFor('the DuckDB worker exits', () => first.child.exitCode !== null, 120_000);
+      const out = first.output();
+      assert.equal(first.child.exitCode, 2, out.slice(-2000));
+      assert.match(
+        out,
+        /engagement: EP_ERR_DUCKDB_SHARED_GROUP: 1 other worker\(s\) joined group 'dbz-4'.*\(fix: /,
+      );
+    } finally {
+      await other.disconnect();
+    }
   });
 
   it('a DuckDB worker restarted right after kill -9 takes its group back: its dead member is not another worker', async () => {
