@@ -284,7 +284,6 @@ export class DuckDbSink implements Sink {
     let connection: DuckDBConnection | null = null;
     try {
       connection = await instance.connect();
-      if (process.env.HACK_DUCKDB_SET) for (const q of process.env.HACK_DUCKDB_SET.split(';')) await connection.run(q);
       const catalog = String((await connection.runAndReadAll('SELECT current_database()')).getRows()[0]![0]);
       const { schema, qualified } = analyticsTableIn(catalog);
       const positionTable = positionTableIn(catalog);
