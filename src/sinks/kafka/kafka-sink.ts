@@ -103,8 +103,7 @@ export class KafkaEnrichedSink implements Sink {
     await ensureTopics(kafka, [{ topic }], { partitions, replicationFactor }, logger);
     await this.admin.connect();
     await this.producer.connect();
-    const meta = await this.admin.fetchTopicMetadata({ topics: [topic] });
-    this.partitionCount = meta.topics[0].partitions.length;
+    await this.readPartitionCount();
     await this.verify(new Set(Array.from({ length: this.partitionCount }, (_, p) => p)));
     this.log.info(
       { topic, partitions: this.partitionCount, written: Object.fromEntries(this.state) },
@@ -119,6 +118,8 @@ export class KafkaEnrichedSink implements Sink {
       fixed ? Number(fixed[1]) : this.partitionOf(event.content_id ?? String(event.event_id)),
     );
     const touched = new Set(partitions);
+    // The operator may have added partitions (the fix below says to): read the count again.
+    if (Math.max(...touched) >= this.partitionCount) await this.readPartitionCount();
     for (const partition of touched) {
       if (partition >= this.partitionCount)
         throw new PipelineError(
@@ -175,6 +176,11 @@ export class KafkaEnrichedSink implements Sink {
   async stop(): Promise<void> {
     await this.producer.disconnect();
     await this.admin.disconnect().catch(() => undefined);
+  }
+
+  private async readPartitionCount(): Promise<void> {
+    const meta = await this.admin.fetchTopicMetadata({ topics: [this.options.topic] });
+    this.partitionCount = meta.topics[0].partitions.length;
   }
 
   private partitionOf(key: string): number {

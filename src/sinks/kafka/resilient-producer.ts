@@ -171,6 +171,8 @@ export class ResilientProducer {
     } catch (err) {
       if (err instanceof MessageTooLarge) throw err;
       if (this.producer === producer) this.producer = null;
+      // The topic may have been recreated with fewer partitions: the next attempt reads them anew.
+      this.topics.delete(record.topic);
       this.logger.warn(`Kafka produce failed, replacing the producer: ${describeError(err)}`);
       void producer.disconnect().catch(() => undefined);
       throw err;
