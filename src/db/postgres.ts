@@ -55,6 +55,15 @@ export function createPool(databaseUrl: string, max = 4, applicationName?: strin
   return pool;
 }
 
+/**
+ * Postgres is shutting down or not yet accepting connections: admin_shutdown (57P01, sent to
+ * every backend by a fast or smart shutdown), crash_shutdown (57P02), cannot_connect_now (57P03).
+ */
+export function isServerShutdown(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === '57P01' || code === '57P02' || code === '57P03';
+}
+
 export async function withClient<T>(databaseUrl: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client(clientConfig(databaseUrl));
   client.on('error', () => undefined);

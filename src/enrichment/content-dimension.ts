@@ -25,6 +25,8 @@ export interface ContentDimensionOptions {
   retry?: boolean;
   /** The backoff between retries (default: LOOKUP_BACKOFF; tests shorten it). */
   backoff?: BackoffOptions;
+  /** Told about every failed attempt of a retried call (the stream waits meanwhile). */
+  onRetry?: (err: unknown) => void;
 }
 
 /** A change of the content table, as the stream carries it. */
@@ -292,11 +294,13 @@ export class ContentDimension {
       signal: this.closing.signal,
       aborted: () => new DimensionClosedError(),
       // One warning per failure streak; the repeats go to debug.
-      onFailure: (err, { attempt, delayMs }) =>
+      onFailure: (err, { attempt, delayMs }) => {
         this.log[attempt === 1 ? 'warn' : 'debug'](
           { attempt, retryInMs: delayMs },
           `${what} failed, retrying while the stream waits: ${describeError(err)}`,
-        ),
+        );
+        this.options.onRetry?.(err);
+      },
       onRecovered: (attempts, failingForMs) =>
         this.log.info({ attempts, failingForMs }, `${what} succeeded after retries`),
     });

@@ -7,6 +7,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { Sink } from '../sinks/sink.js';
 import type { Change } from '../source/changes.js';
 import { ContentDimension } from '../enrichment/content-dimension.js';
+import { isServerShutdown } from '../db/postgres.js';
 import type { ReplicationSource } from '../source/replication-source.js';
 import { isoToMillis } from '../domain/timestamps.js';
 import type { DeadLetterStore } from '../state/dead-letter.js';
@@ -61,12 +62,19 @@ export class Pipeline {
 
   constructor(private readonly options: PipelineOptions) {
     const logger = options.logger;
+    // Postgres shutting down while the stream waits for it: see ReplicationSource.serverShuttingDown.
+    const onPostgresError = (err: unknown): void => {
+      if (isServerShutdown(err)) this.source?.serverShuttingDown();
+    };
     this.dimension = new ContentDimension(options.pool, {
       logger,
       slotName: options.slotName,
       retry: true,
       shape: options.shape,
+      onRetry: onPostgresError,
     });
+    // A fast shutdown first ends every other backend, the pool's idle connections included.
+    options.pool.on('error', onPostgresError);
     this.fanout = new Fanout({
       sinks: options.sinks,
       metrics: options.metrics,

@@ -66,6 +66,13 @@ export class ReplicationSource {
   private statusTimer: NodeJS.Timeout | null = null;
   private pausedSince: number | null = null;
   private halted = false;
+  /** The change handler's work still running (it holds the stream), null when none. */
+  private handling: Promise<unknown> | null = null;
+  private markStopped!: () => void;
+  /** Resolved by stop() (declared after markStopped: class fields initialise in order). */
+  private readonly stopped = new Promise<void>((resolve) => (this.markStopped = resolve));
+  /** The connection serverShuttingDown() closed (once per connection). */
+  private released: LogicalReplicationService | null = null;
   /** The cluster streamed from (`postgres:<system identifier>`), read at start. */
   private identity: string | null = null;
   private readonly log: Logger;
@@ -175,8 +182,27 @@ export class ReplicationSource {
     return true;
   }
 
+  /**
+   * Postgres is shutting down (a 57P0x error met by another connection of the pipeline). Its
+   * walsender exits only once we confirmed everything it sent, which a stream held by a change
+   * the pipeline cannot finish without Postgres (recording a content change, a lookup) never
+   * does: the shutdown would wait for us forever. So the connection is closed; the stream
+   * resumes from the confirmed position once Postgres is back, as after any lost connection.
+   */
+  serverShuttingDown(): void {
+    const service = this.service;
+    if (!service || this.stopping || this.released === service) return;
+    this.released = service;
+    this.log.warn(
+      { resumeFrom: this.confirmedLsn },
+      'Postgres is shutting down: closing the replication connection so that it can',
+    );
+    void service.stop().catch(() => undefined);
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
+    this.markStopped();
     if (this.watchdog) clearInterval(this.watchdog);
     if (this.statusTimer) clearInterval(this.statusTimer);
     // Send the final confirmation before closing, so a clean stop replays nothing.
@@ -252,7 +278,15 @@ export class ReplicationSource {
         const pending = isDecodedChange(message)
           ? handler(message)
           : deliver(lsn, decodePgoutputChanges(message, this.options.shape), 0);
-        if (pending) return pending.catch((err: unknown) => fail(lsn, err));
+        if (pending) {
+          const settled: Promise<void> = pending
+            .catch((err: unknown) => fail(lsn, err))
+            .finally(() => {
+              if (this.handling === settled) this.handling = null;
+            });
+          this.handling = settled;
+          return settled;
+        }
       } catch (err) {
         fail(lsn, err);
       }
@@ -320,6 +354,10 @@ export class ReplicationSource {
       }
       if (this.stopping) return;
       await this.service?.destroy().catch(() => undefined);
+      // A change still being handled (waiting for Postgres, say) finishes first: the open
+      // transaction is reset, and the stream replayed, only once nothing of the old one runs.
+      while (this.handling && !this.stopping) await Promise.race([this.handling, this.stopped]);
+      if (this.stopping) return;
       await this.options.onDisconnect?.();
       attempt += 1;
       const delay = backoffDelay(attempt, RECONNECT_BACKOFF);

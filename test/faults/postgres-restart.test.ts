@@ -145,4 +145,41 @@ describe('fault: Postgres restarted mid-stream', () => {
     });
     assertExact(r);
   });
+
+  it('completes a fast shutdown while the stream waits to record a content change, and loses nothing', async () => {
+    runtime = await h.start();
+    await sleep(1000);
+    // The commit's content change is recorded (over a normal connection) before the commit can
+    // be confirmed; a shutting-down Postgres refuses that connection, so the stream is held and
+    // the walsender never sees its sent position confirmed. The pipeline must let go of it.
+    await h.sql(
+      `BEGIN;
+       INSERT INTO engagement_events (content_id, user_id, event_type, event_ts, duration_ms, device)
+       SELECT (SELECT id FROM content ORDER BY slug LIMIT 1), gen_random_uuid(), 'play', now(), 1000, 'web'
+         FROM generate_series(1, 100000);
+       UPDATE content SET length_seconds = length_seconds + 1 WHERE slug = 'video-1';
+       COMMIT`,
+    );
+    const stoppedMs = await fastShutdown(dataDir, 45_000);
+    cluster = await startEmbeddedPostgres({ dataDir, port });
+    const cleared = Date.now();
+    const recoveryMs = await drainAndStop(h, runtime, cleared, {
+      runningMessage: 'the pipeline kept running (no crash)',
+    });
+    runtime = null;
+    const r = await reconcile(h);
+    recordScenario({
+      id: '02c-postgres-fast-shutdown-held',
+      scenario: 'Postgres fast shutdown while a content change waits to be recorded',
+      fault: `one 100,000-event transaction ending in a content UPDATE, then at once a fast shutdown (SIGINT to the postmaster): stopped in ${(stoppedMs / 1000).toFixed(1)} s, then started again`,
+      reconciliation: r,
+      recoveryMs,
+      logLines: {
+        'closing the replication connection': h.logs.count(
+          /Postgres is shutting down: closing the replication/,
+        ),
+      },
+    });
+    assertExact(r);
+  });
 });
