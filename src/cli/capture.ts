@@ -121,6 +121,7 @@ export function registerCapture(program: Command): void {
         `engagement capture running: slot ${config.slotName} -> Kafka ${brokers.join(',')}\n`,
       );
       const outcome = await Promise.race([waitForShutdownSignal(), capture.halted]);
+      const stopBy = Date.now() + config.shutdownTimeoutMs;
       if (typeof outcome !== 'string') {
         // The stream reached a point it must not pass: stop and say how to recover.
         exitIfStuck(config.shutdownTimeoutMs);
@@ -131,7 +132,7 @@ export function registerCapture(program: Command): void {
       exitIfStuck(config.shutdownTimeoutMs);
       await shutdown();
       logger.info({ published: capture.published }, 'stopped cleanly');
-      exitSoonIfHeld(logger);
+      exitSoonIfHeld(logger, stopBy);
     }),
   );
 }

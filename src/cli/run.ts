@@ -52,6 +52,7 @@ export function registerRun(program: Command): void {
           'set PORT / --port (0 = any free port)',
         );
       }
+      let stopBy = Infinity;
       try {
         const runtime = await startRuntime(config, logger);
         const http = await startHttpServer(runtime, config, logger).catch(async (err) => {
@@ -62,6 +63,7 @@ export function registerRun(program: Command): void {
         logger.info({ url: http.url }, 'pipeline running; Ctrl-C drains and stops');
         process.stdout.write(`engagement pipeline running; dashboard and API at ${http.url}\n`);
         const outcome = await Promise.race([waitForShutdownSignal(), runtime.slotLost]);
+        stopBy = Date.now() + config.shutdownTimeoutMs;
         // Every step below has its own deadline; this is the backstop.
         exitIfStuck(config.shutdownTimeoutMs);
         if (typeof outcome !== 'string') {
@@ -76,7 +78,7 @@ export function registerRun(program: Command): void {
         logger.info('stopped cleanly');
       } finally {
         // A handle some library left open must not keep a stopped pipeline alive.
-        exitSoon();
+        exitSoon(2_000, stopBy);
       }
     }),
   );

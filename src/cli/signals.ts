@@ -38,8 +38,17 @@ export function exitIfStuck(shutdownTimeoutMs: number, graceMs = SHUTDOWN_GRACE_
  * After a command finished (or failed), a library handle left open (a socket, a timer)
  * must not keep the process alive: exit once the event loop had a moment to flush output.
  */
-export function exitSoon(ms = 2_000): void {
-  setTimeout(() => process.exit(), ms).unref();
+export function exitSoon(ms = 2_000, by = Infinity): void {
+  setTimeout(() => process.exit(), lingerMs(ms, by)).unref();
+}
+
+/**
+ * `ms`, but never past `by` (epoch ms): after a signal, SHUTDOWN_TIMEOUT_MS from it. A stop that
+ * used its whole budget (a sink hung) must not then linger for open handles past the bound a
+ * supervisor's grace period is set to.
+ */
+function lingerMs(ms: number, by: number): number {
+  return Math.max(0, Math.min(ms, by - Date.now()));
 }
 
 /**
@@ -69,9 +78,12 @@ export function onLauncherExit(callback: () => void, pollMs = 500): () => void {
  * alive past the shutdown budget. Exits 2 s later with the exit code already set, only if
  * something still holds the event loop (the timer itself does not).
  */
-export function exitSoonIfHeld(logger: { warn(msg: string): void }): void {
-  setTimeout(() => {
-    logger.warn('shutdown: open handles left after draining; exiting');
-    process.exit();
-  }, 2_000).unref();
+export function exitSoonIfHeld(logger: { warn(msg: string): void }, by = Infinity): void {
+  setTimeout(
+    () => {
+      logger.warn('shutdown: open handles left after draining; exiting');
+      process.exit();
+    },
+    lingerMs(2_000, by),
+  ).unref();
 }

@@ -168,15 +168,16 @@ export function registerWork(program: Command): void {
         `engagement worker running: group ${group}, ${wire.name} format, topic ${wire.eventsTopic}\n`,
       );
       const outcome = await Promise.race([waitForShutdownSignal(), fatalError]);
+      const stopBy = Date.now() + config.shutdownTimeoutMs;
       logger.info(typeof outcome === 'string' ? { signal: outcome } : {}, 'draining');
       exitIfStuck(config.shutdownTimeoutMs);
       await shutdown();
       if (typeof outcome !== 'string') {
-        exitSoonIfHeld(logger);
+        exitSoonIfHeld(logger, stopBy);
         throw outcome;
       }
       logger.info({ delivered: worker.delivered }, 'stopped cleanly');
-      exitSoonIfHeld(logger);
+      exitSoonIfHeld(logger, stopBy);
     }),
   );
 }

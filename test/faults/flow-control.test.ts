@@ -226,7 +226,8 @@ describe('fault: flow control with small transactions (bounded memory, truthful 
       notes: `exited ${exit.code} after ${(stopMs / 1000).toFixed(1)} s: "${line.slice(0, 200)}"`,
     });
     assert.equal(exit.code, 0, p.output().slice(-3000));
-    assert.ok(stopMs < timeoutMs + 4000, `stopped after ${stopMs} ms`);
+    // The bound itself (plus the time to reap the process), not the bound plus a linger.
+    assert.ok(stopMs < timeoutMs + 1000, `stopped after ${stopMs} ms`);
     assert.ok(line, `one line says what replays:\n${p.output().slice(-3000)}`);
     assertExact(r);
   });
