@@ -116,13 +116,13 @@ export class DeadLetterStore {
               to_json(first_failed_at) #>> '{}' AS first_failed_at,
               to_json(last_failed_at) #>> '{}' AS last_failed_at,
               to_json(replayed_at) #>> '{}' AS replayed_at
-         FROM ${TABLE}
+         FROM ${TABLE} d
         WHERE ($1::boolean OR replayed_at IS NULL)
           AND ($2::timestamptz IS NULL OR last_failed_at >= $2)
           AND ($3::text IS NULL OR strpos(lower(last_error), lower($3)) > 0)
           AND ($4::text IS NULL OR sink = $4)
           AND NOT ($6::boolean AND ${PERMANENT_ERROR_SQL})
-        ORDER BY id
+        ORDER BY d.id -- the column: the output's id is text, and '10' sorts before '9'
         LIMIT $5`,
       [
         options.includeReplayed ?? false,
