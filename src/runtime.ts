@@ -35,6 +35,9 @@ import { cached, RateHistory } from './server/dashboard-data.js';
 import { EnrichedEventStream } from './server/event-stream.js';
 import { readBackfills } from './db/status-queries.js';
 
+/** A replication stream lost this long makes /readyz answer 503 (a reconnect blip does not). */
+const STREAM_LOST_UNREADY_MS = 5_000;
+
 /** The HTTP server of `run` and `demo` over a running pipeline. */
 export async function startHttpServer(
   runtime: Runtime,
@@ -78,6 +81,12 @@ export async function startHttpServer(
     ready: () => {
       const reasons: string[] = [];
       if (!runtime.pipeline.isRunning) reasons.push('pipeline not running');
+      // A reconnect within a few seconds is a blip; longer, nothing new reaches any sink.
+      const lostSince = runtime.pipeline.source.lostSince;
+      if (lostSince !== null && Date.now() - lostSince >= STREAM_LOST_UNREADY_MS)
+        reasons.push(
+          `replication stream lost for ${((Date.now() - lostSince) / 1000).toFixed(0)} s (reconnecting to Postgres)`,
+        );
       for (const h of runtime.pipeline.sinkHealth()) {
         if (h.state === 'behind')
           reasons.push(

@@ -66,6 +66,7 @@ export class ReplicationSource {
   private statusTimer: NodeJS.Timeout | null = null;
   private pausedSince: number | null = null;
   private halted = false;
+  private lostAtMs: number | null = null;
   /** The change handler's work still running (it holds the stream), null when none. */
   private handling: Promise<unknown> | null = null;
   private markStopped!: () => void;
@@ -87,6 +88,11 @@ export class ReplicationSource {
   }
 
   /** The cluster the positions belong to (`postgres:<system identifier>`); null before start(). */
+  /** Since when (epoch ms) the stream is lost and not yet resumed; null while it streams. */
+  get lostSince(): number | null {
+    return this.lostAtMs;
+  }
+
   get sourceId(): string | null {
     return this.identity;
   }
@@ -367,7 +373,7 @@ export class ReplicationSource {
         { retryInMs: delay, attempt },
         `replication stream lost: ${failure ? describeError(failure) : 'connection closed'}`,
       );
-      if (attempt === 1) lostAt = Date.now();
+      if (attempt === 1) this.lostAtMs = lostAt = Date.now();
       await pause(delay);
       if (this.stopping) return;
       let same: boolean;
@@ -387,6 +393,7 @@ export class ReplicationSource {
           `replication stream resumed after ${((Date.now() - lostAt) / 1000).toFixed(1)} s`,
         );
         attempt = 0;
+        this.lostAtMs = null;
       } catch {
         // the loop logs and retries
       }

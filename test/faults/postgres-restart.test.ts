@@ -75,6 +75,8 @@ describe('fault: Postgres restarted mid-stream', () => {
         await crash(dataDir);
         cluster = null;
         await sleep(2500);
+        // What /readyz reports after STREAM_LOST_UNREADY_MS (runtime.ts).
+        assert.ok(runtime.pipeline.source.lostSince !== null, 'the source knows its stream is lost');
         cluster = await startEmbeddedPostgres({ dataDir, port });
         downMs = Date.now() - down;
         cleared = Date.now();
@@ -83,6 +85,7 @@ describe('fault: Postgres restarted mid-stream', () => {
     } finally {
       await traffic.stop();
     }
+    await waitFor('stream resumed', () => runtime!.pipeline.source.lostSince === null, 60_000, 100);
     const recoveryMs = await drainAndStop(h, runtime, cleared, {
       runningMessage: 'the pipeline kept running (no crash)',
     });
