@@ -15,7 +15,7 @@ import { ContentFeed } from '../source/kafka/content-feed.js';
 import { debeziumFormat } from '../source/kafka/debezium-format.js';
 import { nativeFormat } from '../source/kafka/native-wire.js';
 import { KafkaWorker } from '../pipeline/worker.js';
-import { SinkProgressWriter } from '../state/sink-progress.js';
+import { PROCESS_WRITER, SinkProgressWriter } from '../state/sink-progress.js';
 import {
   action,
   configFrom,
@@ -131,7 +131,7 @@ export function registerWork(program: Command): void {
         onFatal: fatal,
         onSinkSuccess: (sink, batch) => progress.record(sink, batch),
       });
-      progress.trackHealth(() => worker.sinkHealth());
+      progress.trackHealth(() => worker.sinkHealth(), PROCESS_WRITER);
       const started: Sink[] = [];
       const shutdown = async () => {
         const stopping = Date.now();

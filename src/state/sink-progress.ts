@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import type pg from 'pg';
 import { STATE_SCHEMA } from '../db/schema.js';
 import { isoToMillis } from '../domain/timestamps.js';
@@ -5,6 +6,25 @@ import type { Batch } from '../domain/types.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { SinkHealth } from '../observability/stats.js';
+
+/** This process, as named in the `writer` column. */
+export const PROCESS_WRITER = `${hostname()}:${process.pid}`;
+
+/**
+ * The health upsert's tail when several processes share the rows: a writer replaces the row
+ * when it wrote it, when it reports a worse state (or the same with more lag), or when the
+ * row's writer stopped refreshing it (gone: 5 s, five of its intervals). Otherwise the last
+ * writer would win every second, and a group with one failing worker would read 'up'.
+ */
+const HEALTH_SHARED_SQL = `, writer = EXCLUDED.writer
+         WHERE s.writer IS NULL OR s.writer = EXCLUDED.writer OR s.updated_at < now() - interval '5 seconds'
+            OR ${severity('EXCLUDED.state')} > ${severity('s.state')}
+            OR (${severity('EXCLUDED.state')} = ${severity('s.state')}
+                AND coalesce(EXCLUDED.lag_seconds, 0) >= coalesce(s.lag_seconds, 0))`;
+
+function severity(column: string): string {
+  return `CASE ${column} WHEN 'failed' THEN 3 WHEN 'down' THEN 2 WHEN 'behind' THEN 1 ELSE 0 END`;
+}
 
 interface Progress {
   lastSuccessAt: number;
@@ -29,6 +49,7 @@ export class SinkProgressWriter {
   private health: (() => SinkHealth[]) | null = null;
   /** The state columns are missing (a state schema from before they existed): skip them. */
   private noHealthColumns = false;
+  private writer: string | null = null;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -37,9 +58,15 @@ export class SinkProgressWriter {
     private readonly intervalMs = 1_000,
   ) {}
 
-  /** Also writes each sink's state and live lag every interval, so `status` tells the truth. */
-  trackHealth(health: () => SinkHealth[]): void {
+  /**
+   * Also writes each sink's state and live lag every interval, so `status` tells the truth.
+   * `writer` (PROCESS_WRITER): several processes write the same rows (a consumer group's
+   * workers), so the worst state holds the row while its writer keeps refreshing it (see
+   * HEALTH_SHARED_SQL).
+   */
+  trackHealth(health: () => SinkHealth[], writer?: string): void {
     this.health = health;
+    this.writer = writer ?? null;
   }
 
   /** Called by the fan-out when a sink accepted a batch. */
@@ -120,18 +147,19 @@ export class SinkProgressWriter {
       .query(
         // A sink that never succeeded still gets a row (last_success_at = epoch: "never").
         `INSERT INTO ${STATE_SCHEMA}.sink_progress AS s
-           (slot_name, sink, last_success_at, lag_seconds, state, last_error, updated_at)
-         SELECT $1, u.sink, to_timestamp(0), u.lag, u.state, u.error, now()
+           (slot_name, sink, last_success_at, lag_seconds, state, last_error, updated_at${this.writer ? ', writer' : ''})
+         SELECT $1, u.sink, to_timestamp(0), u.lag, u.state, u.error, now()${this.writer ? ', $6' : ''}
            FROM unnest($2::text[], $3::float8[], $4::text[], $5::text[]) AS u(sink, lag, state, error)
          ON CONFLICT (slot_name, sink) DO UPDATE SET
            lag_seconds = EXCLUDED.lag_seconds, state = EXCLUDED.state, last_error = EXCLUDED.last_error,
-           updated_at = now()`,
+           updated_at = now()${this.writer ? HEALTH_SHARED_SQL : ''}`,
         [
           this.slotName,
           health.map((h) => h.name),
           health.map((h) => h.lagSeconds),
           health.map((h) => h.state),
           health.map((h) => h.error),
+          ...(this.writer ? [this.writer] : []),
         ],
       )
       .then(() => undefined)
