@@ -36,7 +36,7 @@ export function parseBigQueryUrl(raw: string): BigQueryTarget {
   if (!m) {
     throw configError(
       'ANALYTICS_URL is not a valid bigquery:// URL',
-      'bigquery://PROJECT/DATASET (dataset: letters, digits and _)',
+      'bigquery://PROJECT/DATASET (project: 6 to 30 characters in Google Cloud, lowercase letters, digits and -, starting with a letter (older ones may hold . or :); dataset: letters, digits and _)',
     );
   }
   const location = new URLSearchParams(m[3] ?? '').get('location') ?? undefined;
