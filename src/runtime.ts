@@ -305,7 +305,14 @@ export async function startRuntime(
     throw err;
   }
   const heartbeat = new Heartbeat(pool, config.heartbeatIntervalMs, logger.child({ component: 'heartbeat' }));
-  const poller = new StatusPoller({ pool, slotName: config.slotName, metrics, logger, onSlotLost });
+  const poller = new StatusPoller({
+    pool,
+    slotName: config.slotName,
+    metrics,
+    logger,
+    onSlotLost,
+    sinks: sinks.map((s) => s.name),
+  });
   progress.trackHealth(() => pipeline.sinkHealth());
   progress.start();
   heartbeat.start();
