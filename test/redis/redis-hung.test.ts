@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { silentLogger } from '../../src/logger.js';
 import { startHttpServer, type Runtime } from '../../src/runtime.js';
 import { CONTENT_IDS, createHarness, insertEvents, seedContent, type Harness } from '../helpers/pipeline.js';
+import { spawnCli } from '../helpers/cli.js';
 import { startRedisServer } from '../helpers/redis-server.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -120,6 +121,21 @@ describe('a hung Redis (SIGSTOPped: connections accepted, nothing answered)', ()
       redisServer.resume();
       await server?.close();
       await runtime?.stop();
+      await redisServer.stop();
+    }
+  });
+
+  it('`engagement top`: one line and exit 2 within seconds, not a wait for ever', async () => {
+    const redisServer = await startRedisServer();
+    redisServer.pause();
+    const top = spawnCli(['top'], { REDIS_URL: redisServer.url, REDIS_PREFIX: h.redis.prefix });
+    try {
+      const { code } = await within(top.exited, 15_000, 'engagement top against a hung Redis');
+      assert.equal(code, 2, top.output());
+      assert.match(top.output(), /cannot reach Redis at 127\.0\.0\.1:\d+/);
+    } finally {
+      top.child.kill('SIGKILL');
+      redisServer.resume();
       await redisServer.stop();
     }
   });
