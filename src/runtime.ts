@@ -45,7 +45,10 @@ export async function startHttpServer(
   logger: Logger,
 ): Promise<{ url: string; close(): Promise<void> }> {
   const redis = createRedis(config.redisUrl);
-  await redis.connect().catch(() => undefined); // /api/top answers 503 until Redis is back
+  const connecting = redis.connect().catch(() => undefined); // /api/top answers 503 until Redis is back
+  // Awaited only while Redis answers the sink: one that does not answer would hold the server's
+  // start for a reply timeout (REDIS_REPLY_TIMEOUT_MS) more, and /readyz says so meanwhile.
+  if (runtime.redisSink.client.status === 'ready') await connecting;
   const startedAt = new Date().toISOString();
   // Counted on delivery (every sink accepted), not on receipt: a stuck sink shows as 0/s.
   const meter = new ThroughputMeter(() => runtime.pipeline.deliveredEvents);
@@ -94,7 +97,11 @@ export async function startHttpServer(
           );
         else if (h.state !== 'up') reasons.push(`sink ${h.name} ${h.state}: ${h.error ?? 'unknown error'}`);
       }
-      if (redis.status !== 'ready') reasons.push(`Redis unreachable at ${redactSecrets(config.redisUrl)}`);
+      // Either client: this one serves /api/top and may sit idle on a connection to a Redis that
+      // stopped answering; the sink's talks to Redis every second (its window roll), so its
+      // connection is dropped within a reply timeout once Redis stops answering.
+      if (redis.status !== 'ready' || runtime.redisSink.client.status !== 'ready')
+        reasons.push(`Redis unreachable at ${redactSecrets(config.redisUrl)}`);
       return { ready: reasons.length === 0, reasons };
     },
     contentTitles: async (ids) => {
@@ -314,7 +321,14 @@ export async function startRuntime(
     throw err;
   }
   const heartbeat = new Heartbeat(pool, config.heartbeatIntervalMs, logger.child({ component: 'heartbeat' }));
-  const poller = new StatusPoller({ pool, slotName: config.slotName, metrics, logger, onSlotLost });
+  const poller = new StatusPoller({
+    pool,
+    slotName: config.slotName,
+    metrics,
+    logger,
+    onSlotLost,
+    sinks: sinks.map((s) => s.name),
+  });
   progress.trackHealth(() => pipeline.sinkHealth());
   progress.start();
   heartbeat.start();

@@ -43,6 +43,9 @@ export function registerTop(program: Command): void {
       const redis = new Redis(config.redisUrl, {
         lazyConnect: true,
         connectTimeout: 3_000,
+        // A Redis that accepts the connection but does not answer (stopped, frozen): the ready
+        // check and the read fail after this instead of waiting for ever.
+        commandTimeout: 3_000,
         maxRetriesPerRequest: 0,
         enableOfflineQueue: false,
         retryStrategy: () => null,

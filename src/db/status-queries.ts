@@ -137,6 +137,22 @@ export async function readDeadLetterDepth(db: Queryable): Promise<Record<string,
   return Object.fromEntries(rows.map((r) => [r.sink, r.n]));
 }
 
+/**
+ * Per sink with pending dead letters: how many, and the age in seconds of the oldest one (since
+ * its first failure, as DeadLetterStore.summary counts it). Sinks with none are absent.
+ */
+export async function readDeadLetterGauges(
+  db: Queryable,
+): Promise<Record<string, { pending: number; oldestSeconds: number }>> {
+  const { rows } = await db.query(
+    `SELECT sink, count(*)::int AS n, extract(epoch FROM now() - min(first_failed_at))::float8 AS oldest
+       FROM ${STATE_SCHEMA}.dead_letters WHERE replayed_at IS NULL GROUP BY sink`,
+  );
+  return Object.fromEntries(
+    rows.map((r) => [r.sink, { pending: r.n, oldestSeconds: Math.max(0, Math.round(Number(r.oldest))) }]),
+  );
+}
+
 /** Backfills not finished: running now (live), or failed / killed and waiting to be resumed. */
 export async function readBackfills(db: Queryable): Promise<BackfillRow[]> {
   const { rows } = await db.query(

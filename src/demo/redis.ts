@@ -18,6 +18,7 @@ export async function redisAnswers(url: string, timeoutMs = 1500): Promise<boole
   const client = new Redis(url, {
     lazyConnect: true,
     connectTimeout: timeoutMs,
+    commandTimeout: timeoutMs, // a Redis that accepts connections but does not answer: not answering
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
     enableOfflineQueue: false,

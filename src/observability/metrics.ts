@@ -63,7 +63,7 @@ export function createMetrics() {
     }),
     sinkUp: new client.Gauge({
       name: 'engagement_sink_up',
-      help: '1 when the last write to the sink succeeded, 0 during an outage',
+      help: '1 while the sink is up or behind (engagement_sink_state), 0 during an outage (down: failing, retried; failed: needs an operator)',
       labelNames: sinkLabels,
       registers: [registry],
     }),

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import {
   isBackfillRunning,
   readBackfills,
-  readDeadLetterDepth,
+  readDeadLetterGauges,
   readSlotStatus,
 } from '../db/status-queries.js';
 import { slotInvalidatedError } from '../db/migrate.js';
@@ -19,6 +19,13 @@ export class StatusPoller {
   private timer: NodeJS.Timeout | null = null;
   private polling = false;
   private reported = false;
+  /**
+   * Sinks whose dead-letter gauges are published: the configured ones and any that ever had
+   * dead letters (`source`, a sink configured before). Once a sink's series exists it stays,
+   * reading 0 when nothing is pending: a series that vanished at 0 would read as "no data" to
+   * an alert (`> 0` never resolves, `absent()` fires) instead of as the good news it is.
+   */
+  private readonly deadLetterSinks: Set<string>;
 
   constructor(
     private readonly options: {
@@ -28,8 +35,12 @@ export class StatusPoller {
       logger: Logger;
       intervalMs?: number;
       onSlotLost?: (err: PipelineError) => void;
+      /** The configured sinks: their dead-letter gauges read 0 from the first poll. */
+      sinks?: readonly string[];
     },
-  ) {}
+  ) {
+    this.deadLetterSinks = new Set(options.sinks ?? []);
+  }
 
   start(): void {
     void this.poll();
@@ -46,9 +57,9 @@ export class StatusPoller {
     this.polling = true;
     const { pool, slotName, metrics: m } = this.options;
     try {
-      const [slot, depth, backfills] = await Promise.all([
+      const [slot, dead, backfills] = await Promise.all([
         readSlotStatus(pool, slotName),
-        readDeadLetterDepth(pool),
+        readDeadLetterGauges(pool),
         readBackfills(pool),
       ]);
       m.slotActive.set(slot.active ? 1 : 0);
@@ -58,8 +69,11 @@ export class StatusPoller {
       if (slot.lagSeconds !== null) m.slotLagSeconds.set(slot.lagSeconds);
       if (slot.retainedBytes !== null) m.slotRetainedBytes.set(slot.retainedBytes);
       m.slotSafeWalSizeBytes.set(slot.safeWalSizeBytes ?? -1);
-      m.deadLettersPending.reset();
-      for (const [sink, n] of Object.entries(depth)) m.deadLettersPending.set({ sink }, n);
+      for (const sink of Object.keys(dead)) this.deadLetterSinks.add(sink);
+      for (const sink of this.deadLetterSinks) {
+        m.deadLettersPending.set({ sink }, dead[sink]?.pending ?? 0);
+        m.deadLettersOldestSeconds.set({ sink }, dead[sink]?.oldestSeconds ?? 0);
+      }
       m.backfillsInProgress.set(backfills.filter(isBackfillRunning).length);
       if (lost && !this.reported) {
         this.reported = true;

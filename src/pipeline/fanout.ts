@@ -115,7 +115,6 @@ export class Fanout {
       baseMs: options.failedRetryBaseMs ?? OPERATOR_BACKOFF.baseMs,
       maxMs: options.failedRetryMaxMs ?? OPERATOR_BACKOFF.maxMs,
     };
-    for (const sink of options.sinks) options.metrics.sinkUp.set({ sink: sink.name }, 1);
     this.updateGauges();
   }
 
@@ -196,10 +195,18 @@ export class Fanout {
     });
   }
 
+  /**
+   * The per-sink gauges, all from one health() reading so they never disagree: lag, state, and
+   * engagement_sink_up, which is 1 exactly while the state is up or behind (writes succeed) and
+   * 0 while it is down or failed, whatever made it so (a failed write here, or a failure the
+   * sink rides out inside a write that still resolves: the external sink dead-lettering under
+   * best-effort). Set nowhere else.
+   */
   private updateGauges(): void {
     const { metrics } = this.options;
     for (const h of this.health()) {
       metrics.sinkLagSeconds.set({ sink: h.name }, h.lagSeconds);
+      metrics.sinkUp.set({ sink: h.name }, h.state === 'up' || h.state === 'behind' ? 1 : 0);
       for (const state of ['up', 'behind', 'down', 'failed'] as const) {
         metrics.sinkState.set({ sink: h.name, state }, h.state === state ? 1 : 0);
       }
@@ -345,7 +352,6 @@ export class Fanout {
     const { metrics, logger } = this.options;
     const labels = { sink: t.sink.name };
     metrics.sinkErrors.inc(labels);
-    metrics.sinkUp.set(labels, 0);
     const error = describeError(err);
     const previous = t.failing;
     t.failing = { policy, since: previous?.since ?? Date.now(), error };
@@ -375,7 +381,6 @@ export class Fanout {
     metrics.sinkWriteSeconds.observe(labels, seconds);
     metrics.eventsDelivered.inc(labels, delivered);
     metrics.batchesDelivered.inc(labels);
-    metrics.sinkUp.set(labels, 1);
     const now = Date.now();
     metrics.sinkLastSuccess.set(labels, now / 1000);
     if (delivered > 0) this.options.onSuccess?.(t.sink.name, accepted);

@@ -128,7 +128,12 @@ function postgresPolicy(code: string): ErrorPolicy | null {
 function messagePolicy(message: string): ErrorPolicy | null {
   if (/^(NOAUTH|WRONGPASS|NOPERM)\b/.test(message)) return 'sink';
   if (/^(LOADING|BUSY|TRYAGAIN|CLUSTERDOWN|MASTERDOWN)\b/.test(message)) return 'transient';
-  if (/Connection is closed|Stream isn't writeable|connect ECONNREFUSED|socket hang up/i.test(message))
+  // ioredis's "Command timed out": Redis did not answer in time (src/sinks/redis/connection.ts).
+  if (
+    /Connection is closed|Stream isn't writeable|connect ECONNREFUSED|socket hang up|Command timed out/i.test(
+      message,
+    )
+  )
     return 'transient';
   if (/^(Catalog Error|Permission Error)\b/.test(message)) return 'sink';
   if (/^(Conversion Error|Invalid Input Error|Constraint Error|Out of Range Error)\b/.test(message))

@@ -21,7 +21,15 @@ export async function freePort(): Promise<number> {
 export async function startRedisServer(
   port?: number,
   args: string[] = [],
-): Promise<{ url: string; port: number; stop(): Promise<void> }> {
+): Promise<{
+  url: string;
+  port: number;
+  stop(): Promise<void>;
+  /** SIGSTOP: connections are still accepted (by the kernel's backlog), nothing is answered. */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
+}> {
   const p = port ?? (await freePort());
   const child: ChildProcess = spawn(
     'redis-server',
@@ -47,10 +55,13 @@ export async function startRedisServer(
     url,
     port: p,
     stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGKILL');
       await exited;
     },
+    pause: () => void child.kill('SIGSTOP'),
+    resume: () => void child.kill('SIGCONT'),
   };
 }
 

@@ -4,6 +4,7 @@ import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
 import { pino } from 'pino';
 import { Fanout } from '../../src/pipeline/fanout.js';
 import { createMetrics } from '../../src/observability/metrics.js';
+import { sinkStatsFromMetrics } from '../../src/observability/stats.js';
 import type { DeadLetterEntry } from '../../src/state/dead-letter.js';
 import type { Sink } from '../../src/sinks/sink.js';
 import { intBetween, prng, seeds } from '../helpers/prng.js';
@@ -142,6 +143,35 @@ describe('Fanout', () => {
       fanout.health().map((h) => [h.state, h.error]),
       [['up', null]],
     );
+    fanout.cancel();
+  });
+
+  it('engagement_sink_up follows the state: 0 while a sink rides out a failure inside writes that succeed', async () => {
+    // The external sink under best-effort: the outage's rows are dead-lettered, so write()
+    // resolves, but the sink reports the failure it is riding out (down in /readyz, /api/stats).
+    const sink = new PickySink('external', new Set());
+    let failure: string | null = null;
+    Object.assign(sink, { failure: () => failure });
+    const metrics = createMetrics();
+    const fanout = new Fanout({ sinks: [sink], metrics, logger: logCapture().logger });
+    const up = async () =>
+      (await metrics.sinkUp.get()).values.find((v) => v.labels.sink === 'external')?.value;
+    const stats = async () => (await sinkStatsFromMetrics(metrics, ['external']))[0];
+    assert.equal(await up(), 1);
+    failure = 'external system failing for 6 s: 503 Service Unavailable';
+    await fanout.write(batch(1, [1, 2]));
+    assert.equal(fanout.health()[0].state, 'down');
+    assert.equal(await up(), 0, 'sink_up is 0 while the state is down, although the write succeeded');
+    assert.deepEqual([(await stats()).state, (await stats()).up], ['down', false]);
+    // With no write at all, the health timer keeps the gauges in step with the state.
+    fanout.startHealthTimer(10);
+    failure = null;
+    await sleep(50);
+    assert.equal(await up(), 1);
+    assert.deepEqual([(await stats()).state, (await stats()).up], ['up', true]);
+    failure = 'external system failing for 1 s: 503 Service Unavailable';
+    await sleep(50);
+    assert.equal(await up(), 0);
     fanout.cancel();
   });
 

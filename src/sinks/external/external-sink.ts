@@ -237,7 +237,6 @@ export class ExternalSink implements Sink {
       keepAliveTimeout: 30_000,
       connect: { timeout: this.#o.timeoutMs },
     });
-    this.#o.metrics.sinkUp.set({ sink: SINK }, 1);
     this.#o.metrics.circuitOpen.set(0);
     this.#redriver?.start();
     this.#o.logger.info(
@@ -496,14 +495,12 @@ export class ExternalSink implements Sink {
     this.#streakFailures += 1;
     if (this.#failingSince !== null) return;
     this.#failingSince = Date.now();
-    this.#o.metrics.sinkUp.set({ sink: SINK }, 0);
     this.#o.logger.warn({ sink: SINK, url: this.#safeUrl }, `external system failing: ${error}`);
   }
 
   #noteUp(): void {
     if (this.#failingSince === null) return;
     const seconds = ((Date.now() - this.#failingSince) / 1000).toFixed(1);
-    this.#o.metrics.sinkUp.set({ sink: SINK }, 1);
     this.#o.logger.info(
       { sink: SINK, failedAttempts: this.#streakFailures },
       `external system recovered after ${seconds} s`,

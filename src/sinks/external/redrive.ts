@@ -175,7 +175,10 @@ export class Redriver {
   }
 
   async #refreshGauges(): Promise<void> {
+    // Both gauges, 0 when none is pending (never removed): the only source of them where no
+    // StatusPoller runs (`work`); in `run` the poller sets the same values from the same table.
     const summary = await this.#o.store.summary(this.#o.sink);
+    this.#o.metrics.deadLettersPending.set({ sink: this.#o.sink }, summary.pending);
     this.#o.metrics.deadLettersOldestSeconds.set({ sink: this.#o.sink }, summary.oldestPendingSeconds ?? 0);
   }
 }

@@ -13,7 +13,14 @@ import {
   redisKeys,
   type RedisKeys,
 } from './keys.js';
-import { isRefusedDatabase, refuseUnselectedDatabase } from './connection.js';
+import {
+  boundReplies,
+  hostOf,
+  isRefusedDatabase,
+  isReplyTimeout,
+  REDIS_REPLY_TIMEOUT_MS,
+  refuseUnselectedDatabase,
+} from './connection.js';
 import { leaderboardOps, rollWindowArgs, seenArgs } from './leaderboard-ops.js';
 
 const APPLY_BATCH_LUA = readFileSync(new URL('./apply-batch.lua', import.meta.url), 'utf8');
@@ -52,7 +59,8 @@ export interface RedisSinkOptions {
 }
 
 /**
- * ioredis client shared by the sink and readers: fail fast while Redis is down, reconnect
+ * ioredis client shared by the sink and readers: fail fast while Redis is down or does not
+ * answer (every reply is awaited for a bounded time, see REDIS_REPLY_TIMEOUT_MS), reconnect
  * forever. `redis+cluster://[user:pass@]host:port,host:port` (or `rediss+cluster://`) gives a
  * Redis Cluster client; it answers every command the sink and readers use, so callers keep the
  * `Redis` type (all our keys share one hash tag, see assertClusterPrefix).
@@ -61,6 +69,8 @@ export function createRedis(url: string): Redis {
   const options: RedisOptions = {
     maxRetriesPerRequest: 1,
     connectTimeout: 5_000,
+    // The floor for commands that do not pass through boundReplies (a cluster node's own).
+    commandTimeout: REDIS_REPLY_TIMEOUT_MS,
     retryStrategy: (times) => Math.min(100 * times, 2_000),
   };
   const cluster = parseClusterUrl(url);
@@ -72,11 +82,13 @@ export function createRedis(url: string): Redis {
       lazyConnect: true,
     });
     client.on('error', () => undefined); // surfaced by the failing command; ioredis reconnects
-    return client as unknown as Redis;
+    // (Its commands are bounded by their size; a node that stops answering is the cluster
+    // client's to replace, not dropped here.)
+    return boundReplies(client as unknown as Redis, { reconnect: false });
   }
   const redis = new Redis(url, { ...options, enableOfflineQueue: false, lazyConnect: true });
   redis.on('error', () => undefined); // surfaced by the failing command; ioredis reconnects
-  return refuseUnselectedDatabase(redis, url);
+  return refuseUnselectedDatabase(boundReplies(redis, { reconnect: true }), url);
 }
 
 /** `redis+cluster://[user:pass@]h1:p1,h2:p2[/]` -> seed nodes and credentials; null for a plain URL. */
@@ -144,6 +156,10 @@ export class RedisSink implements Sink {
   private readonly identity: SourceIdentity;
   /** Streams whose watermark of another source was reported (one warning per stream). */
   private readonly foreignReported = new Set<string>();
+  /** Between start() and stop(): when failure() speaks. */
+  private started = false;
+  /** The client's last error (a refused connection, a reply that did not come), for failure(). */
+  private lastError: string | null = null;
 
   constructor(private readonly options: RedisSinkOptions) {
     assertClusterPrefix(options.url, options.prefix);
@@ -153,6 +169,8 @@ export class RedisSink implements Sink {
       sink: 'Redis',
     });
     this.redis = createRedis(options.url) as ScriptedRedis;
+    this.redis.on('error', (err: unknown) => (this.lastError = describeError(err)));
+    this.redis.on('ready', () => (this.lastError = null));
     this.redis.defineCommand('applyBatch', { lua: APPLY_BATCH_LUA });
     this.redis.defineCommand('rollWindow', { lua: ROLL_WINDOW_LUA });
     this.now = options.clock ?? Date.now;
@@ -162,12 +180,28 @@ export class RedisSink implements Sink {
     return this.redis;
   }
 
+  /**
+   * While the client has no working connection (Redis refusing, or not answering: see
+   * REDIS_REPLY_TIMEOUT_MS), the sink is down even before a write fails, so an idle pipeline
+   * reports it too (/readyz, engagement_sink_up, /api/stats, status).
+   */
+  failure(): string | null {
+    if (!this.started || this.redis.status === 'ready') return null;
+    return `Redis unreachable at ${hostOf(this.options.url)}${this.lastError ? `: ${this.lastError}` : ''}`;
+  }
+
   async start(): Promise<void> {
-    // Redis down at start is ridden out (ioredis reconnects); a refused database is not.
+    // Redis down (or not answering) at start is ridden out: ioredis reconnects, writes fail
+    // fast and are retried, the sink shows down meanwhile. A refused database is not.
     if (this.redis.status === 'wait')
       await this.redis.connect().catch((err: unknown) => {
         if (isRefusedDatabase(err)) throw err;
+        this.options.logger.warn(
+          `Redis unreachable at ${hostOf(this.options.url)} at start-up (${this.lastError ?? describeError(err)}); ` +
+            'starting anyway: Redis writes are held (source position too) and retried until it answers',
+        );
       });
+    this.started = true;
     // One rebuild at start: heals a window that drifted from its buckets (a bucket deleted or
     // evicted by hand, a version that kept the ZSETs differently); from then on, rolls.
     await this.refreshWindows().catch((err) =>
@@ -186,6 +220,35 @@ export class RedisSink implements Sink {
 
   async write(batch: Batch): Promise<void> {
     if (batch.events.length === 0) return;
+    try {
+      await this.writeStream(batch);
+    } catch (err) {
+      throw this.unreachable(err) ?? err;
+    }
+  }
+
+  /**
+   * A write that failed because Redis refused the connection or did not answer (the client is
+   * not ready, or a reply timed out), as one line naming Redis, instead of the client's words
+   * ("Stream isn't writeable ...", "Command timed out"). Transient: retried.
+   */
+  private unreachable(err: unknown): PipelineError | null {
+    if (err instanceof PipelineError) return null;
+    const timedOut = isReplyTimeout(err);
+    if (!timedOut && this.redis.status === 'ready') return null;
+    const host = hostOf(this.options.url);
+    return new PipelineError(
+      ErrorCodes.REDIS_UNREACHABLE,
+      timedOut
+        ? `Redis at ${host} not answering: no reply within ${REDIS_REPLY_TIMEOUT_MS / 1000} s (more for a large batch)`
+        : `Redis unreachable at ${host}: ${this.lastError ?? describeError(err)}`,
+      'transient',
+      undefined,
+      { cause: err },
+    );
+  }
+
+  private async writeStream(batch: Batch): Promise<void> {
     await this.rollBefore(batch.events, this.now());
     // Stored with the watermark; '' for a stream without one (Kafka messages of an earlier capture).
     const sourceId = batch.sourceId ?? (await this.identity.of(batch.stream)) ?? '';
@@ -342,6 +405,7 @@ export class RedisSink implements Sink {
   }
 
   async stop(): Promise<void> {
+    this.started = false;
     if (this.ticker) clearInterval(this.ticker);
     await this.rolling?.catch(() => undefined);
     this.redis.disconnect();
