@@ -7,6 +7,7 @@ import { createMetrics, type Metrics } from '../../src/observability/metrics.js'
 import { StatusPoller } from '../../src/observability/status-poller.js';
 import { DeadLetterStore } from '../../src/state/dead-letter.js';
 import { freshDatabase } from '../helpers/postgres.js';
+import { externalDeadLetters } from '../helpers/dead-letters.js';
 
 /** The gauge's value per sink label, as /metrics exposes it (absent labels are absent). */
 async function bySink(metrics: Metrics, name: string): Promise<Map<string, number>> {
@@ -32,25 +33,14 @@ describe('dead-letter gauges of the running pipeline (StatusPoller)', () => {
     await db.drop();
   });
 
+  const pollerFor = (metrics: ReturnType<typeof createMetrics>, sinks?: string[]) =>
+    new StatusPoller({ pool, slotName: 'no_such_slot_dlgauge', metrics, logger: silentLogger(), sinks });
+
   it('read 0 once every dead letter of a sink is replayed, instead of vanishing from /metrics', async () => {
     const store = new DeadLetterStore(pool);
     const metrics = createMetrics();
-    const poller = new StatusPoller({
-      pool,
-      slotName: 'no_such_slot_dlgauge',
-      metrics,
-      logger: silentLogger(),
-    });
-    await store.record(
-      [1, 2, 3].map((id) => ({
-        sink: 'external',
-        eventId: id,
-        idempotencyKey: String(id),
-        event: { event_id: id },
-        lastError: '503 Service Unavailable',
-        attempts: 1,
-      })),
-    );
+    const poller = pollerFor(metrics);
+    await store.record(externalDeadLetters([1, 2, 3]));
     // A sink that is not configured (bad source rows) gets its series once it has dead letters.
     await store.record([
       {
@@ -89,13 +79,7 @@ describe('dead-letter gauges of the running pipeline (StatusPoller)', () => {
 
   it('the configured sinks read 0 from the first poll, before they ever had a dead letter', async () => {
     const metrics = createMetrics();
-    const poller = new StatusPoller({
-      pool,
-      slotName: 'no_such_slot_dlgauge',
-      metrics,
-      logger: silentLogger(),
-      sinks: ['analytics', 'redis', 'external'],
-    });
+    const poller = pollerFor(metrics, ['analytics', 'redis', 'external']);
     await poller.poll();
     for (const name of ['engagement_dead_letters_pending', 'engagement_dead_letters_oldest_pending_seconds'])
       assert.deepEqual(Object.fromEntries(await bySink(metrics, name)), {

@@ -24,6 +24,7 @@ import { externalSinkFromConfig } from '../../src/sinks/factory.js';
 import { closeServer, listen, readBody } from '../helpers/http-server.js';
 import { freshDatabase, query } from '../helpers/postgres.js';
 import { waitFor } from '../helpers/wait.js';
+import { externalDeadLetters } from '../helpers/dead-letters.js';
 
 const SECRET = 'test-secret-value';
 
@@ -948,16 +949,7 @@ describe('DeadLetterStore', () => {
   it('lists oldest first by id as a number (ids past 9 after ids below 10)', async () => {
     await pool.query('TRUNCATE engagement_pipeline.dead_letters RESTART IDENTITY');
     // One statement: every row gets the same failure time, so the id alone orders them.
-    await store.record(
-      range(1, 12).map((id) => ({
-        sink: 'external',
-        eventId: id,
-        idempotencyKey: String(id),
-        event: { event_id: id },
-        lastError: '503 Service Unavailable',
-        attempts: 1,
-      })),
-    );
+    await store.record(externalDeadLetters(range(1, 12)));
     const ids = (await store.list({ limit: 100 })).map((r) => Number(r.id));
     assert.deepEqual(ids, range(1, 12));
     const firstThree = (await store.listRedrivable('external', 3)).map((r) => Number(r.id));
