@@ -157,7 +157,7 @@ export function registerWork(program: Command): void {
           await feed.start();
           await worker.start();
         } catch (err) {
-          throw kafkaUnreachable(brokers, err);
+          throw kafkaUnreachable(brokers, err, [wire.contentTopic, wire.eventsTopic]);
         }
       } catch (err) {
         await shutdown();

@@ -132,7 +132,19 @@ function installControllerFallback(): void {
 }
 
 /** One line for "cannot reach Kafka" (exit 1), naming the brokers but nothing secret. */
-export function kafkaUnreachable(brokers: string[], err: unknown): PipelineError {
+export function kafkaUnreachable(brokers: string[], err: unknown, topics: string[] = []): PipelineError {
+  // The brokers answered: a topic is missing (kafkajs: UNKNOWN_TOPIC_OR_PARTITION).
+  if (
+    (err as { type?: unknown } | null)?.type === 'UNKNOWN_TOPIC_OR_PARTITION' ||
+    /does not host this topic-partition/.test((err as Error | null)?.message ?? '')
+  )
+    return new PipelineError(
+      ErrorCodes.CONFIG,
+      `Kafka at ${brokers.join(',')} does not have ${topics.length > 0 ? `the topics ${topics.join(', ')}` : 'a topic this command reads'}`,
+      'config',
+      'check the topic names (for --format debezium: --topic-prefix, the connector topic.prefix) and that their producer (the connector, or `engagement capture --to-kafka`) has created them',
+      { cause: err },
+    );
   return new PipelineError(
     ErrorCodes.KAFKA_UNREACHABLE,
     `cannot reach Kafka at ${brokers.join(',')}: ${(err as Error).message ?? String(err)}`,

@@ -34,3 +34,21 @@ describe('a destination unreachable at start-up is a configuration error (exit 2
     assert.equal(err.kind, 'config');
   });
 });
+
+describe('a Kafka topic that does not exist is named as such, not as unreachable brokers', () => {
+  it('kafkajs UNKNOWN_TOPIC_OR_PARTITION', () => {
+    const missing = Object.assign(new Error('This server does not host this topic-partition'), {
+      type: 'UNKNOWN_TOPIC_OR_PARTITION',
+    });
+    const err = kafkaUnreachable(['127.0.0.1:9092'], missing, [
+      'nope.public.content',
+      'nope.public.engagement_events',
+    ]);
+    assert.equal(err.code, 'EP_ERR_CONFIG');
+    assert.match(
+      err.message,
+      /does not have the topics nope\.public\.content, nope\.public\.engagement_events/,
+    );
+    assert.match(err.hint ?? '', /--topic-prefix/);
+  });
+});
