@@ -22,6 +22,9 @@ import {
 } from './common.js';
 import { discoverShape } from '../db/catalog.js';
 
+/** Dead-letter ids are BIGINT. */
+const MAX_BIGINT = 9223372036854775807n;
+
 const EXTERNAL_KEYS = [
   'databaseUrl',
   ...SOURCE_CONFIG_KEYS,
@@ -88,8 +91,10 @@ export function registerDlq(program: Command): void {
             .split(',')
             .map((s) => s.trim())
         : null;
-      if (ids?.some((id) => !/^\d+$/.test(id)))
+      if (ids?.some((id) => !/^\d+$/.test(id) || BigInt(id) > MAX_BIGINT))
         throw configError(`--id must be numeric ids, got ${String(options.id)}`);
+      // As Postgres prints them (007 is 7), to compare with the stored ids.
+      ids?.forEach((id, i) => (ids[i] = BigInt(id).toString()));
       const logger = createLogger(config.logLevel);
       // The callback's exit code (1 when some fail again) is the command's: returned, not dropped.
       return await withStore(requireDatabaseUrl(config), async (store, pool) => {

@@ -74,9 +74,10 @@ CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.sink_progress (
 ALTER TABLE ${STATE_SCHEMA}.sink_progress
   ADD COLUMN IF NOT EXISTS state      TEXT,
   ADD COLUMN IF NOT EXISTS last_error TEXT;
--- The process that wrote the state: a consumer group's workers share one row (sink-progress.ts).
+-- The process that wrote the state, and when: a consumer group's workers share one row (sink-progress.ts).
 ALTER TABLE ${STATE_SCHEMA}.sink_progress
-  ADD COLUMN IF NOT EXISTS writer TEXT;
+  ADD COLUMN IF NOT EXISTS writer TEXT,
+  ADD COLUMN IF NOT EXISTS health_at TIMESTAMPTZ;
 -- Which slots migrate created, so a slot that disappears later is recognised as lost, not new.
 CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.slot_state (
   slot_name    TEXT PRIMARY KEY,

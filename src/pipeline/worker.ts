@@ -166,7 +166,10 @@ export class KafkaWorker {
     try {
       await admin.connect();
       const { groups } = await admin.describeGroups([this.options.group]);
-      const members = groups[0]?.members.length ?? 0;
+      // A rebalance under way lists a joiner before it may refuse by itself; this worker's own
+      // GROUP_JOIN follows and schedules the check again.
+      if (groups[0]?.state !== 'Stable') return;
+      const members = groups[0].members.length;
       if (members > 1 && generation === this.generation)
         this.refuseShared(`${members - 1} other worker(s) joined`);
     } catch (err) {

@@ -359,6 +359,8 @@ export class ReplicationSource {
         failure = err;
       }
       if (this.stopping) return;
+      // Lost from now (/readyz), also while the handler below still waits on Postgres.
+      if (attempt === 0) this.lostAtMs = lostAt = Date.now();
       await this.service?.destroy().catch(() => undefined);
       // A change still being handled (waiting for Postgres, say) finishes first: the open
       // transaction is reset, and the stream replayed, only once nothing of the old one runs.
@@ -373,7 +375,6 @@ export class ReplicationSource {
         { retryInMs: delay, attempt },
         `replication stream lost: ${failure ? describeError(failure) : 'connection closed'}`,
       );
-      if (attempt === 1) this.lostAtMs = lostAt = Date.now();
       await pause(delay);
       if (this.stopping) return;
       let same: boolean;

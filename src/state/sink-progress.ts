@@ -13,11 +13,13 @@ export const PROCESS_WRITER = `${hostname()}:${process.pid}`;
 /**
  * The health upsert's tail when several processes share the rows: a writer replaces the row
  * when it wrote it, when it reports a worse state (or the same with more lag), or when the
- * row's writer stopped refreshing it (gone: 5 s, five of its intervals). Otherwise the last
+ * row's writer stopped refreshing it (gone: 5 s, five of its intervals; health_at, since every
+ * worker's progress write bumps updated_at). Otherwise the last
  * writer would win every second, and a group with one failing worker would read 'up'.
  */
-const HEALTH_SHARED_SQL = `, writer = EXCLUDED.writer
-         WHERE s.writer IS NULL OR s.writer = EXCLUDED.writer OR s.updated_at < now() - interval '5 seconds'
+const HEALTH_SHARED_SQL = `, writer = EXCLUDED.writer, health_at = now()
+         WHERE s.writer IS NULL OR s.writer = EXCLUDED.writer
+            OR s.health_at IS NULL OR s.health_at < now() - interval '5 seconds'
             OR ${severity('EXCLUDED.state')} > ${severity('s.state')}
             OR (${severity('EXCLUDED.state')} = ${severity('s.state')}
                 AND coalesce(EXCLUDED.lag_seconds, 0) >= coalesce(s.lag_seconds, 0))`;
@@ -147,8 +149,8 @@ export class SinkProgressWriter {
       .query(
         // A sink that never succeeded still gets a row (last_success_at = epoch: "never").
         `INSERT INTO ${STATE_SCHEMA}.sink_progress AS s
-           (slot_name, sink, last_success_at, lag_seconds, state, last_error, updated_at${this.writer ? ', writer' : ''})
-         SELECT $1, u.sink, to_timestamp(0), u.lag, u.state, u.error, now()${this.writer ? ', $6' : ''}
+           (slot_name, sink, last_success_at, lag_seconds, state, last_error, updated_at${this.writer ? ', writer, health_at' : ''})
+         SELECT $1, u.sink, to_timestamp(0), u.lag, u.state, u.error, now()${this.writer ? ', $6, now()' : ''}
            FROM unnest($2::text[], $3::float8[], $4::text[], $5::text[]) AS u(sink, lag, state, error)
          ON CONFLICT (slot_name, sink) DO UPDATE SET
            lag_seconds = EXCLUDED.lag_seconds, state = EXCLUDED.state, last_error = EXCLUDED.last_error,

@@ -164,6 +164,13 @@ describe('fault: Postgres restarted mid-stream', () => {
        COMMIT`,
     );
     const stoppedMs = await fastShutdown(dataDir, 45_000);
+    // Lost (and so /readyz 503 after 5 s) although the handler still waits for Postgres.
+    await waitFor(
+      'the source sees its stream lost',
+      () => runtime!.pipeline.source.lostSince !== null,
+      10_000,
+      50,
+    );
     cluster = await startEmbeddedPostgres({ dataDir, port });
     const cleared = Date.now();
     const recoveryMs = await drainAndStop(h, runtime, cleared, {

@@ -5,6 +5,7 @@ import type pg from 'pg';
 import { createPool } from '../../src/db/postgres.js';
 import { STATE_SCHEMA_SQL } from '../../src/db/schema.js';
 import { createLogger } from '../../src/logger.js';
+import type { Batch } from '../../src/domain/types.js';
 import type { SinkHealth } from '../../src/observability/stats.js';
 import { SinkProgressWriter } from '../../src/state/sink-progress.js';
 import { freshDatabase, query } from '../helpers/postgres.js';
@@ -57,8 +58,19 @@ describe('sink progress shared by a consumer group (one row per group and sink)'
     await failing.flush();
     await healthy.flush();
     assert.equal((await row()).state, 'down');
-    await sleep(5_500);
-    await healthy.flush();
+    // ... also while the healthy worker keeps delivering (its progress write refreshes the row).
+    const batch = {
+      seq: 1,
+      stream: 'kafka:t:0',
+      events: [{ committed_at: new Date().toISOString() }],
+      positions: ['1'],
+      ackLsn: null,
+    } as unknown as Batch;
+    for (let i = 0; i < 6; i++) {
+      healthy.record('kafka', batch);
+      await healthy.flush();
+      await sleep(1_000);
+    }
     assert.equal((await row()).state, 'up');
   });
 });

@@ -127,6 +127,15 @@ describe('operating the pipeline: dlq, status, heartbeat, slot safety', () => {
     );
     assert.equal(unknown.code, 2, unknown.output);
     assert.match(unknown.output, /no dead letter with id (\d+, )?999999; nothing replayed/);
+    // Ids as Postgres prints them (007 is 7); past BIGINT, the flag's own line.
+    const padded = await runCli(['dlq', 'replay', '--id', '007'], cliEnv(h, { EXTERNAL_URL: mock.url }));
+    assert.match(padded.output, /no dead letter with id 7; nothing replayed/);
+    const huge = await runCli(
+      ['dlq', 'replay', '--id', '99999999999999999999'],
+      cliEnv(h, { EXTERNAL_URL: mock.url }),
+    );
+    assert.equal(huge.code, 2, huge.output);
+    assert.match(huge.output, /--id must be numeric ids/);
   });
 
   it('status reports what Postgres reports, and per-sink progress written by the pipeline', async () => {

@@ -159,8 +159,14 @@ export class KafkaEnrichedSink implements Sink {
       });
     });
     if (messages.length === 0) return;
-    // On failure nothing is recorded: the next attempt sees the end offsets and re-reads.
-    const results = await this.producer.send({ topic: this.options.topic, acks: -1, messages });
+    // On failure nothing is recorded: the next attempt sees the end offsets and re-reads, with
+    // the partition count read again (the topic may have been recreated with fewer).
+    const results = await this.producer
+      .send({ topic: this.options.topic, acks: -1, messages })
+      .catch(async (err: unknown) => {
+        await this.readPartitionCount().catch(() => undefined);
+        throw err;
+      });
     for (const r of results) {
       const written = sent.get(r.partition);
       if (!written || r.baseOffset === undefined) continue;

@@ -145,6 +145,8 @@ export class RedisSink implements Sink {
   readonly keys: RedisKeys;
   private readonly redis: ScriptedRedis;
   private ticker: NodeJS.Timeout | null = null;
+  /** Writes in flight (the ticker stays out of their way). */
+  private writes = 0;
   private readonly now: () => number;
   /** The last minute of the stored window as this process last saw it (it only moves forward). */
   private windowTo = '';
@@ -210,7 +212,10 @@ export class RedisSink implements Sink {
     // Every second, not only when the clock passed the window's end: a roll that finds the
     // window current costs two reads, and one that finds it gone (FLUSHALL) rebuilds it.
     this.ticker = setInterval(() => {
-      if (this.rolling) return;
+      // Not behind a write: replies come in order, so a roll sent now would wait for the
+      // write's reply under its own, shorter, reply bound (connection.ts) and could drop the
+      // connection while Redis is still working on a large batch. The write rolls first anyway.
+      if (this.rolling || this.writes > 0) return;
       this.rolling = this.rollWindow()
         .catch((err) => this.options.logger.debug(`leaderboard window roll failed: ${describeError(err)}`))
         .finally(() => (this.rolling = null));
@@ -220,10 +225,13 @@ export class RedisSink implements Sink {
 
   async write(batch: Batch): Promise<void> {
     if (batch.events.length === 0) return;
+    this.writes += 1;
     try {
       await this.writeStream(batch);
     } catch (err) {
       throw this.unreachable(err) ?? err;
+    } finally {
+      this.writes -= 1;
     }
   }
 
