@@ -5,7 +5,7 @@ import { ContentHistory } from '../enrichment/content-history.js';
 import { assertReplicaIdentity, discoverShape, sourceTablesExist, type ShapeSettings } from './catalog.js';
 import { ident, withClient } from './postgres.js';
 import { assertPublicationStreams } from './publication.js';
-import { SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_SCHEMA_SQL } from './schema.js';
+import { SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_SCHEMA_SQL, STATE_TABLES_SQL } from './schema.js';
 
 export interface MigrateOptions extends ShapeSettings {
   slotName: string;
@@ -44,14 +44,18 @@ export async function migrate(databaseUrl: string, options: MigrateOptions): Pro
     // A table that does not fit (a needed column missing, an unsupported key type) stops here, in one line.
     const shape = await discoverShape(client, options);
     await assertReplicaIdentity(client, shape);
-    await client.query(STATE_SCHEMA_SQL);
+    const owner = await stateSchemaOwner(client);
+    if (owner === null) await client.query(STATE_SCHEMA_SQL);
+    else await asOwner(client, owner, () => client.query(STATE_TABLES_SQL));
     await stateTablesToSchemaOwner(client);
+    const state = (work: () => Promise<unknown>) => asOwner(client, owner, work);
     const publication = await ensurePublication(client, options.publicationName, shape);
-    const slot = await ensureSlot(client, options.slotName, options.recreateSlot ?? false);
+    const slot = await ensureSlot(client, options.slotName, options.recreateSlot ?? false, state);
     // A new slot starts a new content history, as close to its starting point as we can read.
-    if (slot !== 'present') await restartContentHistory(client, options.slotName, shape);
+    if (slot !== 'present') await state(() => restartContentHistory(client, options.slotName, shape));
     const report: MigrateReport = { createdTables, shape, publication, slot };
-    if (slot === 'recreated') report.lastDeliveredAt = await lastDeliveredAt(client, options.slotName);
+    if (slot === 'recreated')
+      await state(async () => (report.lastDeliveredAt = await lastDeliveredAt(client, options.slotName)));
     return report;
   });
 }
@@ -142,15 +146,19 @@ async function ensureSlot(
   client: pg.Client,
   name: string,
   recreate: boolean,
+  state: (work: () => Promise<unknown>) => Promise<unknown>,
 ): Promise<MigrateReport['slot']> {
   const slot = await readSlot(client, name);
-  const known = await client.query<{ created_at: string }>(
-    `SELECT created_at::text FROM ${STATE_SCHEMA}.slot_state WHERE slot_name = $1`,
-    [name],
-  );
+  let known!: pg.QueryResult<{ created_at: string }>;
+  await state(async () => {
+    known = await client.query<{ created_at: string }>(
+      `SELECT created_at::text FROM ${STATE_SCHEMA}.slot_state WHERE slot_name = $1`,
+      [name],
+    );
+  });
   if (slot.exists && slot.otherDatabase) throw slotOfOtherDatabaseError(name, slot.database ?? null);
   if (slot.exists && slot.walStatus !== 'lost') {
-    if (known.rowCount === 0) await recordSlot(client, name);
+    if (known.rowCount === 0) await state(() => recordSlot(client, name));
     return 'present';
   }
   if (slot.exists) {
@@ -168,8 +176,44 @@ async function ensureSlot(
     `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`,
     [name],
   );
-  await recordSlot(client, name, rows[0].lsn);
+  await state(() => recordSlot(client, name, rows[0].lsn));
   return slot.exists || (known.rowCount ?? 0) > 0 ? 'recreated' : 'created';
+}
+
+/** The state schema's owner when it exists and is another role than the one migrating; else null. */
+async function stateSchemaOwner(client: pg.Client): Promise<string | null> {
+  const { rows } = await client.query<{ owner: string; exists: boolean }>(
+    `SELECT pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = $1 AND nspowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)`,
+    [STATE_SCHEMA],
+  );
+  return rows[0]?.owner ?? null;
+}
+
+/**
+ * Runs `work` as `owner` (SET ROLE) when one is given. The pipeline's own role owns the state
+ * schema (`--create-role`), so it can put triggers, column defaults or views on those tables,
+ * and such code runs with the rights of whoever reads or writes them: an administrator's
+ * migrate writing `slot_state` ran the role's trigger as a superuser. So migrate touches that
+ * schema only with the owner's rights, and keeps its own for the publication and the slot.
+ */
+async function asOwner<T>(client: pg.Client, owner: string | null, work: () => Promise<T>): Promise<T> {
+  if (owner === null) return work();
+  try {
+    await client.query(`SET ROLE ${ident(owner)}`);
+  } catch (err) {
+    if ((err as { code?: string }).code !== '42501') throw err;
+    throw new PipelineError(
+      ErrorCodes.CONFIG,
+      `the state schema ${STATE_SCHEMA} belongs to role ${owner}, and migrate works in it only with that role's rights, which the connected role cannot take`,
+      'config',
+      `run migrate as a superuser, as ${owner} itself, or as a member of it (GRANT ${ident(owner)} TO <you>)`,
+    );
+  }
+  try {
+    return await work();
+  } finally {
+    await client.query('RESET ROLE');
+  }
 }
 
 /**

@@ -162,4 +162,46 @@ describe('engagement migrate --create-role: the pipeline runs as a least-privile
     );
     assert.equal(versions.length, 1);
   });
+  it("`migrate --recreate-slot` by an administrator runs nothing of the role's with the administrator's rights", async () => {
+    // The role owns its state tables, so it can hang a trigger on them; a trigger runs with the
+    // rights of whoever writes the table. This one tries to make the role a superuser and
+    // records whom it ran as.
+    await query(
+      roleUrl,
+      `CREATE TABLE engagement_pipeline.trigger_ran_as (who text);
+       CREATE FUNCTION engagement_pipeline.escalate() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         INSERT INTO engagement_pipeline.trigger_ran_as VALUES (current_user);
+         BEGIN EXECUTE format('ALTER ROLE %I SUPERUSER', session_user); EXCEPTION WHEN others THEN NULL; END;
+         RETURN coalesce(NEW, OLD);
+       END $$;
+       CREATE TRIGGER escalate BEFORE INSERT OR UPDATE OR DELETE ON engagement_pipeline.slot_state
+         FOR EACH ROW EXECUTE FUNCTION engagement_pipeline.escalate();
+       CREATE TRIGGER escalate BEFORE INSERT OR UPDATE OR DELETE ON engagement_pipeline.content_history
+         FOR EACH ROW EXECUTE FUNCTION engagement_pipeline.escalate();`,
+    );
+    // REPLICATION lets the role drop its slot (an invalidated slot leads to the same recovery).
+    await query(
+      roleUrl,
+      `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database()`,
+    );
+    const recreate = await runCli(['migrate', '--recreate-slot'], { DATABASE_URL: db.url });
+    assert.equal(recreate.code, 0, recreate.output);
+    assert.match(recreate.output, /recreated/);
+    const ran = await query<{ who: string }>(
+      db.url,
+      'SELECT DISTINCT who FROM engagement_pipeline.trigger_ran_as',
+    );
+    assert.deepEqual(
+      ran.map((r) => r.who),
+      [role],
+      "the triggers ran, and only with the role's rights",
+    );
+    const [attrs] = await query<{ rolsuper: boolean }>(
+      db.url,
+      'SELECT rolsuper FROM pg_roles WHERE rolname = $1',
+      [role],
+    );
+    assert.equal(attrs.rolsuper, false);
+  });
 });
