@@ -12,6 +12,13 @@ export interface TransactionAssemblerOptions<B extends DispatchUnit> {
   onBadRow: (change: Extract<Change, { kind: 'bad-row' }>) => Promise<void>;
 }
 
+/**
+ * Event deletes remembered per transaction (about 10 MB): a transaction that moves more rows than
+ * this across partitions has its later rows delivered as events (every sink keeps the first
+ * copy of an event_id; the external system receives the moved row).
+ */
+const MAX_TRACKED_DELETES = 100_000;
+
 /** The source transaction being read: its commit position, commit time and the next event's index in it. */
 export interface OpenTransaction {
   commitLsn: string;
@@ -34,6 +41,13 @@ export abstract class TransactionAssembler<B extends DispatchUnit> implements Op
   protected closed = false;
   /** Between a begin and its commit. */
   private inTransaction = false;
+  /**
+   * Event ids deleted so far in the open transaction, not yet counted (null: none). Postgres
+   * decodes an UPDATE that moves a row of a partitioned events table to another partition as a
+   * delete and an insert of the same id: that pair is one update, ignored and counted as one,
+   * not a delete and a new event. Deletes left at the commit are counted there.
+   */
+  private deletedIds: Set<string> | null = null;
 
   constructor(protected readonly base: TransactionAssemblerOptions<B>) {
     base.dispatcher.bind(this);
@@ -67,8 +81,10 @@ export abstract class TransactionAssembler<B extends DispatchUnit> implements Op
       case 'begin':
         this.tx = { commitLsn: change.commitLsn, committedAt: change.committedAt, index: 0 };
         this.inTransaction = true;
+        this.deletedIds = null;
         return;
       case 'event':
+        if (this.deletedIds?.delete(String(change.row.id))) return this.ignore('event-update');
         return this.onEvent(change.row, this.tx.index++);
       case 'content-upsert':
       case 'content-delete':
@@ -78,20 +94,27 @@ export abstract class TransactionAssembler<B extends DispatchUnit> implements Op
         // Handled by the source, which stops taking changes there.
         return;
       case 'ignored':
-        this.base.metrics.ignoredChanges.inc({ kind: change.what });
-        this.base.logger.debug(
-          { kind: change.what },
-          'engagement_events change ignored (events are immutable facts)',
-        );
+        if (change.eventId === undefined) return this.ignore(change.what);
+        this.deletedIds ??= new Set();
+        if (this.deletedIds.size < MAX_TRACKED_DELETES) this.deletedIds.add(change.eventId);
+        else this.ignore(change.what); // (a mass delete: memory stays bounded; see MAX_TRACKED_DELETES)
         return;
       case 'bad-row':
         this.base.metrics.badRows.inc();
         this.base.logger.error({ table: change.table }, `bad source row dead-lettered: ${change.reason}`);
         return this.base.onBadRow(change);
       case 'commit':
+        if (this.deletedIds !== null) this.ignore('event-delete', this.deletedIds.size);
+        this.deletedIds = null;
         return this.onCommit(change);
     }
   };
+
+  private ignore(kind: Extract<Change, { kind: 'ignored' }>['what'], count = 1): void {
+    if (count === 0) return;
+    this.base.metrics.ignoredChanges.inc({ kind }, count);
+    this.base.logger.debug({ kind, count }, 'engagement_events change ignored (events are immutable facts)');
+  }
 
   /** Hands the open batch on when a write slot is free (the source disconnected); never waits. */
   kick(): void {
@@ -101,6 +124,7 @@ export abstract class TransactionAssembler<B extends DispatchUnit> implements Op
   /** The source reconnects and replays from the last confirmed commit: a half-read transaction is gone. */
   resetTransaction(): void {
     this.inTransaction = false;
+    this.deletedIds = null;
   }
 
   /** Stops taking changes (shutdown); what arrives later is replayed on the next start. */

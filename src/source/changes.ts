@@ -12,7 +12,11 @@ export type Change =
   | { kind: 'content-delete'; id: string }
   /** The content table was truncated: every content row is gone from this point of the stream. */
   | { kind: 'content-truncate' }
-  | { kind: 'ignored'; what: 'event-update' | 'event-delete' | 'truncate' }
+  /**
+   * `eventId` (of a delete, when its key arrives): a partitioned events table decodes an UPDATE
+   * that moves a row to another partition as a delete and an insert of the same id.
+   */
+  | { kind: 'ignored'; what: 'event-update' | 'event-delete' | 'truncate'; eventId?: string }
   | { kind: 'bad-row'; table: string; reason: string; raw: unknown }
   | { kind: 'commit'; ackLsn: string }
   /**

@@ -28,7 +28,12 @@ export function decodePgoutput(message: Pgoutput.Message, shape: SourceShape = D
     case 'update':
       return decodeRowChange(message.tag, message.relation, message.new, shape);
     case 'delete': {
-      if (is(message.relation, shape.events)) return { kind: 'ignored', what: 'event-delete' };
+      if (is(message.relation, shape.events)) {
+        const id = (message.key ?? message.old)?.[shape.eventIdColumn];
+        return typeof id === 'string' || typeof id === 'number' || typeof id === 'bigint'
+          ? { kind: 'ignored', what: 'event-delete', eventId: String(id) }
+          : { kind: 'ignored', what: 'event-delete' };
+      }
       const id = (message.key ?? message.old)?.[shape.contentKey];
       return is(message.relation, shape.content) && (typeof id === 'string' || typeof id === 'number')
         ? { kind: 'content-delete', id: String(id) }

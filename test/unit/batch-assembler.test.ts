@@ -290,18 +290,45 @@ describe('BatchAssembler', () => {
     ]);
   });
 
+  it('an UPDATE that moves an event to another partition (its delete, then its insert) is an update, not a new event', async () => {
+    const s = setup();
+    await feed(s.assembler, [
+      begin('0/100'),
+      event(row(1)),
+      commit('0/180'),
+      // Postgres decodes the move through the partitioned root as a delete and an insert of the same id.
+      begin('0/200'),
+      { kind: 'ignored', what: 'event-delete', eventId: '1' },
+      event(row(1)),
+      event(row(2)),
+      commit('0/280'),
+      // Another transaction's insert of an id deleted earlier is an event again (a deleted row re-inserted later).
+      begin('0/300'),
+      event(row(1)),
+      commit('0/380'),
+    ]);
+    const ignored = (await s.metrics.ignoredChanges.get()).values.map((v) => [v.labels.kind, v.value]);
+    assert.deepEqual(ignored.sort(), [['event-update', 1]], 'the move is one update, not a delete too');
+    const batch = s.dispatcher.take();
+    assert.deepEqual(
+      batch.events.map((e) => e.event_id),
+      [1, 2, 1],
+    );
+  });
+
   it('UPDATE/DELETE/TRUNCATE of events are counted and dropped; a halt is left to the source', async () => {
     const s = setup();
     await feed(s.assembler, [
       begin('0/100'),
       { kind: 'ignored', what: 'event-update' },
       { kind: 'ignored', what: 'event-delete' },
+      { kind: 'ignored', what: 'event-delete', eventId: '7' },
       { kind: 'ignored', what: 'truncate' },
       commit('0/180'),
     ]);
     const ignored = (await s.metrics.ignoredChanges.get()).values.map((v) => [v.labels.kind, v.value]);
     assert.deepEqual(ignored.sort(), [
-      ['event-delete', 1],
+      ['event-delete', 2],
       ['event-update', 1],
       ['truncate', 1],
     ]);

@@ -158,7 +158,13 @@ describe('pgoutput decoder', () => {
 
   it('events are immutable facts: UPDATE, DELETE and TRUNCATE of them are ignored (and counted downstream)', () => {
     assert.deepEqual(decodePgoutput(update(EVENTS, eventTuple())), { kind: 'ignored', what: 'event-update' });
-    assert.deepEqual(decodePgoutput(del(EVENTS, { id: '42' })), { kind: 'ignored', what: 'event-delete' });
+    // The deleted id travels with it (see the assembler: a partition move is a delete and an insert).
+    assert.deepEqual(decodePgoutput(del(EVENTS, { id: '42' })), {
+      kind: 'ignored',
+      what: 'event-delete',
+      eventId: '42',
+    });
+    assert.deepEqual(decodePgoutput(del(EVENTS, null, null)), { kind: 'ignored', what: 'event-delete' });
     assert.deepEqual(decodePgoutput(truncate([EVENTS])), { kind: 'ignored', what: 'truncate' });
   });
 
