@@ -4,7 +4,7 @@ import { migrate } from '../db/migrate.js';
 import { withClient } from '../db/postgres.js';
 import { ensurePipelineRole } from '../db/role.js';
 import { describeShape } from '../db/catalog.js';
-import { isSecretParameter } from '../errors.js';
+import { ErrorCodes, isSecretParameter, PipelineError } from '../errors.js';
 import type { SourceShape } from '../domain/source-shape.js';
 import { assertPostgresReachable } from '../runtime.js';
 import { action, configFrom, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
@@ -38,7 +38,7 @@ export function registerMigrate(program: Command): void {
           eventsTable: config.eventsTable,
           contentTable: config.contentTable,
           contentKey: config.contentKey,
-        });
+        }).catch(refusedRight);
         const tables =
           report.createdTables.length > 0
             ? `created tables ${report.createdTables.join(', ')}`
@@ -52,7 +52,7 @@ export function registerMigrate(program: Command): void {
             options.createRole,
             config.pipelineRolePassword?.reveal(),
             report.shape,
-          );
+          ).catch(refusedRight);
         if (report.slot === 'recreated') {
           const from = report.lastDeliveredAt ?? '<the time of the last event your sinks received>';
           process.stdout.write(
@@ -61,6 +61,20 @@ export function registerMigrate(program: Command): void {
         }
       }),
     );
+}
+
+/**
+ * A right the connected role lacks (42501: CREATE on a schema, ownership of a table to publish)
+ * is the administrator's to grant: one line, exit 2, like the other setup errors.
+ */
+function refusedRight(err: unknown): never {
+  if ((err as { code?: string }).code !== '42501') throw err;
+  throw new PipelineError(
+    ErrorCodes.CONFIG,
+    `migrate was refused a right: ${(err as Error).message}`,
+    'config',
+    'run migrate as a superuser, or as a role that owns the source tables, may create schemas in the database and has REPLICATION (and CREATEROLE for --create-role)',
+  );
 }
 
 async function createRole(

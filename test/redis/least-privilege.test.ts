@@ -204,4 +204,13 @@ describe('engagement migrate --create-role: the pipeline runs as a least-privile
     );
     assert.equal(attrs.rolsuper, false);
   });
+  it('migrate as a role that lacks a right: one line naming it, and what to run it as, exit 2', async () => {
+    // The pipeline's own role has REPLICATION but may not create a publication (CREATE on the database).
+    const { code, output } = await runCli(['migrate', '--create-role', `${role}_other`], {
+      DATABASE_URL: roleUrl,
+    });
+    assert.equal(code, 2, output);
+    assert.match(output, /EP_ERR_CONFIG: migrate was refused a right: permission denied/);
+    assert.match(output, /run migrate as a superuser/);
+  });
 });
