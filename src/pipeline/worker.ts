@@ -343,8 +343,8 @@ export class KafkaWorker {
         topic,
         partition,
         offset: m.offset,
-        key: m.key?.toString('utf8') ?? null,
-        value: m.value?.toString('utf8').slice(0, 100_000) ?? null,
+        ...storableBytes('key', m.key),
+        ...storableBytes('value', m.value?.subarray(0, 100_000)),
       },
       source: where,
       lastError: reason,
@@ -362,4 +362,17 @@ export class KafkaWorker {
       },
     });
   }
+}
+
+/**
+ * A message's bytes as the dead-letter row (jsonb) can hold them: `{value: text}` for UTF-8
+ * text, else `{valueBase64: ...}`. jsonb refuses a NUL character (22P05), and a dead letter that
+ * cannot be written was retried for ever, holding every partition of the worker.
+ */
+export function storableBytes(name: string, bytes: Buffer | null | undefined): Record<string, string | null> {
+  if (!bytes) return { [name]: null };
+  const text = bytes.toString('utf8');
+  // Invalid UTF-8 decodes to U+FFFD: such bytes (and a real U+FFFD) are kept exactly as base64.
+  if (!text.includes('\u0000') && !text.includes('\uFFFD')) return { [name]: text };
+  return { [`${name}Base64`]: bytes.toString('base64') };
 }
