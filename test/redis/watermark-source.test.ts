@@ -192,4 +192,23 @@ describe('Redis: the slot watermark carries its source identity', () => {
     assert.equal(await count(content), 5, 'and replays of the same source are still skipped');
     assert.equal(old.sink.stateLosses, 0);
   });
+  it('a Kafka partition without a known cluster (Debezium): events below the watermark count once, by their seen bits', async () => {
+    const content = '00000000-0000-4000-8000-0000000000a5';
+    const stream = 'kafka:dbz.public.engagement_events:0';
+    const worker = new RedisSink({ url: redis.url, prefix: redis.prefix, logger: pino({ level: 'silent' }) });
+    sinks.push(worker);
+    await worker.start();
+    await worker.write(batch(stream, content, '5/10000000', range(5_000, 5_009)));
+    assert.equal(await count(content), 10);
+    await worker.write(batch(stream, content, '5/10000000', range(5_000, 5_009)));
+    assert.equal(await count(content), 10, "a connector's re-sent copies: no-ops");
+    // The connector now reads another cluster (dump/restore, a blue/green switch): LSNs restart
+    // lower, event ids go on. Debezium's records do not say which cluster they come from.
+    await worker.write(batch(stream, content, '0/2000000', range(5_010, 5_019)));
+    assert.equal(await count(content), 20, "the new cluster's events counted, not taken for replays");
+    assert.equal(await watermark(stream), eventPosition('5/10000000', 9), 'the watermark never moves back');
+    await worker.write(batch(stream, content, '0/2000000', range(5_010, 5_019)));
+    await worker.write(batch(stream, content, '4/0', range(5_005, 5_014)));
+    assert.equal(await count(content), 20, 'and their copies, in any split, are still no-ops');
+  });
 });

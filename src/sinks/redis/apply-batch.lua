@@ -16,7 +16,8 @@
 -- ARGV[2], ARGV[3]: the batch's first and last stream positions (strings sorting in order)
 -- ARGV[4]: S, the number of seen bitmaps; ARGV[5]: content:last TTL in seconds
 -- ARGV[6]: the identity of the positions' source ('postgres:<system identifier>'), or '' for a
---   stream without one (Kafka partitions): positions of different sources do not compare
+--   stream without one (Kafka partitions fed by Debezium): positions of different sources do
+--   not compare, so for such a stream the watermark skips nothing (the seen bits do)
 -- then per bitmap: a count n and n bit offsets; then three ARGV per op key: op, a, b
 --   i: INCRBY key a         l: SET key a EX ttl, unless key holds a later event (b = order key)
 --   z: ZINCRBY key b a      e: EXPIRE key a; b = the bucket's board (c, s or d) and minute,
@@ -50,6 +51,7 @@ local function typeOf(key)
 end
 
 local wm = false -- the stored position, when it is this source's
+local below = false -- a batch of source-less positions at or below the watermark
 local foreign = false -- the stored watermark's source, when it is another one
 if stream then
   local t = typeOf(KEYS[1])
@@ -60,7 +62,13 @@ if stream then
     if not position then position = stored; from = source end -- a bare watermark: this source's
     if source == '' or from == source then wm = position else foreign = from end
   end
-  if wm then
+  if wm and source == '' then
+    -- Positions without a known source (Debezium; a capture older than the messages' source
+    -- field): a connector moved to another Postgres cluster starts again at lower LSNs, so a
+    -- batch below the watermark may hold events never counted. The seen bits decide each
+    -- event; the watermark only moves forward.
+    below = ARGV[3] <= wm
+  elseif wm then
     if ARGV[3] <= wm then return 0 end
     if ARGV[2] <= wm then return wm end
   end
@@ -209,7 +217,7 @@ for i = S + 1 + nseen, #KEYS do
 end
 if stream then
   if source == '' then
-    redis.call('SET', KEYS[1], ARGV[3])
+    if not below then redis.call('SET', KEYS[1], ARGV[3]) end
   else
     redis.call('SET', KEYS[1], ARGV[3] .. '|' .. source)
   end
