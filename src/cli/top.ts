@@ -4,7 +4,8 @@ import { parseWindow } from '../domain/windows.js';
 import { configError } from '../errors.js';
 import { redisConnectFailure, refuseUnselectedDatabase } from '../sinks/redis/connection.js';
 import { leaderboardQueryProblem, readLeaderboard } from '../sinks/redis/leaderboard-reader.js';
-import { Redis } from 'ioredis';
+import { parseClusterUrl } from '../sinks/redis/redis-sink.js';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { action, configFrom, integerOption, withConfigOptions } from './common.js';
 
 export function registerTop(program: Command): void {
@@ -40,7 +41,7 @@ export function registerTop(program: Command): void {
       })();
       // One read and exit: no reconnecting (a client that retries keeps the process alive after
       // the error is printed), and a bounded wait for a Redis that does not answer at all.
-      const redis = new Redis(config.redisUrl, {
+      const clientOptions: RedisOptions = {
         lazyConnect: true,
         connectTimeout: 3_000,
         // A Redis that accepts the connection but does not answer (stopped, frozen): the ready
@@ -51,10 +52,20 @@ export function registerTop(program: Command): void {
         retryStrategy: () => null,
         // ioredis's disconnect waits this long for a 'close' that a refused socket already emitted.
         disconnectTimeout: 200,
-      });
+      };
+      const cluster = parseClusterUrl(config.redisUrl);
+      // A Redis Cluster URL (README, REDIS_URL) reads through a cluster client, as `run` writes.
+      const redis = cluster
+        ? (new Cluster(cluster.nodes, {
+            redisOptions: { ...clientOptions, ...cluster.auth, ...(cluster.tls ? { tls: {} } : {}) },
+            lazyConnect: true,
+            enableOfflineQueue: false,
+            clusterRetryStrategy: () => null,
+          }) as unknown as Redis)
+        : new Redis(config.redisUrl, clientOptions);
       let lastError: unknown = null;
       redis.on('error', (err) => (lastError = err)); // reported below, as one line
-      refuseUnselectedDatabase(redis, config.redisUrl);
+      if (!cluster) refuseUnselectedDatabase(redis, config.redisUrl);
       try {
         await redis.connect();
       } catch (err) {

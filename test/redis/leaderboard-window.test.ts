@@ -15,6 +15,7 @@ import { intBetween, pick, prng, seeds } from '../helpers/prng.js';
 import { testRedis } from '../helpers/redis.js';
 import { waitFor } from '../helpers/wait.js';
 import { startRedisCluster } from '../helpers/redis-server.js';
+import { runCli } from '../helpers/cli.js';
 
 // The 10-minute leaderboards are kept incrementally (each batch adds its in-window increments;
 // the window rolls once a minute). Whatever happens, each must equal the union of the minute
@@ -384,6 +385,34 @@ describe('Redis: the 10-minute leaderboards kept incrementally', () => {
     const cluster = await startRedisCluster(dir, 3);
     try {
       await randomRun(cluster.url, '{window}:', 101, 25);
+      // `engagement top` reads the same cluster through the same URL.
+      const sink = new RedisSink({ url: cluster.url, prefix: '{top}:', logger: silentLogger() });
+      const ts = new Date().toISOString().replace('Z', '000Z');
+      const event = (id: number): EnrichedEvent => ({
+        event_id: id,
+        content_id: 'c-top',
+        user_id: null,
+        event_type: 'play',
+        event_ts: ts,
+        duration_ms: 1000,
+        device: 'tv',
+        raw_payload: null,
+        content_type: 'video',
+        length_seconds: 300,
+        engagement_seconds: 1,
+        engagement_pct: null,
+        committed_at: ts,
+        processed_at: ts,
+      });
+      try {
+        await sink.start();
+        await sink.writeBackfill([event(1), event(2), event(3)]);
+      } finally {
+        await sink.stop();
+      }
+      const top = await runCli(['top', '--json'], { REDIS_URL: cluster.url, REDIS_PREFIX: '{top}:' });
+      assert.equal(top.code, 0, top.output);
+      assert.deepEqual(JSON.parse(top.output), [{ member: 'c-top', score: 3 }]);
     } finally {
       await cluster.stop();
       rmSync(dir, { recursive: true, force: true });
