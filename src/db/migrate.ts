@@ -6,6 +6,13 @@ import { assertReplicaIdentity, discoverShape, sourceTablesExist, type ShapeSett
 import { ident, withClient } from './postgres.js';
 import { assertPublicationStreams } from './publication.js';
 import { SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_SCHEMA_SQL, STATE_TABLES_SQL } from './schema.js';
+import {
+  directStateAccess,
+  foreignStateOwner,
+  ownerStateAccess,
+  type Statement,
+  type StateAccess,
+} from './state-owner.js';
 
 export interface MigrateOptions extends ShapeSettings {
   slotName: string;
@@ -44,18 +51,19 @@ export async function migrate(databaseUrl: string, options: MigrateOptions): Pro
     // A table that does not fit (a needed column missing, an unsupported key type) stops here, in one line.
     const shape = await discoverShape(client, options);
     await assertReplicaIdentity(client, shape);
-    const owner = await stateSchemaOwner(client);
+    // The state schema may be the pipeline role's: see state-owner.ts for why it is then only
+    // touched through that role's rights, in sessions of their own.
+    const owner = await foreignStateOwner(client);
+    const state = owner === null ? directStateAccess(client) : ownerStateAccess(databaseUrl, owner);
     if (owner === null) await client.query(STATE_SCHEMA_SQL);
-    else await asOwner(client, owner, () => client.query(STATE_TABLES_SQL));
+    else await state.exec([{ text: STATE_TABLES_SQL }]);
     await stateTablesToSchemaOwner(client);
-    const state = (work: () => Promise<unknown>) => asOwner(client, owner, work);
     const publication = await ensurePublication(client, options.publicationName, shape);
     const slot = await ensureSlot(client, options.slotName, options.recreateSlot ?? false, state);
     // A new slot starts a new content history, as close to its starting point as we can read.
-    if (slot !== 'present') await state(() => restartContentHistory(client, options.slotName, shape));
+    if (slot !== 'present') await restartContentHistory(state, options.slotName, shape);
     const report: MigrateReport = { createdTables, shape, publication, slot };
-    if (slot === 'recreated')
-      await state(async () => (report.lastDeliveredAt = await lastDeliveredAt(client, options.slotName)));
+    if (slot === 'recreated') report.lastDeliveredAt = await lastDeliveredAt(state, options.slotName);
     return report;
   });
 }
@@ -146,28 +154,25 @@ async function ensureSlot(
   client: pg.Client,
   name: string,
   recreate: boolean,
-  state: (work: () => Promise<unknown>) => Promise<unknown>,
+  state: StateAccess,
 ): Promise<MigrateReport['slot']> {
   const slot = await readSlot(client, name);
-  let known!: pg.QueryResult<{ created_at: string }>;
-  await state(async () => {
-    known = await client.query<{ created_at: string }>(
-      `SELECT created_at::text FROM ${STATE_SCHEMA}.slot_state WHERE slot_name = $1`,
-      [name],
-    );
+  const known = await state.select<{ created_at: string }>({
+    text: `SELECT created_at::text AS created_at FROM ${STATE_SCHEMA}.slot_state WHERE slot_name = $1`,
+    params: [name],
   });
   if (slot.exists && slot.otherDatabase) throw slotOfOtherDatabaseError(name, slot.database ?? null);
   if (slot.exists && slot.walStatus !== 'lost') {
-    if (known.rowCount === 0) await state(() => recordSlot(client, name));
+    if (known.length === 0) await state.exec([recordSlot(name)]);
     return 'present';
   }
   if (slot.exists) {
     if (!recreate) throw slotInvalidatedError(name);
     await client.query('SELECT pg_drop_replication_slot($1)', [name]);
-  } else if ((known.rowCount ?? 0) > 0 && !recreate) {
+  } else if (known.length > 0 && !recreate) {
     throw new PipelineError(
       ErrorCodes.SLOT_MISSING,
-      `replication slot '${name}' (created ${known.rows[0].created_at}) no longer exists; changes since it was dropped are not in any slot`,
+      `replication slot '${name}' (created ${known[0].created_at}) no longer exists; changes since it was dropped are not in any slot`,
       'config',
       'run `engagement migrate --recreate-slot`, then `engagement backfill --from <time printed> --to now` for the gap',
     );
@@ -176,44 +181,8 @@ async function ensureSlot(
     `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`,
     [name],
   );
-  await state(() => recordSlot(client, name, rows[0].lsn));
-  return slot.exists || (known.rowCount ?? 0) > 0 ? 'recreated' : 'created';
-}
-
-/** The state schema's owner when it exists and is another role than the one migrating; else null. */
-async function stateSchemaOwner(client: pg.Client): Promise<string | null> {
-  const { rows } = await client.query<{ owner: string; exists: boolean }>(
-    `SELECT pg_get_userbyid(nspowner) AS owner FROM pg_namespace WHERE nspname = $1 AND nspowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)`,
-    [STATE_SCHEMA],
-  );
-  return rows[0]?.owner ?? null;
-}
-
-/**
- * Runs `work` as `owner` (SET ROLE) when one is given. The pipeline's own role owns the state
- * schema (`--create-role`), so it can put triggers, column defaults or views on those tables,
- * and such code runs with the rights of whoever reads or writes them: an administrator's
- * migrate writing `slot_state` ran the role's trigger as a superuser. So migrate touches that
- * schema only with the owner's rights, and keeps its own for the publication and the slot.
- */
-async function asOwner<T>(client: pg.Client, owner: string | null, work: () => Promise<T>): Promise<T> {
-  if (owner === null) return work();
-  try {
-    await client.query(`SET ROLE ${ident(owner)}`);
-  } catch (err) {
-    if ((err as { code?: string }).code !== '42501') throw err;
-    throw new PipelineError(
-      ErrorCodes.CONFIG,
-      `the state schema ${STATE_SCHEMA} belongs to role ${owner}, and migrate works in it only with that role's rights, which the connected role cannot take`,
-      'config',
-      `run migrate as a superuser, as ${owner} itself, or as a member of it (GRANT ${ident(owner)} TO <you>)`,
-    );
-  }
-  try {
-    return await work();
-  } finally {
-    await client.query('RESET ROLE');
-  }
+  await state.exec([recordSlot(name, rows[0].lsn)]);
+  return slot.exists || known.length > 0 ? 'recreated' : 'created';
 }
 
 /**
@@ -238,32 +207,38 @@ async function stateTablesToSchemaOwner(client: pg.Client): Promise<void> {
   }
 }
 
-async function restartContentHistory(client: pg.Client, slotName: string, shape: SourceShape): Promise<void> {
-  const history = new ContentHistory(client, slotName, shape);
-  await client.query('BEGIN');
-  try {
-    await history.reset();
-    await history.seed();
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
+async function restartContentHistory(
+  state: StateAccess,
+  slotName: string,
+  shape: SourceShape,
+): Promise<void> {
+  // ContentHistory's own statements, collected and run in one transaction.
+  const statements: Statement[] = [];
+  const collect = {
+    query: async (text: string, params?: (string | number | null)[]) => {
+      statements.push({ text, params });
+      return { rows: [], rowCount: 0 };
+    },
+  } as unknown as pg.Client;
+  const history = new ContentHistory(collect, slotName, shape);
+  await history.reset();
+  await history.seed();
+  await state.exec(statements);
 }
 
-async function recordSlot(client: pg.Client, name: string, lsn?: string): Promise<void> {
-  await client.query(
-    `INSERT INTO ${STATE_SCHEMA}.slot_state (slot_name, created_lsn) VALUES ($1, $2)
+function recordSlot(name: string, lsn?: string): Statement {
+  return {
+    text: `INSERT INTO ${STATE_SCHEMA}.slot_state (slot_name, created_lsn) VALUES ($1, $2)
      ON CONFLICT (slot_name) DO UPDATE SET created_at = now(), created_lsn = EXCLUDED.created_lsn`,
-    [name, lsn ?? null],
-  );
+    params: [name, lsn ?? null],
+  };
 }
 
-async function lastDeliveredAt(client: pg.Client, name: string): Promise<string | null> {
-  const { rows } = await client.query<{ t: string | null }>(
-    `SELECT to_json(max(last_committed_at)) #>> '{}' AS t FROM ${STATE_SCHEMA}.sink_progress WHERE slot_name = $1`,
-    [name],
-  );
+async function lastDeliveredAt(state: StateAccess, name: string): Promise<string | null> {
+  const rows = await state.select<{ t: string | null }>({
+    text: `SELECT to_json(max(last_committed_at)) #>> '{}' AS t FROM ${STATE_SCHEMA}.sink_progress WHERE slot_name = $1`,
+    params: [name],
+  });
   return rows[0]?.t ?? null;
 }
 

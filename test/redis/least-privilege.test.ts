@@ -172,7 +172,10 @@ describe('engagement migrate --create-role: the pipeline runs as a least-privile
        CREATE FUNCTION engagement_pipeline.escalate() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN
          INSERT INTO engagement_pipeline.trigger_ran_as VALUES (current_user);
-         BEGIN EXECUTE format('ALTER ROLE %I SUPERUSER', session_user); EXCEPTION WHEN others THEN NULL; END;
+         -- SET ROLE would not hold it: code run after it takes the session's rights back.
+         BEGIN RESET ROLE; EXCEPTION WHEN others THEN NULL; END;
+         INSERT INTO engagement_pipeline.trigger_ran_as VALUES (current_user);
+         BEGIN EXECUTE format('ALTER ROLE %I SUPERUSER', '${role}'); EXCEPTION WHEN others THEN NULL; END;
          RETURN coalesce(NEW, OLD);
        END $$;
        CREATE TRIGGER escalate BEFORE INSERT OR UPDATE OR DELETE ON engagement_pipeline.slot_state
