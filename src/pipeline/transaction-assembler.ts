@@ -84,7 +84,12 @@ export abstract class TransactionAssembler<B extends DispatchUnit> implements Op
         this.deletedIds = null;
         return;
       case 'event':
-        if (this.deletedIds?.delete(String(change.row.id))) return this.ignore('event-update');
+        if (this.deletedIds?.delete(String(change.row.id))) {
+          // Its index stays taken: the transaction's later events keep the positions an
+          // earlier version gave them (a replay across an upgrade is recognised by position).
+          this.tx.index++;
+          return this.ignore('event-update');
+        }
         return this.onEvent(change.row, this.tx.index++);
       case 'content-upsert':
       case 'content-delete':

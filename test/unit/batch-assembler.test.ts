@@ -314,6 +314,8 @@ describe('BatchAssembler', () => {
       batch.events.map((e) => e.event_id),
       [1, 2, 1],
     );
+    // The ignored insert keeps its index: event 2 is where earlier versions put it (replays across an upgrade).
+    assert.equal(batch.positions[1], eventPosition('0/200', 1));
   });
 
   it('UPDATE/DELETE/TRUNCATE of events are counted and dropped; a halt is left to the source', async () => {
