@@ -69,7 +69,7 @@ export function registerStatus(program: Command): void {
         if (options.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         else process.stdout.write(render(report));
         // Scripts can alert on it: 1 when the slot is gone or invalidated (data was lost).
-        return !slot.exists || slot.walStatus === 'lost' ? 1 : 0;
+        return (!slot.exists && slot.known) || slot.walStatus === 'lost' ? 1 : 0;
       } finally {
         await pool.end().catch(() => undefined);
       }
@@ -79,7 +79,7 @@ export function registerStatus(program: Command): void {
 
 export function warnings(slot: SlotStatus, warnBytes: number): string[] {
   const out: string[] = [];
-  if (!slot.exists) {
+  if (!slot.exists && slot.known) {
     out.push(
       `EP_ERR_SLOT_MISSING: slot ${slot.slotName} does not exist; if it existed before, run \`engagement migrate --recreate-slot\` and backfill the gap from the sinks' last committed time below`,
     );
@@ -131,12 +131,16 @@ function sinkLabel(k: SinkProgressRow): string {
   return k.stream.startsWith('kafka:') ? `${k.sink} [${k.stream}]` : k.sink;
 }
 
+function slotState(s: SlotStatus): string {
+  if (s.exists) return s.active ? 'active' : 'inactive';
+  // Never created here: Kafka workers fed by Debezium use none (`engagement migrate` makes it for run/capture).
+  return s.known ? 'MISSING' : 'not created (run and capture need `engagement migrate`)';
+}
+
 function render(r: StatusReport): string {
   const s = r.slot;
   const lines: string[] = [];
-  lines.push(
-    `slot ${s.slotName}: ${!s.exists ? 'MISSING' : s.active ? 'active' : 'inactive'}${s.walStatus ? ` (wal_status ${s.walStatus})` : ''}`,
-  );
+  lines.push(`slot ${s.slotName}: ${slotState(s)}${s.walStatus ? ` (wal_status ${s.walStatus})` : ''}`);
   lines.push(`  confirmed LSN   ${s.confirmedLsn ?? '-'}   (server WAL at ${s.currentLsn})`);
   lines.push(
     `  lag             ${s.lagBytes === null ? '-' : bytes(s.lagBytes)}, ${s.lagSeconds === null ? '-' : `${s.lagSeconds.toFixed(1)} s`}`,

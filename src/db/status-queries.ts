@@ -11,6 +11,11 @@ import { STATE_SCHEMA } from './schema.js';
 export interface SlotStatus {
   slotName: string;
   exists: boolean;
+  /**
+   * The slot existed here once (migrate recorded it, or the pipeline delivered from it): when it
+   * is gone, changes were lost. A deployment fed only by Debezium never has one.
+   */
+  known: boolean;
   active: boolean;
   walStatus: string | null;
   confirmedLsn: string | null;
@@ -76,7 +81,9 @@ export async function readSlotStatus(db: Queryable, slotName: string): Promise<S
             r.pid IS NOT NULL AS streaming,
             (SELECT extract(epoch FROM now() - max(p.last_success_at))::float8
                FROM ${STATE_SCHEMA}.sink_progress p WHERE p.slot_name = s.slot_name) AS since_delivery,
-            current_setting('max_slot_wal_keep_size') AS max_keep
+            current_setting('max_slot_wal_keep_size') AS max_keep,
+            EXISTS (SELECT 1 FROM ${STATE_SCHEMA}.slot_state k WHERE k.slot_name = $1)
+              OR EXISTS (SELECT 1 FROM ${STATE_SCHEMA}.sink_progress p WHERE p.slot_name = $1) AS known
        FROM (SELECT 1) AS one
        LEFT JOIN pg_replication_slots s ON s.slot_name = $1
        LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid`,
@@ -92,6 +99,7 @@ export async function readSlotStatus(db: Queryable, slotName: string): Promise<S
   return {
     slotName,
     exists: r.active !== null && r.active !== undefined,
+    known: r.known === true,
     active: r.active === true,
     walStatus: r.wal_status ?? null,
     confirmedLsn: r.confirmed ?? null,

@@ -210,4 +210,11 @@ describe('operating the pipeline: dlq, status, heartbeat, slot safety', () => {
     assert.match(repaired.output, /slot engagement_pipeline recreated/);
     assert.match(repaired.output, /engagement backfill --from \d{4}-/);
   });
+
+  it('a slot that never existed here (Kafka workers fed by Debezium use none) is no alarm: exit 0', async () => {
+    const status = await runCli(['status'], { ...cliEnv(h), SLOT_NAME: 'never_created_here' });
+    assert.equal(status.code, 0, status.output);
+    assert.match(status.output, /slot never_created_here: not created/);
+    assert.doesNotMatch(status.output, /EP_ERR_SLOT_MISSING|MISSING/);
+  });
 });
