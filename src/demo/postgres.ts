@@ -92,8 +92,31 @@ function assertNotRunning(dataDir: string): void {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ESRCH') return; // stale: Postgres recovers by itself
   }
+  const demo = runningParent(pid);
+  if (demo !== null)
+    throw configError(
+      `another demo (pid ${demo}) is running on ${dataDir}`,
+      `stop that demo first (Ctrl-C in its terminal, or kill -INT ${demo}) or use another --data-dir`,
+    );
   throw configError(
     `a Postgres (pid ${pid}) is still running on ${dataDir}, probably from an earlier demo`,
     `stop it (kill -INT ${pid}) or use another --data-dir`,
   );
+}
+
+/**
+ * The process that started Postgres `pid`, when it still runs and is not init (Linux /proc;
+ * null elsewhere): then Postgres belongs to a live demo, and stopping it would break that one.
+ */
+function runningParent(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces and parentheses): state, ppid, ...
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (!Number.isInteger(ppid) || ppid <= 1) return null;
+    const cmdline = readFileSync(`/proc/${ppid}/cmdline`, 'utf8');
+    return /engagement/.test(cmdline) && /\bdemo\b/.test(cmdline) ? ppid : null;
+  } catch {
+    return null;
+  }
 }
