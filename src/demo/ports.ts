@@ -13,12 +13,12 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Whether nothing listens on 127.0.0.1:port (0 is always "free"). */
-export function isPortFree(port: number): Promise<boolean> {
+/** Whether nothing listens on host:port (0 is always "free"). */
+export function isPortFree(port: number, host = '127.0.0.1'): Promise<boolean> {
   if (port === 0) return Promise.resolve(true);
   return new Promise((resolve) => {
     const server = createServer();
     server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+    server.listen(port, host, () => server.close(() => resolve(true)));
   });
 }

@@ -108,6 +108,13 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
 
     const base = loadConfig({}, env); // validates the user's environment first (one line, exit 2)
     assertSafeHttpExposure(base);
+    const portGiven = options.port !== undefined || Boolean(env.PORT);
+    // A port the user chose and another process holds: one line before anything starts.
+    if (portGiven && !(await isPortFree(options.port ?? base.port, base.host)))
+      throw configError(
+        `port ${options.port ?? base.port} on ${base.host} is already in use`,
+        'choose another --port (0: any free port)',
+      );
     logger = createLogger(env.LOG_LEVEL ? base.logLevel : 'warn');
     const useOwnPostgres = !base.databaseUrl;
     const useMock = !base.externalUrl;
@@ -167,7 +174,6 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
     await migrate(databaseUrl, { slotName: base.slotName, publicationName: base.publicationName });
     checkpoint();
 
-    const portGiven = options.port !== undefined || Boolean(env.PORT);
     let port = options.port ?? base.port;
     if (!portGiven && !(await isPortFree(port))) {
       say(`  (port ${port} is busy; the dashboard uses a free port)`);

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { createServer, type Server } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { runCli } from '../helpers/cli.js';
@@ -74,6 +77,14 @@ describe('CLI input: secrets never printed, bad values one line and exit 2', () 
   it('mock-external on a port in use: one line, exit 2 (as run)', async () => {
     const mock = await runCli(['mock-external', '--port', String(busyPort)]);
     oneLineExit2(mock, new RegExp(`EP_ERR_CONFIG: port ${busyPort} on 127.0.0.1 is already in use`));
+  });
+
+  it('demo --port in use: one line, exit 2, before it starts Postgres or Redis', async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'engagement-demo-port-'));
+    const demo = await runCli(['demo', '--port', String(busyPort), '--data-dir', dataDir]);
+    oneLineExit2(demo, new RegExp(`EP_ERR_CONFIG: port ${busyPort} on 127.0.0.1 is already in use`));
+    assert.doesNotMatch(demo.output, /starting/, 'nothing was started');
+    assert.equal(existsSync(path.join(dataDir, 'postgres')), false);
   });
 
   it('status and dlq against a database never migrated: one line saying to run migrate, exit 2', async () => {
