@@ -82,9 +82,12 @@ export class ReplicationSource {
     this.log = options.logger.child({ component: 'replication' });
   }
 
-  /** The position last confirmed to Postgres (starts at the slot's confirmed_flush_lsn). */
+  /**
+   * The position last confirmed to Postgres (starts at the slot's confirmed_flush_lsn), written
+   * as Postgres writes LSNs (`0/89C1E70`; the protocol library pads them) for logs and /api/stats.
+   */
   get confirmed(): string {
-    return this.confirmedLsn;
+    return bigIntToLsn(lsnToBigInt(this.confirmedLsn));
   }
 
   /** The cluster the positions belong to (`postgres:<system identifier>`); null before start(). */
@@ -200,7 +203,7 @@ export class ReplicationSource {
     if (!service || this.stopping || this.released === service) return;
     this.released = service;
     this.log.warn(
-      { resumeFrom: this.confirmedLsn },
+      { resumeFrom: this.confirmed },
       'Postgres is shutting down: closing the replication connection so that it can',
     );
     void service.stop().catch(() => undefined);
@@ -257,7 +260,7 @@ export class ReplicationSource {
       if (this.stopping || broken) return;
       broken = true;
       this.log.error(
-        { at: lsn, resumeFrom: this.confirmedLsn },
+        { at: lsn, resumeFrom: this.confirmed },
         `change handler failed, restarting the stream from the confirmed position: ${describeError(err)}`,
       );
       void service.stop().catch(() => undefined);
@@ -319,7 +322,7 @@ export class ReplicationSource {
     let resolveStarted!: () => void;
     const started = new Promise<void>((resolve) => (resolveStarted = resolve));
     service.on('start', () => {
-      this.log.info({ slot: this.options.slotName, from: this.confirmedLsn }, 'replication streaming');
+      this.log.info({ slot: this.options.slotName, from: this.confirmed }, 'replication streaming');
       resolveStarted();
     });
     const plugin = new EventInsertPlugin(
