@@ -317,7 +317,16 @@ export const configSpec = {
     describe: 'HTTP port (0 = any free port)',
     schema: integer(0, 65535).default(8787),
   },
-  host: { env: 'HOST', flag: 'host', describe: 'HTTP bind address', schema: z.string().default('127.0.0.1') },
+  host: {
+    env: 'HOST',
+    flag: 'host',
+    describe: 'HTTP bind address',
+    // An IPv6 literal may come bracketed as in URLs (`[::1]`); Node listens on the bare address.
+    schema: z
+      .string()
+      .default('127.0.0.1')
+      .transform((h) => h.replace(/^\[(.*)\]$/, '$1')),
+  },
   apiToken: {
     env: 'API_TOKEN',
     flag: 'api-token',

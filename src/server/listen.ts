@@ -6,7 +6,13 @@ import { configError } from '../errors.js';
  * (`run`, `demo`, `mock-external`); other listen errors are returned as they are.
  */
 export function listenFailure(err: unknown, host: string, port: number, hint: string): unknown {
-  if ((err as { code?: string }).code !== 'EADDRINUSE') return err;
+  const code = (err as { code?: string }).code;
+  if (code === 'ENOTFOUND' || code === 'EADDRNOTAVAIL' || code === 'EAI_AGAIN')
+    return configError(
+      `cannot listen on ${host}: not an address of this machine (${code})`,
+      'set HOST / --host to one of its addresses, e.g. 127.0.0.1 or ::1',
+    );
+  if (code !== 'EADDRINUSE') return err;
   return configError(`port ${port} on ${host} is already in use`, hint);
 }
 

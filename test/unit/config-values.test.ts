@@ -5,6 +5,7 @@ import { integerFlag, integerOption } from '../../src/cli/common.js';
 import { assertSafeHttpExposure, isLoopback, loadConfig } from '../../src/config.js';
 import { readInteger } from '../../src/config-values.js';
 import { PipelineError } from '../../src/errors.js';
+import { listenFailure } from '../../src/server/listen.js';
 
 /** The one config line loadConfig throws for `env`, or null when it loads. */
 function configLine(env: Record<string, string>): string | null {
@@ -133,5 +134,18 @@ describe('isLoopback: exact loopback addresses only', () => {
     assert.equal(exposure({ HOST: '0.0.0.0', API_TOKEN: 'long-enough-token' }), 'ok');
     // Commands that serve nothing (top, migrate, generate...) load the same settings fine.
     assert.equal(configLine({ HOST: '0.0.0.0', API_TOKEN: 'short' }), null);
+  });
+  it('HOST=[::1] (bracketed as in URLs) is the IPv6 loopback, and a HOST that is no address here is one line', () => {
+    assert.equal(loadConfig({}, { HOST: '[::1]' }).host, '::1');
+    const refused = listenFailure(
+      Object.assign(new Error('getaddrinfo ENOTFOUND x'), { code: 'ENOTFOUND' }),
+      'x',
+      8787,
+      '',
+    );
+    assert.match(
+      (refused as PipelineError).oneLine(),
+      /EP_ERR_CONFIG: cannot listen on x: not an address of this machine/,
+    );
   });
 });
