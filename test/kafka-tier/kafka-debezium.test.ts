@@ -45,15 +45,26 @@ describe('work --format debezium: a Debezium Postgres connector fixture set', { 
       30_000,
       100,
     );
-    const dead = await h.sql<{ source: string; last_error: string; sink: string }>(
-      'SELECT sink, source, last_error FROM engagement_pipeline.dead_letters ORDER BY id',
+    const dead = await h.sql<{ source: string; last_error: string; sink: string; base64: string | null }>(
+      `SELECT sink, source, last_error, event->>'valueBase64' AS base64
+         FROM engagement_pipeline.dead_letters ORDER BY id`,
     );
-    assert.equal(dead.length, 2, JSON.stringify(dead));
+    assert.equal(dead.length, 4, JSON.stringify(dead));
     assert.ok(
       dead.every((d) => d.sink === 'source' && /^dbz\.public\.engagement_events\/0@\d+$/.test(d.source)),
     );
     assert.match(dead[0].last_error, /not JSON/);
     assert.match(dead[1].last_error, /timestamp 'infinity'/);
+    assert.match(dead[2].last_error, /not JSON/);
+    assert.equal(
+      Buffer.from(String(dead[2].base64), 'base64').toString('utf8'),
+      'x\u0000\u0001',
+      'kept exactly',
+    );
+    assert.match(
+      dead[3].last_error,
+      /neither a Debezium change event .* nor a row of engagement_events \(no id field\)/,
+    );
 
     // Redis: the updates and deletes of events did not count; 1 and 4 on C1.
     const counts = await Promise.all(
@@ -121,6 +132,6 @@ describe('work --format debezium: a Debezium Postgres connector fixture set', { 
     const dead = await h.sql<{ n: string }>(
       'SELECT count(*)::text AS n FROM engagement_pipeline.dead_letters',
     );
-    assert.equal(dead[0].n, '2');
+    assert.equal(dead[0].n, '4', 'the four malformed messages of the first run, none added');
   });
 });

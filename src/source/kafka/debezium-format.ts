@@ -158,6 +158,11 @@ function decodeEventValue(
       throw new ValueError(`unknown op '${change.op}'`);
   }
   if (!change.row) throw new ValueError(`op ${change.op} without an after row`);
+  if (!(shape.eventIdColumn in change.row))
+    // Most likely not Debezium's at all: say so rather than name the first missing column.
+    throw new ValueError(
+      `neither a Debezium change event (op with after/before) nor a row of ${shape.events.name} (no ${shape.eventIdColumn} field)`,
+    );
   const row = decodeDebeziumEvent(change.row, change.fields, shape.eventIdColumn);
   // source.ts_ms is the commit time for the Postgres connector; without it (a flattened
   // message without add.fields) the Kafka record timestamp is the best approximation.
