@@ -130,3 +130,19 @@ const BACKSLASH = 92;
 function isJsonSpace(c: number): boolean {
   return c === 32 || c === 10 || c === 13 || c === 9;
 }
+
+/**
+ * JSON text as `jsonb` takes it: jsonb refuses the escape `\u0000` (22P05), which JSON.stringify
+ * writes for a NUL and a source `json` column may hold. Each such escape becomes the six
+ * characters `\u0000` as text (an escaped backslash), so the document is kept, visibly, instead
+ * of a write that fails every time it is retried.
+ */
+export function jsonbSafe(json: string): string {
+  if (!/\\u0000/i.test(json)) return json;
+  return json.replace(/(?<!\\)((?:\\\\)*)\\u0000/gi, (_, backslashes: string) => `${backslashes}\\\\u0000`);
+}
+
+/** Text as a Postgres `text` column takes it: a NUL character (refused, 22021) written as `\u0000`. */
+export function textSafe(text: string): string {
+  return text.includes('\u0000') ? text.replace(/\u0000/g, '\\u0000') : text;
+}

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { STATE_SCHEMA } from '../db/schema.js';
-import { jsonTextOf, recordJson } from '../domain/json-text.js';
+import { jsonbSafe, jsonTextOf, recordJson, textSafe } from '../domain/json-text.js';
 import { pgTimestampToIso } from '../domain/timestamps.js';
 
 /**
@@ -90,9 +90,11 @@ export class DeadLetterStore {
         rows.map((r) => r.sink),
         rows.map((r) => (r.eventId === null ? null : String(r.eventId))),
         rows.map((r) => r.idempotencyKey),
-        rows.map((r) => recordJson(r.event)),
-        rows.map((r) => r.source ?? null),
-        rows.map((r) => r.lastError.slice(0, MAX_ERROR_LENGTH)),
+        // A NUL (a Kafka message's value, a source json column) must not make the row unwritable:
+        // a dead letter that cannot be recorded holds its stream for good.
+        rows.map((r) => jsonbSafe(recordJson(r.event))),
+        rows.map((r) => (r.source == null ? null : textSafe(r.source))),
+        rows.map((r) => textSafe(r.lastError.slice(0, MAX_ERROR_LENGTH))),
         rows.map((r) => r.attempts),
       ],
     );

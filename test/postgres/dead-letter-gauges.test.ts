@@ -89,4 +89,30 @@ describe('dead-letter gauges of the running pipeline (StatusPoller)', () => {
       });
     poller.stop();
   });
+  it('a dead letter holding a NUL (an event value, a JSON payload, the error) is written, not retried for ever', async () => {
+    const store = new DeadLetterStore(pool);
+    await store.record([
+      {
+        sink: 'source',
+        eventId: null,
+        idempotencyKey: 'dbz.public.engagement_events/0@77',
+        event: {
+          value: '{"op":"c","after":{"id":"\\u0000"}}',
+          raw_payload: '{"a":"\\u0000"}',
+          device: 'x\u0000y',
+        },
+        source: 'dbz.public.engagement_events/0@77',
+        lastError: "'\u0000' is not an integer",
+        attempts: 1,
+      },
+    ]);
+    const [row] = (
+      await pool.query<{ last_error: string; device: string }>(
+        `SELECT last_error, event->>'device' AS device FROM engagement_pipeline.dead_letters
+          WHERE idempotency_key = 'dbz.public.engagement_events/0@77'`,
+      )
+    ).rows;
+    assert.equal(row.last_error, "'\\u0000' is not an integer");
+    assert.equal(row.device, 'x\\u0000y');
+  });
 });

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { decodeJson } from '../../src/source/kafka/debezium-values.js';
 import {
+  jsonbSafe,
+  textSafe,
   compactJson,
   jsonTextOf,
   JsonText,
@@ -107,5 +109,20 @@ describe("Debezium's JSON values", () => {
     assert.equal(decodeJson('not json', json), 'not json');
     assert.equal((decodeJson('[1, 2]', undefined) as JsonText).text, '[1,2]', 'schemaless: taken as JSON');
     assert.equal(decodeJson(null, json), null);
+  });
+});
+
+describe('jsonbSafe / textSafe (a dead letter holding a NUL is still written)', () => {
+  it('turns the JSON escape \\u0000 into text, leaves an escaped backslash before u0000 alone', () => {
+    assert.equal(jsonbSafe(JSON.stringify({ a: 'x\u0000y' })), '{"a":"x\\\\u0000y"}');
+    assert.deepEqual(JSON.parse(jsonbSafe(JSON.stringify({ a: 'x\u0000y' }))), { a: 'x\\u0000y' });
+    const literal = JSON.stringify({ a: '\\u0000' }); // the six characters, already text
+    assert.equal(jsonbSafe(literal), literal);
+    assert.equal(jsonbSafe('{"a":"\\\\\\u0000"}'), '{"a":"\\\\\\\\u0000"}');
+    assert.equal(jsonbSafe('{"a":1}'), '{"a":1}');
+  });
+  it('writes a NUL character in text as \\u0000', () => {
+    assert.equal(textSafe("'\u0000' is not an integer"), "'\\u0000' is not an integer");
+    assert.equal(textSafe('plain'), 'plain');
   });
 });
