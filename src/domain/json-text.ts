@@ -144,5 +144,5 @@ export function jsonbSafe(json: string): string {
 
 /** Text as a Postgres `text` column takes it: a NUL character (refused, 22021) written as `\u0000`. */
 export function textSafe(text: string): string {
-  return text.includes('\u0000') ? text.replace(/\u0000/g, '\\u0000') : text;
+  return text.includes('\u0000') ? text.split('\u0000').join('\\u0000') : text;
 }
