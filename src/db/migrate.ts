@@ -5,7 +5,7 @@ import { ContentHistory } from '../enrichment/content-history.js';
 import { assertReplicaIdentity, discoverShape, sourceTablesExist, type ShapeSettings } from './catalog.js';
 import { ident, withClient } from './postgres.js';
 import { assertPublicationStreams } from './publication.js';
-import { SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_SCHEMA_SQL, STATE_TABLES_SQL } from './schema.js';
+import { ensureStateSchema, SOURCE_TABLES_SQL, STATE_SCHEMA, STATE_TABLES_SQL } from './schema.js';
 import {
   directStateAccess,
   foreignStateOwner,
@@ -55,13 +55,23 @@ export async function migrate(databaseUrl: string, options: MigrateOptions): Pro
     // touched through that role's rights, in sessions of their own.
     const owner = await foreignStateOwner(client);
     const state = owner === null ? directStateAccess(client) : ownerStateAccess(databaseUrl, owner);
-    if (owner === null) await client.query(STATE_SCHEMA_SQL);
+    if (owner === null) await ensureStateSchema(client);
     else await state.exec([{ text: STATE_TABLES_SQL }]);
     await stateTablesToSchemaOwner(client);
     const publication = await ensurePublication(client, options.publicationName, shape);
     const slot = await ensureSlot(client, options.slotName, options.recreateSlot ?? false, state);
     // A new slot starts a new content history, as close to its starting point as we can read.
-    if (slot !== 'present') await restartContentHistory(state, options.slotName, shape);
+    // Both or neither: a slot left without its history would read as 'present' next time and
+    // keep the old slot's history, so a failure here drops the slot again (the next migrate
+    // then finds it missing and says to recreate it).
+    if (slot !== 'present') {
+      try {
+        await restartContentHistory(state, options.slotName, shape);
+      } catch (err) {
+        await client.query('SELECT pg_drop_replication_slot($1)', [options.slotName]).catch(() => undefined);
+        throw err;
+      }
+    }
     const report: MigrateReport = { createdTables, shape, publication, slot };
     if (slot === 'recreated') report.lastDeliveredAt = await lastDeliveredAt(state, options.slotName);
     return report;

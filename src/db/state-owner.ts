@@ -59,6 +59,7 @@ export function directStateAccess(client: pg.Client): StateAccess {
 export function ownerStateAccess(databaseUrl: string, owner: string): StateAccess {
   const run = <T>(statements: readonly Statement[], returning: boolean): Promise<T[]> =>
     withClient(databaseUrl, async (client) => {
+      await assertTriggersRunAsQueuer(client, owner);
       const body = returning
         ? `RETURN QUERY EXECUTE 'SELECT pg_catalog.to_jsonb(r) FROM (' || statements[1] || ') r';`
         : 'FOREACH s IN ARRAY statements LOOP EXECUTE s; END LOOP;';
@@ -93,9 +94,31 @@ export function ownerStateAccess(databaseUrl: string, owner: string): StateAcces
   };
 }
 
-/** `$n` replaced by the parameter as a literal (the function's EXECUTE takes no parameters). */
-function inline(client: pg.Client, s: Statement): string {
-  return s.text.replace(/\$(\d+)/g, (_, n: string) => {
+/**
+ * Before PostgreSQL 17, a deferred trigger (a constraint trigger the role made `INITIALLY
+ * DEFERRED`) fires at COMMIT with the rights of whoever commits, outside the function: the
+ * administrator. No check inside the function holds against code that may re-defer and alter
+ * its triggers, so there migrate leaves another role's schema alone. Since 17 such triggers run
+ * as the role that queued them.
+ */
+async function assertTriggersRunAsQueuer(client: pg.Client, owner: string): Promise<void> {
+  const { rows } = await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`);
+  if (Number(rows[0].v) >= 170000) return;
+  throw new PipelineError(
+    ErrorCodes.CONFIG,
+    `the state schema ${STATE_SCHEMA} belongs to role ${owner}; before PostgreSQL 17 an administrator's session would run that role's deferred triggers with the administrator's rights, so migrate does not touch it`,
+    'config',
+    `run migrate as ${owner} itself (DATABASE_URL with its user: with the publication in place it may create its slot; the state schema is its own)`,
+  );
+}
+
+/**
+ * `$n` replaced by the parameter as a literal (the function's EXECUTE takes no parameters);
+ * quoted identifiers and literals are left as they are (a column may be named `cid$1`).
+ */
+export function inline(client: Pick<pg.Client, 'escapeLiteral'>, s: Statement): string {
+  return s.text.replace(/"(?:[^"]|"")*"|'(?:[^']|'')*'|\$(\d+)/g, (token, n: string | undefined) => {
+    if (n === undefined) return token;
     const v = s.params?.[Number(n) - 1];
     if (v === undefined) throw new Error(`statement parameter $${n} missing`);
     if (v === null) return 'NULL';

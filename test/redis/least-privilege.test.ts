@@ -207,6 +207,16 @@ describe('engagement migrate --create-role: the pipeline runs as a least-privile
     );
     assert.equal(attrs.rolsuper, false);
   });
+  it('`migrate --recreate-slot` as the role itself (the way before PostgreSQL 17): its own schema, its own slot', async () => {
+    await query(
+      roleUrl,
+      `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database()`,
+    );
+    const recreate = await runCli(['migrate', '--recreate-slot'], { DATABASE_URL: roleUrl });
+    assert.equal(recreate.code, 0, recreate.output);
+    assert.match(recreate.output, /recreated/);
+  });
+
   it('migrate as a role that lacks a right: one line naming it, and what to run it as, exit 2', async () => {
     // The pipeline's own role has REPLICATION but may not create a publication (CREATE on the database).
     const { code, output } = await runCli(['migrate', '--create-role', `${role}_other`], {
