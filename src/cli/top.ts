@@ -4,7 +4,7 @@ import { parseWindow } from '../domain/windows.js';
 import { configError } from '../errors.js';
 import { redisConnectFailure, refuseUnselectedDatabase } from '../sinks/redis/connection.js';
 import { leaderboardQueryProblem, readLeaderboard } from '../sinks/redis/leaderboard-reader.js';
-import { parseClusterUrl } from '../sinks/redis/redis-sink.js';
+import { assertClusterPrefix, parseClusterUrl } from '../sinks/redis/redis-sink.js';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { action, configFrom, integerOption, withConfigOptions } from './common.js';
 
@@ -54,6 +54,7 @@ export function registerTop(program: Command): void {
         disconnectTimeout: 200,
       };
       const cluster = parseClusterUrl(config.redisUrl);
+      assertClusterPrefix(config.redisUrl, config.redisPrefix);
       // A Redis Cluster URL (README, REDIS_URL) reads through a cluster client, as `run` writes.
       const redis = cluster
         ? (new Cluster(cluster.nodes, {

@@ -99,22 +99,22 @@ export async function runDemo(options: DemoOptions, env: NodeJS.ProcessEnv = pro
   };
 
   try {
+    const base = loadConfig({}, env); // validates the user's environment first (one line, exit 2)
+    assertSafeHttpExposure(base);
+    const portGiven = options.port !== undefined || Boolean(env.PORT);
+    // A port the user chose and another process holds: one line before anything is touched
+    // (also before --fresh wipes the data).
+    if (portGiven && !(await isPortFree(options.port ?? base.port, base.host)))
+      throw configError(
+        `port ${options.port ?? base.port} on ${base.host} is already in use`,
+        'choose another --port (0: any free port)',
+      );
     if (options.fresh) await wipeDataDir(dataDir);
     try {
       makeDirs(dataDir);
     } catch (err) {
       throw configError(`--data-dir: ${(err as Error).message}`);
     }
-
-    const base = loadConfig({}, env); // validates the user's environment first (one line, exit 2)
-    assertSafeHttpExposure(base);
-    const portGiven = options.port !== undefined || Boolean(env.PORT);
-    // A port the user chose and another process holds: one line before anything starts.
-    if (portGiven && !(await isPortFree(options.port ?? base.port, base.host)))
-      throw configError(
-        `port ${options.port ?? base.port} on ${base.host} is already in use`,
-        'choose another --port (0: any free port)',
-      );
     logger = createLogger(env.LOG_LEVEL ? base.logLevel : 'warn');
     const useOwnPostgres = !base.databaseUrl;
     const useMock = !base.externalUrl;

@@ -9,7 +9,7 @@ export function listenFailure(err: unknown, host: string, port: number, hint: st
   const code = (err as { code?: string }).code;
   if (code === 'ENOTFOUND' || code === 'EADDRNOTAVAIL' || code === 'EAI_AGAIN')
     return configError(
-      `cannot listen on ${host}: not an address of this machine (${code})`,
+      `cannot listen on ${host} (${code}): not an address of this machine, or a name that does not resolve`,
       'set HOST / --host to one of its addresses, e.g. 127.0.0.1 or ::1',
     );
   if (code !== 'EADDRINUSE') return err;

@@ -145,7 +145,7 @@ describe('isLoopback: exact loopback addresses only', () => {
     );
     assert.match(
       (refused as PipelineError).oneLine(),
-      /EP_ERR_CONFIG: cannot listen on x: not an address of this machine/,
+      /EP_ERR_CONFIG: cannot listen on x \(ENOTFOUND\): not an address of this machine/,
     );
   });
 });

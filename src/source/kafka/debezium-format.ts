@@ -161,7 +161,7 @@ function decodeEventValue(
   if (!(shape.eventIdColumn in change.row))
     // Most likely not Debezium's at all: say so rather than name the first missing column.
     throw new ValueError(
-      `neither a Debezium change event (op with after/before) nor a row of ${shape.events.name} (no ${shape.eventIdColumn} field)`,
+      `no ${shape.eventIdColumn} field: neither a Debezium change event of ${shape.events.name} (op with an after row holding it) nor a flattened row of it`,
     );
   const row = decodeDebeziumEvent(change.row, change.fields, shape.eventIdColumn);
   // source.ts_ms is the commit time for the Postgres connector; without it (a flattened
