@@ -4,8 +4,8 @@ import { parseWindow } from '../domain/windows.js';
 import { configError } from '../errors.js';
 import { redisConnectFailure, refuseUnselectedDatabase } from '../sinks/redis/connection.js';
 import { leaderboardQueryProblem, readLeaderboard } from '../sinks/redis/leaderboard-reader.js';
-import { assertClusterPrefix, parseClusterUrl } from '../sinks/redis/redis-sink.js';
-import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { assertClusterPrefix, clusterClient, parseClusterUrl } from '../sinks/redis/redis-sink.js';
+import { Redis, type RedisOptions } from 'ioredis';
 import { action, configFrom, integerOption, withConfigOptions } from './common.js';
 
 export function registerTop(program: Command): void {
@@ -57,12 +57,7 @@ export function registerTop(program: Command): void {
       assertClusterPrefix(config.redisUrl, config.redisPrefix);
       // A Redis Cluster URL (README, REDIS_URL) reads through a cluster client, as `run` writes.
       const redis = cluster
-        ? (new Cluster(cluster.nodes, {
-            redisOptions: { ...clientOptions, ...cluster.auth, ...(cluster.tls ? { tls: {} } : {}) },
-            lazyConnect: true,
-            enableOfflineQueue: false,
-            clusterRetryStrategy: () => null,
-          }) as unknown as Redis)
+        ? (clusterClient(cluster, clientOptions, () => null) as unknown as Redis)
         : new Redis(config.redisUrl, clientOptions);
       let lastError: unknown = null;
       redis.on('error', (err) => (lastError = err)); // reported below, as one line

@@ -61,6 +61,14 @@ describe('Redis: the slot watermark carries its source identity', () => {
     await redis.cleanup();
   });
 
+  /** A Kafka worker's sink: no positioned stream, it learns each batch's cluster (if any) from the batch. */
+  async function workerSink(): Promise<RedisSink> {
+    const sink = new RedisSink({ url: redis.url, prefix: redis.prefix, logger: pino({ level: 'silent' }) });
+    sinks.push(sink);
+    await sink.start();
+    return sink;
+  }
+
   async function sinkFor(stream: string, source: string, logger: Logger = pino({ level: 'silent' })) {
     const calls = { n: 0 };
     const sink = new RedisSink({
@@ -148,9 +156,7 @@ describe('Redis: the slot watermark carries its source identity', () => {
     const content = '00000000-0000-4000-8000-0000000000a4';
     const stream = 'kafka:engagement.events:3';
     // No positioned stream: a worker learns the cluster from the messages, batch by batch.
-    const worker = new RedisSink({ url: redis.url, prefix: redis.prefix, logger: pino({ level: 'silent' }) });
-    sinks.push(worker);
-    await worker.start();
+    const worker = await workerSink();
     const from = (source: string, lsn: string, ids: number[]): Batch => ({
       ...batch(stream, content, lsn, ids),
       sourceId: source,
@@ -192,12 +198,11 @@ describe('Redis: the slot watermark carries its source identity', () => {
     assert.equal(await count(content), 5, 'and replays of the same source are still skipped');
     assert.equal(old.sink.stateLosses, 0);
   });
+
   it('a Kafka partition without a known cluster (Debezium): events below the watermark count once, by their seen bits', async () => {
     const content = '00000000-0000-4000-8000-0000000000a5';
     const stream = 'kafka:dbz.public.engagement_events:0';
-    const worker = new RedisSink({ url: redis.url, prefix: redis.prefix, logger: pino({ level: 'silent' }) });
-    sinks.push(worker);
-    await worker.start();
+    const worker = await workerSink();
     await worker.write(batch(stream, content, '5/10000000', range(5_000, 5_009)));
     assert.equal(await count(content), 10);
     await worker.write(batch(stream, content, '5/10000000', range(5_000, 5_009)));

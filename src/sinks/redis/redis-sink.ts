@@ -75,12 +75,7 @@ export function createRedis(url: string): Redis {
   };
   const cluster = parseClusterUrl(url);
   if (cluster) {
-    const client = new Cluster(cluster.nodes, {
-      redisOptions: { ...options, ...cluster.auth, ...(cluster.tls ? { tls: {} } : {}) },
-      clusterRetryStrategy: (times) => Math.min(100 * times, 2_000),
-      enableOfflineQueue: false,
-      lazyConnect: true,
-    });
+    const client = clusterClient(cluster, options, (times) => Math.min(100 * times, 2_000));
     client.on('error', () => undefined); // surfaced by the failing command; ioredis reconnects
     // (Its commands are bounded by their size; a node that stops answering is the cluster
     // client's to replace, not dropped here.)
@@ -89,6 +84,23 @@ export function createRedis(url: string): Redis {
   const redis = new Redis(url, { ...options, enableOfflineQueue: false, lazyConnect: true });
   redis.on('error', () => undefined); // surfaced by the failing command; ioredis reconnects
   return refuseUnselectedDatabase(boundReplies(redis, { reconnect: true }), url);
+}
+
+/**
+ * A Redis Cluster client for a parsed `redis+cluster://` URL (lazy, no offline queue): each
+ * node's connection takes `redisOptions` plus the URL's credentials and TLS.
+ */
+export function clusterClient(
+  cluster: NonNullable<ReturnType<typeof parseClusterUrl>>,
+  redisOptions: RedisOptions,
+  clusterRetryStrategy: (times: number) => number | null,
+): Cluster {
+  return new Cluster(cluster.nodes, {
+    redisOptions: { ...redisOptions, ...cluster.auth, ...(cluster.tls ? { tls: {} } : {}) },
+    clusterRetryStrategy,
+    enableOfflineQueue: false,
+    lazyConnect: true,
+  });
 }
 
 /** `redis+cluster://[user:pass@]h1:p1,h2:p2[/]` -> seed nodes and credentials; null for a plain URL. */
