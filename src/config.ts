@@ -202,6 +202,17 @@ export const configSpec = {
       .default('2m')
       .transform(durationToMs),
   },
+  externalSpillAfter: {
+    env: 'EXTERNAL_SPILL_AFTER',
+    flag: 'external-spill-after',
+    describe:
+      'best-effort: how long an external system that answers, but slower than events arrive, may alone hold the other destinations back before its unsent events are set aside as dead letters and re-sent automatically (2s, 500ms; off = never)',
+    schema: z.coerce
+      .string()
+      .regex(/^(\d+(ms|s|m|h)?|off)$/, 'must be a duration such as 2s or 500ms, or off')
+      .default('2s')
+      .transform((text) => (text === 'off' ? null : durationToMs(text))),
+  },
   externalRedriveRate: {
     env: 'EXTERNAL_REDRIVE_RATE',
     flag: 'external-redrive-rate',

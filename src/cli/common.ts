@@ -22,6 +22,7 @@ export const SINK_CONFIG_KEYS = [
   'externalMaxAttempts',
   'externalTimeoutMs',
   'externalRetryFor',
+  'externalSpillAfter',
   'externalRedriveRate',
   'externalWriteIntervalMs',
   'kafkaEnrichedTopic',

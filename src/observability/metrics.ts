@@ -61,6 +61,12 @@ export function createMetrics() {
       labelNames: sinkLabels,
       registers: [registry],
     }),
+    sinkSpills: new client.Counter({
+      name: 'engagement_sink_spills_total',
+      help: 'times a slow sink that alone held the in-flight window set its unsent events aside in the dead-letter table (EXTERNAL_SPILL_AFTER)',
+      labelNames: sinkLabels,
+      registers: [registry],
+    }),
     sinkUp: new client.Gauge({
       name: 'engagement_sink_up',
       help: '1 while the sink is up or behind (engagement_sink_state), 0 during an outage (down: failing, retried; failed: needs an operator)',

@@ -88,6 +88,8 @@ export class Pipeline {
         return at === null ? null : isoToMillis(at);
       },
       onSuccess: options.onSinkSuccess,
+      // (Asked only once the dispatcher exists: by the spill check, after start.)
+      windowFull: () => !this.dispatcher.hasRoom,
     });
     this.dispatcher = new Dispatcher<Batch>({
       maxRows: options.batchMaxRows,

@@ -7,7 +7,7 @@ import type { SinkHealth, SinkState } from '../observability/stats.js';
 import type { DeadLetterEntry, DeadLetterStore } from '../state/dead-letter.js';
 import type { BackoffOptions } from '../retry/backoff.js';
 import { OPERATOR_BACKOFF, retry, TRANSIENT_BACKOFF } from '../retry/retry.js';
-import type { Sink } from '../sinks/sink.js';
+import type { Sink, WriteResult } from '../sinks/sink.js';
 import { isoToMillis } from '../domain/timestamps.js';
 import { policyFor, type ErrorPolicy } from '../retry/error-policy.js';
 import { batchWeight } from './row-weight.js';
@@ -39,6 +39,12 @@ export interface FanoutOptions {
    * rates and never holds a full batch.
    */
   fullRows?: number;
+  /**
+   * True while the source is paused for room in the in-flight window (the dispatcher's window is
+   * full): what makes a sink that alone holds its batches hold every other sink too (spilling,
+   * see Sink.spillAfterMs).
+   */
+  windowFull?: () => boolean;
 }
 
 /** A batch handed to one sink and not yet written: settled when that sink accepted it. */
@@ -65,6 +71,12 @@ interface Tracked {
   delivered: number;
   deadLettered: number;
   failing: { policy: Exclude<ErrorPolicy, 'rows'>; since: number; error: string } | null;
+  /** The seq of the last batch handed to this sink. */
+  lastSeq: number;
+  /** Since when (Date.now()) this sink alone holds a full window (see checkSpill); null: it does not. */
+  aloneSince: number | null;
+  /** Spilling until the batch with this seq is written (see checkSpill); null: not spilling. */
+  spillThrough: number | null;
 }
 
 /** Bisecting found every row bad: that is the sink failing, not the rows. */
@@ -81,15 +93,23 @@ class AllRowsRejected extends Error {}
  * -> the batch is split to find them, they are dead-lettered for that sink, the rest is
  * delivered. Until a sink accepted a batch the source position stays held, so an outage loses
  * nothing.
+ *
+ * A sink that can set events aside durably (Sink.spillAfterMs: the external sink under
+ * best-effort) is made to, once it alone has held a full window that long while answering:
+ * otherwise a receiver slower than the event rate, which fails nothing, would set the pace of
+ * every destination for as long as it stays slow (Redis minutes stale behind a webhook).
  */
 export class Fanout {
   private readonly tracked: Tracked[];
   private readonly abort = new AbortController();
   private readonly transientBackoff: BackoffOptions;
   private readonly failedBackoff: BackoffOptions;
+  /** When the last spill line was logged (one per SPILL_LOG_INTERVAL_MS while a receiver stays slow). */
+  private spillLoggedAt = -Infinity;
   /** Shutting down: write what waits at once. */
   private flushing = false;
   private timer: NodeJS.Timeout | null = null;
+  private spillTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly options: FanoutOptions) {
     // Every in-flight request of every sink listens on this one signal.
@@ -106,6 +126,9 @@ export class Fanout {
       delivered: 0,
       deadLettered: 0,
       failing: null,
+      lastSeq: -Infinity,
+      aloneSince: null,
+      spillThrough: null,
     }));
     this.transientBackoff = {
       baseMs: options.retryBaseMs ?? TRANSIENT_BACKOFF.baseMs,
@@ -123,6 +146,50 @@ export class Fanout {
     if (this.timer) return;
     this.timer = setInterval(() => this.updateGauges(), intervalMs);
     this.timer.unref();
+    if (this.tracked.some((t) => t.sink.spillAfterMs !== undefined)) {
+      this.spillTimer = setInterval(() => this.checkSpill(), SPILL_CHECK_MS);
+      this.spillTimer.unref();
+    }
+  }
+
+  /**
+   * Turns spilling on for a spill-capable sink that alone has held a full window (the source is
+   * paused for room, every other sink accepted everything it was handed) for its spillAfterMs,
+   * while no failure is being ridden out (an outage is EXTERNAL_RETRY_FOR's business: short ones
+   * dead-letter nothing). It spills through the last batch handed to it so far; spill(false)
+   * follows once that one is written (pump), so what arrives later is sent as usual. Public for
+   * tests.
+   */
+  checkSpill(now = Date.now()): void {
+    const full = this.options.windowFull?.() ?? false;
+    for (const t of this.tracked) {
+      const after = t.sink.spillAfterMs;
+      if (after === undefined || t.spillThrough !== null) continue;
+      const alone =
+        full &&
+        t.pending.length > 0 &&
+        t.failing === null &&
+        (t.sink.failure?.() ?? null) === null &&
+        this.tracked.every((o) => o === t || o.pending.length === 0);
+      if (!alone) {
+        t.aloneSince = null;
+        continue;
+      }
+      t.aloneSince ??= now;
+      if (now - t.aloneSince < after) continue;
+      t.aloneSince = null;
+      t.spillThrough = t.lastSeq;
+      t.sink.spill?.(true);
+      this.options.metrics.sinkSpills.inc({ sink: t.sink.name });
+      if (now - this.spillLoggedAt >= SPILL_LOG_INTERVAL_MS) {
+        this.spillLoggedAt = now;
+        this.options.logger.warn(
+          { sink: t.sink.name, heldSeconds: after / 1000 },
+          `sink ${t.sink.name} answers more slowly than events arrive and alone held the other sinks for ${(after / 1000).toFixed(1)} s: ` +
+            `its unsent events are set aside in the dead-letter table and re-sent automatically (engagement dlq list --sink ${t.sink.name})`,
+        );
+      }
+    }
   }
 
   /**
@@ -138,6 +205,7 @@ export class Fanout {
       t.received += batch.events.length;
       this.options.metrics.sinkEventsReceived.inc({ sink: t.sink.name }, batch.events.length);
       t.pending.push(oldest);
+      t.lastSeq = batch.seq;
       return new Promise<void>((resolve, reject) => {
         t.queue.push({ batch, weight, resolve, reject });
         t.queuedRows += weight;
@@ -158,6 +226,8 @@ export class Fanout {
     this.abort.abort();
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    if (this.spillTimer) clearInterval(this.spillTimer);
+    this.spillTimer = null;
     for (const t of this.tracked) {
       if (t.timer) clearTimeout(t.timer);
       t.timer = null;
@@ -232,9 +302,14 @@ export class Fanout {
     t.writing = true;
     t.lastWriteAt = performance.now();
     const sizes = parts.map((q) => q.batch.events.length);
-    this.writeWithPolicy(t, merge(parts.map((q) => q.batch)), sizes).then(
+    const batch = merge(parts.map((q) => q.batch));
+    this.writeWithPolicy(t, batch, sizes).then(
       () => {
         t.writing = false;
+        if (t.spillThrough !== null && batch.seq >= t.spillThrough) {
+          t.spillThrough = null;
+          t.sink.spill?.(false);
+        }
         for (const q of parts) q.resolve();
         this.pump(t);
       },
@@ -254,17 +329,13 @@ export class Fanout {
       async () => {
         const started = performance.now();
         try {
-          await t.sink.write(batch, signal);
-          this.recordSuccess(t, batch, parts, batch, (performance.now() - started) / 1000);
+          const result = await t.sink.write(batch, signal);
+          const accepted = this.withoutDeadLettered(t, batch, result?.deadLettered);
+          this.recordSuccess(t, batch, parts, accepted, (performance.now() - started) / 1000);
         } catch (error) {
           if (signal.aborted || policyFor(error) !== 'rows') throw error;
           const refused = await this.isolateBadRows(t, batch, error, sizes);
-          const keep = batch.positions.map((p) => !refused.has(p));
-          const accepted: Batch = {
-            ...batch,
-            events: batch.events.filter((_, i) => keep[i]),
-            positions: batch.positions.filter((_, i) => keep[i]),
-          };
+          const accepted = this.withoutDeadLettered(t, batch, refused.setAside, refused.refused);
           this.recordSuccess(t, batch, parts, accepted, (performance.now() - started) / 1000);
         }
       },
@@ -292,10 +363,12 @@ export class Fanout {
     batch: Batch,
     firstError: unknown,
     sizes: number[],
-  ): Promise<Set<string>> {
+  ): Promise<{ refused: Set<string>; setAside: Set<string> }> {
     const deadLetters = this.options.deadLetters;
     if (!deadLetters) throw firstError;
     const bad: { event: EnrichedEvent; position: string; reason: string }[] = [];
+    // What the sink's own writes of the parts recorded as dead letters (WriteResult).
+    const setAside = new Set<string>();
     const visit = async (from: number, to: number, error: unknown): Promise<void> => {
       if (to - from === 1) {
         bad.push({
@@ -316,7 +389,8 @@ export class Fanout {
           positions: batch.positions.slice(a, b),
         };
         try {
-          await t.sink.write(part, this.abort.signal);
+          const result = await t.sink.write(part, this.abort.signal);
+          for (const position of result?.deadLettered ?? []) setAside.add(position);
         } catch (err) {
           if (policyFor(err) !== 'rows') throw err;
           await visit(a, b, err);
@@ -345,7 +419,29 @@ export class Fanout {
       { sink: t.sink.name, events: bad.map((b) => b.event.event_id).slice(0, 20) },
       `sink ${t.sink.name} refused ${bad.length} of ${batch.events.length} events; dead-lettered for ${t.sink.name} (engagement dlq list --sink ${t.sink.name}): ${bad[0]?.reason ?? ''}`,
     );
-    return new Set(bad.map((b) => b.position));
+    return { refused: new Set(bad.map((b) => b.position)), setAside };
+  }
+
+  /**
+   * The batch without the events at `positions` (the sink recorded them in the dead-letter
+   * table itself: WriteResult), counted as dead-lettered for the sink; `refused`: positions the
+   * fan-out dead-lettered (isolateBadRows, counted there), also left out.
+   */
+  private withoutDeadLettered(
+    t: Tracked,
+    batch: Batch,
+    positions: ReadonlySet<string> | undefined,
+    refused: ReadonlySet<string> = new Set(),
+  ): Batch {
+    const n = positions?.size ?? 0;
+    if (n === 0 && refused.size === 0) return batch;
+    t.deadLettered += n;
+    const keep = batch.positions.map((p) => !refused.has(p) && !(positions?.has(p) ?? false));
+    return {
+      ...batch,
+      events: batch.events.filter((_, i) => keep[i]),
+      positions: batch.positions.filter((_, i) => keep[i]),
+    };
   }
 
   private recordFailure(t: Tracked, policy: 'transient' | 'sink', err: unknown): void {
@@ -400,6 +496,11 @@ export class Fanout {
     this.updateGauges();
   }
 }
+
+/** How often a spill-capable sink's hold is checked (checkSpill). */
+const SPILL_CHECK_MS = 250;
+/** While a receiver stays slow, one spill line per minute. */
+const SPILL_LOG_INTERVAL_MS = 60_000;
 
 /**
  * The queue's first batches of one stream and source (a sink's replay positions are per stream,

@@ -96,6 +96,8 @@ export class KafkaWorker {
       lagWarnSeconds: options.lagWarnSeconds,
       fullRows: options.batchMaxRows,
       onSuccess: options.onSinkSuccess,
+      // (Asked only once the dispatcher exists: by the spill check, after start.)
+      windowFull: () => !this.dispatcher.hasRoom,
     });
     this.dispatcher = new Dispatcher<Batch>({
       maxRows: options.batchMaxRows,

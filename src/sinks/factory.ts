@@ -115,6 +115,7 @@ export function externalSinkFromConfig(
     | 'externalMaxAttempts'
     | 'externalTimeoutMs'
     | 'externalRetryFor'
+    | 'externalSpillAfter'
     | 'externalRedriveRate'
     | 'externalWriteIntervalMs'
   >,
@@ -131,6 +132,7 @@ export function externalSinkFromConfig(
     maxAttempts: config.externalMaxAttempts,
     timeoutMs: config.externalTimeoutMs,
     retryForMs: config.externalRetryFor,
+    spillAfterMs: config.externalSpillAfter,
     // Re-drive needs the table itself (the pipeline's store), not a record-only stand-in.
     redrive:
       store instanceof DeadLetterStore ? { store, ratePerSecond: config.externalRedriveRate } : undefined,

@@ -2,7 +2,7 @@ import type { Batch, EnrichedEvent } from '../domain/types.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { DeadLetterEntry, DeadLetterStore } from '../state/dead-letter.js';
-import type { Sink } from './sink.js';
+import type { Sink, WriteResult } from './sink.js';
 
 /** Why a destination cannot hold an event (e.g. a timestamp outside its column's range), or null. */
 export type RowProblem = (event: EnrichedEvent) => string | null;
@@ -48,7 +48,7 @@ export class RowCheckedSink implements Sink {
     return this.inner.failure?.() ?? null;
   }
 
-  async write(batch: Batch, signal: AbortSignal): Promise<void> {
+  async write(batch: Batch, signal: AbortSignal): Promise<void | WriteResult> {
     const { accepted, rejected } = splitBatch(batch, this.problem);
     if (rejected.length === 0) return this.inner.write(batch, signal);
     if (accepted.events.length > 0) await this.inner.write(accepted, signal);
@@ -68,6 +68,7 @@ export class RowCheckedSink implements Sink {
       { sink: this.name, rows: entries.length, eventIds: entries.slice(0, 10).map((e) => e.eventId) },
       `${this.name}: ${entries.length} event(s) ${this.deps.destination} cannot hold were dead-lettered (the other sinks got them): ${entries[0].lastError}`,
     );
+    return { deadLettered: new Set(rejected.map((r) => r.position)) };
   }
 }
 

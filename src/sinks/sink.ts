@@ -1,6 +1,15 @@
 import type { Batch } from '../domain/types.js';
 
 /**
+ * What a write recorded in the dead-letter table instead of delivering (the external sink under
+ * `best-effort`): the positions of those events, so the pipeline counts them as dead-lettered,
+ * not delivered. A write that returns nothing delivered every event.
+ */
+export interface WriteResult {
+  deadLettered: ReadonlySet<string>;
+}
+
+/**
  * A destination. The pipeline's contract with every sink:
  *
  * - Delivery is at-least-once: after a crash the same events (by `event_id`) may be written
@@ -32,7 +41,18 @@ export interface Sink {
    * is healthy. The pipeline reports the sink `down` meanwhile (/readyz, /api/stats, status).
    */
   failure?(): string | null;
+  /**
+   * For a sink that can set events aside durably and deliver them later by itself (the
+   * external sink under `best-effort`: its dead-letter table and automatic re-drive): how long
+   * it may be the only destination holding a full in-flight window (answering, but slower than
+   * events arrive) before the pipeline calls `spill(true)`. Then its writes record what they
+   * have not sent yet there instead of sending it, until `spill(false)`, which the pipeline
+   * calls once everything queued for the sink at the time was written. Without this, one slow
+   * receiver holds every other destination to its pace (see fanout.ts).
+   */
+  spillAfterMs?: number;
+  spill?(on: boolean): void;
   start(): Promise<void>;
-  write(batch: Batch, signal: AbortSignal): Promise<void>;
+  write(batch: Batch, signal: AbortSignal): Promise<void | WriteResult>;
   stop(): Promise<void>;
 }

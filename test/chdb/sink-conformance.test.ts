@@ -74,7 +74,8 @@ function batch(from: number, to: number): Batch {
 async function writeUntilAccepted(sink: Sink, b: Batch): Promise<void> {
   for (let i = 0; i < 100; i++) {
     try {
-      return await sink.write(b, new AbortController().signal);
+      await sink.write(b, new AbortController().signal);
+      return;
     } catch {
       await new Promise((r) => setTimeout(r, 100));
     }

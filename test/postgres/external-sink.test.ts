@@ -668,6 +668,55 @@ describe('ExternalSink: riding out an outage (retryForMs) and re-driving dead le
   });
 });
 
+describe('ExternalSink: spilling behind a receiver slower than the events (Sink.spill)', () => {
+  it('sets aside what it has not sent (attempts 0, re-drivable), lets requests in flight finish, and the re-drive sends them once spilling ends', async () => {
+    await control({ latencyMs: 400 });
+    const { sink, metrics } = await makeSink({
+      concurrency: 2,
+      spillAfterMs: 2_000,
+      redrive: { store, ratePerSecond: 1000, intervalMs: 50 },
+    });
+    assert.equal(sink.spillAfterMs, 2_000);
+    const writing = sink.write(batch(1, 10), new AbortController().signal);
+    await sleep(150); // two requests in flight
+    sink.spill(true);
+    const result = await writing;
+    const rows = await deadLetterRows();
+    assert.deepEqual(
+      rows.map((r) => Number(r.event_id)),
+      range(3, 8),
+      'the two requests in flight were answered; the other eight were set aside unsent',
+    );
+    assert.ok(rows.every((r) => r.attempts === 0 && /^set aside unsent/.test(r.last_error)));
+    assert.deepEqual(
+      [...(result?.deadLettered ?? [])],
+      batch(1, 10).positions.slice(2),
+      'the write names what it set aside, so the pipeline does not count it delivered',
+    );
+    assert.equal(await counter(metrics, 'deadLetters'), 8);
+    // While spilling, the re-drive holds back (it would compete with the live stream).
+    await sleep(300);
+    assert.equal(await store.depth('external'), 8);
+    assert.equal((await stats()).uniqueEventIds, 2);
+    await control({ latencyMs: 0 });
+    sink.spill(false);
+    await waitFor('re-driven', async () => (await store.depth('external')) === 0, 20_000);
+    await sink.stop();
+    const s = await stats();
+    assert.equal(s.uniqueEventIds, 10);
+    assert.equal(s.duplicateEvents, 0);
+  });
+
+  it('block never spills: every event waits for the receiver', async () => {
+    const { sink } = await makeSink({ policy: 'block', spillAfterMs: 0 });
+    assert.equal(sink.spillAfterMs, undefined, 'the pipeline is not told it may');
+    sink.spill(true);
+    assert.equal(await sink.write(batch(1, 3), new AbortController().signal), undefined);
+    assert.equal((await deadLetterRows()).length, 0);
+    assert.equal((await stats()).uniqueEventIds, 3);
+  });
+});
+
 describe('ExternalSink: 409 from an Idempotency-Key receiver (a retry meeting its own first attempt)', () => {
   it('a 409 after a timed-out attempt is retried until the stored answer comes, not dead-lettered', async () => {
     // Our first attempt times out (200 ms) while the receiver still processes it (500 ms); the

@@ -6,7 +6,7 @@ import { Fanout } from '../../src/pipeline/fanout.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { sinkStatsFromMetrics } from '../../src/observability/stats.js';
 import type { DeadLetterEntry } from '../../src/state/dead-letter.js';
-import type { Sink } from '../../src/sinks/sink.js';
+import type { Sink, WriteResult } from '../../src/sinks/sink.js';
 import { intBetween, prng, seeds } from '../helpers/prng.js';
 import { JsonText } from '../../src/domain/json-text.js';
 import { ROW_WEIGHT_BYTES } from '../../src/pipeline/row-weight.js';
@@ -48,7 +48,7 @@ class PickySink implements Sink {
   writes = 0;
   constructor(
     readonly name: string,
-    private readonly bad: Set<number>,
+    readonly bad: Set<number>,
     private readonly error: () => Error = () => new Error('Conversion Error: could not convert'),
   ) {}
   async start() {}
@@ -731,5 +731,125 @@ describe('Fanout', () => {
     fanout.cancel();
     await assert.rejects(waiting, /aborted/);
     await assert.rejects(fanout.write(batch(3, [3])), /aborted/);
+  });
+
+  describe('spilling (a slow sink that alone holds a full window)', () => {
+    /**
+     * Holds each write until released; once spilling, sets aside what it has not "sent": the
+     * write in progress keeps its first event (in flight), the rest of it and every later
+     * write while spilling come back as dead-lettered positions.
+     */
+    class SlowSink implements Sink {
+      readonly name = 'external';
+      readonly spillAfterMs = 1_000;
+      spilling = false;
+      readonly spills: boolean[] = [];
+      readonly sent: number[] = [];
+      readonly setAside: number[] = [];
+      failing: string | null = null;
+      #wake: (() => void) | null = null;
+      async start() {}
+      async stop() {}
+      failure() {
+        return this.failing;
+      }
+      spill(on: boolean) {
+        this.spills.push(on);
+        this.spilling = on;
+        if (on) this.#wake?.();
+      }
+      release() {
+        this.#wake?.();
+      }
+      async write(b: Batch): Promise<WriteResult | undefined> {
+        if (!this.spilling) await new Promise<void>((r) => (this.#wake = r));
+        const inFlight = this.spilling && this.#wake === null ? 0 : 1;
+        this.#wake = null;
+        const keep = this.spilling ? inFlight : b.events.length;
+        this.sent.push(...b.events.slice(0, keep).map((e) => e.event_id));
+        if (keep === b.events.length) return undefined;
+        this.setAside.push(...b.events.slice(keep).map((e) => e.event_id));
+        return { deadLettered: new Set(b.positions.slice(keep)) };
+      }
+    }
+
+    function setup(windowFull: { full: boolean }) {
+      const slow = new SlowSink();
+      const fast = new PickySink('redis', new Set());
+      const { logger, lines } = logCapture();
+      const metrics = createMetrics();
+      const fanout = new Fanout({
+        sinks: [fast, slow],
+        metrics,
+        logger,
+        windowFull: () => windowFull.full,
+      });
+      return { slow, fast, fanout, lines, metrics };
+    }
+
+    it('after spillAfterMs alone with the window full: the unsent events and what queued behind are set aside, later batches go out as usual', async () => {
+      const window = { full: true };
+      const { slow, fast, fanout, lines, metrics } = setup(window);
+      const writes = [
+        fanout.write(batch(1, [1, 2, 3])),
+        fanout.write(batch(2, [4, 5])),
+        fanout.write(batch(3, [6])),
+      ];
+      await sleep(10);
+      assert.deepEqual(fast.applied, [1, 2, 3, 4, 5, 6], 'the fast sink took everything it was handed');
+      const t0 = Date.now();
+      fanout.checkSpill(t0);
+      fanout.checkSpill(t0 + 999);
+      assert.deepEqual(slow.spills, [], 'not before spillAfterMs');
+      fanout.checkSpill(t0 + 1_000);
+      assert.deepEqual(slow.spills, [true]);
+      await Promise.all(writes);
+      assert.deepEqual(
+        slow.spills,
+        [true, false],
+        'spilling ends once the batches queued at the time are written',
+      );
+      assert.deepEqual(slow.sent, [1], 'the request in flight finished');
+      assert.deepEqual(slow.setAside, [2, 3, 4, 5, 6]);
+      const h = fanout.health().find((x) => x.name === 'external')!;
+      assert.equal(h.delivered, 1);
+      assert.equal(h.deadLettered, 5, 'set-aside events count as dead-lettered, not delivered');
+      assert.equal(lines.filter((l) => /alone held the other sinks/.test(l.msg)).length, 1, 'one line');
+      assert.match(await metrics.registry.metrics(), /engagement_sink_spills_total\{sink="external"\} 1/);
+      // Later batches are sent again.
+      const later = fanout.write(batch(4, [7]));
+      await sleep(10);
+      slow.release();
+      await later;
+      assert.deepEqual(slow.sent, [1, 7]);
+      fanout.cancel();
+    });
+
+    it('never while the window has room, another sink holds batches too, or a failure is being ridden out', async () => {
+      const window = { full: false };
+      const { slow, fast, fanout } = setup(window);
+      const first = fanout.write(batch(1, [1]));
+      await sleep(10);
+      const t0 = Date.now();
+      fanout.checkSpill(t0);
+      fanout.checkSpill(t0 + 5_000);
+      assert.deepEqual(slow.spills, [], 'the window has room: the slow sink holds nobody back');
+      window.full = true;
+      slow.failing = 'external system failing for 3 s: HTTP 503';
+      fanout.checkSpill(t0 + 6_000);
+      fanout.checkSpill(t0 + 9_000);
+      assert.deepEqual(slow.spills, [], 'an outage is ridden out for EXTERNAL_RETRY_FOR instead');
+      slow.failing = null;
+      fanout.checkSpill(t0 + 10_000);
+      fanout.checkSpill(t0 + 10_500);
+      assert.deepEqual(slow.spills, [], 'the clock starts again once the failure clears');
+      fast.bad.add(99);
+      const second = fanout.write(batch(2, [99]));
+      fanout.checkSpill(t0 + 11_000);
+      assert.deepEqual(slow.spills, [], 'another sink holds a batch too (retrying it)');
+      slow.release();
+      fanout.cancel();
+      await Promise.allSettled([first, second]);
+    });
   });
 });

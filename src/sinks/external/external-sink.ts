@@ -7,7 +7,7 @@ import { describeError, ErrorCodes, PipelineError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { DeadLetterEntry, DeadLetterRow, DeadLetterStore } from '../../state/dead-letter.js';
-import type { Sink } from '../sink.js';
+import type { Sink, WriteResult } from '../sink.js';
 import { DEFAULT_BACKOFF, parseRetryAfter, retryDelay } from '../../retry/backoff.js';
 import { httpPolicy } from '../../retry/error-policy.js';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker.js';
@@ -57,6 +57,15 @@ import { abortError, ExternalRequests, type AttemptResult, type OutgoingRequest 
  * - circuit open: `best-effort` dead-letters without sending (fail fast, so an outage does
  *   not slow the other destinations down); `block` waits for the breaker's probe.
  *
+ * Spilling (`best-effort` only, see Sink.spill): a receiver that answers every request, but
+ * slower than events arrive, fails nothing, so EXTERNAL_RETRY_FOR never ends its hold and it
+ * would set the pace of every destination. Once it alone has held a full window for
+ * spillAfterMs (EXTERNAL_SPILL_AFTER), the pipeline turns spilling on: requests not yet sent
+ * are recorded as dead letters (`set aside: ...`, attempts 0) instead, requests in flight finish
+ * (a failing one is dead-lettered rather than retried), and the automatic re-drive sends them
+ * later under the same keys. The re-drive holds back while spilling, so it does not compete with
+ * the live stream for the slow receiver.
+ *
  * write() resolves once every event was accepted or recorded in the dead-letter table; it
  * rejects when the pipeline aborts or the dead-letter table cannot be written (the pipeline
  * then retries the batch; re-sends carry the same keys).
@@ -103,6 +112,11 @@ export interface ExternalSinkOptions {
   keyTypes?: KeyTypes;
   /** Automatic re-drive of this sink's pending dead letters once the system answers (off when unset). */
   redrive?: Omit<RedriverOptions, 'sink' | 'metrics' | 'logger' | 'healthy' | 'send'>;
+  /**
+   * best-effort: how long the sink may alone hold a full window before the pipeline makes it
+   * spill (Sink.spillAfterMs, EXTERNAL_SPILL_AFTER); null = never. Ignored under `block`.
+   */
+  spillAfterMs?: number | null;
 }
 
 type Verdict = { delivered: true } | { delivered: false; error: string; attempts: number; status?: number };
@@ -138,11 +152,16 @@ const RECOVERY_SPREAD_MS = 1_000;
 const FAILING_AFTER_MS = 1_000;
 /** A failure no request has confirmed for this long is no longer reported (see failure()). */
 const FAILURE_STALE_MS = 30_000;
+/** The dead letter's reason for an event set aside unsent (redrivable: not an HTTP status). */
+const SET_ASIDE =
+  'set aside unsent: the external system answered more slowly than events arrived and alone held the other destinations back (EXTERNAL_SPILL_AFTER); re-sent automatically';
 
 export class ExternalSink implements Sink {
   readonly name = SINK;
   /** EXTERNAL_WRITE_INTERVAL_MS (see Sink.writeIntervalMs). */
   writeIntervalMs?: number;
+  /** EXTERNAL_SPILL_AFTER under best-effort (Sink.spillAfterMs); unset under block. */
+  readonly spillAfterMs?: number;
   readonly #o: ExternalSinkOptions;
   readonly #target: URL;
   readonly #backoff: { baseMs: number; maxMs: number; retryAfterMaxMs: number };
@@ -161,6 +180,8 @@ export class ExternalSink implements Sink {
   #lastFailureAt = 0;
   #deadLetterLoggedAt = 0;
   #deadLettersUnlogged = 0;
+  /** Sink.spill: writes set aside what they have not sent yet. */
+  #spilling = false;
 
   constructor(options: ExternalSinkOptions) {
     for (const key of ['batchSize', 'concurrency', 'maxAttempts', 'timeoutMs'] as const) {
@@ -191,6 +212,9 @@ export class ExternalSink implements Sink {
       onStateChange: (to, from) => this.#onCircuitChange(to, from),
     });
     this.#retryForMs = options.retryForMs ?? 0;
+    if (options.policy === 'best-effort' && options.spillAfterMs != null) {
+      this.spillAfterMs = options.spillAfterMs;
+    }
     this.#redriver =
       options.redrive && options.redrive.ratePerSecond > 0
         ? new Redriver({
@@ -199,7 +223,10 @@ export class ExternalSink implements Sink {
             metrics: options.metrics,
             logger: options.logger,
             healthy: () =>
-              this.#pool !== undefined && this.#breaker.state === 'closed' && this.#failingSince === null,
+              this.#pool !== undefined &&
+              this.#breaker.state === 'closed' &&
+              this.#failingSince === null &&
+              !this.#spilling,
             send: (row, signal) => this.#redriveOne(row, signal),
           })
         : null;
@@ -226,6 +253,13 @@ export class ExternalSink implements Sink {
     return `external system failing${since === null ? '' : ` for ${Math.round((Date.now() - since) / 1000)} s`}: ${this.#lastFailure}`;
   }
 
+  spill(on: boolean): void {
+    // Only where a pipeline was told it may (best-effort with a spillAfterMs): under block
+    // every event waits for the receiver, as promised.
+    if (this.spillAfterMs === undefined) return;
+    this.#spilling = on;
+  }
+
   get circuitState(): CircuitState {
     return this.#breaker.state;
   }
@@ -250,11 +284,12 @@ export class ExternalSink implements Sink {
     );
   }
 
-  async write(batch: Batch, signal: AbortSignal): Promise<void> {
+  async write(batch: Batch, signal: AbortSignal): Promise<WriteResult | undefined> {
     if (!this.#pool) throw new Error('external sink: write() before start()');
     if (signal.aborted) throw abortError(signal);
     const requests = this.#requests.split(batch);
     const deadLetters: DeadLetterEntry[] = [];
+    const deadLettered = new Set<string>();
     // A worker that fails (abort, or a bug) stops the others instead of leaving them running.
     const stopAll = new AbortController();
     const runSignal = AbortSignal.any([signal, stopAll.signal]);
@@ -263,6 +298,10 @@ export class ExternalSink implements Sink {
     const worker = async (): Promise<void> => {
       while (next < requests.length) {
         const request = requests[next++];
+        if (this.#spilling) {
+          setAside(request, SET_ASIDE, 0);
+          continue;
+        }
         const verdict = await this.#deliver(request, runSignal);
         // Accepted events are counted by the fan-out (eventsDelivered, once the write resolves);
         // here only what the external system did not take is left to record.
@@ -285,18 +324,22 @@ export class ExternalSink implements Sink {
           );
           continue;
         }
-        request.events.forEach((event, i) =>
-          deadLetters.push({
-            sink: SINK,
-            eventId: event.event_id,
-            idempotencyKey: String(event.event_id),
-            event,
-            source: `${batch.stream}@${request.positions[i]}`,
-            lastError: verdict.error,
-            attempts: verdict.attempts,
-          }),
-        );
+        setAside(request, verdict.error, verdict.attempts);
       }
+    };
+    const setAside = (request: OutgoingRequest, lastError: string, attempts: number): void => {
+      request.events.forEach((event, i) =>
+        deadLetters.push({
+          sink: SINK,
+          eventId: event.event_id,
+          idempotencyKey: String(event.event_id),
+          event,
+          source: `${batch.stream}@${request.positions[i]}`,
+          lastError,
+          attempts,
+        }),
+      );
+      for (const position of request.positions) deadLettered.add(position);
     };
     // In the order they happened: the first is the cause, the rest mostly its stopAll aborts
     // (a worker's place in the list says nothing about which failed first).
@@ -310,7 +353,9 @@ export class ExternalSink implements Sink {
     await Promise.all(workers);
     if (signal.aborted) throw abortError(signal);
     if (failures.length > 0) throw failures[0];
-    if (deadLetters.length > 0) await this.#recordDeadLetters(deadLetters);
+    if (deadLetters.length === 0) return undefined;
+    await this.#recordDeadLetters(deadLetters);
+    return { deadLettered };
   }
 
   async stop(): Promise<void> {
@@ -389,11 +434,13 @@ export class ExternalSink implements Sink {
    * failure has lasted retryForMs: counted from the start of the current failure streak (an
    * outage that began before this request was sent counts) or from the request's first
    * attempt, whichever is earlier — so one poisoned request cannot retry forever while others
-   * succeed, and a long outage does not make every later batch wait retryForMs again.
+   * succeed, and a long outage does not make every later batch wait retryForMs again. While
+   * spilling, at once: the events wait in the dead-letter table instead of holding the stream.
    * block never gives a retryable failure up.
    */
   #givesUp(attempts: number, startedAt: number, circuitOpen: boolean): boolean {
     if (this.#o.policy !== 'best-effort') return false;
+    if (this.#spilling) return true;
     if (!circuitOpen && attempts < this.#o.maxAttempts) return false;
     return Date.now() - Math.min(startedAt, this.#failingSince ?? startedAt) >= this.#retryForMs;
   }
