@@ -7,7 +7,7 @@ import type { SinkHealth, SinkState } from '../observability/stats.js';
 import type { DeadLetterEntry, DeadLetterStore } from '../state/dead-letter.js';
 import type { BackoffOptions } from '../retry/backoff.js';
 import { OPERATOR_BACKOFF, retry, TRANSIENT_BACKOFF } from '../retry/retry.js';
-import type { Sink, WriteResult } from '../sinks/sink.js';
+import type { Sink } from '../sinks/sink.js';
 import { isoToMillis } from '../domain/timestamps.js';
 import { policyFor, type ErrorPolicy } from '../retry/error-policy.js';
 import { batchWeight } from './row-weight.js';

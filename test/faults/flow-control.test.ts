@@ -190,6 +190,80 @@ describe('fault: flow control with small transactions (bounded memory, truthful 
     });
   }
 
+  it('best-effort, external answering in 3 s: its unsent events are set aside, Redis stays fresh, then every event arrives once', async () => {
+    const h = await createFaultHarness();
+    harnesses.push(h);
+    // As '13-small-tx-external-3s' (at most ~67 events/s get through), under the default policy.
+    const { p, url } = await startRun(h, {
+      EXTERNAL_BATCH_SIZE: '100',
+      EXTERNAL_CONCURRENCY: '2',
+      EXTERNAL_SPILL_AFTER: '2s',
+      EXTERNAL_REDRIVE_RATE: '2000',
+      LAG_WARN_SECONDS: '10',
+    });
+    running.push(p);
+    const traffic = startTraffic(h.databaseUrl, 2, [1, 5]);
+    const trafficStarted = Date.now();
+    const redisLag: number[] = [];
+    const externalLag: number[] = [];
+    try {
+      await sleep(3000);
+      await mockControl(h, { latencyMs: 3000 });
+      for (let i = 0; i < 35; i++) {
+        await sleep(1000);
+        const s = await stats(url);
+        redisLag.push(s.sinks.find((k) => k.name === 'redis')!.lagSeconds);
+        externalLag.push(s.sinks.find((k) => k.name === 'external')!.lagSeconds);
+      }
+      await mockControl(h, { latencyMs: 0 });
+      const cleared = Date.now();
+      await sleep(2000);
+      await traffic.stop();
+      const trafficSeconds = (Date.now() - trafficStarted) / 1000;
+      await waitCaughtUp(h, 180_000);
+      await waitFor(
+        'set-aside events re-sent',
+        async () =>
+          (
+            await h.sql<{ n: number }>(
+              `SELECT count(*)::int AS n FROM engagement_pipeline.dead_letters WHERE sink = 'external' AND replayed_at IS NULL`,
+            )
+          )[0].n === 0,
+        120_000,
+      );
+      const recoveryMs = Date.now() - cleared;
+      const setAside = (
+        await h.sql<{ n: number }>(
+          `SELECT count(*)::int AS n FROM engagement_pipeline.dead_letters WHERE sink = 'external' AND last_error LIKE 'set aside unsent%'`,
+        )
+      )[0].n;
+      const spills = (p.output().match(/alone held the other sinks/g) ?? []).length;
+      assert.equal(p.child.exitCode, null, 'still running');
+      p.child.kill('SIGTERM');
+      const exit = await p.exited;
+      assert.equal(exit.code, 0, p.output().slice(-3000));
+      const r = await reconcile(h, { externalBatchSize: 100 });
+      recordScenario({
+        id: '13b-small-tx-external-3s-best-effort',
+        scenario: 'small transactions, external answering in 3 s (best-effort)',
+        fault: `the mock answered every request after 3 s for 35 s (policy best-effort, EXTERNAL_SPILL_AFTER 2s, 100 events per request, 2 in flight), under ${traffic.committed.toLocaleString('en')} events in transactions of 1-5 events (~${Math.round(traffic.committed / trafficSeconds)} events/s)`,
+        reconciliation: r,
+        recoveryMs,
+        logLines: { 'alone held the other sinks': spills },
+        notes: `Redis lag ${summary(redisLag)} s during the fault, external ${summary(externalLag)} s; ${setAside.toLocaleString('en')} events set aside unsent, all re-sent after (recovery = until none is pending)`,
+      });
+      assertExact(r);
+      assert.ok(setAside > 0, 'the slow receiver made the sink spill');
+      // Without spilling Redis waited with the window: its lag grew with the fault (35 s).
+      // Spilling bounds it by EXTERNAL_SPILL_AFTER + one request in flight (3 s) + the check.
+      assert.ok(Math.max(...redisLag) < 10, `Redis lag ${summary(redisLag)} s while the receiver was slow`);
+      assert.equal(r.externalDeadLettered, 0, 'every set-aside event was re-sent');
+    } finally {
+      await traffic.stop();
+      if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    }
+  });
+
   it('SIGTERM during an outage with the window full: stops within SHUTDOWN_TIMEOUT_MS, says what replays, exact after restart', async () => {
     const h = await createFaultHarness();
     harnesses.push(h);

@@ -13,6 +13,7 @@ import { httpPolicy } from '../../retry/error-policy.js';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker.js';
 import { Redriver, type RedriveOutcome, type RedriverOptions } from './redrive.js';
 import { abortError, ExternalRequests, type AttemptResult, type OutgoingRequest } from './requests.js';
+import { RequestSlots } from './request-slots.js';
 
 /**
  * The external HTTP system (README, "The external system contract"): at-least-once POSTs with an Idempotency-Key,
@@ -167,6 +168,8 @@ export class ExternalSink implements Sink {
   readonly #backoff: { baseMs: number; maxMs: number; retryAfterMaxMs: number };
   readonly #breaker: CircuitBreaker;
   readonly #requests: ExternalRequests;
+  /** EXTERNAL_CONCURRENCY, shared by live requests (first) and the re-drive (what is left). */
+  readonly #slots: RequestSlots;
   #pool: Pool | undefined;
   readonly #retryForMs: number;
   readonly #redriver: Redriver | null;
@@ -212,6 +215,7 @@ export class ExternalSink implements Sink {
       onStateChange: (to, from) => this.#onCircuitChange(to, from),
     });
     this.#retryForMs = options.retryForMs ?? 0;
+    this.#slots = new RequestSlots(options.concurrency);
     if (options.policy === 'best-effort' && options.spillAfterMs != null) {
       this.spillAfterMs = options.spillAfterMs;
     }
@@ -227,6 +231,7 @@ export class ExternalSink implements Sink {
               this.#breaker.state === 'closed' &&
               this.#failingSince === null &&
               !this.#spilling,
+            room: () => this.#slots.free,
             send: (row, signal) => this.#redriveOne(row, signal),
           })
         : null;
@@ -405,10 +410,18 @@ export class ExternalSink implements Sink {
       attempts += 1;
       let result: AttemptResult;
       try {
+        await this.#slots.acquire(signal);
+      } catch {
+        this.#breaker.releaseProbe();
+        throw abortError(signal);
+      }
+      try {
         result = await this.#requests.attempt(this.#pool!, request, signal);
       } catch (err) {
         this.#breaker.releaseProbe();
         throw err;
+      } finally {
+        this.#slots.release();
       }
       if (result.kind === 'accepted' || result.kind === 'permanent') {
         // Any answer that is not a failure shows the system is up.
@@ -478,6 +491,16 @@ export class ExternalSink implements Sink {
    */
   async #redriveOne(row: DeadLetterRow, signal: AbortSignal): Promise<RedriveOutcome> {
     if (!this.#pool || signal.aborted) return { kind: 'not-sent' };
+    // Only a slot the live stream leaves free (RequestSlots).
+    if (!this.#slots.tryAcquire()) return { kind: 'not-sent' };
+    try {
+      return await this.#redriveAttempt(row, signal);
+    } finally {
+      this.#slots.release();
+    }
+  }
+
+  async #redriveAttempt(row: DeadLetterRow, signal: AbortSignal): Promise<RedriveOutcome> {
     if (!this.#breaker.allowRequest()) return { kind: 'not-sent' };
     const request = this.#requests.build(
       [row.event as EnrichedEvent],

@@ -51,6 +51,8 @@ export interface RedriverOptions {
   logger: Logger;
   /** May a re-drive run now? */
   healthy: () => boolean;
+  /** Rows it may send at once now (free request slots); unset: no limit but the rate. */
+  room?: () => number;
   /** One attempt for one row. */
   send: (row: DeadLetterRow, signal: AbortSignal) => Promise<RedriveOutcome>;
 }
@@ -122,7 +124,8 @@ export class Redriver {
     const { store, sink, ratePerSecond, metrics } = this.#o;
     // Paced in ticks of a few events, so a burst never exceeds the rate by much.
     const perTick = Math.max(1, Math.ceil(ratePerSecond / 10));
-    const tickMs = (perTick * 1000) / ratePerSecond;
+    // A tick's length follows what it sent, so fewer free slots than perTick do not slow the rate.
+    const tickMs = (rows: number) => (rows * 1000) / ratePerSecond;
     let redriven = 0;
     let permanent = 0;
     const started = Date.now();
@@ -133,7 +136,13 @@ export class Redriver {
         for (let i = 0; i < rows.length;) {
           if (stop.aborted) return;
           const tickStart = Date.now();
-          const slice = rows.slice(i, i + (this.#o.healthy() ? perTick : 1));
+          const size = this.#o.healthy() ? Math.min(perTick, this.#o.room?.() ?? perTick) : 1;
+          if (size === 0) {
+            // Every request slot is taken by the live stream: wait a tick, it comes first.
+            await sleep(tickMs(perTick), undefined, { signal: stop }).catch(() => undefined);
+            continue;
+          }
+          const slice = rows.slice(i, i + size);
           i += slice.length;
           const outcomes = await Promise.all(slice.map((row) => this.#o.send(row, stop)));
           const accepted = slice.filter((_, j) => outcomes[j].kind === 'accepted');
@@ -159,7 +168,7 @@ export class Redriver {
             );
           }
           if (outcomes.some((o) => o.kind !== 'accepted' && o.kind !== 'permanent')) return;
-          const left = tickMs - (Date.now() - tickStart);
+          const left = tickMs(slice.length) - (Date.now() - tickStart);
           if (left > 0) await sleep(left, undefined, { signal: stop }).catch(() => undefined);
         }
       }
