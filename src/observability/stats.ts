@@ -16,9 +16,13 @@ export interface SinkStats {
   state: 'up' | 'behind' | 'down' | 'failed';
   /** now - commit time of the oldest event this sink has not accepted yet; 0 when none is pending. */
   lagSeconds: number;
-  /** Events handed to this sink / accepted by it, since the process started. */
+  /**
+   * Events handed to this sink / accepted by it / recorded in the dead-letter table for it
+   * instead (not counted as delivered), since the process started.
+   */
   received: number;
   delivered: number;
+  deadLettered: number;
 }
 
 export interface PipelineStats {
@@ -107,13 +111,14 @@ export async function sinkStatsFromMetrics(
   metrics: Metrics,
   names: readonly string[] = [],
 ): Promise<SinkStats[]> {
-  const [latency, up, last, lag, received, delivered, states] = await Promise.all([
+  const [latency, up, last, lag, received, delivered, deadLettered, states] = await Promise.all([
     sinkLatencyFromMetrics(metrics),
     metrics.sinkUp.get(),
     metrics.sinkLastSuccess.get(),
     metrics.sinkLagSeconds.get(),
     metrics.sinkEventsReceived.get(),
     metrics.eventsDelivered.get(),
+    metrics.deadLetters.get(),
     metrics.sinkState.get(),
   ]);
   const gauge = (values: typeof up.values) =>
@@ -123,6 +128,7 @@ export async function sinkStatsFromMetrics(
   const lagBySink = gauge(lag.values);
   const receivedBySink = gauge(received.values);
   const deliveredBySink = gauge(delivered.values);
+  const deadLetteredBySink = gauge(deadLettered.values);
   const stateBySink = new Map(
     states.values.filter((v) => v.value === 1).map((v) => [String(v.labels.sink ?? ''), v.labels.state]),
   );
@@ -140,6 +146,7 @@ export async function sinkStatsFromMetrics(
       lagSeconds: lagBySink.get(name) ?? 0,
       received: receivedBySink.get(name) ?? 0,
       delivered: deliveredBySink.get(name) ?? 0,
+      deadLettered: deadLetteredBySink.get(name) ?? 0,
     };
   });
 }
