@@ -79,6 +79,13 @@ export class KafkaWorker {
   private readonly stopping = new AbortController();
   /** Events handed to sinks and accepted (this process). */
   delivered = 0;
+  /**
+   * Partition batches received and not yet handed to the sinks in full (waiting on a content
+   * lookup, a dead-letter write or a window slot), by `topic:partition`: when their first
+   * message was produced (ms). Pending for every sink too, so a worker stuck before its sinks
+   * shows a growing lag (`behind`), not `up` with lag 0.
+   */
+  private readonly undispatched = new Map<string, number>();
 
   constructor(private readonly options: KafkaWorkerOptions) {
     this.log = options.logger.child({ component: 'worker', group: options.group });
@@ -96,6 +103,8 @@ export class KafkaWorker {
       lagWarnSeconds: options.lagWarnSeconds,
       fullRows: options.batchMaxRows,
       onSuccess: options.onSinkSuccess,
+      oldestUndispatched: () =>
+        this.undispatched.size === 0 ? null : Math.min(...this.undispatched.values()),
       // (Asked only once the dispatcher exists: by the spill check, after start.)
       windowFull: () => !this.dispatcher.hasRoom,
     });
@@ -219,6 +228,8 @@ export class KafkaWorker {
     if (this.refused || batch.messages.length === 0) return;
     const { topic, partition } = batch;
     const startedAt = performance.now();
+    const key = `${topic}:${partition}`;
+    this.undispatched.set(key, Number(batch.messages[0].timestamp) || Date.now());
     const decoded = batch.messages.map((m) => ({
       m,
       record: this.options.format.decodeEvent(m.key, m.value, m.timestamp, m.offset),
@@ -241,6 +252,7 @@ export class KafkaWorker {
       await this.deliver(topic, partition, decoded);
     } finally {
       clearInterval(beat);
+      this.undispatched.delete(key);
     }
     this.log.debug(
       { partition, messages: batch.messages.length, ms: Math.round(performance.now() - startedAt) },
@@ -303,6 +315,8 @@ export class KafkaWorker {
       }
     }
     if (bad.length > 0) writes.push(this.recordBadMessages(bad));
+    // Every event is now with the sinks (their own lag counts from here), or dead-lettered.
+    if (bad.length === 0) this.undispatched.delete(`${topic}:${partition}`);
     await Promise.all(writes);
     this.delivered += events.length;
   }

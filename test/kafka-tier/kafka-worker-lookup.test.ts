@@ -140,6 +140,7 @@ describe(
         DATABASE_URL: url.toString(),
         KAFKA_BROKERS: kafka.brokers,
         LOG_LEVEL: 'info',
+        LAG_WARN_SECONDS: '3',
       });
       const worker = cases.track(await startWorker(env, ['--group', 'lookup']));
 
@@ -157,6 +158,20 @@ describe(
           await new Promise((r) => setTimeout(r, 500));
         }
         assert.match(worker.output(), /content lookup failed, retrying while the stream waits/);
+        // Held before its sinks, the event is pending for them: status shows them behind, with
+        // its age as their lag (it showed them up, lag 0, however long the worker was stuck).
+        const { code, output } = await runCli(['status', '--json'], env);
+        assert.equal(code, 0, output);
+        const held = (
+          JSON.parse(output.slice(output.indexOf('{'))) as {
+            sinks: { sink: string; stream: string; state: string | null; lagSeconds: number | null }[];
+          }
+        ).sinks.filter((s) => s.stream === 'kafka:lookup');
+        assert.deepEqual(held.map((s) => s.sink).sort(), ['analytics', 'redis'], output);
+        for (const s of held) {
+          assert.equal(s.state, 'behind', JSON.stringify(s));
+          assert.ok((s.lagSeconds ?? 0) >= 10, JSON.stringify(s));
+        }
         await lock.release();
         locked = false;
       } finally {
