@@ -62,13 +62,15 @@ export async function migrate(databaseUrl: string, options: MigrateOptions): Pro
     const slot = await ensureSlot(client, options.slotName, options.recreateSlot ?? false, state);
     // A new slot starts a new content history, as close to its starting point as we can read.
     // Both or neither: a slot left without its history would read as 'present' next time and
-    // keep the old slot's history, so a failure here drops the slot again (the next migrate
-    // then finds it missing and says to recreate it).
+    // keep the old slot's history, so a failure here drops the slot again. A recreated slot is
+    // then missing, and the next migrate says to recreate it (the gap needs a backfill); a
+    // first slot is forgotten too, so the next migrate simply creates it.
     if (slot !== 'present') {
       try {
         await restartContentHistory(state, options.slotName, shape);
       } catch (err) {
         await client.query('SELECT pg_drop_replication_slot($1)', [options.slotName]).catch(() => undefined);
+        if (slot === 'created') await state.exec([forgetSlot(options.slotName)]).catch(() => undefined);
         throw err;
       }
     }
@@ -234,6 +236,10 @@ async function restartContentHistory(
   await history.reset();
   await history.seed();
   await state.exec(statements);
+}
+
+function forgetSlot(name: string): Statement {
+  return { text: `DELETE FROM ${STATE_SCHEMA}.slot_state WHERE slot_name = $1`, params: [name] };
 }
 
 function recordSlot(name: string, lsn?: string): Statement {

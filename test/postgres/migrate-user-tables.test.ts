@@ -131,6 +131,43 @@ describe('migrate on user tables', () => {
     await query(db.url, `SELECT pg_drop_replication_slot($1)`, [slot]);
   });
 
+  it("a first migrate whose content history cannot be seeded leaves no slot behind: the next one creates it, not 'recreate it'", async () => {
+    const db = await freshDatabase('mut');
+    dbs.push(db);
+    const slot = `mut_${randomBytes(4).toString('hex')}`;
+    const env = { DATABASE_URL: db.url, SLOT_NAME: slot, PUBLICATION_NAME: slot, LOG_LEVEL: 'warn' };
+    assert.equal((await runCli(['migrate'], env)).code, 0);
+    // As if the state schema existed but this slot never had: then seeding fails.
+    await query(
+      db.url,
+      `SELECT pg_drop_replication_slot($1);
+       DELETE FROM engagement_pipeline.slot_state;
+       INSERT INTO content VALUES (gen_random_uuid(), 's1', 'T', 'video', 300, now());
+       CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'seed refused'; END$$;
+       CREATE TRIGGER refuse BEFORE INSERT ON engagement_pipeline.content_history FOR EACH ROW EXECUTE FUNCTION refuse();`.replace(
+        '$1',
+        `'${slot}'`,
+      ),
+    );
+    const failed = await runCli(['migrate'], env);
+    assert.notEqual(failed.code, 0, failed.output);
+    assert.match(failed.output, /seed refused/);
+    assert.equal(
+      (await query(db.url, `SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`, [slot])).length,
+      0,
+    );
+    assert.equal((await query(db.url, `SELECT 1 FROM engagement_pipeline.slot_state`)).length, 0);
+    await query(db.url, `DROP TRIGGER refuse ON engagement_pipeline.content_history`);
+    const again = await runCli(['migrate'], env);
+    assert.equal(again.code, 0, again.output);
+    assert.doesNotMatch(again.output, /no longer exists/);
+    assert.equal(
+      (await query(db.url, `SELECT 1 FROM pg_replication_slots WHERE slot_name = $1`, [slot])).length,
+      1,
+    );
+    await query(db.url, `SELECT pg_drop_replication_slot($1)`, [slot]);
+  });
+
   it('a slot of the same name in another database is refused with one line, by migrate and by run', async () => {
     const [first, second] = dbs;
     const slot = `mut_${randomBytes(4).toString('hex')}`;
