@@ -694,8 +694,9 @@ describe('ExternalSink: spilling behind a receiver slower than the events (Sink.
       'the write names what it set aside, so the pipeline does not count it delivered',
     );
     assert.equal(await counter(metrics, 'deadLetters'), 8);
-    // While spilling, the re-drive holds back (it would compete with the live stream).
-    await sleep(300);
+    // While spilling, the re-drive holds back (it would compete with the live stream): several
+    // of its 400 ms requests' time.
+    await sleep(1_500);
     assert.equal(await store.depth('external'), 8);
     assert.equal((await stats()).uniqueEventIds, 2);
     await control({ latencyMs: 0 });
@@ -705,6 +706,87 @@ describe('ExternalSink: spilling behind a receiver slower than the events (Sink.
     const s = await stats();
     assert.equal(s.uniqueEventIds, 10);
     assert.equal(s.duplicateEvents, 0);
+  });
+
+  it('a request waiting out a Retry-After when spilling starts is set aside at once, with its error', async () => {
+    const r = await receiver((_key, ids) =>
+      ids.includes(1) ? { status: 429, headers: { 'retry-after': '10' } } : { status: 200 },
+    );
+    try {
+      const { sink } = await makeSink({
+        url: r.url,
+        spillAfterMs: 2_000,
+        backoffMaxMs: 60_000,
+        redrive: { store, ratePerSecond: 1, intervalMs: 60_000 },
+      });
+      const writing = sink.write(batch(1, 3), new AbortController().signal);
+      await sleep(300);
+      const started = Date.now();
+      sink.spill(true);
+      const result = await writing;
+      assert.ok(Date.now() - started < 2_000, `resolved ${Date.now() - started} ms after spilling started`);
+      assert.deepEqual([...(result?.deadLettered ?? [])], [batch(1, 3).positions[0]]);
+      const rows = await deadLetterRows();
+      assert.deepEqual(
+        rows.map((row) => [row.event_id, row.attempts, row.last_error.slice(0, 3)]),
+        [['1', 1, '429']],
+      );
+      sink.spill(false);
+      await sink.stop();
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('a write retried after the dead-letter table failed does not send again what was accepted', async () => {
+    let failRecord = true;
+    const sent: number[] = [];
+    const r = await receiver((_key, ids) => {
+      sent.push(...ids);
+      return { status: ids.includes(3) ? 400 : 200 };
+    });
+    try {
+      const { sink } = await makeSink({
+        url: r.url,
+        deadLetters: {
+          record: async (entries) => {
+            if (failRecord) {
+              failRecord = false;
+              throw new Error('connection terminated');
+            }
+            await store.record(entries);
+          },
+        },
+      });
+      const b = batch(1, 4);
+      await assert.rejects(sink.write(b, new AbortController().signal), /cannot record dead letters/);
+      assert.deepEqual(ascending(sent), [1, 2, 3, 4]);
+      const result = await sink.write(b, new AbortController().signal);
+      assert.deepEqual(ascending(sent), [1, 2, 3, 3, 4], 'only the refused event again');
+      assert.deepEqual([...(result?.deadLettered ?? [])], [b.positions[2]]);
+      await sink.write(b, new AbortController().signal);
+      assert.equal(sent.length, 9, 'after a write that resolved, the same batch is sent whole again');
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('no spilling without a re-drive (EXTERNAL_REDRIVE_RATE 0): set-aside events would wait for an operator', async () => {
+    const { sink } = await makeSink({ spillAfterMs: 2_000 });
+    assert.equal(sink.spillAfterMs, undefined);
+    const deps = { deadLetters: store, metrics: createMetrics(), logger: pino({ level: 'silent' }) };
+    const off = externalSinkFromConfig(
+      loadConfig({}, { EXTERNAL_URL: mock.url, EXTERNAL_REDRIVE_RATE: '0' }),
+      deps,
+    );
+    assert.equal(off?.spillAfterMs, undefined);
+    const on = externalSinkFromConfig(loadConfig({}, { EXTERNAL_URL: mock.url }), deps);
+    assert.equal(on?.spillAfterMs, 2_000, 'EXTERNAL_SPILL_AFTER defaults to 2s');
+    const never = externalSinkFromConfig(
+      loadConfig({}, { EXTERNAL_URL: mock.url, EXTERNAL_SPILL_AFTER: 'off' }),
+      deps,
+    );
+    assert.equal(never?.spillAfterMs, undefined);
   });
 
   it('block never spills: every event waits for the receiver', async () => {

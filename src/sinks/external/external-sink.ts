@@ -61,11 +61,16 @@ import { RequestSlots } from './request-slots.js';
  * Spilling (`best-effort` only, see Sink.spill): a receiver that answers every request, but
  * slower than events arrive, fails nothing, so EXTERNAL_RETRY_FOR never ends its hold and it
  * would set the pace of every destination. Once it alone has held a full window for
- * spillAfterMs (EXTERNAL_SPILL_AFTER), the pipeline turns spilling on: requests not yet sent
- * are recorded as dead letters (`set aside: ...`, attempts 0) instead, requests in flight finish
- * (a failing one is dead-lettered rather than retried), and the automatic re-drive sends them
- * later under the same keys. The re-drive holds back while spilling, so it does not compete with
- * the live stream for the slow receiver.
+ * spillAfterMs (EXTERNAL_SPILL_AFTER), the pipeline turns spilling on: requests not yet sent,
+ * and those waiting (a backoff, a Retry-After, a request slot), are recorded as dead letters
+ * (`set aside unsent: ...`, attempts 0, or the last error) instead; requests in flight finish
+ * (a failing one is dead-lettered rather than retried); the automatic re-drive sends them later
+ * under the same keys. Only with a re-drive (EXTERNAL_REDRIVE_RATE > 0), which holds back while
+ * spilling so it does not compete with the live stream for the slow receiver.
+ *
+ * A write that fails after some requests were accepted (the dead-letter table unreachable)
+ * is retried whole by the fan-out; the retry skips what was accepted (neither re-sent nor set
+ * aside).
  *
  * write() resolves once every event was accepted or recorded in the dead-letter table; it
  * rejects when the pipeline aborts or the dead-letter table cannot be written (the pipeline
@@ -185,6 +190,14 @@ export class ExternalSink implements Sink {
   #deadLettersUnlogged = 0;
   /** Sink.spill: writes set aside what they have not sent yet. */
   #spilling = false;
+  // Aborted (and replaced) when spilling starts: requests waiting out a backoff, a Retry-After
+  // or a request slot give up at once instead of holding the write.
+  #spillStarted = unlimitedListeners(new AbortController());
+  /**
+   * `stream@position` of the events a write that then failed had delivered: its retry (the
+   * fan-out writes the same batch again) does not send them again, nor set them aside.
+   */
+  readonly #deliveredBefore = new Set<string>();
 
   constructor(options: ExternalSinkOptions) {
     for (const key of ['batchSize', 'concurrency', 'maxAttempts', 'timeoutMs'] as const) {
@@ -216,9 +229,6 @@ export class ExternalSink implements Sink {
     });
     this.#retryForMs = options.retryForMs ?? 0;
     this.#slots = new RequestSlots(options.concurrency);
-    if (options.policy === 'best-effort' && options.spillAfterMs != null) {
-      this.spillAfterMs = options.spillAfterMs;
-    }
     this.#redriver =
       options.redrive && options.redrive.ratePerSecond > 0
         ? new Redriver({
@@ -231,10 +241,16 @@ export class ExternalSink implements Sink {
               this.#breaker.state === 'closed' &&
               this.#failingSince === null &&
               !this.#spilling,
-            room: () => this.#slots.free,
+            // Nothing while spilling: the live stream needs every slot the slow receiver has.
+            room: () => (this.#spilling ? 0 : this.#slots.free),
             send: (row, signal) => this.#redriveOne(row, signal),
           })
         : null;
+    // Only with a re-drive to send the set-aside events later: without one (EXTERNAL_REDRIVE_RATE
+    // 0) they would wait for an operator, so the receiver sets the pace instead.
+    if (options.policy === 'best-effort' && options.spillAfterMs != null && this.#redriver !== null) {
+      this.spillAfterMs = options.spillAfterMs;
+    }
   }
 
   /** For logs: no userinfo and no query string (either may carry a token). */
@@ -263,6 +279,9 @@ export class ExternalSink implements Sink {
     // every event waits for the receiver, as promised.
     if (this.spillAfterMs === undefined) return;
     this.#spilling = on;
+    if (!on) return;
+    this.#spillStarted.abort();
+    this.#spillStarted = unlimitedListeners(new AbortController());
   }
 
   get circuitState(): CircuitState {
@@ -303,6 +322,8 @@ export class ExternalSink implements Sink {
     const worker = async (): Promise<void> => {
       while (next < requests.length) {
         const request = requests[next++];
+        const keys = request.positions.map((p) => `${batch.stream}@${p}`);
+        if (keys.every((k) => this.#deliveredBefore.has(k))) continue;
         if (this.#spilling) {
           setAside(request, SET_ASIDE, 0);
           continue;
@@ -310,7 +331,10 @@ export class ExternalSink implements Sink {
         const verdict = await this.#deliver(request, runSignal);
         // Accepted events are counted by the fan-out (eventsDelivered, once the write resolves);
         // here only what the external system did not take is left to record.
-        if (verdict.delivered) continue;
+        if (verdict.delivered) {
+          for (const k of keys) this.#deliveredBefore.add(k);
+          continue;
+        }
         if (this.#o.policy === 'block' && verdict.status !== undefined && isOperatorStatus(verdict.status)) {
           throw this.#refused(verdict.status, verdict.error);
         }
@@ -358,9 +382,10 @@ export class ExternalSink implements Sink {
     await Promise.all(workers);
     if (signal.aborted) throw abortError(signal);
     if (failures.length > 0) throw failures[0];
-    if (deadLetters.length === 0) return undefined;
-    await this.#recordDeadLetters(deadLetters);
-    return { deadLettered };
+    if (deadLetters.length > 0) await this.#recordDeadLetters(deadLetters);
+    // Resolved: the fan-out moves on to other batches.
+    this.#deliveredBefore.clear();
+    return deadLetters.length > 0 ? { deadLettered } : undefined;
   }
 
   async stop(): Promise<void> {
@@ -394,9 +419,12 @@ export class ExternalSink implements Sink {
   /** Sends one request until accepted, permanently rejected, or out of time and attempts (per policy). */
   async #deliver(request: OutgoingRequest, signal: AbortSignal): Promise<Verdict> {
     let attempts = 0;
+    let lastError = SET_ASIDE;
     const startedAt = Date.now();
     for (;;) {
       if (signal.aborted) throw abortError(signal);
+      // Spilling started while this request waited (a backoff, Retry-After, the probe, a slot).
+      if (this.#spilling) return { delivered: false, error: lastError, attempts };
       if (!this.#breaker.allowRequest()) {
         this.#o.metrics.externalRequests.inc({ outcome: 'circuit_open' });
         if (this.#givesUp(attempts, startedAt, true)) {
@@ -407,14 +435,15 @@ export class ExternalSink implements Sink {
         await this.#wait(this.#withinBudget(wait, startedAt), signal);
         continue;
       }
-      attempts += 1;
       let result: AttemptResult;
       try {
-        await this.#slots.acquire(signal);
+        await this.#slots.acquire(AbortSignal.any([signal, this.#spillStarted.signal]));
       } catch {
         this.#breaker.releaseProbe();
-        throw abortError(signal);
+        if (signal.aborted) throw abortError(signal);
+        continue; // spilling started: set aside (above)
       }
+      attempts += 1;
       try {
         result = await this.#requests.attempt(this.#pool!, request, signal);
       } catch (err) {
@@ -432,6 +461,7 @@ export class ExternalSink implements Sink {
       }
       this.#breaker.recordFailure();
       this.#noteFailure(result.error);
+      lastError = result.error;
       if (this.#givesUp(attempts, startedAt, false)) {
         return { delivered: false, error: result.error, attempts };
       }
@@ -466,9 +496,10 @@ export class ExternalSink implements Sink {
   async #wait(ms: number, signal: AbortSignal, wakeOnRecovery = true): Promise<void> {
     const started = Date.now();
     const recovered = this.#recovered.signal;
-    const wake = wakeOnRecovery ? AbortSignal.any([signal, recovered]) : signal;
+    const spill = this.#spillStarted.signal;
+    const wake = AbortSignal.any(wakeOnRecovery ? [signal, spill, recovered] : [signal, spill]);
     await sleep(ms, undefined, { signal: wake }).catch(() => undefined);
-    if (signal.aborted || !recovered.aborted) return;
+    if (signal.aborted || spill.aborted || !recovered.aborted) return;
     const left = ms - (Date.now() - started);
     if (left > 0) {
       await sleep(Math.random() * Math.min(left, RECOVERY_SPREAD_MS), undefined, { signal }).catch(

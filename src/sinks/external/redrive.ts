@@ -136,9 +136,9 @@ export class Redriver {
         for (let i = 0; i < rows.length;) {
           if (stop.aborted) return;
           const tickStart = Date.now();
-          const size = this.#o.healthy() ? Math.min(perTick, this.#o.room?.() ?? perTick) : 1;
+          const size = Math.min(this.#o.healthy() ? perTick : 1, this.#o.room?.() ?? perTick);
           if (size === 0) {
-            // Every request slot is taken by the live stream: wait a tick, it comes first.
+            // Every request slot is taken by the live stream (or it spills): wait, it comes first.
             await sleep(tickMs(perTick), undefined, { signal: stop }).catch(() => undefined);
             continue;
           }
