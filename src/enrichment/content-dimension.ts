@@ -168,7 +168,9 @@ export class ContentDimension {
     else if (change.kind === 'content-delete') set(change.id, null);
     else for (const key of this.knownIds()) set(key, null);
     if (!this.history || changed.length === 0) return;
-    this.unrecorded.push(...changed);
+    // Not push(...changed): a TRUNCATE of a large catalog changes every known row, and
+    // spreading over ~100,000 of them into one call overflows the stack.
+    for (const c of changed) this.unrecorded.push(c);
     if (this.unrecorded.length >= RECORD_AT) return this.recorded();
   }
 

@@ -48,12 +48,16 @@ export interface AppDeps {
   dashboard?: () => Promise<DashboardExtras>;
 }
 
+/** What the probe routes need: the part of AppDeps a `work` process has too. */
+export type ProbeDeps = Pick<AppDeps, 'metrics' | 'logger' | 'apiToken' | 'ready'>;
+
 /**
- * The HTTP server of `run` and `demo` (routes: README, "HTTP server"): dashboard, leaderboard and stats API,
- * Prometheus metrics, liveness and readiness. It reads only: Redis for the leaderboards,
- * the metrics registry, and the pipeline's stats() callback.
+ * The routes every serving process has: `/healthz`, `/readyz` (503 with the reasons while not
+ * ready) and `/metrics` (Prometheus, behind API_TOKEN when set), with the bearer check and the
+ * error handler. `run` and `demo` add the dashboard and the API (buildApp); `work` serves these
+ * alone.
  */
-export function buildApp(deps: AppDeps): FastifyInstance {
+export function buildProbeApp(deps: ProbeDeps): FastifyInstance {
   const app = Fastify({
     // pino's Logger is a FastifyBaseLogger; the cast keeps the instance type the default one.
     loggerInstance: deps.logger.child({ component: 'http' }) as FastifyBaseLogger,
@@ -99,6 +103,17 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const text = await deps.metrics.registry.metrics();
     return reply.type(deps.metrics.registry.contentType).send(text);
   });
+
+  return app;
+}
+
+/**
+ * The HTTP server of `run` and `demo` (routes: README, "HTTP server"): dashboard, leaderboard and stats API,
+ * Prometheus metrics, liveness and readiness. It reads only: Redis for the leaderboards,
+ * the metrics registry, and the pipeline's stats() callback.
+ */
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const app = buildProbeApp(deps);
 
   app.get('/api/top', async (request, reply) => {
     const parsed = parseTopQuery(request.query);

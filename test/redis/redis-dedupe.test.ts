@@ -104,6 +104,31 @@ describe('Redis: stream and backfill count each event once (seen bitmaps)', () =
     assert.equal(await countTotal(), before + 4);
   });
 
+  it('a batch of 20,000 events with distinct content ids and minutes goes through, stream and backfill', async () => {
+    // Over 100,000 script arguments: spread into the call they overflowed the JS stack on every
+    // retry (the stream stopped for good, and so did `backfill --sinks redis`).
+    const ids = range(1_000_000, 1_019_999);
+    const distinct = (b: Batch): Batch => ({
+      ...b,
+      events: b.events.map((e, i) => ({
+        ...e,
+        content_id: `10000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+        event_ts: new Date(Date.now() - i * 60_000).toISOString(),
+      })),
+    });
+    const big = distinct(batch(10, ids));
+    await sink.write(big);
+    const counted = await redis.client.mget(
+      big.events.filter((_, i) => i % 997 === 0).map((e) => `${redis.prefix}content:count:${e.content_id}`),
+    );
+    assert.ok(
+      counted.every((c) => c === '1'),
+      JSON.stringify(counted.slice(0, 5)),
+    );
+    const more = distinct(batch(11, range(2_000_000, 2_019_999)));
+    assert.equal(await sink.writeBackfill(more.events), 20_000);
+  });
+
   it('content:last holds the highest event_ts (ties: highest event_id), whoever wrote it', async () => {
     const id = '00000000-0000-4000-8000-0000000000cc';
     const at = (eventId: number, ts: string) => ({ ...events([eventId])[0], content_id: id, event_ts: ts });
