@@ -21,6 +21,8 @@ export interface BackfillOptions {
   fromTs: string;
   toTs: string;
   sinks: BackfillSinkName[];
+  /** Where the sinks write (destinationsKey): a run resumes only into the same destinations. */
+  destinations: string;
   /** The user's tables (discovered at start); default: the tables `engagement migrate` creates. */
   shape?: SourceShape;
   chunkSize: number;
@@ -57,7 +59,7 @@ export interface BackfillResult extends BackfillProgress {
 
 /** What a run would do (`--dry-run`): rows in range and any stored progress it would resume. */
 export async function planBackfill(
-  options: Pick<BackfillOptions, 'databaseUrl' | 'fromTs' | 'toTs' | 'sinks' | 'shape'>,
+  options: Pick<BackfillOptions, 'databaseUrl' | 'fromTs' | 'toTs' | 'sinks' | 'destinations' | 'shape'>,
 ): Promise<BackfillPlan> {
   const client = await connect(options.databaseUrl);
   try {
@@ -66,6 +68,7 @@ export async function planBackfill(
       options.fromTs,
       options.toTs,
       options.sinks.join(','),
+      options.destinations,
     );
     return {
       rowsTotal: plan.total,
@@ -85,7 +88,7 @@ export async function planBackfill(
  * the rest up to the new now, so a killed `--to now` resumes like any other range.
  */
 export async function unfinishedNowRunEnd(
-  options: Pick<BackfillOptions, 'databaseUrl' | 'fromTs' | 'toTs' | 'sinks'>,
+  options: Pick<BackfillOptions, 'databaseUrl' | 'fromTs' | 'toTs' | 'sinks' | 'destinations'>,
 ): Promise<string | null> {
   const client = await connect(options.databaseUrl);
   try {
@@ -93,6 +96,7 @@ export async function unfinishedNowRunEnd(
       options.fromTs,
       options.toTs,
       options.sinks.join(','),
+      options.destinations,
     );
   } finally {
     await client.end().catch(() => undefined);
@@ -125,10 +129,17 @@ export async function runBackfill(options: BackfillOptions): Promise<BackfillRes
   let owned: BackfillRun | null = null;
   try {
     const sinksKey = options.sinks.join(',');
-    let run = await store.findResumable(options.fromTs, options.toTs, sinksKey);
+    let run = await store.findResumable(options.fromTs, options.toTs, sinksKey, options.destinations);
     if (!run) {
       const plan = await HistoryReader.plan(client, options.fromTs, options.toTs, options.shape);
-      run = await store.create(options.fromTs, options.toTs, sinksKey, plan.maxId, plan.total);
+      run = await store.create(
+        options.fromTs,
+        options.toTs,
+        sinksKey,
+        options.destinations,
+        plan.maxId,
+        plan.total,
+      );
     }
     if (!(await store.lock(run.id))) {
       throw configError(

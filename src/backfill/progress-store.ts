@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { STATE_SCHEMA } from '../db/schema.js';
+import { configError } from '../errors.js';
 import { BACKFILL_LOCK_CLASS } from '../db/status-queries.js';
 
 const TABLE = `${STATE_SCHEMA}.backfill_progress`;
@@ -22,21 +23,28 @@ export interface BackfillRun {
 /**
  * engagement_pipeline.backfill_progress: one row per backfill run, updated after every chunk
  * all sinks accepted, so a killed run resumes where it stopped. A run is identified by its
- * range and sinks; while it runs, its process holds an advisory lock on the row's id.
+ * range, sinks and destinations (destinations.ts; a run from before they were stored matches
+ * any); while it runs, its process holds an advisory lock on the row's id.
  */
 export class BackfillProgressStore {
   constructor(private readonly client: pg.Client) {}
 
-  /** The unfinished run with the same range and sinks, if any. */
-  async findResumable(fromTs: string, toTs: string, sinks: string): Promise<BackfillRun | null> {
-    const { rows } = await this.client.query(
+  /** The unfinished run with the same range, sinks and destinations, if any. */
+  async findResumable(
+    fromTs: string,
+    toTs: string,
+    sinks: string,
+    destinations: string,
+  ): Promise<BackfillRun | null> {
+    const { rows } = await this.query(
       `SELECT id::text, to_json(from_ts) #>> '{}' AS from_ts, to_json(to_ts) #>> '{}' AS to_ts, sinks,
               coalesce(last_id, 0)::text AS last_id, max_id::text, rows_done::text, rows_total::text,
               redis_applied::text
          FROM ${TABLE}
         WHERE from_ts = $1 AND to_ts = $2 AND sinks = $3 AND status <> 'done' AND max_id IS NOT NULL
+          AND coalesce(destinations, $4) = $4
         ORDER BY id DESC LIMIT 1`,
-      [fromTs, toTs, sinks],
+      [fromTs, toTs, sinks, destinations],
     );
     if (rows.length === 0) return null;
     const r = rows[0];
@@ -59,13 +67,19 @@ export class BackfillProgressStore {
    * `before`: a `--to now` run killed earlier (its "now" was stored), which a new `--to now`
    * resumes before covering the rest.
    */
-  async unfinishedEndBefore(fromTs: string, before: string, sinks: string): Promise<string | null> {
-    const { rows } = await this.client.query(
+  async unfinishedEndBefore(
+    fromTs: string,
+    before: string,
+    sinks: string,
+    destinations: string,
+  ): Promise<string | null> {
+    const { rows } = await this.query(
       `SELECT to_json(to_ts) #>> '{}' AS to_ts
          FROM ${TABLE}
         WHERE from_ts = $1 AND to_ts < $2 AND to_ts > $1 AND sinks = $3 AND status <> 'done' AND max_id IS NOT NULL
+          AND coalesce(destinations, $4) = $4
         ORDER BY id DESC LIMIT 1`,
-      [fromTs, before, sinks],
+      [fromTs, before, sinks, destinations],
     );
     return rows.length === 0 ? null : (rows[0].to_ts as string);
   }
@@ -74,13 +88,14 @@ export class BackfillProgressStore {
     fromTs: string,
     toTs: string,
     sinks: string,
+    destinations: string,
     maxId: string,
     total: number,
   ): Promise<BackfillRun> {
-    const { rows } = await this.client.query(
-      `INSERT INTO ${TABLE} (from_ts, to_ts, sinks, last_id, max_id, rows_total)
-       VALUES ($1, $2, $3, 0, $4, $5) RETURNING id::text`,
-      [fromTs, toTs, sinks, maxId, total],
+    const { rows } = await this.query(
+      `INSERT INTO ${TABLE} (from_ts, to_ts, sinks, destinations, last_id, max_id, rows_total)
+       VALUES ($1, $2, $3, $4, 0, $5, $6) RETURNING id::text`,
+      [fromTs, toTs, sinks, destinations, maxId, total],
     );
     return {
       id: rows[0].id,
@@ -94,6 +109,19 @@ export class BackfillProgressStore {
       redisApplied: 0,
       resumed: false,
     };
+  }
+
+  /** A state schema from before a column this version reads: one line saying to migrate. */
+  private async query(text: string, params: unknown[]): Promise<pg.QueryResult> {
+    try {
+      return await this.client.query(text, params);
+    } catch (err) {
+      if ((err as { code?: string }).code !== '42703') throw err;
+      throw configError(
+        `${TABLE} predates this version (${(err as Error).message})`,
+        'run `engagement migrate` once (it adds the missing columns; nothing else changes)',
+      );
+    }
   }
 
   /** False when another process is running this backfill right now. */

@@ -97,6 +97,8 @@ try {
       fromTs,
       toTs,
       sinks: sinkNames,
+      // Each timed run writes a fresh file and prefix: a run of its own, never resumed.
+      destinations: `${label} ${file}`,
       chunkSize: chunk,
       rate: 0,
       logger: silentLogger(),
@@ -138,6 +140,7 @@ try {
   });
   const recentRun = await runBackfill({
     databaseUrl,
+    destinations: 'bench recent',
     fromTs: new Date(Date.now() - 11 * 60_000).toISOString(),
     toTs: new Date(Date.now() + 60_000).toISOString(),
     sinks: ['redis'],

@@ -29,6 +29,7 @@ import {
 import { discoverShape } from '../db/catalog.js';
 import type { KeyTypes } from '../domain/source-shape.js';
 import { ProgressReporter } from './progress-bar.js';
+import { destinationsKey } from '../backfill/destinations.js';
 
 // The sinks' settings but the external policy: a backfill always dead-letters (best-effort).
 const KEYS = [
@@ -65,11 +66,12 @@ export function registerBackfill(program: Command): void {
       const chunkSize = integerOption(options.chunkSize, '--chunk-size', 1);
       if (sinks.includes('external') && !config.externalUrl)
         throw configError('--sinks external needs EXTERNAL_URL', 'export EXTERNAL_URL=https://…');
+      const destinations = destinationsKey(config, sinks);
       const databaseUrl = requireDatabaseUrl(config);
       await assertPostgresReachable(databaseUrl);
       const shape = await withClient(databaseUrl, (client) => discoverShape(client, config));
       if (options.dryRun) {
-        const plan = await planBackfill({ databaseUrl, fromTs, toTs, sinks, shape });
+        const plan = await planBackfill({ databaseUrl, fromTs, toTs, sinks, destinations, shape });
         const resume = plan.resumable
           ? `; would resume backfill #${plan.resumable.id} after ${plan.resumable.rowsDone} rows (id > ${plan.resumable.lastId})`
           : '';
@@ -89,7 +91,9 @@ export function registerBackfill(program: Command): void {
       const pool = createPool(databaseUrl, 2, 'engagement-backfill-dlq');
       // A `--to now` killed earlier stored its own "now": resume that range, then do the rest.
       const earlierEnd =
-        options.to === 'now' ? await unfinishedNowRunEnd({ databaseUrl, fromTs, toTs, sinks }) : null;
+        options.to === 'now'
+          ? await unfinishedNowRunEnd({ databaseUrl, fromTs, toTs, sinks, destinations })
+          : null;
       const ranges = earlierEnd
         ? [
             [fromTs, earlierEnd],
@@ -110,6 +114,7 @@ export function registerBackfill(program: Command): void {
           fromTs: rangeFrom,
           toTs: rangeTo,
           sinks,
+          destinations,
           shape,
           chunkSize,
           rate,

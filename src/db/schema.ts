@@ -58,7 +58,8 @@ ALTER TABLE ${STATE_SCHEMA}.backfill_progress
   ADD COLUMN IF NOT EXISTS max_id        BIGINT,
   ADD COLUMN IF NOT EXISTS rows_total    BIGINT,
   ADD COLUMN IF NOT EXISTS redis_applied BIGINT NOT NULL DEFAULT 0,
-  ADD COLUMN IF NOT EXISTS error         TEXT;
+  ADD COLUMN IF NOT EXISTS error         TEXT,
+  ADD COLUMN IF NOT EXISTS destinations  TEXT;
 -- Written by the running pipeline at most once a second, read by \`engagement status\`.
 CREATE TABLE IF NOT EXISTS ${STATE_SCHEMA}.sink_progress (
   slot_name        TEXT NOT NULL,

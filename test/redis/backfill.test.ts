@@ -224,6 +224,15 @@ describe('engagement backfill', () => {
     const report = JSON.parse(status.output.slice(status.output.indexOf('{')));
     const pending = report.backfills.find((b: { fromTs: string }) => b.fromTs.startsWith('2020-01-01'));
     assert.ok(pending && !pending.live && pending.rowsDone < 20_000, status.output);
+    // The stored position is about the destination it was written to: the same command aimed
+    // at another DuckDB file starts from the beginning (it resumed, and the rows before the
+    // position never reached the new file).
+    const dryRun = [...args, ...flags.slice(0, 4), '--dry-run'];
+    const elsewhere = await runCli(dryRun, { ...cliEnv(h), ANALYTICS_URL: `duckdb:${h.duckdbFile}.other` });
+    assert.equal(elsewhere.code, 0, elsewhere.output);
+    assert.doesNotMatch(elsewhere.output, /would resume/);
+    const same = await runCli(dryRun, cliEnv(h));
+    assert.match(same.output, /would resume backfill #\d+/);
     const resumed = await runCli([...args, ...flags.slice(0, 4)], cliEnv(h));
     assert.equal(resumed.code, 0, resumed.output);
     assert.match(resumed.output, /resumed after \d+/);
