@@ -272,6 +272,20 @@ export function slotOfOtherDatabaseError(name: string, database: string | null):
   );
 }
 
+/** Another process streams from the slot (a slot takes one reader at a time). */
+export function slotInUseError(name: string, slot: SlotState): PipelineError {
+  const who = [
+    slot.activePid == null ? null : `PID ${slot.activePid}`,
+    slot.activeApplication ? `application_name '${slot.activeApplication}'` : null,
+  ].filter((x) => x !== null);
+  return new PipelineError(
+    ErrorCodes.SLOT_IN_USE,
+    `replication slot '${name}' is in use by another process${who.length > 0 ? ` (${who.join(', ')})` : ''}: a slot streams to one reader at a time`,
+    'config',
+    'stop the other `engagement run` (or `capture`) first; a second pipeline needs a slot of its own: SLOT_NAME=... PUBLICATION_NAME=... `engagement migrate`',
+  );
+}
+
 /** The slot exists but Postgres removed WAL it still needed (max_slot_wal_keep_size). */
 export function slotInvalidatedError(name: string): PipelineError {
   return new PipelineError(
@@ -290,6 +304,9 @@ export interface SlotState {
   /** The slot's database (a logical slot serves one) and whether it is the one connected to. */
   database?: string | null;
   otherDatabase?: boolean;
+  /** While active: the process streaming from it, and its application_name. */
+  activePid?: number | null;
+  activeApplication?: string | null;
 }
 
 export async function readSlot(client: pg.Client | pg.Pool, name: string): Promise<SlotState> {
@@ -299,10 +316,14 @@ export async function readSlot(client: pg.Client | pg.Pool, name: string): Promi
     wal_status: string | null;
     database: string | null;
     other_database: boolean;
+    active_pid: number | null;
+    application_name: string | null;
   }>(
-    `SELECT active, confirmed_flush_lsn::text, wal_status, database::text,
-            coalesce(database <> current_database(), false) AS other_database
-       FROM pg_replication_slots WHERE slot_name = $1`,
+    `SELECT s.active, s.confirmed_flush_lsn::text, s.wal_status, s.database::text,
+            coalesce(s.database <> current_database(), false) AS other_database,
+            s.active_pid, a.application_name
+       FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
+      WHERE s.slot_name = $1`,
     [name],
   );
   if (rows.length === 0) return { exists: false, active: false, confirmedFlushLsn: null, walStatus: null };
@@ -313,5 +334,7 @@ export async function readSlot(client: pg.Client | pg.Pool, name: string): Promi
     walStatus: rows[0].wal_status,
     database: rows[0].database,
     otherDatabase: rows[0].other_database,
+    activePid: rows[0].active_pid,
+    activeApplication: rows[0].application_name,
   };
 }

@@ -14,7 +14,13 @@ import type { TransactionAssembler } from './transaction-assembler.js';
 export type SlotSourceOptions = Pick<
   ReplicationSourceOptions,
   'databaseUrl' | 'slotName' | 'publicationName' | 'shape' | 'logger' | 'metrics' | 'onHalt'
->;
+> & {
+  /** SHUTDOWN_TIMEOUT_MS: a predecessor still stopping releases the slot within it. */
+  shutdownTimeoutMs?: number;
+};
+
+/** How long past SHUTDOWN_TIMEOUT_MS a busy slot is waited for (a predecessor's exit and reap). */
+const SLOT_RELEASE_GRACE_MS = 10_000;
 
 /** The replication source wired to the assembler it feeds. */
 export function slotSource<B extends DispatchUnit>(
@@ -28,6 +34,7 @@ export function slotSource<B extends DispatchUnit>(
     shape: options.shape,
     logger: options.logger,
     metrics: options.metrics,
+    slotBusyWaitMs: (options.shutdownTimeoutMs ?? 20_000) + SLOT_RELEASE_GRACE_MS,
     onDisconnect: async () => {
       // The source replays from the confirmed commit: a half-read transaction starts over.
       assembler.resetTransaction();

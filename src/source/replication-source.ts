@@ -1,7 +1,13 @@
 import type pg from 'pg';
 import { LogicalReplicationService, type Pgoutput } from 'pg-logical-replication';
 import { clientConfig, withClient } from '../db/postgres.js';
-import { readSlot, slotInvalidatedError, slotOfOtherDatabaseError } from '../db/migrate.js';
+import {
+  readSlot,
+  slotInUseError,
+  slotInvalidatedError,
+  slotOfOtherDatabaseError,
+  type SlotState,
+} from '../db/migrate.js';
 import type { SourceShape } from '../domain/source-shape.js';
 import { bigIntToLsn, compareLsn, lsnToBigInt } from '../domain/position.js';
 import { describeError, ErrorCodes, PipelineError } from '../errors.js';
@@ -42,6 +48,11 @@ export interface ReplicationSourceOptions {
   statusIntervalMs?: number;
   /** The cluster's identity (default: IDENTIFY_SYSTEM on DATABASE_URL); tests replace it. */
   systemIdentifier?: () => Promise<string>;
+  /**
+   * How long start() waits for a slot another process streams from (a previous pipeline still
+   * stopping, SHUTDOWN_TIMEOUT_MS) before it gives up with one line (default 30 s).
+   */
+  slotBusyWaitMs?: number;
 }
 
 /** The parts of pg-logical-replication's flow-control queue the idle rule must see (not in its typings). */
@@ -126,10 +137,13 @@ export class ReplicationSource {
 
   /** Checks the slot, then streams until stop(); reconnects on failure. */
   async start(handler: ChangeHandler): Promise<void> {
-    const { slot, senderTimeoutMs } = await withClient(this.options.databaseUrl, async (client) => ({
+    const read = await withClient(this.options.databaseUrl, async (client) => ({
       slot: await readSlot(client, this.options.slotName),
       senderTimeoutMs: await readSenderTimeoutMs(client),
     }));
+    const { senderTimeoutMs } = read;
+    const slot =
+      read.slot.active && !read.slot.otherDatabase ? await this.slotReleased(read.slot) : read.slot;
     if (!slot.exists) {
       throw new PipelineError(
         ErrorCodes.SLOT_MISSING,
@@ -158,6 +172,27 @@ export class ReplicationSource {
       this.options.statusIntervalMs ??
         Math.max(200, Math.min(10_000, senderTimeoutMs > 0 ? senderTimeoutMs / 4 : 10_000)),
     );
+  }
+
+  /**
+   * Another process streams from the slot: a pipeline that is still stopping (a supervisor's
+   * restart comes while the old process drains) releases it within its SHUTDOWN_TIMEOUT_MS, so
+   * wait that long; a second pipeline on the same slot does not, and gets one line.
+   */
+  private async slotReleased(busy: SlotState): Promise<SlotState> {
+    const waitMs = this.options.slotBusyWaitMs ?? 30_000;
+    this.log.warn(
+      { pid: busy.activePid, application: busy.activeApplication },
+      `replication slot '${this.options.slotName}' is in use by another process; waiting up to ${Math.round(waitMs / 1000)} s for it to be released`,
+    );
+    const until = Date.now() + waitMs;
+    let slot = busy;
+    while (slot.exists && slot.active) {
+      if (Date.now() >= until) throw slotInUseError(this.options.slotName, slot);
+      await new Promise((r) => setTimeout(r, 500));
+      slot = await withClient(this.options.databaseUrl, (client) => readSlot(client, this.options.slotName));
+    }
+    return slot;
   }
 
   private halt(error: PipelineError): void {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { StatusReport } from '../../src/cli/status.js';
 import { startMockExternal, type RunningMockExternal } from '../../src/mock-external/server.js';
-import { runCli } from '../helpers/cli.js';
+import { runCli, spawnCli, type CliProcess } from '../helpers/cli.js';
 import { cliEnv, createHarness, insertEvents, seedContent, type Harness } from '../helpers/pipeline.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -209,6 +209,46 @@ describe('operating the pipeline: dlq, status, heartbeat, slot safety', () => {
     assert.equal(repaired.code, 0, repaired.output);
     assert.match(repaired.output, /slot engagement_pipeline recreated/);
     assert.match(repaired.output, /engagement backfill --from \d{4}-/);
+  });
+
+  it('a second run on a slot in use waits for it (a predecessor still stopping), else one line and exit 2', async () => {
+    const env = { ...cliEnv(h), PORT: '0', LOG_LEVEL: 'info' };
+    const streaming = async (p: CliProcess) =>
+      waitFor(
+        'replication streaming',
+        () => {
+          if (p.child.exitCode !== null) throw new Error(`exited ${p.child.exitCode}: ${p.output()}`);
+          return /replication streaming/.test(p.output()) && /pipeline running/.test(p.output());
+        },
+        60_000,
+      );
+    const first = spawnCli(['run'], env);
+    try {
+      await streaming(first);
+      // SHUTDOWN_TIMEOUT_MS bounds how long a predecessor may still hold the slot (+10 s).
+      const second = spawnCli(['run'], { ...env, SHUTDOWN_TIMEOUT_MS: '1000' });
+      const exit = await second.exited;
+      assert.equal(exit.code, 2, second.output());
+      assert.match(
+        second.output(),
+        /EP_ERR_SLOT_IN_USE: replication slot '[^']+' is in use by another process \(PID \d+, application_name 'engagement-replication'\)/,
+      );
+      assert.match(second.output(), /waiting up to 11 s/);
+      // A restart while the old process drains: it takes the slot once released.
+      const third = spawnCli(['run'], env);
+      await waitFor(
+        'third waiting',
+        () => /is in use by another process; waiting/.test(third.output()),
+        30_000,
+      );
+      first.child.kill('SIGTERM');
+      assert.equal((await first.exited).code, 0, first.output());
+      await streaming(third);
+      third.child.kill('SIGTERM');
+      assert.equal((await third.exited).code, 0, third.output());
+    } finally {
+      if (first.child.exitCode === null) first.child.kill('SIGKILL');
+    }
   });
 
   it('a slot that never existed here (Kafka workers fed by Debezium use none) is no alarm: exit 0', async () => {
