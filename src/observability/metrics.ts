@@ -15,7 +15,8 @@ export function createMetrics() {
   // more) is still caught (bench/results/2026-12-02-fixed-costs-and-gc.md).
   client.collectDefaultMetrics({
     register: registry,
-    prefix: 'engagement_process_',
+    // The defaults' names start process_ or nodejs_ already: engagement_process_cpu_seconds_total.
+    prefix: 'engagement_',
     eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS,
   });
   const sinkLabels = ['sink'] as const;

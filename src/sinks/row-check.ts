@@ -65,7 +65,8 @@ export class RowCheckedSink implements Sink {
     await this.deps.deadLetters.record(entries);
     this.deps.metrics?.deadLetters.inc({ sink: this.name }, entries.length);
     this.deps.logger.warn(
-      { sink: this.name, rows: entries.length, eventIds: entries.slice(0, 10).map((e) => e.eventId) },
+      // (The logger names the sink already.)
+      { rows: entries.length, eventIds: entries.slice(0, 10).map((e) => e.eventId) },
       `${this.name}: ${entries.length} event(s) ${this.deps.destination} cannot hold were dead-lettered (the other sinks got them): ${entries[0].lastError}`,
     );
     return { deadLettered: new Set(rejected.map((r) => r.position)) };

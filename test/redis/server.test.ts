@@ -117,7 +117,7 @@ describe('HTTP server', () => {
     assert.match(res.headers['content-type'] as string, /^text\/plain/);
     assert.match(res.body, /^engagement_commit_to_sink_seconds_bucket\{le="0\.005",sink="redis"\} 1$/m);
     assert.match(res.body, /^# TYPE engagement_events_received_total counter$/m);
-    assert.match(res.body, /^engagement_process_/m);
+    assert.match(res.body, /^engagement_process_cpu_seconds_total \d/m);
   });
 
   it('ranks content by events with titles, types and both scores', async () => {

@@ -21,6 +21,6 @@ describe('process metrics', () => {
     assert.deepEqual(resolutions, [EVENT_LOOP_SAMPLE_MS]);
     assert.ok(EVENT_LOOP_SAMPLE_MS >= 100, `${EVENT_LOOP_SAMPLE_MS} ms`);
     // The lag metrics are still exported.
-    assert.match(await metrics.registry.metrics(), /^engagement_process_nodejs_eventloop_lag_p99_seconds /m);
+    assert.match(await metrics.registry.metrics(), /^engagement_nodejs_eventloop_lag_p99_seconds /m);
   });
 });

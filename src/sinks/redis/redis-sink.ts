@@ -357,9 +357,14 @@ export class RedisSink implements Sink {
   async writeBackfill(events: readonly EnrichedEvent[], nowMs = this.now()): Promise<number> {
     if (events.length === 0) return 0;
     const bucketsFrom = minuteBucketOfMs(nowMs - BACKFILL_REDIS_HORIZON_MINUTES * 60_000);
-    await this.rollBefore(events, nowMs);
-    const { applied } = await this.apply('b', events, [], this.keys.watermark('backfill'), { bucketsFrom });
-    return applied;
+    try {
+      await this.rollBefore(events, nowMs);
+      const { applied } = await this.apply('b', events, [], this.keys.watermark('backfill'), { bucketsFrom });
+      return applied;
+    } catch (err) {
+      // One line naming Redis, as the stream's writes say it (the backfill stops on it and resumes when re-run).
+      throw this.unreachable(err) ?? err;
+    }
   }
 
   /** One Lua call per attempt; retried without what the script reports as replayed or seen. */
