@@ -226,6 +226,7 @@ describe('HTTP server', () => {
       lagSeconds: 0,
       received: 0,
       delivered: 0,
+      deadLettered: 0,
     });
   });
 
