@@ -1,3 +1,4 @@
+import { sinkReadinessReasons } from './observability/readiness.js';
 import type pg from 'pg';
 import type { Config } from './config.js';
 import { requireDatabaseUrl } from './config.js';
@@ -90,13 +91,7 @@ export async function startHttpServer(
         reasons.push(
           `replication stream lost for ${((Date.now() - lostSince) / 1000).toFixed(0)} s (reconnecting to Postgres)`,
         );
-      for (const h of runtime.pipeline.sinkHealth()) {
-        if (h.state === 'behind')
-          reasons.push(
-            `sink ${h.name} behind: lag ${h.lagSeconds.toFixed(1)} s > ${config.lagWarnSeconds} s`,
-          );
-        else if (h.state !== 'up') reasons.push(`sink ${h.name} ${h.state}: ${h.error ?? 'unknown error'}`);
-      }
+      reasons.push(...sinkReadinessReasons(runtime.pipeline.sinkHealth(), config.lagWarnSeconds));
       // Either client: this one serves /api/top and may sit idle on a connection to a Redis that
       // stopped answering; the sink's talks to Redis every second (its window roll), so its
       // connection is dropped within a reply timeout once Redis stops answering.

@@ -1,5 +1,10 @@
 import type { Command } from 'commander';
-import { requireDatabaseUrl } from '../config.js';
+import { assertSafeHttpExposure, requireDatabaseUrl, type Config } from '../config.js';
+import { buildProbeApp } from '../server/app.js';
+import { startServer } from '../server/listen.js';
+import { sinkReadinessReasons } from '../observability/readiness.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { Logger } from '../logger.js';
 import { createPool } from '../db/postgres.js';
 import { ensureStateSchema } from '../db/schema.js';
 import { configError, describeError, type PipelineError } from '../errors.js';
@@ -40,6 +45,10 @@ const WORK_CONFIG_KEYS = [
   'shutdownTimeoutMs',
   'lagWarnSeconds',
   'logLevel',
+  // Only when PORT or --port is given (several workers often share a machine): see probeServer.
+  'port',
+  'host',
+  'apiToken',
 ] as const;
 
 export function registerWork(program: Command): void {
@@ -81,6 +90,8 @@ export function registerWork(program: Command): void {
       const concurrently = integerOption(options.partitionsConcurrently, '--partitions-concurrently', 1);
       keepHeapSmall();
       const config = configFrom(options);
+      const serve = options.port !== undefined || process.env.PORT !== undefined;
+      if (serve) assertSafeHttpExposure(config);
       const brokers = parseBrokers(config.kafkaBrokers);
       // Postgres holds the dead-letter table and answers content lookups on a miss.
       const databaseUrl = requireDatabaseUrl(config);
@@ -133,6 +144,7 @@ export function registerWork(program: Command): void {
       });
       progress.trackHealth(() => worker.sinkHealth(), PROCESS_WRITER);
       const started: Sink[] = [];
+      let http: { close(): Promise<void> } | null = null;
       const shutdown = async () => {
         const stopping = Date.now();
         await worker.stop();
@@ -146,6 +158,8 @@ export function registerWork(program: Command): void {
         }
         await withDeadline(progress.stop(), deadline);
         await withDeadline(pool.end(), deadline);
+        // Last: /readyz says 503 while the worker drains.
+        if (http) await withDeadline(http.close(), deadline);
       };
       try {
         // Sinks first: a second DuckDB writer on this machine fails here (EP_ERR_ANALYTICS_LOCKED).
@@ -158,6 +172,11 @@ export function registerWork(program: Command): void {
           await worker.start();
         } catch (err) {
           throw kafkaUnreachable(brokers, err, [wire.contentTopic, wire.eventsTopic]);
+        }
+        if (serve) {
+          const server = await probeServer(config, metrics, logger, worker);
+          http = server;
+          process.stdout.write(`worker health and metrics at ${server.url}\n`);
         }
       } catch (err) {
         await shutdown();
@@ -180,4 +199,32 @@ export function registerWork(program: Command): void {
       exitSoonIfHeld(logger, stopBy);
     }),
   );
+}
+
+/**
+ * `work`'s HTTP server, when PORT or --port is given: /healthz, /readyz (503 with the reasons
+ * while the worker has not joined its group, or a sink is behind, down or failed) and /metrics,
+ * on HOST (127.0.0.1 by default; API_TOKEN as for `run`). Off otherwise, so several workers can
+ * share a machine without a port each.
+ */
+async function probeServer(
+  config: Config,
+  metrics: Metrics,
+  logger: Logger,
+  worker: KafkaWorker,
+): Promise<{ url: string; close(): Promise<void> }> {
+  const app = buildProbeApp({
+    metrics,
+    logger,
+    apiToken: config.apiToken?.reveal(),
+    ready: () => {
+      const reasons = worker.joined ? [] : ['not a member of the consumer group yet'];
+      reasons.push(...sinkReadinessReasons(worker.sinkHealth(), config.lagWarnSeconds));
+      return { ready: reasons.length === 0, reasons };
+    },
+  });
+  return startServer(app, { host: config.host, port: config.port }).catch(async (err) => {
+    await app.close().catch(() => undefined);
+    throw err;
+  });
 }

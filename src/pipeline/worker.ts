@@ -66,6 +66,9 @@ const SHARED_CHECK_MS = 20_000;
  * partition (`kafka:<topic>:<partition>`), so a partition re-read after a rebalance or a
  * crash is a no-op there; the other sinks are idempotent by event_id.
  */
+/** Kept of SHUTDOWN_TIMEOUT_MS, after leaving the group, for `work` to close its sinks and pool. */
+const CLOSE_RESERVE_MS = 2_500;
+
 export class KafkaWorker {
   private readonly consumer: Consumer;
   private readonly fanout: Fanout;
@@ -117,6 +120,11 @@ export class KafkaWorker {
       // Offsets are committed per partition batch once its chunks were accepted (eachBatch).
       confirm: () => undefined,
     });
+  }
+
+  /** True once the consumer joined its group (for `work`'s /readyz). */
+  get joined(): boolean {
+    return this.generation > 0;
   }
 
   /** Per-sink state and lag, as in direct mode (`engagement status`). */
@@ -210,10 +218,13 @@ export class KafkaWorker {
         `shutdown: ${report.rows} events in ${report.batches} batches were not accepted by every sink; their offsets stay uncommitted and the group re-reads them`,
       );
     }
-    // disconnect() waits for the running eachBatch calls, then leaves the group.
+    // disconnect() waits for the running eachBatch calls, then leaves the group. With the broker
+    // down it never finishes: it gets the budget but the time `work` still needs to close the
+    // sinks and the pool (a worker stopped 1.7 s past SHUTDOWN_TIMEOUT_MS otherwise).
+    const closeReserve = Math.min(CLOSE_RESERVE_MS, (this.options.shutdownTimeoutMs ?? 20_000) / 5);
     await withDeadline(
       this.consumer.disconnect().catch((err) => this.log.warn(`leaving the group: ${describeError(err)}`)),
-      deadline,
+      Math.max(Date.now(), deadline - closeReserve),
       () => this.log.warn('shutdown: leaving the consumer group did not finish in time'),
     );
   }

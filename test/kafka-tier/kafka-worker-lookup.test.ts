@@ -141,8 +141,16 @@ describe(
         KAFKA_BROKERS: kafka.brokers,
         LOG_LEVEL: 'info',
         LAG_WARN_SECONDS: '3',
+        // Given a port, a worker serves /healthz, /readyz and /metrics.
+        PORT: '0',
       });
       const worker = cases.track(await startWorker(env, ['--group', 'lookup']));
+      await waitFor(
+        'the worker serving',
+        () => /worker health and metrics at \S+/.test(worker.output()),
+        30_000,
+      );
+      const base = /worker health and metrics at (\S+)/.exec(worker.output())![1];
 
       const lock = await lockContent(h);
       let locked = true;
@@ -172,6 +180,12 @@ describe(
           assert.equal(s.state, 'behind', JSON.stringify(s));
           assert.ok((s.lagSeconds ?? 0) >= 10, JSON.stringify(s));
         }
+        const ready = await fetch(new URL('readyz', base));
+        assert.equal(ready.status, 503);
+        assert.match(JSON.stringify(await ready.json()), /sink redis behind: lag \d/);
+        const metrics = await (await fetch(new URL('metrics', base))).text();
+        assert.match(metrics, /^engagement_sink_lag_seconds\{sink="redis"\} \d/m);
+        assert.equal((await fetch(new URL('healthz', base))).status, 200);
         await lock.release();
         locked = false;
       } finally {
@@ -184,6 +198,7 @@ describe(
         30_000,
       );
       assert.match(worker.output(), /content lookup succeeded after retries/);
+      await waitFor('ready again', async () => (await fetch(new URL('readyz', base))).status === 200, 30_000);
       // The heartbeat ran during the lookup: the worker kept its membership (one join only).
       assert.equal([...worker.output().matchAll(/joined group lookup/g)].length, 1, tail(worker));
       assert.equal(await stopCli(worker), 0, tail(worker));
