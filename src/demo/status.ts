@@ -2,7 +2,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { quantileMs } from '../observability/stats.js';
 
 /**
- * The demo's one-line live status: events/s, commit -> Redis p99 over the last 10 s, slot
+ * The demo's one-line live status: events/s and commit -> Redis p99 over the last 10 s, slot
  * lag and dead-letter depth. Sampled every second from the in-process metrics (the same
  * numbers /metrics and /api/stats serve). On a terminal the line is rewritten in place;
  * otherwise (CI, a pipe) a full line is printed every 5 s.
@@ -22,8 +22,8 @@ type Buckets = { le: number; count: number }[];
 const P99_WINDOW_SECONDS = 10;
 
 export class StatusSampler {
-  private lastTotal: number | null = null;
-  private lastAt = 0;
+  /** (time, events received) of the last P99_WINDOW_SECONDS samples, oldest first. */
+  private totals: { at: number; total: number }[] = [];
   private history: Buckets[] = [];
 
   constructor(
@@ -34,10 +34,13 @@ export class StatusSampler {
   async sample(): Promise<StatusSample> {
     const now = performance.now();
     const total = sum((await this.metrics.eventsReceived.get()).values);
-    const elapsed = (now - this.lastAt) / 1000;
-    const eventsPerSecond = this.lastTotal === null || elapsed <= 0 ? 0 : (total - this.lastTotal) / elapsed;
-    this.lastTotal = total;
-    this.lastAt = now;
+    // Over the window, not the last second: a paused source (the window full) reads in bursts,
+    // and a one-second sample printed every 5 s alternated between 0 and twice the rate.
+    this.totals.push({ at: now, total });
+    if (this.totals.length > P99_WINDOW_SECONDS + 1) this.totals.shift();
+    const first = this.totals[0];
+    const elapsed = (now - first.at) / 1000;
+    const eventsPerSecond = elapsed <= 0 ? 0 : (total - first.total) / elapsed;
 
     const buckets = await this.redisBuckets();
     this.history.push(buckets);
