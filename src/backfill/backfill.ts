@@ -7,7 +7,7 @@ import { dateToIso } from '../domain/timestamps.js';
 import type { Batch, EnrichedEvent } from '../domain/types.js';
 import { configError, describeError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Sink } from '../sinks/sink.js';
+import type { Sink, WriteResult } from '../sinks/sink.js';
 import type { RedisSink } from '../sinks/redis/redis-sink.js';
 import { ContentDimension } from '../enrichment/content-dimension.js';
 import { BackfillProgressStore, type BackfillRun } from './progress-store.js';
@@ -55,6 +55,8 @@ export interface BackfillPlan {
 
 export interface BackfillResult extends BackfillProgress {
   badRows: number;
+  /** Events a sink recorded in the dead-letter table instead of taking (this process). */
+  deadLettered: number;
 }
 
 /** What a run would do (`--dry-run`): rows in range and any stored progress it would resume. */
@@ -160,7 +162,9 @@ export async function runBackfill(options: BackfillOptions): Promise<BackfillRes
     await store.finish(run, 'done');
     return result;
   } catch (err) {
-    if (owned) await store.finish(owned, 'failed', describeError(err)).catch(() => undefined);
+    // Stopped on request: left as it was (not failed), so `status` lists it as interrupted.
+    if (owned && !options.signal?.aborted)
+      await store.finish(owned, 'failed', describeError(err)).catch(() => undefined);
     throw err;
   } finally {
     for (const sink of started.reverse()) {
@@ -184,6 +188,11 @@ async function loop(
   const resumedFrom = run.rowsDone;
   const total = run.rowsTotal ?? 0;
   let bad = 0;
+  let deadLettered = 0;
+  const countDeadLettered = (result: WriteResult | void): number => {
+    deadLettered += result?.deadLettered.size ?? 0;
+    return 0;
+  };
   /** Events whose duration_ms was negative (counted, derived fields NULL), and the first one's id. */
   let negative = 0;
   let firstNegative: string | null = null;
@@ -237,8 +246,8 @@ async function loop(
     };
     const writes: Promise<number>[] = [];
     const signal = options.signal ?? new AbortController().signal;
-    if (sinks.analytics) writes.push(sinks.analytics.write(batch, signal).then(() => 0));
-    if (sinks.external) writes.push(sinks.external.write(batch, signal).then(() => 0));
+    if (sinks.analytics) writes.push(sinks.analytics.write(batch, signal).then(countDeadLettered));
+    if (sinks.external) writes.push(sinks.external.write(batch, signal).then(countDeadLettered));
     if (sinks.redis) writes.push(sinks.redis.writeBackfill(events));
     const applied = (await Promise.all(writes)).reduce((a, b) => a + b, 0);
     await store.advance(run, chunk.lastId, chunk.rows.length + chunk.bad, applied);
@@ -258,7 +267,7 @@ async function loop(
       { first_event_id: firstNegative },
       `${negative} events had a negative duration_ms: they were counted, with engagement_seconds and engagement_pct NULL`,
     );
-  return { ...progress(true), badRows: bad };
+  return { ...progress(true), badRows: bad, deadLettered };
 }
 
 async function connect(databaseUrl: string): Promise<pg.Client> {

@@ -85,7 +85,11 @@ export function registerBackfill(program: Command): void {
       const logger = createLogger(config.logLevel);
       const reporter = new ProgressReporter();
       const abort = new AbortController();
-      const onSignal = () => abort.abort();
+      let stoppedBy: NodeJS.Signals | null = null;
+      const onSignal = (signal: NodeJS.Signals) => {
+        stoppedBy = signal;
+        abort.abort();
+      };
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       const pool = createPool(databaseUrl, 2, 'engagement-backfill-dlq');
@@ -102,6 +106,14 @@ export function registerBackfill(program: Command): void {
         : [[fromTs, toTs]];
       try {
         for (const [rangeFrom, rangeTo] of ranges) await backfillRange(rangeFrom, rangeTo);
+      } catch (err) {
+        if (stoppedBy === null) throw err;
+        // Asked to stop: progress up to the last chunk every sink accepted is kept, the run stays
+        // resumable (`status`: interrupted), and the exit code says which signal, as a shell does.
+        process.stderr.write(
+          `engagement: backfill stopped by ${stoppedBy}; run the same command again to resume\n`,
+        );
+        return stoppedBy === 'SIGINT' ? 130 : 143;
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
@@ -131,6 +143,9 @@ export function registerBackfill(program: Command): void {
               ? `; redis: ${result.redisApplied} events newly counted (the rest were counted already)`
               : '') +
             (result.badRows ? `; ${result.badRows} undecodable rows skipped` : '') +
+            (result.deadLettered
+              ? `; ${result.deadLettered} events dead-lettered by a sink (engagement dlq list)`
+              : '') +
             (ranges.length > 1 ? ` [${rangeFrom} .. ${rangeTo})` : '') +
             '\n',
         );

@@ -239,6 +239,58 @@ describe('engagement backfill', () => {
     assert.deepEqual(await duckDbRowsOfTable(h), { n: '20000', d: '20000' });
   });
 
+  it('SIGTERM stops a backfill with its exit code; it stays resumable, listed as interrupted, not failed', async () => {
+    const args = ['backfill', '--from', '2020-01-01T00:00:01Z', '--to', '2100-01-01T00:00:00Z'];
+    const child = spawnCli(
+      [...args, '--sinks', 'analytics', '--chunk-size', '500', '--rate', '2000'],
+      cliEnv(h),
+    );
+    await waitFor(
+      'some progress',
+      async () =>
+        (
+          await h.sql<{ n: string }>(
+            `SELECT rows_done::text AS n FROM engagement_pipeline.backfill_progress WHERE from_ts = $1`,
+            ['2020-01-01T00:00:01Z'],
+          )
+        ).some((r) => Number(r.n) >= 1000),
+      30_000,
+    );
+    child.child.kill('SIGTERM');
+    const exit = await child.exited;
+    assert.equal(exit.code, 143, child.output());
+    assert.match(child.output(), /backfill stopped by SIGTERM; run the same command again to resume/);
+    const status = await runCli(['status', '--json'], cliEnv(h));
+    const stopped = JSON.parse(status.output.slice(status.output.indexOf('{'))).backfills.find(
+      (b: { fromTs: string }) => b.fromTs.startsWith('2020-01-01T00:00:01'),
+    );
+    assert.ok(stopped && stopped.status !== 'failed' && !stopped.live, status.output);
+    const text = await runCli(['status'], cliEnv(h));
+    assert.match(text.output, /interrupted \(its process stopped\)/);
+    const resumed = await runCli([...args, '--sinks', 'analytics'], cliEnv(h));
+    assert.equal(resumed.code, 0, resumed.output);
+    assert.match(resumed.output, /resumed after \d+/);
+  });
+
+  it('a backfill whose receiver refuses some events says how many were dead-lettered', async () => {
+    const mock = await startMockExternal();
+    try {
+      await fetch(`${mock.url}_control`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ mode: 'reject400', count: 5 }),
+      });
+      const run = await runCli(
+        ['backfill', '--from', '2020-01-01T00:00:02Z', '--to', '2100-01-01T00:00:00Z', '--sinks', 'external'],
+        { ...cliEnv(h), EXTERNAL_URL: mock.url, EXTERNAL_CONCURRENCY: '1' },
+      );
+      assert.equal(run.code, 0, run.output);
+      assert.match(run.output, /; 5 events dead-lettered by a sink \(engagement dlq list\)/);
+    } finally {
+      await mock.close();
+    }
+  });
+
   it('--to now resumes a killed --to now run, then covers what came after its end', async () => {
     await h.sql('TRUNCATE engagement_events');
     await insertHistory(h, 20_000, 300_000, 1_000_000);
