@@ -150,6 +150,7 @@ export async function runBackfill(options: BackfillOptions): Promise<BackfillRes
       );
     }
     owned = run;
+    await store.stampDestinations(run, options.destinations);
     for (const sink of [sinkSet.analytics, sinkSet.redis, sinkSet.external]) {
       if (!sink) continue;
       await sink.start();

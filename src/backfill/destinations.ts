@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { Config } from '../config.js';
+import { isSecretParameter } from '../errors.js';
+import { duckdbFileOf } from '../sinks/analytics/create-analytics-sink.js';
+import { parseClusterUrl } from '../sinks/redis/redis-sink.js';
 import type { BackfillSinkName } from './backfill.js';
 
 export type DestinationSettings = Pick<Config, 'analyticsUrl' | 'redisUrl' | 'redisPrefix' | 'externalUrl'>;
@@ -28,15 +31,24 @@ function destination(settings: DestinationSettings, sink: BackfillSinkName): str
   }
 }
 
-/** Scheme, host, port, path and the database parameter; a DuckDB file by its absolute path. */
+/**
+ * Scheme, host, port, path and the query but its secret parameters (a receiver may route on
+ * `?tenant=`); a DuckDB file by its absolute path, as the sink opens it; a Redis Cluster by its
+ * nodes.
+ */
 function endpoint(url: string): string {
-  if (url.startsWith('duckdb:')) return `duckdb:${path.resolve(url.slice('duckdb:'.length))}`;
+  if (url.startsWith('duckdb:')) return `duckdb:${path.resolve(duckdbFileOf(url))}`;
+  const cluster = parseClusterUrl(url);
+  if (cluster) return `cluster:${cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`;
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    return url;
+    // Not a URL (config validation lets none through): only its shape, never its text.
+    return 'unparsed';
   }
-  const db = parsed.searchParams.get('db');
-  return `${parsed.protocol}//${parsed.host}${parsed.pathname}${db === null ? '' : `?db=${db}`}`;
+  for (const key of [...parsed.searchParams.keys()])
+    if (isSecretParameter(key)) parsed.searchParams.delete(key);
+  parsed.searchParams.sort();
+  return `${parsed.protocol}//${parsed.host}${parsed.pathname}${parsed.search}`;
 }

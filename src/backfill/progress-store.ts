@@ -124,6 +124,14 @@ export class BackfillProgressStore {
     }
   }
 
+  /** A run from before destinations were stored takes the first resumer's (it resumes nowhere else). */
+  async stampDestinations(run: BackfillRun, destinations: string): Promise<void> {
+    await this.query(`UPDATE ${TABLE} SET destinations = $2 WHERE id = $1 AND destinations IS NULL`, [
+      run.id,
+      destinations,
+    ]);
+  }
+
   /** False when another process is running this backfill right now. */
   async lock(id: string): Promise<boolean> {
     const { rows } = await this.client.query<{ ok: boolean }>(

@@ -236,7 +236,8 @@ function formatTable(rows: DeadLetterRow[]): string {
     r.replayedAt ?? '-',
     r.lastError.replace(/\s+/g, ' ').slice(0, 60),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i].length)));
+  // A fold, not Math.max(...): `dlq list --limit 200000` has more rows than a call takes arguments.
+  const widths = header.map((h, i) => body.reduce((w, row) => Math.max(w, row[i].length), h.length));
   const line = (cells: string[]) =>
     cells
       .map((c, i) => c.padEnd(widths[i]))

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { assertSafeHttpExposure, requireDatabaseUrl, type Config } from '../config.js';
+import { assertSafeHttpExposure, isLoopback, requireDatabaseUrl, type Config } from '../config.js';
+import { isPortFree } from '../demo/ports.js';
 import { buildProbeApp } from '../server/app.js';
 import { startServer } from '../server/listen.js';
 import { sinkReadinessReasons } from '../observability/readiness.js';
@@ -90,8 +91,17 @@ export function registerWork(program: Command): void {
       const concurrently = integerOption(options.partitionsConcurrently, '--partitions-concurrently', 1);
       keepHeapSmall();
       const config = configFrom(options);
-      const serve = options.port !== undefined || process.env.PORT !== undefined;
-      if (serve) assertSafeHttpExposure(config);
+      const serve = options.port !== undefined || Boolean(process.env.PORT);
+      if (serve) {
+        assertSafeHttpExposure(config);
+        // Before joining the group: a worker that then fails on its port would cost the group
+        // two rebalances per restart.
+        if (isLoopback(config.host) && !(await isPortFree(config.port)))
+          throw configError(
+            `port ${config.port} on ${config.host} is already in use`,
+            'set PORT / --port (0 = any free port), or unset it: a worker serves HTTP only when given a port',
+          );
+      }
       const brokers = parseBrokers(config.kafkaBrokers);
       // Postgres holds the dead-letter table and answers content lookups on a miss.
       const databaseUrl = requireDatabaseUrl(config);
@@ -218,7 +228,11 @@ async function probeServer(
     logger,
     apiToken: config.apiToken?.reveal(),
     ready: () => {
-      const reasons = worker.joined ? [] : ['not a member of the consumer group yet'];
+      const reasons = worker.isStopping
+        ? ['stopping']
+        : worker.joined
+          ? []
+          : ['not a member of the consumer group yet'];
       reasons.push(...sinkReadinessReasons(worker.sinkHealth(), config.lagWarnSeconds));
       return { ready: reasons.length === 0, reasons };
     },

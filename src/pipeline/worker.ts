@@ -127,6 +127,12 @@ export class KafkaWorker {
     return this.generation > 0;
   }
 
+  /** True from the start of stop() on (for `work`'s /readyz: 503 while it drains). */
+  get isStopping(): boolean {
+    return this.stopRequested;
+  }
+  private stopRequested = false;
+
   /** Per-sink state and lag, as in direct mode (`engagement status`). */
   sinkHealth(): SinkHealth[] {
     return this.fanout.health();
@@ -204,6 +210,7 @@ export class KafkaWorker {
    * leaves the group.
    */
   async stop(): Promise<void> {
+    this.stopRequested = true;
     const { drainBy, deadline } = shutdownTimes(this.options.shutdownTimeoutMs);
     this.fanout.flush(); // sinks waiting out a write interval write now
     const report = await this.dispatcher.stop(drainBy);

@@ -188,6 +188,7 @@ export class ReplicationSource {
     const until = Date.now() + waitMs;
     let slot = busy;
     while (slot.exists && slot.active) {
+      if (this.stopping) throw new Error('stopped while waiting for the replication slot');
       if (Date.now() >= until) throw slotInUseError(this.options.slotName, slot);
       await new Promise((r) => setTimeout(r, 500));
       slot = await withClient(this.options.databaseUrl, (client) => readSlot(client, this.options.slotName));

@@ -201,7 +201,17 @@ describe(
       await waitFor('ready again', async () => (await fetch(new URL('readyz', base))).status === 200, 30_000);
       // The heartbeat ran during the lookup: the worker kept its membership (one join only).
       assert.equal([...worker.output().matchAll(/joined group lookup/g)].length, 1, tail(worker));
-      assert.equal(await stopCli(worker), 0, tail(worker));
+      // Its port taken, a second worker says so before it joins the group (no rebalance).
+      const port = new URL(base).port;
+      const second = await runCli(['work', '--from-kafka', '--group', 'lookup'], { ...env, PORT: port });
+      assert.equal(second.code, 2, second.output);
+      assert.match(second.output, new RegExp(`port ${port} on 127\\.0\\.0\\.1 is already in use`));
+      assert.doesNotMatch(second.output, /joined group/);
+      // Draining: not ready.
+      worker.child.kill('SIGTERM');
+      const draining = await fetch(new URL('readyz', base)).catch(() => null);
+      if (draining) assert.equal(draining.status, 503);
+      assert.equal((await worker.exited).code, 0, tail(worker));
 
       assert.deepEqual(await analyticsRows(h), [
         {

@@ -55,7 +55,8 @@ describe('Redis: stream and backfill count each event once (seen bitmaps)', () =
   });
 
   const bucketTotal = async () => {
-    const minute = minuteBucketOfIso(new Date().toISOString());
+    // The events' minute (TS), not the clock's: a test crossing a minute boundary read another bucket.
+    const minute = MINUTE;
     const flat = await redis.client.zrange(
       `${redis.prefix}top:content:bucket:${minute}`,
       '0',

@@ -41,9 +41,28 @@ describe('backfill destinations key', () => {
     assert.notEqual(destinationsKey(base, ['analytics']), key);
   });
 
-  it('a DuckDB file by its absolute path', () => {
-    const relative = { ...base, analyticsUrl: 'duckdb:./data/engagement.duckdb' };
-    const absolute = { ...base, analyticsUrl: `duckdb:${path.resolve('data/engagement.duckdb')}` };
-    assert.equal(destinationsKey(relative, ['analytics']), destinationsKey(absolute, ['analytics']));
+  it('a DuckDB file by its absolute path, as the sink opens it', () => {
+    const key = (analyticsUrl: string) => destinationsKey({ ...base, analyticsUrl }, ['analytics']);
+    const absolute = key(`duckdb:${path.resolve('data/engagement.duckdb')}`);
+    assert.equal(key('duckdb:./data/engagement.duckdb'), absolute);
+    assert.equal(key('duckdb:'), absolute, 'the default file');
+    assert.equal(
+      key('duckdb://a.duckdb'),
+      key('duckdb:a.duckdb'),
+      'duckdb:// is stripped as the sink strips it',
+    );
+    assert.notEqual(key('duckdb://a.duckdb'), key('duckdb:/a.duckdb'));
+  });
+
+  it('an external URL by its query too, but not its secret parameters', () => {
+    const key = (externalUrl: string) => destinationsKey({ ...base, externalUrl }, ['external']);
+    assert.notEqual(key('https://r/ingest?tenant=a'), key('https://r/ingest?tenant=b'));
+    assert.equal(key('https://r/ingest?tenant=a&token=1'), key('https://r/ingest?token=2&tenant=a'));
+  });
+
+  it('a Redis Cluster by its nodes, not its password', () => {
+    const key = (redisUrl: string) => destinationsKey({ ...base, redisUrl }, ['redis']);
+    assert.equal(key('redis+cluster://u:one@h1:7000,h2:7001'), key('redis+cluster://u:two@h1:7000,h2:7001'));
+    assert.notEqual(key('redis+cluster://u:one@h1:7000,h2:7001'), key('redis+cluster://u:one@h3:7000'));
   });
 });

@@ -72,7 +72,7 @@ function pickAnalyticsSink(url: string, logger: Logger, deps: AnalyticsSinkDeps)
         })
       : sink;
   if (url.startsWith('duckdb:')) {
-    const file = url.slice('duckdb:'.length).replace(/^\/\//, '') || './data/engagement.duckdb';
+    const file = duckdbFileOf(url);
     return checked(
       new DuckDbSink({
         path: file,
@@ -110,4 +110,9 @@ function pickAnalyticsSink(url: string, logger: Logger, deps: AnalyticsSinkDeps)
     `ANALYTICS_URL has an unknown scheme (${url.split(':')[0]})`,
     'use duckdb:PATH, clickhouse://… or bigquery://…',
   );
+}
+
+/** The file a `duckdb:` ANALYTICS_URL names (`duckdb:PATH` or `duckdb://PATH`; empty: the default). */
+export function duckdbFileOf(url: string): string {
+  return url.slice('duckdb:'.length).replace(/^\/\//, '') || './data/engagement.duckdb';
 }
