@@ -314,6 +314,7 @@ export class ExternalSink implements Sink {
     const requests = this.#requests.split(batch);
     const deadLetters: DeadLetterEntry[] = [];
     const deadLettered = new Set<string>();
+    const delivered: OutgoingRequest[] = [];
     // A worker that fails (abort, or a bug) stops the others instead of leaving them running.
     const stopAll = new AbortController();
     const runSignal = AbortSignal.any([signal, stopAll.signal]);
@@ -322,8 +323,12 @@ export class ExternalSink implements Sink {
     const worker = async (): Promise<void> => {
       while (next < requests.length) {
         const request = requests[next++];
-        const keys = request.positions.map((p) => `${batch.stream}@${p}`);
-        if (keys.every((k) => this.#deliveredBefore.has(k))) continue;
+        // Only after a failed write (rare): no key strings on the way of every event.
+        if (
+          this.#deliveredBefore.size > 0 &&
+          request.positions.every((p) => this.#deliveredBefore.has(`${batch.stream}@${p}`))
+        )
+          continue;
         if (this.#spilling) {
           setAside(request, SET_ASIDE, 0);
           continue;
@@ -332,7 +337,7 @@ export class ExternalSink implements Sink {
         // Accepted events are counted by the fan-out (eventsDelivered, once the write resolves);
         // here only what the external system did not take is left to record.
         if (verdict.delivered) {
-          for (const k of keys) this.#deliveredBefore.add(k);
+          delivered.push(request);
           continue;
         }
         if (this.#o.policy === 'block' && verdict.status !== undefined && isOperatorStatus(verdict.status)) {
@@ -380,9 +385,16 @@ export class ExternalSink implements Sink {
       }),
     );
     await Promise.all(workers);
-    if (signal.aborted) throw abortError(signal);
-    if (failures.length > 0) throw failures[0];
-    if (deadLetters.length > 0) await this.#recordDeadLetters(deadLetters);
+    try {
+      if (signal.aborted) throw abortError(signal);
+      if (failures.length > 0) throw failures[0];
+      if (deadLetters.length > 0) await this.#recordDeadLetters(deadLetters);
+    } catch (err) {
+      // The fan-out writes this batch again: what the receiver accepted is not sent again.
+      for (const request of delivered)
+        for (const p of request.positions) this.#deliveredBefore.add(`${batch.stream}@${p}`);
+      throw err;
+    }
     // Resolved: the fan-out moves on to other batches.
     this.#deliveredBefore.clear();
     return deadLetters.length > 0 ? { deadLettered } : undefined;
