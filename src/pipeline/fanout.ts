@@ -75,6 +75,10 @@ interface Tracked {
   lastSeq: number;
   /** Since when (Date.now()) this sink alone holds a full window (see checkSpill); null: it does not. */
   aloneSince: number | null;
+  /** Writes this sink completed (successes): a sink that completes one is making progress. */
+  writesDone: number;
+  /** writesDone when aloneSince was set. */
+  aloneFrom: number;
   /** Spilling until the batch with this seq is written (see checkSpill); null: not spilling. */
   spillThrough: number | null;
 }
@@ -128,6 +132,8 @@ export class Fanout {
       failing: null,
       lastSeq: -Infinity,
       aloneSince: null,
+      writesDone: 0,
+      aloneFrom: 0,
       spillThrough: null,
     }));
     this.transientBackoff = {
@@ -154,9 +160,11 @@ export class Fanout {
 
   /**
    * Turns spilling on for a spill-capable sink that alone has held a full window (the source is
-   * paused for room, every other sink accepted everything it was handed) for its spillAfterMs,
-   * while no failure is being ridden out (an outage is EXTERNAL_RETRY_FOR's business: short ones
-   * dead-letter nothing). It spills through the last batch handed to it so far; spill(false)
+   * paused for room, every other sink accepted everything it was handed) for its spillAfterMs
+   * without completing a write, while no failure is being ridden out (an outage is
+   * EXTERNAL_RETRY_FOR's business: short ones dead-letter nothing). A sink completing writes is
+   * keeping its pace, if the slowest (a catch-up bound by the receiver's throughput): what it
+   * would set aside could only be re-sent later at EXTERNAL_REDRIVE_RATE. It spills through the last batch handed to it so far; spill(false)
    * follows once that one is written (pump), so what arrives later is sent as usual. Public for
    * tests.
    */
@@ -175,7 +183,10 @@ export class Fanout {
         t.aloneSince = null;
         continue;
       }
-      t.aloneSince ??= now;
+      if (t.aloneSince === null || t.writesDone !== t.aloneFrom) {
+        t.aloneSince = now;
+        t.aloneFrom = t.writesDone;
+      }
       if (now - t.aloneSince < after) continue;
       t.aloneSince = null;
       t.spillThrough = t.lastSeq;
@@ -473,6 +484,7 @@ export class Fanout {
     const delivered = accepted.events.length;
     const labels = { sink: t.sink.name };
     t.pending.splice(0, parts);
+    t.writesDone += 1;
     t.delivered += delivered;
     metrics.sinkWriteSeconds.observe(labels, seconds);
     metrics.eventsDelivered.inc(labels, delivered);

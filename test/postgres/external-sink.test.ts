@@ -19,7 +19,7 @@ import {
 } from '../../src/mock-external/server.js';
 import { createMetrics, type Metrics } from '../../src/observability/metrics.js';
 import { DeadLetterStore } from '../../src/state/dead-letter.js';
-import { ExternalSink, type ExternalSinkOptions } from '../../src/sinks/external/external-sink.js';
+import { ExternalSink, SET_ASIDE, type ExternalSinkOptions } from '../../src/sinks/external/external-sink.js';
 import { externalSinkFromConfig } from '../../src/sinks/factory.js';
 import { closeServer, listen, readBody } from '../helpers/http-server.js';
 import { freshDatabase, query } from '../helpers/postgres.js';
@@ -787,6 +787,29 @@ describe('ExternalSink: spilling behind a receiver slower than the events (Sink.
       deps,
     );
     assert.equal(never?.spillAfterMs, undefined);
+  });
+
+  it('set-aside rows are re-sent at the receiver’s pace (free slots), not at EXTERNAL_REDRIVE_RATE', async () => {
+    const entry = (id: number, lastError: string) => ({
+      sink: 'external',
+      eventId: id,
+      idempotencyKey: String(id),
+      event: event(id),
+      source: 's@1',
+      lastError,
+      attempts: 0,
+    });
+    await store.record(range(1, 40).map((id) => entry(id, SET_ASIDE)));
+    await store.record([entry(41, '503 Service Unavailable'), entry(42, '503 Service Unavailable')]);
+    const started = Date.now();
+    const { sink } = await makeSink({ concurrency: 8, redrive: { store, ratePerSecond: 1, intervalMs: 50 } });
+    await waitFor('set-aside rows re-sent', async () => (await store.depth('external')) <= 2, 20_000);
+    const fast = Date.now() - started;
+    assert.ok(fast < 5_000, `40 set-aside rows in ${fast} ms (1 a second would take 40 s)`);
+    await waitFor('the rest, paced', async () => (await store.depth('external')) === 0, 20_000);
+    assert.ok(Date.now() - started >= 1_000, 'rows of a failure keep EXTERNAL_REDRIVE_RATE');
+    await sink.stop();
+    assert.equal((await stats()).uniqueEventIds, 42);
   });
 
   it('block never spills: every event waits for the receiver', async () => {

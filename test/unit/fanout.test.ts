@@ -825,6 +825,26 @@ describe('Fanout', () => {
       fanout.cancel();
     });
 
+    it('never while the slow sink completes writes (a catch-up at its pace), only once it stops', async () => {
+      const window = { full: true };
+      const { slow, fanout } = setup(window);
+      const writes = [fanout.write(batch(1, [1])), fanout.write(batch(2, [2])), fanout.write(batch(3, [3]))];
+      await sleep(10);
+      const t0 = Date.now();
+      fanout.checkSpill(t0);
+      fanout.checkSpill(t0 + 900);
+      slow.release(); // batch 1 written: progress
+      await writes[0];
+      await sleep(10);
+      fanout.checkSpill(t0 + 1_100);
+      fanout.checkSpill(t0 + 1_900);
+      assert.deepEqual(slow.spills, [], 'it completed a write 1.1 s ago');
+      fanout.checkSpill(t0 + 2_100);
+      assert.deepEqual(slow.spills, [true], 'no write completed for spillAfterMs');
+      await Promise.all(writes);
+      fanout.cancel();
+    });
+
     it('never while the window has room, another sink holds batches too, or a failure is being ridden out', async () => {
       const window = { full: false };
       const { slow, fast, fanout } = setup(window);

@@ -159,7 +159,7 @@ const FAILING_AFTER_MS = 1_000;
 /** A failure no request has confirmed for this long is no longer reported (see failure()). */
 const FAILURE_STALE_MS = 30_000;
 /** The dead letter's reason for an event set aside unsent (redrivable: not an HTTP status). */
-const SET_ASIDE =
+export const SET_ASIDE =
   'set aside unsent: the external system answered more slowly than events arrived and alone held the other destinations back (EXTERNAL_SPILL_AFTER); re-sent automatically';
 
 export class ExternalSink implements Sink {
@@ -243,6 +243,7 @@ export class ExternalSink implements Sink {
               !this.#spilling,
             // Nothing while spilling: the live stream needs every slot the slow receiver has.
             room: () => (this.#spilling ? 0 : this.#slots.free),
+            unpaced: (row) => row.lastError === SET_ASIDE,
             send: (row, signal) => this.#redriveOne(row, signal),
           })
         : null;

@@ -53,6 +53,12 @@ export interface RedriverOptions {
   healthy: () => boolean;
   /** Rows it may send at once now (free request slots); unset: no limit but the rate. */
   room?: () => number;
+  /**
+   * Rows not dead-lettered by a failure (set aside unsent behind a slow receiver): while healthy
+   * they go at the receiver's pace, as many at once as `room` allows, not at ratePerSecond,
+   * which is there to spare a receiver that just came back from an outage.
+   */
+  unpaced?: (row: DeadLetterRow) => boolean;
   /** One attempt for one row. */
   send: (row: DeadLetterRow, signal: AbortSignal) => Promise<RedriveOutcome>;
 }
@@ -136,13 +142,21 @@ export class Redriver {
         for (let i = 0; i < rows.length;) {
           if (stop.aborted) return;
           const tickStart = Date.now();
-          const size = Math.min(this.#o.healthy() ? perTick : 1, this.#o.room?.() ?? perTick);
+          const healthy = this.#o.healthy();
+          const room = this.#o.room?.() ?? perTick;
+          const unpaced = (row: DeadLetterRow) => this.#o.unpaced?.(row) === true;
+          const fast = healthy && unpaced(rows[i]);
+          const size = Math.min(healthy ? (fast ? room : perTick) : 1, room);
           if (size === 0) {
             // Every request slot is taken by the live stream (or it spills): wait, it comes first.
             await sleep(tickMs(perTick), undefined, { signal: stop }).catch(() => undefined);
             continue;
           }
-          const slice = rows.slice(i, i + size);
+          let slice = rows.slice(i, i + size);
+          if (fast) {
+            const paced = slice.findIndex((row) => !unpaced(row));
+            if (paced > 0) slice = slice.slice(0, paced);
+          }
           i += slice.length;
           const outcomes = await Promise.all(slice.map((row) => this.#o.send(row, stop)));
           const accepted = slice.filter((_, j) => outcomes[j].kind === 'accepted');
@@ -168,7 +182,7 @@ export class Redriver {
             );
           }
           if (outcomes.some((o) => o.kind !== 'accepted' && o.kind !== 'permanent')) return;
-          const left = tickMs(slice.length) - (Date.now() - tickStart);
+          const left = fast ? 0 : tickMs(slice.length) - (Date.now() - tickStart);
           if (left > 0) await sleep(left, undefined, { signal: stop }).catch(() => undefined);
         }
       }
