@@ -67,6 +67,7 @@ export function registerGenerate(program: Command): void {
         process.on('SIGTERM', onSignal);
         const progress = progressPrinter();
         try {
+          let postgresGone = false;
           const result = await runGenerator({
             databaseUrl,
             source: config,
@@ -83,6 +84,17 @@ export function registerGenerate(program: Command): void {
                   `${opts.duration || opts.count ? '' : ' (Ctrl-C to stop)'}\n`,
               ),
             onProgress: progress.update,
+            // Several INSERTs run at once: one line per outage, not one per INSERT.
+            onPostgresGone: (error) => {
+              if (postgresGone) return;
+              postgresGone = true;
+              process.stderr.write(`Postgres unavailable (${error}): waiting for it\n`);
+            },
+            onPostgresBack: () => {
+              if (!postgresGone) return;
+              postgresGone = false;
+              process.stderr.write('Postgres is back: generating again\n');
+            },
           });
           progress.finish();
           process.stdout.write(

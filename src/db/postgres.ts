@@ -64,6 +64,21 @@ export function isServerShutdown(err: unknown): boolean {
   return code === '57P01' || code === '57P02' || code === '57P03';
 }
 
+/**
+ * The connection to Postgres was lost or refused (a restart, a failover), not a statement
+ * refused: worth waiting for.
+ */
+export function isConnectionLost(err: unknown): boolean {
+  if (isServerShutdown(err)) return true;
+  const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
+  if (
+    typeof code === 'string' &&
+    (code.startsWith('08') || ['ECONNREFUSED', 'ECONNRESET', 'EPIPE'].includes(code))
+  )
+    return true;
+  return typeof message === 'string' && /Connection terminated/.test(message);
+}
+
 export async function withClient<T>(databaseUrl: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client(clientConfig(databaseUrl));
   client.on('error', () => undefined);

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { createPool } from '../db/postgres.js';
+import { createPool, isConnectionLost } from '../db/postgres.js';
 import type { ShapeSettings } from '../db/catalog.js';
 import { display, shapeError } from '../db/catalog.js';
 import type { TableName } from '../domain/source-shape.js';
@@ -47,6 +47,9 @@ export interface GeneratorOptions {
   /** Called once the catalogue is in place, just before the first insert. */
   onStart?: (info: { contentItems: number; eventsTable: string }) => void;
   onProgress?: (progress: GeneratorProgress) => void;
+  /** Postgres went away (a restart): the run waits for it; told once per outage, and when it is back. */
+  onPostgresGone?: (error: string) => void;
+  onPostgresBack?: () => void;
 }
 
 export interface GeneratorResult {
@@ -118,7 +121,7 @@ export async function runGenerator(options: GeneratorOptions): Promise<Generator
           );
           planned += n;
         }
-        await Promise.all(chunks.map((rows) => insertEvents(pool, tables, rows)));
+        await Promise.all(chunks.map((rows) => insertWaiting(pool, tables, rows, options)));
         inserted = planned;
       }
       lastDone = performance.now();
@@ -176,6 +179,30 @@ export async function ensureCatalog(
   if (usable.length === 0)
     throw configError(`no generator content could be inserted into ${display(target.shape.content)}`);
   return { catalog: usable, target };
+}
+
+/**
+ * insertEvents, waiting for Postgres while it restarts (the traffic rides it out as the pipeline
+ * does; it stopped at the first fast shutdown). A statement refused is thrown at once.
+ */
+async function insertWaiting(
+  pool: pg.Pool,
+  target: GeneratorTarget,
+  rows: GeneratedEvent[],
+  options: Pick<GeneratorOptions, 'signal' | 'onPostgresGone' | 'onPostgresBack'>,
+): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await insertEvents(pool, target, rows);
+      if (attempt > 1) options.onPostgresBack?.();
+      return;
+    } catch (err) {
+      if (options.signal?.aborted || !isConnectionLost(err)) throw err;
+      if (attempt === 1) options.onPostgresGone?.(describeError(err));
+      await pause(Math.min(2_000, 100 * 2 ** attempt), options.signal);
+      if (options.signal?.aborted) return;
+    }
+  }
 }
 
 /** One multi-row INSERT: one array parameter per column, however many rows. */

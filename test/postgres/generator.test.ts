@@ -5,6 +5,7 @@ import { SOURCE_TABLES_SQL } from '../../src/db/schema.js';
 import { DEFAULT_CATALOG_SIZE } from '../../src/generator/catalog.js';
 import { runGenerator } from '../../src/generator/writer.js';
 import { freshDatabase, query } from '../helpers/postgres.js';
+import { startTcpProxy } from '../helpers/tcp-proxy.js';
 
 describe('generator against Postgres', () => {
   let db: Awaited<ReturnType<typeof freshDatabase>>;
@@ -23,6 +24,41 @@ describe('generator against Postgres', () => {
       );
       return true;
     });
+  });
+
+  it('rides out Postgres going away (connections dropped, then refused): waits, says so once, goes on', async () => {
+    // A database of its own: the cases below count the rows of theirs.
+    const own = await freshDatabase('genproxy');
+    await query(own.url, SOURCE_TABLES_SQL);
+    const url = new URL(own.url);
+    const proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port) });
+    url.port = String(proxy.port);
+    const events: string[] = [];
+    try {
+      const run = runGenerator({
+        databaseUrl: url.toString(),
+        rate: 400,
+        count: 1200,
+        seed: 7,
+        onPostgresGone: (error) => events.push(`gone: ${error}`),
+        onPostgresBack: () => events.push('back'),
+      });
+      await new Promise((r) => setTimeout(r, 800));
+      proxy.refuse = true;
+      proxy.dropAll();
+      await new Promise((r) => setTimeout(r, 1_500));
+      proxy.refuse = false;
+      const result = await run;
+      assert.equal(result.inserted, 1200);
+      assert.ok(
+        events.some((e) => e.startsWith('gone: ')),
+        JSON.stringify(events),
+      );
+      assert.ok(events.includes('back'), JSON.stringify(events));
+    } finally {
+      await proxy.close();
+      await own.drop();
+    }
   });
 
   it('paces 500 events/s for 10 s: never ahead, not bursted', async () => {
