@@ -252,7 +252,10 @@ export class Fanout {
     const warn = this.options.lagWarnSeconds ?? 30;
     return this.tracked.map((t) => {
       const oldest = t.pending[0] ?? undispatched;
-      const lagSeconds = oldest === null ? 0 : Math.max(0, now - oldest) / 1000;
+      const lagSeconds = Math.max(
+        oldest === null ? 0 : Math.max(0, now - oldest) / 1000,
+        t.sink.backlogSeconds?.() ?? 0,
+      );
       // A failure the sink rides out inside its write (it retries on its own) is down too.
       const riding = t.failing ? null : (t.sink.failure?.() ?? null);
       const state: SinkState = t.failing

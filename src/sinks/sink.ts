@@ -52,6 +52,12 @@ export interface Sink {
    */
   spillAfterMs?: number;
   spill?(on: boolean): void;
+  /**
+   * Age in seconds of the oldest event the sink holds elsewhere to deliver later by itself (the
+   * external sink's dead letters waiting for the automatic re-drive), 0 when none: counted in
+   * the sink's lag, so a backlog of set-aside events reads `behind`, not `up` with lag 0.
+   */
+  backlogSeconds?(): number;
   start(): Promise<void>;
   write(batch: Batch, signal: AbortSignal): Promise<void | WriteResult>;
   stop(): Promise<void>;

@@ -698,10 +698,13 @@ describe('ExternalSink: spilling behind a receiver slower than the events (Sink.
     // of its 400 ms requests' time.
     await sleep(1_500);
     assert.equal(await store.depth('external'), 8);
+    // They count in the sink's lag (its events are not all delivered): `behind`, not `up` at 0.
+    assert.ok(sink.backlogSeconds() >= 1, `backlog ${sink.backlogSeconds()} s`);
     assert.equal((await stats()).uniqueEventIds, 2);
     await control({ latencyMs: 0 });
     sink.spill(false);
     await waitFor('re-driven', async () => (await store.depth('external')) === 0, 20_000);
+    await waitFor('no backlog', () => sink.backlogSeconds() === 0, 5_000);
     await sink.stop();
     const s = await stats();
     assert.equal(s.uniqueEventIds, 10);

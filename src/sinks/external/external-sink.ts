@@ -275,6 +275,10 @@ export class ExternalSink implements Sink {
     return `external system failing${since === null ? '' : ` for ${Math.round((Date.now() - since) / 1000)} s`}: ${this.#lastFailure}`;
   }
 
+  backlogSeconds(): number {
+    return this.#redriver?.waitingSeconds() ?? 0;
+  }
+
   spill(on: boolean): void {
     // Only where a pipeline was told it may (best-effort with a spillAfterMs): under block
     // every event waits for the receiver, as promised.

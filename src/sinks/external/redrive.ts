@@ -72,6 +72,8 @@ export class Redriver {
   #wake: AbortController | null = null;
   #loop: Promise<void> | null = null;
   #errorLoggedAt = 0;
+  /** First failure (epoch ms) of the oldest row waiting to be re-sent, as last read; null: none. */
+  #oldestWaitingAt: number | null = null;
 
   constructor(options: RedriverOptions) {
     if (!(options.ratePerSecond > 0)) throw new RangeError('redrive: ratePerSecond must be > 0');
@@ -82,6 +84,14 @@ export class Redriver {
     if (this.#loop) return;
     this.#stop = new AbortController();
     this.#loop = this.#run();
+  }
+
+  /**
+   * Seconds the oldest row waiting to be re-sent has waited (0: none), as of the last look: the
+   * sink's events are not all delivered while rows wait, whatever its live stream does.
+   */
+  waitingSeconds(now = Date.now()): number {
+    return this.#oldestWaitingAt === null ? 0 : Math.max(0, now - this.#oldestWaitingAt) / 1000;
   }
 
   /** Look now (the system just recovered) instead of at the next interval. */
@@ -138,6 +148,7 @@ export class Redriver {
     try {
       for (;;) {
         const rows = await store.listRedrivable(sink, READ_LIMIT);
+        this.#oldestWaitingAt = rows.length === 0 ? null : Date.parse(rows[0].firstFailedAt);
         if (rows.length === 0) return;
         for (let i = 0; i < rows.length;) {
           if (stop.aborted) return;
