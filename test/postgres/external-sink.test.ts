@@ -815,6 +815,47 @@ describe('ExternalSink: spilling behind a receiver slower than the events (Sink.
     assert.equal((await stats()).uniqueEventIds, 42);
   });
 
+  it('set-aside rows go back in arrays of EXTERNAL_BATCH_SIZE; an array refused for good is sent row by row', async () => {
+    const requests: number[][] = [];
+    const r = await receiver((_key, ids) => {
+      requests.push(ids);
+      return { status: ids.includes(17) ? 400 : 200 };
+    });
+    try {
+      const entry = (id: number) => ({
+        sink: 'external',
+        eventId: id,
+        idempotencyKey: String(id),
+        event: event(id),
+        source: 's@1',
+        lastError: SET_ASIDE,
+        attempts: 0,
+      });
+      await store.record(range(1, 40).map(entry));
+      const { sink } = await makeSink({
+        url: r.url,
+        batchSize: 10,
+        concurrency: 4,
+        redrive: { store, ratePerSecond: 1, intervalMs: 50 },
+      });
+      await waitFor('all but the refused one', async () => (await store.depth('external')) === 1, 20_000);
+      await sink.stop();
+      const arrays = requests.filter((ids) => ids.length > 1);
+      assert.equal(arrays.length, 4, JSON.stringify(requests));
+      assert.deepEqual(
+        requests.filter((ids) => ids.length === 1).map((ids) => ids[0]),
+        range(11, 10),
+        'the refused array, row by row',
+      );
+      assert.deepEqual(
+        (await deadLetterRows()).map((row) => row.event_id),
+        ['17'],
+      );
+    } finally {
+      await r.close();
+    }
+  });
+
   it('block never spills: every event waits for the receiver', async () => {
     const { sink } = await makeSink({ policy: 'block', spillAfterMs: 0 });
     assert.equal(sink.spillAfterMs, undefined, 'the pipeline is not told it may');

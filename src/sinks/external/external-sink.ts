@@ -244,6 +244,8 @@ export class ExternalSink implements Sink {
             // Nothing while spilling: the live stream needs every slot the slow receiver has.
             room: () => (this.#spilling ? 0 : this.#slots.free),
             unpaced: (row) => row.lastError === SET_ASIDE,
+            perRequest: options.batchSize,
+            sendMany: (rows, signal) => this.#redriveMany(rows, signal),
             send: (row, signal) => this.#redriveOne(row, signal),
           })
         : null;
@@ -542,19 +544,53 @@ export class ExternalSink implements Sink {
     // Only a slot the live stream leaves free (RequestSlots).
     if (!this.#slots.tryAcquire()) return { kind: 'not-sent' };
     try {
-      return await this.#redriveAttempt(row, signal);
+      return await this.#redriveAttempt([row], signal);
     } finally {
       this.#slots.release();
     }
   }
 
-  async #redriveAttempt(row: DeadLetterRow, signal: AbortSignal): Promise<RedriveOutcome> {
+  /**
+   * Set-aside rows re-sent as the live stream sends events: arrays of batchSize (keyed
+   * `<first>-<last>`, like any array; receivers of arrays dedupe elements by event_id), each in
+   * a free slot. One at a time, a receiver taking 100 events per 3 s request got 0.3 a second
+   * back. An array refused for good may hold one bad event: its rows then go one by one, so
+   * only the refused ones stay.
+   */
+  async #redriveMany(rows: DeadLetterRow[], signal: AbortSignal): Promise<RedriveOutcome[]> {
+    const size = this.#o.batchSize;
+    const groups: DeadLetterRow[][] = [];
+    for (let i = 0; i < rows.length; i += size) groups.push(rows.slice(i, i + size));
+    const outcomes = await Promise.all(groups.map((group) => this.#redriveArray(group, signal)));
+    return outcomes.flat();
+  }
+
+  async #redriveArray(rows: DeadLetterRow[], signal: AbortSignal): Promise<RedriveOutcome[]> {
+    if (rows.length === 1) return [await this.#redriveOne(rows[0], signal)];
+    const notSent: RedriveOutcome = { kind: 'not-sent' };
+    if (!this.#pool || signal.aborted || !this.#slots.tryAcquire()) return rows.map(() => notSent);
+    let outcome: RedriveOutcome;
+    try {
+      outcome = await this.#redriveAttempt(rows, signal);
+    } finally {
+      this.#slots.release();
+    }
+    if (outcome.kind !== 'permanent') return rows.map(() => outcome);
+    const each: RedriveOutcome[] = [];
+    for (const row of rows) each.push(await this.#redriveOne(row, signal));
+    return each;
+  }
+
+  /** One attempt for one row (under its dead-letter key) or an array of rows. */
+  async #redriveAttempt(rows: DeadLetterRow[], signal: AbortSignal): Promise<RedriveOutcome> {
     if (!this.#breaker.allowRequest()) return { kind: 'not-sent' };
+    const events = rows.map((row) => row.event as EnrichedEvent);
+    const single = rows.length === 1;
     const request = this.#requests.build(
-      [row.event as EnrichedEvent],
-      [`dlq:${row.id}`],
-      row.idempotencyKey,
-      true,
+      events,
+      rows.map((row) => `dlq:${row.id}`),
+      single ? rows[0].idempotencyKey : `${events[0].event_id}-${events[events.length - 1].event_id}`,
+      single,
     );
     let result: AttemptResult;
     try {

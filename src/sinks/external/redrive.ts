@@ -59,6 +59,10 @@ export interface RedriverOptions {
    * which is there to spare a receiver that just came back from an outage.
    */
   unpaced?: (row: DeadLetterRow) => boolean;
+  /** Unpaced rows per request (EXTERNAL_BATCH_SIZE): `room` requests take room x this many rows. */
+  perRequest?: number;
+  /** Sends unpaced rows together (in requests of perRequest); one outcome per row, in order. */
+  sendMany?: (rows: DeadLetterRow[], signal: AbortSignal) => Promise<RedriveOutcome[]>;
   /** One attempt for one row. */
   send: (row: DeadLetterRow, signal: AbortSignal) => Promise<RedriveOutcome>;
 }
@@ -157,7 +161,7 @@ export class Redriver {
           const room = this.#o.room?.() ?? perTick;
           const unpaced = (row: DeadLetterRow) => this.#o.unpaced?.(row) === true;
           const fast = healthy && unpaced(rows[i]);
-          const size = Math.min(healthy ? (fast ? room : perTick) : 1, room);
+          const size = fast ? room * (this.#o.perRequest ?? 1) : Math.min(healthy ? perTick : 1, room);
           if (size === 0) {
             // Every request slot is taken by the live stream (or it spills): wait, it comes first.
             await sleep(tickMs(perTick), undefined, { signal: stop }).catch(() => undefined);
@@ -169,7 +173,10 @@ export class Redriver {
             if (paced > 0) slice = slice.slice(0, paced);
           }
           i += slice.length;
-          const outcomes = await Promise.all(slice.map((row) => this.#o.send(row, stop)));
+          const outcomes =
+            fast && this.#o.sendMany
+              ? await this.#o.sendMany(slice, stop)
+              : await Promise.all(slice.map((row) => this.#o.send(row, stop)));
           const accepted = slice.filter((_, j) => outcomes[j].kind === 'accepted');
           const n = await store.markReplayed(accepted.map((r) => r.id));
           redriven += n;
