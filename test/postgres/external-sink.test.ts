@@ -260,14 +260,29 @@ describe('ExternalSink against the mock external system', () => {
     assert.match(rows[0].last_error, /^401 Unauthorized/);
   });
 
-  it('rides out a run of 500s without loss, logging one line per failure streak', async () => {
+  it('a short run of failures (under a second) is ridden out without a log line', async () => {
     await control({ mode: 'fail500', count: 15 });
     const { logger, lines } = captureLogger();
     const { sink } = await makeSink({ maxAttempts: 20, logger });
     await sink.write(batch(1, 30), new AbortController().signal);
+    assert.equal((await stats()).uniqueEventIds, 30);
+    assert.deepEqual(
+      lines.filter((l) => /external system (failing|recovered)/.test(l.msg)).map((l) => l.msg),
+      [],
+    );
+  });
+
+  it('rides out a run of 500s without loss, logging one line per failure streak', async () => {
+    // 100 ms per answer, 4 in flight: 60 failures last at least 1.5 s, an outage, not a blip.
+    await control({ latencyMs: 100 });
+    await control({ mode: 'fail500', count: 60 });
+    const { logger, lines } = captureLogger();
+    const { sink } = await makeSink({ maxAttempts: 20, logger });
+    await sink.write(batch(1, 30), new AbortController().signal);
+    await control({ latencyMs: 0 });
     const s = await stats();
-    assert.equal(s.injected.fail500, 15);
-    assert.equal(s.requests, 45);
+    assert.equal(s.injected.fail500, 60);
+    assert.equal(s.requests, 90);
     assert.equal(s.uniqueEventIds, 30);
     assert.equal((await deadLetterRows()).length, 0);
     const streak = lines.filter((l) => /external system (failing|recovered)/.test(l.msg)).map((l) => l.msg);

@@ -181,6 +181,8 @@ export class ExternalSink implements Sink {
   // Failure-streak bookkeeping, so an outage logs one line when it starts and one when it ends.
   #failingSince: number | null = null;
   #streakFailures = 0;
+  /** The current streak's "failing" line was logged (it lasted FAILING_AFTER_MS). */
+  #streakLogged = false;
   // Aborted (and replaced) when the system answers again: requests sleeping in backoff or
   // waiting for the probe retry at once instead of finishing a wait of up to backoffMaxMs.
   #recovered = unlimitedListeners(new AbortController());
@@ -647,18 +649,23 @@ export class ExternalSink implements Sink {
     this.#lastFailure = error;
     this.#lastFailureAt = Date.now();
     this.#streakFailures += 1;
-    if (this.#failingSince !== null) return;
-    this.#failingSince = Date.now();
+    this.#failingSince ??= Date.now();
+    // Once the streak is an outage (FAILING_AFTER_MS, as failure() reports it), not for a blip:
+    // a 429 now and then among successes logged two lines each (800 pairs in 14 minutes).
+    if (this.#streakLogged || Date.now() - this.#failingSince < FAILING_AFTER_MS) return;
+    this.#streakLogged = true;
     this.#o.logger.warn({ sink: SINK, url: this.#safeUrl }, `external system failing: ${error}`);
   }
 
   #noteUp(): void {
     if (this.#failingSince === null) return;
     const seconds = ((Date.now() - this.#failingSince) / 1000).toFixed(1);
-    this.#o.logger.info(
-      { sink: SINK, failedAttempts: this.#streakFailures },
-      `external system recovered after ${seconds} s`,
-    );
+    if (this.#streakLogged)
+      this.#o.logger.info(
+        { sink: SINK, failedAttempts: this.#streakFailures },
+        `external system recovered after ${seconds} s`,
+      );
+    this.#streakLogged = false;
     this.#failingSince = null;
     this.#streakFailures = 0;
     this.#recovered.abort();
