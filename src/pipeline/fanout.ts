@@ -187,7 +187,8 @@ export class Fanout {
         t.aloneSince = now;
         t.aloneFrom = t.writesDone;
       }
-      if (now - t.aloneSince < after) continue;
+      const held = now - t.aloneSince;
+      if (held < after) continue;
       t.aloneSince = null;
       t.spillThrough = t.lastSeq;
       t.sink.spill?.(true);
@@ -195,8 +196,8 @@ export class Fanout {
       if (now - this.spillLoggedAt >= SPILL_LOG_INTERVAL_MS) {
         this.spillLoggedAt = now;
         this.options.logger.warn(
-          { sink: t.sink.name, heldSeconds: after / 1000 },
-          `sink ${t.sink.name} answers more slowly than events arrive and alone held the other sinks for ${(after / 1000).toFixed(1)} s: ` +
+          { sink: t.sink.name, heldSeconds: held / 1000 },
+          `sink ${t.sink.name} answers more slowly than events arrive and alone held the other sinks for ${(held / 1000).toFixed(1)} s: ` +
             `its unsent events are set aside in the dead-letter table and re-sent automatically (engagement dlq list --sink ${t.sink.name})`,
         );
       }

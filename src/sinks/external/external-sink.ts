@@ -637,7 +637,7 @@ export class ExternalSink implements Sink {
     const now = Date.now();
     if (now - this.#deadLetterLoggedAt >= DEAD_LETTER_LOG_INTERVAL_MS) {
       this.#o.logger.warn(
-        { sink: SINK, events: this.#deadLettersUnlogged, lastError: entries[entries.length - 1].lastError },
+        { sink: SINK, events: this.#deadLettersUnlogged, reasons: reasonCounts(entries) },
         `external: dead-lettered ${this.#deadLettersUnlogged} events (see engagement dlq list)`,
       );
       this.#deadLetterLoggedAt = now;
@@ -691,4 +691,14 @@ export class ExternalSink implements Sink {
 function unlimitedListeners(controller: AbortController): AbortController {
   setMaxListeners(0, controller.signal); // one listener per waiting request
   return controller;
+}
+
+/** The reasons of a write's dead letters with their counts, most frequent first (for one log line). */
+function reasonCounts(entries: readonly DeadLetterEntry[]): Record<string, number> {
+  const counts = new Map<string, number>();
+  for (const e of entries) {
+    const reason = e.lastError.slice(0, 80);
+    counts.set(reason, (counts.get(reason) ?? 0) + 1);
+  }
+  return Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]).slice(0, 3));
 }
