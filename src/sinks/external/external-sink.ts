@@ -578,9 +578,14 @@ export class ExternalSink implements Sink {
       this.#slots.release();
     }
     if (outcome.kind !== 'permanent') return rows.map(() => outcome);
-    const each: RedriveOutcome[] = [];
-    for (const row of rows) each.push(await this.#redriveOne(row, signal));
-    return each;
+    // One of them may be the reason: each row goes alone in later passes (paced, as rows of a
+    // failure), so only the refused ones stay. Not here: the slot just freed may be a waiting
+    // live request's, and a pass of single sends at a slow receiver's pace held every other row.
+    const retry: RedriveOutcome = {
+      kind: 'retryable',
+      error: `array refused (${outcome.error}); re-sent one event per request`,
+    };
+    return rows.map(() => retry);
   }
 
   /** One attempt for one row (under its dead-letter key) or an array of rows. */

@@ -91,8 +91,9 @@ export class Redriver {
   }
 
   /**
-   * Seconds the oldest row waiting to be re-sent has waited (0: none), as of the last look: the
-   * sink's events are not all delivered while rows wait, whatever its live stream does.
+   * Seconds the oldest set-aside row (unpaced) has waited to be re-sent (0: none), as of the
+   * last look: the sink's events are not all delivered while they wait, whatever its live
+   * stream does.
    */
   waitingSeconds(now = Date.now()): number {
     return this.#oldestWaitingAt === null ? 0 : Math.max(0, now - this.#oldestWaitingAt) / 1000;
@@ -152,7 +153,10 @@ export class Redriver {
     try {
       for (;;) {
         const rows = await store.listRedrivable(sink, READ_LIMIT);
-        this.#oldestWaitingAt = rows.length === 0 ? null : Date.parse(rows[0].firstFailedAt);
+        // Set-aside rows only: a row of a failure can fail for ever (a payload the receiver
+        // chokes on), and would keep the sink `behind` for good.
+        const waiting = rows.find((row) => this.#o.unpaced?.(row) === true);
+        this.#oldestWaitingAt = waiting === undefined ? null : Date.parse(waiting.firstFailedAt);
         if (rows.length === 0) return;
         for (let i = 0; i < rows.length;) {
           if (stop.aborted) return;
