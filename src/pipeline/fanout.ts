@@ -73,10 +73,12 @@ interface Tracked {
   failing: { policy: Exclude<ErrorPolicy, 'rows'>; since: number; error: string } | null;
   /** The seq of the last batch handed to this sink. */
   lastSeq: number;
-  /** When (Date.now()) each batch in `pending` was handed to this sink, in order. */
-  handedAt: number[];
-  /** When checkSpill last saw this sink riding out a failure (the hold counts from after it). */
-  failingSeenAt: number;
+  /** Since when (Date.now()) this sink alone holds a full window (see checkSpill); null: it does not. */
+  aloneSince: number | null;
+  /** Writes this sink completed (successes): a sink that completes one is making progress. */
+  writesDone: number;
+  /** writesDone when aloneSince was set. */
+  aloneFrom: number;
   /** Spilling until the batch with this seq is written (see checkSpill); null: not spilling. */
   spillThrough: number | null;
 }
@@ -129,8 +131,9 @@ export class Fanout {
       deadLettered: 0,
       failing: null,
       lastSeq: -Infinity,
-      handedAt: [],
-      failingSeenAt: -Infinity,
+      aloneSince: null,
+      writesDone: 0,
+      aloneFrom: 0,
       spillThrough: null,
     }));
     this.transientBackoff = {
@@ -156,29 +159,37 @@ export class Fanout {
   }
 
   /**
-   * Turns spilling on for a spill-capable sink that alone holds a full window (the source is
-   * paused for room, every other sink accepted everything it was handed) with its oldest batch
-   * handed to it spillAfterMs ago or more, while no failure is being ridden out (an outage is
-   * EXTERNAL_RETRY_FOR's business: short ones dead-letter nothing; the hold counts from after
-   * one). By the age of its oldest batch, not by whether it completes writes: a receiver taking
-   * 5,000 events/s against 6,000 completes every write and still falls further behind. It
-   * spills through the last batch handed to it so far; spill(false) follows once that one is
-   * written (pump), so what arrives later is sent as usual. Public for tests.
+   * Turns spilling on for a spill-capable sink that alone has held a full window (the source is
+   * paused for room, every other sink accepted everything it was handed) for its spillAfterMs
+   * without completing a write, while no failure is being ridden out (an outage is
+   * EXTERNAL_RETRY_FOR's business: short ones dead-letter nothing). A sink completing writes is
+   * keeping its pace, if the slowest (a catch-up bound by the receiver's throughput): what it
+   * would set aside could only be re-sent later at EXTERNAL_REDRIVE_RATE. It spills through the last batch handed to it so far; spill(false)
+   * follows once that one is written (pump), so what arrives later is sent as usual. Public for
+   * tests.
    */
   checkSpill(now = Date.now()): void {
     const full = this.options.windowFull?.() ?? false;
     for (const t of this.tracked) {
       const after = t.sink.spillAfterMs;
       if (after === undefined || t.spillThrough !== null) continue;
-      if (t.failing !== null || (t.sink.failure?.() ?? null) !== null) {
-        t.failingSeenAt = now;
+      const alone =
+        full &&
+        t.pending.length > 0 &&
+        t.failing === null &&
+        (t.sink.failure?.() ?? null) === null &&
+        this.tracked.every((o) => o === t || o.pending.length === 0);
+      if (!alone) {
+        t.aloneSince = null;
         continue;
       }
-      const alone =
-        full && t.pending.length > 0 && this.tracked.every((o) => o === t || o.pending.length === 0);
-      if (!alone) continue;
-      const held = now - Math.max(t.handedAt[0], t.failingSeenAt);
+      if (t.aloneSince === null || t.writesDone !== t.aloneFrom) {
+        t.aloneSince = now;
+        t.aloneFrom = t.writesDone;
+      }
+      const held = now - t.aloneSince;
       if (held < after) continue;
+      t.aloneSince = null;
       t.spillThrough = t.lastSeq;
       t.sink.spill?.(true);
       this.options.metrics.sinkSpills.inc({ sink: t.sink.name });
@@ -206,7 +217,6 @@ export class Fanout {
       t.received += batch.events.length;
       this.options.metrics.sinkEventsReceived.inc({ sink: t.sink.name }, batch.events.length);
       t.pending.push(oldest);
-      t.handedAt.push(Date.now());
       t.lastSeq = batch.seq;
       return new Promise<void>((resolve, reject) => {
         t.queue.push({ batch, weight, resolve, reject });
@@ -478,7 +488,7 @@ export class Fanout {
     const delivered = accepted.events.length;
     const labels = { sink: t.sink.name };
     t.pending.splice(0, parts);
-    t.handedAt.splice(0, parts);
+    t.writesDone += 1;
     t.delivered += delivered;
     metrics.sinkWriteSeconds.observe(labels, seconds);
     metrics.eventsDelivered.inc(labels, delivered);
