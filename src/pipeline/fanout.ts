@@ -163,10 +163,10 @@ export class Fanout {
    * paused for room, every other sink accepted everything it was handed) for its spillAfterMs
    * without completing a write, while no failure is being ridden out (an outage is
    * EXTERNAL_RETRY_FOR's business: short ones dead-letter nothing). A sink completing writes is
-   * keeping its pace, if the slowest (a catch-up bound by the receiver's throughput): what it
-   * would set aside could only be re-sent later at EXTERNAL_REDRIVE_RATE. It spills through the last batch handed to it so far; spill(false)
-   * follows once that one is written (pump), so what arrives later is sent as usual. Public for
-   * tests.
+   * not spilled, so a receiver catching up after a short outage dead-letters nothing either; the
+   * price is that one completing writes more slowly than events arrive sets the pace (README,
+   * "a slow sink"). It spills through the last batch handed to it so far; spill(false) follows
+   * once that one is written (pump), so what arrives later is sent as usual. Public for tests.
    */
   checkSpill(now = Date.now()): void {
     const full = this.options.windowFull?.() ?? false;
