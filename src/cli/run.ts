@@ -10,9 +10,8 @@ import {
   withConfigOptions,
 } from './common.js';
 import { exitIfStuck, exitSoon, waitForShutdownSignal } from './signals.js';
-import { configError } from '../errors.js';
-import { assertSafeHttpExposure, isLoopback } from '../config.js';
-import { isPortFree } from '../demo/ports.js';
+import { assertSafeHttpExposure } from '../config.js';
+import { assertPortFree } from '../server/listen.js';
 import { keepHeapSmall } from './heap.js';
 
 export const RUN_CONFIG_KEYS = [
@@ -46,12 +45,7 @@ export function registerRun(program: Command): void {
       assertSafeHttpExposure(config);
       const logger = createLogger(config.logLevel);
       // A busy PORT is found before anything is opened: one line, exit 2, nothing left running.
-      if (isLoopback(config.host) && !(await isPortFree(config.port))) {
-        throw configError(
-          `port ${config.port} on ${config.host} is already in use`,
-          'set PORT / --port (0 = any free port)',
-        );
-      }
+      await assertPortFree(config.host, config.port);
       let stopBy = Infinity;
       try {
         const runtime = await startRuntime(config, logger);

@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
-import { assertSafeHttpExposure, isLoopback, requireDatabaseUrl, type Config } from '../config.js';
-import { isPortFree } from '../demo/ports.js';
+import { assertSafeHttpExposure, requireDatabaseUrl, type Config } from '../config.js';
 import { buildProbeApp } from '../server/app.js';
-import { startServer } from '../server/listen.js';
+import { assertPortFree, startServer } from '../server/listen.js';
 import { sinkReadinessReasons } from '../observability/readiness.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Logger } from '../logger.js';
@@ -96,11 +95,11 @@ export function registerWork(program: Command): void {
         assertSafeHttpExposure(config);
         // Before joining the group: a worker that then fails on its port would cost the group
         // two rebalances per restart.
-        if (isLoopback(config.host) && !(await isPortFree(config.port)))
-          throw configError(
-            `port ${config.port} on ${config.host} is already in use`,
-            'set PORT / --port (0 = any free port), or unset it: a worker serves HTTP only when given a port',
-          );
+        await assertPortFree(
+          config.host,
+          config.port,
+          'set PORT / --port (0 = any free port), or unset it: a worker serves HTTP only when given a port',
+        );
       }
       const brokers = parseBrokers(config.kafkaBrokers);
       // Postgres holds the dead-letter table and answers content lookups on a miss.

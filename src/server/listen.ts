@@ -1,4 +1,6 @@
 import type { FastifyInstance } from 'fastify';
+import { isLoopback } from '../config.js';
+import { isPortFree } from '../demo/ports.js';
 import { configError } from '../errors.js';
 
 /**
@@ -14,6 +16,19 @@ export function listenFailure(err: unknown, host: string, port: number, hint: st
     );
   if (code !== 'EADDRINUSE') return err;
   return configError(`port ${port} on ${host} is already in use`, hint);
+}
+
+/**
+ * A busy PORT found before anything is opened (a loopback HOST, which the check can probe): the
+ * same one line, exit 2, as listenFailure, with nothing left running. `run` and `work`.
+ */
+export async function assertPortFree(
+  host: string,
+  port: number,
+  hint = 'set PORT / --port (0 = any free port)',
+): Promise<void> {
+  if (isLoopback(host) && !(await isPortFree(port)))
+    throw configError(`port ${port} on ${host} is already in use`, hint);
 }
 
 /** Starts a built app; binds loopback unless told otherwise. Returns the URL to print. */
