@@ -111,3 +111,8 @@ const SECRET_PARAMETER = new RegExp(
 export function isSecretParameter(name: string): boolean {
   return new RegExp(SECRET_KEY, 'i').test(name);
 }
+
+/** Removes the query parameters that hold a secret (isSecretParameter) from `url`, in place. */
+export function deleteSecretParameters(url: URL): void {
+  for (const key of [...url.searchParams.keys()]) if (isSecretParameter(key)) url.searchParams.delete(key);
+}

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { Config } from '../config.js';
-import { isSecretParameter } from '../errors.js';
+import { deleteSecretParameters } from '../errors.js';
 import { duckdbFileOf } from '../sinks/analytics/create-analytics-sink.js';
 import { parseClusterUrl } from '../sinks/redis/redis-sink.js';
 import type { BackfillSinkName } from './backfill.js';
@@ -47,8 +47,7 @@ function endpoint(url: string): string {
     // Not a URL (config validation lets none through): only its shape, never its text.
     return 'unparsed';
   }
-  for (const key of [...parsed.searchParams.keys()])
-    if (isSecretParameter(key)) parsed.searchParams.delete(key);
+  deleteSecretParameters(parsed);
   parsed.searchParams.sort();
   return `${parsed.protocol}//${parsed.host}${parsed.pathname}${parsed.search}`;
 }

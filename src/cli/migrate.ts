@@ -4,7 +4,7 @@ import { migrate } from '../db/migrate.js';
 import { withClient } from '../db/postgres.js';
 import { ensurePipelineRole } from '../db/role.js';
 import { describeShape } from '../db/catalog.js';
-import { ErrorCodes, isSecretParameter, PipelineError } from '../errors.js';
+import { ErrorCodes, deleteSecretParameters, PipelineError } from '../errors.js';
 import type { SourceShape } from '../domain/source-shape.js';
 import { assertPostgresReachable } from '../runtime.js';
 import { action, configFrom, SOURCE_CONFIG_KEYS, withConfigOptions } from './common.js';
@@ -92,7 +92,7 @@ async function createRole(
   url.password = role.generatedPassword ?? 'PASSWORD';
   // The administrator's own secrets must not be printed with the role's URL (the role's
   // password is in the userinfo; a `?password=` would also override it).
-  for (const key of [...url.searchParams.keys()]) if (isSecretParameter(key)) url.searchParams.delete(key);
+  deleteSecretParameters(url);
   process.stdout.write(
     `role ${role.name} ${role.created ? 'created' : 'updated'}: LOGIN REPLICATION, SELECT on ${shape.content.schema}.${shape.content.name} and ${shape.events.schema}.${shape.events.name}, owner of schema engagement_pipeline, nothing else\n` +
       (role.generatedPassword
