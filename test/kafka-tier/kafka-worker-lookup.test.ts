@@ -209,6 +209,9 @@ describe(
       assert.doesNotMatch(second.output, /joined group/);
       // Draining: not ready.
       worker.child.kill('SIGTERM');
+      // Asked once the worker has taken the signal (it logs 'draining' just before stopping);
+      // asked at once, the request could beat the signal and find it ready (seen in CI).
+      await waitFor('draining', () => /"msg":"draining"/.test(worker.output()), 10_000, 5);
       const draining = await fetch(new URL('readyz', base)).catch(() => null);
       if (draining) assert.equal(draining.status, 503);
       assert.equal((await worker.exited).code, 0, tail(worker));
