@@ -49,7 +49,10 @@ const sink = new BigQuerySink({
   target,
   logger: createLogger('info'),
   deadLetters: {
-    record: async (entries) => console.error('dead letters:', entries.length, entries[0]?.lastError),
+    record: async (entries) => (
+      console.error('dead letters:', entries.length, entries[0]?.lastError),
+      entries.length
+    ),
   },
 });
 await sink.start();

@@ -179,7 +179,7 @@ async function replay(
   const recorder = {
     record: async (entries: readonly DeadLetterEntry[]) => {
       for (const e of entries) failedKeys.add(e.idempotencyKey);
-      await store.record(entries);
+      return store.record(entries);
     },
   };
   const sink = externalSinkFromConfig(

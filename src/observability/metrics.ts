@@ -82,7 +82,7 @@ export function createMetrics() {
     }),
     deadLetters: new client.Counter({
       name: 'engagement_dead_letters_total',
-      help: 'events written to the dead-letter table',
+      help: 'events newly dead-lettered (an event already pending for the sink, retried or replayed, counts once)',
       labelNames: sinkLabels,
       registers: [registry],
     }),

@@ -427,9 +427,9 @@ export class Fanout {
       lastError: b.reason,
       attempts: 1,
     }));
-    await deadLetters.record(entries);
+    const added = await deadLetters.record(entries);
     t.deadLettered += bad.length;
-    this.options.metrics.deadLetters.inc({ sink: t.sink.name }, bad.length);
+    this.options.metrics.deadLetters.inc({ sink: t.sink.name }, added);
     this.options.logger.error(
       { sink: t.sink.name, events: bad.map((b) => b.event.event_id).slice(0, 20) },
       `sink ${t.sink.name} refused ${bad.length} of ${batch.events.length} events; dead-lettered for ${t.sink.name} (engagement dlq list --sink ${t.sink.name}): ${bad[0]?.reason ?? ''}`,

@@ -62,8 +62,8 @@ export class RowCheckedSink implements Sink {
       attempts: 1,
     }));
     // Recorded before write resolves: the position is confirmed only once they are safe.
-    await this.deps.deadLetters.record(entries);
-    this.deps.metrics?.deadLetters.inc({ sink: this.name }, entries.length);
+    const added = await this.deps.deadLetters.record(entries);
+    this.deps.metrics?.deadLetters.inc({ sink: this.name }, added);
     this.deps.logger.warn(
       // (The logger names the sink already.)
       { rows: entries.length, eventIds: entries.slice(0, 10).map((e) => e.eventId) },

@@ -72,20 +72,27 @@ const PERMANENT_ERROR_SQL = `(last_error ~ '^[0-9]{3} ' AND left(last_error, 3) 
 export class DeadLetterStore {
   constructor(private readonly pool: pg.Pool) {}
 
-  /** Inserts or refreshes the pending rows, in one statement (atomic for the whole call). */
-  async record(entries: readonly DeadLetterEntry[]): Promise<void> {
-    if (entries.length === 0) return;
+  /**
+   * Inserts or refreshes the pending rows, in one statement (atomic for the whole call).
+   * Returns how many were new: an event already pending for the sink (the same batch retried
+   * after a failure, replayed after a restart, or refused again by a re-drive) is refreshed,
+   * and counting it again would inflate engagement_dead_letters_total.
+   */
+  async record(entries: readonly DeadLetterEntry[]): Promise<number> {
+    if (entries.length === 0) return 0;
     // One statement may not touch the same conflict key twice, so keep the last entry per key.
     const unique = new Map<string, DeadLetterEntry>();
     for (const entry of entries) unique.set(`${entry.sink}\u0000${entry.idempotencyKey}`, entry);
     const rows = [...unique.values()];
-    await this.pool.query(
+    const { rows: written } = await this.pool.query<{ inserted: boolean }>(
       `INSERT INTO ${TABLE} AS d (sink, event_id, idempotency_key, event, source, last_error, attempts)
        SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::jsonb[], $5::text[], $6::text[], $7::int[])
        ON CONFLICT (sink, idempotency_key) WHERE replayed_at IS NULL
        DO UPDATE SET last_error = EXCLUDED.last_error,
                      attempts = d.attempts + EXCLUDED.attempts,
-                     last_failed_at = now()`,
+                     last_failed_at = now()
+       RETURNING (xmax = 0) AS inserted -- xmax is 0 for a row this statement inserted, set for one it updated
+      `,
       [
         rows.map((r) => r.sink),
         rows.map((r) => (r.eventId === null ? null : String(r.eventId))),
@@ -98,6 +105,7 @@ export class DeadLetterStore {
         rows.map((r) => r.attempts),
       ],
     );
+    return written.filter((r) => r.inserted).length;
   }
 
   /** Pending (not yet replayed) dead letters, optionally of one sink. */

@@ -77,6 +77,23 @@ describe('dead-letter gauges of the running pipeline (StatusPoller)', () => {
     poller.stop();
   });
 
+  it('record() says how many rows are new: an event already pending is refreshed, not counted again', async () => {
+    const store = new DeadLetterStore(pool);
+    const entries = externalDeadLetters([101, 102, 103]);
+    assert.equal(await store.record(entries), 3);
+    assert.equal(await store.record(externalDeadLetters([102, 103, 104])), 1, 'only 104 is new');
+    const [row] = await store
+      .list({ sink: 'external', limit: 1_000 })
+      .then((rows) => rows.filter((r) => r.eventId === '101'));
+    await store.markReplayed([row.id]);
+    assert.equal(
+      await store.record(externalDeadLetters([101])),
+      1,
+      'replayed, then refused again: a new pending row',
+    );
+    await pool.query(`DELETE FROM engagement_pipeline.dead_letters WHERE event_id BETWEEN 101 AND 104`);
+  });
+
   it('the configured sinks read 0 from the first poll, before they ever had a dead letter', async () => {
     const metrics = createMetrics();
     const poller = pollerFor(metrics, ['analytics', 'redis', 'external']);

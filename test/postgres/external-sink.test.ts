@@ -764,7 +764,7 @@ describe('ExternalSink: spilling behind a receiver slower than the events (Sink.
       return { status: ids.includes(3) ? 400 : 200 };
     });
     try {
-      const { sink } = await makeSink({
+      const { sink, metrics } = await makeSink({
         url: r.url,
         deadLetters: {
           record: async (entries) => {
@@ -772,7 +772,7 @@ describe('ExternalSink: spilling behind a receiver slower than the events (Sink.
               failRecord = false;
               throw new Error('connection terminated');
             }
-            await store.record(entries);
+            return store.record(entries);
           },
         },
       });
@@ -784,6 +784,8 @@ describe('ExternalSink: spilling behind a receiver slower than the events (Sink.
       assert.deepEqual([...(result?.deadLettered ?? [])], [b.positions[2]]);
       await sink.write(b, new AbortController().signal);
       assert.equal(sent.length, 9, 'after a write that resolved, the same batch is sent whole again');
+      const counted = (await metrics.deadLetters.get()).values.reduce((s, v) => s + v.value, 0);
+      assert.equal(counted, 1, 'event 3, refused twice while pending, is one dead letter in the metric');
     } finally {
       await r.close();
     }

@@ -77,7 +77,7 @@ describe('Fanout', () => {
       sinks: [picky, fine],
       metrics: createMetrics(),
       logger,
-      deadLetters: { record: async (entries) => void recorded.push(...entries) },
+      deadLetters: { record: async (entries) => (recorded.push(...entries), entries.length) },
       onSuccess: (sink, b) =>
         heard.set(
           sink,
@@ -182,7 +182,7 @@ describe('Fanout', () => {
       sinks: [all],
       metrics: createMetrics(),
       logger: logCapture().logger,
-      deadLetters: { record: async (entries) => void recorded.push(...entries) },
+      deadLetters: { record: async (entries) => (recorded.push(...entries), entries.length) },
       failedRetryBaseMs: 10,
       failedRetryMaxMs: 20,
     });
@@ -393,7 +393,7 @@ describe('Fanout', () => {
       sinks: [sink],
       metrics: createMetrics(),
       logger: logCapture().logger,
-      deadLetters: { record: async (entries) => void recorded.push(...entries) },
+      deadLetters: { record: async (entries) => (recorded.push(...entries), entries.length) },
       retryBaseMs: 1,
       retryMaxMs: 2,
     });
@@ -507,7 +507,7 @@ describe('Fanout', () => {
         sinks,
         metrics: createMetrics(),
         logger: logCapture().logger,
-        deadLetters: { record: async (entries) => void recorded.push(...entries) },
+        deadLetters: { record: async (entries) => (recorded.push(...entries), entries.length) },
         retryBaseMs: 1,
         retryMaxMs: 4,
         failedRetryBaseMs: 2,
@@ -607,7 +607,7 @@ describe('Fanout', () => {
         sinks: [sink],
         metrics: createMetrics(),
         logger: logCapture().logger,
-        deadLetters: { record: async (entries) => void recorded.push(...entries) },
+        deadLetters: { record: async (entries) => (recorded.push(...entries), entries.length) },
       });
       const writes = [fanout.write(batch(1, [1])), fanout.write(batch(2, [2])), fanout.write(batch(3, [3]))];
       await sleep(10);

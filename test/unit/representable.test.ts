@@ -180,7 +180,7 @@ describe('a sink behind its row check', () => {
       write: async (batch) => void written.push(batch),
     };
     const sink = new RowCheckedSink(inner, duckDbRowProblem, {
-      deadLetters: { record: async (entries) => void dead.push(...entries) },
+      deadLetters: { record: async (entries) => (dead.push(...entries), entries.length) },
       logger: silentLogger(),
       destination: 'DuckDB',
     });
