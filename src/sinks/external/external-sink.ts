@@ -705,7 +705,6 @@ function unlimitedListeners(controller: AbortController): AbortController {
   return controller;
 }
 
-/** The reasons of a write's dead letters with their counts, most frequent first (for one log line). */
 /** Adds the entries' reasons (their first 80 characters) to `counts`. */
 function countReasons(entries: readonly DeadLetterEntry[], counts: Map<string, number>): void {
   for (const e of entries) {
