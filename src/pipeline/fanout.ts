@@ -81,6 +81,8 @@ interface Tracked {
   aloneFrom: number;
   /** Spilling until the batch with this seq is written (see checkSpill); null: not spilling. */
   spillThrough: number | null;
+  /** The gauge values last set for this sink (see updateGauges); null: none yet. */
+  shown: { lagSeconds: number | null; state: SinkState | null };
 }
 
 /** Bisecting found every row bad: that is the sink failing, not the rows. */
@@ -135,6 +137,7 @@ export class Fanout {
       writesDone: 0,
       aloneFrom: 0,
       spillThrough: null,
+      shown: { lagSeconds: null, state: null },
     }));
     this.transientBackoff = {
       baseMs: options.retryBaseMs ?? TRANSIENT_BACKOFF.baseMs,
@@ -289,12 +292,23 @@ export class Fanout {
    */
   private updateGauges(): void {
     const { metrics } = this.options;
-    for (const h of this.health()) {
-      metrics.sinkLagSeconds.set({ sink: h.name }, h.lagSeconds);
+    const health = this.health();
+    for (let i = 0; i < health.length; i++) {
+      const h = health[i];
+      const shown = this.tracked[i].shown;
+      // Each set hashes its labels (prom-client sorts their names): with one refresh per
+      // completed write, re-setting unchanged values made a fifth of the fan-out's garbage at
+      // 1,000 events/s. A value is set when it differs from the one last set (or none was).
+      if (shown.lagSeconds !== h.lagSeconds) {
+        metrics.sinkLagSeconds.set({ sink: h.name }, h.lagSeconds);
+        shown.lagSeconds = h.lagSeconds;
+      }
+      if (shown.state === h.state) continue;
       metrics.sinkUp.set({ sink: h.name }, h.state === 'up' || h.state === 'behind' ? 1 : 0);
       for (const state of ['up', 'behind', 'down', 'failed'] as const) {
         metrics.sinkState.set({ sink: h.name, state }, h.state === state ? 1 : 0);
       }
+      shown.state = h.state;
     }
   }
 

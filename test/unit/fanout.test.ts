@@ -175,6 +175,34 @@ describe('Fanout', () => {
     fanout.cancel();
   });
 
+  it('the state gauges are set when the state changes, not again on every completed write', async () => {
+    const sink = new PickySink('external', new Set());
+    let failure: string | null = null;
+    Object.assign(sink, { failure: () => failure });
+    const metrics = createMetrics();
+    let stateSets = 0;
+    const set = metrics.sinkState.set.bind(metrics.sinkState);
+    metrics.sinkState.set = ((...args: Parameters<typeof set>) => (stateSets++, set(...args))) as typeof set;
+    const fanout = new Fanout({ sinks: [sink], metrics, logger: logCapture().logger });
+    const states = async () =>
+      (await metrics.sinkState.get()).values
+        .filter((v) => v.value === 1)
+        .map((v) => v.labels.state)
+        .join();
+    const setsAtStart = stateSets;
+    for (let seq = 1; seq <= 20; seq++) await fanout.write(batch(seq, [seq]));
+    assert.equal(stateSets, setsAtStart, 'twenty writes in the same state set no state gauge');
+    assert.equal(await states(), 'up');
+    failure = 'external system failing for 6 s: 503 Service Unavailable';
+    await fanout.write(batch(21, [21]));
+    assert.equal(await states(), 'down', 'a change is shown at the write that saw it');
+    assert.equal(stateSets, setsAtStart + 4, 'one set per state label, once');
+    failure = null;
+    await fanout.write(batch(22, [22]));
+    assert.equal(await states(), 'up');
+    fanout.cancel();
+  });
+
   it('a sink rejecting every row is failing, not its rows: nothing dead-lettered, position held', async () => {
     const recorded: DeadLetterEntry[] = [];
     const all = new PickySink('analytics', new Set([1, 2, 3, 4]));
