@@ -176,8 +176,34 @@ describe('Redis: stream and backfill count each event once (seen bitmaps)', () =
     await redis.client.del(badKey);
     await redis.client.set(badKey, 'not a number');
     await assert.rejects(sink.write(batch(10, ids)), refused(/EP_ERR_REDIS_KEY_TYPE.*expected an integer/));
-    // Operator fixes the key: the retried batch counts each event exactly once.
     await redis.client.del(badKey);
+    // A content:last or a minute bucket of the wrong type (the last keys the script reads): the
+    // same refusal, nothing written.
+    for (const [key, make] of [
+      [
+        `${redis.prefix}content:last:${CONTENT[1]}`,
+        () => redis.client.rpush(`${redis.prefix}content:last:${CONTENT[1]}`, 'x'),
+      ],
+      [
+        `${redis.prefix}top:device:bucket:${MINUTE}`,
+        () => redis.client.set(`${redis.prefix}top:device:bucket:${MINUTE}`, 'x'),
+      ],
+    ] as const) {
+      const held = await redis.client.dumpBuffer(key);
+      await redis.client.del(key);
+      await make();
+      await assert.rejects(sink.write(batch(10, ids)), (err: unknown) => {
+        const line = describeError(err);
+        assert.match(line, /^EP_ERR_REDIS_KEY_TYPE: /);
+        assert.ok(line.includes(key), line);
+        return true;
+      });
+      assert.equal(await countA(), aBefore);
+      assert.equal(await bucketTotal(), bucketBefore);
+      await redis.client.del(key);
+      if (held) await redis.client.restore(key, 0, held);
+    }
+    // Operator fixes the key: the retried batch counts each event exactly once.
     await sink.write(batch(10, ids));
     assert.equal(await countA(), aBefore + 20);
     assert.equal(Number(await redis.client.get(badKey)), 20);

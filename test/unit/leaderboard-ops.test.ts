@@ -13,6 +13,7 @@ import {
   bucketTtlSeconds,
   lastOrder,
   leaderboardOps,
+  type LeaderboardOps,
   rollWindowArgs,
   seenArgs,
 } from '../../src/sinks/redis/leaderboard-ops.js';
@@ -58,24 +59,45 @@ const emptyState = (): State => ({
   ttls: new Map(),
 });
 
-function apply(state: State, ops: { keys: string[]; args: string[] }): State {
-  assert.equal(ops.args.length, ops.keys.length * 3, 'three ARGV per key');
-  ops.keys.forEach((key, i) => {
-    const [op, a, b] = ops.args.slice(i * 3, i * 3 + 3);
-    if (op === 'i') state.strings.set(key, String(Number(state.strings.get(key) ?? 0) + Number(a)));
-    else if (op === 'l') {
-      const held = state.lastOrders.get(key);
-      if (held === undefined || held < b) {
-        state.strings.set(key, a);
-        state.lastOrders.set(key, b);
-      }
-    } else if (op === 'z') {
-      let members = state.zsets.get(key);
-      if (!members) state.zsets.set(key, (members = new Map()));
-      members.set(a, (members.get(a) ?? 0) + Number(b));
-    } else if (op === 'e') state.ttls.set(key, Number(a));
-    else assert.fail(`unknown op ${op}`);
-  });
+/** The ops as apply-batch.lua reads them (see LeaderboardOps); fails unless every ARGV is read. */
+function decode(ops: LeaderboardOps): {
+  contents: { countKey: string; lastKey: string; count: string; json: string; order: string }[];
+  buckets: { key: string; tag: string; ttl: string; members: [string, string][] }[];
+} {
+  const contents = [];
+  let a = 0;
+  for (let c = 0; c < ops.contents; c++, a += 3) {
+    const [count, json, order] = ops.args.slice(a, a + 3);
+    contents.push({ countKey: ops.keys[2 * c], lastKey: ops.keys[2 * c + 1], count, json, order });
+  }
+  const buckets = [];
+  for (let i = 2 * ops.contents; i < ops.keys.length; i++) {
+    const [tag, ttl, m] = ops.args.slice(a, a + 3);
+    a += 3;
+    const members: [string, string][] = [];
+    for (let j = 0; j < Number(m); j++, a += 2) members.push([ops.args[a], ops.args[a + 1]]);
+    buckets.push({ key: ops.keys[i], tag, ttl, members });
+  }
+  assert.equal(a, ops.args.length, 'every ARGV belongs to a key');
+  return { contents, buckets };
+}
+
+function apply(state: State, ops: LeaderboardOps): State {
+  const { contents, buckets } = decode(ops);
+  for (const { countKey, lastKey, count, json, order } of contents) {
+    state.strings.set(countKey, String(Number(state.strings.get(countKey) ?? 0) + Number(count)));
+    const held = state.lastOrders.get(lastKey);
+    if (held === undefined || held < order) {
+      state.strings.set(lastKey, json);
+      state.lastOrders.set(lastKey, order);
+    }
+  }
+  for (const { key, ttl, members } of buckets) {
+    let zset = state.zsets.get(key);
+    if (!zset) state.zsets.set(key, (zset = new Map()));
+    for (const [member, by] of members) zset.set(member, (zset.get(member) ?? 0) + Number(by));
+    state.ttls.set(key, Number(ttl));
+  }
   return state;
 }
 
@@ -158,10 +180,11 @@ function randomEvents(random: () => number, count: number, firstId = 1): Enriche
 
 describe('leaderboard ops', () => {
   it('an empty batch, or one whose events are all skipped, has no ops', () => {
-    assert.deepEqual(leaderboardOps([], keys), { keys: [], args: [] });
+    assert.deepEqual(leaderboardOps([], keys), { keys: [], args: [], contents: 0 });
     assert.deepEqual(leaderboardOps([event(1), event(2)], keys, { skip: new Set([1, 2]) }), {
       keys: [],
       args: [],
+      contents: 0,
     });
   });
 
@@ -174,27 +197,53 @@ describe('leaderboard ops', () => {
       event(5, { content_id: null }),
     ];
     const ops = leaderboardOps(events, keys);
-    const triples = ops.keys.map((k, i) => [k, ...ops.args.slice(i * 3, i * 3 + 3)]);
     const m0 = '202612011000';
     const m1 = '202612011001';
-    assert.deepEqual(triples, [
-      ['t:content:count:c1', 'i', '3', ''],
-      ['t:content:count:c2', 'i', '1', ''],
-      ['t:content:last:c1', 'l', JSON.stringify(events[3]), lastOrder(events[3])],
-      ['t:content:last:c2', 'l', JSON.stringify(events[2]), lastOrder(events[2])],
-      [`t:top:device:bucket:${m0}`, 'z', 'tv', '3'],
-      [`t:top:device:bucket:${m0}`, 'z', UNKNOWN_DEVICE, '1'],
-      [`t:top:device:bucket:${m0}`, 'e', String(BUCKET_TTL_SECONDS), `d ${m0}`],
-      [`t:top:content:bucket:${m0}`, 'z', 'c1', '2'],
-      [`t:top:content:bucket:${m0}`, 'z', 'c2', '1'],
-      [`t:top:content:bucket:${m0}`, 'e', String(BUCKET_TTL_SECONDS), `c ${m0}`],
-      [`t:top:content:seconds:bucket:${m0}`, 'z', 'c1', '4'],
-      [`t:top:content:seconds:bucket:${m0}`, 'e', String(BUCKET_TTL_SECONDS), `s ${m0}`],
-      [`t:top:device:bucket:${m1}`, 'z', 'tv', '1'],
-      [`t:top:device:bucket:${m1}`, 'e', String(BUCKET_TTL_SECONDS), `d ${m1}`],
-      [`t:top:content:bucket:${m1}`, 'z', 'c1', '1'],
-      [`t:top:content:bucket:${m1}`, 'e', String(BUCKET_TTL_SECONDS), `c ${m1}`],
-    ]);
+    const ttl = String(BUCKET_TTL_SECONDS);
+    assert.deepEqual(decode(ops), {
+      contents: [
+        {
+          countKey: 't:content:count:c1',
+          lastKey: 't:content:last:c1',
+          count: '3',
+          json: JSON.stringify(events[3]),
+          order: lastOrder(events[3]),
+        },
+        {
+          countKey: 't:content:count:c2',
+          lastKey: 't:content:last:c2',
+          count: '1',
+          json: JSON.stringify(events[2]),
+          order: lastOrder(events[2]),
+        },
+      ],
+      buckets: [
+        {
+          key: `t:top:device:bucket:${m0}`,
+          tag: `d ${m0}`,
+          ttl,
+          members: [
+            ['tv', '3'],
+            [UNKNOWN_DEVICE, '1'],
+          ],
+        },
+        {
+          key: `t:top:content:bucket:${m0}`,
+          tag: `c ${m0}`,
+          ttl,
+          members: [
+            ['c1', '2'],
+            ['c2', '1'],
+          ],
+        },
+        { key: `t:top:content:seconds:bucket:${m0}`, tag: `s ${m0}`, ttl, members: [['c1', '4']] },
+        { key: `t:top:device:bucket:${m1}`, tag: `d ${m1}`, ttl, members: [['tv', '1']] },
+        { key: `t:top:content:bucket:${m1}`, tag: `c ${m1}`, ttl, members: [['c1', '1']] },
+      ],
+    });
+    // Every key once: 2 per content, 1 per bucket; 3 ARGV per content and per bucket, 2 per member.
+    assert.equal(ops.keys.length, new Set(ops.keys).size);
+    assert.equal(ops.args.length, 2 * 3 + 5 * 3 + 7 * 2);
   });
 
   it('a minute still to come keeps its buckets until it has left the window (an hour ahead at most)', () => {
@@ -210,8 +259,10 @@ describe('leaderboard ops', () => {
     assert.equal(bucketTtlSeconds('+01000001010000', now), BUCKET_TTL_SECONDS);
     assert.equal(bucketTtlSeconds('000101010000', now), BUCKET_TTL_SECONDS, 'year 1 is in the past');
     const ops = leaderboardOps([event(1, { event_ts: '2026-12-01T10:20:00.000000Z' })], keys, { nowMs: now });
-    const expire = ops.args.findIndex((a, i) => i % 3 === 0 && a === 'e');
-    assert.equal(ops.args[expire + 1], String(BUCKET_TTL_SECONDS + 20 * 60 + 30));
+    assert.deepEqual(
+      decode(ops).buckets.map((b) => b.ttl),
+      Array(3).fill(String(BUCKET_TTL_SECONDS + 20 * 60 + 30)),
+    );
   });
 
   it('the latest event per content: highest event_ts, ties broken by the highest event_id', () => {
@@ -222,11 +273,13 @@ describe('leaderboard ops', () => {
       event(10, { event_ts: same }),
     ];
     const ops = leaderboardOps(events, keys);
-    const i = ops.keys.indexOf(keys.contentLast('c1'));
-    assert.equal(JSON.parse(ops.args[i * 3 + 1]).event_id, 12);
+    assert.equal(JSON.parse(decode(ops).contents[0].json).event_id, 12);
     const older = leaderboardOps([event(99, { event_ts: '2026-12-01T09:59:59.999999Z' }), event(1)], keys);
-    const j = older.keys.indexOf(keys.contentLast('c1'));
-    assert.equal(JSON.parse(older.args[j * 3 + 1]).event_id, 1, 'a later timestamp beats a higher id');
+    assert.equal(
+      JSON.parse(decode(older).contents[0].json).event_id,
+      1,
+      'a later timestamp beats a higher id',
+    );
   });
 
   it('a backfill (bucketsFrom) counts old events in content:count and content:last but writes no expired bucket', () => {
@@ -317,26 +370,18 @@ describe('leaderboard ops', () => {
         ops.keys.every((k) => k.startsWith('t:')),
         'every key carries the prefix',
       );
-      // Each bucket is expired once, after its increments; each (key, member) incremented once.
-      const seen = new Set<string>();
+      // Each key once; each (bucket, member) incremented once; a bucket's tag names its board and
+      // minute (the script's window check reads them).
+      assert.equal(new Set(ops.keys).size, ops.keys.length, 'every key once');
+      const { contents, buckets } = decode(ops);
+      for (const c of contents) assert.equal(c.countKey.replace(':count:', ':last:'), c.lastKey);
       const expiredAt = new Map<string, number>();
-      ops.keys.forEach((k, i) => {
-        const [op, a] = ops.args.slice(i * 3, i * 3 + 2);
-        if (op === 'z') {
-          assert.ok(!expiredAt.has(k), `${k} incremented after its EXPIRE`);
-          assert.ok(!seen.has(`${k} ${a}`), `${k} ${a} incremented twice`);
-          seen.add(`${k} ${a}`);
-        } else if (op === 'e') {
-          assert.ok(!expiredAt.has(k), `${k} expired twice`);
-          // The EXPIRE names the bucket's board and minute: the script's window check reads them.
-          const [board, minute] = ops.args[i * 3 + 2].split(' ');
-          const bucketKey = { c: keys.contentBucket, s: keys.secondsBucket, d: keys.deviceBucket }[board];
-          assert.equal(bucketKey?.(minute), k, `tag of ${k}`);
-          expiredAt.set(k, i);
-        } else {
-          assert.ok(!seen.has(`${op} ${k}`), `${op} ${k} twice`);
-          seen.add(`${op} ${k}`);
-        }
+      buckets.forEach(({ key, tag, members }, i) => {
+        assert.equal(new Set(members.map(([m]) => m)).size, members.length, `${key}: a member twice`);
+        const [board, minute] = tag.split(' ');
+        const bucketKey = { c: keys.contentBucket, s: keys.secondsBucket, d: keys.deviceBucket }[board];
+        assert.equal(bucketKey?.(minute), key, `tag of ${key}`);
+        expiredAt.set(key, i);
       });
       assert.deepEqual([...expiredAt.keys()].sort(), [...whole.zsets.keys()].sort());
     });
@@ -347,7 +392,7 @@ describe('leaderboard ops', () => {
 function referenceOps(
   events: readonly EnrichedEvent[],
   options: { skip?: ReadonlySet<number>; bucketsFrom?: string } = {},
-): { keys: string[]; args: string[] } {
+): LeaderboardOps {
   const counts = new Map<string, number>();
   const latest = new Map<string, { event: EnrichedEvent; order: string }>();
   const buckets = new Map<string, { tag: string; members: Map<string, number> }>();
@@ -374,17 +419,17 @@ function referenceOps(
   }
   const outKeys: string[] = [];
   const args: string[] = [];
-  const op = (key: string, code: string, a: string, b = '') => {
-    outKeys.push(key);
-    args.push(code, a, b);
-  };
-  for (const [id, n] of counts) op(keys.contentCount(id), 'i', String(n));
-  for (const [id, { event, order }] of latest) op(keys.contentLast(id), 'l', JSON.stringify(event), order);
-  for (const [key, { tag, members }] of buckets) {
-    for (const [member, by] of members) op(key, 'z', member, String(by));
-    op(key, 'e', String(bucketTtlSeconds(tag.slice(2), AT.nowMs)), tag);
+  for (const [id, n] of counts) {
+    const { event, order } = latest.get(id)!;
+    outKeys.push(keys.contentCount(id), keys.contentLast(id));
+    args.push(String(n), JSON.stringify(event), order);
   }
-  return { keys: outKeys, args };
+  for (const [key, { tag, members }] of buckets) {
+    outKeys.push(key);
+    args.push(tag, String(bucketTtlSeconds(tag.slice(2), AT.nowMs)), String(members.size));
+    for (const [member, by] of members) args.push(member, String(by));
+  }
+  return { keys: outKeys, args, contents: counts.size };
 }
 
 describe('leaderboard ops are byte for byte those of the reference', () => {

@@ -11,19 +11,22 @@
 -- writes before it. So every key is checked (type, and an integer where INCRBY will run)
 -- before the first write, and an unusable key fails the whole call with nothing written.
 -- KEYS[1]: the stream's watermark key; KEYS[2]: top:meta:10m; KEYS[3..5]: the content, seconds
--- and device 10-minute ZSETs; KEYS[6 .. 5+S]: seen bitmaps; the rest: op keys.
+-- and device 10-minute ZSETs; KEYS[6 .. 5+S]: seen bitmaps; then C pairs (content:count,
+-- content:last), one per content of the batch; then one key per minute bucket.
 -- ARGV[1]: mode, 's' (stream) or 'b' (backfill: no watermark read or written)
 -- ARGV[2], ARGV[3]: the batch's first and last stream positions (strings sorting in order)
 -- ARGV[4]: S, the number of seen bitmaps; ARGV[5]: content:last TTL in seconds
 -- ARGV[6]: the identity of the positions' source ('postgres:<system identifier>'), or '' for a
 --   stream without one (Kafka partitions fed by Debezium): positions of different sources do
 --   not compare, so for such a stream the watermark skips nothing (the seen bits do)
--- then per bitmap: a count n and n bit offsets; then three ARGV per op key: op, a, b
---   i: INCRBY key a         l: SET key a EX ttl, unless key holds a later event (b = order key)
---   z: ZINCRBY key b a      e: EXPIRE key a; b = the bucket's board (c, s or d) and minute,
---                                  'c 202612011000' (the z ops of a bucket come before its e)
--- Order keys ("<event_ts sort key> <event_id>") compare as (event_ts, event_id); see
--- lastOrder() in leaderboard-ops.ts, which this file mirrors.
+-- ARGV[7]: C, the number of contents
+-- then per bitmap: a count n and n bit offsets;
+-- then per content: its event count (INCRBY content:count), its latest event's JSON and that
+--   event's order key (SET content:last EX ttl, unless it holds a later event);
+-- then per bucket: its board (c, s or d) and minute, 'c 202612011000'; its TTL (EXPIRE, after
+--   the increments); m; and m pairs: member, increment (ZINCRBY).
+-- (leaderboardOps() in leaderboard-ops.ts writes this layout.) Order keys ("<event_ts sort
+-- key> <event_id>") compare as (event_ts, event_id); see lastOrder() there, which this mirrors.
 -- The watermark is '<position>|<source>' when the stream has a source identity, else the bare
 -- position. A watermark of another source (a Postgres dump/restored into a new cluster whose
 -- LSNs restart below the old ones) is ignored and replaced: the seen bitmaps still dedupe each
@@ -40,6 +43,8 @@
 -- Errors: 'EP_ERR_REDIS_KEY_TYPE <key> ...' before anything is written.
 local stream = ARGV[1] == 's'
 local nseen = tonumber(ARGV[4])
+local ncontents = tonumber(ARGV[7])
+local FIRST_BITMAP_ARG = 8
 local lastTtl = ARGV[5]
 local source = ARGV[6]
 
@@ -88,37 +93,37 @@ for k = 1, nseen do
   local t = typeOf(KEYS[S + k])
   if t ~= 'none' and t ~= 'string' then return bad(KEYS[S + k], 'holds a ' .. t .. ', expected a string (a seen bitmap)') end
 end
-local a = 7 -- the first bitmap's count
+local a = FIRST_BITMAP_ARG
 for k = 1, nseen do a = a + 1 + tonumber(ARGV[a]) end
-local base = a
-local current = {}
-local zsets = {}
-local boardOf = {} -- bucket key -> its 10-minute ZSET, when the bucket's minute is in the window
-local window = redis.call('HMGET', KEYS[2], 'from', 'to')
-local BOARDS = { c = KEYS[3], s = KEYS[4], d = KEYS[5] }
-for i = S + 1 + nseen, #KEYS do
-  local op = ARGV[base]
-  local key = KEYS[i]
-  if op == 'i' or op == 'l' then
+local contentArgs = a -- ARGV of the first content
+local contentKeys = S + nseen + 1 -- KEYS of the first content (its content:count)
+local bucketKeys = contentKeys + 2 * ncontents -- KEYS of the first bucket
+local current = {} -- content index (from 0) -> its stored content:last, or false
+for c = 0, ncontents - 1 do
+  for j = 0, 1 do
     -- GET both reads the value and refuses a non-string (one call instead of TYPE + GET).
+    local key = KEYS[contentKeys + 2 * c + j]
     local v = redis.pcall('GET', key)
     if type(v) == 'table' and v.err then return bad(key, 'holds a ' .. typeOf(key) .. ', expected a string') end
-    if v and op == 'i' and not string.match(v, '^%-?%d+$') then
+    if j == 0 and v and not string.match(v, '^%-?%d+$') then
       return bad(key, 'holds ' .. string.format('%q', string.sub(v, 1, 40)) .. ', expected an integer')
     end
-    current[i] = v
-  elseif not zsets[key] then -- 'z' or 'e': a minute bucket, repeated once per member
-    local t = typeOf(key)
-    if t ~= 'none' and t ~= 'zset' then return bad(key, 'holds a ' .. t .. ', expected a sorted set') end
-    zsets[key] = true
+    if j == 1 then current[c] = v end
   end
-  if op == 'e' and window[1] and window[2] then
-    local minute = string.sub(ARGV[base + 2], 3)
-    if minute >= window[1] and minute <= window[2] then
-      boardOf[key] = BOARDS[string.sub(ARGV[base + 2], 1, 1)]
-    end
+end
+local boardOf = {} -- bucket's KEYS index -> its 10-minute ZSET, when the bucket's minute is in the window
+local window = redis.call('HMGET', KEYS[2], 'from', 'to')
+local BOARDS = { c = KEYS[3], s = KEYS[4], d = KEYS[5] }
+a = contentArgs + 3 * ncontents
+for i = bucketKeys, #KEYS do
+  local key = KEYS[i]
+  local t = typeOf(key)
+  if t ~= 'none' and t ~= 'zset' then return bad(key, 'holds a ' .. t .. ', expected a sorted set') end
+  if window[1] and window[2] then
+    local minute = string.sub(ARGV[a], 3)
+    if minute >= window[1] and minute <= window[2] then boardOf[i] = BOARDS[string.sub(ARGV[a], 1, 1)] end
   end
-  base = base + 3
+  a = a + 3 + 2 * tonumber(ARGV[a + 2])
 end
 
 -- The order key of a stored content:last JSON (its event_ts and event_id), as lastOrder() in JS.
@@ -144,7 +149,7 @@ end
 local CHUNK = 500
 local dups = {}
 local fresh = {} -- per bitmap, the offsets this call set (for the rollback on a duplicate)
-a = 7
+a = FIRST_BITMAP_ARG
 for k = 1, nseen do
   local n = tonumber(ARGV[a])
   local first = a + 1
@@ -189,31 +194,34 @@ for k = 1, nseen do
   redis.call('PERSIST', KEYS[S + k])
 end
 
-base = a
+a = contentArgs
+for c = 0, ncontents - 1 do
+  redis.call('INCRBY', KEYS[contentKeys + 2 * c], ARGV[a])
+  local stored = current[c]
+  if not stored or storedOrder(stored) < ARGV[a + 2] then
+    redis.call('SET', KEYS[contentKeys + 2 * c + 1], ARGV[a + 1], 'EX', lastTtl)
+  end
+  a = a + 3
+end
 local secondsBoard = KEYS[4]
-for i = S + 1 + nseen, #KEYS do
-  local op = ARGV[base]
-  if op == 'i' then
-    redis.call('INCRBY', KEYS[i], ARGV[base + 1])
-  elseif op == 'l' then
-    local stored = current[i]
-    if not stored or storedOrder(stored) < ARGV[base + 2] then
-      redis.call('SET', KEYS[i], ARGV[base + 1], 'EX', lastTtl)
-    end
-  elseif op == 'z' then
-    redis.call('ZINCRBY', KEYS[i], ARGV[base + 2], ARGV[base + 1])
-    local board = boardOf[KEYS[i]]
+for i = bucketKeys, #KEYS do
+  local key = KEYS[i]
+  local board = boardOf[i]
+  local ttl = ARGV[a + 1]
+  local last = a + 1 + 2 * tonumber(ARGV[a + 2])
+  for m = a + 3, last, 2 do
+    local member, by = ARGV[m], ARGV[m + 1]
+    redis.call('ZINCRBY', key, by, member)
     if board then
-      local v = tonumber(redis.call('ZINCRBY', board, ARGV[base + 2], ARGV[base + 1]))
+      local v = tonumber(redis.call('ZINCRBY', board, by, member))
       if board == secondsBoard then
         local ms = math.floor(v * 1000 + 0.5)
-        if ms / 1000 ~= v then redis.call('ZADD', board, string.format('%.3f', ms / 1000), ARGV[base + 1]) end
+        if ms / 1000 ~= v then redis.call('ZADD', board, string.format('%.3f', ms / 1000), member) end
       end
     end
-  elseif op == 'e' then
-    redis.call('EXPIRE', KEYS[i], ARGV[base + 1])
   end
-  base = base + 3
+  redis.call('EXPIRE', key, ttl)
+  a = last + 2
 end
 if stream then
   if source == '' then

@@ -406,6 +406,7 @@ export class RedisSink implements Sink {
           String(seen.keys.length),
           String(CONTENT_LAST_TTL_SECONDS),
           sourceId,
+          String(ops.contents),
         ].concat(seen.args, ops.args);
         result = await this.redis.applyBatch(keys.length, keys, args);
       } catch (err) {
