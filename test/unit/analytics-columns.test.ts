@@ -495,6 +495,95 @@ describe('the JSON document (external payload, Kafka value, Redis content:last)'
     );
     assert.deepEqual([mixed.content_id, mixed.user_id], [1, 'u-1']);
   });
+
+  /** The document written whole by JSON.stringify, the payload's text spliced in: the reference. */
+  function referenceJson(e: EnrichedEvent, keyTypes: KeyTypes): string {
+    const doc = {
+      ...e,
+      content_id: keyJsonValue(e.content_id, keyTypes.content_id),
+      user_id: keyJsonValue(e.user_id, keyTypes.user_id),
+      raw_payload: null,
+    };
+    const p = e.raw_payload;
+    const payload = p === null || p === undefined ? null : p instanceof JsonText ? p.text : JSON.stringify(p);
+    const json = JSON.stringify(doc);
+    if (payload === null) return json;
+    const at = json.indexOf('"raw_payload":null') + '"raw_payload":'.length;
+    return `${json.slice(0, at)}${payload}${json.slice(at + 4)}`;
+  }
+
+  for (const seed of seeds(10)) {
+    it(`random events, values at every edge, other key orders and extra keys: the reference's text (seed ${seed})`, () => {
+      const random = prng(seed);
+      const strings = [
+        '',
+        'play',
+        'é ü 漢字 🎧',
+        '"quoted" \\ back',
+        'tab\tnew\nline\u0000\u001f',
+        '\ud800 lone',
+        '</script>',
+      ];
+      const numbers = [0, -0, 1, -1, 0.1, 1e21, 1e-7, 2 ** 53 + 2, NaN, Infinity, -Infinity, 123.456];
+      const keyTypes = [
+        UUIDS,
+        BIGINTS,
+        INTEGERS,
+        TEXTS,
+        { content_id: 'bigint', user_id: 'text' } as KeyTypes,
+      ];
+      for (let n = 0; n < 500; n++) {
+        const maybe = <T>(v: T): T | null => (random() < 0.2 ? null : v);
+        const e: EnrichedEvent = seedEvent({
+          event_id: pick(random, [1, 2 ** 53 - 1, 42, ...numbers]),
+          content_id: maybe(pick(random, ['1', '-42', '9007199254740993', 'c-1', '01', ...strings])),
+          user_id: maybe(pick(random, ['777', UUID_EVENT.user_id!, ...strings])),
+          event_type: maybe(pick(random, strings)),
+          event_ts: pick(random, [
+            '2026-12-01T08:00:00.123456Z',
+            '+10000-01-01T00:00:00.000000Z',
+            ...strings,
+          ]),
+          duration_ms: maybe(pick(random, numbers)),
+          device: maybe(pick(random, strings)),
+          raw_payload: pick(random, [
+            null,
+            new JsonText('{"big":12345678901234567890,"s":"\\"raw_payload\\":null"}'),
+            new JsonText('[]'),
+            { a: [1, 'x'], b: null },
+            'text payload',
+            7,
+          ]),
+          content_type: maybe(pick(random, strings)),
+          length_seconds: maybe(pick(random, numbers)),
+          engagement_seconds: maybe(pick(random, numbers)),
+          engagement_pct: maybe(pick(random, numbers)),
+          committed_at: pick(random, strings),
+          processed_at: pick(random, strings),
+        });
+        // Now and then not an event the pipeline makes: another key order, a key more or less,
+        // a value of another type. The same text as the reference all the same.
+        const r = random();
+        let odd: Record<string, unknown> = e as unknown as Record<string, unknown>;
+        if (r < 0.05) odd = Object.fromEntries(Object.entries(e).reverse());
+        else if (r < 0.1) odd = { ...e, extra: pick(random, [1, 'x', null]) };
+        else if (r < 0.15) {
+          const { device: _, ...rest } = e;
+          odd = rest;
+        } else if (r < 0.2)
+          odd = {
+            ...e,
+            [pick(random, ['device', 'duration_ms', 'event_type'])]: pick(random, [true, { x: 1 }, [1], '5']),
+          };
+        const types = pick(random, keyTypes);
+        const event = odd as unknown as EnrichedEvent;
+        assert.equal(eventJson(event, types), referenceJson(event, types), JSON.stringify(odd));
+      }
+      const batch = [seedEvent(), UUID_EVENT, seedEvent({ raw_payload: new JsonText('{"x":1}') })];
+      assert.equal(eventsJsonArray(batch, TEXTS), `[${batch.map((e) => referenceJson(e, TEXTS)).join(',')}]`);
+      assert.equal(eventsJsonArray([], TEXTS), '[]');
+    });
+  }
 });
 
 describe('isUuidText', () => {
