@@ -65,8 +65,10 @@ const EVENT_KEYS: readonly (keyof EnrichedEvent)[] = [
  * eventJson of an event with exactly EnrichedEvent's keys in that order, every value of a type
  * JSON.stringify writes as itself (string, number or null; the payload as payloadJson gives it):
  * every event the pipeline makes. Written member by member, each value as JSON.stringify writes
- * it, so the text is documentJson's; without the intermediate document it cost a quarter less
- * and made half the garbage (the external sink and content:last each write one per event).
+ * it, so the text is documentJson's. Without the intermediate document it costs 1.15 µs per
+ * event instead of 1.5-1.9 (the external sink and content:last each write one per event), for
+ * about a fifth more short-lived garbage (1,690 bytes instead of 1,386: a string per value and
+ * the concatenation; joining an array of the parts made more).
  * null for any other event (a key more, less or elsewhere, a boolean or object value), which
  * documentJson writes.
  */
