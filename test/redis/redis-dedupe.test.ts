@@ -172,10 +172,15 @@ describe('Redis: stream and backfill count each event once (seen bitmaps)', () =
     assert.equal(await countA(), aBefore, 'the INCRBY before the bad key did not happen');
     assert.equal(await bucketTotal(), bucketBefore);
     assert.equal(await redis.client.getbit(`${redis.prefix}pipeline:seen:10`, 700_000 % 65_536), 0);
-    // Not an integer: the same refusal, before any write.
-    await redis.client.del(badKey);
-    await redis.client.set(badKey, 'not a number');
-    await assert.rejects(sink.write(batch(10, ids)), refused(/EP_ERR_REDIS_KEY_TYPE.*expected an integer/));
+    // Not an integer, or one INCRBY would refuse ('007', '-0', past 64 bits) or could overflow
+    // (19 digits): the same refusal, before any write. (The pattern once let '007' through:
+    // INCRBY then failed after the seen bits were set, and a retry skipped the whole batch.)
+    for (const value of ['not a number', '007', '-0', '+5', '99999999999999999999', '9223372036854775807']) {
+      await redis.client.set(badKey, value);
+      await assert.rejects(sink.write(batch(10, ids)), refused(/EP_ERR_REDIS_KEY_TYPE.*expected an integer/));
+      assert.equal(await countA(), aBefore, value);
+      assert.equal(await redis.client.getbit(`${redis.prefix}pipeline:seen:10`, 700_000 % 65_536), 0, value);
+    }
     await redis.client.del(badKey);
     // A content:last or a minute bucket of the wrong type (the last keys the script reads): the
     // same refusal, nothing written.
@@ -203,10 +208,12 @@ describe('Redis: stream and backfill count each event once (seen bitmaps)', () =
       await redis.client.del(key);
       if (held) await redis.client.restore(key, 0, held);
     }
-    // Operator fixes the key: the retried batch counts each event exactly once.
+    // Operator fixes the keys: the retried batch counts each event exactly once (added to the
+    // largest count the script takes, 18 digits).
+    await redis.client.set(badKey, '999999999999999999');
     await sink.write(batch(10, ids));
     assert.equal(await countA(), aBefore + 20);
-    assert.equal(Number(await redis.client.get(badKey)), 20);
+    assert.equal(await redis.client.get(badKey), '1000000000000000019');
     assert.equal(await bucketTotal(), bucketBefore + 40);
   });
 });

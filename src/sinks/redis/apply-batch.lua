@@ -54,6 +54,14 @@ end
 local function typeOf(key)
   return redis.call('TYPE', key)['ok']
 end
+-- A count INCRBY takes and can add a batch to: Redis's own integer form (no '+', no leading
+-- zero, no '-0': '007' matched a looser pattern, then INCRBY failed half way through the batch,
+-- after its seen bits were set) of at most 18 digits, so no batch's count can overflow 64 bits.
+local function countable(v)
+  if v == '0' then return true end
+  local digits = string.match(v, '^%-?([1-9]%d*)$')
+  return digits ~= nil and #digits <= 18
+end
 
 local wm = false -- the stored position, when it is this source's
 local below = false -- a batch of source-less positions at or below the watermark
@@ -105,8 +113,8 @@ for c = 0, ncontents - 1 do
     local key = KEYS[contentKeys + 2 * c + j]
     local v = redis.pcall('GET', key)
     if type(v) == 'table' and v.err then return bad(key, 'holds a ' .. typeOf(key) .. ', expected a string') end
-    if j == 0 and v and not string.match(v, '^%-?%d+$') then
-      return bad(key, 'holds ' .. string.format('%q', string.sub(v, 1, 40)) .. ', expected an integer')
+    if j == 0 and v and not countable(v) then
+      return bad(key, 'holds ' .. string.format('%q', string.sub(v, 1, 40)) .. ', expected an integer of at most 18 digits')
     end
     if j == 1 then current[c] = v end
   end

@@ -64,8 +64,8 @@ export function leaderboardOps(
   keys: RedisKeys,
   options: LeaderboardOpsOptions = {},
 ): LeaderboardOps {
-  // Per content, in order of first appearance: its event count and its latest event (the
-  // INCRBY ops come in that order, then the SET ops, in the same order).
+  // Per content, in order of first appearance: its event count and its latest event (one
+  // entry each, in that order).
   const contents = new Map<string, Latest>();
   // Bucket key -> its board and minute, and member -> increment; in order of first appearance.
   const buckets = new Map<string, Bucket>();
