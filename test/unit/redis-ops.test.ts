@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { lastOrder } from '../../src/sinks/redis/leaderboard-ops.js';
+import { intBetween, pick, prng } from '../helpers/prng.js';
 import { assertClusterPrefix, parseClusterUrl } from '../../src/sinks/redis/redis-sink.js';
 
 describe('Redis sink: pure parts', () => {
@@ -15,6 +16,34 @@ describe('Redis sink: pure parts', () => {
       { event_ts: '+010000-01-01T00:00:00.000000Z', event_id: 5 },
     ].map(lastOrder);
     assert.deepEqual([...keys].sort(), keys);
+  });
+
+  it('lastOrder is the signed-year text of its definition, for usual and unusual events alike', () => {
+    // The definition: the year plus 1,000,000 in 7 digits, the rest of the text, the id in 20.
+    const defined = (ts: string, id: number) => {
+      const m = /^([+-]?)(\d+)(.*)$/.exec(ts);
+      const year = m ? Number(m[2]) * (m[1] === '-' ? -1 : 1) : -1_000_000;
+      return `${String(year + 1_000_000).padStart(7, '0')}${m ? m[3] : ''} ${String(id).padStart(20, '0')}`;
+    };
+    const random = prng(7);
+    const two = (n: number) => String(n).padStart(2, '0');
+    for (let n = 0; n < 5_000; n++) {
+      const year = pick(random, [0, 1, 999, 1000, 1970, 2026, 9999]);
+      const usual = `${String(year).padStart(4, '0')}-${two(intBetween(random, 1, 12))}-${two(intBetween(random, 1, 28))}T${two(intBetween(random, 0, 23))}:${two(intBetween(random, 0, 59))}:${two(intBetween(random, 0, 59))}.${String(intBetween(random, 0, 999_999)).padStart(6, '0')}Z`;
+      const ts = pick(random, [
+        usual,
+        usual,
+        '+010000-01-01T00:00:00.000000Z',
+        '-000044-03-15T00:00:00.000000Z',
+        usual.slice(0, 19) + 'Z',
+        usual.replace('Z', '+01:00'),
+        '',
+        'x',
+        '２０２６-01-01T00:00:00.000000Z',
+      ]);
+      const id = pick(random, [0, 1, intBetween(random, 0, 2 ** 31), 2 ** 53 - 1, -5, 2 ** 53 + 2, 0.5]);
+      assert.equal(lastOrder({ event_ts: ts, event_id: id }), defined(ts, id), `${ts} ${id}`);
+    }
   });
 
   it('parses redis+cluster URLs and insists on a hash tag in the prefix', () => {
