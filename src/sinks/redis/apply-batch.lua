@@ -106,18 +106,23 @@ for k = 1, nseen do a = a + 1 + tonumber(ARGV[a]) end
 local contentArgs = a -- ARGV of the first content
 local contentKeys = S + nseen + 1 -- KEYS of the first content (its content:count)
 local bucketKeys = contentKeys + 2 * ncontents -- KEYS of the first bucket
+-- A string key's value (false: none) and, when the key holds another type, the refusal to return.
+-- GET both reads the value and refuses a non-string (one call instead of TYPE + GET).
+local function stringAt(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' and v.err then return false, bad(key, 'holds a ' .. typeOf(key) .. ', expected a string') end
+  return v, nil
+end
 local current = {} -- content index (from 0) -> its stored content:last, or false
 for c = 0, ncontents - 1 do
-  for j = 0, 1 do
-    -- GET both reads the value and refuses a non-string (one call instead of TYPE + GET).
-    local key = KEYS[contentKeys + 2 * c + j]
-    local v = redis.pcall('GET', key)
-    if type(v) == 'table' and v.err then return bad(key, 'holds a ' .. typeOf(key) .. ', expected a string') end
-    if j == 0 and v and not countable(v) then
-      return bad(key, 'holds ' .. string.format('%q', string.sub(v, 1, 40)) .. ', expected an integer of at most 18 digits')
-    end
-    if j == 1 then current[c] = v end
+  local countKey = KEYS[contentKeys + 2 * c]
+  local count, refused = stringAt(countKey)
+  if refused then return refused end
+  if count and not countable(count) then
+    return bad(countKey, 'holds ' .. string.format('%q', string.sub(count, 1, 40)) .. ', expected an integer of at most 18 digits')
   end
+  current[c], refused = stringAt(KEYS[contentKeys + 2 * c + 1])
+  if refused then return refused end
 end
 local boardOf = {} -- bucket's KEYS index -> its 10-minute ZSET, when the bucket's minute is in the window
 local window = redis.call('HMGET', KEYS[2], 'from', 'to')
