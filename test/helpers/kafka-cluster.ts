@@ -30,14 +30,28 @@ export function realKafkaUnavailable(): string | false {
 }
 
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
+  return (await freePorts(1))[0];
+}
+
+/**
+ * `count` distinct free ports: each stays bound until all are picked (a port closed at once may
+ * be handed out again by the next bind: a broker once got the same port for both listeners).
+ */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers: ReturnType<typeof createServer>[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const server = createServer();
+      servers.push(server);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(0, '127.0.0.1', () => resolve());
+      });
+    }
+    return servers.map((server) => (server.address() as { port: number }).port);
+  } finally {
+    await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+  }
 }
 
 /**
@@ -103,11 +117,12 @@ export async function startKafkaCluster(size = 3, extra: Record<string, string> 
   const dir = mkdtempSync(path.join(tmpdir(), 'engagement-kafka-'));
   const log4j = log4jConfig(dir);
   const nodes: Broker[] = [];
+  const ports = await freePorts(2 * size);
   for (let id = 1; id <= size; id++) {
     nodes.push({
       id,
-      port: await freePort(),
-      controllerPort: await freePort(),
+      port: ports[2 * id - 2],
+      controllerPort: ports[2 * id - 1],
       config: path.join(dir, `node${id}.properties`),
       logFile: path.join(dir, `node${id}.log`),
       child: null,
