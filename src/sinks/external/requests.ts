@@ -5,6 +5,7 @@ import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { describeError, ErrorCodes, PipelineError, redactSecrets } from '../../errors.js';
 import type { Metrics } from '../../observability/metrics.js';
 import { eventJson, eventsJsonArray } from '../event-json.js';
+import { AttemptSignal } from './attempt-signal.js';
 import { SIGNATURE_HEADER, signBody } from './signature.js';
 
 /** One POST to the external system: its events, their stream positions, and the bytes sent. */
@@ -87,14 +88,14 @@ export class ExternalRequests {
   /** One HTTP exchange, classified. Throws only when the pipeline aborted. */
   async attempt(pool: Pool, request: OutgoingRequest, signal: AbortSignal): Promise<AttemptResult> {
     const { timeoutMs, metrics, target } = this.o;
-    const timeout = AbortSignal.timeout(timeoutMs);
+    const attempt = new AttemptSignal(signal, timeoutMs);
     try {
       const response = await pool.request({
         method: 'POST',
         path: `${target.pathname}${target.search}`,
         headers: request.headers,
         body: request.body,
-        signal: AbortSignal.any([signal, timeout]),
+        signal: attempt.signal,
       });
       const status = response.statusCode;
       if (status >= 200 && status < 300) {
@@ -121,12 +122,14 @@ export class ExternalRequests {
       return { kind: 'permanent', error, status };
     } catch (err) {
       if (signal.aborted) throw abortError(signal);
-      if (timeout.aborted) {
+      if (attempt.timedOut) {
         metrics.inc({ outcome: 'timeout' });
         return { kind: 'retryable', error: `timeout after ${timeoutMs} ms` };
       }
       metrics.inc({ outcome: 'network_error' });
       return { kind: 'retryable', error: `network error: ${describeError(err)}` };
+    } finally {
+      attempt.done();
     }
   }
 }
