@@ -285,6 +285,46 @@ describe('Dispatcher + BatchAssembler', () => {
     assert.equal(sink.accepted, 9);
   });
 
+  it('a transaction read whole arms no maxWaitMs timer; one left open closes after maxWaitMs', async () => {
+    // A timer armed and cleared within one read still woke the thread maxWaitMs later.
+    const maxWaitMs = 77;
+    const armed: number[] = [];
+    const real = globalThis.setTimeout;
+    const spy = ((fn: () => void, ms?: number) => {
+      if (ms === maxWaitMs) armed.push(ms);
+      return real(fn, ms);
+    }) as typeof setTimeout;
+    globalThis.setTimeout = spy;
+    try {
+      const sink = new FakeSink('s', () => 0, 0, 0);
+      // Held, so that no accepted write closes the open batch early (slotFreed) in place of the timer.
+      let release!: () => void;
+      sink.stuck = new Promise((r) => (release = r));
+      const batches: number[][] = [];
+      const h = build([sink], { maxRows: 100, maxInFlight: 4, maxWaitMs, batches });
+      await feed(h.assembler.handle, transaction(0, 1, 3));
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(batches, [[1, 2, 3]], 'written at its commit');
+      assert.equal(armed.length, 0, 'no timer armed for it');
+
+      const [begin, ...rest] = transaction(1, 4, 2);
+      await feed(h.assembler.handle, [begin, ...rest.slice(0, 2)]); // no commit: still open
+      const openedAt = performance.now();
+      await new Promise((r) => setImmediate(r));
+      assert.equal(armed.length, 1, 'armed once the read was handled');
+      await waitUntil('the open batch', () => batches.length === 2);
+      assert.ok(performance.now() - openedAt >= maxWaitMs - 2, 'not before maxWaitMs');
+      assert.deepEqual(batches[1], [4, 5]);
+      release();
+      sink.stuck = null;
+      await feed(h.assembler.handle, rest.slice(2));
+      await waitUntil('drained', () => h.assembler.isDrained());
+      assert.equal(h.confirmed.at(-1), lsn(2 * 0x1000 + 0x800));
+    } finally {
+      globalThis.setTimeout = real;
+    }
+  });
+
   it('a long maxWaitMs does not hold sparse commits (the pace is 20 ms at most)', async () => {
     const sink = new FakeSink('s', () => 0, 0, 0);
     const batches: number[][] = [];
