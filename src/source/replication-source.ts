@@ -70,6 +70,8 @@ interface FlowControlState {
 export class ReplicationSource {
   private service: LogicalReplicationService | null = null;
   private confirmedLsn = '0/0';
+  /** acknowledge() queued a standby status update for the end of this turn of the event loop. */
+  private statusQueued = false;
   private stopping = false;
   private loop: Promise<void> | null = null;
   private lastReceiveAt = Date.now();
@@ -216,14 +218,22 @@ export class ReplicationSource {
 
   /**
    * Confirms `lsn` (a commit's end LSN, or a position past which nothing is pending) as
-   * durably processed. Never moves backwards. Returns true when it advanced (and so sent a
-   * standby status update on the current connection).
+   * durably processed. Never moves backwards. Returns true when it advanced (and so a
+   * standby status update goes out on the current connection, once the batches confirmed
+   * together have all been: one DuckDB commit confirms every batch it held at once, and one
+   * update for the last of them says what eight did).
    */
   acknowledge(lsn: string): boolean {
     if (compareLsn(lsn, this.confirmedLsn) <= 0) return false;
     this.confirmedLsn = lsn;
     this.options.metrics.confirmedLsnBytes.set(Number(lsnToBigInt(lsn)));
-    void this.sendStatus();
+    if (!this.statusQueued) {
+      this.statusQueued = true;
+      setImmediate(() => {
+        this.statusQueued = false;
+        if (!this.stopping) void this.sendStatus();
+      });
+    }
     return true;
   }
 
