@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Batch, EnrichedEvent } from '../../src/domain/types.js';
 import { pino } from 'pino';
-import { Fanout } from '../../src/pipeline/fanout.js';
+import { Fanout, idleWriteMs } from '../../src/pipeline/fanout.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { sinkStatsFromMetrics } from '../../src/observability/stats.js';
 import type { DeadLetterEntry } from '../../src/state/dead-letter.js';
@@ -127,6 +127,55 @@ describe('Fanout', () => {
     assert.ok(performance.now() - started < 5_000);
     assert.deepEqual(sink.applied, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     fanout.cancel();
+  });
+
+  it('a sink with a write interval writes with the first batch after its interval, not on a timer; when none comes, within idleWriteMs', async () => {
+    const interval = 60;
+    const sink = new PickySink('external', new Set());
+    const writesAt: number[] = [];
+    const write = sink.write.bind(sink);
+    sink.write = async (b: Batch) => {
+      writesAt.push(performance.now());
+      return write(b);
+    };
+    Object.assign(sink, { writeIntervalMs: interval });
+    const armed: number[] = [];
+    const real = globalThis.setTimeout;
+    globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+      if (ms !== undefined && ms > interval) armed.push(ms);
+      return real(fn, ms);
+    }) as typeof setTimeout;
+    try {
+      const fanout = new Fanout({ sinks: [sink], metrics: createMetrics(), logger: logCapture().logger });
+      const t0 = performance.now();
+      const first = fanout.write(batch(1, [1])); // at once: no write before it
+      await sleep(5);
+      const second = fanout.write(batch(2, [2])); // inside the interval: waits
+      await sleep(interval + 10);
+      assert.deepEqual(sink.applied, [1], 'nothing wrote it when the interval ended');
+      const third = fanout.write(batch(3, [3])); // the interval is over: goes now, with the second
+      await Promise.all([first, second, third]);
+      assert.deepEqual(sink.applied, [1, 2, 3]);
+      assert.equal(writesAt.length, 2, 'the waiting batch went with the next one, in one write');
+      assert.ok(
+        armed.every((ms) => ms > interval),
+        'no timer due when the interval ends',
+      );
+
+      // The stream stops right after a write began: the timer writes what waits.
+      await fanout.write(batch(4, [4])); // interval over since the last write: at once
+      const waiting = fanout.write(batch(5, [5]));
+      const queuedAt = performance.now();
+      await waiting;
+      const waited = performance.now() - queuedAt;
+      assert.ok(waited >= interval, `waited ${waited} ms, at least the interval`);
+      assert.ok(waited < idleWriteMs(interval) + 500, `waited ${waited} ms`);
+      assert.deepEqual(sink.applied, [1, 2, 3, 4, 5]);
+      assert.ok(performance.now() - t0 < 5_000);
+      fanout.cancel();
+    } finally {
+      globalThis.setTimeout = real;
+    }
   });
 
   it('a sink riding a failure out inside its write is reported down, with the failure, until it clears', async () => {
