@@ -11,6 +11,8 @@
  * Usage (each tree built with `npm run build`):
  *   node --import tsx src/bench/paired.ts --a /path/to/treeA --b /path/to/treeB \
  *     [--rate 1000] [--markers 20] [--warmup 60] [--window 30] [--windows 8] [--out file.json]
+ *     [--env-a K=V,K=V] [--env-b K=V,...]   (settings of one side only: one build, two configurations)
+ * Also reports each pipeline's largest RSS, sampled every second, and its VmHWM.
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -38,7 +40,22 @@ const warmup = Number(flag('warmup', '60'));
 const windowSeconds = Number(flag('window', '30'));
 const windows = Number(flag('windows', '8'));
 const out = process.argv.includes('--out') ? flag('out') : null;
+const envOf = (side: 'a' | 'b'): Record<string, string> =>
+  Object.fromEntries(
+    flag(`env-${side}`, '')
+      .split(',')
+      .filter(Boolean)
+      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+  );
+const extraEnv = { a: envOf('a'), b: envOf('b') };
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/** VmRSS and VmHWM of a process, MiB. */
+function memoryMb(pid: number): { rss: number; hwm: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  return { rss: Math.round(kb('VmRSS') / 1024), hwm: Math.round(kb('VmHWM') / 1024) };
+}
 
 /** Voluntary context switches of a process's main thread: how often it slept and was woken. */
 function mainThreadWakeups(pid: number): number {
@@ -75,7 +92,7 @@ try {
     const prefix = `paired:${randomBytes(4).toString('hex')}:`;
     cleanups.push(() => deleteKeys(redis, prefix));
     const port = await freePort();
-    const child = new CliChild(cli, ['run'], {
+    const env: Record<string, string> = {
       DATABASE_URL: databaseUrl,
       SLOT_NAME: slot,
       PUBLICATION_NAME: 'engagement_paired',
@@ -87,7 +104,11 @@ try {
       PORT: String(port),
       HOST: '127.0.0.1',
       LOG_LEVEL: 'warn',
-    });
+      ...extraEnv[name],
+    };
+    // K= (empty) unsets K: e.g. EXTERNAL_URL= runs that side without its external sink.
+    for (const [k, v] of Object.entries(extraEnv[name])) if (v === '') delete env[k];
+    const child = new CliChild(cli, ['run'], env);
     cleanups.push(() => child.stop(10_000));
     await waitForHttp(`http://127.0.0.1:${port}/healthz`, child);
     pipelines.push({ name, child, pid: child.pid! });
@@ -101,6 +122,12 @@ try {
   console.error(`paired: warm-up ${warmup} s at ${rate}/s + ${markers} one-row transactions/s`);
   await sleep(warmup);
 
+  const peakRss = { a: 0, b: 0 };
+  const rssSampler = setInterval(() => {
+    for (const p of pipelines)
+      if (p.child.running) peakRss[p.name] = Math.max(peakRss[p.name], memoryMb(p.pid).rss);
+  }, 1000);
+  cleanups.push(async () => clearInterval(rssSampler));
   const rows: { a: number; b: number; ratio: number; wakeA: number; wakeB: number }[] = [];
   const events = (rate + markers) * windowSeconds;
   for (let w = 0; w < windows; w++) {
@@ -134,6 +161,9 @@ try {
       min: Math.min(...rows.map((r) => r.ratio)),
       max: Math.max(...rows.map((r) => r.ratio)),
     },
+    peakRssMb: peakRss,
+    vmHwmMb: { a: memoryMb(pipelines[0].pid).hwm, b: memoryMb(pipelines[1].pid).hwm },
+    env: extraEnv,
     mainThreadWakeupsPerSecond: { a: median(rows.map((r) => r.wakeA)), b: median(rows.map((r) => r.wakeB)) },
     windows: rows,
   };
