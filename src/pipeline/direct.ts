@@ -90,6 +90,9 @@ export class Pipeline {
       onSuccess: options.onSinkSuccess,
       // (Asked only once the dispatcher exists: by the spill check, after start.)
       windowFull: () => !this.dispatcher.hasRoom,
+      // The source goes on while the window has room (with MAX_IN_FLIGHT_BATCHES=1, only
+      // once every batch was accepted: then nothing more comes until this write).
+      moreBatchesComing: () => this.dispatcher.hasRoom,
     });
     this.dispatcher = new Dispatcher<Batch>({
       maxRows: options.batchMaxRows,

@@ -45,6 +45,13 @@ export interface FanoutOptions {
    * see Sink.spillAfterMs).
    */
   windowFull?: () => boolean;
+  /**
+   * True while the producer may hand on another batch without waiting for the ones it handed
+   * on (the direct pipeline while its window has room). Only then does a write that waited out
+   * its sink's interval wait for the next batch to carry it (see pump). Unset (the Kafka
+   * worker, which waits for each batch to be accepted before taking the next): never assumed.
+   */
+  moreBatchesComing?: () => boolean;
 }
 
 /** A batch handed to one sink and not yet written: settled when that sink accepted it. */
@@ -65,6 +72,8 @@ interface Tracked {
   /** When the last write started (performance.now()), for the sink's write interval. */
   lastWriteAt: number;
   timer: NodeJS.Timeout | null;
+  /** The timer waits for idleWriteMs, the next batch being expected to carry the write. */
+  timerIdle: boolean;
   /** Oldest commit time (ms) of each batch handed to the sink and not yet accepted, in order. */
   pending: number[];
   received: number;
@@ -127,6 +136,7 @@ export class Fanout {
       writing: false,
       lastWriteAt: -Infinity,
       timer: null,
+      timerIdle: false,
       pending: [],
       received: 0,
       delivered: 0,
@@ -314,26 +324,35 @@ export class Fanout {
 
   /**
    * Starts the sink's next write when it is free and its interval is over (or enough waits).
-   * Called for every batch that arrives and after every write: while events flow, the write
-   * that waited out its interval goes with the next batch to arrive, in a turn of the event
-   * loop that ran anyway. A timer due when the interval ends woke the thread for it, and a
-   * wake-up on this kind of machine costs about as much as the write (1,000 events/s, paired
-   * runs: 6 % less pipeline CPU, 21 fewer wake-ups a second;
-   * bench/results/2026-12-03-s17-paired.md). The timer is left for a stream that stopped:
-   * what waits goes at most idleWriteMs(interval) after its interval began.
+   * Called for every batch that arrives and after every write. While more batches are coming
+   * (options.moreBatchesComing), the write that waited out its interval goes with the next one
+   * to arrive, in a turn of the event loop that ran anyway: a timer due when the interval ends
+   * woke the thread for it, and a wake-up on this kind of machine costs about as much as the
+   * write (1,000 events/s, paired runs: 6 % less pipeline CPU, 21 fewer wake-ups a second;
+   * bench/results/2026-12-03-s17-paired.md). The timer is then left for a stream that stopped:
+   * what waits goes idleWriteMs(interval) after the last write began. A producer that waits for
+   * this write (a full window, the Kafka worker) gets the timer at the interval's end.
    */
   private pump(t: Tracked): void {
     if (t.writing || t.queue.length === 0 || this.abort.signal.aborted) return;
     const interval = t.sink.writeIntervalMs ?? 0;
     const wait = t.lastWriteAt + interval - performance.now();
     if (wait > 0 && !this.flushing && t.queuedRows < (this.options.fullRows ?? Infinity)) {
-      t.timer ??= setTimeout(
-        () => {
-          t.timer = null;
-          this.pump(t);
-        },
-        wait + idleWriteMs(interval) - interval, // idleWriteMs after the last write began
-      );
+      const carried = this.options.moreBatchesComing?.() ?? false;
+      if (t.timer && t.timerIdle && !carried) {
+        clearTimeout(t.timer); // nothing more is coming after all: back to the interval's end
+        t.timer = null;
+      }
+      if (!t.timer) {
+        t.timerIdle = carried;
+        t.timer = setTimeout(
+          () => {
+            t.timer = null;
+            this.pump(t);
+          },
+          carried ? wait + idleWriteMs(interval) - interval : wait,
+        );
+      }
       return;
     }
     if (t.timer) clearTimeout(t.timer);
