@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { compareLsn } from '../../src/domain/position.js';
+import { clientConfig } from '../../src/db/postgres.js';
 import type { Change } from '../../src/source/changes.js';
 import { spawnCli, type CliProcess } from '../helpers/cli.js';
 import { duckdbQuery } from '../helpers/duckdb.js';
@@ -147,8 +149,24 @@ describe('TRUNCATE of the events table', () => {
       await waitFor('pipeline streaming', () => /replication streaming/.test(p.output()), 60_000);
       await insertEvents(h, 10);
       await waitFor('10 delivered', async () => (await redisTotal(h)) >= 10, 30_000);
-      const before = (await h.sql<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn'))[0].lsn;
-      await h.sql('TRUNCATE engagement_events RESTART IDENTITY');
+      // The bound is read inside the truncating transaction, just before its commit record: a
+      // position taken before the TRUNCATE let WAL written in between (the pipeline's own slot
+      // heartbeat, a keepalive's sent position) be confirmed legitimately and fail the test
+      // (seen once in a clean-clone CI run). Postgres skips on restart only a transaction whose
+      // commit record starts before the confirmed position.
+      const client = new pg.Client(clientConfig(h.databaseUrl));
+      await client.connect();
+      let truncateCommit: string;
+      try {
+        await client.query('BEGIN');
+        await client.query('TRUNCATE engagement_events RESTART IDENTITY');
+        truncateCommit = (
+          await client.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')
+        ).rows[0].lsn;
+        await client.query('COMMIT');
+      } finally {
+        await client.end();
+      }
       await insertEvents(h, 5); // ids 1..5 again
       const exit = await Promise.race([
         p.exited,
@@ -157,9 +175,10 @@ describe('TRUNCATE of the events table', () => {
       assert.ok(exit, `the pipeline stopped by itself:\n${p.output()}`);
       assert.notEqual(exit.code, 0);
       assert.match(p.output(), /EP_ERR_TRUNCATE_RESTART_IDENTITY/);
+      const confirmed = await confirmedFlush(h.databaseUrl);
       assert.ok(
-        compareLsn(await confirmedFlush(h.databaseUrl), before) <= 0,
-        'nothing past the truncate confirmed',
+        compareLsn(confirmed, truncateCommit) <= 0,
+        `nothing past the truncate confirmed: confirmed ${confirmed}, the truncate commits at ${truncateCommit}`,
       );
       assert.equal(await redisTotal(h), 10, 'the reused ids were not dropped as duplicates');
     } finally {
