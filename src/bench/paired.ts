@@ -25,7 +25,7 @@ import { migrate } from '../db/migrate.js';
 import { runGenerator } from '../generator/writer.js';
 import { deleteKeys } from './run-bench.js';
 import { CliChild, freePort, waitForHttp } from './children.js';
-import { cpuSeconds } from './proc.js';
+import { cpuSeconds, memory } from './proc.js';
 
 const flag = (name: string, fallback?: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -49,13 +49,6 @@ const envOf = (side: 'a' | 'b'): Record<string, string> =>
   );
 const extraEnv = { a: envOf('a'), b: envOf('b') };
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-/** VmRSS and VmHWM of a process, MiB. */
-function memoryMb(pid: number): { rss: number; hwm: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rss: Math.round(kb('VmRSS') / 1024), hwm: Math.round(kb('VmHWM') / 1024) };
-}
 
 /** Voluntary context switches of a process's main thread: how often it slept and was woken. */
 function mainThreadWakeups(pid: number): number {
@@ -125,7 +118,7 @@ try {
   const peakRss = { a: 0, b: 0 };
   const rssSampler = setInterval(() => {
     for (const p of pipelines)
-      if (p.child.running) peakRss[p.name] = Math.max(peakRss[p.name], memoryMb(p.pid).rss);
+      if (p.child.running) peakRss[p.name] = Math.max(peakRss[p.name], Math.round(memory(p.pid)?.rssMb ?? 0));
   }, 1000);
   cleanups.push(async () => clearInterval(rssSampler));
   const rows: { a: number; b: number; ratio: number; wakeA: number; wakeB: number }[] = [];
@@ -162,7 +155,10 @@ try {
       max: Math.max(...rows.map((r) => r.ratio)),
     },
     peakRssMb: peakRss,
-    vmHwmMb: { a: memoryMb(pipelines[0].pid).hwm, b: memoryMb(pipelines[1].pid).hwm },
+    vmHwmMb: {
+      a: Math.round(memory(pipelines[0].pid)?.hwmMb ?? NaN),
+      b: Math.round(memory(pipelines[1].pid)?.hwmMb ?? NaN),
+    },
     env: extraEnv,
     mainThreadWakeupsPerSecond: { a: median(rows.map((r) => r.wakeA)), b: median(rows.map((r) => r.wakeB)) },
     windows: rows,
