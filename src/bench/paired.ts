@@ -17,6 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -61,6 +62,9 @@ const tmp = mkdtempSync(path.join(tmpdir(), 'engagement-paired-'));
 chmodSync(tmp, 0o755); // embedded Postgres runs as the postgres user when we are root
 cleanups.push(() => rm(tmp, { recursive: true, force: true }));
 const stop = new AbortController();
+// Ctrl-C (or a kill) ends the next wait, so the cleanups below stop Postgres, the pipelines and
+// the mocks instead of leaving them running.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => stop.abort());
 try {
   const cluster = await startEmbeddedPostgres({
     dataDir: path.join(tmp, 'pg'),
@@ -111,7 +115,7 @@ try {
     runGenerator({ databaseUrl, rate, signal: stop.signal }),
     runGenerator({ databaseUrl, rate: markers, rowsPerTransaction: 1, signal: stop.signal }),
   ];
-  const sleep = (s: number) => new Promise((r) => setTimeout(r, s * 1000));
+  const sleep = (s: number) => delay(s * 1000, undefined, { signal: stop.signal });
   console.error(`paired: warm-up ${warmup} s at ${rate}/s + ${markers} one-row transactions/s`);
   await sleep(warmup);
 
