@@ -55,6 +55,9 @@ export interface ReplicationSourceOptions {
   slotBusyWaitMs?: number;
 }
 
+/** SQLSTATE of START_REPLICATION on a slot another walsender holds ("... is active for PID n"). */
+const OBJECT_IN_USE = '55006';
+
 /** The parts of pg-logical-replication's flow-control queue the idle rule must see (not in its typings). */
 interface FlowControlState {
   _messageQueue?: unknown[];
@@ -166,7 +169,7 @@ export class ReplicationSource {
     } catch (err) {
       this.stopping = true;
       await this.loop.catch(() => undefined);
-      throw err;
+      throw (await this.slotTakenMeanwhile(err)) ?? err;
     }
     this.startWatchdog();
     // Well inside the server's wal_sender_timeout (0 = disabled), at most every 10 s.
@@ -196,6 +199,23 @@ export class ReplicationSource {
       slot = await withClient(this.options.databaseUrl, (client) => readSlot(client, this.options.slotName));
     }
     return slot;
+  }
+
+  /**
+   * Postgres refused the stream because another process took the slot after start() found it
+   * free (two pipelines started at the same moment): the same one line as a slot found busy,
+   * naming the other reader, instead of Postgres's words. Not waited for: the other one has
+   * just started, it is not a predecessor stopping.
+   */
+  private async slotTakenMeanwhile(err: unknown): Promise<PipelineError | null> {
+    if ((err as { code?: unknown } | null)?.code !== OBJECT_IN_USE) return null;
+    const slot = await withClient(this.options.databaseUrl, (client) =>
+      readSlot(client, this.options.slotName),
+    ).catch(() => null);
+    return slotInUseError(
+      this.options.slotName,
+      slot ?? { exists: true, active: true, confirmedFlushLsn: null, walStatus: null },
+    );
   }
 
   private halt(error: PipelineError): void {
