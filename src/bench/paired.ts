@@ -111,10 +111,12 @@ try {
     pipelines.push({ name, child, pid: child.pid! });
   }
 
+  // Settled on their own: after a signal the run leaves through `finally` without awaiting them,
+  // and an INSERT cut off by Postgres's own shutdown must not end the clean-ups as an unhandled rejection.
   const traffic = [
     runGenerator({ databaseUrl, rate, signal: stop.signal }),
     runGenerator({ databaseUrl, rate: markers, rowsPerTransaction: 1, signal: stop.signal }),
-  ];
+  ].map((run) => run.catch((err: unknown) => (stop.signal.aborted ? undefined : Promise.reject(err))));
   const sleep = (s: number) => delay(s * 1000, undefined, { signal: stop.signal });
   console.error(`paired: warm-up ${warmup} s at ${rate}/s + ${markers} one-row transactions/s`);
   await sleep(warmup);

@@ -212,10 +212,19 @@ export class ReplicationSource {
     const slot = await withClient(this.options.databaseUrl, (client) =>
       readSlot(client, this.options.slotName),
     ).catch(() => null);
-    return slotInUseError(
-      this.options.slotName,
-      slot ?? { exists: true, active: true, confirmedFlushLsn: null, walStatus: null },
-    );
+    // The other reader may be gone again already (or the read failed): Postgres's own words name it.
+    const pid = /active for PID (\d+)/.exec((err as Error).message ?? '')?.[1];
+    const holder =
+      slot?.active && slot.activePid != null
+        ? slot
+        : {
+            exists: true,
+            active: true,
+            confirmedFlushLsn: null,
+            walStatus: null,
+            activePid: pid ? Number(pid) : null,
+          };
+    return slotInUseError(this.options.slotName, holder);
   }
 
   private halt(error: PipelineError): void {

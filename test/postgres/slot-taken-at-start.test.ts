@@ -18,8 +18,12 @@ async function holdSlot(url: string): Promise<LogicalReplicationService> {
   });
   service.on('error', () => undefined);
   const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: ['engagement_pipeline'] });
-  void service.subscribe(plugin, SLOT, '0/00000000').catch(() => undefined);
-  await new Promise<void>((resolve) => service.on('start', () => resolve()));
+  // Streaming, or the reason it could not (instead of waiting for the test's timeout).
+  const ended = service.subscribe(plugin, SLOT, '0/00000000').then(() => {
+    throw new Error('the holder stream ended before it started');
+  });
+  ended.catch(() => undefined); // it ends when the test stops it, after streaming
+  await Promise.race([new Promise<void>((resolve) => service.on('start', () => resolve())), ended]);
   return service;
 }
 
