@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -11,32 +11,7 @@ import { assertExact, reconcile } from './support/reconcile.js';
 import { recordScenario } from './support/report.js';
 import { startTraffic } from './support/traffic.js';
 import { waitFor } from '../helpers/wait.js';
-
-/**
- * Signals the postmaster and waits for it to exit; returns how long that took. SIGQUIT is an
- * immediate shutdown: every backend killed at once, crash recovery on the next start, as after
- * a power cut or an OOM kill. SIGINT is the fast shutdown `pg_ctl stop` sends, which waits for
- * each walsender to see its client confirm the sent position.
- */
-async function stopPostmaster(
-  dataDir: string,
-  signal: 'SIGQUIT' | 'SIGINT',
-  limitMs: number,
-): Promise<number> {
-  const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  const started = Date.now();
-  process.kill(pid, signal);
-  while (Date.now() - started < limitMs) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return Date.now() - started;
-    }
-    await sleep(50);
-  }
-  process.kill(pid, 'SIGQUIT'); // leave no hung cluster behind
-  throw new Error(`postmaster ${pid} did not exit within ${limitMs} ms of ${signal} (pipeline connected)`);
-}
+import { stopPostmaster } from '../helpers/postgres.js';
 
 const crash = (dataDir: string) => stopPostmaster(dataDir, 'SIGQUIT', 10_000);
 const fastShutdown = (dataDir: string, limitMs: number) => stopPostmaster(dataDir, 'SIGINT', limitMs);

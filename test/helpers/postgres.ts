@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import pg from 'pg';
 import { clientConfig } from '../../src/db/postgres.js';
 
@@ -66,4 +68,32 @@ export async function query<T extends pg.QueryResultRow = pg.QueryResultRow>(
   } finally {
     await client.end();
   }
+}
+
+/**
+ * Signals a cluster's postmaster (its pid from `postmaster.pid` in `dataDir`) and waits for it
+ * to exit; returns how long that took. SIGQUIT is an immediate shutdown: every backend killed
+ * at once, crash recovery on the next start, as after a power cut or an OOM kill. SIGINT is the
+ * fast shutdown `pg_ctl stop` (and a terminal's Ctrl-C) sends, which waits for each walsender
+ * to see its client confirm the sent position. Past `limitMs` it is killed with SIGQUIT, so no
+ * hung cluster is left behind, and this throws.
+ */
+export async function stopPostmaster(
+  dataDir: string,
+  signal: 'SIGQUIT' | 'SIGINT',
+  limitMs: number,
+): Promise<number> {
+  const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const started = Date.now();
+  process.kill(pid, signal);
+  while (Date.now() - started < limitMs) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return Date.now() - started;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  process.kill(pid, 'SIGQUIT');
+  throw new Error(`postmaster ${pid} did not exit within ${limitMs} ms of ${signal}`);
 }
