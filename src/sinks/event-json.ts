@@ -1,7 +1,6 @@
 import { DEFAULT_SHAPE, type KeyType, type KeyTypes } from '../domain/source-shape.js';
 import { payloadJson } from '../domain/json-text.js';
 import type { EnrichedEvent } from '../domain/types.js';
-import { JsonWriter } from './json-writer.js';
 
 /**
  * The enriched event as JSON for the destinations that receive documents (the external
@@ -41,39 +40,7 @@ function eventDocument(
 
 /** The event's JSON; key order is the event's. */
 export function eventJson(e: EnrichedEvent, keyTypes: KeyTypes = DEFAULT_SHAPE.keyTypes): string {
-  writeEvent(scratch.reset(), e, keyTypes);
-  return scratch.text();
-}
-
-/** eventJson as UTF-8 bytes (the external system's body for one event). */
-export function eventJsonBytes(e: EnrichedEvent, keyTypes: KeyTypes = DEFAULT_SHAPE.keyTypes): Buffer {
-  writeEvent(scratch.reset(), e, keyTypes);
-  return scratch.bytes();
-}
-
-/** Several events' JSON as one array, as UTF-8 bytes (the external system's batched body). */
-export function eventsJsonBytes(
-  events: readonly EnrichedEvent[],
-  keyTypes: KeyTypes = DEFAULT_SHAPE.keyTypes,
-): Buffer {
-  const w = scratch.reset();
-  w.raw('[');
-  for (let i = 0; i < events.length; i++) {
-    if (i > 0) w.raw(',');
-    writeEvent(w, events[i], keyTypes);
-  }
-  w.raw(']');
-  return w.bytes();
-}
-
-/** One writer for every document: each is written whole, then copied out, before the next. */
-const scratch = new JsonWriter();
-
-function writeEvent(w: JsonWriter, e: EnrichedEvent, keyTypes: KeyTypes): void {
-  const start = w.length;
-  if (writeEnrichedEvent(w, e, keyTypes)) return;
-  w.truncate(start);
-  w.raw(documentJson(e, keyTypes));
+  return enrichedEventJson(e, keyTypes) ?? documentJson(e, keyTypes);
 }
 
 /** EnrichedEvent's keys in the order enrichedEvent (domain/enrich.ts) gives every event it makes. */
@@ -95,44 +62,70 @@ const EVENT_KEYS: readonly (keyof EnrichedEvent)[] = [
 ];
 
 /**
- * The JSON of an event with exactly EnrichedEvent's keys in that order, every value of a type
+ * eventJson of an event with exactly EnrichedEvent's keys in that order, every value of a type
  * JSON.stringify writes as itself (string, number or null; the payload as payloadJson gives it):
  * every event the pipeline makes. Written member by member, each value as JSON.stringify writes
- * it, so the text is documentJson's. Returns false, having written nothing that stays, for any
- * other event (a key more, less or elsewhere, a boolean or object value): documentJson writes it.
+ * it, so the text is documentJson's. Without the intermediate document it costs 1.15 µs per
+ * event instead of 1.5-1.9 (the external sink and content:last each write one per event), for
+ * about a fifth more short-lived garbage (1,690 bytes instead of 1,386: a string per value and
+ * the concatenation; joining an array of the parts made more).
+ * null for any other event (a key more, less or elsewhere, a boolean or object value), which
+ * documentJson writes.
  */
-function writeEnrichedEvent(w: JsonWriter, e: EnrichedEvent, keyTypes: KeyTypes): boolean {
+function enrichedEventJson(e: EnrichedEvent, keyTypes: KeyTypes): string | null {
   let i = 0;
-  for (const key in e) if (key !== EVENT_KEYS[i++]) return false;
-  if (i !== EVENT_KEYS.length) return false;
+  for (const key in e) if (key !== EVENT_KEYS[i++]) return null;
+  if (i !== EVENT_KEYS.length) return null;
   const payload = payloadJson(e.raw_payload);
-  if (payload === undefined) return false;
-  const ok =
-    member(w, '{"event_id":', e.event_id) &&
-    member(w, ',"content_id":', keyJsonValue(e.content_id, keyTypes.content_id)) &&
-    member(w, ',"user_id":', keyJsonValue(e.user_id, keyTypes.user_id)) &&
-    member(w, ',"event_type":', e.event_type) &&
-    member(w, ',"event_ts":', e.event_ts) &&
-    member(w, ',"duration_ms":', e.duration_ms) &&
-    member(w, ',"device":', e.device);
-  if (!ok) return false;
-  w.raw(',"raw_payload":');
-  w.raw(payload ?? 'null');
+  if (payload === undefined) return null;
+  const parts = [
+    valueJson(e.event_id),
+    valueJson(keyJsonValue(e.content_id, keyTypes.content_id)),
+    valueJson(keyJsonValue(e.user_id, keyTypes.user_id)),
+    valueJson(e.event_type),
+    valueJson(e.event_ts),
+    valueJson(e.duration_ms),
+    valueJson(e.device),
+    valueJson(e.content_type),
+    valueJson(e.length_seconds),
+    valueJson(e.engagement_seconds),
+    valueJson(e.engagement_pct),
+    valueJson(e.committed_at),
+    valueJson(e.processed_at),
+  ];
+  for (let k = 0; k < parts.length; k++) if (parts[k] === undefined) return null;
   return (
-    member(w, ',"content_type":', e.content_type) &&
-    member(w, ',"length_seconds":', e.length_seconds) &&
-    member(w, ',"engagement_seconds":', e.engagement_seconds) &&
-    member(w, ',"engagement_pct":', e.engagement_pct) &&
-    member(w, ',"committed_at":', e.committed_at) &&
-    member(w, ',"processed_at":', e.processed_at) &&
-    (w.raw('}'), true)
+    `{"event_id":${parts[0]},"content_id":${parts[1]},"user_id":${parts[2]},"event_type":${parts[3]},` +
+    `"event_ts":${parts[4]},"duration_ms":${parts[5]},"device":${parts[6]},"raw_payload":${payload ?? 'null'},` +
+    `"content_type":${parts[7]},"length_seconds":${parts[8]},"engagement_seconds":${parts[9]},` +
+    `"engagement_pct":${parts[10]},"committed_at":${parts[11]},"processed_at":${parts[12]}}`
   );
 }
 
-function member(w: JsonWriter, key: string, value: unknown): boolean {
-  w.raw(key);
-  return w.value(value);
+/**
+ * A string, number or null as JSON.stringify writes it (NaN and ±Infinity as null); undefined
+ * for any other value.
+ */
+function valueJson(v: unknown): string | undefined {
+  if (v === null) return 'null';
+  if (typeof v === 'string') return stringJson(v);
+  if (typeof v !== 'number') return undefined;
+  return Number.isFinite(v) ? String(v) : 'null';
 }
+
+/**
+ * JSON.stringify of a string. Most of an event's strings (timestamps, UUIDs, categories) need
+ * no escape, and JSON.stringify escapes only `"`, `\`, the control characters and lone
+ * surrogates: a string with none of those is itself between quotes (any surrogate, paired or
+ * not, takes JSON.stringify's way). eventsJsonArray went from ~2.9 to ~2.1 µs per event
+ * (bench/results/2026-12-03-s18-session.md).
+ */
+function stringJson(v: string): string {
+  return NEEDS_ESCAPE.test(v) ? JSON.stringify(v) : `"${v}"`;
+}
+
+// eslint-disable-next-line no-control-regex -- the control characters are what JSON escapes
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
 
 /**
  * eventJson of any event: JSON.stringify of its document, then the payload's text is put in
@@ -145,6 +138,16 @@ function documentJson(e: EnrichedEvent, keyTypes: KeyTypes): string {
   if (payload === null) return json;
   const at = json.indexOf(NULL_PAYLOAD) + NULL_PAYLOAD.length - 4;
   return `${json.slice(0, at)}${payload}${json.slice(at + 4)}`;
+}
+
+/** Several events' JSON as one array (the external system's batched body). */
+export function eventsJsonArray(
+  events: EnrichedEvent[],
+  keyTypes: KeyTypes = DEFAULT_SHAPE.keyTypes,
+): string {
+  const parts = new Array<string>(events.length);
+  for (let i = 0; i < events.length; i++) parts[i] = eventJson(events[i], keyTypes);
+  return `[${parts.join(',')}]`;
 }
 
 const NULL_PAYLOAD = '"raw_payload":null';

@@ -4,7 +4,7 @@ import type { KeyTypes } from '../../domain/source-shape.js';
 import type { Batch, EnrichedEvent } from '../../domain/types.js';
 import { describeError, ErrorCodes, PipelineError, redactSecrets } from '../../errors.js';
 import type { Metrics } from '../../observability/metrics.js';
-import { eventJsonBytes, eventsJsonBytes } from '../event-json.js';
+import { eventJson, eventsJsonArray } from '../event-json.js';
 import { AttemptSignal } from './attempt-signal.js';
 import { SIGNATURE_HEADER, signBody } from './signature.js';
 
@@ -69,7 +69,7 @@ export class ExternalRequests {
   /** One POST: a single event object (`single`) or an array, with its key, signature and auth. */
   build(events: EnrichedEvent[], positions: string[], key: string, single: boolean): OutgoingRequest {
     const { keyTypes, secret, target } = this.o;
-    const body = single ? eventJsonBytes(events[0], keyTypes) : eventsJsonBytes(events, keyTypes);
+    const body = Buffer.from(single ? eventJson(events[0], keyTypes) : eventsJsonArray(events, keyTypes));
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       'idempotency-key': key,
