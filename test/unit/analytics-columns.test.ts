@@ -520,6 +520,7 @@ describe('the JSON document (external payload, Kafka value, Redis content:last)'
         'play',
         'é ü 漢字 🎧',
         '"quoted" \\ back',
+        'C:\\dir',
         'tab\tnew\nline\u0000\u001f',
         '\ud800 lone',
         '</script>',
@@ -532,6 +533,7 @@ describe('the JSON document (external payload, Kafka value, Redis content:last)'
         TEXTS,
         { content_id: 'bigint', user_id: 'text' } as KeyTypes,
       ];
+      const made: EnrichedEvent[] = [];
       for (let n = 0; n < 500; n++) {
         const maybe = <T>(v: T): T | null => (random() < 0.2 ? null : v);
         const e: EnrichedEvent = seedEvent({
@@ -578,7 +580,11 @@ describe('the JSON document (external payload, Kafka value, Redis content:last)'
         const types = pick(random, keyTypes);
         const event = odd as unknown as EnrichedEvent;
         assert.equal(eventJson(event, types), referenceJson(event, types), JSON.stringify(odd));
+        made.push(event);
       }
+      // As one array: the odd events (written another way) among the others.
+      for (const types of keyTypes)
+        assert.equal(eventsJsonArray(made, types), `[${made.map((e) => referenceJson(e, types)).join(',')}]`);
       const batch = [seedEvent(), UUID_EVENT, seedEvent({ raw_payload: new JsonText('{"x":1}') })];
       assert.equal(eventsJsonArray(batch, TEXTS), `[${batch.map((e) => referenceJson(e, TEXTS)).join(',')}]`);
       assert.equal(eventsJsonArray([], TEXTS), '[]');
