@@ -10,10 +10,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { freePort } from '../ports.js';
 import { runBackfill } from '../backfill/backfill.js';
 import { startEmbeddedPostgres } from '../db/embedded.js';
 import { migrate } from '../db/migrate.js';
@@ -30,15 +30,6 @@ const arg = (name: string, fallback: string) => {
 const rows = Number(arg('rows', '1000000'));
 const chunk = Number(arg('chunk', '50000'));
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 let cluster: Awaited<ReturnType<typeof startEmbeddedPostgres>> | null = null;
 let databaseUrl = process.env.DATABASE_URL;

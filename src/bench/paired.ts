@@ -25,7 +25,8 @@ import { startEmbeddedPostgres } from '../db/embedded.js';
 import { migrate } from '../db/migrate.js';
 import { runGenerator } from '../generator/writer.js';
 import { deleteKeys } from './run-bench.js';
-import { CliChild, freePort, waitForHttp } from './children.js';
+import { freePort } from '../ports.js';
+import { CliChild, waitForHttp } from './children.js';
 import { cpuSeconds, memory } from './proc.js';
 
 const flag = (name: string, fallback?: string): string => {

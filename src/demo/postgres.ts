@@ -3,7 +3,7 @@ import path from 'node:path';
 import { withClient } from '../db/postgres.js';
 import type { EmbeddedPostgresHandle } from '../db/embedded.js';
 import { configError, PipelineError } from '../errors.js';
-import { freePort, isPortFree } from './ports.js';
+import { freePort, isPortFree } from '../ports.js';
 
 /** The database the demo creates on its embedded cluster. */
 export const DEMO_DATABASE = 'engagement';

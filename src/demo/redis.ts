@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { configError, redactSecrets } from '../errors.js';
 import { isRefusedDatabase, refuseUnselectedDatabase } from '../sinks/redis/connection.js';
-import { freePort } from './ports.js';
+import { freePort } from '../ports.js';
 
 export interface DemoRedis {
   url: string;

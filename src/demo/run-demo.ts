@@ -10,7 +10,7 @@ import { createLogger, type Logger } from '../logger.js';
 import { startMockExternal, type RunningMockExternal } from '../mock-external/server.js';
 import { startHttpServer, startRuntime, type Runtime } from '../runtime.js';
 import type { DemoPostgres } from './postgres.js';
-import { isPortFree } from './ports.js';
+import { isPortFree } from '../ports.js';
 import { ensureRedis, SHARED_REDIS_PREFIX, type DemoRedis } from './redis.js';
 import { formatStatus, StatusLine, StatusSampler } from './status.js';
 import { pause } from '../retry/retry.js';

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { isLoopback } from '../config.js';
-import { isPortFree } from '../demo/ports.js';
+import { isPortFree } from '../ports.js';
 import { configError } from '../errors.js';
 
 /**

@@ -10,11 +10,13 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
+import { freePort, freePorts } from '../../src/ports.js';
 import { waitFor } from './wait.js';
+
+export { freePort, freePorts };
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 /** Jars copied by `mvn dependency:copy-dependencies` from test/kafka/pom.xml (.ci/run does it). */
@@ -27,31 +29,6 @@ export function realKafkaUnavailable(): string | false {
     return 'Kafka jars missing: (cd test/kafka && mvn -q dependency:copy-dependencies -DoutputDirectory=libs)';
   if (spawnSync('java', ['-version'], { stdio: 'ignore' }).status !== 0) return 'java (17+) is not installed';
   return false;
-}
-
-export async function freePort(): Promise<number> {
-  return (await freePorts(1))[0];
-}
-
-/**
- * `count` distinct free ports: each stays bound until all are picked (a port closed at once may
- * be handed out again by the next bind: a broker once got the same port for both listeners).
- */
-export async function freePorts(count: number): Promise<number[]> {
-  const servers: ReturnType<typeof createServer>[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const server = createServer();
-      servers.push(server);
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(0, '127.0.0.1', () => resolve());
-      });
-    }
-    return servers.map((server) => (server.address() as { port: number }).port);
-  } finally {
-    await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
-  }
 }
 
 /**

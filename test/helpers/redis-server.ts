@@ -1,18 +1,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
+import { freePort, freePorts } from '../../src/ports.js';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /**
  * A private redis-server on a free loopback port, so a test can stop and restart it.
@@ -74,11 +64,10 @@ export async function startRedisCluster(
   dir: string,
   masters = 3,
 ): Promise<{ url: string; ports: number[]; stop(): Promise<void> }> {
-  const ports: number[] = [];
+  // All picked at once: ports asked for one by one may repeat.
+  const ports = await freePorts(masters);
   const children: ChildProcess[] = [];
-  for (let i = 0; i < masters; i++) {
-    const port = await freePort();
-    ports.push(port);
+  for (const port of ports) {
     children.push(
       spawn(
         'redis-server',

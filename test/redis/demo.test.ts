@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { spawnCli } from '../helpers/cli.js';
 import { duckdbQuery } from '../helpers/duckdb.js';
 import { testRedis } from '../helpers/redis.js';
-import { freePort } from '../../src/demo/ports.js';
+import { freePort } from '../../src/ports.js';
 import { waitFor } from '../helpers/wait.js';
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { migrate } from '../../src/db/migrate.js';
-import { freePort } from '../../src/demo/ports.js';
+import { freePort } from '../../src/ports.js';
 import { ensureRedis, SHARED_REDIS_PREFIX } from '../../src/demo/redis.js';
 import { runCli, spawnCli } from '../helpers/cli.js';
 import { freshDatabase, query } from '../helpers/postgres.js';
