@@ -4,6 +4,26 @@ import { freePort, freePorts } from '../../src/ports.js';
 
 export { freePort };
 
+/** Waits (up to ~5 s) until a redis-server that is starting on `port` answers PING. */
+async function waitForPing(port: number): Promise<void> {
+  const probe = new Redis(port, '127.0.0.1', {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  probe.on('error', () => undefined);
+  for (let i = 0; i < 100; i++) {
+    try {
+      await probe.connect();
+      await probe.ping();
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  probe.disconnect();
+}
+
 /**
  * A private redis-server on a free loopback port, so a test can stop and restart it.
  * `args` are appended (later ones win), e.g. `--appendonly yes --dir D` to survive a restart.
@@ -29,18 +49,7 @@ export async function startRedisServer(
     },
   );
   const url = `redis://127.0.0.1:${p}`;
-  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  probe.on('error', () => undefined);
-  for (let i = 0; i < 100; i++) {
-    try {
-      await probe.connect();
-      await probe.ping();
-      break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  probe.disconnect();
+  await waitForPing(p);
   return {
     url,
     port: p,
@@ -102,24 +111,7 @@ export async function startRedisCluster(
     );
   };
   try {
-    for (const port of ports) {
-      const probe = new Redis(port, '127.0.0.1', {
-        lazyConnect: true,
-        maxRetriesPerRequest: 0,
-        retryStrategy: () => null,
-      });
-      probe.on('error', () => undefined);
-      for (let i = 0; i < 100; i++) {
-        try {
-          await probe.connect();
-          await probe.ping();
-          break;
-        } catch {
-          await new Promise((r) => setTimeout(r, 50));
-        }
-      }
-      probe.disconnect();
-    }
+    for (const port of ports) await waitForPing(port);
     const create = spawnSync(
       'redis-cli',
       [
