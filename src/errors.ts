@@ -85,7 +85,8 @@ export function describeError(err: unknown): string {
  * Removes passwords from any text that may hold a URL or a connection string; everything that
  * prints a URL, a connection string or an error goes through it:
  * - the userinfo password of a URL: `postgres://u:secret@h` -> `postgres://u:***@h` (up to the
- *   last `@` before a space: an unencoded `@`, `#`, `/` or `?` in the password leaks nothing);
+ *   last `@` before a space: an unencoded `@`, `#`, `/` or `?` in the password leaks nothing),
+ *   also in a malformed URL or a URL's echoed tail (`postgres:/u:secret@h`, `/u:secret@h`);
  * - `key=value` query parameters and libpq keyword words whose key names a password, a
  *   passfile, a secret or a token: `?password=x`, `&sslpassword=x`, `passfile=/p`,
  *   `host=h password='a b'` -> `password=***` (quoted values whole).
@@ -96,6 +97,9 @@ export function redactSecrets(text: string): string {
       // Up to the last `@` before a space: a password may hold `@`, `#`, `/` or `?` unencoded
       // (masking too much of an odd URL's path is the safe side).
       .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)\S*@/gi, '$1***@')
+      // A malformed URL (`postgres:/u:pw@h`, `postgres//u:pw@h`) or the tail of one that a
+      // driver echoes (`:5432/u:pw@h/db`) still holds `name:password@`: mask that shape anywhere.
+      .replace(/(^|[\s/"'(])([^\s:/@"'()]+:)(?!\/\/)\S*@/g, '$1$2***@')
       .replace(SECRET_PARAMETER, '$1***')
   );
 }

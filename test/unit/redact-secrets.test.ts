@@ -16,6 +16,19 @@ describe('redactSecrets: one function for every URL and connection string printe
     }
   });
 
+  it('masks the password of a malformed URL and of the tail of one a driver echoes', () => {
+    // Masking more of an odd URL than its password is the safe side; only the host must stay.
+    for (const text of [
+      'postgres//u:sekrit@h/db',
+      'postgres:/u:sekrit@h/db',
+      'connect to 127.0.0.1:5432/u:sekrit@h/db',
+      'got "postgres:sekrit@h/db"',
+    ]) {
+      const shown = redactSecrets(text);
+      assert.ok(!shown.includes('sekrit') && shown.includes('***@h/db'), shown);
+    }
+  });
+
   it('masks password, sslpassword and passfile query parameters', () => {
     assert.equal(
       redactSecrets('postgres://postgres@127.0.0.1:54391/advb?password=postgres'),
@@ -42,6 +55,12 @@ describe('redactSecrets: one function for every URL and connection string printe
   });
 
   it('reaches the config error line and described errors', () => {
+    // (`postgres:/u:sekrit@h/db` passes the config check; its connect error echoes the tail tested above.)
+    for (const url of ['postgres//u:sekrit@h/db'])
+      assert.throws(
+        () => loadConfig({}, { DATABASE_URL: url }),
+        (err: unknown) => /DATABASE_URL/.test(String(err)) && !/sekrit/.test(describeError(err)),
+      );
     assert.throws(
       () => loadConfig({}, { DATABASE_URL: 'host=127.0.0.1 user=u password=hunter2' }),
       (err: unknown) => /DATABASE_URL/.test(String(err)) && !/hunter2/.test(describeError(err)),
