@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../../src/db/embedded.js';
 import type { Runtime } from '../../src/runtime.js';
-import { freePort } from '../helpers/redis-server.js';
+import { freePort } from '../../src/ports.js';
 import { createFaultHarness, drainAndStop, type FaultHarness, sleep } from './support/harness.js';
 import { assertExact, reconcile } from './support/reconcile.js';
 import { recordScenario } from './support/report.js';

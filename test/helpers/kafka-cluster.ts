@@ -13,10 +13,8 @@ import {
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
-import { freePort, freePorts } from '../../src/ports.js';
+import { freePorts } from '../../src/ports.js';
 import { waitFor } from './wait.js';
-
-export { freePort, freePorts };
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 /** Jars copied by `mvn dependency:copy-dependencies` from test/kafka/pom.xml (.ci/run does it). */

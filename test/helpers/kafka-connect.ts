@@ -3,7 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
-import { freePort, jvmArgs, KAFKA_LIBS } from './kafka-cluster.js';
+import { freePort } from '../../src/ports.js';
+import { jvmArgs, KAFKA_LIBS } from './kafka-cluster.js';
 import { waitFor } from './wait.js';
 
 /** Kafka Connect 4.3 + Debezium jars (test/kafka/connect/pom.xml). */

@@ -2,8 +2,6 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { freePort, freePorts } from '../../src/ports.js';
 
-export { freePort };
-
 /** Waits (up to ~5 s) until a redis-server that is starting on `port` answers PING. */
 async function waitForPing(port: number): Promise<void> {
   const probe = new Redis(port, '127.0.0.1', {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from '../../src/db/embedded.js';
 import { stopPostmaster } from '../helpers/postgres.js';
-import { freePort } from '../helpers/redis-server.js';
+import { freePort } from '../../src/ports.js';
 
 /**
  * A Ctrl-C in a terminal reaches the postmaster too (same process group): `demo` and `bench`

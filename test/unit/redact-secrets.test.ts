@@ -56,11 +56,10 @@ describe('redactSecrets: one function for every URL and connection string printe
 
   it('reaches the config error line and described errors', () => {
     // (`postgres:/u:sekrit@h/db` passes the config check; its connect error echoes the tail tested above.)
-    for (const url of ['postgres//u:sekrit@h/db'])
-      assert.throws(
-        () => loadConfig({}, { DATABASE_URL: url }),
-        (err: unknown) => /DATABASE_URL/.test(String(err)) && !/sekrit/.test(describeError(err)),
-      );
+    assert.throws(
+      () => loadConfig({}, { DATABASE_URL: 'postgres//u:sekrit@h/db' }),
+      (err: unknown) => /DATABASE_URL/.test(String(err)) && !/sekrit/.test(describeError(err)),
+    );
     assert.throws(
       () => loadConfig({}, { DATABASE_URL: 'host=127.0.0.1 user=u password=hunter2' }),
       (err: unknown) => /DATABASE_URL/.test(String(err)) && !/hunter2/.test(describeError(err)),
